@@ -1,0 +1,1 @@
+"""Driver plugins. ``base`` holds the contracts; ``registry`` finds installed drivers."""

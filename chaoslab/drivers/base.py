@@ -1,0 +1,314 @@
+"""The driver contract. A driver is an adapter the core never imports directly.
+
+A driver is registered under the entry-point group ``chaoslab.drivers`` and offers named
+operations. Each operation is either a **probe** (reads the target, returns a value) or a
+**fault** (changes the target until reverted or until its lease ends).
+
+Faults are stateless on the runner's side: everything needed to revert and to check a
+fault lives in its ``RevertRecord``, a JSON-serialisable value. That is what lets
+``chaoslab recover`` revert a fault from another process after the runner died.
+
+The life of a fault, driven by the engine::
+
+    record = driver.prepare(ctx, op, args, target, lease_s)   # resolves, touches nothing
+    ledger.open(record)                                       # durable, before any change
+    record = driver.inject(ctx, record)                       # applies; may enrich record
+    ...
+    driver.revert(ctx, record)                                # idempotent
+    driver.check_clean(ctx, record)                           # verifies on the target
+    ledger.close(record)
+
+Invariants every driver keeps:
+
+- ``prepare`` has no side effect on any target and raises ``InvalidInput`` or
+  ``TargetNotFound``/``UnsafeTarget`` before anything is injected.
+- ``inject`` starts the lease on the target's side (watchdog process, timer inside the
+  proxy, ``timeout`` on a remote host, a stressor that exits by itself) *before* or
+  atomically with the change, so the fault ends even if the runner is SIGKILLed.
+- ``revert`` is idempotent, never raises for an already-clean target, and works from a
+  new process given only the record.
+- ``check_clean`` never changes the target; it reports any residue it finds.
+- Third-party errors are translated: ``raise DriverError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from chaoslab.errors import Problem
+
+RECORD_VERSION = 1
+
+
+class Kind(StrEnum):
+    PROBE = "probe"
+    FAULT = "fault"
+
+
+class LeaseKind(StrEnum):
+    TARGET = "target"  # the target ends the fault by itself when the lease expires
+    NONE = "none"  # nothing to end (a killed process): revert waits for the system to heal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Param:
+    """One argument of an operation. ``type`` is checked before anything runs."""
+
+    name: str
+    type: type | tuple[type, ...]
+    help: str
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    duration: bool = False  # accepts "500ms", "10s", "2m" and numbers of seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    name: str
+    kind: Kind
+    summary: str
+    params: tuple[Param, ...] = ()
+    lease: LeaseKind = LeaseKind.TARGET
+    needs_target: bool = True
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverContext:
+    """What a driver may know about the run calling it. Never module-level state."""
+
+    run_id: str
+    state_dir: Path
+    seed: int = 0
+    dry: bool = False
+    log: Callable[[str], None] = lambda _msg: None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevertRecord:
+    """Everything needed to revert and check one fault, from any process.
+
+    ``data`` must be JSON-serialisable. ``lease_expires_at`` is a Unix time, or None
+    for faults with no lease (``LeaseKind.NONE``).
+    """
+
+    driver: str
+    operation: str
+    target: str
+    fault_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    run_id: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    lease_s: float | None = None
+    lease_expires_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+    version: int = RECORD_VERSION
+
+    def with_data(self, **data: Any) -> RevertRecord:
+        return replace(self, data={**self.data, **data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "driver": self.driver,
+            "operation": self.operation,
+            "target": self.target,
+            "fault_id": self.fault_id,
+            "run_id": self.run_id,
+            "args": dict(self.args),
+            "data": dict(self.data),
+            "lease_s": self.lease_s,
+            "lease_expires_at": self.lease_expires_at,
+            "created_at": self.created_at,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RevertRecord:
+        return cls(
+            version=int(raw.get("version", RECORD_VERSION)),
+            driver=str(raw["driver"]),
+            operation=str(raw["operation"]),
+            target=str(raw["target"]),
+            fault_id=str(raw["fault_id"]),
+            run_id=str(raw.get("run_id", "")),
+            args=dict(raw.get("args") or {}),
+            data=dict(raw.get("data") or {}),
+            lease_s=raw.get("lease_s"),
+            lease_expires_at=raw.get("lease_expires_at"),
+            created_at=float(raw.get("created_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanReport:
+    clean: bool
+    residue: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevertResult:
+    reverted: bool
+    detail: str = ""
+    time_to_recover_s: float | None = None  # for LeaseKind.NONE faults: time to heal
+
+
+class Driver(ABC):
+    """A plugin offering probes and faults on one kind of target."""
+
+    name: str = ""
+    summary: str = ""
+    install_hint: str = ""  # e.g. "pip install 'chaoslab[docker]'"
+
+    @abstractmethod
+    def operations(self) -> Sequence[Operation]:
+        """All operations this driver offers. Pure: no I/O."""
+
+    def operation(self, name: str) -> Operation | None:
+        return next((op for op in self.operations() if op.name == name), None)
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        """Driver-specific checks beyond parameter types. Pure: no I/O. Default: none."""
+        return []
+
+    def probe(
+        self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None
+    ) -> Any:
+        """Run a probe operation and return its value."""
+        raise NotImplementedError(f"{self.name} has no probe {op.name!r}")
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        """Resolve the target and build the revert record. Touches nothing."""
+        raise NotImplementedError(f"{self.name} has no fault {op.name!r}")
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        """Apply the fault described by ``record``; return it, possibly enriched."""
+        raise NotImplementedError
+
+    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
+        """Undo the fault. Idempotent; never raises for an already-clean target."""
+        raise NotImplementedError
+
+    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+        """Verify on the target that nothing of the fault remains. Read-only."""
+        raise NotImplementedError
+
+
+# --- argument helpers shared by drivers and the engine ---------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"`` → 0.5, ``"2m"`` → 120.0, ``3`` → 3.0. Raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 10s, 2m)")
+    if seconds < 0:
+        raise ValueError(f"negative duration: {value!r}")
+    return seconds
+
+
+MAX_LEASE_S = 24 * 3600.0
+
+
+def check_args(op: Operation, args: Mapping[str, Any], path: str = "") -> list[Problem]:
+    """Type-check ``args`` against ``op.params``; returns every problem found."""
+    problems: list[Problem] = []
+    known = {p.name for p in op.params}
+    for name in args:
+        if name not in known:
+            problems.append(
+                Problem(
+                    path=f"{path}.{name}" if path else name,
+                    message=f"unknown argument {name!r} for {op.name}",
+                    hint=f"known: {', '.join(sorted(known)) or 'none'}",
+                )
+            )
+    for p in op.params:
+        where = f"{path}.{p.name}" if path else p.name
+        if p.name not in args:
+            if p.required:
+                problems.append(Problem(path=where, message=f"missing required argument {p.name!r}"))
+            continue
+        value = args[p.name]
+        if p.duration:
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                problems.append(Problem(path=where, message=str(exc)))
+                continue
+            if seconds > MAX_LEASE_S:
+                problems.append(Problem(path=where, message=f"absurd duration {value!r} (> 24h)"))
+            continue
+        if isinstance(value, bool) and bool not in _as_tuple(p.type):
+            problems.append(Problem(path=where, message=f"expected {_type_name(p.type)}, got bool"))
+            continue
+        if not isinstance(value, p.type):
+            problems.append(
+                Problem(
+                    path=where,
+                    message=f"expected {_type_name(p.type)}, got {type(value).__name__} {value!r}",
+                )
+            )
+            continue
+        if p.choices and value not in p.choices:
+            problems.append(
+                Problem(path=where, message=f"{value!r} is not one of {', '.join(map(str, p.choices))}")
+            )
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if p.minimum is not None and value < p.minimum:
+                problems.append(Problem(path=where, message=f"{value} is below the minimum {p.minimum}"))
+            if p.maximum is not None and value > p.maximum:
+                problems.append(Problem(path=where, message=f"{value} is above the maximum {p.maximum}"))
+    return problems
+
+
+def with_defaults(op: Operation, args: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {p.name: p.default for p in op.params if p.default is not None}
+    merged.update(args)
+    return merged
+
+
+def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
+    return t if isinstance(t, tuple) else (t,)
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    return " or ".join(x.__name__ for x in _as_tuple(t))
+
+
+def runner_pids() -> frozenset[int]:
+    """PIDs a fault must never target: this process, its parent, and PID 1."""
+    return frozenset({1, os.getpid(), os.getppid()})

@@ -1,0 +1,1 @@
+"""The run engine: state machine, events, journal, verdict and exit codes."""

@@ -1,0 +1,109 @@
+"""chaoslab's exception tree. Every error chaoslab raises derives from ``ChaoslabError``.
+
+::
+
+    ChaoslabError
+    ├── InvalidInput            the user's input is wrong; carries every Problem found
+    ├── DriverError             a driver could not do what was asked (infrastructure)
+    │   ├── TargetNotFound      a selector matched nothing
+    │   ├── UnsafeTarget        a selector would hit chaoslab itself, PID 1, ...
+    │   └── Unsupported         the target cannot support the operation (no netem, ...)
+    ├── NotClean                a revert ran but the target still shows the fault
+    ├── LedgerError             the ledger is unreadable, from a newer version, locked
+    ├── LockHeld                another live run holds a blast-radius lock
+    ├── SLIError                an SLI source is missing, stale or silent
+    └── RunInterrupted          SIGINT/SIGTERM reached the runner
+
+Third-party errors are translated at the boundary: ``raise DriverError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class ChaoslabError(Exception):
+    """Root of every error chaoslab raises on purpose."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One thing wrong with the user's input, located as precisely as the format allows."""
+
+    message: str
+    file: str | None = None
+    path: str = ""
+    line: int | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<input>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.path:
+            where += f" at {self.path}"
+        text = f"{where}: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class InvalidInput(ChaoslabError):
+    """The input is wrong; ``problems`` lists everything found in one pass."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid input")
+
+
+class DriverError(ChaoslabError):
+    """A driver failed to probe, inject, revert or check a target."""
+
+    def __init__(self, message: str, *, driver: str = "", target: str = "") -> None:
+        self.driver = driver
+        self.target = target
+        prefix = ".".join(x for x in (driver,) if x)
+        where = f" on {target}" if target else ""
+        super().__init__(f"{prefix + ': ' if prefix else ''}{message}{where}")
+
+
+class TargetNotFound(DriverError):
+    """The target selector matched nothing."""
+
+
+class UnsafeTarget(DriverError):
+    """The target selector would hit something chaoslab must never touch."""
+
+
+class Unsupported(DriverError):
+    """The target cannot support this operation (e.g. the kernel has no netem)."""
+
+
+class NotClean(ChaoslabError):
+    """A revert ran, yet the target still shows traces of the fault."""
+
+
+class LedgerError(ChaoslabError):
+    """The ledger cannot be read or written safely."""
+
+
+class LockHeld(ChaoslabError):
+    """A blast-radius lock is held by another live run."""
+
+    def __init__(self, target: str, holder: str) -> None:
+        self.target = target
+        self.holder = holder
+        super().__init__(f"target {target!r} is locked by {holder}")
+
+
+class SLIError(ChaoslabError):
+    """An SLI source is missing, stale or silent."""
+
+
+class RunInterrupted(ChaoslabError):
+    """The run was interrupted by a signal."""
+
+    def __init__(self, signame: str) -> None:
+        self.signame = signame
+        super().__init__(f"interrupted by {signame}")
