@@ -20,6 +20,7 @@ class Phase(StrEnum):
     PLAN = "plan"
     BASELINE = "baseline"
     METHOD = "method"
+    DURING = "during"  # hypothesis checks while the method runs
     RECOVERY = "recovery"
     AFTER = "after"
     ROLLBACK = "rollback"

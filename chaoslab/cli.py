@@ -1,0 +1,297 @@
+"""The ``chaoslab`` command.
+
+Exit codes (an IntEnum, ``chaoslab.engine.verdict.ExitCode``)::
+
+    0 passed · 1 deviated · 2 invalid input · 3 aborted · 4 inconclusive
+    5 driver/infrastructure error · 6 NOT CLEAN after revert · 130 interrupted
+
+chaoslab makes no network call of its own (no version check, no telemetry).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from chaoslab import __version__
+from chaoslab.engine.verdict import ExitCode
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   passed        the steady state held before, during and after
+  1   deviated      an SLO or tolerance failed during/after the method
+  2   invalid input the experiment or the command line is wrong; nothing ran
+  3   aborted       the guard or `chaoslab halt` stopped the run
+  4   inconclusive  too few samples, or the baseline did not hold
+  5   error         a driver or the infrastructure failed
+  6   not clean     a target still shows a fault after revert (the worst)
+  130 interrupted   SIGINT/SIGTERM; everything was reverted first
+"""
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
+    from chaoslab.errors import InvalidInput
+
+    problems = exc.problems if isinstance(exc, InvalidInput) else ()
+    if output == "json":
+        click.echo(json.dumps({
+            "verdict": "invalid-input",
+            "exit_code": int(ExitCode.INVALID_INPUT),
+            "problems": [p.__dict__ for p in problems] or [str(exc)],
+        }, indent=2))
+    else:
+        console = _stderr_console()
+        console.print(f"[bold red]invalid input[/] ({len(problems) or 1} problem{'s' if len(problems) > 1 else ''}):")
+        from rich.markup import escape
+
+        for p in problems or [exc]:
+            console.print(f"  • {escape(str(p))}")
+    sys.exit(ExitCode.INVALID_INPUT)
+
+
+def _registry() -> Any:
+    from chaoslab.drivers.registry import DriverRegistry
+
+    return DriverRegistry()
+
+
+def _section_validators() -> dict[str, Any]:
+    try:
+        from chaoslab.sli.experiment import section_validators
+    except ImportError:
+        return {}
+    return dict(section_validators())
+
+
+def _load(path: str, output: str = "text") -> Any:
+    from chaoslab.errors import InvalidInput
+    from chaoslab.model.compile import load_experiment
+
+    try:
+        return load_experiment(path, registry=_registry(), section_validators=_section_validators())
+    except InvalidInput as exc:
+        _fail_invalid(exc, output)
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chaoslab")
+def main() -> None:
+    """chaoslab — chaos experiments whose steady state is an SLO; every fault leased and reverted."""
+
+
+def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
+    from chaoslib import convert_vars
+
+    try:
+        return dict(convert_vars(list(values)))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--var") from exc
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--var", "variables", multiple=True, metavar="NAME[:TYPE]=VALUE",
+              help="Override a configuration value (as `chaos run --var`).")
+@click.option("--var-file", "var_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON/YAML file with configuration/secrets, or a .env file.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Where events.ndjson and journal.json go [default: ./chaoslab-runs/RUN_ID].")
+@click.option("--journal-path", type=click.Path(dir_okay=False), default=None,
+              help="Also copy the final journal.json here (like `chaos run --journal-path`).")
+@click.option("--hypothesis-strategy", type=click.Choice(
+    ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"]))
+@click.option("--rollback-strategy", type=click.Choice(["always", "default", "never", "deviated"]),
+              help="chaoslab's default is always: rollbacks run even after an interruption.")
+@click.option("--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text",
+              help="json prints one machine-readable result on stdout; progress goes to stderr.")
+def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...], run_dir: str | None,
+        journal_path: str | None, hypothesis_strategy: str | None, rollback_strategy: str | None,
+        seed: int | None, output: str) -> None:
+    """Run an experiment: baseline, method, recovery, after; revert everything; verdict."""
+    from rich.console import Console
+
+    from chaoslab.engine.console import ConsoleProgress
+    from chaoslab.engine.events import EventBus
+    from chaoslab.engine.runner import Runner, RunOptions, new_run_id
+    from chaoslab.model.experiment import RollbackStrategy, Strategy
+
+    exp = _load(experiment, output)
+    variables_d = _parse_vars(variables)
+    run_id = new_run_id()
+    rdir = Path(run_dir) if run_dir else Path.cwd() / "chaoslab-runs" / run_id
+    bus = EventBus()
+    console = Console(stderr=output == "json", highlight=False)
+    bus.subscribe(ConsoleProgress(console))
+    runner_kwargs: dict[str, Any] = {}
+    runner_kwargs.update(_integrations(exp, console))
+    runner = Runner(
+        exp,
+        registry=_registry(),
+        bus=bus,
+        run_id=run_id,
+        options=RunOptions(
+            run_dir=rdir,
+            variables=variables_d,
+            var_files=var_files,
+            strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
+            rollback_strategy=RollbackStrategy(rollback_strategy) if rollback_strategy else None,
+            seed=seed,
+        ),
+        **{k: v for k, v in runner_kwargs.items() if k != "_context"},
+    )
+    context = runner_kwargs.get("_context")
+    if context is not None:
+        with context:
+            result = runner.run()
+    else:
+        result = runner.run()
+    if journal_path:
+        import shutil
+
+        shutil.copyfile(result.journal_path, journal_path)
+    if output == "json":
+        click.echo(json.dumps({
+            "run_id": result.run_id,
+            "title": exp.title,
+            "verdict": result.verdict.value,
+            "exit_code": int(result.verdict.exit_code),
+            "reason": result.reason,
+            "journal": str(result.journal_path),
+            "events": str(result.events_path),
+            "deviated": result.journal.get("deviated"),
+            "status": result.journal.get("status"),
+            "slo": result.journal["chaoslab"].get("slo", []),
+            "breach_to_clean_s": result.breach_to_clean_s,
+        }, indent=2))
+    else:
+        console.print(f"journal: {result.journal_path}")
+    sys.exit(int(result.verdict.exit_code))
+
+
+def _integrations(exp: Any, console: Any) -> dict[str, Any]:
+    """Optional run integrations (lab, SLI observation, guard, ledger) wired by later layers."""
+    try:
+        from chaoslab.integrations import for_experiment
+    except ImportError:
+        return {}
+    return dict(for_experiment(exp, console))
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("experiments", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def validate(experiments: tuple[str, ...], output: str) -> None:
+    """Check experiment files; report every problem with file, line and field path."""
+    from chaoslab.errors import InvalidInput, Problem
+    from chaoslab.model.compile import load_experiment
+
+    problems: list[Problem] = []
+    for path in experiments:
+        try:
+            load_experiment(path, registry=_registry(), section_validators=_section_validators())
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        _fail_invalid(InvalidInput(problems), output)
+    if output == "json":
+        click.echo(json.dumps({"valid": list(experiments)}))
+    else:
+        for path in experiments:
+            click.echo(f"{path}: valid")
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def plan(experiment: str, output: str) -> None:
+    """Show what a run would do (targets resolved, leases, rollbacks), touching nothing."""
+    from chaoslab.engine.plan import make_plan, render_plan
+    from chaoslab.errors import ChaoslabError, InvalidInput
+
+    exp = _load(experiment, output)
+    try:
+        the_plan = make_plan(exp, registry=_registry())
+    except InvalidInput as exc:
+        _fail_invalid(exc, output)
+    except ChaoslabError as exc:
+        _stderr_console().print(f"[red]cannot plan:[/] {exc}")
+        sys.exit(ExitCode.ERROR)
+    if output == "json":
+        click.echo(json.dumps(the_plan, indent=2, default=str))
+    else:
+        render_plan(the_plan)
+
+
+@main.command()
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def drivers(output: str) -> None:
+    """List installed drivers and their operations."""
+    from chaoslab.errors import ChaoslabError
+
+    reg = _registry()
+    listing: list[dict[str, Any]] = []
+    for name in reg.names():
+        try:
+            d = reg.get(name)
+        except ChaoslabError as exc:
+            listing.append({"name": name, "error": str(exc)})
+            continue
+        listing.append({
+            "name": name,
+            "summary": d.summary,
+            "operations": [
+                {
+                    "name": op.name,
+                    "kind": op.kind.value,
+                    "lease": op.lease.value,
+                    "summary": op.summary,
+                    "params": [
+                        {"name": p.name, "required": p.required, "help": p.help,
+                         "default": p.default}
+                        for p in op.params
+                    ],
+                }
+                for op in d.operations()
+            ],
+        })
+    if output == "json":
+        click.echo(json.dumps(listing, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("driver", "operation", "kind", "lease", "summary", box=None)
+    for d in listing:
+        if "error" in d:
+            table.add_row(d["name"], "—", "—", "—", f"[red]{d['error']}[/]")
+            continue
+        for op in d["operations"]:
+            table.add_row(d["name"], op["name"], op["kind"], op["lease"], op["summary"])
+    Console().print(table)
+
+
+def _register_optional_groups() -> None:
+    for module in ("chaoslab.lab.cli", "chaoslab.safety.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(main)
+
+
+_register_optional_groups()
+
+
+if __name__ == "__main__":
+    main()

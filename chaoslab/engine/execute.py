@@ -1,0 +1,149 @@
+"""Executing one activity under a deadline.
+
+Chaos Toolkit provider activities (python, process, http) are executed by
+chaostoolkit-lib's ``run_activity``, tolerances judged by its ``within_tolerance``;
+chaoslab adds the deadline. Driver probes call the driver.
+
+Every activity runs on its own daemon thread and the caller waits with a deadline: a
+hung activity is abandoned (reported ``timed-out``) and can never keep rollbacks or
+reverts from running, nor keep the process from exiting.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chaoslab.drivers.base import DriverContext, check_args, with_defaults
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.errors import ChaoslabError, InvalidInput
+from chaoslab.model.experiment import Activity, ActivityKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    status: str  # succeeded | failed | timed-out
+    output: Any
+    error: str | None
+    start: float
+    end: float
+    tolerance_met: bool | None = None
+    exception: BaseException | None = None
+
+
+class Deadline(Exception):
+    pass
+
+
+def call_with_deadline(fn: Callable[[], Any], timeout_s: float | None, name: str) -> Any:
+    """Run ``fn`` on a daemon thread; raise ``Deadline`` if it outlives ``timeout_s``.
+
+    The caller's thread only waits, so signal handlers (Ctrl-C) still run promptly.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # carried back to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    t = threading.Thread(target=target, name=f"activity:{name}", daemon=True)
+    t.start()
+    # Wait in short slices so a signal handler in the main thread can interrupt us.
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    while not done.wait(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic()))):
+        if end is not None and time.monotonic() >= end:
+            raise Deadline(f"{name} exceeded its deadline of {timeout_s:g}s and was abandoned")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def substitute(value: Any, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
+    from chaoslib import substitute as ctk_substitute
+
+    return ctk_substitute(copy.deepcopy(value), dict(configuration), dict(secrets))
+
+
+def run_provider(activity: Activity, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
+    from chaoslib.activity import run_activity
+
+    return run_activity(copy.deepcopy(dict(activity.ctk)), dict(configuration), dict(secrets))
+
+
+def run_driver_probe(
+    activity: Activity,
+    registry: DriverRegistry,
+    ctx: DriverContext,
+    configuration: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+) -> Any:
+    assert activity.driver and activity.operation
+    driver = registry.get(activity.driver)
+    op = driver.operation(activity.operation)
+    assert op is not None
+    args = substitute(dict(activity.args), configuration, secrets)
+    target = substitute(activity.target, configuration, secrets)
+    problems = check_args(op, args, f"{activity.path}.with")
+    if problems:
+        raise InvalidInput(problems)
+    return driver.probe(ctx, op, with_defaults(op, args), target)
+
+
+def judge_tolerance(
+    activity: Activity, value: Any, configuration: Mapping[str, Any], secrets: Mapping[str, Any]
+) -> bool:
+    from chaoslib.hypothesis import within_tolerance
+
+    tolerance = copy.deepcopy(activity.tolerance)
+    if isinstance(tolerance, dict) and tolerance.get("type") == "probe":
+        tolerance.setdefault("provider", {}).setdefault("arguments", {})
+    return bool(within_tolerance(tolerance, value, dict(configuration), dict(secrets)))
+
+
+def execute(
+    activity: Activity,
+    *,
+    registry: DriverRegistry,
+    ctx: DriverContext,
+    configuration: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    default_timeout_s: float,
+) -> Outcome:
+    """Run a provider activity or a driver probe (faults go through ``FaultManager``)."""
+    timeout = activity.timeout_s or default_timeout_s
+    start = time.time()
+
+    def body() -> Any:
+        if activity.kind is ActivityKind.PROVIDER:
+            return run_provider(activity, configuration, secrets)
+        return run_driver_probe(activity, registry, ctx, configuration, secrets)
+
+    try:
+        output = call_with_deadline(body, timeout, activity.name)
+    except Deadline as exc:
+        return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())
+    except ChaoslabError as exc:
+        return Outcome(status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc)
+    except Exception as exc:
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return Outcome(status="failed", output=None, error=error, start=start, end=time.time(), exception=exc)
+    met = None
+    if activity.has_tolerance:
+        try:
+            met = judge_tolerance(activity, output, configuration, secrets)
+        except Exception as exc:
+            return Outcome(
+                status="failed", output=output, error=f"tolerance could not be evaluated: {exc}",
+                start=start, end=time.time(), tolerance_met=False,
+            )
+    return Outcome(status="succeeded", output=output, error=None, start=start, end=time.time(), tolerance_met=met)

@@ -1,0 +1,233 @@
+"""Active faults of one run: inject through the ledger, revert all in parallel, verify.
+
+The revert guarantee is structural: the runner enters ``FaultManager`` as a context
+manager and its ``__exit__`` reverts every fault still active, whatever happened.
+Reverts run in parallel, each under its own deadline, because the moment of a breach is
+when speed matters most.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+from chaoslab.drivers.base import (
+    CleanReport,
+    DriverContext,
+    LeaseKind,
+    RevertRecord,
+    RevertResult,
+    check_args,
+    with_defaults,
+)
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine import events as ev
+from chaoslab.errors import DriverError, InvalidInput
+from chaoslab.model.experiment import Activity
+
+# Extra time a target-side lease runs past the planned duration, so the runner's own
+# revert normally comes first and the lease is only the safety net.
+LEASE_MARGIN_S = 5.0
+
+
+class Ledger(Protocol):
+    def open_entry(self, record: RevertRecord) -> Any: ...
+    def update_entry(self, record: RevertRecord) -> Any: ...
+    def close_entry(self, fault_id: str, outcome: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(kw_only=True)
+class ActiveFault:
+    record: RevertRecord
+    activity: Activity
+    lease: LeaseKind
+    injected_at: float
+    revert_at: float | None
+    reverted: RevertResult | None = None
+    clean: CleanReport | None = None
+    error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def label(self) -> str:
+        return f"{self.record.driver}.{self.record.operation} on {self.record.target}"
+
+
+class FaultManager:
+    def __init__(
+        self,
+        *,
+        registry: DriverRegistry,
+        ctx: DriverContext,
+        bus: ev.EventBus,
+        ledger: Ledger | None,
+        default_lease_s: float,
+        revert_timeout_s: float = 60.0,
+    ) -> None:
+        self.registry = registry
+        self.ctx = ctx
+        self.bus = bus
+        self.ledger = ledger
+        self.default_lease_s = default_lease_s
+        self.revert_timeout_s = revert_timeout_s
+        self._faults: list[ActiveFault] = []
+        self._lock = threading.Lock()
+
+    # --- inject --------------------------------------------------------------------------
+
+    def inject(self, activity: Activity, args: Mapping[str, Any], target: str | None) -> ActiveFault:
+        assert activity.driver and activity.operation
+        driver = self.registry.get(activity.driver)
+        op = driver.operation(activity.operation)
+        if op is None:
+            raise DriverError(f"no operation {activity.operation!r}", driver=activity.driver)
+        problems = check_args(op, args, f"{activity.path}.with")
+        if problems:
+            raise InvalidInput(problems)
+        duration = activity.duration_s
+        lease_s = None
+        if op.lease is LeaseKind.TARGET:
+            lease_s = (duration if duration is not None else self.default_lease_s) + LEASE_MARGIN_S
+        record = driver.prepare(self.ctx, op, with_defaults(op, args), target, lease_s)
+        now = time.time()
+        record = _stamp(record, run_id=self.ctx.run_id, lease_s=lease_s, now=now)
+        if self.ledger is not None:
+            self.ledger.open_entry(record)  # durable before the target changes
+        fault = ActiveFault(
+            record=record,
+            activity=activity,
+            lease=op.lease,
+            injected_at=now,
+            revert_at=None if duration is None else now + duration,
+        )
+        with self._lock:
+            self._faults.append(fault)
+        try:
+            record = driver.inject(self.ctx, record)
+        except Exception:
+            # Half-applied faults are reverted like any other.
+            self.revert_one(fault)
+            raise
+        fault.record = record
+        if self.ledger is not None:
+            self.ledger.update_entry(record)
+        self.bus.emit(
+            ev.FaultInjected(
+                run_id=self.ctx.run_id,
+                fault_id=record.fault_id,
+                driver=record.driver,
+                operation=record.operation,
+                target=record.target,
+                lease_s=lease_s,
+                record=record.to_dict(),
+            )
+        )
+        return fault
+
+    # --- revert --------------------------------------------------------------------------
+
+    def active(self) -> list[ActiveFault]:
+        with self._lock:
+            return [f for f in self._faults if f.reverted is None and f.error is None]
+
+    def all(self) -> list[ActiveFault]:
+        with self._lock:
+            return list(self._faults)
+
+    def due(self, now: float) -> list[ActiveFault]:
+        return [f for f in self.active() if f.revert_at is not None and f.revert_at <= now]
+
+    def next_due(self) -> float | None:
+        times = [f.revert_at for f in self.active() if f.revert_at is not None]
+        return min(times) if times else None
+
+    def revert_one(self, fault: ActiveFault) -> None:
+        """Revert and verify one fault. Idempotent; never raises."""
+        with fault.lock:
+            if fault.reverted is not None:
+                return
+            driver = self.registry.get(fault.record.driver)
+            t0 = time.monotonic()
+            try:
+                fault.reverted = driver.revert(self.ctx, fault.record)
+            except Exception as exc:
+                fault.error = f"revert failed: {exc}"
+                fault.reverted = RevertResult(reverted=False, detail=fault.error)
+            duration = time.monotonic() - t0
+            self.bus.emit(
+                ev.FaultReverted(
+                    run_id=self.ctx.run_id,
+                    fault_id=fault.record.fault_id,
+                    driver=fault.record.driver,
+                    operation=fault.record.operation,
+                    ok=fault.reverted.reverted,
+                    detail=fault.reverted.detail,
+                    duration_s=duration,
+                    time_to_recover_s=fault.reverted.time_to_recover_s,
+                )
+            )
+            try:
+                fault.clean = driver.check_clean(self.ctx, fault.record)
+            except Exception as exc:
+                fault.clean = CleanReport(clean=False, residue=(f"check_clean failed: {exc}",))
+            self.bus.emit(
+                ev.CleanChecked(
+                    run_id=self.ctx.run_id,
+                    fault_id=fault.record.fault_id,
+                    driver=fault.record.driver,
+                    clean=fault.clean.clean,
+                    residue=fault.clean.residue,
+                )
+            )
+            if self.ledger is not None and fault.clean.clean:
+                self.ledger.close_entry(
+                    fault.record.fault_id,
+                    {"reverted": fault.reverted.reverted, "clean": True, "at": time.time()},
+                )
+
+    def revert_all(self) -> float:
+        """Revert every active fault at once, each under its own deadline. Returns seconds."""
+        pending = self.active()
+        t0 = time.monotonic()
+        if not pending:
+            return 0.0
+        pool = ThreadPoolExecutor(max_workers=min(16, len(pending)), thread_name_prefix="revert")
+        try:
+            futures = {pool.submit(self.revert_one, f): f for f in pending}
+            _, not_done = wait(futures, timeout=self.revert_timeout_s)
+            for fut in not_done:
+                fault = futures[fut]
+                fault.error = f"revert did not finish within {self.revert_timeout_s:g}s"
+        finally:
+            pool.shutdown(wait=False, cancel_futures=False)
+        return time.monotonic() - t0
+
+    def pending_labels(self) -> list[str]:
+        return [f.label for f in self._faults if f.clean is None]
+
+    def not_clean(self) -> list[ActiveFault]:
+        return [f for f in self.all() if f.clean is None or not f.clean.clean]
+
+    def __enter__(self) -> FaultManager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.revert_all()
+
+
+def _stamp(record: RevertRecord, *, run_id: str, lease_s: float | None, now: float) -> RevertRecord:
+    from dataclasses import replace
+
+    return replace(
+        record,
+        run_id=run_id,
+        lease_s=lease_s,
+        lease_expires_at=None if lease_s is None else now + lease_s,
+    )

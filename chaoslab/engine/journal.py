@@ -1,0 +1,174 @@
+"""The event log and the journal: two consumers of the run's event stream.
+
+``EventLog`` appends each event as one JSON line and flushes it at once, so a runner
+killed with SIGKILL leaves everything up to the kill on disk. ``JournalBuilder`` keeps
+what is needed to write ``journal.json`` at the end, in Chaos Toolkit's journal shape
+(``status``, ``deviated``, ``steady_states``, ``run``, ``rollbacks``...), with chaoslab's
+additions under the ``chaoslab`` key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from chaoslab import __version__
+from chaoslab.engine import events as ev
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+class EventLog:
+    """Append-only NDJSON event log, flushed after every event."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: TextIO = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ev.Event) -> None:
+        line = json.dumps(event.to_dict(), default=repr)
+        with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Read an event log, tolerating a torn last line (the runner may have been killed)."""
+    out = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def _run_entry(e: ev.ActivityFinished) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "activity": dict(e.activity),
+        "status": e.status if e.status in ("succeeded", "failed") else "failed",
+        "output": ev._jsonable(e.output),
+        "start": iso(e.start),
+        "end": iso(e.end),
+        "duration": round(e.end - e.start, 6),
+    }
+    if e.error:
+        entry["exception"] = [e.error]
+    if e.tolerance_met is not None:
+        entry["tolerance_met"] = e.tolerance_met
+    if e.status == "timed-out":
+        entry["chaoslab"] = {"timed_out": True}
+    return entry
+
+
+class JournalBuilder:
+    """Collects the events needed for ``journal.json``."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.SLISeries):
+            # kept: the per-second series feeds charts later
+            pass
+        with self._lock:
+            self.events.append(event)
+
+    def build(self, *, experiment: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        with self._lock:
+            events = list(self.events)
+        started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
+        finished = next((e for e in events if isinstance(e, ev.RunFinished)), None)
+        runs: list[dict[str, Any]] = []
+        rollbacks: list[dict[str, Any]] = []
+        steady: dict[str, Any] = {"before": None, "after": None, "during": []}
+        probes: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            if isinstance(e, ev.ActivityFinished):
+                entry = _run_entry(e)
+                if e.phase is ev.Phase.METHOD:
+                    runs.append(entry)
+                elif e.phase is ev.Phase.ROLLBACK:
+                    rollbacks.append(entry)
+                else:
+                    probes.setdefault(str(e.phase), []).append(entry)
+            elif isinstance(e, ev.HypothesisChecked):
+                key = {"baseline": "before", "after": "after"}.get(str(e.phase))
+                block = {"steady_state_met": e.met, "probes": probes.pop(str(e.phase), [])}
+                if key:
+                    steady[key] = block
+                else:
+                    steady["during"].append(block)
+        start = started.ts if started else 0.0
+        end = finished.ts if finished else start
+        verdict = finished.verdict if finished else "interrupted"
+        from chaoslab.engine.verdict import Verdict
+
+        v = Verdict(verdict)
+        chaoslab: dict[str, Any] = {
+            "version": __version__,
+            "run_id": started.run_id if started else "",
+            "verdict": verdict,
+            "exit_code": finished.exit_code if finished else None,
+            "reason": finished.reason if finished else "",
+            "faults": [
+                e.to_dict() for e in events if isinstance(e, ev.FaultInjected | ev.FaultReverted | ev.CleanChecked)
+            ],
+            "slo": [e.to_dict() for e in events if isinstance(e, ev.SLOEvaluated)],
+            "series": [e.to_dict() for e in events if isinstance(e, ev.SLISeries)],
+            "guard": [e.to_dict() for e in events if isinstance(e, ev.GuardTripped)],
+            "interruptions": [e.to_dict() for e in events if isinstance(e, ev.Interrupted)],
+            "phases": [
+                e.to_dict() for e in events if isinstance(e, ev.PhaseStarted | ev.PhaseFinished)
+            ],
+            **(extra or {}),
+        }
+        return {
+            "chaoslib-version": _ctk_version(),
+            "platform": platform.platform(),
+            "node": platform.node(),
+            "experiment": dict(experiment),
+            "start": iso(start),
+            "end": iso(end),
+            "duration": round(end - start, 6),
+            "status": v.ctk_status,
+            "deviated": v.name == "DEVIATED",
+            "steady_states": steady,
+            "run": runs,
+            "rollbacks": rollbacks,
+            "chaoslab": chaoslab,
+        }
+
+
+def _ctk_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("chaostoolkit-lib")
+    except Exception:
+        return None
+
+
+def write_journal(path: Path, journal: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(journal, indent=2, default=repr), "utf-8")
+    os.replace(tmp, path)

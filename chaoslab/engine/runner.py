@@ -1,0 +1,562 @@
+"""The run state machine.
+
+::
+
+    load ─► baseline ─► method ─► recovery ─► after ─► revert-all ─► rollbacks ─► verify-clean ─► verdict
+               │            │  faults are held for their duration, then reverted
+               │            └─ the "during" hypothesis runs alongside (continuously / during-method-only)
+               └─ not met: the method is not run, the verdict is inconclusive
+
+Reverting is structural: the phases run inside ``try``/``finally`` and the ``finally``
+shields itself from further signals before it reverts every fault, runs the rollbacks
+and checks that every target is clean.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from chaoslab.drivers.base import DriverContext
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine import events as ev
+from chaoslab.engine.controls import Controls
+from chaoslab.engine.execute import Outcome, execute, substitute
+from chaoslab.engine.faults import FaultManager, Ledger
+from chaoslab.engine.journal import EventLog, JournalBuilder, write_journal
+from chaoslab.engine.signals import Interrupts
+from chaoslab.engine.verdict import Verdict, worst
+from chaoslab.errors import ChaoslabError, DriverError, InvalidInput, Problem, RunInterrupted
+from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
+
+Phase = ev.Phase
+
+
+class Observation(Protocol):
+    """SLI measurement around a run (synthetic load, Prometheus...). Optional."""
+
+    def start(self, bus: ev.EventBus, run_id: str) -> None: ...
+    def stop(self) -> None: ...
+    def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]: ...
+
+
+class Guard(Protocol):
+    """Watches SLIs while faults are active; returns a reason to abort, or None."""
+
+    def check(self, now: float) -> str | None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    run_dir: Path
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    var_files: Sequence[str] = ()
+    strategy: Strategy | None = None
+    rollback_strategy: RollbackStrategy | None = None
+    seed: int | None = None
+    handle_signals: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    run_id: str
+    verdict: Verdict
+    reason: str
+    run_dir: Path
+    journal_path: Path
+    events_path: Path
+    journal: Mapping[str, Any]
+    breach_to_clean_s: float | None = None
+
+
+class Aborted(ChaoslabError):
+    pass
+
+
+@dataclass
+class _State:
+    verdicts: list[tuple[Verdict, str]] = field(default_factory=list)
+    method_ran: bool = False
+    deviated: bool = False
+    during_failed: bool = False
+    abort_reason: str | None = None
+    breach_ts: float | None = None
+    clean_ts: float | None = None
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def add(self, verdict: Verdict, reason: str) -> None:
+        self.verdicts.append((verdict, reason))
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class Runner:
+    def __init__(
+        self,
+        experiment: Experiment,
+        *,
+        registry: DriverRegistry,
+        options: RunOptions,
+        bus: ev.EventBus | None = None,
+        ledger: Ledger | None = None,
+        observation: Observation | None = None,
+        guard_factory: Callable[[Runner], Guard] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.exp = experiment
+        self.registry = registry
+        self.options = options
+        self.bus = bus or ev.EventBus()
+        self.ledger = ledger
+        self.observation = observation
+        self.guard_factory = guard_factory
+        self.run_id = run_id or new_run_id()
+        self.state = _State()
+        self.strategy = options.strategy or experiment.runtime.strategy
+        self.rollback_strategy = options.rollback_strategy or experiment.runtime.rollback
+        self.ctx = DriverContext(
+            run_id=self.run_id,
+            state_dir=options.run_dir,
+            seed=options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big"),
+        )
+        self._abort = threading.Event()
+        self.configuration: dict[str, Any] = {}
+        self.secrets: dict[str, Any] = {}
+        self.faults = FaultManager(
+            registry=registry,
+            ctx=self.ctx,
+            bus=self.bus,
+            ledger=ledger,
+            default_lease_s=experiment.runtime.lease_s,
+        )
+
+    # --- public ------------------------------------------------------------------------
+
+    def abort(self, reason: str, breach_ts: float | None = None) -> None:
+        """Stop now: revert every fault at once (callable from any thread, e.g. the guard)."""
+        if self._abort.is_set():
+            return
+        self.state.abort_reason = reason
+        self.state.breach_ts = breach_ts or time.time()
+        self._abort.set()
+        self.bus.emit(ev.GuardTripped(run_id=self.run_id, reason=reason, breach_ts=self.state.breach_ts))
+        self.faults.revert_all()
+        self.state.clean_ts = time.time()
+
+    def run(self) -> RunResult:
+        run_dir = self.options.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = EventLog(run_dir / "events.ndjson")
+        journal = JournalBuilder()
+        self.bus.subscribe(log)
+        self.bus.subscribe(journal)
+        interrupts = Interrupts(self.faults.pending_labels, self._on_signal)
+        t0 = time.time()
+        self.bus.emit(
+            ev.RunStarted(
+                run_id=self.run_id,
+                title=self.exp.title,
+                source=self.exp.source,
+                pid=os.getpid(),
+                experiment=self.exp.raw,
+            )
+        )
+        controls = Controls(self.exp.controls)
+        if self.options.handle_signals:
+            interrupts.install()
+        try:
+            try:
+                self._load_configuration()
+                controls.call(
+                    "configure_control",
+                    configuration=self.configuration,
+                    secrets=self.secrets,
+                    experiment=dict(self.exp.raw),
+                )
+                controls.call("before_experiment_control", context=dict(self.exp.raw),
+                              configuration=self.configuration, secrets=self.secrets)
+                if self.observation is not None:
+                    self.observation.start(self.bus, self.run_id)
+                self._phases(controls)
+            except RunInterrupted as exc:
+                if exc.signame == "HALT":
+                    self.state.add(Verdict.ABORTED, "halted by `chaoslab halt`")
+                else:
+                    self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
+                self.bus.emit(
+                    ev.Interrupted(run_id=self.run_id, signal=exc.signame, during="run",
+                                   pending=tuple(self.faults.pending_labels()))
+                )
+            except Aborted as exc:
+                self.state.add(Verdict.ABORTED, str(exc))
+            except InvalidInput as exc:
+                self.state.add(Verdict.INVALID_INPUT, str(exc))
+            except DriverError as exc:
+                self.state.add(Verdict.ERROR, f"driver error: {exc}")
+            except Exception as exc:  # the engine must still revert after its own bugs
+                self.state.add(Verdict.ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
+            finally:
+                with interrupts.shield():
+                    self._wind_down(controls)
+        finally:
+            interrupts.restore()
+        if self._abort.is_set():
+            self.state.add(Verdict.ABORTED, f"aborted by the guard: {self.state.abort_reason}")
+        verdict, reason = self._verdict()
+        self.bus.emit(
+            ev.RunFinished(
+                run_id=self.run_id,
+                verdict=verdict.value,
+                exit_code=int(verdict.exit_code),
+                reason=reason,
+                duration_s=time.time() - t0,
+            )
+        )
+        breach = None
+        if self.state.breach_ts and self.state.clean_ts:
+            breach = self.state.clean_ts - self.state.breach_ts
+        doc = journal.build(
+            experiment=self.exp.raw,
+            extra={
+                "breach_to_clean_s": breach,
+                "windows": {k: list(v) for k, v in self.state.windows.items()},
+                "seed": self.ctx.seed,
+                "controls_errors": controls.errors,
+                "consumer_errors": [repr(e) for _, e in self.bus.errors],
+                "events_path": str(log.path),
+            },
+        )
+        journal_path = run_dir / "journal.json"
+        write_journal(journal_path, doc)
+        log.close()
+        return RunResult(
+            run_id=self.run_id,
+            verdict=verdict,
+            reason=reason,
+            run_dir=run_dir,
+            journal_path=journal_path,
+            events_path=log.path,
+            journal=doc,
+            breach_to_clean_s=breach,
+        )
+
+    # --- phases ------------------------------------------------------------------------
+
+    def _on_signal(self, name: str, shielded: bool) -> None:
+        if shielded:
+            self.bus.emit(
+                ev.Interrupted(run_id=self.run_id, signal=name, during="revert",
+                               pending=tuple(self.faults.pending_labels()))
+            )
+
+    def _load_configuration(self) -> None:
+        from chaoslib import merge_vars
+        from chaoslib.configuration import load_configuration
+        from chaoslib.secret import load_secrets
+
+        config_vars, secret_vars = merge_vars(dict(self.options.variables), list(self.options.var_files))
+        try:
+            self.configuration = load_configuration(dict(self.exp.configuration), config_vars) or {}
+            self.secrets = load_secrets(dict(self.exp.secrets), self.configuration, secret_vars) or {}
+        except Exception as exc:
+            raise InvalidInput([Problem(file=self.exp.source, path="configuration",
+                                        message=f"cannot load configuration/secrets: {exc}")]) from exc
+        if any(isinstance(v, dict) and v.get("type") == "probe" for v in self.exp.configuration.values()):
+            from chaoslib.configuration import load_dynamic_configuration
+
+            self.configuration = load_dynamic_configuration(self.configuration, self.secrets)
+
+    def _phases(self, controls: Controls) -> None:
+        exp = self.exp
+        now = time.time()
+        self.state.windows["baseline"] = (self._observation_start(), now)
+        if exp.hypothesis and self.strategy.before:
+            met = self._hypothesis(Phase.BASELINE, controls)
+            if not met:
+                self.state.add(Verdict.INCONCLUSIVE,
+                               "the steady state did not hold before the method (baseline); the method was not run")
+                return
+        self._check_abort()
+        self._method(controls)
+        self._check_abort()
+        if exp.runtime.recovery_s:
+            self._phase_start(Phase.RECOVERY)
+            self._sleep(exp.runtime.recovery_s)
+            self._phase_end(Phase.RECOVERY, True)
+        after_start = time.time()
+        if exp.hypothesis and self.strategy.after:
+            met = self._hypothesis(Phase.AFTER, controls)
+            if not met:
+                self.state.deviated = True
+                self.state.add(Verdict.DEVIATED, "the steady state did not hold after the method")
+        self.state.windows["after"] = (after_start, time.time())
+
+    def _observation_start(self) -> float:
+        return getattr(self.observation, "started_at", None) or time.time()
+
+    def _phase_start(self, phase: Phase) -> None:
+        self.bus.emit(ev.PhaseStarted(run_id=self.run_id, phase=phase))
+
+    def _phase_end(self, phase: Phase, ok: bool, detail: str = "") -> None:
+        self.bus.emit(ev.PhaseFinished(run_id=self.run_id, phase=phase, ok=ok, detail=detail))
+
+    def _check_abort(self) -> None:
+        if self._abort.is_set():
+            raise Aborted(f"aborted by the guard: {self.state.abort_reason}")
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep in slices: faults due for revert are reverted, aborts are seen at once."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._check_abort()
+            self._revert_due()
+            if self._abort.wait(min(0.05, left)):
+                self._check_abort()
+
+    def _revert_due(self) -> None:
+        for fault in self.faults.due(time.time()):
+            self.faults.revert_one(fault)
+
+    def _hypothesis(self, phase: Phase, controls: Controls) -> bool:
+        assert self.exp.hypothesis is not None
+        self._phase_start(phase)
+        controls.call("before_hypothesis_control", context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
+                      configuration=self.configuration, secrets=self.secrets)
+        met = True
+        for probe in self.exp.hypothesis.probes:
+            outcome = self._activity(probe, phase, controls)
+            if outcome.status != "succeeded" or outcome.tolerance_met is False:
+                met = False
+        self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=phase, met=met, title=self.exp.hypothesis.title))
+        controls.call("after_hypothesis_control", context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
+                      state={"steady_state_met": met}, configuration=self.configuration, secrets=self.secrets)
+        self._phase_end(phase, met)
+        return met
+
+    def _activity(self, activity: Activity, phase: Phase, controls: Controls) -> Outcome:
+        self.bus.emit(ev.ActivityStarted(run_id=self.run_id, phase=phase, name=activity.name,
+                                         activity_type=activity.type, background=activity.background))
+        controls.call("before_activity_control", context=dict(activity.ctk),
+                      configuration=self.configuration, secrets=self.secrets)
+        if activity.pause_before_s:
+            self._sleep(activity.pause_before_s)
+        if activity.is_fault:
+            outcome = self._inject(activity)
+        else:
+            outcome = execute(
+                activity,
+                registry=self.registry,
+                ctx=self.ctx,
+                configuration=self.configuration,
+                secrets=self.secrets,
+                default_timeout_s=self.exp.runtime.activity_timeout_s,
+            )
+        self.bus.emit(
+            ev.ActivityFinished(
+                run_id=self.run_id,
+                phase=phase,
+                name=activity.name,
+                activity_type=activity.type,
+                status=outcome.status,
+                start=outcome.start,
+                end=outcome.end,
+                output=outcome.output,
+                error=outcome.error,
+                tolerance_met=outcome.tolerance_met,
+                activity=activity.ctk,
+            )
+        )
+        controls.call("after_activity_control", context=dict(activity.ctk),
+                      state={"status": outcome.status, "output": outcome.output},
+                      configuration=self.configuration, secrets=self.secrets)
+        if activity.pause_after_s:
+            self._sleep(activity.pause_after_s)
+        if isinstance(outcome.exception, InvalidInput | RunInterrupted | Aborted):
+            raise outcome.exception
+        return outcome
+
+    def _inject(self, activity: Activity) -> Outcome:
+        start = time.time()
+        args = substitute(dict(activity.args), self.configuration, self.secrets)
+        target = substitute(activity.target, self.configuration, self.secrets)
+        fault = self.faults.inject(activity, args, target)  # errors propagate: no fault, no experiment
+        return Outcome(
+            status="succeeded",
+            output={"fault_id": fault.record.fault_id, "target": fault.record.target,
+                    "lease_expires_at": fault.record.lease_expires_at, "data": dict(fault.record.data)},
+            error=None,
+            start=start,
+            end=time.time(),
+        )
+
+    def _method(self, controls: Controls) -> None:
+        self._phase_start(Phase.METHOD)
+        method_start = time.time()
+        self.state.method_ran = True
+        controls.call("before_method_control", context=dict(self.exp.raw),
+                      configuration=self.configuration, secrets=self.secrets)
+        stop_during = threading.Event()
+        during_thread = None
+        if self.exp.hypothesis and self.strategy.during:
+            during_thread = threading.Thread(
+                target=self._during_loop, args=(stop_during, controls), name="hypothesis-during", daemon=True
+            )
+            during_thread.start()
+        guard_stop = threading.Event()
+        guard_thread = None
+        if self.guard_factory is not None:
+            guard = self.guard_factory(self)
+            guard_thread = threading.Thread(target=self._guard_loop, args=(guard, guard_stop),
+                                            name="guard", daemon=True)
+            guard_thread.start()
+        background: list[threading.Thread] = []
+        try:
+            for activity in self.exp.method:
+                self._check_abort()
+                if self.state.during_failed and self.exp.runtime.fail_fast:
+                    break
+                self._revert_due()
+                if activity.background and not activity.is_fault:
+                    t = threading.Thread(target=self._activity, args=(activity, Phase.METHOD, controls),
+                                         name=f"background:{activity.name}", daemon=True)
+                    t.start()
+                    background.append(t)
+                    continue
+                self._activity(activity, Phase.METHOD, controls)
+            deadline = time.monotonic() + self.exp.runtime.activity_timeout_s
+            for t in background:
+                while t.is_alive() and time.monotonic() < deadline:
+                    t.join(0.05)
+            # Hold timed faults until their duration ends (the "during" window).
+            while (due := self.faults.next_due()) is not None:
+                if self.state.during_failed and self.exp.runtime.fail_fast:
+                    break
+                self._sleep(max(0.0, min(0.1, due - time.time())))
+            if self.faults.active():
+                self._phase_start(Phase.REVERT)
+                self.faults.revert_all()
+                self._phase_end(Phase.REVERT, not self.faults.not_clean())
+        finally:
+            stop_during.set()
+            guard_stop.set()
+            if during_thread is not None:
+                during_thread.join(timeout=self.exp.runtime.activity_timeout_s)
+            if guard_thread is not None:
+                guard_thread.join(timeout=2.0)
+            self.state.windows["during"] = (method_start, time.time())
+            controls.call("after_method_control", context=dict(self.exp.raw),
+                          configuration=self.configuration, secrets=self.secrets)
+            self._phase_end(Phase.METHOD, not self.state.during_failed)
+        if self.state.during_failed:
+            self.state.deviated = True
+            self.state.add(Verdict.DEVIATED, "the steady state did not hold during the method")
+
+    def _during_loop(self, stop: threading.Event, controls: Controls) -> None:
+        freq = self.exp.runtime.frequency_s
+        while not stop.is_set():
+            try:
+                met = self._during_check()
+            except Exception:
+                met = False
+            if not met:
+                self.state.during_failed = True
+                if self.exp.runtime.fail_fast:
+                    return
+            stop.wait(freq)
+
+    def _during_check(self) -> bool:
+        assert self.exp.hypothesis is not None
+        met = True
+        for probe in self.exp.hypothesis.probes:
+            outcome = execute(probe, registry=self.registry, ctx=self.ctx, configuration=self.configuration,
+                              secrets=self.secrets, default_timeout_s=self.exp.runtime.activity_timeout_s)
+            self.bus.emit(ev.ActivityFinished(
+                run_id=self.run_id, phase=Phase.DURING, name=probe.name, activity_type="probe", status=outcome.status,
+                start=outcome.start, end=outcome.end, output=outcome.output, error=outcome.error,
+                tolerance_met=outcome.tolerance_met, activity=probe.ctk))
+            if outcome.status != "succeeded" or outcome.tolerance_met is False:
+                met = False
+        self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=Phase.DURING, met=met,
+                                           title=self.exp.hypothesis.title))
+        return met
+
+    def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
+        while not stop.is_set() and not self._abort.is_set():
+            reason = guard.check(time.time())
+            if reason is not None:
+                self.abort(reason, breach_ts=time.time())
+                return
+            stop.wait(0.1)
+
+    def _wind_down(self, controls: Controls) -> None:
+        """Always: revert every fault, run rollbacks, verify clean. Never skipped."""
+        if self.faults.active():
+            self._phase_start(Phase.REVERT)
+            self.faults.revert_all()
+            self._phase_end(Phase.REVERT, not self.faults.not_clean())
+        if self._should_rollback():
+            self._phase_start(Phase.ROLLBACK)
+            controls.call("before_rollback_control", context=dict(self.exp.raw),
+                          configuration=self.configuration, secrets=self.secrets)
+            for activity in self.exp.rollbacks:
+                try:
+                    self._activity(activity, Phase.ROLLBACK, controls)
+                except ChaoslabError as exc:
+                    self.state.add(Verdict.ERROR, f"rollback {activity.name} failed: {exc}")
+            controls.call("after_rollback_control", context=dict(self.exp.raw),
+                          configuration=self.configuration, secrets=self.secrets)
+            self._phase_end(Phase.ROLLBACK, True)
+        if self.observation is not None:
+            try:
+                self.observation.stop()
+                for result in self.observation.judge(self.state.windows):
+                    self.bus.emit(result)
+                    self._fold_slo(result)
+            except ChaoslabError as exc:
+                self.state.add(Verdict.ERROR, f"SLI measurement failed: {exc}")
+        self._phase_start(Phase.VERIFY)
+        dirty = self.faults.not_clean()
+        for fault in dirty:
+            residue = "; ".join(fault.clean.residue) if fault.clean else (fault.error or "not verified")
+            self.state.add(Verdict.NOT_CLEAN, f"{fault.label} is not clean after revert: {residue}")
+        self._phase_end(Phase.VERIFY, not dirty)
+        controls.call("after_experiment_control", context=dict(self.exp.raw),
+                      state={"verdicts": [v.value for v, _ in self.state.verdicts]},
+                      configuration=self.configuration, secrets=self.secrets)
+        controls.call("cleanup_control")
+
+    def _fold_slo(self, result: ev.SLOEvaluated) -> None:
+        label = f"SLO {result.objective} [{result.window}]"
+        if result.verdict == "fail":
+            if result.window == "baseline":
+                self.state.add(Verdict.INCONCLUSIVE, f"{label} failed at baseline: the system was not steady")
+            else:
+                self.state.add(Verdict.DEVIATED, f"{label} failed: estimate {result.estimate}")
+        elif result.verdict == "inconclusive":
+            self.state.add(Verdict.INCONCLUSIVE, f"{label} inconclusive with {result.samples} samples")
+
+    def _should_rollback(self) -> bool:
+        rs = self.rollback_strategy
+        if not self.exp.rollbacks or rs is RollbackStrategy.NEVER:
+            return False
+        if rs is RollbackStrategy.ALWAYS:
+            return True
+        if rs is RollbackStrategy.DEVIATED:
+            return self.state.deviated
+        interrupted = any(v in (Verdict.INTERRUPTED, Verdict.ABORTED) for v, _ in self.state.verdicts)
+        return self.state.method_ran and not interrupted
+
+    def _verdict(self) -> tuple[Verdict, str]:
+        if not self.state.verdicts:
+            return Verdict.PASSED, "the steady state held"
+        verdict = worst(*(v for v, _ in self.state.verdicts))
+        reasons = [r for v, r in self.state.verdicts if v is verdict]
+        return verdict, "; ".join(dict.fromkeys(reasons))

@@ -1,0 +1,1 @@
+"""Typed experiment models, the file loaders, and validation with field paths."""

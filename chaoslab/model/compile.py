@@ -1,0 +1,484 @@
+"""Compile a parsed document (Chaos Toolkit format plus chaoslab's additions) to an
+``Experiment``, collecting every problem in one pass.
+
+Chaos Toolkit activities are checked with chaostoolkit-lib's own validators (so a module
+or function that does not exist, or arguments that do not fit it, are reported exactly as
+``chaos validate`` would), but each message is placed at its field path and line.
+
+chaoslab's concise activity form::
+
+    - do: process.kill            # driver.operation
+      target: lab:replica-2
+      with: {signal: SIGKILL}
+      duration: 20s               # faults: how long the fault is held (its lease follows)
+      name: kill-one-replica      # optional; defaults to "process.kill"
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chaoslab.drivers.base import Kind, check_args, parse_duration
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.errors import ChaoslabError, InvalidInput, Problem
+from chaoslab.model import library
+from chaoslab.model.experiment import (
+    Activity,
+    ActivityKind,
+    Experiment,
+    Hypothesis,
+    RollbackStrategy,
+    Runtime,
+    Strategy,
+)
+from chaoslab.model.source import Document, load_document, plain
+
+CTK_ACTIVITY_TYPES = ("probe", "action")
+PROVIDER_TYPES = ("python", "process", "http")
+CONCISE_KEYS = frozenset({"do", "target", "with", "duration", "name", "type", "timeout", "pauses",
+                          "background", "tolerance", "ref"})
+
+# Extra validation hooks (e.g. the SLO section), keyed by top-level field.
+SectionValidator = Callable[[Any, str], list[Problem]]
+
+
+def load_experiment(
+    path: str,
+    *,
+    registry: DriverRegistry,
+    section_validators: Mapping[str, SectionValidator] | None = None,
+) -> Experiment:
+    """Load, validate and compile ``path``. Raises ``InvalidInput`` with every problem."""
+    doc = load_document(path)
+    return compile_document(doc, registry=registry, section_validators=section_validators)
+
+
+def compile_document(
+    doc: Document,
+    *,
+    registry: DriverRegistry,
+    section_validators: Mapping[str, SectionValidator] | None = None,
+) -> Experiment:
+    c = _Compiler(doc, registry)
+    exp = c.experiment()
+    for key, validate in (section_validators or {}).items():
+        if key in doc.data:
+            for p in validate(doc.data[key], key):
+                c.problems.append(
+                    Problem(file=doc.path, path=p.path, line=doc.line(p.path), message=p.message, hint=p.hint)
+                )
+    if c.problems:
+        raise InvalidInput(c.problems)
+    assert exp is not None
+    return exp
+
+
+class _Compiler:
+    def __init__(self, doc: Document, registry: DriverRegistry) -> None:
+        self.doc = doc
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.named: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def bad(self, path: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(self.doc.problem(path, message, hint))
+
+    # --- top level ---------------------------------------------------------------------
+
+    def experiment(self) -> Experiment | None:
+        d = plain(self.doc.data)
+        for key in ("title", "description"):
+            v = d.get(key)
+            if v is None:
+                self.bad(key, f"missing required field {key!r}")
+            elif not isinstance(v, str) or not v.strip():
+                self.bad(key, f"{key!r} must be a non-empty string")
+        tags = d.get("tags", [])
+        if not isinstance(tags, list) or any(not isinstance(t, str) or not t for t in tags):
+            self.bad("tags", "tags must be a list of non-empty strings")
+            tags = []
+        for key in ("configuration", "secrets"):
+            if key in d and not isinstance(d[key], dict):
+                self.bad(key, f"{key!r} must be a mapping")
+        if isinstance(d.get("secrets"), dict):
+            for scope, values in d["secrets"].items():
+                if not isinstance(values, dict):
+                    self.bad(f"secrets.{scope}", "each secrets scope must be a mapping of names to values")
+
+        # Index every named activity first so `ref` can point forwards too.
+        for section in ("method", "rollbacks"):
+            for i, a in enumerate(d.get(section) or [] if isinstance(d.get(section), list) else []):
+                if isinstance(a, dict) and isinstance(a.get("name"), str) and "ref" not in a:
+                    self.named.setdefault(a["name"], (a, f"{section}[{i}]"))
+        ssh = d.get("steady-state-hypothesis")
+        if isinstance(ssh, dict) and isinstance(ssh.get("probes"), list):
+            for i, a in enumerate(ssh["probes"]):
+                if isinstance(a, dict) and isinstance(a.get("name"), str) and "ref" not in a:
+                    self.named.setdefault(a["name"], (a, f"steady-state-hypothesis.probes[{i}]"))
+
+        hypothesis = self.hypothesis(ssh) if ssh is not None else None
+
+        method: tuple[Activity, ...] = ()
+        if "method" not in d:
+            self.bad("method", "missing required field 'method' (it may be an empty list)")
+        elif not isinstance(d["method"], list):
+            self.bad("method", f"'method' must be a list of activities, got {type(d['method']).__name__}")
+        else:
+            method = self.activities(d["method"], "method")
+
+        rollbacks: tuple[Activity, ...] = ()
+        if "rollbacks" in d:
+            if not isinstance(d["rollbacks"], list):
+                self.bad("rollbacks", "'rollbacks' must be a list of activities")
+            else:
+                rollbacks = self.activities(d["rollbacks"], "rollbacks")
+
+        controls = self.controls(d.get("controls", []))
+        runtime = self.runtime(d)
+        load = d.get("load")
+        if load is not None and not isinstance(load, dict):
+            self.bad("load", "'load' must be a mapping")
+            load = None
+        lab = d.get("lab", False)
+        if not isinstance(lab, bool):
+            self.bad("lab", "'lab' must be true or false")
+            lab = False
+        slo = d.get("slo", [])
+        if not isinstance(slo, list):
+            self.bad("slo", "'slo' must be a list of objectives")
+            slo = []
+        if self.problems:
+            return None
+        return Experiment(
+            title=d["title"],
+            description=d["description"],
+            source=self.doc.path,
+            tags=tuple(tags),
+            configuration=d.get("configuration") or {},
+            secrets=d.get("secrets") or {},
+            hypothesis=hypothesis,
+            method=method,
+            rollbacks=rollbacks,
+            controls=controls,
+            runtime=runtime,
+            needs_lab=lab,
+            load=load,
+            slo=tuple(slo),
+            runbook=d.get("runbook"),
+            raw=d,
+        )
+
+    def hypothesis(self, ssh: Any) -> Hypothesis | None:
+        path = "steady-state-hypothesis"
+        if not isinstance(ssh, dict):
+            self.bad(path, "the steady-state hypothesis must be a mapping with a title and probes")
+            return None
+        title = ssh.get("title")
+        if not isinstance(title, str) or not title:
+            self.bad(f"{path}.title", "the steady-state hypothesis needs a title")
+        probes = ssh.get("probes", [])
+        if not isinstance(probes, list):
+            self.bad(f"{path}.probes", "'probes' must be a list")
+            return None
+        compiled = self.activities(probes, f"{path}.probes", hypothesis=True)
+        return Hypothesis(title=str(title or ""), probes=compiled)
+
+    def runtime(self, d: Mapping[str, Any]) -> Runtime:
+        rt = d.get("runtime", {}) or {}
+        if not isinstance(rt, dict):
+            self.bad("runtime", "'runtime' must be a mapping")
+            return Runtime()
+        kw: dict[str, Any] = {}
+        hyp = rt.get("hypothesis", {}) or {}
+        if "strategy" in hyp:
+            try:
+                kw["strategy"] = Strategy(hyp["strategy"])
+            except ValueError:
+                self.bad("runtime.hypothesis.strategy", f"unknown strategy {hyp['strategy']!r}",
+                         hint=", ".join(s.value for s in Strategy))
+        if "frequency" in hyp:
+            kw["frequency_s"] = self.duration(hyp["frequency"], "runtime.hypothesis.frequency", positive=True)
+        if "fail_fast" in hyp:
+            if not isinstance(hyp["fail_fast"], bool):
+                self.bad("runtime.hypothesis.fail_fast", "must be true or false")
+            else:
+                kw["fail_fast"] = hyp["fail_fast"]
+        rb = rt.get("rollbacks", {}) or {}
+        if "strategy" in rb:
+            try:
+                kw["rollback"] = RollbackStrategy(rb["strategy"])
+            except ValueError:
+                self.bad("runtime.rollbacks.strategy", f"unknown rollback strategy {rb['strategy']!r}",
+                         hint=", ".join(s.value for s in RollbackStrategy))
+        for key, attr, where in (
+            ("timeout", "timeout_s", d),
+            ("recovery", "recovery_s", d),
+            ("lease", "lease_s", d),
+            ("activity_timeout", "activity_timeout_s", rt),
+        ):
+            if key in where:
+                kw[attr] = self.duration(where[key], key if where is d else f"runtime.{key}", positive=key != "recovery")
+        return Runtime(**{k: v for k, v in kw.items() if v is not None})
+
+    def duration(self, value: Any, path: str, *, positive: bool = False) -> float | None:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.bad(path, str(exc))
+            return None
+        if positive and seconds <= 0:
+            self.bad(path, "must be greater than zero")
+            return None
+        if seconds > 24 * 3600:
+            self.bad(path, f"absurd duration {value!r} (more than 24h)")
+            return None
+        return seconds
+
+    def controls(self, raw: Any) -> tuple[Mapping[str, Any], ...]:
+        if not isinstance(raw, list):
+            self.bad("controls", "'controls' must be a list")
+            return ()
+        out = []
+        for i, c in enumerate(raw):
+            path = f"controls[{i}]"
+            if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+                self.bad(path, "a control needs a name and a provider")
+                continue
+            prov = c.get("provider")
+            if not isinstance(prov, dict) or prov.get("type") != "python" or not prov.get("module"):
+                self.bad(f"{path}.provider", "a control's provider must be {type: python, module: ...}")
+                continue
+            try:
+                __import__(prov["module"])
+            except ImportError as exc:
+                self.bad(f"{path}.provider.module", f"cannot import control module: {exc}")
+                continue
+            out.append(c)
+        return tuple(out)
+
+    # --- activities --------------------------------------------------------------------
+
+    def activities(self, raw: list[Any], path: str, *, hypothesis: bool = False) -> tuple[Activity, ...]:
+        out = []
+        for i, a in enumerate(raw):
+            act = self.activity(a, f"{path}[{i}]", hypothesis=hypothesis, depth=0)
+            if act is not None:
+                out.append(act)
+        return tuple(out)
+
+    def activity(self, a: Any, path: str, *, hypothesis: bool, depth: int) -> Activity | None:
+        if not isinstance(a, dict) or not a:
+            self.bad(path, "an activity must be a non-empty mapping")
+            return None
+        if "ref" in a:
+            return self.ref(a, path, hypothesis=hypothesis, depth=depth)
+        if "do" in a:
+            return self.concise(a, path, hypothesis=hypothesis)
+        return self.ctk(a, path, hypothesis=hypothesis)
+
+    def ref(self, a: dict[str, Any], path: str, *, hypothesis: bool, depth: int) -> Activity | None:
+        ref = a["ref"]
+        if not isinstance(ref, str) or not ref:
+            self.bad(f"{path}.ref", "a ref must be a non-empty string")
+            return None
+        if depth > 4:
+            self.bad(f"{path}.ref", f"ref {ref!r} is circular")
+            return None
+        if ref in self.named:
+            target, _ = self.named[ref]
+            merged = {**target, **{k: v for k, v in a.items() if k != "ref"}}
+            return self.activity(merged, path, hypothesis=hypothesis, depth=depth + 1)
+        try:
+            entry = library.find(ref, self.doc.path)
+        except InvalidInput as exc:
+            self.problems.extend(exc.problems)
+            return None
+        if entry is None:
+            self.bad(f"{path}.ref", f"ref {ref!r} points to nothing",
+                     hint="name an activity of this experiment or a file in probes/ or actions/")
+            return None
+        data = dict(entry.data)
+        overrides = {k: v for k, v in a.items() if k != "ref"}
+        if "with" in overrides and "do" not in data and isinstance(data.get("provider"), dict):
+            prov = dict(data["provider"])
+            prov["arguments"] = {**(prov.get("arguments") or {}), **overrides.pop("with")}
+            data["provider"] = prov
+        elif "with" in overrides and "do" in data:
+            data["with"] = {**(data.get("with") or {}), **overrides.pop("with")}
+        data.update(overrides)
+        sub = _Compiler(entry.document, self.registry)
+        sub.named = self.named
+        act = sub.activity(data, path, hypothesis=hypothesis, depth=depth + 1)
+        for p in sub.problems:
+            self.problems.append(Problem(file=entry.file, path=p.path, line=p.line,
+                                         message=f"{p.message} (via ref {ref!r} from {self.doc.path} {path})",
+                                         hint=p.hint))
+        return act
+
+    def common(self, a: dict[str, Any], path: str) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if "timeout" in a:
+            t = a["timeout"]
+            if isinstance(t, bool) or not isinstance(t, numbers.Number | str):
+                self.bad(f"{path}.timeout", "timeout must be a number of seconds")
+            else:
+                kw["timeout_s"] = self.duration(t, f"{path}.timeout", positive=True)
+        pauses = a.get("pauses")
+        if pauses is not None:
+            if not isinstance(pauses, dict):
+                self.bad(f"{path}.pauses", "pauses must be a mapping with before/after")
+            else:
+                for k in ("before", "after"):
+                    if k in pauses:
+                        v = pauses[k]
+                        if isinstance(v, str) and v.startswith("${"):
+                            continue  # substituted at run time
+                        kw[f"pause_{k}_s"] = self.duration(v, f"{path}.pauses.{k}")
+        if "background" in a:
+            if not isinstance(a["background"], bool):
+                self.bad(f"{path}.background", "background must be true or false")
+            else:
+                kw["background"] = a["background"]
+        return kw
+
+    def tolerance(self, a: dict[str, Any], path: str, hypothesis: bool) -> dict[str, Any]:
+        if "tolerance" not in a:
+            if hypothesis:
+                self.bad(path, "a steady-state probe needs a tolerance")
+            return {}
+        tol = a["tolerance"]
+        from chaoslib.exceptions import InvalidActivity
+        from chaoslib.hypothesis import ensure_hypothesis_tolerance_is_valid
+
+        try:
+            ensure_hypothesis_tolerance_is_valid(tol)
+        except InvalidActivity as exc:
+            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {exc}")
+        except Exception as exc:  # chaostoolkit-lib raises plain errors on odd shapes
+            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {exc}")
+        return {"tolerance": tol, "has_tolerance": True}
+
+    def ctk(self, a: dict[str, Any], path: str, *, hypothesis: bool) -> Activity | None:
+        before = len(self.problems)
+        atype = a.get("type")
+        if atype not in CTK_ACTIVITY_TYPES:
+            self.bad(f"{path}.type", f"unknown activity type {atype!r}", hint="probe or action")
+        name = a.get("name")
+        if not isinstance(name, str) or not name:
+            self.bad(f"{path}.name", "an activity needs a name")
+        provider = a.get("provider")
+        if not isinstance(provider, dict):
+            self.bad(f"{path}.provider", "an activity needs a provider (or `do: driver.operation`)")
+        elif provider.get("type") not in PROVIDER_TYPES:
+            self.bad(f"{path}.provider.type", f"unknown provider type {provider.get('type')!r}",
+                     hint="python, process or http")
+        kw = self.common(a, path)
+        kw.update(self.tolerance(a, path, hypothesis))
+        if len(self.problems) == before:
+            from chaoslib.activity import ensure_activity_is_valid
+            from chaoslib.exceptions import InvalidActivity
+
+            try:
+                ensure_activity_is_valid(a)
+            except InvalidActivity as exc:
+                self.bad(f"{path}.provider", str(exc))
+            except (ImportError, ChaoslabError) as exc:
+                self.bad(f"{path}.provider", f"cannot load: {exc}")
+        if len(self.problems) != before:
+            return None
+        return Activity(name=a["name"], type=atype, kind=ActivityKind.PROVIDER, ctk=a, path=path, **kw)
+
+    def concise(self, a: dict[str, Any], path: str, *, hypothesis: bool) -> Activity | None:
+        before = len(self.problems)
+        for key in a:
+            if key not in CONCISE_KEYS:
+                self.bad(f"{path}.{key}", f"unknown field {key!r} in a driver activity",
+                         hint="do, target, with, duration, name, timeout, pauses, background, tolerance")
+        do = a["do"]
+        if not isinstance(do, str) or do.count(".") != 1:
+            self.bad(f"{path}.do", f"'do' must be 'driver.operation', got {do!r}")
+            return None
+        driver_name, op_name = do.split(".")
+        if driver_name not in self.registry:
+            self.bad(f"{path}.do", f"no driver named {driver_name!r}",
+                     hint=f"installed: {', '.join(self.registry.names())}")
+            return None
+        try:
+            driver = self.registry.get(driver_name)
+        except ChaoslabError as exc:
+            self.bad(f"{path}.do", str(exc))
+            return None
+        op = driver.operation(op_name)
+        if op is None:
+            self.bad(f"{path}.do", f"driver {driver_name!r} has no operation {op_name!r}",
+                     hint=", ".join(o.name for o in driver.operations()))
+            return None
+        args = a.get("with", {}) or {}
+        if not isinstance(args, dict):
+            self.bad(f"{path}.with", "'with' must be a mapping of arguments")
+            args = {}
+        has_subst = any(isinstance(v, str) and "${" in v for v in args.values())
+        if not has_subst:
+            for p in check_args(op, args, f"{path}.with"):
+                self.problems.append(self.doc.problem(p.path, p.message, p.hint))
+        target = a.get("target")
+        if op.needs_target and not isinstance(target, str):
+            self.bad(f"{path}.target", f"{do} needs a target")
+        if len(self.problems) == before and not has_subst:
+            for p in driver.validate(op, args, target):
+                where = f"{path}.{p.path}" if p.path else path
+                self.problems.append(self.doc.problem(where, p.message, p.hint))
+        expected = "action" if op.kind is Kind.FAULT else "probe"
+        atype = a.get("type", expected)
+        if atype != expected:
+            self.bad(f"{path}.type", f"{do} is a {op.kind.value}; its activity type is {expected!r}")
+        duration = None
+        if "duration" in a:
+            if op.kind is not Kind.FAULT:
+                self.bad(f"{path}.duration", "only faults have a duration")
+            else:
+                duration = self.duration(a["duration"], f"{path}.duration", positive=True)
+        kw = self.common(a, path)
+        kw.update(self.tolerance(a, path, hypothesis))
+        if len(self.problems) != before:
+            return None
+        name = a.get("name") or do
+        ctk_shape = {
+            "type": expected,
+            "name": name,
+            "provider": {
+                "type": "chaoslab",
+                "driver": driver_name,
+                "operation": op_name,
+                "target": target,
+                "arguments": args,
+                **({"duration": a["duration"]} if "duration" in a else {}),
+            },
+            **{k: a[k] for k in ("tolerance", "pauses", "background", "timeout") if k in a},
+        }
+        return Activity(
+            name=name,
+            type=expected,
+            kind=ActivityKind.DRIVER,
+            ctk=ctk_shape,
+            path=path,
+            driver=driver_name,
+            operation=op_name,
+            target=target,
+            args=args,
+            duration_s=duration,
+            **kw,
+        )
+
+
+def validate_file(path: str, *, registry: DriverRegistry) -> list[Problem]:
+    try:
+        load_experiment(path, registry=registry)
+    except InvalidInput as exc:
+        return list(exc.problems)
+    return []
+
+
+__all__ = ["compile_document", "load_document", "load_experiment", "validate_file"]

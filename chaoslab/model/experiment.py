@@ -1,0 +1,118 @@
+"""The experiment model every loader compiles to. Frozen, keyword-only, typed.
+
+Both Chaos Toolkit activities and chaoslab's concise driver activities compile to
+``Activity``. ``ctk`` keeps the Chaos Toolkit-shaped dict of the activity: it is what
+chaostoolkit-lib executes for provider activities and what the journal records for all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ActivityKind(StrEnum):
+    PROVIDER = "provider"  # python / process / http, executed by chaostoolkit-lib
+    DRIVER = "driver"  # a chaoslab driver operation
+
+
+class Strategy(StrEnum):
+    """Chaos Toolkit's hypothesis strategies."""
+
+    DEFAULT = "default"
+    BEFORE_ONLY = "before-method-only"
+    AFTER_ONLY = "after-method-only"
+    DURING_ONLY = "during-method-only"
+    CONTINUOUSLY = "continuously"
+
+    @property
+    def before(self) -> bool:
+        return self in (Strategy.DEFAULT, Strategy.BEFORE_ONLY, Strategy.CONTINUOUSLY)
+
+    @property
+    def after(self) -> bool:
+        return self in (Strategy.DEFAULT, Strategy.AFTER_ONLY, Strategy.CONTINUOUSLY)
+
+    @property
+    def during(self) -> bool:
+        return self in (Strategy.DURING_ONLY, Strategy.CONTINUOUSLY)
+
+
+class RollbackStrategy(StrEnum):
+    """Accepted for compatibility. chaoslab's default is ALWAYS (Chaos Toolkit: DEFAULT)."""
+
+    ALWAYS = "always"
+    DEFAULT = "default"
+    NEVER = "never"
+    DEVIATED = "deviated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activity:
+    name: str
+    type: str  # "probe" | "action"
+    kind: ActivityKind
+    ctk: Mapping[str, Any]
+    path: str  # field path in the source file, e.g. "method[2]"
+    driver: str | None = None
+    operation: str | None = None
+    target: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None  # how long a driver fault is held
+    timeout_s: float | None = None
+    pause_before_s: float | None = None
+    pause_after_s: float | None = None
+    background: bool = False
+    tolerance: Any = None
+    has_tolerance: bool = False
+
+    @property
+    def is_fault(self) -> bool:
+        return self.kind is ActivityKind.DRIVER and self.type == "action"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hypothesis:
+    title: str
+    probes: tuple[Activity, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    strategy: Strategy = Strategy.DEFAULT
+    frequency_s: float = 1.0
+    fail_fast: bool = False
+    rollback: RollbackStrategy = RollbackStrategy.ALWAYS
+    activity_timeout_s: float = 60.0
+    timeout_s: float | None = None  # the whole run's deadline
+    recovery_s: float = 0.0  # observation time after reverts, before the "after" check
+    lease_s: float = 300.0  # default lease of a fault with no duration
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    title: str
+    description: str
+    source: str
+    tags: tuple[str, ...] = ()
+    configuration: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, Any] = field(default_factory=dict)
+    hypothesis: Hypothesis | None = None
+    method: tuple[Activity, ...] = ()
+    rollbacks: tuple[Activity, ...] = ()
+    controls: tuple[Mapping[str, Any], ...] = ()
+    runtime: Runtime = field(default_factory=Runtime)
+    needs_lab: bool = False
+    load: Mapping[str, Any] | None = None
+    slo: tuple[Any, ...] = ()
+    runbook: Any = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def all_activities(self) -> tuple[Activity, ...]:
+        probes = self.hypothesis.probes if self.hypothesis else ()
+        return probes + self.method + self.rollbacks
+
+    def faults(self) -> tuple[Activity, ...]:
+        return tuple(a for a in self.method if a.is_fault)
