@@ -36,7 +36,7 @@ Exit codes:
 def _stderr_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:

@@ -105,6 +105,8 @@ def judge_tolerance(
     from chaoslib.hypothesis import within_tolerance
 
     tolerance = copy.deepcopy(activity.tolerance)
+    if isinstance(tolerance, str):
+        tolerance = substitute(tolerance, configuration, secrets)
     if isinstance(tolerance, dict) and tolerance.get("type") == "probe":
         tolerance.setdefault("provider", {}).setdefault("arguments", {})
     return bool(within_tolerance(tolerance, value, dict(configuration), dict(secrets)))

@@ -118,6 +118,7 @@ class JournalBuilder:
                     steady[key] = block
                 else:
                     steady["during"].append(block)
+        runs.sort(key=lambda r: r["start"])  # Chaos Toolkit lists runs by start time
         start = started.ts if started else 0.0
         end = finished.ts if finished else start
         verdict = finished.verdict if finished else "interrupted"

@@ -335,6 +335,7 @@ class Runner:
             outcome = self._activity(probe, phase, controls)
             if outcome.status != "succeeded" or outcome.tolerance_met is False:
                 met = False
+                break  # as Chaos Toolkit: the first probe out of tolerance decides
         self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=phase, met=met, title=self.exp.hypothesis.title))
         controls.call("after_hypothesis_control", context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
                       state={"steady_state_met": met}, configuration=self.configuration, secrets=self.secrets)
@@ -484,6 +485,7 @@ class Runner:
                 tolerance_met=outcome.tolerance_met, activity=probe.ctk))
             if outcome.status != "succeeded" or outcome.tolerance_met is False:
                 met = False
+                break
         self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=Phase.DURING, met=met,
                                            title=self.exp.hypothesis.title))
         return met

@@ -374,14 +374,15 @@ class _Compiler:
         elif provider.get("type") not in PROVIDER_TYPES:
             self.bad(f"{path}.provider.type", f"unknown provider type {provider.get('type')!r}",
                      hint="python, process or http")
+        structural_ok = len(self.problems) == before
         kw = self.common(a, path)
         kw.update(self.tolerance(a, path, hypothesis))
-        if len(self.problems) == before:
+        if structural_ok:
             from chaoslib.activity import ensure_activity_is_valid
             from chaoslib.exceptions import InvalidActivity
 
             try:
-                ensure_activity_is_valid(a)
+                ensure_activity_is_valid({k: v for k, v in a.items() if k not in ("tolerance", "timeout", "pauses")})
             except InvalidActivity as exc:
                 self.bad(f"{path}.provider", str(exc))
             except (ImportError, ChaoslabError) as exc:

@@ -1,0 +1,930 @@
+"""Kubernetes driver: delete pods, scale workloads, cordon nodes; probe readiness.
+
+Uses the official ``kubernetes`` client, imported lazily (``pip install
+'chaoslab[kubernetes]'``). Every call builds its own ``ApiClient`` from a kubeconfig (the
+context of your choice) or from the in-cluster service account, and closes it: no global
+client configuration is touched, so two runs in one process never see each other.
+
+Targets (the ``k8s:`` prefix is optional; which form applies depends on the operation)::
+
+    k8s:NAMESPACE/LABEL_SELECTOR         delete_pods, ready_pods
+        e.g. k8s:shop/app=web   k8s:shop/app.kubernetes.io/name=web,tier!=db
+             k8s:shop/env in (prod,staging),!canary
+    k8s:NAMESPACE/deployment/NAME        scale, available_replicas (also deploy/...)
+    k8s:NAMESPACE/statefulset/NAME       scale, available_replicas (also sts/...)
+    k8s:node/NAME                        cordon
+
+The label selector uses Kubernetes syntax (``=``, ``==``, ``!=``, ``in (...)``,
+``notin (...)``, ``key``, ``!key``, ``>``/``<`` on integers) and must not be empty: an
+empty selector would mean "every pod in the namespace". A field selector is an argument
+(``field_selector: "status.phase=Running,spec.nodeName=node-1"``).
+
+Pods are picked with the shared selection arguments (``chaoslab.drivers.selection``):
+``count`` (default 1), ``percent`` (rounded up, at least one) or ``all``, at random with
+``seed`` (default: the run's seed); the pick is recorded in the revert record.
+
+Selectors are sent to the API server AND re-checked on what comes back. A real API server
+filters; a sloppy server, a proxy or a test emulator (kmock) may return everything, and a
+pod without the label must never be deleted. The official client has no selector parser,
+hence the small hand-written one below (it follows ``k8s.io/apimachinery/pkg/labels``).
+
+Faults and how they end:
+
+- ``delete_pods`` (lease NONE): the deletion cannot be undone; its revert waits until as
+  many matching pods are Ready as were Ready before (none of the deleted ones among them)
+  and reports ``time_to_recover_s``. Deletion carries a ``uid`` precondition, so a
+  same-named replacement created meanwhile (StatefulSets) is never deleted by mistake.
+- ``scale`` records the exact previous ``spec.replicas``; revert restores it. The patch
+  carries the ``resourceVersion`` read when planning, so a real API server refuses it
+  (409) if the workload changed in between and the recorded value would be stale.
+- ``cordon`` sets ``spec.unschedulable``; revert uncordons only if the node was not
+  already cordoned before the fault.
+
+Lease of ``scale`` and ``cordon`` -- be clear about where it lives: the shared lease
+watchdog (``chaoslab.drivers.watchdog``), a detached process **on the runner's machine**,
+not in the cluster. At lease end it reverts from the record alone, through this driver's
+``revert``. It survives a SIGKILLed runner, but not the runner's machine going down or
+losing its route to the API server; a lease enforced inside the cluster would need an
+in-cluster agent, which this driver does not install. A normal revert, from any process
+on that machine, stops the watchdog first, so it never fires after the fault was undone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
+from chaoslab.drivers.base import (
+    CleanReport,
+    Driver,
+    DriverContext,
+    Kind,
+    LeaseKind,
+    Operation,
+    Param,
+    RevertRecord,
+    RevertResult,
+    parse_duration,
+)
+from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.errors import DriverError, Problem, TargetNotFound, UnsafeTarget
+
+NAME = "kubernetes"
+INSTALL_HINT = "pip install 'chaoslab[kubernetes]'"
+_POLL_S = 0.2  # recovery polling: time_to_recover is precise to about this
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# --- label and field selectors ------------------------------------------------------------
+
+_NAME_PART = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_PREFIX = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+_KEY = rf"(?:{_PREFIX}/)?{_NAME_PART}"
+_VALUE = rf"(?:{_NAME_PART})?"
+_EQ = re.compile(rf"^(?P<key>{_KEY})\s*(?P<op>==|=|!=)\s*(?P<val>{_VALUE})$")
+_SET = re.compile(rf"^(?P<key>{_KEY})\s+(?P<op>in|notin)\s*\((?P<vals>[^()]*)\)$")
+_EXISTS = re.compile(rf"^(?P<neg>!)?\s*(?P<key>{_KEY})$")
+_CMP = re.compile(rf"^(?P<key>{_KEY})\s*(?P<op>[<>])\s*(?P<val>-?\d+)$")
+_VALUE_RE = re.compile(rf"^{_VALUE}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requirement:
+    """One clause of a label selector. ``op`` is one of = != in notin exists !exists > <."""
+
+    key: str
+    op: str
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        match self.op:
+            case "=" | "in":
+                return present and value in self.values
+            case "!=" | "notin":  # Kubernetes: an absent label satisfies != and notin
+                return not present or value not in self.values
+            case "exists":
+                return present
+            case "!exists":
+                return not present
+            case ">" | "<":
+                try:
+                    number = int(value or "")
+                except ValueError:
+                    return False
+                bound = int(self.values[0])
+                return number > bound if self.op == ">" else number < bound
+        return False  # pragma: no cover - ops are fixed by the parser
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside parentheses: ``a in (x,y),b`` → ``["a in (x,y)", "b"]``."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def parse_label_selector(text: str) -> tuple[Requirement, ...]:
+    """Parse a Kubernetes label selector; raises ValueError naming the bad clause."""
+    if not text.strip():
+        raise ValueError("empty label selector (it would select every pod in the namespace)")
+    reqs: list[Requirement] = []
+    for clause in _split_top_level(text):
+        if m := _EQ.match(clause):
+            op = "!=" if m["op"] == "!=" else "="
+            reqs.append(Requirement(key=m["key"], op=op, values=(m["val"],)))
+        elif m := _SET.match(clause):
+            values = tuple(v.strip() for v in m["vals"].split(","))
+            bad = [v for v in values if not _VALUE_RE.match(v)]
+            if bad or not m["vals"].strip():
+                raise ValueError(f"bad value list in {clause!r}")
+            reqs.append(Requirement(key=m["key"], op=m["op"], values=values))
+        elif m := _CMP.match(clause):
+            reqs.append(Requirement(key=m["key"], op=m["op"], values=(m["val"],)))
+        elif m := _EXISTS.match(clause):
+            reqs.append(Requirement(key=m["key"], op="!exists" if m["neg"] else "exists"))
+        else:
+            raise ValueError(f"not a label selector clause: {clause!r}")
+    return tuple(reqs)
+
+
+def labels_match(reqs: Sequence[Requirement], labels: Mapping[str, str]) -> bool:
+    return all(r.matches(labels) for r in reqs)
+
+
+# Pod fields the API server accepts in field selectors, and where they live in the object.
+_POD_FIELDS: dict[str, tuple[str, ...]] = {
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "spec.nodeName": ("spec", "nodeName"),
+    "spec.restartPolicy": ("spec", "restartPolicy"),
+    "spec.schedulerName": ("spec", "schedulerName"),
+    "spec.serviceAccountName": ("spec", "serviceAccountName"),
+    "spec.hostNetwork": ("spec", "hostNetwork"),
+    "status.phase": ("status", "phase"),
+    "status.podIP": ("status", "podIP"),
+    "status.nominatedNodeName": ("status", "nominatedNodeName"),
+}
+_FIELD_CLAUSE = re.compile(r"^(?P<key>[A-Za-z.]+)\s*(?P<op>==|=|!=)\s*(?P<val>[^,=!]*)$")
+
+
+def parse_field_selector(text: str) -> tuple[tuple[str, bool, str], ...]:
+    """``a=b,c!=d`` → ((a, True, b), (c, False, d)). Only fields pods support."""
+    out = []
+    for clause in (c.strip() for c in text.split(",")):
+        m = _FIELD_CLAUSE.match(clause)
+        if not m:
+            raise ValueError(f"not a field selector clause: {clause!r}")
+        if m["key"] not in _POD_FIELDS:
+            raise ValueError(
+                f"pods cannot be selected by field {m['key']!r} (known: {', '.join(_POD_FIELDS)})"
+            )
+        out.append((m["key"], m["op"] != "!=", m["val"].strip()))
+    return tuple(out)
+
+
+def _field_value(pod: Mapping[str, Any], key: str) -> str:
+    node: Any = pod
+    for part in _POD_FIELDS[key]:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return "" if node is None else str(node)
+
+
+def fields_match(clauses: Sequence[tuple[str, bool, str]], pod: Mapping[str, Any]) -> bool:
+    return all((_field_value(pod, k) == v) == equal for k, equal, v in clauses)
+
+
+# --- targets --------------------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$")
+_WORKLOAD_KINDS = {
+    "deployment": "deployment",
+    "deploy": "deployment",
+    "deployments": "deployment",
+    "statefulset": "statefulset",
+    "sts": "statefulset",
+    "statefulsets": "statefulset",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodTarget:
+    namespace: str
+    selector: str
+    requirements: tuple[Requirement, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadTarget:
+    namespace: str
+    kind: str  # "deployment" | "statefulset"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeTarget:
+    name: str
+
+
+def _strip_prefix(target: str) -> str:
+    return target[4:] if target.startswith("k8s:") else target
+
+
+def parse_pod_target(target: str) -> PodTarget:
+    ns, sep, selector = _strip_prefix(target).partition("/")
+    if not sep or not _DNS_LABEL.match(ns):
+        raise ValueError(f"expected k8s:NAMESPACE/LABEL_SELECTOR, got {target!r}")
+    return PodTarget(namespace=ns, selector=selector.strip(), requirements=parse_label_selector(selector))
+
+
+def parse_workload_target(target: str) -> WorkloadTarget:
+    parts = _strip_prefix(target).split("/")
+    if (
+        len(parts) != 3
+        or not _DNS_LABEL.match(parts[0])
+        or parts[1].lower() not in _WORKLOAD_KINDS
+        or not _DNS_SUBDOMAIN.match(parts[2])
+    ):
+        raise ValueError(
+            f"expected k8s:NAMESPACE/deployment/NAME or k8s:NAMESPACE/statefulset/NAME, got {target!r}"
+        )
+    return WorkloadTarget(namespace=parts[0], kind=_WORKLOAD_KINDS[parts[1].lower()], name=parts[2])
+
+
+def parse_node_target(target: str) -> NodeTarget:
+    kind, sep, name = _strip_prefix(target).partition("/")
+    if not sep or kind not in ("node", "nodes") or not _DNS_SUBDOMAIN.match(name):
+        raise ValueError(f"expected k8s:node/NAME, got {target!r}")
+    return NodeTarget(name=name)
+
+
+# --- connection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conn:
+    """How to reach the API server; stored in the record so any process connects alike."""
+
+    kubeconfig: str | None
+    context: str | None
+    in_cluster: bool
+    timeout_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kubeconfig": self.kubeconfig,
+            "context": self.context,
+            "in_cluster": self.in_cluster,
+            "timeout_s": self.timeout_s,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Conn:
+        return cls(
+            kubeconfig=raw.get("kubeconfig"),
+            context=raw.get("context"),
+            in_cluster=bool(raw.get("in_cluster", False)),
+            timeout_s=float(raw.get("timeout_s", 10.0)),
+        )
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> Conn:
+        """Explicit kubeconfig, else $KUBECONFIG, else ~/.kube/config, else in-cluster."""
+        timeout_s = parse_duration(args.get("request_timeout", "10s"))
+        context = args.get("context")
+        if args.get("in_cluster"):
+            return cls(kubeconfig=None, context=None, in_cluster=True, timeout_s=timeout_s)
+        raw = args.get("kubeconfig") or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        paths = [os.path.abspath(os.path.expanduser(p)) for p in str(raw).split(os.pathsep) if p]
+        if any(os.path.exists(p) for p in paths):
+            return cls(
+                kubeconfig=os.pathsep.join(paths), context=context, in_cluster=False, timeout_s=timeout_s
+            )
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not args.get("kubeconfig"):
+            return cls(kubeconfig=None, context=None, in_cluster=True, timeout_s=timeout_s)
+        raise DriverError(f"no kubeconfig at {raw} and not running inside a cluster", driver=NAME)
+
+
+class Kube:
+    """One ``ApiClient`` for one driver call; closed on exit. Returns raw JSON objects.
+
+    Raw JSON rather than the client's models: the driver reads a handful of fields, and
+    model validation would reject objects a lenient server returns incomplete.
+    """
+
+    def __init__(self, conn: Conn, target: str = "") -> None:
+        self.conn = conn
+        self.target = target
+        try:
+            from kubernetes import client
+            from kubernetes import config as _config
+            from kubernetes.client.exceptions import ApiException
+        except ImportError as exc:
+            raise DriverError(
+                f"the kubernetes client is not installed ({INSTALL_HINT})", driver=NAME
+            ) from exc
+        self._api_exception: type[Exception] = ApiException
+        config: Any = _config  # the config loaders are untyped
+        cfg = client.Configuration()
+        try:
+            if conn.in_cluster:
+                config.load_incluster_config(client_configuration=cfg)
+            else:
+                config.load_kube_config(
+                    config_file=conn.kubeconfig,
+                    context=conn.context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
+        except (config.ConfigException, OSError, ValueError, KeyError) as exc:
+            where = "in-cluster config" if conn.in_cluster else f"kubeconfig {conn.kubeconfig}"
+            ctx = f" context {conn.context!r}" if conn.context else ""
+            raise DriverError(f"cannot load {where}{ctx}: {exc}", driver=NAME) from exc
+        self._client: Any = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(self._client)
+        self.apps = client.AppsV1Api(self._client)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call an API method; 404 → TargetNotFound, anything else → DriverError."""
+        import urllib3
+
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self.conn.timeout_s, **kwargs)
+        except self._api_exception as exc:
+            raise self._translate(exc, fn.__name__) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise DriverError(f"cannot reach the Kubernetes API ({fn.__name__}): {exc}", driver=NAME) from exc
+        try:
+            data = resp.data
+        finally:
+            resp.release_conn()
+        loaded = json.loads(data) if data else {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def _translate(self, exc: Any, what: str) -> DriverError:
+        status = int(getattr(exc, "status", 0) or 0)
+        message = str(getattr(exc, "reason", "") or "")
+        try:
+            message = json.loads(exc.body).get("message") or message
+        except (TypeError, ValueError, AttributeError):
+            pass
+        text = f"{what}: HTTP {status} {message}".strip()
+        if status == 404:
+            return TargetNotFound(text, driver=NAME, target=self.target)
+        if status == 409:
+            return DriverError(f"{text} (the object changed concurrently)", driver=NAME, target=self.target)
+        if status in (401, 403):
+            return DriverError(f"{text} (check credentials and RBAC)", driver=NAME, target=self.target)
+        return DriverError(text, driver=NAME, target=self.target)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def pods(self, ns: str, selector: str, field_selector: str | None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"label_selector": selector}
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        items = self.call(self.core.list_namespaced_pod, ns, **kwargs).get("items") or []
+        return [p for p in items if isinstance(p, dict)]
+
+    def workload(self, w: WorkloadTarget) -> dict[str, Any]:
+        if w.kind == "deployment":
+            return self.call(self.apps.read_namespaced_deployment, w.name, w.namespace)
+        return self.call(self.apps.read_namespaced_stateful_set, w.name, w.namespace)
+
+    def patch_workload(self, w: WorkloadTarget, body: dict[str, Any]) -> dict[str, Any]:
+        if w.kind == "deployment":
+            return self.call(self.apps.patch_namespaced_deployment, w.name, w.namespace, body)
+        return self.call(self.apps.patch_namespaced_stateful_set, w.name, w.namespace, body)
+
+
+@contextmanager
+def _kube(conn: Conn, target: str = "") -> Iterator[Kube]:
+    kube = Kube(conn, target)
+    try:
+        yield kube
+    finally:
+        kube.close()
+
+
+# --- pod helpers ------------------------------------------------------------------------------
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    labels = _meta(pod).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _ready_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    status = pod.get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for cond in conditions or ():
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond
+    return None
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    """Ready condition True and not being deleted (a terminating pod leaves the Service)."""
+    cond = _ready_condition(pod)
+    return bool(cond and cond.get("status") == "True" and not _meta(pod).get("deletionTimestamp"))
+
+
+def _matching(
+    pods: Sequence[dict[str, Any]], target: PodTarget, fields: Sequence[tuple[str, bool, str]]
+) -> list[dict[str, Any]]:
+    """The pods that truly match, whatever the server chose to return."""
+    return [
+        p
+        for p in pods
+        if _meta(p).get("namespace", target.namespace) == target.namespace
+        and labels_match(target.requirements, _labels(p))
+        and fields_match(fields, p)
+    ]
+
+
+def _runner_pod() -> tuple[str, str] | None:
+    """(namespace, name) of the pod this runner lives in, when it runs in a cluster."""
+    try:
+        ns = _SA_NAMESPACE.read_text().strip()
+    except OSError:
+        return None
+    name = os.environ.get("HOSTNAME", "")
+    return (ns, name) if ns and name else None
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# --- restoring from the record alone ------------------------------------------------------------
+
+
+def _watchdog_residue(record: RevertRecord) -> list[str]:
+    """A lease watchdog still waiting for a fault that should be over (never ourselves)."""
+    pids = [p.pid for p in watchdog_processes(record.fault_id)]
+    return [f"lease watchdog still running (pid {', '.join(map(str, pids))})"] if pids else []
+
+
+def _restore(record: RevertRecord) -> str:
+    """Put the target back as the record says it was. Idempotent. Returns a detail line."""
+    data = record.data
+    conn = Conn.from_dict(data["conn"])
+    if record.operation == "scale":
+        w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
+        previous = int(data["previous_replicas"])
+        with _kube(conn, record.target) as kube:
+            try:
+                kube.patch_workload(w, {"spec": {"replicas": previous + 1}})
+            except TargetNotFound:
+                return f"{w.kind} {w.namespace}/{w.name} no longer exists; nothing to restore"
+        return f"{w.kind} {w.namespace}/{w.name} restored to {previous} replicas"
+    if record.operation == "cordon":
+        node = str(data["node"])
+        if data.get("was_unschedulable"):
+            return f"node {node} was cordoned before the fault; left cordoned"
+        with _kube(conn, record.target) as kube:
+            try:
+                # null removes the field, as `kubectl uncordon` does
+                kube.call(kube.core.patch_node, node, {"spec": {"unschedulable": None}})
+            except TargetNotFound:
+                return f"node {node} no longer exists; nothing to restore"
+        return f"node {node} uncordoned"
+    raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+_CONN_PARAMS = (
+    Param(name="kubeconfig", type=str, help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config)"),
+    Param(name="context", type=str, help="kubeconfig context (default: its current-context)"),
+    Param(name="in_cluster", type=bool, help="use the pod's service account", default=False),
+    Param(
+        name="request_timeout",
+        type=(int, float, str),
+        help="timeout of each API request",
+        default="10s",
+        duration=True,
+    ),
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        name="delete_pods",
+        kind=Kind.FAULT,
+        summary="delete pods picked from a label selector; revert waits for Ready replacements",
+        lease=LeaseKind.NONE,
+        params=(
+            *SELECTION_PARAMS,
+            Param(name="field_selector", type=str, help="e.g. status.phase=Running"),
+            Param(
+                name="grace_period",
+                type=(int, float, str),
+                help="termination grace period (default: the pod's own)",
+                duration=True,
+            ),
+            Param(
+                name="recover_timeout",
+                type=(int, float, str),
+                help="how long revert waits for Ready replacements",
+                default="120s",
+                duration=True,
+            ),
+            *_CONN_PARAMS,
+        ),
+    ),
+    Operation(
+        name="scale",
+        kind=Kind.FAULT,
+        summary="scale a deployment or statefulset; revert restores the exact previous replicas",
+        params=(
+            Param(name="replicas", type=int, help="replicas during the fault", required=True, minimum=0),
+            *_CONN_PARAMS,
+        ),
+    ),
+    Operation(
+        name="cordon",
+        kind=Kind.FAULT,
+        summary="mark a node unschedulable; revert uncordons unless it was cordoned before",
+        params=_CONN_PARAMS,
+    ),
+    Operation(
+        name="ready_pods",
+        kind=Kind.PROBE,
+        summary="number of Ready pods matching a label selector (+ field selector)",
+        params=(Param(name="field_selector", type=str, help="e.g. spec.nodeName=n1"), *_CONN_PARAMS),
+    ),
+    Operation(
+        name="available_replicas",
+        kind=Kind.PROBE,
+        summary="status.availableReplicas of a deployment or statefulset",
+        params=_CONN_PARAMS,
+    ),
+)
+
+_TARGET_PARSERS: dict[str, Callable[[str], object]] = {
+    "delete_pods": parse_pod_target,
+    "ready_pods": parse_pod_target,
+    "scale": parse_workload_target,
+    "available_replicas": parse_workload_target,
+    "cordon": parse_node_target,
+}
+
+
+class KubernetesDriver(Driver):
+    """Pods, workloads and nodes through the Kubernetes API. Stateless: all in the record."""
+
+    name = NAME
+    summary = "Kubernetes: delete pods, scale workloads, cordon nodes; readiness probes"
+    install_hint = INSTALL_HINT
+
+    def operations(self) -> Sequence[Operation]:
+        return OPERATIONS
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        problems: list[Problem] = []
+        parser = _TARGET_PARSERS.get(op.name)
+        if parser is not None:
+            if not target:
+                problems.append(Problem(path="target", message=f"{op.name} needs a target"))
+            else:
+                try:
+                    parser(target)
+                except ValueError as exc:
+                    problems.append(Problem(path="target", message=str(exc)))
+        if isinstance(args.get("field_selector"), str):
+            try:
+                parse_field_selector(args["field_selector"])
+            except ValueError as exc:
+                problems.append(Problem(path="field_selector", message=str(exc)))
+        if op.name == "delete_pods":
+            problems += Selection.problems(args)
+        return problems
+
+    # -- probes ----------------------------------------------------------------------------------
+
+    def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
+        a = validated(self, op, args, target, Kind.PROBE)
+        assert target is not None  # validate() rejects a missing target
+        conn = Conn.from_args(a)
+        if op.name == "ready_pods":
+            pt = parse_pod_target(target)
+            fields = parse_field_selector(a["field_selector"]) if a.get("field_selector") else ()
+            with _kube(conn, target) as kube:
+                pods = kube.pods(pt.namespace, pt.selector, a.get("field_selector"))
+            return sum(1 for p in _matching(pods, pt, fields) if is_ready(p))
+        if op.name == "available_replicas":
+            w = parse_workload_target(target)
+            with _kube(conn, target) as kube:
+                obj = kube.workload(w)
+            status = obj.get("status") or {}
+            return int(status.get("availableReplicas") or 0)
+        raise NotImplementedError(f"{self.name} has no probe {op.name!r}")
+
+    # -- prepare: resolve and record, touch nothing ------------------------------------------------
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        a = validated(self, op, args, target, Kind.FAULT)
+        assert target is not None
+        conn = Conn.from_args(a)
+        record = RevertRecord(
+            driver=self.name, operation=op.name, target=target, run_id=ctx.run_id, args=dict(args)
+        )
+        if op.name == "delete_pods":
+            return self._prepare_delete(ctx, record, a, conn)
+        if op.name == "scale":
+            w = parse_workload_target(target)
+            with _kube(conn, target) as kube:
+                obj = kube.workload(w)
+            spec = obj.get("spec") or {}
+            data: dict[str, Any] = {
+                "namespace": w.namespace,
+                "kind": w.kind,
+                "name": w.name,
+                # an absent spec.replicas means 1 for both kinds
+                "previous_replicas": int(spec.get("replicas", 1)),
+                "replicas": int(a["replicas"]),
+                "resource_version": _meta(obj).get("resourceVersion"),
+            }
+        elif op.name == "cordon":
+            nt = parse_node_target(target)
+            with _kube(conn, target) as kube:
+                node = kube.call(kube.core.read_node, nt.name)
+            data = {
+                "node": nt.name,
+                "was_unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+                "resource_version": _meta(node).get("resourceVersion"),
+            }
+        else:
+            raise NotImplementedError(f"{self.name} has no fault {op.name!r}")
+        data["conn"] = conn.to_dict()
+        lease = check_lease(lease_s)  # always leased: a default lease if the engine gave none
+        return replace(record, data=data, lease_s=lease, lease_expires_at=time.time() + lease)
+
+    def _prepare_delete(
+        self, ctx: DriverContext, record: RevertRecord, a: Mapping[str, Any], conn: Conn
+    ) -> RevertRecord:
+        pt = parse_pod_target(record.target)
+        field_selector = a.get("field_selector")
+        fields = parse_field_selector(field_selector) if field_selector else ()
+        with _kube(conn, record.target) as kube:
+            pods = kube.pods(pt.namespace, pt.selector, field_selector)
+        matching = _matching(pods, pt, fields)
+        candidates = [p for p in matching if not _meta(p).get("deletionTimestamp")]
+        if not candidates:
+            raise TargetNotFound(
+                f"no running pod matches {pt.selector!r}"
+                + (f" and {field_selector!r}" if field_selector else "")
+                + f" in namespace {pt.namespace!r} ({len(pods)} returned by the server,"
+                f" {len(matching)} truly matching)",
+                driver=NAME,
+                target=record.target,
+            )
+        me = _runner_pod()
+        if me is not None:
+            candidates = [p for p in candidates if (pt.namespace, _meta(p).get("name")) != me]
+            if not candidates:
+                raise UnsafeTarget(f"the only matching pod is the runner's own ({me[1]})", driver=NAME)
+        candidates.sort(key=lambda p: str(_meta(p).get("name")))
+        picked = pick(
+            candidates, Selection.from_args(a), resolve_seed(a, ctx), key=lambda p: str(_meta(p).get("name"))
+        )
+        victims = picked.items
+        grace = a.get("grace_period")
+        data = {
+            "namespace": pt.namespace,
+            "selector": pt.selector,
+            "field_selector": field_selector,
+            "victims": [{"name": _meta(p).get("name"), "uid": _meta(p).get("uid")} for p in victims],
+            "pick": picked.to_dict(),
+            "baseline_ready": sum(1 for p in matching if is_ready(p)),
+            "grace_period_s": None if grace is None else int(round(parse_duration(grace))),
+            "recover_timeout_s": parse_duration(a["recover_timeout"]),
+            "conn": conn.to_dict(),
+        }
+        return replace(record, data=data, lease_s=None, lease_expires_at=None)
+
+    # -- inject ---------------------------------------------------------------------------------------
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        data = record.data
+        conn = Conn.from_dict(data["conn"])
+        if record.operation == "delete_pods":
+            return self._inject_delete(record, conn)
+        if record.operation == "scale":
+            w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
+            with _kube(conn, record.target) as kube:
+                current = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
+                if current != data["previous_replicas"]:
+                    raise DriverError(
+                        f"replicas changed from {data['previous_replicas']} to {current} since"
+                        " the fault was planned; not scaling (the revert record would be wrong)",
+                        driver=NAME,
+                        target=record.target,
+                    )
+                record = self._arm(ctx, record)
+                body: dict[str, Any] = {"spec": {"replicas": int(data["replicas"])}}
+                if data.get("resource_version"):
+                    # optimistic concurrency on a real API server: 409 if changed since prepare
+                    body["metadata"] = {"resourceVersion": data["resource_version"]}
+                self._apply_or_disarm(record, lambda: kube.patch_workload(w, body))
+            return record
+        if record.operation == "cordon":
+            with _kube(conn, record.target) as kube:
+                node = kube.call(kube.core.read_node, data["node"])
+                now = bool((node.get("spec") or {}).get("unschedulable"))
+                if now != data["was_unschedulable"]:
+                    raise DriverError(
+                        f"node {data['node']} changed cordon state since the fault was planned",
+                        driver=NAME,
+                        target=record.target,
+                    )
+                if data["was_unschedulable"]:
+                    return record  # already cordoned: nothing to apply, nothing to lease
+                record = self._arm(ctx, record)
+                body = {"spec": {"unschedulable": True}}
+                if data.get("resource_version"):
+                    body["metadata"] = {"resourceVersion": data["resource_version"]}
+                self._apply_or_disarm(record, lambda: kube.call(kube.core.patch_node, data["node"], body))
+            return record
+        raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
+
+    def _arm(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        """Start the lease before the change (contract: before or atomically with it)."""
+        record = replace(record, lease_expires_at=time.time() + float(record.lease_s or 0))
+        ref = spawn_watchdog(ctx, record)
+        ctx.log(f"kubernetes: lease watchdog pid {ref.pid} until {record.lease_expires_at:.0f}")
+        return record.with_data(watchdog=ref.to_dict())
+
+    def _apply_or_disarm(self, record: RevertRecord, apply: Callable[[], object]) -> None:
+        try:
+            apply()
+        except BaseException:
+            kill_watchdogs(record.fault_id)  # the change did not happen: nothing to lease
+            raise
+
+    def _inject_delete(self, record: RevertRecord, conn: Conn) -> RevertRecord:
+        data = record.data
+        deleted: list[str] = []
+        options: dict[str, Any] = {}
+        if data.get("grace_period_s") is not None:
+            options["gracePeriodSeconds"] = int(data["grace_period_s"])
+        deleted_at = time.time()
+        with _kube(conn, record.target) as kube:
+            for victim in data["victims"]:
+                body = dict(options)
+                if victim.get("uid"):
+                    # never delete a same-named replacement created since prepare
+                    body["preconditions"] = {"uid": victim["uid"]}
+                try:
+                    kube.call(kube.core.delete_namespaced_pod, victim["name"], data["namespace"], body=body)
+                except TargetNotFound:
+                    continue  # already gone: the outcome we wanted
+                deleted.append(str(victim["name"]))
+        return record.with_data(deleted_at=deleted_at, deleted=deleted)
+
+    # -- revert -----------------------------------------------------------------------------------------
+
+    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
+        if record.operation == "delete_pods":
+            return self._await_recovery(record)
+        kill_watchdogs(record.fault_id)  # first: no watchdog may fire after we restored
+        detail = _restore(record)
+        return RevertResult(reverted=True, detail=detail)
+
+    def _recovery(self, kube: Kube, record: RevertRecord) -> tuple[list[str], list[dict[str, Any]]]:
+        """(residue, ready non-victim matching pods) as the cluster shows them now."""
+        data = record.data
+        pt = parse_pod_target(record.target)
+        fs = data.get("field_selector")
+        fields = parse_field_selector(fs) if fs else ()
+        pods = kube.pods(data["namespace"], data["selector"], fs)
+        victims = {(v["name"], v.get("uid")) for v in data["victims"]}
+        residue = [
+            f"deleted pod {_meta(p).get('name')} still present (terminating)"
+            for p in pods
+            if (_meta(p).get("name"), _meta(p).get("uid")) in victims
+            or (_meta(p).get("name"), None) in victims
+        ]
+        ready = [
+            p
+            for p in _matching(pods, pt, fields)
+            if is_ready(p) and (_meta(p).get("name"), _meta(p).get("uid")) not in victims
+        ]
+        baseline = int(data["baseline_ready"])
+        if len(ready) < baseline:
+            residue.append(f"{len(ready)} Ready pods match, {baseline} were Ready before the fault")
+        return residue, ready
+
+    def _await_recovery(self, record: RevertRecord) -> RevertResult:
+        data = record.data
+        conn = Conn.from_dict(data["conn"])
+        deleted_at = float(data.get("deleted_at") or record.created_at)
+        deadline = time.monotonic() + float(data.get("recover_timeout_s", 120.0))
+        first = True
+        with _kube(conn, record.target) as kube:
+            while True:
+                residue, ready = self._recovery(kube, record)
+                if not residue:
+                    if first:  # recovered before we looked: estimate from the pods' own clocks
+                        ttr = self._ttr_from_conditions(ready, int(data["baseline_ready"]), deleted_at)
+                        how = "from Ready transition times (1 s resolution)"
+                    else:
+                        ttr, how = time.time() - deleted_at, "observed"
+                    return RevertResult(
+                        reverted=True,
+                        time_to_recover_s=ttr,
+                        detail=f"{len(ready)} Ready pods match again; time to recover {how}",
+                    )
+                first = False
+                if time.monotonic() >= deadline:
+                    return RevertResult(
+                        reverted=False,
+                        detail=f"not recovered within {data.get('recover_timeout_s')} s: "
+                        + "; ".join(residue),
+                    )
+                time.sleep(_POLL_S)
+
+    @staticmethod
+    def _ttr_from_conditions(ready: Sequence[dict[str, Any]], baseline: int, since: float) -> float | None:
+        if baseline == 0:
+            return 0.0
+        times = [_parse_time((_ready_condition(p) or {}).get("lastTransitionTime")) for p in ready]
+        known = sorted(t for t in times if t is not None)
+        if len(known) < baseline:
+            return None
+        return max(0.0, known[baseline - 1] - since)
+
+    # -- check_clean ------------------------------------------------------------------------------------
+
+    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+        data = record.data
+        conn = Conn.from_dict(data["conn"])
+        residue: list[str] = []
+        with _kube(conn, record.target) as kube:
+            if record.operation == "delete_pods":
+                residue, _ = self._recovery(kube, record)
+            elif record.operation == "scale":
+                w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
+                try:
+                    replicas = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
+                except TargetNotFound:
+                    replicas = int(data["previous_replicas"])  # gone: nothing of the fault left
+                if replicas != data["previous_replicas"]:
+                    residue.append(
+                        f"{w.kind} {w.name} has {replicas} replicas, was {data['previous_replicas']}"
+                    )
+                residue += _watchdog_residue(record)
+            elif record.operation == "cordon":
+                try:
+                    node = kube.call(kube.core.read_node, data["node"])
+                    now = bool((node.get("spec") or {}).get("unschedulable"))
+                except TargetNotFound:
+                    now = bool(data["was_unschedulable"])
+                if now != data["was_unschedulable"]:
+                    state = "cordoned" if now else "schedulable"
+                    residue.append(f"node {data['node']} is {state}, unlike before the fault")
+                residue += _watchdog_residue(record)
+            else:
+                raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
+        return CleanReport(clean=not residue, residue=tuple(residue))

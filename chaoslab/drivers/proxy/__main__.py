@@ -1,0 +1,70 @@
+"""``python -m chaoslab.drivers.proxy --api 127.0.0.1:8474 [--config proxies.json]``
+
+Runs the proxy server until SIGTERM/SIGINT. With ``--api HOST:0`` the OS picks the
+port. Once the API accepts requests, one line is printed on stdout::
+
+    chaoslab-proxy api=127.0.0.1:PORT pid=PID
+
+``--config`` takes a JSON array of proxies, as Toxiproxy's ``-config`` and ``/populate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaoslab.drivers.proxy.api import ApiServer
+from chaoslab.drivers.proxy.server import ProxyServer, split_address
+from chaoslab.drivers.proxy.toxics import ApiError
+
+
+async def serve(host: str, port: int, config: list[object] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; prints the ready line once the API listens."""
+    loop = asyncio.get_running_loop()
+    proxies = ProxyServer(loop)
+    if config is not None:
+        await proxies.populate(config)
+    api = ApiServer(proxies, host, port)
+    api.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    api_host, api_port = api.address
+    sys.stdout.write(f"chaoslab-proxy api={api_host}:{api_port} pid={os.getpid()}\n")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(api.stop)
+        await proxies.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaoslab.drivers.proxy",
+        description="TCP fault proxy speaking Toxiproxy's HTTP API.",
+    )
+    parser.add_argument("--api", default="127.0.0.1:8474", help="HOST:PORT of the HTTP API")
+    parser.add_argument("--config", type=Path, help="JSON array of proxies to create")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        host, port = split_address(args.api, what="--api")
+        config = json.loads(args.config.read_text("utf-8")) if args.config else None
+        asyncio.run(serve(host, port, config))
+    except (ApiError, OSError, ValueError) as exc:
+        sys.stderr.write(f"chaoslab-proxy: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

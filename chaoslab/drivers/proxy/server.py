@@ -1,0 +1,642 @@
+"""The proxy engine: asyncio TCP forwarding with toxics and leases, one event loop.
+
+Shape of one proxied connection::
+
+    client ─► _Side(client) ──upstream _Pipe──► _Side(server) ─► upstream service
+    client ◄─ _Side(client) ◄─downstream _Pipe── _Side(server) ◄─ upstream service
+
+Fast path: while a direction has no toxic acting on it and nothing queued, the reading
+protocol's ``data_received`` writes straight into the other transport — no task, no
+queue, no copy — and flow control is the transports' own: when a writer's buffer passes
+its high-water mark, ``pause_writing`` pauses reading on the other side. That keeps the
+added latency of an idle proxy to one event-loop hop per direction.
+
+Slow path: with toxics, chunks are stamped with their arrival time and queued; one task
+per direction carries each chunk through the toxic chain in order. Sleeps are to
+monotonic deadlines (``loop.call_at``), so a 100 ms latency toxic adds 100 ms to every
+chunk however fast chunks arrive. Toxics added or removed apply to live connections
+too; a sleeping chunk is released at once when its toxic goes. The queue is bounded:
+past ``QUEUE_HIGH`` bytes the source stops being read.
+
+Leases live here, in the server: a leased toxic (or a leased "down") is a timer on this
+loop that removes the toxic (or re-enables the proxy) with no help from any client, so
+a SIGKILLed runner leaves nothing behind for longer than its lease.
+
+Why hand-written: no stdlib or PyPI package provides a Toxiproxy-compatible engine
+(Toxiproxy itself is a Go binary); uvloop is avoided to stay stdlib-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from chaoslab.drivers.proxy.toxics import (
+    ApiError,
+    Behaviour,
+    Chunk,
+    ToxicSpec,
+    behaviour,
+    parse_toxic,
+    update_toxic,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_HIGH = 1 << 20  # bytes queued in a toxic pipe before the source is paused
+QUEUE_LOW = 1 << 18
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "")
+TIMER_SLACK_S = 0.0005
+
+
+def split_address(address: str, *, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ApiError(400, f"bad request body: {what} must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a proxied connection; reads feed the pipe towards the other side."""
+
+    def __init__(self, conn: _Connection, role: str) -> None:
+        self.conn = conn
+        self.role = role
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.out: _Pipe | None = None  # the pipe carrying what this side reads
+        # Fast path: bound ``write`` of the other transport, or None while toxics act.
+        self.fast_write: Callable[[bytes], None] | None = None
+        self._pause_reasons: set[str] = set()
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.role == "client":
+            # Hold client bytes until the upstream connection exists.
+            self.pause("connecting")
+            self.conn.client_connected()
+
+    def data_received(self, data: bytes) -> None:
+        fast = self.fast_write
+        if fast is not None:
+            fast(data)
+        elif self.out is not None:
+            self.out.push(data)
+
+    def eof_received(self) -> bool:
+        if self.out is not None:
+            self.out.push(None)
+        return True  # keep our write side open: TCP half-close is forwarded, not forced
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._wake_drain()
+        self.conn.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.peer is not None:
+            self.peer.pause("peer-buffer")
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+        if self.peer is not None:
+            self.peer.resume("peer-buffer")
+
+    # -- helpers --------------------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        if not self._pause_reasons and self.transport is not None:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and self.transport is not None:
+            self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        while self.write_paused and self.transport is not None:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+
+class _Pipe:
+    """One direction of one connection, with the toxics acting on it (implements Link)."""
+
+    def __init__(self, conn: _Connection, stream: str, src: _Side, dst: _Side) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.src = src
+        self.dst = dst
+        self.loop: asyncio.AbstractEventLoop = conn.loop
+        self.chain: list[Behaviour] = []  # toxics acting here, in the order they were added
+        self.seen: set[int] = set()  # uids already drawn against toxicity (acting or not)
+        self.queue: collections.deque[Chunk] = collections.deque()
+        self.queued = 0
+        self.task: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.eof_sent = False
+
+    # -- Link protocol ----------------------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+    def close_connection(self, *, reset: bool = False) -> None:
+        self.conn.close(reset=reset)
+
+    def acting(self, uid: int) -> bool:
+        return not self.conn.closed and any(b.uid == uid for b in self.chain)
+
+    async def sleep_until(self, deadline: float, uid: int) -> bool:
+        # epoll's timeout is in whole milliseconds, rounded up, so a timer at ``deadline``
+        # fires 0-1 ms late. Aiming half a millisecond early centres the error on zero.
+        target = deadline - TIMER_SLACK_S
+        while self.acting(uid):
+            if target - self.loop.time() <= 0:
+                return True
+            fut = self.loop.create_future()
+            self.wake = fut
+            handle = self.loop.call_at(target, _set_done, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                self.wake = None
+        return False
+
+    # -- toxics -----------------------------------------------------------------------
+    def sync(self, specs: Iterable[ToxicSpec]) -> None:
+        """Make the chain match the proxy's toxics for this stream."""
+        wanted = [s for s in specs if s.stream == self.stream]
+        uids = {s.uid for s in wanted}
+        for b in [b for b in self.chain if b.uid not in uids]:
+            self.chain.remove(b)
+            b.deactivate(self)
+            if self.conn.closed:
+                return
+        for spec in wanted:
+            if spec.uid in self.seen:
+                continue
+            self.seen.add(spec.uid)
+            # Toxicity is drawn once per toxic per connection, as Toxiproxy does.
+            if spec.toxicity >= 1.0 or random.random() < spec.toxicity:
+                b = behaviour(spec)
+                self.chain.append(b)
+                b.activate(self)
+                if self.conn.closed:
+                    return
+        self.seen &= uids
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+        self.refresh_fast()
+
+    def refresh_fast(self) -> None:
+        idle = not self.chain and not self.queue and self.task is None
+        dst = self.dst.transport
+        self.src.fast_write = dst.write if idle and dst is not None and not self.eof_sent else None
+
+    # -- data -------------------------------------------------------------------------
+    def push(self, data: bytes | None) -> None:
+        if self.conn.closed:
+            return
+        self.queue.append((data, self.loop.time()))
+        if data is not None:
+            self.queued += len(data)
+            if self.queued > QUEUE_HIGH:
+                self.src.pause("queue")
+        self.src.fast_write = None
+        if self.task is None:
+            self.task = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.queue and not self.conn.closed:
+                chunk = self.queue.popleft()
+                if chunk[0] is not None:
+                    self.queued -= len(chunk[0])
+                    if self.queued < QUEUE_LOW:
+                        self.src.resume("queue")
+                await self._through(list(self.chain), 0, chunk)
+        finally:
+            self.task = None
+            if not self.conn.closed:
+                self.refresh_fast()
+
+    async def _through(self, chain: list[Behaviour], index: int, chunk: Chunk) -> None:
+        if self.conn.closed:
+            return
+        while index < len(chain) and chain[index] not in self.chain:
+            index += 1  # removed while an earlier chunk was in flight
+        if index == len(chain):
+            await self._deliver(chunk)
+            return
+
+        async def emit(out: Chunk) -> None:
+            await self._through(chain, index + 1, out)
+
+        await chain[index].apply(self, chunk, emit)
+
+    async def _deliver(self, chunk: Chunk) -> None:
+        await self.dst.drain()
+        transport = self.dst.transport
+        if transport is None or self.conn.closed or self.eof_sent:
+            return
+        if chunk[0] is None:
+            self.forward_eof()
+        else:
+            transport.write(chunk[0])
+
+    def forward_eof(self) -> None:
+        transport = self.dst.transport
+        self.eof_sent = True
+        self.src.fast_write = None
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        self.conn.eof_forwarded()
+
+    def cancel(self) -> None:
+        task = self.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        for b in self.chain:
+            b.discard()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Connection:
+    """A client connection and its upstream connection, closed together."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.loop: asyncio.AbstractEventLoop = proxy.loop
+        self.closed = False
+        self.client = _Side(self, "client")
+        self.server = _Side(self, "server")
+        self.client.peer, self.server.peer = self.server, self.client
+        self.up = _Pipe(self, "upstream", self.client, self.server)
+        self.down = _Pipe(self, "downstream", self.server, self.client)
+        self.client.out, self.server.out = self.up, self.down
+        self._connect_task: asyncio.Task[None] | None = None
+
+    def client_connected(self) -> None:
+        self.proxy.connections.add(self)
+        self._connect_task = self.loop.create_task(self._connect_upstream())
+
+    async def _connect_upstream(self) -> None:
+        host, port = self.proxy.upstream_addr
+        try:
+            await self.loop.create_connection(lambda: self.server, host, port)
+        except OSError as exc:
+            log.info("proxy %s: upstream %s:%s unreachable: %s", self.proxy.name, host, port, exc)
+            self.close()
+            return
+        finally:
+            self._connect_task = None
+        if self.closed:
+            if self.server.transport is not None:
+                self.server.transport.close()
+            return
+        self.sync(self.proxy.specs())
+        if not self.closed:
+            self.client.resume("connecting")
+
+    def sync(self, specs: list[ToxicSpec]) -> None:
+        for pipe in (self.up, self.down):
+            if not self.closed:
+                pipe.sync(specs)
+
+    def eof_forwarded(self) -> None:
+        if self.up.eof_sent and self.down.eof_sent:
+            self.close()
+
+    def close(self, *, reset: bool = False) -> None:
+        """Close both sockets (flushing what was written), or reset them (RST, no flush)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.proxy.connections.discard(self)
+        for pipe in (self.up, self.down):
+            pipe.cancel()
+            if pipe.wake is not None and not pipe.wake.done():
+                pipe.wake.set_result(None)
+        if self._connect_task is not None and self._connect_task is not asyncio.current_task():
+            self._connect_task.cancel()
+        for side in (self.client, self.server):
+            transport = side.transport
+            if transport is None:
+                continue
+            if reset:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            else:
+                transport.close()
+
+
+class Proxy:
+    """One named proxy: a listener, its live connections, its toxics and leases."""
+
+    def __init__(self, server: ProxyServer, name: str, listen: str, upstream: str, *, enabled: bool) -> None:
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop = server.loop
+        self.name = name
+        host, port = split_address(listen or "127.0.0.1:0", what="listen")
+        if host not in LOOPBACK_HOSTS:
+            raise ApiError(400, f"listen must be on 127.0.0.1 (got {listen!r})")
+        self.listen_port = port
+        self.upstream = upstream
+        self.upstream_addr = split_address(upstream, what="upstream")
+        self.enabled = enabled
+        self.toxics: dict[str, ToxicSpec] = {}
+        self.connections: set[_Connection] = set()
+        self._listener: asyncio.Server | None = None
+        self._leases: dict[str, asyncio.TimerHandle] = {}
+        self._down_lease: asyncio.TimerHandle | None = None
+        self.down_lease_expires_at: float | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"127.0.0.1:{self.listen_port}"
+
+    def specs(self) -> list[ToxicSpec]:
+        return list(self.toxics.values())
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "toxics": [t.to_json() for t in self.toxics.values()],
+        }
+        if self.down_lease_expires_at is not None:
+            out["lease_expires_at"] = self.down_lease_expires_at
+        return out
+
+    # -- listening --------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._listener is not None:
+            return
+        try:
+            self._listener = await self.loop.create_server(
+                lambda: _Connection(self).client,
+                "127.0.0.1",
+                self.listen_port,
+                reuse_address=True,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise ApiError(500, f"proxy {self.name}: cannot listen on {self.listen}: {exc}") from exc
+        self.listen_port = self._listener.sockets[0].getsockname()[1]
+        self.enabled = True
+
+    def stop(self) -> None:
+        """Stop listening and close every connection (Toxiproxy's "down")."""
+        if self._listener is not None:
+            self._listener.close()  # closes the listening socket now; port is free again
+            self._listener = None
+        for conn in list(self.connections):
+            conn.close()
+        self.enabled = False
+
+    async def set_enabled(self, enabled: bool, lease_s: float | None) -> None:
+        self._cancel_down_lease()
+        if enabled:
+            await self.start()
+            return
+        self.stop()
+        if lease_s is not None:
+            self._down_lease = self.loop.call_later(lease_s, self._down_lease_ended)
+            self.down_lease_expires_at = time.time() + lease_s
+
+    def _cancel_down_lease(self) -> None:
+        if self._down_lease is not None:
+            self._down_lease.cancel()
+        self._down_lease = None
+        self.down_lease_expires_at = None
+
+    def _down_lease_ended(self) -> None:
+        self._down_lease = None
+        self.down_lease_expires_at = None
+        log.info("proxy %s: down lease ended, re-enabling", self.name)
+        self.server.spawn(self.start())
+
+    # -- toxics -----------------------------------------------------------------------
+    def put_toxic(self, spec: ToxicSpec) -> ToxicSpec:
+        old = self._leases.pop(spec.name, None)
+        if old is not None:
+            old.cancel()
+        if spec.lease_s is not None:
+            self._leases[spec.name] = self.loop.call_later(
+                spec.lease_s, self._toxic_lease_ended, spec.name, spec.uid
+            )
+            spec = replace(spec, lease_expires_at=time.time() + spec.lease_s)
+        self.toxics[spec.name] = spec
+        self._sync()
+        return spec
+
+    def remove_toxic(self, name: str) -> bool:
+        handle = self._leases.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+        if self.toxics.pop(name, None) is None:
+            return False
+        self._sync()
+        return True
+
+    def _toxic_lease_ended(self, name: str, uid: int) -> None:
+        spec = self.toxics.get(name)
+        if spec is not None and spec.uid == uid:
+            log.info("proxy %s: lease of toxic %s ended, removing it", self.name, name)
+            self._leases.pop(name, None)
+            self.remove_toxic(name)
+
+    def reset(self) -> None:
+        for handle in self._leases.values():
+            handle.cancel()
+        self._leases.clear()
+        self.toxics.clear()
+        self._sync()
+
+    def _sync(self) -> None:
+        specs = self.specs()
+        for conn in list(self.connections):
+            conn.sync(specs)
+
+    def destroy(self) -> None:
+        self.reset()
+        self._cancel_down_lease()
+        self.stop()
+
+
+class ProxyServer:
+    """All proxies of one server process, and the operations of the HTTP API.
+
+    Every method runs on ``loop``; the API thread submits them with
+    ``asyncio.run_coroutine_threadsafe``. Methods raise ``ApiError`` for the API to map.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.proxies: dict[str, Proxy] = {}
+        self._uids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _get(self, name: str) -> Proxy:
+        proxy = self.proxies.get(name)
+        if proxy is None:
+            raise ApiError(404, "proxy not found")
+        return proxy
+
+    @staticmethod
+    def _object(body: Any) -> Mapping[str, Any]:
+        if not isinstance(body, Mapping):
+            raise ApiError(400, "bad request body: expected a JSON object")
+        return body
+
+    async def list_proxies(self) -> dict[str, Any]:
+        return {name: p.to_json() for name, p in self.proxies.items()}
+
+    async def create_proxy(self, body: Any) -> dict[str, Any]:
+        proxy = await self._create(self._object(body), replace_existing=False)
+        return proxy.to_json()
+
+    async def _create(self, body: Mapping[str, Any], *, replace_existing: bool) -> Proxy:
+        name, upstream = body.get("name"), body.get("upstream")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "missing required field: name")
+        if not isinstance(upstream, str) or not upstream:
+            raise ApiError(400, "missing required field: upstream")
+        listen = body.get("listen") or "127.0.0.1:0"
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool) or not isinstance(listen, str):
+            raise ApiError(400, "bad request body: enabled must be a boolean, listen a string")
+        proxy = Proxy(self, name, listen, upstream, enabled=enabled)
+        existing = self.proxies.get(name)
+        if existing is not None:
+            if not replace_existing:
+                raise ApiError(409, "proxy already exists")
+            same_listen = proxy.listen_port in (0, existing.listen_port)
+            if same_listen and existing.upstream == upstream:
+                return existing
+            existing.destroy()
+            del self.proxies[name]
+        if enabled:
+            await proxy.start()
+        self.proxies[name] = proxy
+        return proxy
+
+    async def populate(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, list):
+            raise ApiError(400, "bad request body: expected a JSON array of proxies")
+        for i, item in enumerate(body, 1):
+            item = self._object(item)
+            if not item.get("name"):
+                raise ApiError(400, f"missing required field: name at proxy {i}")
+            if not item.get("upstream"):
+                raise ApiError(400, f"missing required field: upstream at proxy {i}")
+        created = [await self._create(item, replace_existing=True) for item in body]
+        return {"proxies": [p.to_json() for p in created]}
+
+    async def get_proxy(self, name: str) -> dict[str, Any]:
+        return self._get(name).to_json()
+
+    async def update_proxy(self, name: str, body: Any) -> dict[str, Any]:
+        proxy = self._get(name)
+        body = self._object(body)
+        listen = body.get("listen", proxy.listen)
+        upstream = body.get("upstream", proxy.upstream)
+        if listen != proxy.listen or upstream != proxy.upstream:
+            # Like Toxiproxy: a new address restarts the proxy and drops its connections.
+            moved = Proxy(self, name, listen, upstream, enabled=proxy.enabled)
+            proxy.stop()
+            proxy.listen_port, proxy.upstream = moved.listen_port, moved.upstream
+            proxy.upstream_addr = moved.upstream_addr
+            if moved.enabled:
+                await proxy.start()
+        enabled = body.get("enabled", proxy.enabled)
+        if not isinstance(enabled, bool):
+            raise ApiError(400, "bad request body: enabled must be a boolean")
+        lease = body.get("lease_s")
+        if lease is not None and (
+            isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= 86400
+        ):
+            raise ApiError(400, "bad request body: lease_s must be in (0, 86400]")
+        if enabled != proxy.enabled or lease is not None:
+            await proxy.set_enabled(enabled, float(lease) if lease is not None else None)
+        return proxy.to_json()
+
+    async def delete_proxy(self, name: str) -> None:
+        self._get(name).destroy()
+        del self.proxies[name]
+
+    async def list_toxics(self, name: str) -> list[dict[str, Any]]:
+        return [t.to_json() for t in self._get(name).toxics.values()]
+
+    async def create_toxic(self, name: str, body: Any) -> dict[str, Any]:
+        proxy = self._get(name)
+        spec = parse_toxic(body, uid=next(self._uids))
+        if spec.name in proxy.toxics:
+            raise ApiError(409, "toxic already exists")
+        return proxy.put_toxic(spec).to_json()
+
+    async def get_toxic(self, name: str, toxic: str) -> dict[str, Any]:
+        spec = self._get(name).toxics.get(toxic)
+        if spec is None:
+            raise ApiError(404, "toxic not found")
+        return spec.to_json()
+
+    async def update_toxic(self, name: str, toxic: str, body: Any) -> dict[str, Any]:
+        proxy = self._get(name)
+        spec = proxy.toxics.get(toxic)
+        if spec is None:
+            raise ApiError(404, "toxic not found")
+        return proxy.put_toxic(update_toxic(spec, body, uid=next(self._uids))).to_json()
+
+    async def delete_toxic(self, name: str, toxic: str) -> None:
+        if not self._get(name).remove_toxic(toxic):
+            raise ApiError(404, "toxic not found")
+
+    async def reset(self) -> None:
+        """Enable every proxy and remove every toxic (and their leases)."""
+        for proxy in self.proxies.values():
+            proxy.reset()
+            await proxy.set_enabled(True, None)
+
+    async def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.destroy()
+        self.proxies.clear()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,593 @@
+"""The ``ssh`` driver: the process, stress, iptables and netem faults, on hosts over SSH.
+
+Targets are ``ssh:<selector>`` over an inventory (syntax in ``inventory``); the inventory
+path is the ``inventory`` argument or ``$CHAOSLAB_SSH_INVENTORY``. A fault runs on every
+selected host in parallel (at most ``concurrency`` at a time) and is all-or-nothing: if
+any host fails, the hosts that succeeded are reverted before the error is raised.
+
+Everything the revert needs is in the record: the resolved hosts (address, port, user,
+credentials, trust settings), the remote state directory and the fault id; the host key
+seen at inject is pinned in the record so a later revert only talks to the same host.
+On the host, the fault's watchdog and processes are found by the fault id alone.
+
+Connections are cached per run id on the driver object (never module state); call
+``close()`` (or ``close(run_id)``) when a run ends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from chaoslab.drivers.base import (
+    CleanReport,
+    Driver,
+    DriverContext,
+    Kind,
+    LeaseKind,
+    Operation,
+    Param,
+    RevertRecord,
+    RevertResult,
+    check_args,
+    parse_duration,
+    with_defaults,
+)
+from chaoslab.drivers.ssh import remote
+from chaoslab.drivers.ssh.inventory import (
+    TARGET_PREFIX,
+    HostSpec,
+    Inventory,
+    check_pick,
+    inventory_path,
+    load_inventory,
+    pick_hosts,
+)
+from chaoslab.drivers.ssh.pool import (
+    INSTALL_HINT,
+    CommandResult,
+    ConnectionPool,
+    HostKeyRefused,
+    HostOutcome,
+    fan_out,
+)
+from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
+
+DEFAULT_LEASE_S = 300.0  # a leased fault without a lease still ends by itself
+SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ABRT")
+_IFACE = re.compile(r"^[^\s/]{1,15}$")
+
+_COMMON = (
+    Param(name="inventory", type=str, help="inventory file (default: $CHAOSLAB_SSH_INVENTORY)"),
+    Param(name="pick", type=(str, int), help="all, one, N or 'N%' of the matched hosts", default="all"),
+    Param(name="concurrency", type=int, help="hosts worked on at once", minimum=1, maximum=256),
+    Param(name="timeout", type=(str, int, float), help="per remote command", duration=True),
+    Param(name="trust_new_host_keys", type=bool, help="accept UNKNOWN host keys (never changed ones)"),
+)
+_SELECT = (
+    Param(name="name", type=str, help="exact process name (comm, at most 15 chars)"),
+    Param(name="pattern", type=str, help="regex over the full command line (pgrep -f)"),
+    Param(name="pid", type=int, help="one process id", minimum=2),
+)
+_NETNS = Param(name="netns", type=str, help="network namespace on the host (ip netns)")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(name="reachable", kind=Kind.PROBE, summary="connect and run `true`; per host", params=_COMMON),
+    Operation(
+        name="process_count",
+        kind=Kind.PROBE,
+        summary="how many processes match, per host",
+        params=(*_COMMON, *_SELECT),
+    ),
+    Operation(
+        name="command",
+        kind=Kind.PROBE,
+        summary="run argv (each element quoted) and return status/stdout/stderr per host",
+        params=(*_COMMON, Param(name="argv", type=list, help="program and arguments", required=True)),
+    ),
+    Operation(
+        name="kill",
+        kind=Kind.FAULT,
+        summary="send a signal to matching processes (cannot be undone; revert may wait to heal)",
+        params=(
+            *_COMMON,
+            *_SELECT,
+            Param(name="signal", type=str, help="signal name", default="KILL", choices=SIGNALS),
+            Param(
+                name="heal_timeout",
+                type=(str, int, float),
+                help="revert waits this long for a matching process to be back",
+                duration=True,
+            ),
+        ),
+        lease=LeaseKind.NONE,
+    ),
+    Operation(
+        name="suspend",
+        kind=Kind.FAULT,
+        summary="SIGSTOP matching processes; SIGCONT on revert or when the lease ends",
+        params=(*_COMMON, *_SELECT),
+    ),
+    Operation(
+        name="stress_cpu",
+        kind=Kind.FAULT,
+        summary="CPU load on the host (stress-ng if installed, else busy shell loops)",
+        params=(
+            *_COMMON,
+            Param(name="workers", type=int, help="workers (default: host's CPU count)", minimum=1, maximum=1024),
+            Param(name="load", type=int, help="percent per worker", default=100, minimum=1, maximum=100),
+            Param(name="backend", type=str, help="", default="auto", choices=("auto", "stress-ng", "shell")),
+        ),
+    ),
+    Operation(
+        name="iptables_drop",
+        kind=Kind.FAULT,
+        summary="drop packets to a port (rule tagged chaoslab:<fault id>)",
+        params=(
+            *_COMMON,
+            Param(name="port", type=int, help="destination port", required=True, minimum=1, maximum=65535),
+            Param(name="protocol", type=str, help="", default="tcp", choices=("tcp", "udp")),
+            Param(name="direction", type=str, help="", default="in", choices=("in", "out", "both")),
+            Param(name="peer", type=str, help="only traffic from/to this address or CIDR"),
+            _NETNS,
+        ),
+    ),
+    Operation(
+        name="netem",
+        kind=Kind.FAULT,
+        summary="tc netem latency/loss on an interface (needs sch_netem in the host's kernel)",
+        params=(
+            *_COMMON,
+            Param(name="interface", type=str, help="network interface", required=True),
+            Param(name="delay", type=(str, int, float), help="added latency", duration=True),
+            Param(name="jitter", type=(str, int, float), help="latency jitter", duration=True),
+            Param(name="loss", type=(int, float), help="percent of packets lost", minimum=0, maximum=100),
+            _NETNS,
+        ),
+    ),
+)
+
+
+class SSHDriver(Driver):
+    """Faults and probes on a fleet of hosts over SSH (see the module docstring)."""
+
+    name = "ssh"
+    summary = "processes, CPU stress, iptables and netem on hosts over SSH"
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, float, int], ConnectionPool] = {}
+
+    def operations(self) -> Sequence[Operation]:
+        return OPERATIONS
+
+    # -- validation (pure) -------------------------------------------------------------
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        problems = check_args(op, args)
+        if target is None or not target.startswith(TARGET_PREFIX):
+            problems.append(
+                Problem(path="target", message=f"ssh targets look like ssh:HOST or ssh:tag=TAG, got {target!r}")
+            )
+        if "pick" in args and (msg := check_pick(args["pick"])) is not None:
+            problems.append(Problem(path="pick", message=msg))
+        if any(p.name == "pid" for p in op.params):
+            given = [k for k in ("name", "pattern", "pid") if k in args]
+            if len(given) != 1:
+                problems.append(
+                    Problem(path=op.name, message="give exactly one of name, pattern or pid", hint=f"got {given or 'none'}")
+                )
+            if isinstance(args.get("name"), str) and not 0 < len(args["name"]) <= 15:
+                problems.append(
+                    Problem(path="name", message="a process name has 1 to 15 characters", hint="use pattern for longer")
+                )
+            if isinstance(args.get("pattern"), str) and not args["pattern"]:
+                problems.append(Problem(path="pattern", message="an empty pattern matches everything"))
+        if op.name == "command":
+            argv = args.get("argv")
+            if isinstance(argv, list) and (not argv or not all(isinstance(a, str) for a in argv)):
+                problems.append(Problem(path="argv", message="must be a non-empty list of strings"))
+        if op.name == "iptables_drop" and isinstance(args.get("peer"), str):
+            try:
+                ipaddress.ip_network(args["peer"], strict=False)
+            except ValueError:
+                problems.append(Problem(path="peer", message=f"not an IP address or CIDR: {args['peer']!r}"))
+            else:
+                if ":" in args["peer"]:
+                    problems.append(Problem(path="peer", message="IPv6 peers are not supported (iptables only)"))
+        if op.name == "netem":
+            if not any(k in args for k in ("delay", "loss")):
+                problems.append(Problem(path="netem", message="give delay and/or loss"))
+            if "jitter" in args and "delay" not in args:
+                problems.append(Problem(path="jitter", message="jitter needs a delay"))
+            iface = args.get("interface")
+            if isinstance(iface, str) and not _IFACE.match(iface):
+                problems.append(Problem(path="interface", message=f"not an interface name: {iface!r}"))
+        return problems
+
+    def _checked(self, op: Operation, args: Mapping[str, Any], target: str | None) -> dict[str, Any]:
+        if problems := self.validate(op, args, target):
+            raise InvalidInput(problems)
+        return with_defaults(op, args)
+
+    # -- probes -------------------------------------------------------------------------
+
+    def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
+        """A mapping host name → value. Raises if any host cannot answer."""
+        a = self._checked(op, args, target)
+        inv = _load(a)
+        hosts = pick_hosts(inv.match(str(target)), a["pick"], f"{ctx.seed}:{ctx.run_id}")
+        pool = self._pool(ctx, inv.settings.connect_timeout_s, inv.settings.connect_attempts)
+        timeout_s = _timeout(a, inv.settings.command_timeout_s)
+        concurrency = int(a.get("concurrency") or inv.settings.concurrency)
+        if op.name == "reachable":
+            script = "true"
+        elif op.name == "command":
+            script = remote.argv_command(a["argv"])
+        else:
+            by, value = _selector(a)
+            script = remote.count_script(by, value)
+
+        def one(host: HostSpec) -> Any:
+            res = pool.run(host, remote.wrap(script, timeout_s), timeout_s=timeout_s + remote.KILL_GRACE_S)
+            if op.name == "command":
+                return {"exit_status": res.exit_status, "stdout": res.stdout, "stderr": res.stderr}
+            if op.name == "reachable":
+                return res.ok
+            counts = remote.parse_kv(res.stdout).get("count")
+            if not res.ok or not counts:
+                raise DriverError(f"cannot count processes: {res.stderr.strip()}", driver="ssh", target=host.name)
+            return int(counts[0])
+
+        outcomes = fan_out(hosts, one, concurrency=concurrency)
+        _raise_failures(outcomes, f"probe {op.name}")
+        return {o.host.name: o.value for o in outcomes}
+
+    # -- faults -------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        a = self._checked(op, args, target)
+        inv = _load(a)
+        seed = f"{ctx.seed}:{ctx.run_id}"
+        hosts = pick_hosts(inv.match(str(target)), a["pick"], seed)
+        if op.lease is LeaseKind.NONE:
+            lease: float | None = None
+        else:
+            lease = DEFAULT_LEASE_S if lease_s is None else float(lease_s)
+            if lease <= 0:
+                raise InvalidInput([Problem(path="lease", message="a lease must be positive")])
+        data: dict[str, Any] = {
+            "inventory": str(inv.path),
+            "hosts": [h.to_dict() for h in hosts],
+            "state_dir": inv.settings.remote_state_dir,
+            "concurrency": int(a.get("concurrency") or inv.settings.concurrency),
+            "command_timeout_s": _timeout(a, inv.settings.command_timeout_s),
+            "connect_timeout_s": inv.settings.connect_timeout_s,
+            "connect_attempts": inv.settings.connect_attempts,
+            "seed": seed,
+        }
+        record = RevertRecord(
+            driver=self.name,
+            operation=op.name,
+            target=str(target),
+            run_id=ctx.run_id,
+            args=dict(args),
+            lease_s=lease,
+        )
+        if op.name == "iptables_drop":
+            data["netns"] = a.get("netns")
+            data["tag"] = f"chaoslab:{record.fault_id}"
+            data["rules"] = remote.iptables_rules(
+                record.fault_id,
+                port=a["port"],
+                protocol=a["protocol"],
+                direction=a["direction"],
+                peer=a.get("peer"),
+            )
+        elif op.name == "netem":
+            data["netns"] = a.get("netns")
+            data["interface"] = a["interface"]
+            data["handle"] = remote.netem_handle(record.fault_id)
+        return record.with_data(**data)
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        op = self._op(record)
+        a = with_defaults(op, record.args)
+        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
+        fid, state_dir = record.fault_id, str(record.data["state_dir"])
+        lease = record.lease_s or DEFAULT_LEASE_S
+        if ctx.dry:
+            ctx.log(f"ssh: dry run, would {op.name} on {', '.join(h.name for h in hosts)}")
+            return record
+        if op.name in ("kill", "suspend"):
+            # Read-only preflight on every host first, so a selector that matches nothing
+            # somewhere fails before any host is touched.
+            by, value = _selector(a)
+            counts = fan_out(
+                hosts,
+                lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
+                concurrency=concurrency,
+            )
+            _raise_failures(counts, "count matching processes")
+            empty = [o.host.name for o in counts if o.value and remote.parse_kv(o.value.stdout).get("count") == ["0"]]
+            if empty:
+                raise TargetNotFound(
+                    f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
+                    driver="ssh",
+                    target=record.target,
+                )
+        started = time.time()
+        outcomes = fan_out(
+            hosts,
+            lambda h: _run(pool, h, _inject_script(op.name, record, h, a, lease), timeout_s),
+            concurrency=concurrency,
+        )
+        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
+        fingerprints = pool.accepted_fingerprints()
+        pinned = {h.name: fingerprints[h.name] for h in hosts if h.name in fingerprints}
+        if failed:
+            if op.lease is not LeaseKind.NONE:
+                # All or nothing: undo the hosts where the fault took (and any half-done).
+                self._revert_hosts(pool, record.with_data(host_keys=pinned), hosts, timeout_s, concurrency)
+            raise _inject_error(op.name, record.target, failed)
+        per_host: dict[str, Any] = {}
+        for o in outcomes:
+            assert o.value is not None
+            kv = remote.parse_kv(o.value.stdout)
+            per_host[o.host.name] = {
+                "pids": [int(p) for p in " ".join(kv.get("pids", [])).split()],
+                **{k: v[0] for k, v in kv.items() if k in ("backend", "workers", "watchdog")},
+            }
+        enriched = record.with_data(results=per_host, host_keys=pinned, injected_at=started)
+        if record.lease_s is not None:
+            enriched = replace(enriched, lease_expires_at=started + lease)
+        return enriched
+
+    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
+        op = self._op(record)
+        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
+        if op.name == "kill":
+            return self._await_heal(record, hosts, pool, timeout_s, concurrency)
+        failed = self._revert_hosts(pool, record, hosts, timeout_s, concurrency)
+        if failed:
+            raise DriverError(
+                "revert failed on "
+                + "; ".join(f"{o.host.name}: {_why(o)}" for o in failed)
+                + " (the host's watchdog still ends the fault when the lease expires)",
+                driver="ssh",
+                target=record.target,
+            )
+        return RevertResult(reverted=True, detail=f"reverted on {len(hosts)} host(s)")
+
+    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+        op = self._op(record)
+        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
+        results = record.data.get("results") or {}
+
+        def one(host: HostSpec) -> CommandResult:
+            stopped = (results.get(host.name) or {}).get("pids", []) if op.name == "suspend" else []
+            script = remote.check_script(
+                op.name,
+                remote.instance_id(record.fault_id, host.name),
+                str(record.data["state_dir"]),
+                record.data,
+                stopped_pids=stopped,
+            )
+            return _run(pool, host, script, timeout_s)
+
+        residue: list[str] = []
+        for o in fan_out(hosts, one, concurrency=concurrency):
+            if o.error is not None or o.value is None or not o.value.ok:
+                residue.append(f"{o.host.name}: cannot verify ({_why(o)})")
+                continue
+            residue += [f"{o.host.name}: {r}" for r in remote.parse_kv(o.value.stdout).get("residue", [])]
+        return CleanReport(
+            clean=not residue,
+            residue=tuple(residue),
+            detail=f"checked {len(hosts)} host(s)",
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self, run_id: str | None = None) -> None:
+        """Close cached connections (of one run, or all). Safe to call any time."""
+        with self._lock:
+            keys = [k for k in self._pools if run_id is None or k[0] == run_id]
+            pools = [self._pools.pop(k) for k in keys]
+        for p in pools:
+            p.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _op(self, record: RevertRecord) -> Operation:
+        op = self.operation(record.operation)
+        if op is None or op.kind is not Kind.FAULT:
+            raise DriverError(f"no fault {record.operation!r}", driver="ssh", target=record.target)
+        return op
+
+    def _pool(self, ctx: DriverContext, connect_timeout_s: float, attempts: int) -> ConnectionPool:
+        key = (ctx.run_id, connect_timeout_s, attempts)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = ConnectionPool(connect_timeout_s=connect_timeout_s, connect_attempts=attempts, log=ctx.log)
+                self._pools[key] = pool
+            return pool
+
+    def _context(
+        self, ctx: DriverContext, record: RevertRecord
+    ) -> tuple[list[HostSpec], ConnectionPool, float, int]:
+        data = record.data
+        keys: Mapping[str, str] = data.get("host_keys") or {}
+        hosts = []
+        for raw in data.get("hosts") or []:
+            host = HostSpec.from_dict(raw)
+            if host.name in keys:
+                # The key accepted at inject is the only one revert/check will talk to.
+                host = replace(host, fingerprints=(keys[host.name],))
+            hosts.append(host)
+        pool = self._pool(ctx, float(data["connect_timeout_s"]), int(data["connect_attempts"]))
+        return hosts, pool, float(data["command_timeout_s"]), int(data["concurrency"])
+
+    def _revert_hosts(
+        self,
+        pool: ConnectionPool,
+        record: RevertRecord,
+        hosts: Sequence[HostSpec],
+        timeout_s: float,
+        concurrency: int,
+    ) -> list[HostOutcome[CommandResult]]:
+        def one(host: HostSpec) -> CommandResult:
+            instance = remote.instance_id(record.fault_id, host.name)
+            script = remote.revert_body(record.operation, instance, str(record.data["state_dir"]), record.data)
+            return _run(pool, host, script, timeout_s)
+
+        outcomes = fan_out(hosts, one, concurrency=concurrency)
+        return [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
+
+    def _await_heal(
+        self,
+        record: RevertRecord,
+        hosts: Sequence[HostSpec],
+        pool: ConnectionPool,
+        timeout_s: float,
+        concurrency: int,
+    ) -> RevertResult:
+        """A kill cannot be undone: optionally wait for a matching process to be back."""
+        a = record.args
+        wait_s = parse_duration(a["heal_timeout"]) if "heal_timeout" in a else 0.0
+        if wait_s <= 0 or "pid" in a:
+            return RevertResult(reverted=True, detail="a killed process cannot be restored by chaoslab")
+        by, value = _selector(a)
+        injected = float(record.data.get("injected_at") or record.created_at)
+        deadline = time.monotonic() + wait_s
+
+        def healed(host: HostSpec) -> float | None:
+            while True:
+                res = _run(pool, host, remote.count_script(by, value), timeout_s)
+                if res.ok and remote.parse_kv(res.stdout).get("count", ["0"]) != ["0"]:
+                    return time.time() - injected
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.2)
+
+        outcomes = fan_out(hosts, healed, concurrency=concurrency)
+        missing = [o.host.name for o in outcomes if o.error is not None or o.value is None]
+        if missing:
+            return RevertResult(reverted=False, detail=f"not healed within {wait_s:g}s on {', '.join(missing)}")
+        ttr = max(float(o.value) for o in outcomes if o.value is not None)
+        return RevertResult(reverted=True, detail="healed on every host", time_to_recover_s=ttr)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _load(a: Mapping[str, Any]) -> Inventory:
+    trust = a.get("trust_new_host_keys")
+    return load_inventory(inventory_path(a.get("inventory")), trust_new=trust if isinstance(trust, bool) else None)
+
+
+def _timeout(a: Mapping[str, Any], default: float) -> float:
+    return parse_duration(a["timeout"]) if a.get("timeout") is not None else default
+
+
+def _selector(a: Mapping[str, Any]) -> tuple[remote.Selector, str | int]:
+    if "name" in a:
+        return "name", str(a["name"])
+    if "pattern" in a:
+        return "pattern", str(a["pattern"])
+    return "pid", int(a["pid"])
+
+
+def _run(pool: ConnectionPool, host: HostSpec, script: str, timeout_s: float) -> CommandResult:
+    # The client deadline leaves room for the host's own `timeout -k` to fire first.
+    return pool.run(host, remote.wrap(script, timeout_s), timeout_s=timeout_s + remote.KILL_GRACE_S + 1)
+
+
+def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+    fid = remote.instance_id(record.fault_id, host.name)
+    state_dir, data = str(record.data["state_dir"]), record.data
+    if op == "kill":
+        by, value = _selector(a)
+        return remote.kill_script(fid, state_dir, by, value, str(a["signal"]))
+    if op == "suspend":
+        by, value = _selector(a)
+        return remote.suspend_script(fid, state_dir, by, value, lease)
+    if op == "stress_cpu":
+        return remote.stress_script(
+            fid, state_dir, workers=a.get("workers"), load=int(a["load"]), lease_s=lease, backend=str(a["backend"])
+        )
+    if op == "iptables_drop":
+        return remote.iptables_script(
+            fid, state_dir, rules=data["rules"], netns=data.get("netns"), lease_s=lease
+        )
+    if op == "netem":
+        netem_args: list[str] = []
+        if "delay" in a:
+            netem_args += ["delay", f"{parse_duration(a['delay']) * 1000:g}ms"]
+            if "jitter" in a:
+                netem_args.append(f"{parse_duration(a['jitter']) * 1000:g}ms")
+        if "loss" in a:
+            netem_args += ["loss", f"{float(a['loss']):g}%"]
+        return remote.netem_script(
+            fid,
+            state_dir,
+            interface=str(data["interface"]),
+            netns=data.get("netns"),
+            netem_args=netem_args,
+            handle=str(data["handle"]),
+            lease_s=lease,
+        )
+    raise DriverError(f"no fault {op!r}", driver="ssh")
+
+
+def _why(o: HostOutcome[Any]) -> str:
+    if o.error is not None:
+        return str(o.error)
+    res = o.value
+    if isinstance(res, CommandResult):
+        return f"exit {res.exit_status}: {res.stderr.strip() or res.stdout.strip() or 'no output'}"
+    return "no result"
+
+
+def _raise_failures(outcomes: Sequence[HostOutcome[Any]], what: str) -> None:
+    failed = [o for o in outcomes if o.error is not None]
+    if not failed:
+        return
+    first = failed[0].error
+    # A refused host key is the one error that must keep its type: it is a security stop.
+    cls: Callable[..., DriverError] = HostKeyRefused if isinstance(first, HostKeyRefused) else DriverError
+    raise cls(
+        f"{what} failed on {len(failed)} of {len(outcomes)} host(s): "
+        + "; ".join(f"{o.host.name}: {_why(o)}" for o in failed),
+        driver="ssh",
+    ) from first
+
+
+def _inject_error(op: str, target: str, failed: Sequence[HostOutcome[CommandResult]]) -> DriverError:
+    statuses = {o.value.exit_status for o in failed if o.value is not None}
+    message = f"{op} failed on " + "; ".join(f"{o.host.name}: {_why(o)}" for o in failed)
+    errors = [o.error for o in failed if o.error is not None]
+    if errors and all(isinstance(e, HostKeyRefused) for e in errors) and not statuses:
+        err: DriverError = HostKeyRefused(message, driver="ssh", target=target)
+    elif statuses == {remote.EXIT_UNSUPPORTED} and not errors:
+        err = Unsupported(message, driver="ssh", target=target)
+    elif statuses == {remote.EXIT_NOT_FOUND} and not errors:
+        err = TargetNotFound(message, driver="ssh", target=target)
+    else:
+        err = DriverError(message + " (hosts that succeeded were reverted)", driver="ssh", target=target)
+    err.__cause__ = errors[0] if errors else None
+    return err

@@ -1,0 +1,427 @@
+"""The shell scripts chaoslab runs on a host, built so that arguments stay data.
+
+Quoting rule (the one thing this module exists for): every value that comes from a user,
+an inventory or a record enters a script only through ``shlex.quote`` (strings) or
+``int``/``float`` formatting (numbers). Scripts then refer to those values as quoted shell
+variables (``"$sel"``), so ``; rm -rf /``, ``$(…)``, backticks and newlines are passed to
+``pgrep``/``tc``/``iptables`` as one argument and never parsed as shell. The whole script
+is quoted once more for ``sh -c`` and wrapped in the host's ``timeout`` so a remote
+command can never outlive its deadline. Hosts need a POSIX ``sh``, coreutils or busybox
+(``timeout``, ``setsid``, ``nohup``), procps (``pgrep``) and GNU/busybox ``grep``.
+
+Every fault that can be undone keeps its lease ON THE HOST: before the change is made, a
+detached watchdog (``setsid nohup sh -c 'sleep LEASE; <revert>'``, its pid recorded) is
+started in a session of its own, so the host heals when the lease ends even if the
+runner and its connection vanish. Every process a fault starts carries the environment
+variable ``CHAOSLAB_FAULT=<fault id>``: revert and check_clean find the fault's
+watchdog and stressors through ``/proc/*/environ`` from the fault id alone (they need no
+pid file), and process faults never select a process carrying that variable.
+
+Process faults never select: PID 1, the ssh session running the script (its session id
+and all its ancestors), or any chaoslab process (see above).
+
+Exit codes of the scripts: 0 ok, 3 nothing matched, 4 the change failed, 5 unsupported
+on this host. Scripts report on stdout as ``key=value`` lines.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+EXIT_NOT_FOUND = 3
+EXIT_FAILED = 4
+EXIT_UNSUPPORTED = 5
+ENV_MARK = "CHAOSLAB_FAULT"
+SESSION_MARK = "CHAOSLAB_SESSION"
+KILL_GRACE_S = 2  # `timeout -k`: SIGKILL this long after the TERM at the deadline
+
+Selector = Literal["name", "pattern", "pid"]
+
+
+def q(value: str) -> str:
+    """Quote one value for a POSIX shell (the only way strings enter a script)."""
+    return shlex.quote(value)
+
+
+def wrap(script: str, timeout_s: float) -> str:
+    """The command line sent over ssh: the script under the host's ``timeout``.
+
+    ``sh -c`` makes the script independent of the user's login shell (bash, zsh, fish).
+    ``CHAOSLAB_SESSION`` marks every process of the session, so a process fault never
+    selects chaoslab's own scripts, including concurrent ones whose command line
+    contains the very pattern being matched.
+    """
+    seconds = max(1, math.ceil(timeout_s))
+    return f"env {SESSION_MARK}=1 timeout -k {KILL_GRACE_S} {seconds} sh -c {q(script)}"
+
+
+def argv_command(argv: Sequence[str]) -> str:
+    """A command line that runs exactly ``argv`` (each element quoted)."""
+    return " ".join(q(a) for a in argv)
+
+
+# --- building blocks ---------------------------------------------------------------------
+
+_HELPERS = r"""
+cl_field() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f"$2"; }
+mysid=$(cl_field $$ 4)
+cl_fault_pids() {
+  for e in $(grep -lsa -- "$1" /proc/[0-9]*/environ 2>/dev/null); do
+    p=${e#/proc/}; p=${p%/environ}
+    [ "$(cl_field "$p" 4)" = "$mysid" ] && continue
+    printf '%s ' "$p"
+  done
+}
+"""
+
+# Ancestors and our session are excluded from process selection; so is chaoslab itself.
+_PROCESS_HELPERS = r"""
+ancestors=" "; a=$$
+while [ "${a:-0}" -gt 1 ]; do ancestors="$ancestors$a "; a=$(cl_field "$a" 2); done
+cl_protected() {
+  [ "$1" -le 1 ] && return 0
+  [ "$(cl_field "$1" 4)" = "$mysid" ] && return 0
+  case "$ancestors" in *" $1 "*) return 0;; esac
+  tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qE "^CHAOSLAB_(FAULT|SESSION)=" && return 0
+  return 1
+}
+"""
+
+
+def instance_id(fault_id: str, host: str) -> str:
+    """The fault on one host. Hosts of a fleet may share a machine (or a state dir), so
+    the state dir and the process mark name the host as well as the fault."""
+    return f"{fault_id}.{host}"
+
+
+def _prelude(fault_id: str, state_dir: str) -> list[str]:
+    return [
+        f"fid={q(fault_id)}",
+        f"base={q(state_dir)}",
+        'dir="$base/$fid"',
+        f'mark="{ENV_MARK}=$fid"',
+        _HELPERS,
+    ]
+
+
+def _match(by: Selector, value: str | int) -> list[str]:
+    """Sets ``$pids`` to the matching, unprotected pids (space separated)."""
+    lines = [_PROCESS_HELPERS]
+    if by == "name":
+        lines.append(f"sel={q(str(value))}")
+        lines.append('cands=$(pgrep -x -- "$sel")')
+    elif by == "pattern":
+        lines.append(f"sel={q(str(value))}")
+        lines.append('cands=$(pgrep -f -- "$sel")')
+    else:
+        lines.append(f"cands={int(value)}")
+    lines.append(
+        'pids=""\n'
+        'for p in $cands; do [ -d "/proc/$p" ] || continue; '
+        'cl_protected "$p" && continue; pids="$pids $p"; done'
+    )
+    return lines
+
+
+def _not_found() -> str:
+    return (
+        'if [ -z "$pids" ]; then echo "no matching process (PID 1, the ssh session and '
+        f'chaoslab\'s own processes are never selected)" >&2; exit {EXIT_NOT_FOUND}; fi'
+    )
+
+
+def _watchdog(lease_s: float, revert_body: str) -> list[str]:
+    """Create the state dir and start the detached watchdog BEFORE the change."""
+    wd = f"sleep {lease_s:.3f}\n{revert_body}"
+    return [
+        f'mkdir -p -- "$dir" || {{ echo "cannot create $dir" >&2; exit {EXIT_FAILED}; }}',
+        f"wd={q(wd)}",
+        f'{ENV_MARK}="$fid" setsid nohup sh -c "$wd" </dev/null >/dev/null 2>&1 &',
+        'echo $! > "$dir/watchdog.pid"',
+        'echo "watchdog=$!"',
+    ]
+
+
+def _end_fault_processes() -> str:
+    # Bounded passes: a stressor may fork a worker between our scan and our kill.
+    return (
+        "n=0\n"
+        'while [ $n -lt 5 ]; do left=$(cl_fault_pids "$mark"); [ -z "$left" ] && break; '
+        "kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done"
+    )
+
+
+# --- per-operation pieces ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetPlace:
+    """Where a network fault applies: a host-side network namespace, or the host's own."""
+
+    netns: str | None = None
+
+    def helpers(self) -> str:
+        ns = q(self.netns) if self.netns else "''"
+        return (
+            f"ns={ns}\n"
+            'inns() { if [ -n "$ns" ]; then ip netns exec "$ns" "$@"; else "$@"; fi; }'
+        )
+
+
+def iptables_rules(fault_id: str, *, port: int, protocol: str, direction: str, peer: str | None) -> list[list[str]]:
+    """The rules (chain + match) of an iptables drop; each carries the fault's comment tag."""
+    rules: list[list[str]] = []
+    for chain, peer_flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+        if direction not in ("both", "in" if chain == "INPUT" else "out"):
+            continue
+        spec = [chain, "-p", protocol, "--dport", str(int(port))]
+        if peer:
+            spec += [peer_flag, peer]
+        spec += ["-m", "comment", "--comment", f"chaoslab:{fault_id}", "-j", "DROP"]
+        rules.append(spec)
+    return rules
+
+
+def netem_handle(fault_id: str) -> str:
+    """A qdisc handle derived from the fault id, so revert deletes only its own qdisc."""
+    major = int(fault_id[:4], 16) if all(c in "0123456789abcdef" for c in fault_id[:4]) else 0
+    return f"{(major % 0xFFFE) + 1:x}"
+
+
+def _undo(operation: str, data: Mapping[str, object]) -> list[str]:
+    """What puts the host back, besides ending the fault's processes."""
+    if operation == "suspend":
+        return [
+            'for p in $(cat "$dir/pids" 2>/dev/null); do kill -CONT "$p" 2>/dev/null; done',
+        ]
+    if operation == "iptables_drop":
+        lines = [NetPlace(netns=_opt_str(data.get("netns"))).helpers()]
+        for rule in _rules_of(data):
+            lines.append(
+                "n=0; while [ $n -lt 20 ] && inns iptables -w -D "
+                f"{argv_command(rule)} 2>/dev/null; do n=$((n+1)); done"
+            )
+        return lines
+    if operation == "netem":
+        handle = q(str(data.get("handle", "")))
+        dev = q(str(data.get("interface", "")))
+        return [
+            NetPlace(netns=_opt_str(data.get("netns"))).helpers(),
+            f"dev={dev}; handle={handle}",
+            'if inns tc qdisc show dev "$dev" 2>/dev/null | grep -qF "qdisc netem $handle: root"; '
+            'then inns tc qdisc del dev "$dev" root 2>/dev/null; fi',
+        ]
+    return []
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value else None
+
+
+def _rules_of(data: Mapping[str, object]) -> list[list[str]]:
+    rules = data.get("rules") or []
+    assert isinstance(rules, list)
+    return [[str(x) for x in rule] for rule in rules]
+
+
+def revert_body(operation: str, fault_id: str, state_dir: str, data: Mapping[str, object]) -> str:
+    """Undo the fault, end its processes, drop its state dir. Idempotent; exits 0."""
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir),
+            *_undo(operation, data),
+            _end_fault_processes(),
+            'rm -rf -- "$dir"',
+            'rmdir -- "$base" 2>/dev/null',
+            "exit 0",
+        ]
+    )
+
+
+# --- the scripts the driver runs ---------------------------------------------------------
+
+
+def count_script(by: Selector, value: str | int) -> str:
+    return "\n".join(["fid=none", _HELPERS, *_match(by, value), 'set -- $pids; echo "count=$#"'])
+
+
+def kill_script(fault_id: str, state_dir: str, by: Selector, value: str | int, signal: str) -> str:
+    """No lease: a killed process cannot be un-killed. Nothing is left on the host."""
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir),
+            *_match(by, value),
+            _not_found(),
+            'echo "pids=$pids"',
+            f"kill -s {q(signal)} $pids",
+        ]
+    )
+
+
+def suspend_script(
+    fault_id: str, state_dir: str, by: Selector, value: str | int, lease_s: float
+) -> str:
+    body = revert_body("suspend", fault_id, state_dir, {})
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir),
+            *_match(by, value),
+            _not_found(),
+            *_watchdog_with_pids(lease_s, body),
+            "kill -STOP $pids",
+            'echo "pids=$pids"',
+        ]
+    )
+
+
+def _watchdog_with_pids(lease_s: float, body: str) -> list[str]:
+    # The pid list must be on disk before the watchdog can need it.
+    first, *rest = _watchdog(lease_s, body)
+    return [first, "printf '%s\\n' $pids > \"$dir/pids\"", *rest]
+
+
+def stress_script(
+    fault_id: str,
+    state_dir: str,
+    *,
+    workers: int | None,
+    load: int,
+    lease_s: float,
+    backend: str,
+) -> str:
+    body = revert_body("stress_cpu", fault_id, state_dir, {})
+    secs = max(1, math.ceil(lease_s))
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir),
+            f"load={int(load)}; secs={secs}; want={q(backend)}",
+            f"workers={int(workers) if workers else 0}",
+            '[ "$workers" -gt 0 ] || workers=$(nproc 2>/dev/null || echo 1)',
+            'use=shell; if [ "$want" != shell ] && command -v stress-ng >/dev/null 2>&1; then use=stress-ng; fi',
+            'if [ "$want" = stress-ng ] && [ "$use" != stress-ng ]; then '
+            f'echo "stress-ng is not installed on this host" >&2; exit {EXIT_UNSUPPORTED}; fi',
+            'if [ "$use" = shell ] && [ "$load" -ne 100 ]; then echo "the shell backend only '
+            f'runs at 100% load; install stress-ng on the host for partial load" >&2; exit {EXIT_UNSUPPORTED}; fi',
+            *_watchdog(lease_s, body),
+            'if [ "$use" = stress-ng ]; then',
+            f'  {ENV_MARK}="$fid" setsid nohup stress-ng --cpu "$workers" --cpu-load "$load" '
+            '--timeout "${secs}s" </dev/null >/dev/null 2>&1 &',
+            "else",
+            '  i=0; while [ $i -lt "$workers" ]; do',
+            f'    {ENV_MARK}="$fid" setsid nohup timeout "$secs" sh -c "while :; do :; done" '
+            "</dev/null >/dev/null 2>&1 &",
+            "    i=$((i+1)); done",
+            "fi",
+            'echo "backend=$use"; echo "workers=$workers"',
+        ]
+    )
+
+
+def iptables_script(
+    fault_id: str, state_dir: str, *, rules: Sequence[Sequence[str]], netns: str | None, lease_s: float
+) -> str:
+    data = {"rules": [list(r) for r in rules], "netns": netns}
+    body = revert_body("iptables_drop", fault_id, state_dir, data)
+    lines = [
+        *_prelude(fault_id, state_dir),
+        NetPlace(netns=netns).helpers(),
+        f"command -v iptables >/dev/null 2>&1 || {{ echo 'iptables is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
+        f'if [ -n "$ns" ] && ! ip netns exec "$ns" true 2>/dev/null; then echo "no network namespace $ns" >&2; exit {EXIT_FAILED}; fi',
+        f"revert={q(body)}",
+        *_watchdog(lease_s, body),
+    ]
+    for rule in rules:
+        chain, *spec = rule
+        lines.append(
+            f"if ! out=$(inns iptables -w -I {argv_command([chain, *spec])} 2>&1); then "
+            f'sh -c "$revert" >/dev/null 2>&1; echo "iptables: $out" >&2; exit {EXIT_FAILED}; fi'
+        )
+    lines.append('echo "rules=ok"')
+    return "\n".join(lines)
+
+
+def netem_script(
+    fault_id: str,
+    state_dir: str,
+    *,
+    interface: str,
+    netns: str | None,
+    netem_args: Sequence[str],
+    handle: str,
+    lease_s: float,
+) -> str:
+    data = {"interface": interface, "netns": netns, "handle": handle}
+    body = revert_body("netem", fault_id, state_dir, data)
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir),
+            NetPlace(netns=netns).helpers(),
+            f"dev={q(interface)}; handle={q(handle)}",
+            f"command -v tc >/dev/null 2>&1 || {{ echo 'tc (iproute2) is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
+            f'inns ip link show dev "$dev" >/dev/null 2>&1 || {{ echo "no network interface $dev" >&2; exit {EXIT_FAILED}; }}',
+            f"revert={q(body)}",
+            *_watchdog(lease_s, body),
+            f'if ! out=$(inns tc qdisc add dev "$dev" root handle "$handle:" netem {argv_command(netem_args)} 2>&1); then',
+            '  sh -c "$revert" >/dev/null 2>&1',
+            '  case "$out" in *"qdisc kind is unknown"*|*"Unknown qdisc"*|*"No such file"*)',
+            '    echo "the kernel of this host has no netem qdisc (sch_netem): $out" >&2; '
+            f"exit {EXIT_UNSUPPORTED};;",
+            f'  *) echo "tc: $out" >&2; exit {EXIT_FAILED};; esac',
+            "fi",
+            'echo "qdisc=ok"',
+        ]
+    )
+
+
+def check_script(
+    operation: str,
+    fault_id: str,
+    state_dir: str,
+    data: Mapping[str, object],
+    *,
+    stopped_pids: Iterable[int] = (),
+) -> str:
+    """Read-only: prints one ``residue=...`` line per thing of the fault still present."""
+    lines = [
+        *_prelude(fault_id, state_dir),
+        'for p in $(cl_fault_pids "$mark"); do '
+        'echo "residue=process $p ($(tr \'\\0\\n\' \'  \' < /proc/$p/cmdline 2>/dev/null | cut -c1-60)) '
+        'of this fault still runs"; done',
+        '[ -e "$dir" ] && echo "residue=state directory $dir remains"',
+    ]
+    if operation == "suspend":
+        pids = " ".join(str(int(p)) for p in stopped_pids)
+        lines.append(
+            f'for p in $(printf "%s\\n" {pids} $(cat "$dir/pids" 2>/dev/null) | sort -u); do '
+            '[ "$(cl_field "$p" 1)" = T ] && echo "residue=process $p is still stopped"; done'
+        )
+    elif operation == "iptables_drop":
+        lines.append(NetPlace(netns=_opt_str(data.get("netns"))).helpers())
+        lines.append(f"tag={q(str(data.get('tag', '')))}")
+        lines.append(
+            'inns iptables -w -S 2>/dev/null | grep -F -- "$tag" | '
+            'while read -r r; do echo "residue=iptables rule $r"; done'
+        )
+    elif operation == "netem":
+        lines.append(NetPlace(netns=_opt_str(data.get("netns"))).helpers())
+        lines.append(f"dev={q(str(data.get('interface', '')))}; handle={q(str(data.get('handle', '')))}")
+        lines.append(
+            'inns tc qdisc show dev "$dev" 2>/dev/null | grep -F "qdisc netem $handle:" | '
+            'while read -r r; do echo "residue=$r"; done'
+        )
+    lines.append("exit 0")
+    return "\n".join(lines)
+
+
+def parse_kv(stdout: str) -> dict[str, list[str]]:
+    """``key=value`` lines → {key: [values...]} (other lines are ignored)."""
+    out: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier():
+            out.setdefault(key, []).append(value)
+    return out

@@ -1,0 +1,522 @@
+"""Synthetic open-loop load: a fixed request rate, every request recorded.
+
+Open loop, no coordinated omission: request ``i`` is *scheduled* at ``start + i / rate``
+whatever happened to earlier requests, and its latency is measured from that scheduled
+time, not from when a connection was free to send it. A stalled service therefore shows
+up as the latency its users would see, instead of silently slowing the generator down.
+
+Recorded per request, in compact arrays (about 18 bytes a request): scheduled send
+time (seconds after ``epoch``), latency (seconds) and outcome (HTTP status, or a negative
+``ErrorKind``: connect, reset, timeout, protocol). ``good`` = 2xx/3xx; ``error`` = 5xx or
+any transport failure.
+
+Runs in its own thread with its own asyncio loop, on the raw protocols of
+``chaoslab.lab.httpcore`` (callbacks, no task per request), so one core sends thousands
+of requests per second; a hand-written client because general clients (httpx, aiohttp)
+spend several times more CPU per request and would become the bottleneck they measure.
+
+Bounded: stops at ``max_duration_s`` or ``max_requests``; at most ``max_connections``
+sockets; requests that cannot get a connection wait in a queue and time out from their
+scheduled time like the rest.
+
+Live series for other threads and processes: with ``series_path`` set, each completed
+second is appended to that file as one JSON line (``SecondStats.to_dict``). A Chaos
+Toolkit probe in the same run reads it through ``chaoslab.sli.ctk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chaoslab.drivers.base import parse_duration
+from chaoslab.errors import Problem, SLIError
+from chaoslab.lab.httpcore import ClientConnection, ErrorKind, build_request
+from chaoslab.sli.base import (
+    Counts,
+    ExactLatencies,
+    LatencyView,
+    SecondStats,
+    SLISource,
+    hist_index,
+    hist_quantile,
+)
+
+MAX_REQUESTS_CAP = 20_000_000
+SWEEP_S = 0.01
+
+
+def is_good(code: int) -> bool:
+    return 200 <= code < 400
+
+
+def is_error(code: int) -> bool:
+    return code < 0 or code >= 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    """The experiment's ``load:`` block (see ``parse_load``)."""
+
+    target: str  # "lab:lb", "lab:replica-1" or "http(s)://host:port"
+    path: str = "/"
+    rate: float = 100.0
+    timeout_s: float = 2.0
+    method: str = "GET"
+    max_duration_s: float = 3600.0
+    connections: int = 256
+
+
+_LOAD_KEYS = {"target", "path", "rate", "timeout", "method", "max_duration", "connections"}
+
+
+def parse_load(raw: Any, path: str = "load") -> LoadSpec | list[Problem]:
+    """Validate a ``load:`` mapping; return the spec or every problem with its field path."""
+    if not isinstance(raw, Mapping):
+        return [Problem(path=path, message="expected a mapping like {target: 'lab:lb', rate: 200}")]
+    problems: list[Problem] = []
+    for key in raw:
+        if key not in _LOAD_KEYS:
+            problems.append(
+                Problem(path=f"{path}.{key}", message=f"unknown key {key!r}", hint=f"known: {', '.join(sorted(_LOAD_KEYS))}")
+            )
+    target = raw.get("target")
+    if not isinstance(target, str) or not (
+        target.startswith("lab:") or target.startswith(("http://", "https://"))
+    ):
+        problems.append(
+            Problem(path=f"{path}.target", message=f"expected 'lab:<name>' or an http(s) URL, got {target!r}")
+        )
+    req_path = raw.get("path", "/")
+    if not isinstance(req_path, str) or not req_path.startswith("/"):
+        problems.append(Problem(path=f"{path}.path", message=f"expected a path starting with '/', got {req_path!r}"))
+    rate = raw.get("rate", 100)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100_000:
+        problems.append(Problem(path=f"{path}.rate", message=f"expected requests/s in (0, 100000], got {rate!r}"))
+    durations: dict[str, float] = {}
+    for key, default in (("timeout", 2.0), ("max_duration", 3600.0)):
+        try:
+            durations[key] = parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            problems.append(Problem(path=f"{path}.{key}", message=str(exc)))
+            continue
+        if durations[key] <= 0:
+            problems.append(Problem(path=f"{path}.{key}", message="must be positive"))
+    method = raw.get("method", "GET")
+    if method not in ("GET", "HEAD"):
+        problems.append(Problem(path=f"{path}.method", message="only GET and HEAD are sent by the load generator"))
+    conns = raw.get("connections", 256)
+    if isinstance(conns, bool) or not isinstance(conns, int) or not 1 <= conns <= 10_000:
+        problems.append(Problem(path=f"{path}.connections", message=f"expected 1..10000, got {conns!r}"))
+    if problems:
+        return problems
+    return LoadSpec(
+        target=str(target),
+        path=str(req_path),
+        rate=float(rate),
+        timeout_s=durations["timeout"],
+        method=str(method),
+        max_duration_s=durations["max_duration"],
+        connections=int(conns),
+    )
+
+
+def resolve_url(spec: LoadSpec, base_dir: Path | None = None) -> str:
+    """``lab:lb`` → ``http://127.0.0.1:<port><path>`` through the lab's state file."""
+    if spec.target.startswith("lab:"):
+        from chaoslab.lab.state import LabState
+        from chaoslab.paths import lab_dir
+
+        comp = LabState.load(lab_dir(base_dir)).component(spec.target[4:])
+        return f"http://127.0.0.1:{comp.port}{spec.path}"
+    return spec.target.rstrip("/") + spec.path
+
+
+class LoadGenerator(SLISource):
+    """Open-loop HTTP load at ``rate`` requests/s. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        rate: float,
+        timeout_s: float = 2.0,
+        method: str = "GET",
+        max_duration_s: float = 3600.0,
+        max_requests: int | None = None,
+        max_connections: int = 256,
+        series_path: Path | None = None,
+        name: str = "load",
+    ) -> None:
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise ValueError(f"expected an http(s) URL, got {url!r}")
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.name = name
+        self.url = url
+        self.host = split.hostname
+        self.port = split.port or (443 if split.scheme == "https" else 80)
+        self.tls = split.scheme == "https"
+        target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+        host_header = split.netloc
+        self.raw_request = build_request(method, host_header, target)
+        self.head_only = method == "HEAD"
+        self.rate = float(rate)
+        self.timeout_s = float(timeout_s)
+        self.max_duration_s = float(max_duration_s)
+        cap = math.ceil(rate * max_duration_s) + 1
+        self.max_requests = min(max_requests if max_requests is not None else cap, cap, MAX_REQUESTS_CAP)
+        self.max_connections = max_connections
+        self.series_path = series_path
+        # Samples; appended by the loop thread under the lock, read by anyone.
+        self._lock = threading.Lock()
+        self.sched = array("d")
+        self.latency = array("d")
+        self.code = array("h")
+        self._seconds: dict[int, list[Any]] = {}  # second → [n, good, errors, hist]
+        self._written = 0  # seconds [0, _written) are in the series file
+        self.epoch = 0.0  # Unix time of scheduled offset 0
+        self._mono0 = 0.0
+        self._last = 0.0
+        self.connections_opened = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._main, name=f"chaoslab-{self.name}", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        if self._error is not None:
+            raise SLIError(f"load generator failed to start: {self._error}") from self._error
+
+    def stop(self) -> None:
+        """Stop sending; wait (≤ timeout) for requests in flight; flush the series file."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()  # the loop checks it at least every SWEEP_S
+        thread.join(self.timeout_s + 5.0)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until the generator finishes by itself; True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> LoadGenerator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # surfaced by start()/snapshot, never lost
+            self._error = exc
+            self._started.set()
+
+    # -- the engine --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = self._stop
+        interval = 1.0 / self.rate
+        timeout = self.timeout_s
+        idle: list[ClientConnection] = []
+        inflight: set[ClientConnection] = set()
+        pending: deque[float] = deque()  # scheduled times waiting for a connection
+        all_conns: set[ClientConnection] = set()
+        opening = 0
+        raw, head_only = self.raw_request, self.head_only
+        record = self._record
+        tasks: set[asyncio.Task[None]] = set()
+
+        def send(conn: ClientConnection, sched: float) -> None:
+            conn.tag = sched
+            conn.deadline = sched + timeout
+            inflight.add(conn)
+            conn.send(raw, head_only=head_only)
+
+        def pump() -> None:
+            nonlocal opening
+            while pending and idle:
+                conn = idle.pop()
+                if conn.closed:
+                    all_conns.discard(conn)
+                    continue
+                send(conn, pending.popleft())
+            want = len(pending) - opening
+            while want > 0 and len(all_conns) + opening < self.max_connections:
+                opening += 1
+                want -= 1
+                task = loop.create_task(open_conn())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        def on_response(conn: ClientConnection, status: int, _msg: bytes | None) -> None:
+            inflight.discard(conn)
+            sched = conn.tag
+            assert isinstance(sched, float)
+            record(sched, loop.time() - sched, status)
+            if conn.closed:
+                all_conns.discard(conn)
+            else:
+                idle.append(conn)
+            if pending:
+                pump()
+
+        def on_error(conn: ClientConnection, kind: ErrorKind) -> None:
+            inflight.discard(conn)
+            all_conns.discard(conn)
+            sched = conn.tag
+            assert isinstance(sched, float)
+            record(sched, loop.time() - sched, int(kind))
+            if pending:
+                pump()
+
+        async def open_conn() -> None:
+            nonlocal opening
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: ClientConnection(on_response, on_error, keep_body=False),
+                    self.host,
+                    self.port,
+                    ssl=self.tls or None,
+                )
+            except OSError:
+                opening -= 1
+                if pending:
+                    sched = pending.popleft()
+                    record(sched, loop.time() - sched, int(ErrorKind.CONNECT))
+                return
+            opening -= 1
+            self.connections_opened += 1
+            all_conns.add(conn)
+            idle.append(conn)
+            pump()
+
+        def sweep(now: float) -> None:
+            """Timeouts: requests in flight, and requests still waiting for a connection."""
+            for conn in [c for c in inflight if c.deadline <= now]:
+                inflight.discard(conn)
+                all_conns.discard(conn)
+                sched = conn.tag
+                assert isinstance(sched, float)
+                conn.abort()
+                record(sched, now - sched, int(ErrorKind.TIMEOUT))
+            while pending and pending[0] + timeout <= now:
+                sched = pending.popleft()
+                record(sched, now - sched, int(ErrorKind.TIMEOUT))
+            self._flush_series(now - mono0, final=False)
+
+        mono0 = loop.time() + 0.001
+        self._mono0 = mono0
+        self.epoch = time.time() + (mono0 - loop.time())
+        end = mono0 + self.max_duration_s
+        max_requests = self.max_requests
+        nxt = 0
+        next_sweep = mono0
+        self._started.set()
+
+        while not stop.is_set():
+            now = loop.time()
+            # Dispatch every request whose scheduled time has come (a late wake-up sends a
+            # burst; the latencies still count from the schedule).
+            while nxt < max_requests:
+                sched = mono0 + nxt * interval
+                if sched > now or sched >= end:
+                    break
+                pending.append(sched)
+                nxt += 1
+            if pending:
+                pump()
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_S
+                sweep(now)
+            if nxt >= max_requests or mono0 + nxt * interval >= end:
+                if not inflight and not pending and not opening:
+                    break
+                wake = next_sweep
+            else:
+                wake = min(mono0 + nxt * interval, next_sweep)
+            # A plain sleep (no wait_for task per wake-up): stop() is seen within SWEEP_S.
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+        # Stopped early: give requests in flight their chance to finish (≤ timeout).
+        deadline = loop.time() + timeout
+        while (inflight or pending or opening) and loop.time() < deadline:
+            await asyncio.sleep(SWEEP_S)
+            sweep(loop.time())
+        now = loop.time()
+        for conn in list(inflight):
+            sched = conn.tag
+            assert isinstance(sched, float)
+            conn.abort()
+            record(sched, now - sched, int(ErrorKind.TIMEOUT))
+        while pending:
+            sched = pending.popleft()
+            record(sched, now - sched, int(ErrorKind.TIMEOUT))
+        for conn in all_conns | set(idle):
+            conn.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.sleep(0)  # let transports close before the loop does
+        self._flush_series(math.inf, final=True)
+
+    def _record(self, sched_mono: float, latency: float, code: int) -> None:
+        offset = sched_mono - self._mono0
+        second = int(offset)
+        good = 200 <= code < 400
+        with self._lock:
+            self.sched.append(offset)
+            self.latency.append(latency)
+            self.code.append(code)
+            acc = self._seconds.get(second)
+            if acc is None:
+                acc = self._seconds[second] = [0, 0, 0, {}]
+            acc[0] += 1
+            if good:
+                acc[1] += 1
+                idx = hist_index(latency)
+                hist = acc[3]
+                hist[idx] = hist.get(idx, 0) + 1
+            elif code < 0 or code >= 500:
+                acc[2] += 1
+            self._last = self.epoch + offset + latency
+
+    def _flush_series(self, now_offset: float, *, final: bool) -> None:
+        if self.series_path is None:
+            return
+        # A second is complete once every request scheduled in it finished or timed out.
+        done_until = math.inf if final else math.floor(now_offset - self.timeout_s - SWEEP_S * 2)
+        with self._lock:
+            last = max(self._seconds, default=-1)
+            upto = last + 1 if final else int(min(done_until, last + 1))
+            if upto <= self._written:
+                return
+            rows = [self._second(s, True) for s in range(self._written, upto)]
+            self._written = upto
+        with open(self.series_path, "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+
+    def _second(self, s: int, complete: bool) -> SecondStats:
+        n, good, errors, hist = self._seconds.get(s, (0, 0, 0, {}))
+        return SecondStats(
+            t=self.epoch + s,
+            n=n,
+            good=good,
+            errors=errors,
+            p50=hist_quantile(hist, 0.50),
+            p95=hist_quantile(hist, 0.95),
+            p99=hist_quantile(hist, 0.99),
+            hist=dict(hist),
+            complete=complete,
+        )
+
+    # -- SLISource --------------------------------------------------------------------------
+
+    def last_sample_at(self) -> float | None:
+        return self._last or None
+
+    def _window(self, t0: float, t1: float) -> tuple[array[float], array[int], int]:
+        """Copies of the latencies and codes whose scheduled time is in ``[t0, t1)``."""
+        lo, hi = t0 - self.epoch, t1 - self.epoch
+        lat: array[float] = array("d")
+        codes: array[int] = array("h")
+        with self._lock:
+            sched, latency, code = self.sched, self.latency, self.code
+            for i in range(len(sched)):
+                if lo <= sched[i] < hi:
+                    lat.append(latency[i])
+                    codes.append(code[i])
+        return lat, codes, len(codes)
+
+    def counts(self, t0: float, t1: float) -> Counts:
+        _, codes, n = self._window(t0, t1)
+        good = sum(1 for c in codes if 200 <= c < 400)
+        errors = sum(1 for c in codes if c < 0 or c >= 500)
+        return Counts(total=n, good=good, errors=errors)
+
+    def latencies(self, t0: float, t1: float) -> LatencyView:
+        lat, codes, _ = self._window(t0, t1)
+        return ExactLatencies(
+            lat[i] if 200 <= codes[i] < 400 else math.inf for i in range(len(codes))
+        )
+
+    def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
+        now_offset = time.time() - self.epoch
+        done_until = now_offset - self.timeout_s - SWEEP_S * 2
+        finished = not self.running
+        with self._lock:
+            seconds = sorted(self._seconds)
+            rows = [self._second(s, finished or s + 1 <= done_until) for s in seconds]
+        return [r for r in rows if (t0 is None or r.t >= t0) and (t1 is None or r.t < t1)]
+
+    def snapshot(self, last_s: float = 5.0) -> dict[str, Any]:
+        """Live numbers for the console: the last ``last_s`` complete seconds."""
+        rows = [r for r in self.series() if r.complete][-max(1, int(last_s)) :]
+        n = sum(r.n for r in rows)
+        good = sum(r.good for r in rows)
+        hist: dict[int, int] = {}
+        for r in rows:
+            for k, v in r.hist.items():
+                hist[k] = hist.get(k, 0) + v
+        return {
+            "requests": len(self.code),
+            "rate": n / len(rows) if rows else 0.0,
+            "availability": good / n if n else None,
+            "p50_ms": _ms(hist_quantile(hist, 0.5)),
+            "p99_ms": _ms(hist_quantile(hist, 0.99)),
+            "error": repr(self._error) if self._error else None,
+        }
+
+    def outcome_counts(self) -> dict[str, int]:
+        """All outcomes so far by name ("200", "503", "timeout", ...)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for c in self.code:
+                key = ErrorKind(c).name.lower() if c < 0 else str(c)
+                out[key] = out.get(key, 0) + 1
+        return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def load_from_spec(
+    spec: LoadSpec, *, series_path: Path | None = None, base_dir: Path | None = None
+) -> LoadGenerator:
+    return LoadGenerator(
+        url=resolve_url(spec, base_dir),
+        rate=spec.rate,
+        timeout_s=spec.timeout_s,
+        method=spec.method,
+        max_duration_s=spec.max_duration_s,
+        max_connections=spec.connections,
+        series_path=series_path,
+    )

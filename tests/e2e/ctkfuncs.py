@@ -1,0 +1,103 @@
+"""Python provider functions and a control module used by the compatibility experiments.
+
+State lives in files under ``$CTK_STATE`` so the same experiment behaves the same under
+``chaos run`` and ``chaoslab run`` (each in its own process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _state() -> Path:
+    p = Path(os.environ["CTK_STATE"])
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def record(event: str, **data: Any) -> str:
+    with (_state() / "trace.ndjson").open("a") as fh:
+        fh.write(json.dumps({"event": event, **data}) + "\n")
+    return event
+
+
+def read_counter(name: str = "counter") -> int:
+    f = _state() / name
+    return int(f.read_text()) if f.exists() else 0
+
+
+def set_counter(value: int, name: str = "counter") -> int:
+    (_state() / name).write_text(str(value))
+    record("set_counter", value=value)
+    return value
+
+
+def yes() -> bool:
+    return True
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+def status_doc(code: int = 200) -> dict[str, Any]:
+    return {"status": code, "body": {"health": {"db": "ok", "replicas": 3}}, "headers": {}}
+
+
+def sleep_for(seconds: float) -> float:
+    record("sleep_start", seconds=seconds)
+    time.sleep(seconds)
+    record("sleep_end", seconds=seconds)
+    return seconds
+
+
+def boom() -> None:
+    raise RuntimeError("boom from the action")
+
+
+def greater_than(value: int, limit: int = 1) -> bool:
+    return value > limit
+
+
+# --- a Chaos Toolkit control module -----------------------------------------------------
+
+
+def configure_control(configuration: Any = None, secrets: Any = None, settings: Any = None,
+                      experiment: Any = None) -> None:
+    record("configure_control")
+
+
+def before_experiment_control(context: Any, **kwargs: Any) -> None:
+    record("before_experiment_control", title=context.get("title"))
+
+
+def after_experiment_control(context: Any, state: Any, **kwargs: Any) -> None:
+    record("after_experiment_control")
+
+
+def before_method_control(context: Any, **kwargs: Any) -> None:
+    record("before_method_control")
+
+
+def after_method_control(context: Any, **kwargs: Any) -> None:
+    record("after_method_control")
+
+
+def before_activity_control(context: Any, **kwargs: Any) -> None:
+    record("before_activity_control", name=context.get("name"))
+
+
+def after_activity_control(context: Any, state: Any, **kwargs: Any) -> None:
+    record("after_activity_control", name=context.get("name"))
+
+
+def before_rollback_control(context: Any, **kwargs: Any) -> None:
+    record("before_rollback_control")
+
+
+def after_rollback_control(context: Any, **kwargs: Any) -> None:
+    record("after_rollback_control")
