@@ -74,6 +74,18 @@ class ProcRef:
         return self.process() is not None
 
 
+def started_at(proc: psutil.Process) -> float:
+    """The wall-clock start time of ``proc``, accurate to a clock tick (10 ms).
+
+    psutil's ``create_time`` adds the start offset to /proc/stat's *whole-second* boot
+    time, so it can be up to 1 s early: fine as an identity, wrong for measuring a time
+    to recover. The boot instant is recomputed from CLOCK_BOOTTIME (the clock the
+    kernel's process start times use).
+    """
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return proc.create_time() + (boot - psutil.boot_time())
+
+
 def is_live(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE

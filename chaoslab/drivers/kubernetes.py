@@ -508,7 +508,7 @@ def _restore(record: RevertRecord) -> str:
         previous = int(data["previous_replicas"])
         with _kube(conn, record.target) as kube:
             try:
-                kube.patch_workload(w, {"spec": {"replicas": previous + 1}})
+                kube.patch_workload(w, {"spec": {"replicas": previous}})
             except TargetNotFound:
                 return f"{w.kind} {w.namespace}/{w.name} no longer exists; nothing to restore"
         return f"{w.kind} {w.namespace}/{w.name} restored to {previous} replicas"

@@ -284,7 +284,7 @@ class ProcessDriver(Driver):
                 return Heal(healed=False, detail=str(exc))
             if not live:
                 return Heal(healed=False, detail=f"{sel} names no live process")
-            start = live[0].create_time()
+            start = _proc.started_at(live[0])
             return Heal(
                 healed=True,
                 recovered_at=max(start, killed_at),
@@ -295,8 +295,9 @@ class ProcessDriver(Driver):
         live = _proc.resolve(record.target, driver=self.name, refuse_protected=False)
         if len(live) < before:
             return Heal(healed=False, detail=f"{len(live)} of {before} processes match {sel}")
-        old = sum(1 for p in live if p.create_time() < killed_at)
-        new_starts = sorted(p.create_time() for p in live if p.create_time() >= killed_at)
+        starts = [_proc.started_at(p) for p in live]
+        old = sum(1 for t in starts if t < killed_at)
+        new_starts = sorted(t for t in starts if t >= killed_at)
         needed = before - old
         at = new_starts[needed - 1] if needed > 0 else killed_at
         return Heal(healed=True, recovered_at=at, detail=f"{len(live)} processes match {sel}")

@@ -146,6 +146,8 @@ def _run_builtin(spec: Mapping[str, Any], report: int) -> None:
 def _run_stress_ng(spec: Mapping[str, Any], report: int) -> None:
     deadline = float(spec["deadline"])
     with subprocess.Popen(list(spec["command"])) as proc:
+        if spec["kind"] == "memory":
+            _wait_resident(int(spec["mib"]) * MIB * 9 // 10, min(deadline, time.time() + 30))
         _ok(report)
         try:
             proc.wait(timeout=max(0.0, deadline - time.time()))
@@ -155,6 +157,23 @@ def _run_stress_ng(spec: Mapping[str, Any], report: int) -> None:
                 proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 os.killpg(os.getpid(), signal.SIGKILL)
+
+
+def _wait_resident(nbytes: int, until: float) -> None:
+    """stress-ng allocates after it starts: report ``ok`` once the memory is resident."""
+    import psutil
+
+    me = os.getpid()
+    while time.time() < until:
+        rss = 0
+        for proc in psutil.Process(me).children(recursive=True):
+            try:
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        if rss >= nbytes:
+            return
+        time.sleep(0.02)
 
 
 def _ok(report: int) -> None:

@@ -130,7 +130,9 @@ class Balancer:
                     return response(504, b"upstream timed out\n", keep_alive=req.keep_alive)
                 if req.method not in IDEMPOTENT:
                     break
-                last = response(502, f"upstream {exc.kind.name.lower()}\n".encode(), keep_alive=req.keep_alive)
+                last = response(
+                    502, f"upstream {exc.kind.name.lower()}\n".encode(), keep_alive=req.keep_alive
+                )
                 continue
             if status >= 500:
                 up.failed += 1

@@ -256,8 +256,10 @@ def status(base_dir: Path | None = None) -> dict[str, Any]:
             "last_restart": restarts[-1] if restarts else None,
         }
     comps = out["components"].values()
-    out["healthy"] = out["running"] and all(c["healthy"] for c in comps) and (
-        out["proxy"] is None or out["proxy"]["healthy"]
+    out["healthy"] = (
+        out["running"]
+        and all(c["healthy"] for c in comps)
+        and (out["proxy"] is None or out["proxy"]["healthy"])
     )
     return out
 

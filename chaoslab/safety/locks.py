@@ -210,8 +210,7 @@ def acquire(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LedgerError(f"cannot create the locks directory {directory}: {exc.strerror}") from exc
-    import contextlib
-    with contextlib.nullcontext():
+    with _mutex(directory):
         # Decide for every target before writing anything: all or nothing.
         for target in wanted:
             path = lock_path(directory, target)

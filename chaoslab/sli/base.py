@@ -48,11 +48,11 @@ def hist_value(index: int) -> float:
     """The representative value (geometric middle) of bucket ``index``."""
     if index <= 0:
         return HIST_MIN_S
-    return HIST_MIN_S * HIST_GAMMA ** (index - 0.5)
+    return float(HIST_MIN_S * HIST_GAMMA ** (index - 0.5))
 
 
 def hist_upper(index: int) -> float:
-    return HIST_MIN_S * HIST_GAMMA**index
+    return float(HIST_MIN_S * HIST_GAMMA**index)
 
 
 def hist_quantile(hist: Mapping[int, int], q: float) -> float | None:

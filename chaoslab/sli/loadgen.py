@@ -88,7 +88,11 @@ def parse_load(raw: Any, path: str = "load") -> LoadSpec | list[Problem]:
     for key in raw:
         if key not in _LOAD_KEYS:
             problems.append(
-                Problem(path=f"{path}.{key}", message=f"unknown key {key!r}", hint=f"known: {', '.join(sorted(_LOAD_KEYS))}")
+                Problem(
+                    path=f"{path}.{key}",
+                    message=f"unknown key {key!r}",
+                    hint=f"known: {', '.join(sorted(_LOAD_KEYS))}",
+                )
             )
     target = raw.get("target")
     if not isinstance(target, str) or not (
@@ -99,10 +103,14 @@ def parse_load(raw: Any, path: str = "load") -> LoadSpec | list[Problem]:
         )
     req_path = raw.get("path", "/")
     if not isinstance(req_path, str) or not req_path.startswith("/"):
-        problems.append(Problem(path=f"{path}.path", message=f"expected a path starting with '/', got {req_path!r}"))
+        problems.append(
+            Problem(path=f"{path}.path", message=f"expected a path starting with '/', got {req_path!r}")
+        )
     rate = raw.get("rate", 100)
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100_000:
-        problems.append(Problem(path=f"{path}.rate", message=f"expected requests/s in (0, 100000], got {rate!r}"))
+        problems.append(
+            Problem(path=f"{path}.rate", message=f"expected requests/s in (0, 100000], got {rate!r}")
+        )
     durations: dict[str, float] = {}
     for key, default in (("timeout", 2.0), ("max_duration", 3600.0)):
         try:
@@ -114,7 +122,9 @@ def parse_load(raw: Any, path: str = "load") -> LoadSpec | list[Problem]:
             problems.append(Problem(path=f"{path}.{key}", message="must be positive"))
     method = raw.get("method", "GET")
     if method not in ("GET", "HEAD"):
-        problems.append(Problem(path=f"{path}.method", message="only GET and HEAD are sent by the load generator"))
+        problems.append(
+            Problem(path=f"{path}.method", message="only GET and HEAD are sent by the load generator")
+        )
     conns = raw.get("connections", 256)
     if isinstance(conns, bool) or not isinstance(conns, int) or not 1 <= conns <= 10_000:
         problems.append(Problem(path=f"{path}.connections", message=f"expected 1..10000, got {conns!r}"))
@@ -372,10 +382,10 @@ class LoadGenerator(SLISource):
             sweep(loop.time())
         now = loop.time()
         for conn in list(inflight):
-            sched = conn.tag
-            assert isinstance(sched, float)
+            tag = conn.tag
+            assert isinstance(tag, float)
             conn.abort()
-            record(sched, now - sched, int(ErrorKind.TIMEOUT))
+            record(tag, now - tag, int(ErrorKind.TIMEOUT))
         while pending:
             sched = pending.popleft()
             record(sched, now - sched, int(ErrorKind.TIMEOUT))
@@ -463,9 +473,7 @@ class LoadGenerator(SLISource):
 
     def latencies(self, t0: float, t1: float) -> LatencyView:
         lat, codes, _ = self._window(t0, t1)
-        return ExactLatencies(
-            lat[i] if 200 <= codes[i] < 400 else math.inf for i in range(len(codes))
-        )
+        return ExactLatencies(lat[i] if 200 <= codes[i] < 400 else math.inf for i in range(len(codes)))
 
     def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
         now_offset = time.time() - self.epoch

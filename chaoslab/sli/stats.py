@@ -89,11 +89,19 @@ def judge_ratio(good: int, n: int, *, objective: float, at_least: bool, confiden
         outcome = Outcome.INCONCLUSIVE
     elif at_least:
         outcome = (
-            Outcome.PASS if lower >= objective else Outcome.FAIL if upper < objective else Outcome.INCONCLUSIVE
+            Outcome.PASS
+            if lower >= objective
+            else Outcome.FAIL
+            if upper < objective
+            else Outcome.INCONCLUSIVE
         )
     else:
         outcome = (
-            Outcome.PASS if upper <= objective else Outcome.FAIL if lower > objective else Outcome.INCONCLUSIVE
+            Outcome.PASS
+            if upper <= objective
+            else Outcome.FAIL
+            if lower > objective
+            else Outcome.INCONCLUSIVE
         )
     return Judgement(
         outcome=outcome,
@@ -137,11 +145,10 @@ def binom_cdf(k: int, n: int, p: float) -> float:
         return 1.0
     if p >= 1.0:
         return 0.0
-    log_cdf = -math.inf
     for i, log_cdf in _cdf_walk(n, p):
         if i == k:
-            break
-    return math.exp(log_cdf)
+            return math.exp(log_cdf)
+    return 1.0
 
 
 def _first_k_reaching(n: int, p: float, level: float) -> int:

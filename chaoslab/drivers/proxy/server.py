@@ -238,6 +238,9 @@ class _Pipe:
                     if self.queued < QUEUE_LOW:
                         self.src.resume("queue")
                 await self._through(list(self.chain), 0, chunk)
+        except Exception:  # a failing toxic must not leave a half-working connection
+            log.exception("proxy %s: %s pipe failed; closing", self.conn.proxy.name, self.stream)
+            self.conn.close()
         finally:
             self.task = None
             if not self.conn.closed:

@@ -51,6 +51,7 @@ from chaoslab.drivers.ssh.inventory import (
 from chaoslab.drivers.ssh.pool import (
     INSTALL_HINT,
     CommandResult,
+    CommandTimeout,
     ConnectionPool,
     HostKeyRefused,
     HostOutcome,
@@ -229,13 +230,13 @@ class SSHDriver(Driver):
         if op.name == "reachable":
             script = "true"
         elif op.name == "command":
-            script = remote.argv_command(a["argv"])
+            script = remote.argv_command(a["argv"]) + " </dev/null"
         else:
             by, value = _selector(a)
             script = remote.count_script(by, value)
 
         def one(host: HostSpec) -> Any:
-            res = pool.run(host, remote.wrap(script, timeout_s), timeout_s=timeout_s + remote.KILL_GRACE_S)
+            res = _run(pool, host, script, timeout_s)
             if op.name == "command":
                 return {"exit_status": res.exit_status, "stdout": res.stdout, "stderr": res.stderr}
             if op.name == "reachable":
@@ -349,6 +350,7 @@ class SSHDriver(Driver):
             kv = remote.parse_kv(o.value.stdout)
             per_host[o.host.name] = {
                 "pids": [int(p) for p in " ".join(kv.get("pids", [])).split()],
+                "sessions": [int(x) for x in kv.get("session", [])],
                 **{k: v[0] for k, v in kv.items() if k in ("backend", "workers", "watchdog")},
             }
         enriched = record.with_data(results=per_host, host_keys=pinned, injected_at=started)
@@ -385,6 +387,7 @@ class SSHDriver(Driver):
                 str(record.data["state_dir"]),
                 record.data,
                 stopped_pids=stopped,
+                sessions=_sessions(record, host),
             )
             return _run(pool, host, script, timeout_s)
 
@@ -452,7 +455,9 @@ class SSHDriver(Driver):
     ) -> list[HostOutcome[CommandResult]]:
         def one(host: HostSpec) -> CommandResult:
             instance = remote.instance_id(record.fault_id, host.name)
-            script = remote.revert_body(record.operation, instance, str(record.data["state_dir"]), record.data)
+            script = remote.revert_body(
+                record.operation, instance, str(record.data["state_dir"]), record.data, _sessions(record, host)
+            )
             return _run(pool, host, script, timeout_s)
 
         outcomes = fan_out(hosts, one, concurrency=concurrency)
@@ -514,7 +519,14 @@ def _selector(a: Mapping[str, Any]) -> tuple[remote.Selector, str | int]:
 
 def _run(pool: ConnectionPool, host: HostSpec, script: str, timeout_s: float) -> CommandResult:
     # The client deadline leaves room for the host's own `timeout -k` to fire first.
-    return pool.run(host, remote.wrap(script, timeout_s), timeout_s=timeout_s + remote.KILL_GRACE_S + 1)
+    res = pool.run(host, remote.wrap(timeout_s), stdin=script, timeout_s=timeout_s + remote.KILL_GRACE_S + 1)
+    if res.exit_status in remote.TIMEOUT_STATUSES and res.elapsed_s >= timeout_s:
+        raise CommandTimeout(
+            f"command did not finish within {timeout_s:g}s (ended by the host's timeout)",
+            driver="ssh",
+            target=host.name,
+        )
+    return res
 
 
 def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
@@ -552,6 +564,11 @@ def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str
             lease_s=lease,
         )
     raise DriverError(f"no fault {op!r}", driver="ssh")
+
+
+def _sessions(record: RevertRecord, host: HostSpec) -> list[int]:
+    results = record.data.get("results") or {}
+    return [int(s) for s in (results.get(host.name) or {}).get("sessions", [])]
 
 
 def _why(o: HostOutcome[Any]) -> str:

@@ -228,9 +228,12 @@ class ConnectionPool:
 
     # -- running ------------------------------------------------------------------------
 
-    def run(self, host: HostSpec, command: str, *, timeout_s: float) -> CommandResult:
-        """Run ``command`` (already quoted) once on ``host``; bounded by ``timeout_s``.
+    def run(
+        self, host: HostSpec, command: str, *, timeout_s: float, stdin: str = ""
+    ) -> CommandResult:
+        """Run ``command`` (already quoted) once on ``host``, feeding it ``stdin``.
 
+        Bounded by ``timeout_s``.
         Connecting may be retried; the command itself never is. On timeout the channel is
         closed and ``CommandTimeout`` raised (callers wrap commands in the remote
         ``timeout`` too, so the remote process also dies).
@@ -249,7 +252,10 @@ class ConnectionPool:
         out: list[bytes] = []
         err: list[bytes] = []
         try:
+            chan.settimeout(max(0.1, deadline - time.monotonic()))
             chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin.encode("utf-8"))
             chan.shutdown_write()
             while True:
                 while chan.recv_ready():

@@ -5,17 +5,22 @@ an inventory or a record enters a script only through ``shlex.quote`` (strings) 
 ``int``/``float`` formatting (numbers). Scripts then refer to those values as quoted shell
 variables (``"$sel"``), so ``; rm -rf /``, ``$(…)``, backticks and newlines are passed to
 ``pgrep``/``tc``/``iptables`` as one argument and never parsed as shell. The whole script
-is quoted once more for ``sh -c`` and wrapped in the host's ``timeout`` so a remote
-command can never outlive its deadline. Hosts need a POSIX ``sh``, coreutils or busybox
+is sent on the stdin of ``sh -s`` under the host's ``timeout`` so a remote command can
+never outlive its deadline. Hosts need a POSIX ``sh``, coreutils or busybox
 (``timeout``, ``setsid``, ``nohup``), procps (``pgrep``) and GNU/busybox ``grep``.
 
 Every fault that can be undone keeps its lease ON THE HOST: before the change is made, a
 detached watchdog (``setsid nohup sh -c 'sleep LEASE; <revert>'``, its pid recorded) is
 started in a session of its own, so the host heals when the lease ends even if the
-runner and its connection vanish. Every process a fault starts carries the environment
-variable ``CHAOSLAB_FAULT=<fault id>``: revert and check_clean find the fault's
-watchdog and stressors through ``/proc/*/environ`` from the fault id alone (they need no
-pid file), and process faults never select a process carrying that variable.
+runner and its connection vanish. Every process a fault starts is the leader of a
+session of its own (``setsid``) and carries ``CHAOSLAB_FAULT=<fault id>.<host>:``;
+revert and check_clean find the fault's sessions through ``/proc/*/environ`` from the
+fault id alone, plus the session ids recorded on the host and in the revert record
+(stress-ng overwrites its workers' environment when it renames them, so the session,
+which no worker leaves, is what gets killed). A recorded session is only ever killed
+while its leader still carries the mark, or once the leader is gone (Linux does not
+reuse a pid that is still some process's session id). Process faults never select a
+process carrying a chaoslab mark.
 
 Process faults never select: PID 1, the ssh session running the script (its session id
 and all its ancestors), or any chaoslab process (see above).
@@ -38,6 +43,7 @@ EXIT_UNSUPPORTED = 5
 ENV_MARK = "CHAOSLAB_FAULT"
 SESSION_MARK = "CHAOSLAB_SESSION"
 KILL_GRACE_S = 2  # `timeout -k`: SIGKILL this long after the TERM at the deadline
+TIMEOUT_STATUSES = (124, 137)  # what the host's `timeout` returns when it fired
 
 Selector = Literal["name", "pattern", "pid"]
 
@@ -47,16 +53,17 @@ def q(value: str) -> str:
     return shlex.quote(value)
 
 
-def wrap(script: str, timeout_s: float) -> str:
-    """The command line sent over ssh: the script under the host's ``timeout``.
+def wrap(timeout_s: float) -> str:
+    """The command line sent over ssh; the script itself follows on stdin.
 
-    ``sh -c`` makes the script independent of the user's login shell (bash, zsh, fish).
-    ``CHAOSLAB_SESSION`` marks every process of the session, so a process fault never
-    selects chaoslab's own scripts, including concurrent ones whose command line
-    contains the very pattern being matched.
+    The script goes over stdin, never on a command line, so no process of ours shows a
+    user's pattern in its argv (a concurrent ``pgrep -f`` could otherwise match it).
+    ``sh -s`` makes the script independent of the user's login shell (bash, zsh, fish);
+    the host's ``timeout`` bounds it. ``CHAOSLAB_SESSION`` marks every process of the
+    session, so a process fault never selects chaoslab's own scripts.
     """
     seconds = max(1, math.ceil(timeout_s))
-    return f"env {SESSION_MARK}=1 timeout -k {KILL_GRACE_S} {seconds} sh -c {q(script)}"
+    return f"env {SESSION_MARK}=1 timeout -k {KILL_GRACE_S} {seconds} sh -s"
 
 
 def argv_command(argv: Sequence[str]) -> str:
@@ -75,6 +82,16 @@ cl_fault_pids() {
     [ "$(cl_field "$p" 4)" = "$mysid" ] && continue
     printf '%s ' "$p"
   done
+}
+cl_our_session() {
+  [ "${1:-0}" -gt 1 ] && [ "$1" != "$mysid" ] || return 1
+  if [ -d "/proc/$1" ]; then grep -qsa -- "$mark" "/proc/$1/environ"; return $?; fi
+  [ -n "$(pgrep -s "$1")" ]
+}
+cl_sessions() {
+  { for s in "$@" $(cat "$dir/sessions" 2>/dev/null); do echo "$s"; done
+    for p in $(cl_fault_pids "$mark"); do cl_field "$p" 4; done; } | sort -u |
+  while read -r s; do cl_our_session "$s" && printf '%s ' "$s"; done
 }
 """
 
@@ -103,7 +120,7 @@ def _prelude(fault_id: str, state_dir: str) -> list[str]:
         f"fid={q(fault_id)}",
         f"base={q(state_dir)}",
         'dir="$base/$fid"',
-        f'mark="{ENV_MARK}=$fid"',
+        f'mark="{ENV_MARK}=$fid:"',  # ':' ends it: host h1 never matches host h10
         _HELPERS,
     ]
 
@@ -140,18 +157,20 @@ def _watchdog(lease_s: float, revert_body: str) -> list[str]:
     return [
         f'mkdir -p -- "$dir" || {{ echo "cannot create $dir" >&2; exit {EXIT_FAILED}; }}',
         f"wd={q(wd)}",
-        f'{ENV_MARK}="$fid" setsid nohup sh -c "$wd" </dev/null >/dev/null 2>&1 &',
-        'echo $! > "$dir/watchdog.pid"',
-        'echo "watchdog=$!"',
+        f'{ENV_MARK}="$fid:" setsid nohup sh -c "$wd" </dev/null >/dev/null 2>&1 &',
+        'echo $! >> "$dir/sessions"',
+        'echo "watchdog=$!"; echo "session=$!"',
     ]
 
 
-def _end_fault_processes() -> str:
+def _end_fault_processes(sessions: Iterable[int]) -> str:
     # Bounded passes: a stressor may fork a worker between our scan and our kill.
+    known = " ".join(str(int(s)) for s in sessions)
     return (
         "n=0\n"
-        'while [ $n -lt 5 ]; do left=$(cl_fault_pids "$mark"); [ -z "$left" ] && break; '
-        "kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done"
+        f'while [ $n -lt 5 ]; do ss=$(cl_sessions {known}); left=$(cl_fault_pids "$mark"); '
+        '[ -z "$ss$left" ] && break; for s in $ss; do pkill -KILL -s "$s"; done; '
+        "[ -n \"$left\" ] && kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done"
     )
 
 
@@ -228,13 +247,19 @@ def _rules_of(data: Mapping[str, object]) -> list[list[str]]:
     return [[str(x) for x in rule] for rule in rules]
 
 
-def revert_body(operation: str, fault_id: str, state_dir: str, data: Mapping[str, object]) -> str:
+def revert_body(
+    operation: str,
+    fault_id: str,
+    state_dir: str,
+    data: Mapping[str, object],
+    sessions: Iterable[int] = (),
+) -> str:
     """Undo the fault, end its processes, drop its state dir. Idempotent; exits 0."""
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
             *_undo(operation, data),
-            _end_fault_processes(),
+            _end_fault_processes(sessions),
             'rm -rf -- "$dir"',
             'rmdir -- "$base" 2>/dev/null',
             "exit 0",
@@ -308,12 +333,14 @@ def stress_script(
             f'runs at 100% load; install stress-ng on the host for partial load" >&2; exit {EXIT_UNSUPPORTED}; fi',
             *_watchdog(lease_s, body),
             'if [ "$use" = stress-ng ]; then',
-            f'  {ENV_MARK}="$fid" setsid nohup stress-ng --cpu "$workers" --cpu-load "$load" '
+            f'  {ENV_MARK}="$fid:" setsid nohup stress-ng --cpu "$workers" --cpu-load "$load" '
             '--timeout "${secs}s" </dev/null >/dev/null 2>&1 &',
+            '  echo $! >> "$dir/sessions"; echo "session=$!"',
             "else",
             '  i=0; while [ $i -lt "$workers" ]; do',
-            f'    {ENV_MARK}="$fid" setsid nohup timeout "$secs" sh -c "while :; do :; done" '
+            f'    {ENV_MARK}="$fid:" setsid nohup timeout "$secs" sh -c "while :; do :; done" '
             "</dev/null >/dev/null 2>&1 &",
+            '    echo $! >> "$dir/sessions"; echo "session=$!"',
             "    i=$((i+1)); done",
             "fi",
             'echo "backend=$use"; echo "workers=$workers"',
@@ -384,10 +411,14 @@ def check_script(
     data: Mapping[str, object],
     *,
     stopped_pids: Iterable[int] = (),
+    sessions: Iterable[int] = (),
 ) -> str:
     """Read-only: prints one ``residue=...`` line per thing of the fault still present."""
+    known = " ".join(str(int(s)) for s in sessions)
     lines = [
         *_prelude(fault_id, state_dir),
+        f"for s in $(cl_sessions {known}); do "
+        'echo "residue=session $s of this fault still has processes: $(pgrep -s "$s" | tr \'\\n\' \' \')"; done',
         'for p in $(cl_fault_pids "$mark"); do '
         'echo "residue=process $p ($(tr \'\\0\\n\' \'  \' < /proc/$p/cmdline 2>/dev/null | cut -c1-60)) '
         'of this fault still runs"; done',

@@ -1,0 +1,378 @@
+"""The host network driver: iptables drop/partition, tc netem latency/loss.
+
+Targets: ``host`` (or none) for this host's network namespace, ``netns:NAME`` for a
+named namespace (``ip netns``), ``lab:COMPONENT`` for the host with the component's
+port as the default ``port``.
+
+- ``drop``: DROP traffic of a port (``direction``: ``ingress`` = the local service on
+  that port is unreachable, ``egress`` = this host cannot reach that remote port,
+  ``both``), optionally only from/to ``peer``. IPv4 and IPv6 (unless ``peer`` fixes one).
+- ``partition``: DROP everything to and from ``peer``.
+- ``latency`` / ``loss``: a netem root qdisc on ``interface``. Support is detected by
+  trying netem in a throwaway namespace; a kernel without netem gives ``Unsupported``.
+
+Every iptables rule carries ``-m comment --comment chaoslab:<fault_id>``: revert and
+check_clean list the chains and act on exactly the lines with this fault's comment, so
+they work from any process and never touch anyone else's rules. A netem qdisc gets a
+handle derived from the fault id and is only removed if it is still ours. Leases are
+enforced by the detached watchdog.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from chaoslab import paths
+from chaoslab.drivers import _proc
+from chaoslab.drivers.base import (
+    CleanReport,
+    Driver,
+    DriverContext,
+    Kind,
+    Operation,
+    Param,
+    RevertRecord,
+    RevertResult,
+    parse_duration,
+)
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.errors import (
+    DriverError,
+    InvalidInput,
+    Problem,
+    TargetNotFound,
+    UnsafeTarget,
+    Unsupported,
+)
+
+COMMENT_PREFIX = "chaoslab:"
+NETNS_DIR = Path("/run/netns")
+_CMD_TIMEOUT_S = 10.0
+_CHAINS = ("INPUT", "OUTPUT", "FORWARD")
+_BINARIES = {4: "iptables", 6: "ip6tables"}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        name="drop",
+        kind=Kind.FAULT,
+        summary="Drop the traffic of a port (optionally only with one peer)",
+        params=(
+            Param(
+                name="port", type=int, help="port (default: a lab target's port)", minimum=1, maximum=65535
+            ),
+            Param(name="protocol", type=str, help="tcp or udp", default="tcp", choices=("tcp", "udp")),
+            Param(
+                name="direction",
+                type=str,
+                help="ingress, egress or both",
+                default="ingress",
+                choices=("ingress", "egress", "both"),
+            ),
+            Param(name="peer", type=str, help="only traffic with this IP or CIDR"),
+        ),
+    ),
+    Operation(
+        name="partition",
+        kind=Kind.FAULT,
+        summary="Drop all traffic to and from a peer",
+        params=(Param(name="peer", type=str, help="IP or CIDR to cut off", required=True),),
+    ),
+    Operation(
+        name="latency",
+        kind=Kind.FAULT,
+        summary="Delay packets on an interface (tc netem)",
+        params=(
+            Param(name="interface", type=str, help="network interface", required=True),
+            Param(name="delay", type=(str, int, float), help="e.g. 100ms", required=True, duration=True),
+            Param(name="jitter", type=(str, int, float), help="e.g. 10ms", duration=True),
+        ),
+    ),
+    Operation(
+        name="loss",
+        kind=Kind.FAULT,
+        summary="Drop a share of packets on an interface (tc netem)",
+        params=(
+            Param(name="interface", type=str, help="network interface", required=True),
+            Param(
+                name="percent", type=(int, float), help="loss in %", required=True, minimum=0.001, maximum=100
+            ),
+        ),
+    ),
+)
+
+
+def comment_for(fault_id: str) -> str:
+    return f"{COMMENT_PREFIX}{fault_id}"
+
+
+def netem_handle(fault_id: str) -> str:
+    """A qdisc major handle (hex, 1..ffff) derived from the fault id."""
+    return f"{int(fault_id[:8], 16) % 0xFFFE + 1:x}"
+
+
+def _ns_prefix(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def _run(netns: str | None, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [*_ns_prefix(netns), *argv],
+            capture_output=True,
+            text=True,
+            timeout=_CMD_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DriverError(f"{shlex.join(argv)}: {exc}", driver="net") from exc
+
+
+def netem_support() -> tuple[bool, str]:
+    """Try a netem qdisc in a throwaway namespace. Returns (supported, reason)."""
+    if shutil.which("tc") is None or shutil.which("ip") is None:
+        return False, "tc/ip (Debian: iproute2) are not installed"
+    ns = f"chaoslab-probe-{os.getpid()}-{secrets.token_hex(3)}"
+    made = _run(None, ["ip", "netns", "add", ns])
+    if made.returncode != 0:
+        return False, f"cannot create a namespace to probe netem: {made.stderr.strip()}"
+    try:
+        tried = _run(ns, ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
+    finally:
+        _run(None, ["ip", "netns", "del", ns])
+    if tried.returncode == 0:
+        return True, "netem works"
+    return False, (
+        f"this kernel has no netem qdisc (sch_netem): tc said {tried.stderr.strip()!r}; "
+        "use the proxy driver's latency toxic for per-service latency"
+    )
+
+
+def _netns(target: str | None) -> str | None:
+    if target and target.startswith("netns:"):
+        return target.partition(":")[2]
+    return None
+
+
+class NetDriver(Driver):
+    """iptables and tc netem faults on this host or a named network namespace."""
+
+    name = "net"
+    summary = "Drop or partition traffic (iptables), delay or lose packets (tc netem)"
+
+    def operations(self) -> Sequence[Operation]:
+        return OPERATIONS
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        problems: list[Problem] = []
+        kind, _, name = (target or "host").partition(":")
+        if kind not in ("host", "netns", "lab") or (kind != "host" and not name):
+            problems.append(
+                Problem(
+                    path="target",
+                    message=f"invalid network target {target!r}",
+                    hint="use host, netns:NAME or lab:COMPONENT",
+                )
+            )
+        if isinstance(args.get("peer"), str):
+            try:
+                ipaddress.ip_network(args["peer"], strict=False)
+            except ValueError as exc:
+                problems.append(Problem(path="peer", message=str(exc)))
+        if op.name == "drop" and "port" not in args and kind != "lab":
+            problems.append(Problem(path="port", message="drop needs a port (or a lab: target)"))
+        if op.name in ("latency", "loss") and kind == "lab":
+            problems.append(Problem(path="target", message=f"{op.name} targets host or netns:NAME"))
+        return problems
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        full = validated(self, op, args, target, Kind.FAULT)
+        lease = check_lease(lease_s)
+        netns = _netns(target)
+        if netns is not None and not (NETNS_DIR / netns).exists():
+            raise TargetNotFound(f"no network namespace {netns!r}", driver=self.name, target=target or "")
+        data: dict[str, Any] = {"netns": netns}
+        if op.name in ("drop", "partition"):
+            if shutil.which("iptables") is None:
+                raise Unsupported(
+                    "iptables is not installed (Debian: apt-get install iptables)", driver=self.name
+                )
+            if op.name == "drop" and "port" not in full:
+                full["port"] = _lab_port(target or "")
+            data["rules"] = _rules(op.name, full, host=netns is None)
+        else:
+            ok, reason = netem_support()
+            if not ok:
+                raise Unsupported(reason, driver=self.name, target=target or "host")
+            iface = str(full["interface"])
+            if _run(netns, ["ip", "link", "show", "dev", iface]).returncode != 0:
+                raise TargetNotFound(f"no interface {iface!r}", driver=self.name, target=target or "host")
+            data["interface"] = iface
+            data["netem"] = _netem_args(op.name, full)
+        return RevertRecord(
+            driver=self.name,
+            operation=op.name,
+            target=target or "host",
+            run_id=ctx.run_id,
+            args=dict(args),
+            data=data,
+            lease_s=lease,
+            lease_expires_at=time.time() + lease,
+        )
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        if ctx.dry:
+            return record.with_data(dry=True)
+        lease = float(record.lease_s or check_lease(None))
+        record = replace(record, lease_expires_at=time.time() + lease)
+        # The watchdog is armed before the first rule: the lease holds from the start.
+        record = record.with_data(watchdog=spawn_watchdog(ctx, record).to_dict())
+        netns = record.data.get("netns")
+        try:
+            if "rules" in record.data:
+                for rule in record.data["rules"]:
+                    argv = [_BINARIES[rule["family"]], "-w", "-I", rule["chain"], "1", *rule["spec"]]
+                    argv += ["-m", "comment", "--comment", comment_for(record.fault_id), "-j", "DROP"]
+                    _check(_run(netns, argv), argv)
+            else:
+                handle = netem_handle(record.fault_id)
+                argv = ["tc", "qdisc", "add", "dev", record.data["interface"], "root"]
+                argv += ["handle", f"{handle}:", "netem", *record.data["netem"]]
+                _check(_run(netns, argv), argv)
+        except DriverError:
+            self.revert(ctx, record)
+            raise
+        return record
+
+    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
+        netns = record.data.get("netns")
+        removed = 0
+        if not _ns_gone(netns):
+            if "rules" in record.data:
+                for _ in range(100):  # bounded: each pass deletes at least one rule or stops
+                    found = _our_rules(netns, record.fault_id)
+                    if not found:
+                        break
+                    for family, line in found:
+                        argv = [_BINARIES[family], "-w", *_delete_args(line)]
+                        if _run(netns, argv).returncode == 0:
+                            removed += 1
+            elif _our_qdisc(netns, record):
+                argv = ["tc", "qdisc", "del", "dev", record.data["interface"], "root"]
+                removed += _run(netns, argv).returncode == 0
+        _proc.kill_watchdogs(record.fault_id)
+        return RevertResult(reverted=True, detail=f"removed {removed} rule(s)/qdisc(s)")
+
+    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+        netns = record.data.get("netns")
+        residue: list[str] = []
+        if not _ns_gone(netns):
+            if "rules" in record.data:
+                residue += [f"{_BINARIES[f]}: {line}" for f, line in _our_rules(netns, record.fault_id)]
+            elif _our_qdisc(netns, record):
+                residue.append(f"netem qdisc {netem_handle(record.fault_id)}: on {record.data['interface']}")
+        residue += [f"watchdog pid {p.pid} still running" for p in _proc.watchdog_processes(record.fault_id)]
+        return CleanReport(clean=not residue, residue=tuple(residue))
+
+
+def _check(done: subprocess.CompletedProcess[str], argv: Sequence[str]) -> None:
+    if done.returncode != 0:
+        raise DriverError(f"{shlex.join(argv)} failed: {done.stderr.strip()}", driver="net")
+
+
+def _ns_gone(netns: str | None) -> bool:
+    """A deleted namespace took its rules with it: nothing to revert or find."""
+    return netns is not None and not (NETNS_DIR / netns).exists()
+
+
+def _lab_port(target: str) -> int:
+    from chaoslab.lab.state import LabState  # only lab targets need the lab
+
+    name = target.partition(":")[2]
+    port = LabState.load(paths.lab_dir()).component(name).port
+    if not port:
+        raise TargetNotFound(f"lab component {name!r} has no port", driver="net", target=target)
+    return int(port)
+
+
+def _rules(op: str, args: Mapping[str, Any], *, host: bool) -> list[dict[str, Any]]:
+    """The DROP rules of a fault, without the comment and target (added on insert)."""
+    peer = args.get("peer")
+    net = ipaddress.ip_network(peer, strict=False) if peer else None
+    if net is not None and net.prefixlen == 0 and host:
+        raise UnsafeTarget(f"peer {peer} would cut this host off from everything", driver="net")
+    families = [net.version] if net else [f for f in (4, 6) if shutil.which(_BINARIES[f])]
+    rules: list[dict[str, Any]] = []
+    for family in families:
+        src = ["-s", str(net)] if net else []
+        dst = ["-d", str(net)] if net else []
+        if op == "partition":
+            rules += [{"family": family, "chain": "INPUT", "spec": src}]
+            rules += [{"family": family, "chain": "OUTPUT", "spec": dst}]
+            continue
+        proto, port, direction = str(args["protocol"]), str(args["port"]), str(args["direction"])
+        p = ["-p", proto]
+        if direction in ("ingress", "both"):
+            rules += [{"family": family, "chain": "INPUT", "spec": [*p, "--dport", port, *src]}]
+            rules += [{"family": family, "chain": "OUTPUT", "spec": [*p, "--sport", port, *dst]}]
+        if direction in ("egress", "both"):
+            rules += [{"family": family, "chain": "OUTPUT", "spec": [*p, "--dport", port, *dst]}]
+            rules += [{"family": family, "chain": "INPUT", "spec": [*p, "--sport", port, *src]}]
+    return rules
+
+
+def _our_rules(netns: str | None, fault_id: str) -> list[tuple[int, str]]:
+    """Lines of ``iptables -S`` carrying exactly this fault's comment."""
+    wanted = comment_for(fault_id)
+    found = []
+    for family, binary in _BINARIES.items():
+        if shutil.which(binary) is None:
+            continue
+        listing = _run(netns, [binary, "-w", "-S"])
+        if listing.returncode != 0:
+            raise DriverError(f"{binary} -S failed: {listing.stderr.strip()}", driver="net")
+        for line in listing.stdout.splitlines():
+            words = shlex.split(line)
+            if any(a == "--comment" and b == wanted for a, b in zip(words, words[1:], strict=False)):
+                found.append((family, line))
+    return found
+
+
+def _delete_args(line: str) -> list[str]:
+    words = shlex.split(line)  # "-A CHAIN spec..." as printed by -S
+    if words[:1] != ["-A"] or len(words) < 2 or words[1] not in _CHAINS:
+        raise DriverError(f"unexpected iptables rule line: {line!r}", driver="net")
+    return ["-D", *words[1:]]
+
+
+def _our_qdisc(netns: str | None, record: RevertRecord) -> bool:
+    shown = _run(netns, ["tc", "qdisc", "show", "dev", str(record.data["interface"]), "root"])
+    return f"netem {netem_handle(record.fault_id)}:" in shown.stdout
+
+
+def _netem_args(op: str, args: Mapping[str, Any]) -> list[str]:
+    if op == "loss":
+        return ["loss", f"{float(args['percent']):g}%"]
+    delay_ms = parse_duration(args["delay"]) * 1000
+    if delay_ms <= 0:
+        raise InvalidInput([Problem(path="delay", message="delay must be positive")])
+    out = ["delay", f"{delay_ms:g}ms"]
+    if "jitter" in args:
+        out.append(f"{parse_duration(args['jitter']) * 1000:g}ms")
+    return out

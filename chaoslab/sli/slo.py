@@ -1,0 +1,534 @@
+"""SLOs: the experiment's ``slo:`` list, and their verdicts per window.
+
+The concise form (each entry a mapping; durations are strings with a unit)::
+
+    slo:
+      - {name: availability, sli: availability, objective: 0.99}          # good/total ≥ 0.99
+      - {name: p99, sli: latency, percentile: 99, threshold: 250ms}        # p99 ≤ 250 ms
+      - {name: fast, sli: latency, threshold: 100ms, objective: 0.95}      # ≥95% within 100 ms
+      - {name: errors, sli: error-rate, objective: 0.01}                   # errors/total ≤ 1%
+      - {name: heal, sli: time-to-recover, threshold: 10s, of: availability}
+
+Optional keys on every entry: ``windows`` (subset of ``[baseline, during, after]``, the
+windows where the objective must hold; default all three), ``confidence`` (default 0.95),
+``source`` (the SLI source's name; default ``load``). ``time-to-recover`` also takes
+``from: start | revert`` (default ``start``: measured from the first fault's injection;
+``revert``: from the last revert) and ``stable`` (default ``3s``: how long the ``of``
+objective must hold again to count as recovered).
+
+Windows passed to ``judge`` are ``{"baseline": (t0, t1), "during": (t0, t1), "after":
+(t0, t1)}`` in Unix time; "during" runs from the first injection to the last revert.
+
+Time to recover is read from the per-second series: each complete second is judged on
+its point estimate against the ``of`` objective. TTR = end of the last failing second
+after the event, minus the event time (0 if no second failed). It fails when that is
+above the threshold, passes when it is within and at least ``stable`` good seconds
+follow, and is inconclusive otherwise (the run ended too soon to tell).
+
+The run's verdict (``overall``): a baseline that did not pass makes the run inconclusive
+(the steady state was never shown to hold); otherwise any fail is a deviation; otherwise
+any inconclusive window makes the run inconclusive; otherwise it passed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from chaoslab.drivers.base import parse_duration
+from chaoslab.engine.verdict import Verdict
+from chaoslab.errors import Problem, SLIError
+from chaoslab.sli.base import HistogramLatencies, SecondStats, SLISource
+from chaoslab.sli.stats import Judgement, Outcome, judge_quantile, judge_ratio
+
+WINDOWS = ("baseline", "during", "after")
+DEFAULT_CONFIDENCE = 0.95
+
+
+class SLIKind(StrEnum):
+    AVAILABILITY = "availability"
+    LATENCY = "latency"
+    ERROR_RATE = "error-rate"
+    TIME_TO_RECOVER = "time-to-recover"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SLO:
+    """One objective. Exactly the fields its kind needs are set (``parse_slos`` ensures it)."""
+
+    name: str
+    sli: SLIKind
+    objective: float | None = None  # a ratio in (0, 1)
+    threshold_s: float | None = None  # latency threshold, or the TTR limit
+    percentile: float | None = None  # 0 < p < 100, for "pXX ≤ T"
+    of: str | None = None  # TTR: name of the objective that must hold again
+    from_event: str = "start"  # TTR: "start" | "revert"
+    stable_s: float = 3.0  # TTR
+    windows: tuple[str, ...] = WINDOWS
+    confidence: float = DEFAULT_CONFIDENCE
+    source: str = "load"
+
+    def describe(self) -> str:
+        if self.sli is SLIKind.AVAILABILITY:
+            return f"availability ≥ {self.objective:g}"
+        if self.sli is SLIKind.ERROR_RATE:
+            return f"error rate ≤ {self.objective:g}"
+        if self.sli is SLIKind.LATENCY:
+            ms = f"{(self.threshold_s or 0) * 1000:g}ms"
+            if self.percentile is not None:
+                return f"p{self.percentile:g} ≤ {ms}"
+            return f"fraction ≤ {ms} is ≥ {self.objective:g}"
+        return f"time to recover {self.of} ≤ {self.threshold_s:g}s (from {self.from_event})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SLOResult:
+    """One objective judged in one window. All fields JSON-able (see ``to_dict``)."""
+
+    window: str
+    objective: str
+    verdict: str  # pass | fail | inconclusive
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    samples: int
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Also the keyword arguments of ``chaoslab.engine.events.SLOEvaluated``."""
+        return {
+            "window": self.window,
+            "objective": self.objective,
+            "verdict": self.verdict,
+            "estimate": _finite(self.estimate),
+            "lower": _finite(self.lower),
+            "upper": _finite(self.upper),
+            "samples": self.samples,
+            "detail": dict(self.detail),
+        }
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or math.isinf(x) or math.isnan(x) else x
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_COMMON = {"name", "sli", "windows", "confidence", "source"}
+_KEYS = {
+    SLIKind.AVAILABILITY: _COMMON | {"objective"},
+    SLIKind.ERROR_RATE: _COMMON | {"objective"},
+    SLIKind.LATENCY: _COMMON | {"objective", "threshold", "percentile"},
+    SLIKind.TIME_TO_RECOVER: _COMMON | {"threshold", "of", "from", "stable"},
+}
+
+
+def parse_slos(raw: Any, path: str = "slo") -> tuple[SLO, ...] | list[Problem]:
+    """Validate the ``slo:`` list; return frozen SLOs, or every problem with its field path."""
+    if not isinstance(raw, list):
+        return [Problem(path=path, message="expected a list of objectives")]
+    problems: list[Problem] = []
+    slos: list[SLO] = []
+    for i, entry in enumerate(raw):
+        result = _parse_one(entry, f"{path}[{i}]")
+        if isinstance(result, list):
+            problems += result
+        else:
+            slos.append(result)
+    names = [s.name for s in slos]
+    for i, s in enumerate(slos):
+        if names.count(s.name) > 1 and names.index(s.name) != i:
+            problems.append(Problem(path=f"{path}[{i}].name", message=f"duplicate objective name {s.name!r}"))
+    by_name = {s.name: s for s in slos}
+    for i, slo in enumerate(slos if not problems else []):
+        if slo.sli is SLIKind.TIME_TO_RECOVER:
+            target = by_name.get(slo.of or "")
+            if target is None:
+                problems.append(
+                    Problem(
+                        path=f"{path}[{i}].of",
+                        message=f"no objective named {slo.of!r}",
+                        hint=f"one of: {', '.join(n for n in names if n != slo.name) or 'none'}",
+                    )
+                )
+            elif target.sli is SLIKind.TIME_TO_RECOVER:
+                problems.append(
+                    Problem(
+                        path=f"{path}[{i}].of", message="must name an objective that is not time-to-recover"
+                    )
+                )
+    return problems if problems else tuple(slos)
+
+
+def _parse_one(entry: Any, path: str) -> SLO | list[Problem]:
+    if not isinstance(entry, Mapping):
+        return [
+            Problem(
+                path=path, message="expected a mapping like {name: ..., sli: availability, objective: 0.99}"
+            )
+        ]
+    problems: list[Problem] = []
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(
+            Problem(path=f"{path}.name", message="every objective needs a name (a non-empty string)")
+        )
+    try:
+        sli = SLIKind(str(entry.get("sli")))
+    except ValueError:
+        return problems + [
+            Problem(
+                path=f"{path}.sli",
+                message=f"unknown sli {entry.get('sli')!r}",
+                hint=f"one of: {', '.join(k.value for k in SLIKind)}",
+            )
+        ]
+    for key in entry:
+        if key not in _KEYS[sli]:
+            problems.append(
+                Problem(
+                    path=f"{path}.{key}",
+                    message=f"{key!r} does not apply to a {sli.value} objective",
+                    hint=f"allowed: {', '.join(sorted(_KEYS[sli]))}",
+                )
+            )
+    kw: dict[str, Any] = {}
+    if "objective" in entry:
+        obj = entry["objective"]
+        if isinstance(obj, bool) or not isinstance(obj, int | float) or not 0 < obj < 1:
+            problems.append(
+                Problem(
+                    path=f"{path}.objective",
+                    message=f"expected a ratio strictly between 0 and 1, got {obj!r}",
+                    hint="write 0.99 for 99%",
+                )
+            )
+        else:
+            kw["objective"] = float(obj)
+    elif sli in (SLIKind.AVAILABILITY, SLIKind.ERROR_RATE):
+        problems.append(
+            Problem(path=f"{path}.objective", message=f"a {sli.value} objective needs 'objective'")
+        )
+    for key, attr in (("threshold", "threshold_s"), ("stable", "stable_s")):
+        if key in entry:
+            value = entry[key]
+            if not isinstance(value, str):
+                problems.append(
+                    Problem(
+                        path=f"{path}.{key}",
+                        message=f"give {key} with a unit, got {value!r}",
+                        hint="e.g. 250ms or 10s",
+                    )
+                )
+                continue
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                problems.append(Problem(path=f"{path}.{key}", message=str(exc)))
+                continue
+            if seconds <= 0:
+                problems.append(Problem(path=f"{path}.{key}", message="must be positive"))
+            else:
+                kw[attr] = seconds
+    if sli in (SLIKind.LATENCY, SLIKind.TIME_TO_RECOVER) and "threshold" not in entry:
+        problems.append(
+            Problem(path=f"{path}.threshold", message=f"a {sli.value} objective needs 'threshold'")
+        )
+    if sli is SLIKind.LATENCY:
+        if "percentile" in entry:
+            pct = entry["percentile"]
+            if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 < pct < 100:
+                problems.append(
+                    Problem(
+                        path=f"{path}.percentile",
+                        message=f"expected a number in (0, 100), got {pct!r}",
+                        hint="99 for p99",
+                    )
+                )
+            else:
+                kw["percentile"] = float(pct)
+            if "objective" in entry:
+                problems.append(
+                    Problem(
+                        path=f"{path}.objective",
+                        message="give either 'percentile' (pXX ≤ threshold) or 'objective' "
+                        "(fraction within threshold), not both",
+                    )
+                )
+        elif "objective" not in entry:
+            problems.append(
+                Problem(
+                    path=f"{path}.percentile",
+                    message="a latency objective needs 'percentile' or 'objective'",
+                    hint="percentile: 99, or objective: 0.95",
+                )
+            )
+    if sli is SLIKind.TIME_TO_RECOVER:
+        of = entry.get("of")
+        if not isinstance(of, str):
+            problems.append(
+                Problem(
+                    path=f"{path}.of",
+                    message="name the objective that must hold again, e.g. of: availability",
+                )
+            )
+        kw["of"] = of
+        frm = entry.get("from", "start")
+        if frm not in ("start", "revert"):
+            problems.append(Problem(path=f"{path}.from", message=f"expected start or revert, got {frm!r}"))
+        kw["from_event"] = frm
+    if "windows" in entry:
+        wins = entry["windows"]
+        if not isinstance(wins, list) or not wins or any(w not in WINDOWS for w in wins):
+            problems.append(
+                Problem(
+                    path=f"{path}.windows",
+                    message=f"expected a non-empty list from {list(WINDOWS)}, got {wins!r}",
+                )
+            )
+        else:
+            kw["windows"] = tuple(w for w in WINDOWS if w in wins)
+    if "confidence" in entry:
+        conf = entry["confidence"]
+        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.5 <= conf < 1:
+            problems.append(
+                Problem(path=f"{path}.confidence", message=f"expected a number in [0.5, 1), got {conf!r}")
+            )
+        else:
+            kw["confidence"] = float(conf)
+    if "source" in entry:
+        if not isinstance(entry["source"], str):
+            problems.append(Problem(path=f"{path}.source", message="expected the name of an SLI source"))
+        else:
+            kw["source"] = entry["source"]
+    if problems:
+        return problems
+    return SLO(name=str(name), sli=sli, **kw)
+
+
+# --- judging -----------------------------------------------------------------------------------
+
+
+def judge_window(slo: SLO, source: SLISource, t0: float, t1: float) -> Judgement:
+    """One ratio or latency objective over ``[t0, t1)``."""
+    if slo.sli in (SLIKind.AVAILABILITY, SLIKind.ERROR_RATE):
+        c = source.counts(t0, t1)
+        assert slo.objective is not None
+        if slo.sli is SLIKind.AVAILABILITY:
+            return judge_ratio(
+                c.good, c.total, objective=slo.objective, at_least=True, confidence=slo.confidence
+            )
+        return judge_ratio(
+            c.errors, c.total, objective=slo.objective, at_least=False, confidence=slo.confidence
+        )
+    if slo.sli is SLIKind.LATENCY:
+        view = source.latencies(t0, t1)
+        if view is None:
+            raise SLIError(f"SLI source {source.name!r} has no latencies for objective {slo.name!r}")
+        assert slo.threshold_s is not None
+        within = view.count_le(slo.threshold_s)
+        if slo.percentile is not None:
+            j = judge_quantile(
+                n=view.n,
+                above=view.n - within,
+                quantile=slo.percentile / 100.0,
+                threshold=slo.threshold_s,
+                confidence=slo.confidence,
+                rank_value=view.value_at_rank,
+            )
+            # Report latencies in milliseconds, the unit people read.
+            scale = 1000.0
+            return Judgement(
+                outcome=j.outcome,
+                estimate=None if j.estimate is None else j.estimate * scale,
+                lower=None if j.lower is None else j.lower * scale,
+                upper=None if j.upper is None else j.upper * scale,
+                n=j.n,
+                detail={
+                    **j.detail,
+                    "unit": "ms",
+                    "threshold_ms": slo.threshold_s * scale,
+                    "exact": view.exact,
+                },
+            )
+        assert slo.objective is not None
+        j = judge_ratio(within, view.n, objective=slo.objective, at_least=True, confidence=slo.confidence)
+        return Judgement(
+            outcome=j.outcome,
+            estimate=j.estimate,
+            lower=j.lower,
+            upper=j.upper,
+            n=j.n,
+            detail={**j.detail, "threshold_ms": slo.threshold_s * 1000.0, "exact": view.exact},
+        )
+    raise ValueError(f"{slo.sli} is not judged per window")
+
+
+def second_holds(slo: SLO, row: SecondStats) -> bool:
+    """Does one second's point estimate meet ``slo`` (used for time to recover)?"""
+    if row.n == 0:
+        return False
+    if slo.sli is SLIKind.AVAILABILITY:
+        return row.good / row.n >= (slo.objective or 0.0)
+    if slo.sli is SLIKind.ERROR_RATE:
+        return row.errors / row.n <= (slo.objective or 0.0)
+    if slo.sli is SLIKind.LATENCY:
+        assert slo.threshold_s is not None
+        view = HistogramLatencies(row.hist, failures=row.n - row.good)
+        within = view.count_le(slo.threshold_s)
+        if slo.percentile is not None:
+            return within >= math.ceil(slo.percentile / 100.0 * row.n)
+        return within / row.n >= (slo.objective or 0.0)
+    raise ValueError("time-to-recover cannot be nested")
+
+
+def judge_ttr(
+    slo: SLO, target: SLO, source: SLISource, windows: Mapping[str, tuple[float, float]]
+) -> SLOResult:
+    assert slo.threshold_s is not None
+    window_name = "during" if slo.from_event == "start" else "after"
+    if "during" not in windows:
+        return SLOResult(
+            window=window_name,
+            objective=slo.name,
+            verdict=Outcome.INCONCLUSIVE.value,
+            estimate=None,
+            lower=None,
+            upper=None,
+            samples=0,
+            detail={"reason": "no fault window"},
+        )
+    event = windows["during"][0] if slo.from_event == "start" else windows["during"][1]
+    end = max(t1 for _, t1 in windows.values())
+    rows = [r for r in source.series(math.floor(event) - 1, end) if r.complete and r.n and r.t + 1 > event]
+    rows = [r for r in rows if r.t + 1 <= end]
+    failing = [r for r in rows if not second_holds(target, r)]
+    ttr = max(0.0, failing[-1].t + 1 - event) if failing else 0.0
+    good_after = [r for r in rows if not failing or r.t > failing[-1].t]
+    stable_needed = max(1, math.ceil(slo.stable_s))
+    observed = (rows[-1].t + 1 - event) if rows else 0.0
+    if ttr > slo.threshold_s:
+        verdict, reason = Outcome.FAIL, "still failing after the threshold"
+    elif len(good_after) >= stable_needed:
+        verdict, reason = Outcome.PASS, "recovered" if failing else "never degraded"
+    else:
+        verdict, reason = Outcome.INCONCLUSIVE, "the run ended before recovery could be confirmed"
+    return SLOResult(
+        window=window_name,
+        objective=slo.name,
+        verdict=verdict.value,
+        estimate=ttr if verdict is not Outcome.INCONCLUSIVE else None,
+        lower=None,
+        upper=None,
+        samples=sum(r.n for r in rows),
+        detail={
+            "unit": "s",
+            "of": target.name,
+            "from": slo.from_event,
+            "event_at": event,
+            "threshold_s": slo.threshold_s,
+            "failing_seconds": len(failing),
+            "stable_seconds": len(good_after),
+            "observed_s": observed,
+            "reason": reason,
+            "method": "per-second point estimates",
+        },
+    )
+
+
+def judge(
+    slos: Sequence[SLO],
+    sources: SLISource | Mapping[str, SLISource],
+    windows: Mapping[str, tuple[float, float]],
+) -> list[SLOResult]:
+    """Judge every objective in every window it names that ``windows`` provides.
+
+    ``sources`` maps source names to sources; a single source serves every objective.
+    """
+    by_name = {s.name: s for s in slos}
+    results: list[SLOResult] = []
+    for slo in slos:
+        source = _source(sources, slo)
+        if slo.sli is SLIKind.TIME_TO_RECOVER:
+            target = by_name[slo.of or ""]
+            results.append(judge_ttr(slo, target, _source(sources, target), windows))
+            continue
+        for window in slo.windows:
+            if window not in windows:
+                continue
+            t0, t1 = windows[window]
+            j = judge_window(slo, source, t0, t1)
+            results.append(
+                SLOResult(
+                    window=window,
+                    objective=slo.name,
+                    verdict=j.outcome.value,
+                    estimate=j.estimate,
+                    lower=j.lower,
+                    upper=j.upper,
+                    samples=j.n,
+                    detail={**j.detail, "slo": slo.describe(), "t0": t0, "t1": t1},
+                )
+            )
+    return results
+
+
+def _source(sources: SLISource | Mapping[str, SLISource], slo: SLO) -> SLISource:
+    if isinstance(sources, SLISource):
+        return sources
+    if slo.source not in sources:
+        raise SLIError(f"objective {slo.name!r} needs SLI source {slo.source!r}; have {sorted(sources)}")
+    return sources[slo.source]
+
+
+def overall(results: Sequence[SLOResult]) -> tuple[Verdict, str]:
+    """The run's verdict from its SLO results, with a one-line reason."""
+    if not results:
+        return Verdict.INCONCLUSIVE, "no objective was judged"
+    base_bad = [r for r in results if r.window == "baseline" and r.verdict != Outcome.PASS]
+    if base_bad:
+        names = ", ".join(f"{r.objective} ({r.verdict})" for r in base_bad)
+        return Verdict.INCONCLUSIVE, f"the baseline did not hold: {names}"
+    failed = [r for r in results if r.verdict == Outcome.FAIL]
+    if failed:
+        return Verdict.DEVIATED, "failed: " + ", ".join(f"{r.objective} in {r.window}" for r in failed)
+    unsure = [r for r in results if r.verdict == Outcome.INCONCLUSIVE]
+    if unsure:
+        return Verdict.INCONCLUSIVE, "inconclusive: " + ", ".join(
+            f"{r.objective} in {r.window}" for r in unsure
+        )
+    return Verdict.PASSED, "every objective held"
+
+
+def format_results(results: Sequence[SLOResult]) -> str:
+    """A plain-text table of results (the console may render its own)."""
+    rows = [("WINDOW", "OBJECTIVE", "VERDICT", "ESTIMATE", "BOUNDS", "N")]
+    for r in results:
+        unit = str(r.detail.get("unit", ""))
+        rows.append(
+            (
+                r.window,
+                r.objective,
+                r.verdict.upper() if r.verdict != "pass" else "pass",
+                _fmt(r.estimate, unit),
+                f"[{_fmt(r.lower, unit)}, {_fmt(r.upper, unit)}]"
+                if r.lower is not None or r.upper is not None
+                else "-",
+                str(r.samples),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _fmt(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    if unit == "ms":
+        return f"{x:.1f}ms"
+    if unit == "s":
+        return f"{x:.1f}s"
+    return f"{x:.4f}"

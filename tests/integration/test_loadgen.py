@@ -1,0 +1,120 @@
+"""The load generator against a real lab replica: rate, latency from the schedule, bounds."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chaoslab.lab.httpcore import ErrorKind
+from chaoslab.lab.supervisor import free_port, wait_port
+from chaoslab.sli.base import ExactLatencies
+from chaoslab.sli.ctk import slo_check
+from chaoslab.sli.loadgen import LoadGenerator
+from chaoslab.sli.series_file import SeriesFileSource
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaoslab.lab.replica", "--name", "replica-t", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_port(port, time.monotonic() + 10, proc), "replica did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_rate_is_achieved_and_every_request_recorded(replica: str) -> None:
+    gen = LoadGenerator(url=replica + "/", rate=500, max_duration_s=2.0, timeout_s=2.0)
+    gen.start()
+    assert gen.wait(10)
+    gen.stop()
+    assert len(gen.code) == 1000  # exactly rate × duration: open loop, bounded in time
+    assert set(gen.code) == {200}
+    sched = sorted(gen.sched)
+    gaps = [b - a for a, b in zip(sched, sched[1:], strict=False)]
+    assert sum(gaps) / len(gaps) == pytest.approx(1 / 500, rel=1e-6)
+    assert all(0 < lat < 0.5 for lat in gen.latency)
+    c = gen.counts(gen.epoch, gen.epoch + 10)
+    assert (c.total, c.good, c.errors) == (1000, 1000, 0)
+    assert len(gen.series()) == 2 and all(r.n == 500 for r in gen.series())
+
+
+def test_latency_counts_from_the_schedule(replica: str) -> None:
+    # /work?ms=100 on one single-threaded replica at 20 req/s: requests queue behind each
+    # other. Measured from the scheduled time, the 20th request waits about a second;
+    # a closed-loop tool would report ~100 ms for every request (coordinated omission).
+    gen = LoadGenerator(url=replica + "/work?ms=100", rate=20, max_duration_s=1.0, timeout_s=5.0)
+    gen.start()
+    assert gen.wait(15)
+    assert len(gen.code) == 20 and set(gen.code) == {200}
+    latencies = list(gen.latency)
+    # The replica works 20 × 100 ms = 2 s; the last answer comes ≥ 2 s after the start.
+    assert max(s + lat for s, lat in zip(gen.sched, gen.latency, strict=True)) >= 1.95
+    assert max(latencies) > 0.9
+    assert sum(latencies) / len(latencies) > 0.3
+
+
+def test_bounded_by_count(replica: str) -> None:
+    gen = LoadGenerator(url=replica + "/", rate=1000, max_requests=50, max_duration_s=60)
+    start = time.monotonic()
+    gen.start()
+    assert gen.wait(5)
+    assert len(gen.code) == 50
+    assert time.monotonic() - start < 2.0
+
+
+def test_stop_ends_early(replica: str) -> None:
+    gen = LoadGenerator(url=replica + "/", rate=200, max_duration_s=60)
+    gen.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    gen.stop()
+    assert time.monotonic() - start < 1.0
+    assert not gen.running
+    assert 50 <= len(gen.code) <= 150
+
+
+def test_connect_errors_and_timeouts_are_outcomes(replica: str) -> None:
+    closed = free_port()
+    gen = LoadGenerator(url=f"http://127.0.0.1:{closed}/", rate=100, max_duration_s=0.5)
+    gen.start()
+    assert gen.wait(5)
+    assert len(gen.code) == 50 and set(gen.code) == {int(ErrorKind.CONNECT)}
+    assert gen.counts(0, math.inf).errors == 50
+
+    slow = LoadGenerator(url=replica + "/work?ms=300", rate=10, max_duration_s=0.3, timeout_s=0.1)
+    slow.start()
+    assert slow.wait(10)
+    assert int(ErrorKind.TIMEOUT) in set(slow.code)
+    timed_out = [slow.latency[i] for i in range(len(slow.code)) if slow.code[i] == ErrorKind.TIMEOUT]
+    assert all(0.1 <= lat < 0.3 for lat in timed_out)
+    assert slow.outcome_counts().get("timeout", 0) == len(timed_out)
+
+
+def test_series_file_percentiles_and_ctk_check(replica: str, tmp_path: Path) -> None:
+    path = tmp_path / "series.ndjson"
+    gen = LoadGenerator(url=replica + "/", rate=400, max_duration_s=3.0, series_path=path)
+    gen.start()
+    assert gen.wait(10)
+    rows = SeriesFileSource(path).series()
+    assert [r.n for r in rows] == [400, 400, 400]
+    exact = ExactLatencies(gen.latency)
+    reported = SeriesFileSource(path).latencies(0, math.inf)
+    for q in (0.5, 0.99):
+        rank = math.ceil(q * exact.n)
+        # Log buckets of 1%: the reported value is within half a bucket of the exact one.
+        assert reported.value_at_rank(rank) == pytest.approx(exact.value_at_rank(rank), rel=0.006)
+    result = slo_check({"sli": "availability", "objective": 0.99}, last="2s", series_file=str(path))
+    assert result["verdict"] == "pass" and result["samples"] == 800

@@ -1,0 +1,207 @@
+"""The ``proxy`` driver against a real proxy server: every fault observable, reverted,
+checked clean; revert idempotent and from another process; a SIGKILLed runner's fault
+ended by the server's lease; lab targets; bad input refused before any change."""
+
+# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
+# test parameters by name; that is how pytest shares them)
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
+    ProxyRef,
+    connect,
+    echo_port,
+    median_rtt,
+    proxy,
+    proxy_api,
+    wait_until,
+)
+
+from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
+from chaoslab.drivers.proxy.driver import ProxyDriver
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.errors import DriverError, TargetNotFound
+from chaoslab.lab.state import write_state
+from chaoslab.paths import lab_dir
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> DriverContext:
+    return DriverContext(run_id="test-run", state_dir=tmp_path)
+
+
+def inject(ctx: DriverContext, op: str, args: dict[str, Any], target: str, lease: float = 30):
+    driver = ProxyDriver()
+    operation = driver.operation(op)
+    assert operation is not None
+    assert check_args(operation, args) == []
+    assert driver.validate(operation, args, target) == []
+    record = driver.prepare(ctx, operation, args, target, lease)
+    return driver, driver.inject(ctx, record)
+
+
+FAULTS = [
+    ("latency", {"latency": "50ms", "jitter": "5ms"}, {"latency": 50, "jitter": 5}),
+    ("bandwidth", {"rate": 100}, {"rate": 100}),
+    ("timeout", {"timeout": "2s"}, {"timeout": 2000}),
+    ("reset_peer", {"timeout": 0.5}, {"timeout": 500}),
+    (
+        "slicer",
+        {"average_size": 64, "size_variation": 8, "delay_us": 100},
+        {"average_size": 64, "size_variation": 8, "delay": 100},
+    ),
+    ("slow_close", {"delay": "1s", "stream": "upstream"}, {"delay": 1000}),
+    ("limit_data", {"bytes": 4096, "toxicity": 0.5}, {"bytes": 4096}),
+]
+
+
+@pytest.mark.parametrize(("op", "args", "attributes"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_fault_inject_revert_check_clean(
+    ctx: DriverContext, proxy: ProxyRef, op: str, args: dict[str, Any], attributes: dict[str, int]
+) -> None:
+    driver, record = inject(ctx, op, args, proxy.target)
+    name = record.data["toxic"]["name"]
+    assert name == f"chaoslab-{record.fault_id}"
+    [toxic] = proxy.toxics()
+    assert toxic["name"] == name and toxic["type"] == op and toxic["attributes"] == attributes
+    assert toxic["stream"] == args.get("stream", "downstream")
+    assert toxic["toxicity"] == args.get("toxicity", 1.0) and toxic["lease_s"] == 30
+    assert record.lease_expires_at is not None and record.lease_expires_at > time.time() + 25
+    report = driver.check_clean(ctx, record)
+    assert not report.clean and name in report.residue[0]
+
+    assert driver.revert(ctx, record).reverted
+    assert proxy.toxics() == []
+    assert driver.check_clean(ctx, record).clean
+    again = driver.revert(ctx, record)  # idempotent
+    assert again.reverted and again.detail == "already clean"
+
+
+def test_latency_fault_is_observable_and_probe_lists_it(ctx: DriverContext, proxy: ProxyRef) -> None:
+    base = median_rtt(proxy.port, n=3)
+    driver, record = inject(ctx, "latency", {"latency": "80ms"}, proxy.target)
+    assert 0.078 <= median_rtt(proxy.port, n=3) - base <= 0.09
+    op = driver.operation("toxics")
+    assert op is not None
+    listed = driver.probe(ctx, op, {}, proxy.target)
+    assert [t["name"] for t in listed] == [record.data["toxic"]["name"]]
+    driver.revert(ctx, record)
+    assert median_rtt(proxy.port, n=3) < 0.03
+
+
+def test_down_fault_refuses_connections_until_reverted(ctx: DriverContext, proxy: ProxyRef) -> None:
+    driver, record = inject(ctx, "down", {}, proxy.target)
+    with pytest.raises(ConnectionRefusedError):
+        connect(proxy.port).close()
+    report = driver.check_clean(ctx, record)
+    assert not report.clean and "disabled" in report.residue[0]
+    assert driver.revert(ctx, record).reverted
+    assert driver.revert(ctx, record).reverted
+    assert driver.check_clean(ctx, record).clean
+    assert median_rtt(proxy.port, n=2) < 0.05
+
+
+def test_revert_from_a_new_process_with_only_the_record(ctx: DriverContext, proxy: ProxyRef) -> None:
+    _, record = inject(ctx, "latency", {"latency": "100ms"}, proxy.target)
+    code = (
+        "import json, sys, pathlib\n"
+        "from chaoslab.drivers.base import DriverContext, RevertRecord\n"
+        "from chaoslab.drivers.proxy.driver import ProxyDriver\n"
+        "r = RevertRecord.from_dict(json.loads(sys.argv[1]))\n"
+        "c = DriverContext(run_id='other', state_dir=pathlib.Path('.'))\n"
+        "print(ProxyDriver().revert(c, r).reverted, ProxyDriver().check_clean(c, r).clean)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, record.to_json()], capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.split() == ["True", "True"], out.stderr
+    assert proxy.toxics() == []
+
+
+@pytest.mark.parametrize("op", ["latency", "down"])
+def test_sigkilled_runner_fault_ends_with_the_lease(ctx: DriverContext, proxy: ProxyRef, op: str) -> None:
+    """The runner injects with a 1 s lease and is SIGKILLed: the server alone cleans up."""
+    args = {"latency": "300ms"} if op == "latency" else {}
+    code = (
+        "import json, sys, time, pathlib\n"
+        "from chaoslab.drivers.base import DriverContext\n"
+        "from chaoslab.drivers.proxy.driver import ProxyDriver\n"
+        "d = ProxyDriver(); c = DriverContext(run_id='doomed', state_dir=pathlib.Path('.'))\n"
+        f"op = d.operation({op!r})\n"
+        f"r = d.inject(c, d.prepare(c, op, {args!r}, sys.argv[1], 1.0))\n"
+        "print(r.to_json(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", code, proxy.target], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    try:
+        record = RevertRecord.from_dict(json.loads(runner.stdout.readline()))
+        injected_at = time.monotonic()
+        os.kill(runner.pid, signal.SIGKILL)
+    finally:
+        runner.wait(timeout=10)
+        runner.stdout.close()
+    driver = ProxyDriver()
+    assert not driver.check_clean(ctx, record).clean
+    assert wait_until(lambda: driver.check_clean(ctx, record).clean, timeout=2.0)
+    assert time.monotonic() - injected_at <= 2.0  # within lease + 1 s
+    assert median_rtt(proxy.port, n=2) < 0.05
+
+
+def test_lab_target_resolves_through_the_lab_state(ctx: DriverContext, proxy: ProxyRef) -> None:
+    api_port = int(proxy.api.rsplit(":", 1)[1])
+    write_state(
+        lab_dir(),
+        {
+            "proxy": {"pid": 1, "api_port": api_port},
+            "components": {
+                "replica-1": {"kind": "replica", "pid": 2, "port": 1, "proxy": proxy.name},
+                "lb": {"kind": "lb", "pid": 3, "port": 2},
+            },
+        },
+    )
+    driver, record = inject(ctx, "latency", {"latency": "10ms"}, "lab:replica-1")
+    assert record.data["proxy"] == proxy.name
+    assert [t["name"] for t in proxy.toxics()] == [record.data["toxic"]["name"]]
+    driver.revert(ctx, record)
+    assert driver.check_clean(ctx, record).clean
+    op = driver.operation("latency")
+    assert op is not None
+    for bad in ("lab:lb", "lab:replica-9"):
+        with pytest.raises(TargetNotFound):
+            driver.prepare(ctx, op, {"latency": "10ms"}, bad, 10)
+
+
+def test_bad_input_is_refused_before_anything_changes(ctx: DriverContext, proxy: ProxyRef) -> None:
+    driver = ProxyDriver()
+    op = driver.operation("latency")
+    assert op is not None
+    assert check_args(op, {}) != []  # latency is required
+    assert check_args(op, {"latency": "fast"}) != []
+    assert check_args(op, {"latency": "10ms", "toxicity": 2}) != []
+    assert check_args(op, {"latency": "10ms", "stream": "sideways"}) != []
+    assert driver.validate(op, {"latency": "2m"}, proxy.target) != []
+    assert driver.validate(op, {"latency": "1s"}, "pid:1") != []
+    assert driver.validate(op, {"latency": "1s"}, "proxy:x@10.0.0.1:8474") != []
+    with pytest.raises(TargetNotFound):
+        driver.prepare(ctx, op, {"latency": "10ms"}, f"proxy:nope@{proxy.target.split('@')[1]}", 5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # bound, not listening: connection refused
+        with pytest.raises(DriverError):
+            driver.prepare(ctx, op, {"latency": "10ms"}, f"proxy:x@127.0.0.1:{dead}", 5)
+    assert proxy.toxics() == []
+
+
+def test_registered_as_entry_point() -> None:
+    assert isinstance(DriverRegistry().get("proxy"), ProxyDriver)

@@ -1,0 +1,714 @@
+"""The ssh driver against real OpenSSH servers on 127.0.0.1 (see ``sshfleet``).
+
+The "fleet" is this machine, so every fault targets only what the test itself started:
+sleep processes with a unique name or command line, iptables rules inside a network
+namespace the test creates, stressors that carry the fault's own mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chaoslab.drivers.base import DriverContext, RevertRecord
+from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, Unsupported
+from chaoslab.drivers.ssh.driver import SSHDriver
+from chaoslab.drivers.ssh.pool import CommandTimeout, HostKeyRefused
+from tests.conftest import require
+from tests.integration.sshfleet import SSHFleet, free_port, sshd_available
+
+pytestmark = [pytest.mark.sshd, pytest.mark.root]
+
+try:
+    import paramiko
+except ImportError:  # the fleet fixture reports it (skip locally, fail in CI)
+    paramiko = None
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHFleet]:
+    require(sshd_available(), "OpenSSH server (Debian openssh-server) and root")
+    require(paramiko is not None, "paramiko (pip install 'chaoslab[ssh]')")
+    f = SSHFleet(root=tmp_path_factory.mktemp("sshfleet"), size=4)
+    with f:
+        yield f
+
+
+@pytest.fixture
+def inventory(fleet: SSHFleet, tmp_path: Path) -> Path:
+    return fleet.inventory(
+        tmp_path / "inventory.yaml",
+        tags={"h0": ["web", "eu"], "h1": ["web"], "h2": ["db"], "h3": ["db", "eu"]},
+        connect_attempts=2,
+        command_timeout="20s",
+    )
+
+
+class TrackingDriver(SSHDriver):
+    """The real driver, remembering what it injected so a failing test still reverts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.injected: list[tuple[DriverContext, RevertRecord]] = []
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        self.injected.append((ctx, record))
+        done = super().inject(ctx, record)
+        self.injected.append((ctx, done))
+        return done
+
+
+@pytest.fixture
+def driver() -> Iterator[SSHDriver]:
+    d = TrackingDriver()
+    yield d
+    for ctx, record in reversed(d.injected):
+        if record.operation != "kill":
+            with contextlib.suppress(DriverError):
+                d.revert(ctx, record)
+    d.close()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> DriverContext:
+    return DriverContext(run_id=uuid.uuid4().hex[:8], state_dir=tmp_path, seed=7)
+
+
+class Markers:
+    """Processes the test starts (and the only ones its faults may touch)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def by_pattern(self) -> tuple[str, subprocess.Popen[bytes]]:
+        marker = f"chaoslab-marker-{uuid.uuid4().hex[:10]}"
+        proc = subprocess.Popen([marker, "300"], executable="/bin/sleep")
+        self.procs.append(proc)
+        return marker, proc
+
+    def by_name(self) -> tuple[str, subprocess.Popen[bytes]]:
+        name = f"clm{uuid.uuid4().hex[:10]}"  # 13 chars: fits comm (15)
+        binary = self.root / name
+        if not binary.exists():
+            shutil.copy("/bin/sleep", binary)
+        proc = subprocess.Popen([str(binary), "300"])
+        self.procs.append(proc)
+        return name, proc
+
+    def close(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+            p.wait(timeout=5)
+
+
+@pytest.fixture
+def markers(tmp_path: Path) -> Iterator[Markers]:
+    m = Markers(tmp_path)
+    yield m
+    m.close()
+
+
+def state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def wait_for(pred: Any, timeout_s: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+def fault_processes(record: RevertRecord) -> list[int]:
+    """Local view (the fleet is this machine) of every process of the fault: those that
+    carry its mark, and every member of the sessions it recorded."""
+    sessions = {s for r in (record.data.get("results") or {}).values() for s in r.get("sessions", [])}
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (proc / "environ").read_bytes()
+            sid = int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[3])
+        except (OSError, IndexError, ValueError):
+            continue
+        if f"CHAOSLAB_FAULT={record.fault_id}.".encode() in env or sid in sessions:
+            found.append(int(proc.name))
+    return found
+
+
+def fault(
+    driver: SSHDriver, ctx: DriverContext, op: str, args: dict[str, Any], target: str, lease: float | None = 30
+) -> RevertRecord:
+    record = driver.prepare(ctx, driver.operation(op), args, target, lease)  # type: ignore[arg-type]
+    return driver.inject(ctx, record)
+
+
+def probe(driver: SSHDriver, ctx: DriverContext, op: str, args: dict[str, Any], target: str) -> Any:
+    return driver.probe(ctx, driver.operation(op), args, target)  # type: ignore[arg-type]
+
+
+def assert_clean(driver: SSHDriver, ctx: DriverContext, record: RevertRecord) -> None:
+    report = driver.check_clean(ctx, record)
+    assert report.clean, report.residue
+    assert not fault_processes(record)
+
+
+# --- probes, inventory, selection ----------------------------------------------------------
+
+
+def test_entry_point_loads_the_driver() -> None:
+    from chaoslab.drivers.registry import DriverRegistry
+
+    assert isinstance(DriverRegistry().get("ssh"), SSHDriver)
+
+
+def test_probes_over_the_fleet(driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers) -> None:
+    marker, _ = markers.by_pattern()
+    args = {"inventory": str(inventory)}
+    assert probe(driver, ctx, "reachable", args, "ssh:*") == {f"h{i}": True for i in range(4)}
+    assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=web") == {"h0": 1, "h1": 1}
+    assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=db+eu") == {"h3": 1}
+    out = probe(driver, ctx, "command", {**args, "argv": ["sh", "-c", "exit 3"]}, "ssh:h2")
+    assert out["h2"]["exit_status"] == 3
+
+
+def test_inventory_from_environment_and_selection(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAOSLAB_SSH_INVENTORY", str(inventory))
+    op = driver.operation("suspend")
+    assert op is not None
+    rec = driver.prepare(ctx, op, {"pattern": "x", "pick": "50%"}, "ssh:*", 5)
+    picked = [h["name"] for h in rec.data["hosts"]]
+    assert len(picked) == 2
+    again = driver.prepare(ctx, op, {"pattern": "x", "pick": "50%"}, "ssh:*", 5)
+    assert [h["name"] for h in again.data["hosts"]] == picked  # reproducible from the seed
+    assert len(driver.prepare(ctx, op, {"pattern": "x", "pick": "one"}, "ssh:*", 5).data["hosts"]) == 1
+    assert len(driver.prepare(ctx, op, {"pattern": "x", "pick": 3}, "ssh:*", 5).data["hosts"]) == 3
+    with pytest.raises(TargetNotFound, match="no host 'nope'"):
+        driver.prepare(ctx, op, {"pattern": "x"}, "ssh:nope", 5)
+    with pytest.raises(TargetNotFound, match="tag"):
+        driver.prepare(ctx, op, {"pattern": "x"}, "ssh:tag=mars", 5)
+    monkeypatch.delenv("CHAOSLAB_SSH_INVENTORY")
+    with pytest.raises(InvalidInput, match="CHAOSLAB_SSH_INVENTORY"):
+        driver.prepare(ctx, op, {"pattern": "x"}, "ssh:*", 5)
+
+
+def test_bad_inventory_and_arguments_are_reported_together(
+    driver: SSHDriver, ctx: DriverContext, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "hosts": {
+                    "a": {"address": "127.0.0.1", "port": 70000, "key_file": "k"},
+                    "b": {"address": "127.0.0.1", "host_key_fingerprints": ["MD5:zz"]},
+                }
+            }
+        )
+    )
+    op = driver.operation("suspend")
+    assert op is not None
+    with pytest.raises(InvalidInput) as err:
+        driver.prepare(ctx, op, {"inventory": str(bad), "pattern": "x"}, "ssh:a", 5)
+    text = str(err.value)
+    assert "hosts.a.port" in text and "hosts.b.host_key_fingerprints" in text and "authenticate" in text
+    problems = driver.validate(op, {"name": "x", "pid": 5, "pick": "150%"}, "lab:x")
+    assert {p.path for p in problems} >= {"target", "pick", "suspend"}
+
+
+# --- each fault: inject -> observable -> revert (twice) -> clean ---------------------------
+
+
+def test_suspend_and_revert_twice(driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers) -> None:
+    marker, proc = markers.by_pattern()
+    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:tag=web")
+    assert state(proc.pid) == "T"
+    assert rec.data["results"]["h0"]["pids"] == [proc.pid]
+    assert rec.lease_expires_at is not None
+    assert not driver.check_clean(ctx, rec).clean
+    assert driver.revert(ctx, rec).reverted
+    assert state(proc.pid) in ("S", "R")
+    assert driver.revert(ctx, rec).reverted  # idempotent
+    assert_clean(driver, ctx, rec)
+
+
+def test_kill_by_name_then_heal_is_measured(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    name, proc = markers.by_name()
+    rec = fault(
+        driver,
+        ctx,
+        "kill",
+        {"inventory": str(inventory), "name": name, "signal": "TERM", "heal_timeout": "5s"},
+        "ssh:h1",
+        lease=None,
+    )
+    assert proc.wait(timeout=5) == -signal.SIGTERM
+    # Something (here: the test, standing in for a supervisor) restarts the process.
+    threading.Timer(0.3, lambda: markers.procs.append(subprocess.Popen([str(markers.root / name), "300"]))).start()
+    result = driver.revert(ctx, rec)
+    assert result.reverted and result.time_to_recover_s is not None
+    assert 0.3 <= result.time_to_recover_s < 5
+    assert_clean(driver, ctx, rec)
+
+
+def test_kill_by_pid(driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers) -> None:
+    _, proc = markers.by_pattern()
+    rec = fault(driver, ctx, "kill", {"inventory": str(inventory), "pid": proc.pid}, "ssh:h2", lease=None)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert driver.revert(ctx, rec).reverted
+    assert_clean(driver, ctx, rec)
+
+
+def test_process_fault_matching_nothing_changes_nothing(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    marker, proc = markers.by_pattern()
+    # h0 has the marker, the pattern also requires a second one that nobody has: the
+    # preflight fails on every host before any process is stopped.
+    with pytest.raises(TargetNotFound, match="nothing was changed"):
+        fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": f"{marker}-absent"}, "ssh:*")
+    assert state(proc.pid) in ("S", "R")
+
+
+@pytest.mark.parametrize("backend", ["stress-ng", "shell"])
+def test_stress_cpu(driver: SSHDriver, ctx: DriverContext, inventory: Path, backend: str) -> None:
+    if backend == "stress-ng":
+        require(shutil.which("stress-ng") is not None, "stress-ng (Debian stress-ng)")
+    rec = fault(
+        driver,
+        ctx,
+        "stress_cpu",
+        {"inventory": str(inventory), "workers": 1, "backend": backend},
+        "ssh:h0",
+        lease=20,
+    )
+    assert rec.data["results"]["h0"]["backend"] == backend
+    # Observable: the fault's processes exist and burn CPU.
+    assert wait_for(lambda: len(fault_processes(rec)) >= 2, 3)
+    before = _cpu_ticks(fault_processes(rec))
+    time.sleep(1.0)
+    # Idle processes gain no ticks; a busy loop gains some even on this shared, loaded
+    # machine (5% of a core is far above idle and far below a fair share).
+    assert _cpu_ticks(fault_processes(rec)) - before >= 5
+    assert driver.revert(ctx, rec).reverted
+    assert driver.revert(ctx, rec).reverted
+    assert_clean(driver, ctx, rec)
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class Netns:
+    """A network namespace with a TCP listener on 127.0.0.1:port inside it."""
+
+    def __init__(self) -> None:
+        self.name = f"clssh-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"], check=True)
+        code = (
+            "import socket,sys\n"
+            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1',{self.port})); s.listen(64); print('up', flush=True)\n"
+            "while True:\n  c,_=s.accept(); c.close()\n"
+        )
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, sys.executable, "-c", code], stdout=subprocess.PIPE
+        )
+        assert self.server.stdout is not None and self.server.stdout.readline() == b"up\n"
+
+    def connects(self) -> bool:
+        code = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 0.5).close()"
+        return subprocess.run(["ip", "netns", "exec", self.name, sys.executable, "-c", code], capture_output=True).returncode == 0
+
+    def rules(self) -> str:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, "iptables", "-w", "-S"], capture_output=True, text=True, check=True
+        ).stdout
+
+    def close(self) -> None:
+        self.server.kill()
+        self.server.wait(timeout=5)
+        assert self.server.stdout is not None
+        self.server.stdout.close()
+        subprocess.run(["ip", "netns", "del", self.name], check=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    require(shutil.which("iptables") is not None and shutil.which("ip") is not None, "iptables + iproute2")
+    ns = Netns()
+    yield ns
+    ns.close()
+
+
+def test_iptables_drop_in_a_namespace(driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns) -> None:
+    assert netns.connects()
+    rec = fault(
+        driver, ctx, "iptables_drop", {"inventory": str(inventory), "port": netns.port, "netns": netns.name}, "ssh:h3"
+    )
+    assert f'"chaoslab:{rec.fault_id}"' in netns.rules()
+    assert not netns.connects()
+    assert not driver.check_clean(ctx, rec).clean
+    assert driver.revert(ctx, rec).reverted
+    assert driver.revert(ctx, rec).reverted
+    assert netns.connects()
+    assert "chaoslab" not in netns.rules()
+    assert_clean(driver, ctx, rec)
+
+
+def test_netem_is_detected(driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns, fleet: SSHFleet) -> None:
+    args = {"inventory": str(inventory), "interface": "lo", "netns": netns.name, "delay": "50ms"}
+    record = driver.prepare(ctx, driver.operation("netem"), args, "ssh:h0", 10)  # type: ignore[arg-type]
+    try:
+        injected = driver.inject(ctx, record)
+    except Unsupported as exc:
+        # This machine's kernel has no sch_netem: a clear error and nothing left behind.
+        assert "netem" in str(exc) and "h0" in str(exc)
+        assert_clean(driver, ctx, record)
+        assert not (fleet.root / "remote-state").exists()
+        return
+    qdisc = subprocess.run(
+        ["ip", "netns", "exec", netns.name, "tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True
+    ).stdout
+    assert "netem" in qdisc and "delay 50ms" in qdisc
+    assert driver.revert(ctx, injected).reverted
+    assert driver.revert(ctx, injected).reverted
+    assert_clean(driver, ctx, injected)
+
+
+# --- revert from elsewhere, and the lease on the host -------------------------------------
+
+_INJECT_AND_HANG = """
+import json, sys, time
+from chaoslab.drivers.base import DriverContext
+from chaoslab.drivers.ssh.driver import SSHDriver
+op, args, target, lease = json.loads(sys.argv[1])
+d = SSHDriver()
+ctx = DriverContext(run_id="victim", state_dir=__import__("pathlib").Path("."))
+rec = d.inject(ctx, d.prepare(ctx, d.operation(op), args, target, lease))
+print(rec.to_json(), flush=True)
+time.sleep(600)
+"""
+
+_REVERT_FROM_RECORD = """
+import sys
+from chaoslab.drivers.base import DriverContext, RevertRecord
+from chaoslab.drivers.ssh.driver import SSHDriver
+rec = RevertRecord.from_dict(__import__("json").loads(sys.stdin.read()))
+d = SSHDriver()
+ctx = DriverContext(run_id="recover", state_dir=__import__("pathlib").Path("."))
+print(d.revert(ctx, rec).reverted)
+d.close()
+"""
+
+
+def test_revert_from_a_new_process_with_only_the_record(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    marker, proc = markers.by_pattern()
+    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:h0,h2")
+    assert state(proc.pid) == "T"
+    inventory.unlink()  # the record alone must suffice
+    out = subprocess.run(
+        [sys.executable, "-c", _REVERT_FROM_RECORD], input=rec.to_json(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+    assert state(proc.pid) in ("S", "R")
+    assert_clean(driver, ctx, rec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["suspend", "stress_cpu", "iptables_drop"])
+def test_sigkilled_runner_the_host_watchdog_ends_the_fault(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers, netns: Netns, op: str
+) -> None:
+    lease = 2.0
+    marker, proc = markers.by_pattern()
+    args: dict[str, Any] = {"inventory": str(inventory)}
+    if op == "suspend":
+        args["pattern"] = marker
+    elif op == "stress_cpu":
+        args |= {"workers": 1, "load": 50} if shutil.which("stress-ng") else {"workers": 1}
+    else:
+        args |= {"port": netns.port, "netns": netns.name}
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _INJECT_AND_HANG, json.dumps([op, args, "ssh:h1", lease])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        rec = RevertRecord.from_dict(json.loads(runner.stdout.readline()))
+        os.kill(runner.pid, signal.SIGKILL)
+    finally:
+        runner.wait(timeout=10)
+        assert runner.stdout is not None
+        runner.stdout.close()
+    assert rec.lease_expires_at is not None
+    observable = {
+        "suspend": lambda: state(proc.pid) == "T",
+        "stress_cpu": lambda: bool(fault_processes(rec)),
+        "iptables_drop": lambda: not netns.connects(),
+    }[op]
+    assert observable(), "the fault must be in effect after the runner died"
+    deadline = rec.lease_expires_at + 1.0
+    assert wait_for(lambda: not observable() and not fault_processes(rec), deadline - time.time())
+    assert time.time() <= deadline + 0.5  # the wait above is bounded by the deadline
+    assert_clean(driver, ctx, rec)
+
+
+# --- hostile arguments -------------------------------------------------------------------
+
+HOSTILE = [
+    "x; touch {f}",
+    "$(touch {f})",
+    "`touch {f}`",
+    "x\ntouch {f}\n",
+    "'; touch {f}; '",
+    '"; touch {f}; "',
+    "x && touch {f} #",
+    "|| touch {f}",
+]
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_arguments_are_data(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns, template: str
+) -> None:
+    pwned = Path(f"/tmp/pwned-{uuid.uuid4().hex}")
+    hostile = template.format(f=pwned)
+    inv = {"inventory": str(inventory)}
+    try:
+        for op, args in (
+            ("suspend", {"pattern": hostile}),
+            ("kill", {"pattern": hostile}),
+            ("suspend", {"name": hostile[:15]}),
+        ):
+            with pytest.raises(TargetNotFound):
+                fault(driver, ctx, op, {**inv, **args}, "ssh:h0")
+        assert probe(driver, ctx, "process_count", {**inv, "pattern": hostile}, "ssh:h0") == {"h0": 0}
+        out = probe(driver, ctx, "command", {**inv, "argv": ["printf", "%s", hostile]}, "ssh:h0")
+        assert out["h0"]["stdout"] == hostile  # passed through as one literal argument
+        with pytest.raises(DriverError):
+            fault(driver, ctx, "iptables_drop", {**inv, "port": netns.port, "netns": hostile}, "ssh:h0", lease=5)
+        with pytest.raises(DriverError):
+            fault(driver, ctx, "netem", {**inv, "interface": "lo", "netns": hostile, "loss": 1}, "ssh:h0", lease=5)
+        assert not pwned.exists(), f"a hostile argument was executed: {hostile!r}"
+    finally:
+        pwned.unlink(missing_ok=True)
+
+
+# --- host keys ---------------------------------------------------------------------------
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv = fleet.inventory(tmp_path / "inv.yaml", known_hosts=empty, connect_attempts=3)
+    started = time.monotonic()
+    with pytest.raises(HostKeyRefused) as err:
+        probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h1")
+    assert time.monotonic() - started < 3  # refused at once, never retried
+    assert "UNKNOWN" in str(err.value) and fleet.hosts[1].fingerprint in str(err.value)
+    # Trusting a new key is an explicit choice: by op argument ...
+    assert probe(driver, ctx, "reachable", {"inventory": str(inv), "trust_new_host_keys": True}, "ssh:h1") == {
+        "h1": True
+    }
+    # ... or in the inventory.
+    trusting = fleet.inventory(tmp_path / "trust.yaml", known_hosts=empty, trust_new_host_keys=True)
+    other = DriverContext(run_id="other", state_dir=tmp_path)
+    assert probe(driver, other, "reachable", {"inventory": str(trusting)}, "ssh:h1") == {"h1": True}
+    assert empty.read_text() == ""  # trusting never writes known_hosts
+
+
+def test_default_known_hosts_is_the_users(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    fleet.write_known_hosts(home / ".ssh" / "known_hosts", fleet.hosts[:1])
+    monkeypatch.setenv("HOME", str(home))
+    inv = tmp_path / "inv.yaml"
+    fleet.inventory(inv)
+    doc = yaml.safe_load(inv.read_text())
+    del doc["known_hosts"]
+    inv.write_text(yaml.safe_dump(doc))
+    assert probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0") == {"h0": True}
+    with pytest.raises(HostKeyRefused, match="UNKNOWN"):
+        probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h1")
+
+
+def test_pinned_fingerprints(driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv = tmp_path / "inv.yaml"
+    fleet.inventory(inv, known_hosts=empty)
+    doc = yaml.safe_load(inv.read_text())
+    doc["hosts"]["h0"]["host_key_fingerprints"] = [fleet.hosts[0].fingerprint]
+    doc["hosts"]["h1"]["host_key_fingerprints"] = [fleet.hosts[0].fingerprint]  # wrong host's key
+    inv.write_text(yaml.safe_dump(doc))
+    assert probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0") == {"h0": True}
+    with pytest.raises(HostKeyRefused, match="pinned") as err:
+        probe(driver, ctx, "reachable", {"inventory": str(inv), "trust_new_host_keys": True}, "ssh:h1")
+    assert fleet.hosts[1].fingerprint in str(err.value)
+
+
+def test_changed_host_key_is_refused_even_when_trusting_new_keys(
+    fleet: SSHFleet, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A separate one-host fleet: re-keying must not disturb the shared fleet.
+    with SSHFleet(root=tmp_path_factory.mktemp("rekey"), size=1) as solo:
+        inv = solo.inventory(tmp_path / "inv.yaml", trust_new_host_keys=True)
+        old = solo.hosts[0].fingerprint
+        new = solo.rekey(solo.hosts[0])
+        d = SSHDriver()
+        try:
+            ctx = DriverContext(run_id="rekey", state_dir=tmp_path)
+            with pytest.raises(HostKeyRefused) as err:
+                probe(d, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0")
+            message = str(err.value)
+            assert "CHANGED" in message and new in message and old in message and "ssh-keygen -R" in message
+        finally:
+            d.close()
+
+
+# --- fan-out, timeouts, retries, all-or-nothing -------------------------------------------
+
+
+def test_fan_out_respects_the_concurrency_limit(driver: SSHDriver, ctx: DriverContext, inventory: Path) -> None:
+    # Each host reports when its command ran; the most that overlapped is the limit.
+    argv = ["sh", "-c", "date +%s.%N; sleep 0.8; date +%s.%N"]
+    probe(driver, ctx, "reachable", {"inventory": str(inventory)}, "ssh:*")  # warm connections
+    for limit in (1, 2, 4):
+        out = probe(driver, ctx, "command", {"inventory": str(inventory), "argv": argv, "concurrency": limit}, "ssh:*")
+        spans = [tuple(map(float, v["stdout"].split())) for v in out.values()]
+        overlap = max(sum(1 for a, b in spans if a <= start < b) for start, _ in spans)
+        assert overlap == limit, (limit, spans)
+
+
+def test_every_command_has_a_timeout(driver: SSHDriver, ctx: DriverContext, inventory: Path) -> None:
+    unique = f"29.{uuid.uuid4().int % 10**6:06d}"
+    started = time.monotonic()
+    with pytest.raises(DriverError) as err:
+        probe(driver, ctx, "command", {"inventory": str(inventory), "argv": ["sleep", unique], "timeout": 1}, "ssh:h0")
+    assert isinstance(err.value.__cause__, CommandTimeout)
+    assert time.monotonic() - started < 6
+    # The host's own `timeout` ends the remote command too.
+    assert wait_for(
+        lambda: subprocess.run(["pgrep", "-f", f"sleep {unique}"], capture_output=True).returncode == 1, 5
+    )
+
+
+def test_connect_is_retried_with_backoff(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Keys, config and port are made now; sshd comes up only after the driver started trying.
+    late = SSHFleet(root=tmp_path_factory.mktemp("late"), size=1)
+    late.start()
+    host = late.hosts[0]
+    late._stop_one(host)
+    inv = late.inventory(tmp_path / "late.yaml", connect_attempts=6, connect_timeout="2s")
+    once = late.inventory(tmp_path / "once.yaml", connect_attempts=1, connect_timeout="2s")
+    try:
+        with pytest.raises(DriverError, match="after 1 attempt"):
+            probe(driver, ctx, "reachable", {"inventory": str(once)}, "ssh:h0")
+        threading.Timer(0.5, lambda: late._launch(host)).start()
+        started = time.monotonic()
+        assert probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0") == {"h0": True}
+        assert time.monotonic() - started >= 0.4
+    finally:
+        driver.close()
+        time.sleep(0.6)  # the timer has fired by now
+        late.stop()
+
+
+def test_failed_authentication_is_not_retried(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path
+) -> None:
+    from tests.integration.sshfleet import keygen
+
+    stranger = tmp_path / "stranger"
+    keygen(stranger)
+    inv = tmp_path / "inv.yaml"
+    fleet.inventory(inv, connect_attempts=5)
+    doc = yaml.safe_load(inv.read_text())
+    doc["hosts"]["h0"]["key_file"] = str(stranger)
+    inv.write_text(yaml.safe_dump(doc))
+    started = time.monotonic()
+    with pytest.raises(DriverError, match="authentication failed"):
+        probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0")
+    assert time.monotonic() - started < 3
+
+
+def test_a_fault_is_all_or_nothing(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path
+) -> None:
+    inv = tmp_path / "inv.yaml"
+    fleet.inventory(inv, connect_attempts=1, connect_timeout="2s")
+    doc = yaml.safe_load(inv.read_text())
+    doc["hosts"]["dead"] = {**doc["hosts"]["h0"], "port": free_port()}
+    inv.write_text(yaml.safe_dump(doc))
+    record = driver.prepare(
+        ctx, driver.operation("stress_cpu"), {"inventory": str(inv), "workers": 1, "backend": "shell"}, "ssh:h0,h1,dead", 20  # type: ignore[arg-type]
+    )
+    with pytest.raises(DriverError, match="dead") as err:
+        driver.inject(ctx, record)
+    assert "reverted" in str(err.value)
+    assert not fault_processes(record)  # h0 and h1 were reverted
+
+
+def test_missing_paramiko_gives_the_install_hint(inventory: Path) -> None:
+    code = (
+        "import sys; sys.modules['paramiko'] = None\n"
+        "from pathlib import Path\n"
+        "from chaoslab.drivers.base import DriverContext\n"
+        "from chaoslab.drivers.ssh.driver import SSHDriver\n"
+        "from chaoslab.errors import DriverError\n"
+        "d = SSHDriver()\n"
+        "try:\n"
+        f"    d.probe(DriverContext(run_id='x', state_dir=Path('.')), d.operation('reachable'), {{'inventory': {str(inventory)!r}}}, 'ssh:h0')\n"
+        "except DriverError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "pip install 'chaoslab[ssh]'" in out.stdout, out.stderr

@@ -1,0 +1,196 @@
+"""The run engine with a fake driver: phases, revert guarantee, deadlines, verdicts."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.events import EventBus, FaultInjected
+from chaoslab.engine.journal import read_events
+from chaoslab.engine.runner import Runner, RunOptions
+from chaoslab.engine.verdict import ExitCode, Verdict
+from chaoslab.errors import InvalidInput
+from chaoslab.model.compile import load_experiment
+from tests.fakedriver import FakeDriver
+
+
+def registry() -> DriverRegistry:
+    return DriverRegistry(extra={"fake": FakeDriver()}, load_installed=False)
+
+
+def run(tmp: Path, body: str, **opts: Any) -> tuple[Any, Path]:
+    target = tmp / "target"
+    target.mkdir(exist_ok=True)
+    f = tmp / "exp.yaml"
+    f.write_text(textwrap.dedent(body).replace("@TARGET@", str(target)))
+    reg = registry()
+    exp = load_experiment(str(f), registry=reg)
+    runner = Runner(exp, registry=reg, options=RunOptions(run_dir=tmp / "run", handle_signals=False, **opts))
+    return runner.run(), target
+
+
+HEADER = """
+title: t
+description: d
+steady-state-hypothesis:
+  title: no marker files
+  probes:
+    - {do: fake.count, target: "@TARGET@", tolerance: 0}
+"""
+
+
+def test_fault_held_for_its_duration_then_reverted_and_verified(tmp_path: Path) -> None:
+    result, target = run(tmp_path, HEADER + """
+method:
+  - {do: fake.touch, target: "@TARGET@", duration: 0.3}
+""")
+    assert result.verdict is Verdict.PASSED
+    assert list(target.iterdir()) == []
+    kinds = [e["kind"] for e in read_events(result.events_path)]
+    assert kinds.index("fault-injected") < kinds.index("fault-reverted") < kinds.index("clean-checked")
+    injected = next(e for e in read_events(result.events_path) if e["kind"] == "fault-injected")
+    reverted = next(e for e in read_events(result.events_path) if e["kind"] == "fault-reverted")
+    assert reverted["ts"] - injected["ts"] >= 0.3
+
+
+def test_steady_state_broken_by_a_fault_that_outlives_the_method_deviates(tmp_path: Path) -> None:
+    # the after-check runs once faults are reverted, so here it is a *during* check that sees it
+    result, target = run(tmp_path, HEADER + """
+runtime: {hypothesis: {strategy: continuously, frequency: 0.05}}
+method:
+  - {do: fake.touch, target: "@TARGET@", duration: 0.4}
+""")
+    assert result.verdict is Verdict.DEVIATED
+    assert "during" in result.reason
+    assert list(target.iterdir()) == []
+
+
+def test_exception_in_inject_still_reverts_the_half_applied_fault(tmp_path: Path) -> None:
+    result, target = run(tmp_path, HEADER + """
+method:
+  - {do: fake.touch, target: "@TARGET@", with: {fail_inject: true}}
+""")
+    assert result.verdict is Verdict.ERROR
+    assert list(target.iterdir()) == []
+
+
+def test_revert_that_leaves_residue_is_not_clean_the_worst_verdict(tmp_path: Path) -> None:
+    result, target = run(tmp_path, HEADER + """
+method:
+  - {do: fake.touch, target: "@TARGET@", with: {stubborn: true}, duration: 0.1}
+""")
+    assert result.verdict is Verdict.NOT_CLEAN
+    assert result.verdict.exit_code is ExitCode.NOT_CLEAN
+    assert "still exists" in result.reason
+    for f in target.iterdir():
+        f.unlink()
+
+
+def test_hung_activity_is_abandoned_at_its_deadline_and_rollbacks_run(tmp_path: Path) -> None:
+    marker = tmp_path / "rolled-back"
+    t0 = time.monotonic()
+    result, target = run(tmp_path, HEADER + f"""
+method:
+  - {{do: fake.touch, target: "@TARGET@"}}
+  - type: action
+    name: hangs
+    timeout: 0.5
+    provider: {{type: python, module: time, func: sleep, arguments: {{secs: 3600}}}}
+rollbacks:
+  - {{type: action, name: mark, provider: {{type: process, path: touch, arguments: "{marker}"}}}}
+""")
+    assert time.monotonic() - t0 < 10
+    assert marker.exists()
+    assert list(target.iterdir()) == []
+    run_entry = next(r for r in result.journal["run"] if r["activity"]["name"] == "hangs")
+    assert run_entry["status"] == "failed" and run_entry["chaoslab"]["timed_out"]
+
+
+def test_baseline_not_met_skips_method_and_is_inconclusive(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "preexisting.fault").write_text("x")
+    result, _ = run(tmp_path, HEADER + """
+method:
+  - {do: fake.touch, target: "@TARGET@"}
+""")
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.journal["run"] == []
+    assert not any(e["kind"] == "fault-injected" for e in read_events(result.events_path))
+
+
+def test_guard_abort_reverts_everything_and_measures_breach_to_clean(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    f = tmp_path / "exp.yaml"
+    f.write_text(HEADER.replace("@TARGET@", str(target)) + f"""
+method:
+  - {{do: fake.touch, target: "{target}", duration: 30}}
+  - {{do: fake.touch, target: "{target}", duration: 30}}
+""")
+    reg = registry()
+    exp = load_experiment(str(f), registry=reg)
+
+    class TripWhenTwoFaults:
+        def __init__(self, runner: Runner) -> None:
+            self.runner = runner
+
+        def check(self, now: float) -> str | None:
+            return "two faults active" if len(self.runner.faults.active()) >= 2 else None
+
+    runner = Runner(exp, registry=reg, options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+                    guard_factory=TripWhenTwoFaults)
+    t0 = time.monotonic()
+    result = runner.run()
+    assert time.monotonic() - t0 < 5, "the guard must not wait for the 30 s duration"
+    assert result.verdict is Verdict.ABORTED
+    assert "two faults active" in result.reason
+    assert list(target.iterdir()) == []
+    assert result.breach_to_clean_s is not None and result.breach_to_clean_s < 1.0
+
+
+def test_two_runs_in_one_process_do_not_share_state(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    body = HEADER + """
+method:
+  - {do: fake.touch, target: "@TARGET@", duration: 0.1}
+"""
+    seen: list[str] = []
+    results = []
+    for d in (a, b):
+        f = d / "exp.yaml"
+        f.write_text(body.replace("@TARGET@", str(d)))
+        reg = registry()
+        bus = EventBus()
+        bus.subscribe(lambda e: seen.append(e.run_id) if isinstance(e, FaultInjected) else None)
+        runner = Runner(load_experiment(str(f), registry=reg), registry=reg, bus=bus,
+                        options=RunOptions(run_dir=d / "run", handle_signals=False))
+        results.append(runner.run())
+    assert [r.verdict for r in results] == [Verdict.PASSED, Verdict.PASSED]
+    assert seen == [results[0].run_id, results[1].run_id]
+
+
+def test_unknown_operation_and_bad_arguments_are_invalid_before_running(tmp_path: Path) -> None:
+    f = tmp_path / "exp.yaml"
+    f.write_text(HEADER.replace("@TARGET@", str(tmp_path)) + """
+method:
+  - {do: fake.explode, target: x}
+  - {do: fake.touch, target: x, with: {stubborn: "yes", nope: 1}}
+  - {do: fake.touch, target: x, duration: -3s}
+  - {do: fake.touch, target: x, duration: 9999h}
+""")
+    with pytest.raises(InvalidInput) as info:
+        load_experiment(str(f), registry=registry())
+    text = str(info.value)
+    assert "method[0].do" in text and "no operation 'explode'" in text
+    assert "method[1].with.stubborn" in text and "expected bool" in text
+    assert "method[1].with.nope" in text
+    assert "method[2].duration" in text
+    assert "method[3].duration" in text and "absurd" in text
