@@ -7,7 +7,8 @@ command line>``, ``lab:replica-2``. Selection args (``count``/``percent``/``all`
 - ``kill`` sends a signal (SIGKILL by default). It has no lease: a dead process cannot be
   brought back. Its revert waits — up to ``timeout`` — for the system to heal: the lab
   component (or pid file) names a live process again, or the selector matches as many
-  processes as before the kill. ``time_to_recover_s`` is measured from the kill to the
+  processes as before the kill; a signalled process still alive after 2 s survived the
+  signal (nothing to heal). ``time_to_recover_s`` is measured from the kill to the
   *start time* of the replacement process, so it is exact even when the revert runs late
   or from another process.
 - ``suspend`` sends SIGSTOP; revert sends SIGCONT. A detached watchdog sends SIGCONT when
@@ -46,6 +47,8 @@ from chaoslab.drivers.base import (
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
 from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
 from chaoslab.errors import InvalidInput, Problem, TargetNotFound, UnsafeTarget
+
+SURVIVAL_GRACE_S = 2.0  # a signalled process still alive after this has survived it
 
 # Job-control stops through `kill` would be a suspend without a lease: refused.
 _STOPPING = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
@@ -269,6 +272,11 @@ class ProcessDriver(Driver):
         killed = {ProcRef.from_dict(r) for r in record.data.get("signalled", [])}
         killed_at = float(record.data.get("killed_at") or record.created_at)
         sel = _proc.parse_selector(record.target)
+        dying = [r.pid for r in killed if r.alive()]
+        if dying and time.time() - killed_at < SURVIVAL_GRACE_S:
+            # A process handling SIGTERM may take a moment to exit: it has not "healed"
+            # until it is either gone (and replaced) or has clearly survived the signal.
+            return Heal(healed=False, detail=f"waiting for signalled pid(s) {dying} to exit")
         if sel.kind == "pid":
             if all(r.alive() for r in killed):
                 return Heal(healed=True, recovered_at=killed_at, detail="the process survived")

@@ -315,9 +315,12 @@ class Runner:
     def _sleep(self, seconds: float) -> None:
         """Sleep in slices: faults due for revert are reverted, aborts are seen at once."""
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
+        while True:
             self._check_abort()
             self._revert_due()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
             if self._abort.wait(min(0.05, left)):
                 self._check_abort()
 

@@ -385,8 +385,8 @@ class _Compiler:
                 ensure_activity_is_valid({k: v for k, v in a.items() if k not in ("tolerance", "timeout", "pauses")})
             except InvalidActivity as exc:
                 self.bad(f"{path}.provider", str(exc))
-            except (ImportError, ChaoslabError) as exc:
-                self.bad(f"{path}.provider", f"cannot load: {exc}")
+            except Exception as exc:  # chaostoolkit-lib raises odd errors on odd input
+                self.bad(f"{path}.provider", f"cannot validate this provider: {type(exc).__name__}: {exc}")
         if len(self.problems) != before:
             return None
         return Activity(name=a["name"], type=atype, kind=ActivityKind.PROVIDER, ctk=a, path=path, **kw)

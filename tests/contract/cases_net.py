@@ -49,7 +49,7 @@ def _slow(target: Target, record: RevertRecord) -> bool:
 
 def _netem() -> tuple[bool, str]:
     ok, why = netns_available()
-    return (netem_support() if ok else (ok, why))
+    return netem_support() if ok else (ok, why)
 
 
 CASES = [

@@ -123,4 +123,3 @@ CASES = [
         observe=_filled,
     ),
 ]
-

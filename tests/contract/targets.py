@@ -204,7 +204,18 @@ class NetnsServer:
     def connect_s(self, host: str = "127.0.0.1", timeout_s: float = 0.5) -> float | None:
         """Connect time from inside the namespace, or None if the connect failed."""
         done = subprocess.run(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-c", _CONNECT, host, str(self.port), str(timeout_s)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                sys.executable,
+                "-c",
+                _CONNECT,
+                host,
+                str(self.port),
+                str(timeout_s),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout_s + 10,

@@ -55,6 +55,11 @@ def sleep_for(seconds: float) -> float:
     return seconds
 
 
+def sleep_quietly(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
 def boom() -> None:
     raise RuntimeError("boom from the action")
 

@@ -123,7 +123,7 @@ class DockerLab:
     def start(self, log_path: Path) -> bool:
         """Make sure a daemon answers; start one if needed. False (with ``problem``) if not."""
         try:
-            import docker  # noqa: F401  (the SDK is the driver's optional dependency)
+            import docker
         except ImportError:
             self.problem = "the docker SDK is not installed (pip install 'chaoslab[docker]')"
             return False

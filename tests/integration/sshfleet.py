@@ -171,7 +171,9 @@ class SSHFleet:
         while time.monotonic() < deadline:
             assert host.proc is not None
             if host.proc.poll() is not None:
-                raise RuntimeError(f"sshd {host.name} exited: {host.log.read_text() if host.log.exists() else ''}")
+                raise RuntimeError(
+                    f"sshd {host.name} exited: {host.log.read_text() if host.log.exists() else ''}"
+                )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", host.port), 0.2) as s:
                 s.settimeout(1.0)
                 if s.recv(8).startswith(b"SSH-"):

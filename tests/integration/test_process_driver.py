@@ -302,3 +302,14 @@ def test_inject_refuses_a_process_that_was_replaced_since_prepare(ctx: DriverCon
         with pytest.raises(TargetNotFound, match="exited before"):
             DRIVER.inject(ctx, forged)
         assert proc.poll() is None
+
+
+def test_a_process_that_survives_the_signal_counts_as_healed_after_the_grace(ctx: DriverContext) -> None:
+    marker = unique_marker()
+    with sleepers(marker) as (proc,):
+        args = {"signal": "SIGWINCH"}  # ignored by default: the process survives
+        record = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("kill"), args, f"pattern:{marker}", None))
+        assert not DRIVER.check_clean(ctx, record).clean  # too early to tell
+        result = DRIVER.revert(ctx, record)
+        assert result.reverted and result.time_to_recover_s == 0.0
+        assert proc.poll() is None and DRIVER.check_clean(ctx, record).clean

@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from chaoslab.drivers.base import DriverContext, RevertRecord
-from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, Unsupported
 from chaoslab.drivers.ssh.driver import SSHDriver
 from chaoslab.drivers.ssh.pool import CommandTimeout, HostKeyRefused
+from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
 from tests.conftest import require
 from tests.integration.sshfleet import SSHFleet, free_port, sshd_available
 
@@ -162,8 +162,26 @@ def fault_processes(record: RevertRecord) -> list[int]:
     return found
 
 
+def stressors(record: RevertRecord) -> list[int]:
+    """The fault's processes outside its watchdog's session."""
+    watchdogs = {int(r["watchdog"]) for r in record.data["results"].values() if "watchdog" in r}
+    return [p for p in fault_processes(record) if _sid(p) not in watchdogs]
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def fault(
-    driver: SSHDriver, ctx: DriverContext, op: str, args: dict[str, Any], target: str, lease: float | None = 30
+    driver: SSHDriver,
+    ctx: DriverContext,
+    op: str,
+    args: dict[str, Any],
+    target: str,
+    lease: float | None = 30,
 ) -> RevertRecord:
     record = driver.prepare(ctx, driver.operation(op), args, target, lease)  # type: ignore[arg-type]
     return driver.inject(ctx, record)
@@ -188,11 +206,16 @@ def test_entry_point_loads_the_driver() -> None:
     assert isinstance(DriverRegistry().get("ssh"), SSHDriver)
 
 
-def test_probes_over_the_fleet(driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers) -> None:
+def test_probes_over_the_fleet(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
     marker, _ = markers.by_pattern()
     args = {"inventory": str(inventory)}
     assert probe(driver, ctx, "reachable", args, "ssh:*") == {f"h{i}": True for i in range(4)}
-    assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=web") == {"h0": 1, "h1": 1}
+    assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=web") == {
+        "h0": 1,
+        "h1": 1,
+    }
     assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=db+eu") == {"h3": 1}
     out = probe(driver, ctx, "command", {**args, "argv": ["sh", "-c", "exit 3"]}, "ssh:h2")
     assert out["h2"]["exit_status"] == 3
@@ -247,7 +270,9 @@ def test_bad_inventory_and_arguments_are_reported_together(
 # --- each fault: inject -> observable -> revert (twice) -> clean ---------------------------
 
 
-def test_suspend_and_revert_twice(driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers) -> None:
+def test_suspend_and_revert_twice(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
     marker, proc = markers.by_pattern()
     rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:tag=web")
     assert state(proc.pid) == "T"
@@ -274,7 +299,9 @@ def test_kill_by_name_then_heal_is_measured(
     )
     assert proc.wait(timeout=5) == -signal.SIGTERM
     # Something (here: the test, standing in for a supervisor) restarts the process.
-    threading.Timer(0.3, lambda: markers.procs.append(subprocess.Popen([str(markers.root / name), "300"]))).start()
+    threading.Timer(
+        0.3, lambda: markers.procs.append(subprocess.Popen([str(markers.root / name), "300"]))
+    ).start()
     result = driver.revert(ctx, rec)
     assert result.reverted and result.time_to_recover_s is not None
     assert 0.3 <= result.time_to_recover_s < 5
@@ -298,6 +325,20 @@ def test_process_fault_matching_nothing_changes_nothing(
     with pytest.raises(TargetNotFound, match="nothing was changed"):
         fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": f"{marker}-absent"}, "ssh:*")
     assert state(proc.pid) in ("S", "R")
+
+
+def test_too_broad_a_match_is_refused_before_any_change(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    marker, first = markers.by_pattern()
+    others = [subprocess.Popen([marker, "301"], executable="/bin/sleep") for _ in range(2)]
+    markers.procs += others
+    args = {"inventory": str(inventory), "pattern": marker, "max_processes": 2}
+    with pytest.raises(UnsafeTarget, match="max_processes=2"):
+        fault(driver, ctx, "suspend", args, "ssh:h0")
+    assert all(state(p.pid) in ("S", "R") for p in [first, *others])
+    with pytest.raises(InvalidInput, match="every command line"):
+        fault(driver, ctx, "kill", {"inventory": str(inventory), "pattern": "x|"}, "ssh:h0")
 
 
 @pytest.mark.parametrize("backend", ["stress-ng", "shell"])
@@ -355,11 +396,19 @@ class Netns:
 
     def connects(self) -> bool:
         code = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 0.5).close()"
-        return subprocess.run(["ip", "netns", "exec", self.name, sys.executable, "-c", code], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["ip", "netns", "exec", self.name, sys.executable, "-c", code], capture_output=True
+            ).returncode
+            == 0
+        )
 
     def rules(self) -> str:
         return subprocess.run(
-            ["ip", "netns", "exec", self.name, "iptables", "-w", "-S"], capture_output=True, text=True, check=True
+            ["ip", "netns", "exec", self.name, "iptables", "-w", "-S"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
 
     def close(self) -> None:
@@ -378,10 +427,16 @@ def netns() -> Iterator[Netns]:
     ns.close()
 
 
-def test_iptables_drop_in_a_namespace(driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns) -> None:
+def test_iptables_drop_in_a_namespace(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns
+) -> None:
     assert netns.connects()
     rec = fault(
-        driver, ctx, "iptables_drop", {"inventory": str(inventory), "port": netns.port, "netns": netns.name}, "ssh:h3"
+        driver,
+        ctx,
+        "iptables_drop",
+        {"inventory": str(inventory), "port": netns.port, "netns": netns.name},
+        "ssh:h3",
     )
     assert f'"chaoslab:{rec.fault_id}"' in netns.rules()
     assert not netns.connects()
@@ -393,7 +448,9 @@ def test_iptables_drop_in_a_namespace(driver: SSHDriver, ctx: DriverContext, inv
     assert_clean(driver, ctx, rec)
 
 
-def test_netem_is_detected(driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns, fleet: SSHFleet) -> None:
+def test_netem_is_detected(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns, fleet: SSHFleet
+) -> None:
     args = {"inventory": str(inventory), "interface": "lo", "netns": netns.name, "delay": "50ms"}
     record = driver.prepare(ctx, driver.operation("netem"), args, "ssh:h0", 10)  # type: ignore[arg-type]
     try:
@@ -405,7 +462,9 @@ def test_netem_is_detected(driver: SSHDriver, ctx: DriverContext, inventory: Pat
         assert not (fleet.root / "remote-state").exists()
         return
     qdisc = subprocess.run(
-        ["ip", "netns", "exec", netns.name, "tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True
+        ["ip", "netns", "exec", netns.name, "tc", "qdisc", "show", "dev", "lo"],
+        capture_output=True,
+        text=True,
     ).stdout
     assert "netem" in qdisc and "delay 50ms" in qdisc
     assert driver.revert(ctx, injected).reverted
@@ -419,7 +478,7 @@ _INJECT_AND_HANG = """
 import json, sys, time
 from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.ssh.driver import SSHDriver
-op, args, target, lease = json.loads(sys.argv[1])
+op, args, target, lease = json.loads(sys.stdin.readline())
 d = SSHDriver()
 ctx = DriverContext(run_id="victim", state_dir=__import__("pathlib").Path("."))
 rec = d.inject(ctx, d.prepare(ctx, d.operation(op), args, target, lease))
@@ -447,7 +506,11 @@ def test_revert_from_a_new_process_with_only_the_record(
     assert state(proc.pid) == "T"
     inventory.unlink()  # the record alone must suffice
     out = subprocess.run(
-        [sys.executable, "-c", _REVERT_FROM_RECORD], input=rec.to_json(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _REVERT_FROM_RECORD],
+        input=rec.to_json(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
@@ -469,13 +532,14 @@ def test_sigkilled_runner_the_host_watchdog_ends_the_fault(
         args |= {"workers": 1, "load": 50} if shutil.which("stress-ng") else {"workers": 1}
     else:
         args |= {"port": netns.port, "netns": netns.name}
+    # Arguments go over stdin: on argv the runner itself would match the marker pattern.
     runner = subprocess.Popen(
-        [sys.executable, "-c", _INJECT_AND_HANG, json.dumps([op, args, "ssh:h1", lease])],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", _INJECT_AND_HANG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert runner.stdout is not None
+        assert runner.stdin is not None and runner.stdout is not None
+        runner.stdin.write(json.dumps([op, args, "ssh:h1", lease]) + "\n")
+        runner.stdin.close()
         rec = RevertRecord.from_dict(json.loads(runner.stdout.readline()))
         os.kill(runner.pid, signal.SIGKILL)
     finally:
@@ -485,13 +549,15 @@ def test_sigkilled_runner_the_host_watchdog_ends_the_fault(
     assert rec.lease_expires_at is not None
     observable = {
         "suspend": lambda: state(proc.pid) == "T",
-        "stress_cpu": lambda: bool(fault_processes(rec)),
+        "stress_cpu": lambda: bool(stressors(rec)),
         "iptables_drop": lambda: not netns.connects(),
     }[op]
     assert observable(), "the fault must be in effect after the runner died"
     deadline = rec.lease_expires_at + 1.0
-    assert wait_for(lambda: not observable() and not fault_processes(rec), deadline - time.time())
-    assert time.time() <= deadline + 0.5  # the wait above is bounded by the deadline
+    # The fault itself is over within lease + 1 s ...
+    assert wait_for(lambda: not observable(), deadline - time.time()), "fault outlived lease + 1 s"
+    # ... and the watchdog, which undoes first and tidies after, is gone soon after.
+    assert wait_for(lambda: not fault_processes(rec), 3), fault_processes(rec)
     assert_clean(driver, ctx, rec)
 
 
@@ -522,15 +588,26 @@ def test_hostile_arguments_are_data(
             ("kill", {"pattern": hostile}),
             ("suspend", {"name": hostile[:15]}),
         ):
-            with pytest.raises(TargetNotFound):
+            # Nothing matches, or (`|| ...` matches everything) refused before any change.
+            with pytest.raises((TargetNotFound, InvalidInput)):
                 fault(driver, ctx, op, {**inv, **args}, "ssh:h0")
-        assert probe(driver, ctx, "process_count", {**inv, "pattern": hostile}, "ssh:h0") == {"h0": 0}
+        if not hostile.startswith("||"):
+            assert probe(driver, ctx, "process_count", {**inv, "pattern": hostile}, "ssh:h0") == {"h0": 0}
         out = probe(driver, ctx, "command", {**inv, "argv": ["printf", "%s", hostile]}, "ssh:h0")
         assert out["h0"]["stdout"] == hostile  # passed through as one literal argument
         with pytest.raises(DriverError):
-            fault(driver, ctx, "iptables_drop", {**inv, "port": netns.port, "netns": hostile}, "ssh:h0", lease=5)
+            fault(
+                driver, ctx, "iptables_drop", {**inv, "port": netns.port, "netns": hostile}, "ssh:h0", lease=5
+            )
         with pytest.raises(DriverError):
-            fault(driver, ctx, "netem", {**inv, "interface": "lo", "netns": hostile, "loss": 1}, "ssh:h0", lease=5)
+            fault(
+                driver,
+                ctx,
+                "netem",
+                {**inv, "interface": "lo", "netns": hostile, "loss": 1},
+                "ssh:h0",
+                lease=5,
+            )
         assert not pwned.exists(), f"a hostile argument was executed: {hostile!r}"
     finally:
         pwned.unlink(missing_ok=True)
@@ -551,9 +628,9 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(
     assert time.monotonic() - started < 3  # refused at once, never retried
     assert "UNKNOWN" in str(err.value) and fleet.hosts[1].fingerprint in str(err.value)
     # Trusting a new key is an explicit choice: by op argument ...
-    assert probe(driver, ctx, "reachable", {"inventory": str(inv), "trust_new_host_keys": True}, "ssh:h1") == {
-        "h1": True
-    }
+    assert probe(
+        driver, ctx, "reachable", {"inventory": str(inv), "trust_new_host_keys": True}, "ssh:h1"
+    ) == {"h1": True}
     # ... or in the inventory.
     trusting = fleet.inventory(tmp_path / "trust.yaml", known_hosts=empty, trust_new_host_keys=True)
     other = DriverContext(run_id="other", state_dir=tmp_path)
@@ -615,12 +692,16 @@ def test_changed_host_key_is_refused_even_when_trusting_new_keys(
 # --- fan-out, timeouts, retries, all-or-nothing -------------------------------------------
 
 
-def test_fan_out_respects_the_concurrency_limit(driver: SSHDriver, ctx: DriverContext, inventory: Path) -> None:
+def test_fan_out_respects_the_concurrency_limit(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path
+) -> None:
     # Each host reports when its command ran; the most that overlapped is the limit.
     argv = ["sh", "-c", "date +%s.%N; sleep 0.8; date +%s.%N"]
     probe(driver, ctx, "reachable", {"inventory": str(inventory)}, "ssh:*")  # warm connections
     for limit in (1, 2, 4):
-        out = probe(driver, ctx, "command", {"inventory": str(inventory), "argv": argv, "concurrency": limit}, "ssh:*")
+        out = probe(
+            driver, ctx, "command", {"inventory": str(inventory), "argv": argv, "concurrency": limit}, "ssh:*"
+        )
         spans = [tuple(map(float, v["stdout"].split())) for v in out.values()]
         overlap = max(sum(1 for a, b in spans if a <= start < b) for start, _ in spans)
         assert overlap == limit, (limit, spans)
@@ -630,7 +711,13 @@ def test_every_command_has_a_timeout(driver: SSHDriver, ctx: DriverContext, inve
     unique = f"29.{uuid.uuid4().int % 10**6:06d}"
     started = time.monotonic()
     with pytest.raises(DriverError) as err:
-        probe(driver, ctx, "command", {"inventory": str(inventory), "argv": ["sleep", unique], "timeout": 1}, "ssh:h0")
+        probe(
+            driver,
+            ctx,
+            "command",
+            {"inventory": str(inventory), "argv": ["sleep", unique], "timeout": 1},
+            "ssh:h0",
+        )
     assert isinstance(err.value.__cause__, CommandTimeout)
     assert time.monotonic() - started < 6
     # The host's own `timeout` ends the remote command too.
@@ -640,7 +727,11 @@ def test_every_command_has_a_timeout(driver: SSHDriver, ctx: DriverContext, inve
 
 
 def test_connect_is_retried_with_backoff(
-    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    driver: SSHDriver,
+    ctx: DriverContext,
+    fleet: SSHFleet,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     # Keys, config and port are made now; sshd comes up only after the driver started trying.
     late = SSHFleet(root=tmp_path_factory.mktemp("late"), size=1)
@@ -689,7 +780,11 @@ def test_a_fault_is_all_or_nothing(
     doc["hosts"]["dead"] = {**doc["hosts"]["h0"], "port": free_port()}
     inv.write_text(yaml.safe_dump(doc))
     record = driver.prepare(
-        ctx, driver.operation("stress_cpu"), {"inventory": str(inv), "workers": 1, "backend": "shell"}, "ssh:h0,h1,dead", 20  # type: ignore[arg-type]
+        ctx,
+        driver.operation("stress_cpu"),
+        {"inventory": str(inv), "workers": 1, "backend": "shell"},
+        "ssh:h0,h1,dead",
+        20,  # type: ignore[arg-type]
     )
     with pytest.raises(DriverError, match="dead") as err:
         driver.inject(ctx, record)
@@ -706,7 +801,8 @@ def test_missing_paramiko_gives_the_install_hint(inventory: Path) -> None:
         "from chaoslab.errors import DriverError\n"
         "d = SSHDriver()\n"
         "try:\n"
-        f"    d.probe(DriverContext(run_id='x', state_dir=Path('.')), d.operation('reachable'), {{'inventory': {str(inventory)!r}}}, 'ssh:h0')\n"
+        "    ctx = DriverContext(run_id='x', state_dir=Path('.'))\n"
+        f"    d.probe(ctx, d.operation('reachable'), {{'inventory': {str(inventory)!r}}}, 'ssh:h0')\n"
         "except DriverError as exc:\n"
         "    print(exc)\n"
     )

@@ -100,7 +100,7 @@ method:
   - type: action
     name: hangs
     timeout: 0.5
-    provider: {{type: python, module: time, func: sleep, arguments: {{secs: 3600}}}}
+    provider: {{type: python, module: tests.e2e.ctkfuncs, func: sleep_quietly, arguments: {{seconds: 3600}}}}
 rollbacks:
   - {{type: action, name: mark, provider: {{type: process, path: touch, arguments: "{marker}"}}}}
 """)

@@ -124,6 +124,8 @@ class _Side(asyncio.Protocol):
         self._pause_reasons.add(reason)
 
     def resume(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
         self._pause_reasons.discard(reason)
         if not self._pause_reasons and self.transport is not None:
             self.transport.resume_reading()

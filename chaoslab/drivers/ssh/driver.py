@@ -57,7 +57,14 @@ from chaoslab.drivers.ssh.pool import (
     HostOutcome,
     fan_out,
 )
-from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
+from chaoslab.errors import (
+    DriverError,
+    InvalidInput,
+    Problem,
+    TargetNotFound,
+    UnsafeTarget,
+    Unsupported,
+)
 
 DEFAULT_LEASE_S = 300.0  # a leased fault without a lease still ends by itself
 SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ABRT")
@@ -74,6 +81,14 @@ _SELECT = (
     Param(name="name", type=str, help="exact process name (comm, at most 15 chars)"),
     Param(name="pattern", type=str, help="regex over the full command line (pgrep -f)"),
     Param(name="pid", type=int, help="one process id", minimum=2),
+)
+_MAX = Param(
+    name="max_processes",
+    type=int,
+    help="refuse (before changing anything) when more processes than this match on a host",
+    default=20,
+    minimum=1,
+    maximum=10000,
 )
 _NETNS = Param(name="netns", type=str, help="network namespace on the host (ip netns)")
 
@@ -98,6 +113,7 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(
             *_COMMON,
             *_SELECT,
+            _MAX,
             Param(name="signal", type=str, help="signal name", default="KILL", choices=SIGNALS),
             Param(
                 name="heal_timeout",
@@ -112,7 +128,7 @@ OPERATIONS: tuple[Operation, ...] = (
         name="suspend",
         kind=Kind.FAULT,
         summary="SIGSTOP matching processes; SIGCONT on revert or when the lease ends",
-        params=(*_COMMON, *_SELECT),
+        params=(*_COMMON, *_SELECT, _MAX),
     ),
     Operation(
         name="stress_cpu",
@@ -120,7 +136,9 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="CPU load on the host (stress-ng if installed, else busy shell loops)",
         params=(
             *_COMMON,
-            Param(name="workers", type=int, help="workers (default: host's CPU count)", minimum=1, maximum=1024),
+            Param(
+                name="workers", type=int, help="workers (default: host's CPU count)", minimum=1, maximum=1024
+            ),
             Param(name="load", type=int, help="percent per worker", default=100, minimum=1, maximum=100),
             Param(name="backend", type=str, help="", default="auto", choices=("auto", "stress-ng", "shell")),
         ),
@@ -174,7 +192,9 @@ class SSHDriver(Driver):
         problems = check_args(op, args)
         if target is None or not target.startswith(TARGET_PREFIX):
             problems.append(
-                Problem(path="target", message=f"ssh targets look like ssh:HOST or ssh:tag=TAG, got {target!r}")
+                Problem(
+                    path="target", message=f"ssh targets look like ssh:HOST or ssh:tag=TAG, got {target!r}"
+                )
             )
         if "pick" in args and (msg := check_pick(args["pick"])) is not None:
             problems.append(Problem(path="pick", message=msg))
@@ -182,14 +202,24 @@ class SSHDriver(Driver):
             given = [k for k in ("name", "pattern", "pid") if k in args]
             if len(given) != 1:
                 problems.append(
-                    Problem(path=op.name, message="give exactly one of name, pattern or pid", hint=f"got {given or 'none'}")
+                    Problem(
+                        path=op.name,
+                        message="give exactly one of name, pattern or pid",
+                        hint=f"got {given or 'none'}",
+                    )
                 )
             if isinstance(args.get("name"), str) and not 0 < len(args["name"]) <= 15:
                 problems.append(
-                    Problem(path="name", message="a process name has 1 to 15 characters", hint="use pattern for longer")
+                    Problem(
+                        path="name",
+                        message="a process name has 1 to 15 characters",
+                        hint="use pattern for longer",
+                    )
                 )
-            if isinstance(args.get("pattern"), str) and not args["pattern"]:
-                problems.append(Problem(path="pattern", message="an empty pattern matches everything"))
+            if isinstance(args.get("pattern"), str) and _matches_everything(args["pattern"]):
+                problems.append(
+                    Problem(path="pattern", message=f"{args['pattern']!r} matches every command line")
+                )
         if op.name == "command":
             argv = args.get("argv")
             if isinstance(argv, list) and (not argv or not all(isinstance(a, str) for a in argv)):
@@ -201,7 +231,9 @@ class SSHDriver(Driver):
                 problems.append(Problem(path="peer", message=f"not an IP address or CIDR: {args['peer']!r}"))
             else:
                 if ":" in args["peer"]:
-                    problems.append(Problem(path="peer", message="IPv6 peers are not supported (iptables only)"))
+                    problems.append(
+                        Problem(path="peer", message="IPv6 peers are not supported (iptables only)")
+                    )
         if op.name == "netem":
             if not any(k in args for k in ("delay", "loss")):
                 problems.append(Problem(path="netem", message="give delay and/or loss"))
@@ -243,7 +275,9 @@ class SSHDriver(Driver):
                 return res.ok
             counts = remote.parse_kv(res.stdout).get("count")
             if not res.ok or not counts:
-                raise DriverError(f"cannot count processes: {res.stderr.strip()}", driver="ssh", target=host.name)
+                raise DriverError(
+                    f"cannot count processes: {res.stderr.strip()}", driver="ssh", target=host.name
+                )
             return int(counts[0])
 
         outcomes = fan_out(hosts, one, concurrency=concurrency)
@@ -308,7 +342,6 @@ class SSHDriver(Driver):
         op = self._op(record)
         a = with_defaults(op, record.args)
         hosts, pool, timeout_s, concurrency = self._context(ctx, record)
-        fid, state_dir = record.fault_id, str(record.data["state_dir"])
         lease = record.lease_s or DEFAULT_LEASE_S
         if ctx.dry:
             ctx.log(f"ssh: dry run, would {op.name} on {', '.join(h.name for h in hosts)}")
@@ -323,7 +356,20 @@ class SSHDriver(Driver):
                 concurrency=concurrency,
             )
             _raise_failures(counts, "count matching processes")
-            empty = [o.host.name for o in counts if o.value and remote.parse_kv(o.value.stdout).get("count") == ["0"]]
+            found = {
+                o.host.name: int(remote.parse_kv(o.value.stdout).get("count", ["0"])[0])
+                for o in counts
+                if o.value
+            }
+            empty = [name for name, n in found.items() if n == 0]
+            crowded = [f"{name} ({n})" for name, n in found.items() if n > int(a["max_processes"])]
+            if crowded:
+                raise UnsafeTarget(
+                    f"{by} {value!r} matches more than max_processes={a['max_processes']} processes "
+                    f"on {', '.join(crowded)} (nothing was changed)",
+                    driver="ssh",
+                    target=record.target,
+                )
             if empty:
                 raise TargetNotFound(
                     f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
@@ -426,7 +472,9 @@ class SSHDriver(Driver):
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = ConnectionPool(connect_timeout_s=connect_timeout_s, connect_attempts=attempts, log=ctx.log)
+                pool = ConnectionPool(
+                    connect_timeout_s=connect_timeout_s, connect_attempts=attempts, log=ctx.log
+                )
                 self._pools[key] = pool
             return pool
 
@@ -456,7 +504,11 @@ class SSHDriver(Driver):
         def one(host: HostSpec) -> CommandResult:
             instance = remote.instance_id(record.fault_id, host.name)
             script = remote.revert_body(
-                record.operation, instance, str(record.data["state_dir"]), record.data, _sessions(record, host)
+                record.operation,
+                instance,
+                str(record.data["state_dir"]),
+                record.data,
+                _sessions(record, host),
             )
             return _run(pool, host, script, timeout_s)
 
@@ -492,7 +544,9 @@ class SSHDriver(Driver):
         outcomes = fan_out(hosts, healed, concurrency=concurrency)
         missing = [o.host.name for o in outcomes if o.error is not None or o.value is None]
         if missing:
-            return RevertResult(reverted=False, detail=f"not healed within {wait_s:g}s on {', '.join(missing)}")
+            return RevertResult(
+                reverted=False, detail=f"not healed within {wait_s:g}s on {', '.join(missing)}"
+            )
         ttr = max(float(o.value) for o in outcomes if o.value is not None)
         return RevertResult(reverted=True, detail="healed on every host", time_to_recover_s=ttr)
 
@@ -500,9 +554,23 @@ class SSHDriver(Driver):
 # --- helpers -------------------------------------------------------------------------------
 
 
+def _matches_everything(pattern: str) -> bool:
+    """True when the regex matches an empty command line, i.e. every process.
+
+    pgrep uses POSIX EREs; Python's dialect agrees on what matters here (alternation,
+    ``*``, ``?``, anchors). A pattern Python cannot compile is left to pgrep.
+    """
+    try:
+        return re.search(pattern, "") is not None
+    except re.error:
+        return False
+
+
 def _load(a: Mapping[str, Any]) -> Inventory:
     trust = a.get("trust_new_host_keys")
-    return load_inventory(inventory_path(a.get("inventory")), trust_new=trust if isinstance(trust, bool) else None)
+    return load_inventory(
+        inventory_path(a.get("inventory")), trust_new=trust if isinstance(trust, bool) else None
+    )
 
 
 def _timeout(a: Mapping[str, Any], default: float) -> float:
@@ -534,13 +602,18 @@ def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str
     state_dir, data = str(record.data["state_dir"]), record.data
     if op == "kill":
         by, value = _selector(a)
-        return remote.kill_script(fid, state_dir, by, value, str(a["signal"]))
+        return remote.kill_script(fid, state_dir, by, value, str(a["signal"]), int(a["max_processes"]))
     if op == "suspend":
         by, value = _selector(a)
-        return remote.suspend_script(fid, state_dir, by, value, lease)
+        return remote.suspend_script(fid, state_dir, by, value, lease, int(a["max_processes"]))
     if op == "stress_cpu":
         return remote.stress_script(
-            fid, state_dir, workers=a.get("workers"), load=int(a["load"]), lease_s=lease, backend=str(a["backend"])
+            fid,
+            state_dir,
+            workers=a.get("workers"),
+            load=int(a["load"]),
+            lease_s=lease,
+            backend=str(a["backend"]),
         )
     if op == "iptables_drop":
         return remote.iptables_script(
@@ -602,6 +675,8 @@ def _inject_error(op: str, target: str, failed: Sequence[HostOutcome[CommandResu
         err: DriverError = HostKeyRefused(message, driver="ssh", target=target)
     elif statuses == {remote.EXIT_UNSUPPORTED} and not errors:
         err = Unsupported(message, driver="ssh", target=target)
+    elif statuses == {remote.EXIT_UNSAFE} and not errors:
+        err = UnsafeTarget(message, driver="ssh", target=target)
     elif statuses == {remote.EXIT_NOT_FOUND} and not errors:
         err = TargetNotFound(message, driver="ssh", target=target)
     else:

@@ -228,9 +228,7 @@ class ConnectionPool:
 
     # -- running ------------------------------------------------------------------------
 
-    def run(
-        self, host: HostSpec, command: str, *, timeout_s: float, stdin: str = ""
-    ) -> CommandResult:
+    def run(self, host: HostSpec, command: str, *, timeout_s: float, stdin: str = "") -> CommandResult:
         """Run ``command`` (already quoted) once on ``host``, feeding it ``stdin``.
 
         Bounded by ``timeout_s``.

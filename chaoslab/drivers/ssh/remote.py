@@ -40,6 +40,7 @@ from typing import Literal
 EXIT_NOT_FOUND = 3
 EXIT_FAILED = 4
 EXIT_UNSUPPORTED = 5
+EXIT_UNSAFE = 6
 ENV_MARK = "CHAOSLAB_FAULT"
 SESSION_MARK = "CHAOSLAB_SESSION"
 KILL_GRACE_S = 2  # `timeout -k`: SIGKILL this long after the TERM at the deadline
@@ -144,10 +145,12 @@ def _match(by: Selector, value: str | int) -> list[str]:
     return lines
 
 
-def _not_found() -> str:
+def _not_found(max_processes: int) -> str:
     return (
         'if [ -z "$pids" ]; then echo "no matching process (PID 1, the ssh session and '
-        f'chaoslab\'s own processes are never selected)" >&2; exit {EXIT_NOT_FOUND}; fi'
+        f"chaoslab's own processes are never selected)\" >&2; exit {EXIT_NOT_FOUND}; fi\n"
+        f'set -- $pids; if [ $# -gt {int(max_processes)} ]; then echo "$# processes match, more '
+        f'than max_processes={int(max_processes)}: refusing" >&2; exit {EXIT_UNSAFE}; fi'
     )
 
 
@@ -170,7 +173,7 @@ def _end_fault_processes(sessions: Iterable[int]) -> str:
         "n=0\n"
         f'while [ $n -lt 5 ]; do ss=$(cl_sessions {known}); left=$(cl_fault_pids "$mark"); '
         '[ -z "$ss$left" ] && break; for s in $ss; do pkill -KILL -s "$s"; done; '
-        "[ -n \"$left\" ] && kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done"
+        '[ -n "$left" ] && kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done'
     )
 
 
@@ -185,13 +188,12 @@ class NetPlace:
 
     def helpers(self) -> str:
         ns = q(self.netns) if self.netns else "''"
-        return (
-            f"ns={ns}\n"
-            'inns() { if [ -n "$ns" ]; then ip netns exec "$ns" "$@"; else "$@"; fi; }'
-        )
+        return f'ns={ns}\ninns() {{ if [ -n "$ns" ]; then ip netns exec "$ns" "$@"; else "$@"; fi; }}'
 
 
-def iptables_rules(fault_id: str, *, port: int, protocol: str, direction: str, peer: str | None) -> list[list[str]]:
+def iptables_rules(
+    fault_id: str, *, port: int, protocol: str, direction: str, peer: str | None
+) -> list[list[str]]:
     """The rules (chain + match) of an iptables drop; each carries the fault's comment tag."""
     rules: list[list[str]] = []
     for chain, peer_flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
@@ -274,13 +276,15 @@ def count_script(by: Selector, value: str | int) -> str:
     return "\n".join(["fid=none", _HELPERS, *_match(by, value), 'set -- $pids; echo "count=$#"'])
 
 
-def kill_script(fault_id: str, state_dir: str, by: Selector, value: str | int, signal: str) -> str:
+def kill_script(
+    fault_id: str, state_dir: str, by: Selector, value: str | int, signal: str, max_processes: int
+) -> str:
     """No lease: a killed process cannot be un-killed. Nothing is left on the host."""
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
             *_match(by, value),
-            _not_found(),
+            _not_found(max_processes),
             'echo "pids=$pids"',
             f"kill -s {q(signal)} $pids",
         ]
@@ -288,14 +292,14 @@ def kill_script(fault_id: str, state_dir: str, by: Selector, value: str | int, s
 
 
 def suspend_script(
-    fault_id: str, state_dir: str, by: Selector, value: str | int, lease_s: float
+    fault_id: str, state_dir: str, by: Selector, value: str | int, lease_s: float, max_processes: int
 ) -> str:
     body = revert_body("suspend", fault_id, state_dir, {})
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
             *_match(by, value),
-            _not_found(),
+            _not_found(max_processes),
             *_watchdog_with_pids(lease_s, body),
             "kill -STOP $pids",
             'echo "pids=$pids"',
@@ -326,11 +330,13 @@ def stress_script(
             f"load={int(load)}; secs={secs}; want={q(backend)}",
             f"workers={int(workers) if workers else 0}",
             '[ "$workers" -gt 0 ] || workers=$(nproc 2>/dev/null || echo 1)',
-            'use=shell; if [ "$want" != shell ] && command -v stress-ng >/dev/null 2>&1; then use=stress-ng; fi',
+            'use=shell; if [ "$want" != shell ] && command -v stress-ng >/dev/null 2>&1; '
+            "then use=stress-ng; fi",
             'if [ "$want" = stress-ng ] && [ "$use" != stress-ng ]; then '
             f'echo "stress-ng is not installed on this host" >&2; exit {EXIT_UNSUPPORTED}; fi',
             'if [ "$use" = shell ] && [ "$load" -ne 100 ]; then echo "the shell backend only '
-            f'runs at 100% load; install stress-ng on the host for partial load" >&2; exit {EXIT_UNSUPPORTED}; fi',
+            'runs at 100% load; install stress-ng on the host for partial load" >&2; '
+            f"exit {EXIT_UNSUPPORTED}; fi",
             *_watchdog(lease_s, body),
             'if [ "$use" = stress-ng ]; then',
             f'  {ENV_MARK}="$fid:" setsid nohup stress-ng --cpu "$workers" --cpu-load "$load" '
@@ -356,8 +362,10 @@ def iptables_script(
     lines = [
         *_prelude(fault_id, state_dir),
         NetPlace(netns=netns).helpers(),
-        f"command -v iptables >/dev/null 2>&1 || {{ echo 'iptables is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
-        f'if [ -n "$ns" ] && ! ip netns exec "$ns" true 2>/dev/null; then echo "no network namespace $ns" >&2; exit {EXIT_FAILED}; fi',
+        "command -v iptables >/dev/null 2>&1 || "
+        f"{{ echo 'iptables is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
+        'if [ -n "$ns" ] && ! ip netns exec "$ns" true 2>/dev/null; then '
+        f'echo "no network namespace $ns" >&2; exit {EXIT_FAILED}; fi',
         f"revert={q(body)}",
         *_watchdog(lease_s, body),
     ]
@@ -388,11 +396,14 @@ def netem_script(
             *_prelude(fault_id, state_dir),
             NetPlace(netns=netns).helpers(),
             f"dev={q(interface)}; handle={q(handle)}",
-            f"command -v tc >/dev/null 2>&1 || {{ echo 'tc (iproute2) is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
-            f'inns ip link show dev "$dev" >/dev/null 2>&1 || {{ echo "no network interface $dev" >&2; exit {EXIT_FAILED}; }}',
+            "command -v tc >/dev/null 2>&1 || "
+            f"{{ echo 'tc (iproute2) is not installed on this host' >&2; exit {EXIT_UNSUPPORTED}; }}",
+            'inns ip link show dev "$dev" >/dev/null 2>&1 || '
+            f'{{ echo "no network interface $dev" >&2; exit {EXIT_FAILED}; }}',
             f"revert={q(body)}",
             *_watchdog(lease_s, body),
-            f'if ! out=$(inns tc qdisc add dev "$dev" root handle "$handle:" netem {argv_command(netem_args)} 2>&1); then',
+            'if ! out=$(inns tc qdisc add dev "$dev" root handle "$handle:" '
+            f"netem {argv_command(netem_args)} 2>&1); then",
             '  sh -c "$revert" >/dev/null 2>&1',
             '  case "$out" in *"qdisc kind is unknown"*|*"Unknown qdisc"*|*"No such file"*)',
             '    echo "the kernel of this host has no netem qdisc (sch_netem): $out" >&2; '
@@ -418,9 +429,10 @@ def check_script(
     lines = [
         *_prelude(fault_id, state_dir),
         f"for s in $(cl_sessions {known}); do "
-        'echo "residue=session $s of this fault still has processes: $(pgrep -s "$s" | tr \'\\n\' \' \')"; done',
+        'echo "residue=session $s of this fault still has processes: '
+        "$(pgrep -s \"$s\" | tr '\\n' ' ')\"; done",
         'for p in $(cl_fault_pids "$mark"); do '
-        'echo "residue=process $p ($(tr \'\\0\\n\' \'  \' < /proc/$p/cmdline 2>/dev/null | cut -c1-60)) '
+        "echo \"residue=process $p ($(tr '\\0\\n' '  ' < /proc/$p/cmdline 2>/dev/null | cut -c1-60)) "
         'of this fault still runs"; done',
         '[ -e "$dir" ] && echo "residue=state directory $dir remains"',
     ]

@@ -1,0 +1,986 @@
+"""The docker driver: faults on containers through the Docker Engine API (``docker`` SDK).
+
+The SDK is imported lazily inside each call; without it every operation raises
+``DriverError`` with the hint ``pip install 'chaoslab[docker]'``. Every SDK and transport
+error is translated at this module's boundary (``TargetNotFound`` for a missing
+container or network, ``DriverError`` for the rest). The daemon is the one
+``docker.from_env()`` finds (``DOCKER_HOST`` etc.).
+
+Targets (an optional ``docker:`` prefix is accepted; ``KIND=VALUE`` works like ``KIND:VALUE``)::
+
+    name:web                 the container named exactly ``web``
+    id:3f2a9c                a container id or a unique prefix of one
+    label:app=web            containers whose labels match; ``label:app`` = label present;
+    label:app=web,tier=db    several labels are ANDed
+    image:busybox:1.36       containers created from that image (reference or image id)
+
+Faults act on *running, unpaused* matches; probes read every match. Among the matches
+the usual selection args pick ``count`` (default 1), ``percent`` or ``all``, at random
+with a recorded ``seed`` (``chaoslab.drivers.selection``).
+
+Faults (what the revert does; how the fault ends if the runner dies):
+
+- ``kill``: send ``signal`` (default SIGKILL). No lease. With ``via: process`` (default)
+  the signal goes to the container's main process on this host, as a crash would, so the
+  restart policy applies; ``docker kill`` (``via: api``) would *disable* the restart
+  policy until the next start (Docker documents this), so no policy could ever heal it.
+  ``via: process`` needs the daemon on this host (the pid is checked to belong to the
+  container's cgroup) and is refused with ``Unsupported`` otherwise. The revert waits up
+  to ``timeout`` for the container to run again (and be healthy, if it has a
+  healthcheck) and reports ``time_to_recover_s`` from the kill to the daemon's own
+  timestamps (``State.StartedAt``, the first passing health check after it), so a late
+  revert measures the same value. Without a restart policy it says it cannot heal.
+- ``restart``: ``docker restart``; no lease; the revert waits as for ``kill``.
+- ``stop`` (revert: start) and ``pause`` (revert: unpause). Leased by a detached
+  watchdog on the runner's host (``chaoslab.drivers.watchdog``), armed before the change.
+- ``throttle``: limit the container to ``cpus`` CPUs through the CFS quota. The record
+  holds the exact previous ``CpuQuota``/``CpuPeriod``/``NanoCpus``; revert writes back
+  the field that was in use. Caveat of the Engine API: 0 means "leave unchanged", so a
+  never-set quota (0) is restored as -1 ("unlimited"), which is the same cgroup value;
+  ``check_clean`` compares effective limits. The period is never changed. Watchdog lease.
+- ``stress``: ``workers`` CPU spinners (``kind: cpu``) or one process holding ``memory``
+  bytes (``kind: memory``) *inside* the container via ``docker exec``, each wrapped in
+  ``timeout -s KILL <lease>``: the lease is enforced in the container itself. Needs
+  ``sh`` and ``timeout`` in the image (busybox or coreutils); ``timeout`` counts whole
+  seconds, so the lease is rounded down. Stressors carry ``chaoslab-stress-<fault id>``
+  in their argv: ``check_clean`` finds them with ``docker top``, revert kills them
+  through ``/proc`` from inside the container.
+- ``disconnect``: disconnect from ``network``, recording the endpoint (IPAM config,
+  aliases, links, driver options, addresses); revert reconnects with the same settings.
+  An address chosen by IPAM can only be requested back on networks with a user-configured
+  subnet (Docker's rule), so elsewhere the address is reported, not forced. Watchdog lease.
+
+Probes: ``running`` (bool), ``health`` ("healthy", "unhealthy", "starting" or "none"),
+``restart_count`` (int). One match gives the value; several give ``{name: value}``.
+
+Written here because the SDK lacks it: ``update_container`` drops zero values and has no
+``NanoCpus``, so CPU limits go through the SDK's low-level API client; and Docker's
+nanosecond RFC 3339 timestamps are parsed by hand (``datetime`` stops at microseconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from chaoslab.drivers import _proc
+from chaoslab.drivers.base import (
+    CleanReport,
+    Driver,
+    DriverContext,
+    Kind,
+    LeaseKind,
+    Operation,
+    Param,
+    RevertRecord,
+    RevertResult,
+    parse_duration,
+)
+from chaoslab.drivers.process import parse_signal
+from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
+
+NAME = "docker"
+INSTALL_HINT = "pip install 'chaoslab[docker]'"
+TARGET_KINDS = ("name", "id", "label", "image")
+API_TIMEOUT_S = 30
+KILL_SETTLE_S = 2.0  # how long a signalled container may take to die before it "survived"
+STRESS_TAG = "chaoslab-stress"
+# Kernel floor for cpu.cfs_quota_us (1 ms); Docker rejects less.
+MIN_CPU_QUOTA_US = 1000
+DEFAULT_CFS_PERIOD_US = 100_000
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+_SELECT = SELECTION_PARAMS
+_TIMEOUT = Param(
+    name="timeout",
+    type=(str, int, float),
+    help="how long revert waits for the container to run (and be healthy) again",
+    default="60s",
+    duration=True,
+)
+_GRACE = Param(
+    name="grace",
+    type=(str, int, float),
+    help="time the container gets to stop before SIGKILL",
+    default="10s",
+    duration=True,
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        name="kill",
+        kind=Kind.FAULT,
+        summary="Signal the container's main process (default SIGKILL); revert waits to heal",
+        params=(
+            Param(name="signal", type=(str, int), help="SIGKILL, TERM, 9, ...", default="SIGKILL"),
+            Param(
+                name="via",
+                type=str,
+                help="process: signal the main process like a crash (restart policy applies); "
+                "api: docker kill (disables the restart policy until the next start)",
+                default="process",
+                choices=("process", "api"),
+            ),
+            _TIMEOUT,
+            *_SELECT,
+        ),
+        lease=LeaseKind.NONE,
+    ),
+    Operation(
+        name="restart",
+        kind=Kind.FAULT,
+        summary="docker restart; revert waits for the container to run (and be healthy)",
+        params=(_GRACE, _TIMEOUT, *_SELECT),
+        lease=LeaseKind.NONE,
+    ),
+    Operation(
+        name="stop",
+        kind=Kind.FAULT,
+        summary="docker stop; started again on revert or when the lease ends",
+        params=(_GRACE, *_SELECT),
+    ),
+    Operation(
+        name="pause",
+        kind=Kind.FAULT,
+        summary="docker pause (freezer cgroup); unpaused on revert or when the lease ends",
+        params=_SELECT,
+    ),
+    Operation(
+        name="throttle",
+        kind=Kind.FAULT,
+        summary="Limit the container to CPUS cpus (CFS quota); exact previous limits restored",
+        params=(
+            Param(
+                name="cpus",
+                type=(int, float),
+                help="CPUs the container may use, e.g. 0.2",
+                required=True,
+                minimum=0.01,
+                maximum=1024,
+            ),
+            *_SELECT,
+        ),
+    ),
+    Operation(
+        name="stress",
+        kind=Kind.FAULT,
+        summary="CPU spinners or a memory hog inside the container, ended by timeout at lease",
+        params=(
+            Param(name="kind", type=str, help="cpu or memory", default="cpu", choices=("cpu", "memory")),
+            Param(
+                name="workers",
+                type=int,
+                help="CPU spinners (kind cpu)",
+                default=1,
+                minimum=1,
+                maximum=64,
+            ),
+            Param(
+                name="memory",
+                type=(str, int),
+                help="bytes to hold (kind memory): 64m, 1g, 1048576",
+                default="64m",
+            ),
+            *_SELECT,
+        ),
+    ),
+    Operation(
+        name="disconnect",
+        kind=Kind.FAULT,
+        summary="Disconnect from a network; reconnect with the same settings on revert/lease",
+        params=(
+            Param(name="network", type=str, help="network name or id", required=True),
+            *_SELECT,
+        ),
+    ),
+    Operation(name="running", kind=Kind.PROBE, summary="Whether the container is running"),
+    Operation(
+        name="health",
+        kind=Kind.PROBE,
+        summary="Health state: healthy, unhealthy, starting, or none (no healthcheck)",
+    ),
+    Operation(name="restart_count", kind=Kind.PROBE, summary="Restarts done by the restart policy"),
+)
+
+_LEASED = frozenset({"stop", "pause", "throttle", "disconnect"})
+
+
+# --- targets ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A parsed container target. ``value`` is never empty."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+    def labels(self) -> dict[str, str | None]:
+        """``label:a=1,b`` → ``{"a": "1", "b": None}`` (None: the label must exist)."""
+        out: dict[str, str | None] = {}
+        for part in self.value.split(","):
+            key, eq, val = part.partition("=")
+            out[key.strip()] = val if eq else None
+        return out
+
+    def server_filters(self) -> dict[str, Any]:
+        """Filters the daemon applies; results are re-checked by ``matches``."""
+        if self.kind == "label":
+            return {"label": [k if v is None else f"{k}={v}" for k, v in self.labels().items()]}
+        if self.kind == "id":
+            return {"id": self.value}
+        if self.kind == "name":
+            return {"name": self.value}
+        return {}
+
+    def matches(self, attrs: Mapping[str, Any], image_tags: Sequence[str]) -> bool:
+        if self.kind == "name":
+            return str(attrs.get("Name", "")).lstrip("/") == self.value.lstrip("/")
+        if self.kind == "id":
+            return str(attrs.get("Id", "")).startswith(self.value)
+        if self.kind == "label":
+            have = attrs.get("Config", {}).get("Labels") or {}
+            return all(k in have and (v is None or have[k] == v) for k, v in self.labels().items())
+        wanted = _normal_ref(self.value)
+        image_id = str(attrs.get("Image", ""))
+        return (
+            _normal_ref(str(attrs.get("Config", {}).get("Image", ""))) == wanted
+            or wanted in {_normal_ref(t) for t in image_tags}
+            or image_id == self.value
+            or (self.value.startswith("sha256:") and image_id.startswith(self.value))
+        )
+
+
+def _normal_ref(ref: str) -> str:
+    """``busybox`` and ``busybox:latest`` name the same image."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if (":" in last or "@" in ref) else f"{ref}:latest"
+
+
+def parse_target(target: str | None, *, path: str = "target") -> Target:
+    """Parse a container target; raises InvalidInput with a hint when malformed."""
+    hint = "use name:NAME, id:ID, label:KEY=VALUE[,KEY=VALUE] or image:REF"
+    text = (target or "").strip()
+    if text.startswith(f"{NAME}:"):
+        text = text[len(NAME) + 1 :]
+    seps = [i for i in (text.find(":"), text.find("=")) if i > 0]
+    if not seps:
+        raise InvalidInput([Problem(path=path, message=f"invalid container target {target!r}", hint=hint)])
+    kind, value = text[: min(seps)], text[min(seps) + 1 :].strip()
+    if kind not in TARGET_KINDS:
+        raise InvalidInput([Problem(path=path, message=f"unknown container target kind {kind!r}", hint=hint)])
+    if not value or (kind == "label" and any(not k for k in Target(kind=kind, value=value).labels())):
+        raise InvalidInput([Problem(path=path, message=f"empty {kind} in target {target!r}", hint=hint)])
+    return Target(kind=kind, value=value)
+
+
+def parse_size(value: Any) -> int:
+    """``"64m"`` → 67108864, ``1024`` → 1024. Binary units k, m, g. ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)) and int(m.group(1)) > 0:
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    raise ValueError(f"not a size: {value!r} (use e.g. 64m, 1g or a number of bytes)")
+
+
+def parse_timestamp(text: str) -> float | None:
+    """Docker's RFC 3339 with nanoseconds → Unix time; None for the zero time or junk."""
+    m = _TIMESTAMP.match(text or "")
+    if not m or text.startswith("0001-"):
+        return None
+    frac = (m.group(2) or "0")[:6].ljust(6, "0")
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
+
+
+# --- the SDK boundary ------------------------------------------------------------------
+
+
+def _sdk() -> Any:
+    try:
+        import docker
+    except ImportError as exc:
+        raise DriverError(f"the docker SDK is not installed ({INSTALL_HINT})", driver=NAME) from exc
+    return docker
+
+
+def _transport_errors(docker: Any) -> tuple[type[BaseException], ...]:
+    import requests  # a dependency of the docker SDK
+
+    return (docker.errors.DockerException, requests.RequestException, OSError)
+
+
+@contextlib.contextmanager
+def _api(action: str, target: str = "") -> Iterator[Any]:
+    """A client for one call; every SDK error leaving the block is translated."""
+    docker = _sdk()
+    errors = _transport_errors(docker)
+    try:
+        client = docker.from_env(timeout=API_TIMEOUT_S)
+    except errors as exc:
+        raise DriverError(f"cannot reach the Docker daemon: {exc}", driver=NAME) from exc
+    try:
+        yield client
+    except docker.errors.NotFound as exc:
+        raise TargetNotFound(f"{action}: {_explain(exc)}", driver=NAME, target=target) from exc
+    except errors as exc:
+        raise DriverError(f"{action}: {_explain(exc)}", driver=NAME, target=target) from exc
+    finally:
+        client.close()
+
+
+def _explain(exc: BaseException) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def _container(client: Any, cid: str) -> Any | None:
+    """The container with id ``cid``, or None if it no longer exists."""
+    docker = _sdk()
+    try:
+        return client.containers.get(cid)
+    except docker.errors.NotFound:
+        return None
+
+
+def _update(client: Any, cid: str, body: Mapping[str, int]) -> None:
+    """POST /containers/{id}/update. The SDK's update_container drops 0 and lacks NanoCpus."""
+    api = client.api
+    api._result(api._post_json(api._url("/containers/{0}/update", cid), data=dict(body)), True)
+
+
+# --- container state helpers (pure functions of ``attrs``) -------------------------------
+
+
+def _state(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+    state: Mapping[str, Any] = attrs.get("State") or {}
+    return state
+
+
+def _health(attrs: Mapping[str, Any]) -> str:
+    health = _state(attrs).get("Health")
+    return str(health.get("Status")) if health else "none"
+
+
+def _has_healthcheck(attrs: Mapping[str, Any]) -> bool:
+    test = (attrs.get("Config") or {}).get("Healthcheck", {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
+
+
+def _live(attrs: Mapping[str, Any]) -> bool:
+    s = _state(attrs)
+    return bool(s.get("Running")) and not s.get("Paused") and not s.get("Restarting")
+
+
+def _cpu_limits(attrs: Mapping[str, Any]) -> dict[str, int]:
+    hc = attrs.get("HostConfig") or {}
+    return {k: int(hc.get(k) or 0) for k in ("CpuQuota", "CpuPeriod", "NanoCpus")}
+
+
+def _effective(limits: Mapping[str, int]) -> tuple[int, int, int]:
+    """Limits as the kernel sees them: any quota <= 0 is "unlimited" (-1)."""
+    quota = limits.get("CpuQuota", 0)
+    return (quota if quota > 0 else -1, limits.get("CpuPeriod", 0), limits.get("NanoCpus", 0))
+
+
+def _describe(c: Any) -> dict[str, Any]:
+    a = c.attrs
+    return {"id": a["Id"], "name": str(a.get("Name", "")).lstrip("/")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heal:
+    """Whether one killed/restarted container is back. ``possible`` False: it never will be."""
+
+    healed: bool
+    possible: bool = True
+    recovered_at: float | None = None
+    detail: str = ""
+
+
+def _heal(attrs: Mapping[str, Any] | None, entry: Mapping[str, Any], since: float) -> Heal:
+    """Is the container back since ``since`` (Unix time of the fault)? Read-only."""
+    name = entry["name"]
+    if attrs is None:
+        return Heal(healed=False, possible=False, detail=f"{name} no longer exists")
+    state = _state(attrs)
+    started = parse_timestamp(str(state.get("StartedAt", "")))
+    restarted = started is not None and str(state.get("StartedAt")) != entry.get("started_at")
+    if not state.get("Running") or state.get("Restarting"):
+        policy = entry.get("restart_policy") or "no"
+        if policy == "no" and not state.get("Restarting"):
+            return Heal(
+                healed=False,
+                possible=False,
+                detail=f"{name} is {state.get('Status')} and has no restart policy: "
+                "chaoslab cannot heal it (start it, or give it a restart policy)",
+            )
+        return Heal(healed=False, detail=f"{name} is {state.get('Status')}")
+    if entry.get("healthcheck") and _health(attrs) != "healthy":
+        return Heal(healed=False, detail=f"{name} is running, health {_health(attrs)}")
+    if not restarted:
+        return Heal(healed=True, recovered_at=since, detail=f"{name} kept running")
+    at = started or since
+    if entry.get("healthcheck"):
+        # The first passing check after the start; the log keeps the last few checks.
+        for check in (_state(attrs).get("Health") or {}).get("Log") or []:
+            end = parse_timestamp(str(check.get("End", "")))
+            if check.get("ExitCode") == 0 and end is not None and end >= at:
+                at = end
+                break
+        else:
+            at = time.time()
+    return Heal(healed=True, recovered_at=max(at, since), detail=f"{name} is back")
+
+
+def _main_pid_is_container(pid: int, cid: str) -> bool:
+    """True when host pid ``pid`` lives in the cgroup of container ``cid`` (local daemon)."""
+    try:
+        return cid in Path(f"/proc/{pid}/cgroup").read_text("utf-8")
+    except OSError:
+        return False
+
+
+# --- stress scripts ----------------------------------------------------------------------
+
+_CPU_LOOP = "while :; do :; done"
+# Holds the bytes in a shell variable (NULs cannot live in one, hence tr); the loop keeps
+# the shell, and so the memory, alive until timeout kills it.
+_MEM_HOG = "x=$(dd if=/dev/zero bs=1048576 count={mib} 2>/dev/null | tr '\\000' x); while :; do sleep 1; done"
+# Kills every process whose argv holds the tag ($1). The tag is assembled at run time so
+# this script's own argv never contains it; $$ is skipped all the same.
+_KILL_TAGGED = (
+    f'me=$$; t="{STRESS_TAG}""-$1"; n=0; '
+    'for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$me" ] && continue; '
+    "c=$(tr '\\000' ' ' < \"$d/cmdline\" 2>/dev/null) || continue; "
+    'case "$c" in *"$t"*) kill -9 "$p" 2>/dev/null && n=$((n+1));; esac; done; echo "$n"'
+)
+
+
+def _stress_tag(fault_id: str) -> str:
+    return f"{STRESS_TAG}-{fault_id}"
+
+
+def _tagged(client: Any, cid: str, tag: str) -> list[str]:
+    """Processes of container ``cid`` whose command line holds ``tag`` (``docker top``)."""
+    c = _container(client, cid)
+    if c is None or not _state(c.attrs).get("Running"):
+        return []
+    top = c.top()
+    titles = top.get("Titles") or []
+    col = titles.index("CMD") if "CMD" in titles else -1
+    found = []
+    for row in top.get("Processes") or []:
+        cmd = row[col] if col >= 0 else " ".join(row)
+        if tag in cmd:
+            found.append(f"{row[titles.index('PID')] if 'PID' in titles else '?'} {cmd[:80]}")
+    return found
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+class DockerDriver(Driver):
+    """Faults and probes on Docker containers. Stateless: everything lives in the record."""
+
+    name = NAME
+    summary = "Kill, stop, pause, restart, throttle, stress or disconnect Docker containers"
+    install_hint = INSTALL_HINT
+
+    def operations(self) -> Sequence[Operation]:
+        return OPERATIONS
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        problems = Selection.problems(args) if op.kind is Kind.FAULT else []
+        try:
+            parse_target(target)
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+        if "signal" in args:
+            try:
+                parse_signal(args["signal"])
+            except ValueError as exc:
+                problems.append(Problem(path="signal", message=str(exc)))
+        if op.name == "stress" and "memory" in args:
+            try:
+                parse_size(args["memory"])
+            except ValueError as exc:
+                problems.append(Problem(path="memory", message=str(exc)))
+        if op.name == "disconnect" and args.get("network") in ("host", "none"):
+            problems.append(
+                Problem(
+                    path="network",
+                    message=f"a container cannot be disconnected from the {args['network']!r} network",
+                )
+            )
+        return problems
+
+    # --- probes ------------------------------------------------------------------------------
+
+    def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
+        validated(self, op, args, target, Kind.PROBE)
+        sel = parse_target(target)
+        read: Callable[[Mapping[str, Any]], Any]
+        if op.name == "running":
+            read = lambda a: bool(_state(a).get("Running"))  # noqa: E731  (a table of readers)
+        elif op.name == "health":
+            read = _health
+        else:
+            read = lambda a: int(a.get("RestartCount") or 0)  # noqa: E731
+        with _api(f"probe {op.name}", str(sel)) as client:
+            found = self._match(client, sel, live_only=False)
+            values = {_describe(c)["name"]: read(c.attrs) for c in found}
+        if len(values) == 1:
+            return next(iter(values.values()))
+        return values
+
+    def _match(self, client: Any, sel: Target, *, live_only: bool) -> list[Any]:
+        """Containers the target names; with ``live_only``, running and unpaused ones.
+
+        Raises TargetNotFound when nothing (live) matches.
+        """
+        listed = client.containers.list(all=True, filters=sel.server_filters())
+        found = []
+        for c in listed:
+            tags: Sequence[str] = ()
+            if sel.kind == "image":
+                with contextlib.suppress(_sdk().errors.NotFound):  # image removed under it
+                    tags = c.image.tags
+            if sel.matches(c.attrs, tags):
+                found.append(c)
+        if not found:
+            raise TargetNotFound(f"no container matches {sel}", driver=NAME, target=str(sel))
+        if live_only:
+            live = [c for c in found if _live(c.attrs)]
+            if not live:
+                states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
+                raise TargetNotFound(
+                    f"{sel} matches no running, unpaused container ({states})",
+                    driver=NAME,
+                    target=str(sel),
+                )
+            found = live
+        return found
+
+    # --- prepare -----------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        full = validated(self, op, args, target, Kind.FAULT)
+        sel = parse_target(target)
+        data: dict[str, Any] = {}
+        with _api(f"prepare {op.name}", str(sel)) as client:
+            found = self._match(client, sel, live_only=True)
+            if op.name == "disconnect":
+                net = client.networks.get(full["network"])
+                data["network"] = {"id": net.id, "name": net.name}
+                found = [c for c in found if self._endpoint(c.attrs, net.id) is not None]
+                if not found:
+                    raise TargetNotFound(
+                        f"no running container of {sel} is connected to network {net.name}",
+                        driver=NAME,
+                        target=str(sel),
+                    )
+            picked = pick(found, Selection.from_args(args), resolve_seed(args, ctx), key=lambda c: c.name)
+            entries = [self._snapshot(op.name, c, data) for c in picked.items]
+        data["pick"] = picked.to_dict()
+        data["containers"] = entries
+        lease: float | None = None
+        if op.name in ("kill", "restart"):
+            data["timeout_s"] = parse_duration(full["timeout"])
+        else:
+            lease = check_lease(lease_s)
+        if op.name == "kill":
+            data["signal"] = parse_signal(full["signal"]).name
+            data["via"] = full["via"]
+            if full["via"] == "process":
+                self._check_local(entries, str(sel))
+        if op.name in ("stop", "restart"):
+            data["grace_s"] = parse_duration(full["grace"])
+        if op.name == "throttle":
+            data["cpus"] = float(full["cpus"])
+        if op.name == "stress":
+            data["kind"] = full["kind"]
+            data["workers"] = int(full["workers"]) if full["kind"] == "cpu" else 1
+            data["memory_bytes"] = parse_size(full["memory"])
+            data["tag"] = None  # set from the fault id below
+        record = RevertRecord(
+            driver=self.name,
+            operation=op.name,
+            target=str(sel),
+            run_id=ctx.run_id,
+            args=dict(args),
+            data=data,
+            lease_s=lease,
+            lease_expires_at=None if lease is None else time.time() + lease,
+        )
+        if op.name == "stress":
+            record = record.with_data(tag=_stress_tag(record.fault_id))
+        return record
+
+    @staticmethod
+    def _endpoint(attrs: Mapping[str, Any], net_id: str) -> tuple[str, Mapping[str, Any]] | None:
+        for name, ep in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
+            if ep and ep.get("NetworkID") == net_id:
+                return name, ep
+        return None
+
+    def _snapshot(self, op: str, c: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+        """What revert and check_clean need to know about one container, read before the fault."""
+        a = c.attrs
+        entry = _describe(c)
+        if op in ("kill", "restart"):
+            entry["started_at"] = _state(a).get("StartedAt")
+            entry["pid"] = int(_state(a).get("Pid") or 0)
+            entry["restart_policy"] = ((a.get("HostConfig") or {}).get("RestartPolicy") or {}).get(
+                "Name"
+            ) or "no"
+            entry["healthcheck"] = _has_healthcheck(a)
+            entry["restart_count"] = int(a.get("RestartCount") or 0)
+        elif op == "throttle":
+            entry["previous"] = _cpu_limits(a)
+        elif op == "disconnect":
+            found = self._endpoint(a, data["network"]["id"])
+            assert found is not None  # prepare filtered on it
+            ep = found[1]
+            entry["endpoint"] = {
+                k: ep.get(k)
+                for k in (
+                    "IPAMConfig",
+                    "Aliases",
+                    "Links",
+                    "DriverOpts",
+                    "IPAddress",
+                    "GlobalIPv6Address",
+                    "MacAddress",
+                )
+            }
+        return entry
+
+    def _check_local(self, entries: Sequence[Mapping[str, Any]], target: str) -> None:
+        protected = _proc.protected_pids()
+        for e in entries:
+            if not _main_pid_is_container(e["pid"], e["id"]):
+                raise Unsupported(
+                    f"the main process of {e['name']} is not visible on this host (remote daemon?)",
+                    driver=NAME,
+                    target=target,
+                )
+            if e["pid"] in protected:
+                raise Unsupported(f"pid {e['pid']} of {e['name']} is protected", driver=NAME, target=target)
+
+    # --- inject ------------------------------------------------------------------------------
+
+    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
+        if ctx.dry:
+            return record.with_data(dry=True)
+        op = record.operation
+        if op in _LEASED:
+            lease = float(record.lease_s or check_lease(None))
+            record = replace(record, lease_expires_at=time.time() + lease)
+            # Armed before the first change: the lease holds even if we die mid-inject.
+            watchdog = spawn_watchdog(ctx, record)
+            record = record.with_data(watchdog=watchdog.to_dict())
+            try:
+                with _api(f"inject {op}", record.target) as client:
+                    return self._apply(client, record)
+            except BaseException:
+                # Undo whatever part was applied; revert also retires the watchdog.
+                with contextlib.suppress(Exception):
+                    self.revert(ctx, record)
+                _proc.kill_watchdogs(record.fault_id)
+                raise
+        with _api(f"inject {op}", record.target) as client:
+            if op == "stress":
+                lease = float(record.lease_s or check_lease(None))
+                record = replace(record, lease_expires_at=time.time() + lease)
+                return self._stress(client, record)
+            if op == "kill":
+                return self._kill(client, record)
+            return self._restart(client, record)
+
+    def _apply(self, client: Any, record: RevertRecord) -> RevertRecord:
+        op = record.operation
+        applied = []
+        for e in record.data["containers"]:
+            c = client.containers.get(e["id"])
+            if op == "stop":
+                c.stop(timeout=math.ceil(float(record.data["grace_s"])))
+            elif op == "pause":
+                c.pause()
+            elif op == "throttle":
+                applied.append(self._throttle(client, e, float(record.data["cpus"])))
+            else:
+                client.networks.get(record.data["network"]["id"]).disconnect(e["id"])
+        return record.with_data(applied=applied) if applied else record
+
+    @staticmethod
+    def _throttle(client: Any, entry: Mapping[str, Any], cpus: float) -> dict[str, int]:
+        prev = entry["previous"]
+        if prev["NanoCpus"] > 0:
+            # NanoCpus and CpuQuota exclude each other: keep to the field in use.
+            body = {"NanoCpus": max(1, round(cpus * 1e9))}
+        else:
+            period = prev["CpuPeriod"] or DEFAULT_CFS_PERIOD_US
+            body = {"CpuQuota": max(MIN_CPU_QUOTA_US, round(cpus * period))}
+        _update(client, entry["id"], body)
+        return {"id": entry["id"], **body}
+
+    def _kill(self, client: Any, record: RevertRecord) -> RevertRecord:
+        sig = signal.Signals[record.data["signal"]]
+        killed_at = time.time()
+        done = []
+        for e in record.data["containers"]:
+            if record.data["via"] == "api":
+                client.containers.get(e["id"]).kill(signal=sig.name)
+            else:
+                # Re-checked here: the pid must still be this container's main process.
+                if not _main_pid_is_container(e["pid"], e["id"]):
+                    continue
+                try:
+                    os.kill(e["pid"], sig)
+                except ProcessLookupError:
+                    continue
+                except PermissionError as exc:
+                    raise DriverError(
+                        f"no permission to signal pid {e['pid']} of {e['name']}",
+                        driver=NAME,
+                        target=record.target,
+                    ) from exc
+            done.append(e["id"])
+        if not done:
+            raise TargetNotFound(
+                "every selected container exited before the signal",
+                driver=NAME,
+                target=record.target,
+            )
+        survived = self._await_exit(client, record, done)
+        return record.with_data(killed_at=killed_at, signalled=done, survived=survived)
+
+    @staticmethod
+    def _await_exit(client: Any, record: RevertRecord, ids: Sequence[str]) -> list[str]:
+        """Wait until the daemon has seen each signalled container die; return survivors.
+
+        Signals are asynchronous: without this, a revert or check right after inject
+        could read the old "running" state and call the container healed. A container
+        still running its original start after ``KILL_SETTLE_S`` survived the signal.
+        """
+        entries = {e["id"]: e for e in record.data["containers"]}
+        pending = set(ids)
+        deadline = time.monotonic() + KILL_SETTLE_S
+        while pending and time.monotonic() < deadline:
+            for cid in list(pending):
+                c = _container(client, cid)
+                s = {} if c is None else _state(c.attrs)
+                if not s.get("Running") or s.get("StartedAt") != entries[cid]["started_at"]:
+                    pending.discard(cid)
+            if pending:
+                time.sleep(0.02)
+        return sorted(pending)
+
+    def _restart(self, client: Any, record: RevertRecord) -> RevertRecord:
+        restarted_at = time.time()
+        for e in record.data["containers"]:
+            client.containers.get(e["id"]).restart(timeout=math.ceil(float(record.data["grace_s"])))
+        return record.with_data(killed_at=restarted_at)
+
+    def _stress(self, client: Any, record: RevertRecord) -> RevertRecord:
+        expires = float(record.lease_expires_at or time.time())
+        # busybox timeout counts whole seconds; rounding down keeps the fault inside its lease.
+        secs = max(1, math.floor(expires - time.time()))
+        tag = str(record.data["tag"])
+        if record.data["kind"] == "cpu":
+            script, count = _CPU_LOOP, int(record.data["workers"])
+        else:
+            mib = max(1, math.ceil(int(record.data["memory_bytes"]) / (1 << 20)))
+            script, count = _MEM_HOG.format(mib=mib), 1
+        cmd = ["timeout", "-s", "KILL", str(secs), "sh", "-c", script, tag]
+        started = []
+        for e in record.data["containers"]:
+            for _ in range(count):
+                exec_id = client.api.exec_create(e["id"], cmd)["Id"]
+                client.api.exec_start(exec_id, detach=True)
+                started.append((e, exec_id))
+        # A detached exec that cannot start (no sh/timeout in the image) fails silently.
+        deadline = time.monotonic() + 5.0
+        for e, exec_id in started:
+            while True:
+                info = client.api.exec_inspect(exec_id)
+                if info.get("Running"):
+                    break
+                if info.get("ExitCode") is not None and info.get("Pid"):
+                    raise DriverError(
+                        f"the stressor in {e['name']} exited with code {info['ExitCode']} "
+                        "(the image needs sh and timeout)",
+                        driver=NAME,
+                        target=record.target,
+                    )
+                if time.monotonic() > deadline:
+                    raise DriverError(f"the stressor in {e['name']} did not start", driver=NAME)
+                time.sleep(0.02)
+        return record.with_data(stress_seconds=secs)
+
+    # --- revert ------------------------------------------------------------------------------
+
+    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
+        if record.data.get("dry"):
+            return RevertResult(reverted=True, detail="dry run: nothing was injected")
+        op = record.operation
+        if op in ("kill", "restart"):
+            return self._await_heal(record)
+        details: list[str] = []
+        ok = True
+        with _api(f"revert {op}", record.target) as client:
+            for e in record.data["containers"]:
+                c = _container(client, e["id"])
+                if c is None:
+                    details.append(f"{e['name']} no longer exists")
+                    continue
+                done, what = self._undo(client, record, e, c)
+                ok = ok and done
+                details.append(what)
+        if ok and op in _LEASED:
+            # Only once the fault is gone: a failed revert leaves the watchdog to retry.
+            _proc.kill_watchdogs(record.fault_id)
+        return RevertResult(reverted=ok, detail="; ".join(details))
+
+    def _undo(self, client: Any, record: RevertRecord, e: Mapping[str, Any], c: Any) -> tuple[bool, str]:
+        """Undo the fault on one container. Returns (done, what happened)."""
+        op, name, state = record.operation, e["name"], _state(c.attrs)
+        if op == "stop":
+            if state.get("Running"):
+                return True, f"{name} already running"
+            c.start()
+            return True, f"{name} started"
+        if op == "pause":
+            if not state.get("Paused"):
+                return True, f"{name} not paused"
+            c.unpause()
+            return True, f"{name} unpaused"
+        if op == "throttle":
+            prev = e["previous"]
+            if _effective(_cpu_limits(c.attrs)) == _effective(prev):
+                return True, f"{name} limits already as before"
+            if prev["NanoCpus"] > 0:
+                body = {"NanoCpus": prev["NanoCpus"]}
+            else:
+                body = {"CpuQuota": prev["CpuQuota"] if prev["CpuQuota"] != 0 else -1}
+            _update(client, e["id"], body)
+            return True, f"{name} CPU limits restored"
+        if op == "stress":
+            if not state.get("Running") or state.get("Paused"):
+                return True, f"{name} not running: no stressor can remain"
+            out = c.exec_run(["sh", "-c", _KILL_TAGGED, "sh", record.fault_id])
+            if out.exit_code != 0:
+                return False, f"{name}: killing stressors failed: {out.output[-200:]!r}"
+            killed = out.output.decode(errors="replace").strip()
+            # SIGKILL is asynchronous; the memory is free only once the process is gone.
+            deadline = time.monotonic() + 3.0
+            while (left := _tagged(client, e["id"], record.data["tag"])) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if left:
+                return False, f"{name}: stressors survived SIGKILL: {left}"
+            return True, f"{name}: {killed} stressor(s) killed"
+        net = record.data["network"]
+        if self._endpoint(c.attrs, net["id"]) is not None:
+            return True, f"{name} already on {net['name']}"
+        ep = e["endpoint"]
+        ipam = ep.get("IPAMConfig") or {}
+        client.networks.get(net["id"]).connect(
+            e["id"],
+            aliases=ep.get("Aliases") or None,
+            links=ep.get("Links") or None,
+            ipv4_address=ipam.get("IPv4Address") or None,
+            ipv6_address=ipam.get("IPv6Address") or None,
+            link_local_ips=ipam.get("LinkLocalIPs") or None,
+            driver_opt=ep.get("DriverOpts") or None,
+        )
+        return True, f"{name} reconnected to {net['name']}"
+
+    def _await_heal(self, record: RevertRecord) -> RevertResult:
+        timeout = float(record.data.get("timeout_s", 60.0))
+        since = float(record.data.get("killed_at") or record.created_at)
+        deadline = time.monotonic() + timeout
+        with _api(f"revert {record.operation}", record.target) as client:
+            while True:
+                heals = self._heals(client, record, since)
+                pending = [h for h in heals if not h.healed]
+                if not pending or any(not h.possible for h in pending):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        detail = "; ".join(h.detail for h in heals)
+        if pending:
+            why = "cannot heal" if any(not h.possible for h in pending) else f"not healed within {timeout:g}s"
+            return RevertResult(reverted=False, detail=f"{why}: {detail}")
+        ttr = max(0.0, max((h.recovered_at or since) for h in heals) - since)
+        return RevertResult(reverted=True, detail=detail, time_to_recover_s=ttr)
+
+    def _heals(self, client: Any, record: RevertRecord, since: float) -> list[Heal]:
+        out = []
+        for e in record.data["containers"]:
+            c = _container(client, e["id"])
+            out.append(_heal(None if c is None else c.attrs, e, since))
+        return out
+
+    # --- check_clean -------------------------------------------------------------------------
+
+    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+        op = record.operation
+        residue: list[str] = []
+        notes: list[str] = []
+        with _api(f"check {op}", record.target) as client:
+            if op in ("kill", "restart"):
+                since = float(record.data.get("killed_at") or record.created_at)
+                residue += [h.detail for h in self._heals(client, record, since) if not h.healed]
+            for e in record.data["containers"] if op not in ("kill", "restart") else ():
+                c = _container(client, e["id"])
+                if c is None:
+                    if op == "stop":
+                        residue.append(f"{e['name']} no longer exists")
+                    continue
+                a, name = c.attrs, e["name"]
+                if op == "stop" and not _state(a).get("Running"):
+                    residue.append(f"{name} is {_state(a).get('Status')}")
+                elif op == "pause" and _state(a).get("Paused"):
+                    residue.append(f"{name} is paused")
+                elif op == "throttle" and _effective(_cpu_limits(a)) != _effective(e["previous"]):
+                    residue.append(f"{name} CPU limits {_cpu_limits(a)} != before {e['previous']}")
+                elif op == "stress":
+                    residue += [f"{name}: stressor {p}" for p in _tagged(client, e["id"], record.data["tag"])]
+                elif op == "disconnect":
+                    net = record.data["network"]
+                    found = self._endpoint(a, net["id"])
+                    if found is None:
+                        residue.append(f"{name} is not connected to {net['name']}")
+                    elif (ip := e["endpoint"].get("IPAddress")) and found[1].get("IPAddress") != ip:
+                        notes.append(f"{name} got {found[1].get('IPAddress')} (was {ip})")
+        if op in _LEASED and time.time() < float(record.lease_expires_at or 0.0):
+            # An armed watchdog would act on the target later. Past the lease it is the
+            # one reverting (and checking) right now, and exits by itself.
+            residue += [
+                f"watchdog pid {p.pid} still armed" for p in _proc.watchdog_processes(record.fault_id)
+            ]
+        return CleanReport(clean=not residue, residue=tuple(residue), detail="; ".join(notes))

@@ -1,0 +1,254 @@
+"""The stress driver against the real machine: backends, cgroups, sizes, isolation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from chaoslab.drivers.base import DriverContext, Operation, RevertRecord
+from chaoslab.drivers.stress import StressDriver, fill_dir, stressors
+from chaoslab.errors import InvalidInput, UnsafeTarget, Unsupported
+from tests.conftest import require
+from tests.contract.targets import adopting_orphans, stop, wait_for
+
+DRIVER = StressDriver()
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    with adopting_orphans():
+        yield
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> DriverContext:
+    return DriverContext(run_id="t", state_dir=tmp_path / "state")
+
+
+def _op(name: str) -> Operation:
+    op = DRIVER.operation(name)
+    assert op is not None
+    return op
+
+
+@contextlib.contextmanager
+def _stress(
+    ctx: DriverContext, op: str, args: dict[str, Any], target: str | None = None, lease: float = 10
+) -> Iterator[RevertRecord]:
+    record = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op(op), args, target, lease))
+    try:
+        yield record
+    finally:
+        DRIVER.revert(ctx, record)
+        assert DRIVER.check_clean(ctx, record).clean
+
+
+def _cpu_share(procs: list[psutil.Process], window_s: float = 1.0) -> float:
+    """CPU used by ``procs`` over ``window_s``, in percent of one core."""
+
+    def total() -> float:
+        t = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t += sum(p.cpu_times()[:2])
+        return t
+
+    before = total()
+    time.sleep(window_s)
+    return 100 * (total() - before) / window_s
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "lease", "match"),
+    [
+        ("memory", {}, 5, "exactly one of mib or percent_free"),
+        ("memory", {"mib": 10, "percent_free": 1}, 5, "exactly one"),
+        ("memory", {"mib": 10**9}, 5, "not possible"),
+        ("memory", {"percent_free": 95}, 5, "above the maximum"),
+        ("cpu", {"load": 0}, 5, "below the minimum"),
+        ("cpu", {"load": 150}, 5, "above the maximum"),
+        ("cpu", {"workers": "2"}, 5, "expected int"),
+        ("cpu", {"backend": "magic"}, 5, "is not one of"),
+        ("cpu", {}, -3, "negative duration"),
+        ("cpu", {}, "forever", "not a duration"),
+        ("cpu", {}, 90000, "absurd lease"),
+        ("disk", {"mib": 1, "path": "/nonexistent-dir"}, 5, "not a directory"),
+        ("disk", {"mib": 10**9, "path": "/tmp"}, 5, "MiB free"),
+        ("disk", {"percent_used": 0.01, "path": "/tmp"}, 5, "already"),
+        ("disk", {"mib": 1, "backend": "stress-ng"}, 5, "is not one of"),
+    ],
+)
+def test_bad_input_is_refused_before_any_stressor_starts(
+    ctx: DriverContext, op: str, args: dict[str, Any], lease: Any, match: str
+) -> None:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(InvalidInput, match=match):
+        DRIVER.prepare(ctx, _op(op), args, None, lease)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_a_target_matching_chaoslab_itself_is_refused(ctx: DriverContext) -> None:
+    with pytest.raises(UnsafeTarget):
+        DRIVER.prepare(ctx, _op("cpu"), {}, f"pid:{os.getpid()}", 5)
+
+
+def test_backend_is_chosen_and_recorded(ctx: DriverContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    require(shutil.which("stress-ng") is not None, "stress-ng (Debian: apt-get install stress-ng)")
+    auto = DRIVER.prepare(ctx, _op("cpu"), {}, None, 5)
+    assert auto.data["backend"] == "stress-ng" and "found" in auto.data["backend_reason"]
+    assert DRIVER.prepare(ctx, _op("cpu"), {"backend": "builtin"}, None, 5).data["backend"] == "builtin"
+    assert DRIVER.prepare(ctx, _op("disk"), {"mib": 1}, None, 5).data["backend"] == "builtin"
+    monkeypatch.setenv("PATH", "/nonexistent")  # a machine without stress-ng
+    fallback = DRIVER.prepare(ctx, _op("memory"), {"mib": 8}, None, 5)
+    assert fallback.data["backend"] == "builtin"
+    assert fallback.data["backend_reason"] == "stress-ng not installed"
+    with pytest.raises(Unsupported, match="apt-get install stress-ng"):
+        DRIVER.prepare(ctx, _op("cpu"), {"backend": "stress-ng"}, None, 5)
+
+
+def test_builtin_cpu_workers_hit_the_requested_load(ctx: DriverContext) -> None:
+    if os.getloadavg()[0] > 1.5 * (os.cpu_count() or 1):
+        pytest.skip("host CPU is saturated by others: achieved load is not measurable now")
+    with _stress(ctx, "cpu", {"workers": 2, "load": 40, "backend": "builtin"}) as record:
+        assert record.data["backend"] == "builtin"
+        procs = [p for p in stressors(record) if p.pid != record.data["keeper"]["pid"]]
+        assert len(procs) == 2
+        time.sleep(0.3)
+        share = _cpu_share(procs, 1.5) / 2
+        assert 25 <= share <= 55, share  # the benchmark holds ±5; a busy CI box gets slack
+
+
+def test_revert_kills_only_this_faults_stressors(ctx: DriverContext) -> None:
+    a = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("cpu"), {"load": 10, "backend": "builtin"}, None, 10))
+    b = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("cpu"), {"load": 10}, None, 10))
+    try:
+        b_pids = {p.pid for p in stressors(b)}
+        assert b_pids and not b_pids & {p.pid for p in stressors(a)}
+        assert DRIVER.revert(ctx, a).reverted
+        assert DRIVER.check_clean(ctx, a).clean
+        assert {p.pid for p in stressors(b)} == b_pids
+        assert not DRIVER.check_clean(ctx, b).clean
+    finally:
+        DRIVER.revert(ctx, a)
+        DRIVER.revert(ctx, b)
+    assert DRIVER.check_clean(ctx, b).clean
+
+
+def test_memory_share_of_free_is_resolved_and_resident(ctx: DriverContext) -> None:
+    available = psutil.virtual_memory().available
+    record = DRIVER.prepare(ctx, _op("memory"), {"percent_free": 0.5, "backend": "builtin"}, None, 10)
+    assert abs(record.data["mib"] - available * 0.005 / 2**20) < 64
+    record = DRIVER.inject(ctx, record)
+    try:
+        rss = sum(p.memory_info().rss for p in stressors(record))
+        assert rss >= record.data["mib"] * 2**20 * 0.9
+    finally:
+        DRIVER.revert(ctx, record)
+    assert DRIVER.check_clean(ctx, record).clean
+
+
+@contextlib.contextmanager
+def _tmpfs(tmp_path: Path, size_mib: int) -> Iterator[Path]:
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    require(done.returncode == 0, f"mount tmpfs (root): {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.root
+def test_disk_fill_up_to_a_percentage_then_removed(ctx: DriverContext, tmp_path: Path) -> None:
+    with _tmpfs(tmp_path, 64) as fs:
+        record = DRIVER.inject(
+            ctx, DRIVER.prepare(ctx, _op("disk"), {"path": str(fs), "percent_used": 50}, None, 10)
+        )
+        try:
+            usage = shutil.disk_usage(fs)
+            assert 48 <= 100 * usage.used / usage.total <= 52
+            assert fill_dir(str(fs), record.fault_id).is_dir()
+            assert record.data["watchdog"]["pid"] > 0
+        finally:
+            assert DRIVER.revert(ctx, record).reverted
+        assert DRIVER.check_clean(ctx, record).clean
+        assert shutil.disk_usage(fs).used < 2**20
+        assert list(fs.iterdir()) == []
+
+
+@pytest.mark.root
+def test_disk_fill_files_outlive_a_killed_stressor_until_the_watchdog_lease(
+    ctx: DriverContext, tmp_path: Path
+) -> None:
+    record = DRIVER.inject(
+        ctx, DRIVER.prepare(ctx, _op("disk"), {"path": str(tmp_path), "mib": 8}, None, 1.5)
+    )
+    try:
+        for p in stressors(record):
+            p.kill()  # the stressor is gone; its file is not
+        directory = fill_dir(str(tmp_path), record.fault_id)
+        assert directory.exists()
+        left = (record.lease_expires_at or 0) + 1 - time.time()
+        assert wait_for(lambda: DRIVER.check_clean(ctx, record).clean, left)
+        assert not directory.exists()
+    finally:
+        DRIVER.revert(ctx, record)
+
+
+@contextlib.contextmanager
+def _cpu_cgroup(quota_us: int) -> Iterator[Path]:
+    require(CPU_CGROUP.is_dir() and os.geteuid() == 0, "cgroup v1 cpu controller (root)")
+    group = CPU_CGROUP / f"chaoslab-test-{secrets.token_hex(4)}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), 9)
+        wait_for(lambda: not (group / "cgroup.procs").read_text().split(), 5)
+        group.rmdir()
+
+
+@pytest.mark.root
+def test_stressor_in_the_target_cgroup_squeezes_the_target(ctx: DriverContext) -> None:
+    with _cpu_cgroup(quota_us=40_000) as group:  # the target's cgroup may use 0.4 CPU
+        busy = subprocess.Popen(
+            [sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass"]
+        )
+        try:
+            (group / "cgroup.procs").write_text(str(busy.pid))
+            target = psutil.Process(busy.pid)
+            alone = _cpu_share([target])
+            with _stress(
+                ctx, "cpu", {"workers": 1, "load": 100, "backend": "builtin"}, f"pid:{busy.pid}"
+            ) as record:
+                assert record.data["cgroup"]["of"]["pid"] == busy.pid
+                assert str(group / "cgroup.procs") in record.data["cgroup"]["procs_files"]
+                members = {int(x) for x in (group / "cgroup.procs").read_text().split()}
+                assert {p.pid for p in stressors(record)} <= members
+                squeezed = _cpu_share([target])
+            assert 5 <= alone <= 45, alone  # capped by the quota; a busy host gives less
+            assert squeezed <= 0.7 * alone, (alone, squeezed)
+        finally:
+            stop(busy)
