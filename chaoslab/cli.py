@@ -113,18 +113,23 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--rollback-strategy", type=click.Choice(["always", "default", "never", "deviated"]),
               help="chaoslab's default is always: rollbacks run even after an interruption.")
 @click.option("--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal).")
+@click.option("--recover-first", is_flag=True,
+              help="Revert open ledger entries of dead runs before starting (else: refuse).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text",
               help="json prints one machine-readable result on stdout; progress goes to stderr.")
 def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...], run_dir: str | None,
         journal_path: str | None, hypothesis_strategy: str | None, rollback_strategy: str | None,
-        seed: int | None, output: str) -> None:
+        seed: int | None, recover_first: bool, output: str) -> None:
     """Run an experiment: baseline, method, recovery, after; revert everything; verdict."""
     from rich.console import Console
 
     from chaoslab.engine.console import ConsoleProgress
     from chaoslab.engine.events import EventBus
-    from chaoslab.engine.runner import Runner, RunOptions, new_run_id
+    from chaoslab.engine.runner import RunOptions, new_run_id
+    from chaoslab.errors import ChaoslabError, InvalidInput, LedgerError, LockHeld
     from chaoslab.model.experiment import RollbackStrategy, Strategy
+    from chaoslab.safety.halt import Halted
+    from chaoslab.session import SessionOptions, run_experiment
 
     exp = _load(experiment, output)
     variables_d = _parse_vars(variables)
@@ -132,30 +137,31 @@ def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...],
     rdir = Path(run_dir) if run_dir else Path.cwd() / "chaoslab-runs" / run_id
     bus = EventBus()
     console = Console(stderr=output == "json", highlight=False)
+    if not console.is_terminal:
+        console.width = 120
     bus.subscribe(ConsoleProgress(console))
-    runner_kwargs: dict[str, Any] = {}
-    runner_kwargs.update(_integrations(exp, console))
-    runner = Runner(
-        exp,
-        registry=_registry(),
-        bus=bus,
-        run_id=run_id,
-        options=RunOptions(
-            run_dir=rdir,
-            variables=variables_d,
-            var_files=var_files,
-            strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
-            rollback_strategy=RollbackStrategy(rollback_strategy) if rollback_strategy else None,
-            seed=seed,
-        ),
-        **{k: v for k, v in runner_kwargs.items() if k != "_context"},
+    options = RunOptions(
+        run_dir=rdir,
+        variables=variables_d,
+        var_files=var_files,
+        strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
+        rollback_strategy=RollbackStrategy(rollback_strategy) if rollback_strategy else None,
+        seed=seed,
     )
-    context = runner_kwargs.get("_context")
-    if context is not None:
-        with context:
-            result = runner.run()
-    else:
-        result = runner.run()
+    try:
+        result, recovered = run_experiment(
+            exp, registry=_registry(), options=options, bus=bus, run_id=run_id,
+            session=SessionOptions(recover_first=recover_first),
+        )
+    except InvalidInput as exc:
+        _fail_invalid(exc, output)
+    except Halted as exc:
+        _refuse(str(exc), ExitCode.ABORTED, output)
+    except (LockHeld, LedgerError, ChaoslabError) as exc:
+        _refuse(str(exc), ExitCode.ERROR, output)
+    if recovered is not None and recovered.outcomes:
+        for line in recovered.lines():
+            console.print(f"recover: {line}")
     if journal_path:
         import shutil
 
@@ -179,13 +185,14 @@ def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...],
     sys.exit(int(result.verdict.exit_code))
 
 
-def _integrations(exp: Any, console: Any) -> dict[str, Any]:
-    """Optional run integrations (lab, SLI observation, guard, ledger) wired by later layers."""
-    try:
-        from chaoslab.integrations import for_experiment
-    except ImportError:
-        return {}
-    return dict(for_experiment(exp, console))
+def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
+    if output == "json":
+        click.echo(json.dumps({"verdict": "refused", "exit_code": int(code), "reason": message}, indent=2))
+    else:
+        from rich.markup import escape
+
+        _stderr_console().print(f"[bold red]refused:[/] {escape(message)}")
+    sys.exit(int(code))
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -281,16 +288,15 @@ def drivers(output: str) -> None:
     Console().print(table)
 
 
-def _register_optional_groups() -> None:
-    for module in ("chaoslab.lab.cli", "chaoslab.safety.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(main)
+def _register_command_groups() -> None:
+    from chaoslab.lab.cli import register as register_lab
+    from chaoslab.safety.cli import register as register_safety
+
+    register_lab(main)
+    register_safety(main)
 
 
-_register_optional_groups()
+_register_command_groups()
 
 
 if __name__ == "__main__":

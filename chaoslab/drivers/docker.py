@@ -30,9 +30,14 @@ Faults (what the revert does; how the fault ends if the runner dies):
   healthcheck) and reports ``time_to_recover_s`` from the kill to the daemon's own
   timestamps (``State.StartedAt``, the first passing health check after it), so a late
   revert measures the same value. Without a restart policy it says it cannot heal.
+  ``inject`` returns once the daemon has seen the container die; one still running its
+  original start ``KILL_SETTLE_S`` after the signal survived it (``data.survived``).
 - ``restart``: ``docker restart``; no lease; the revert waits as for ``kill``.
 - ``stop`` (revert: start) and ``pause`` (revert: unpause). Leased by a detached
-  watchdog on the runner's host (``chaoslab.drivers.watchdog``), armed before the change.
+  watchdog (``chaoslab.drivers.watchdog``), armed before the change. It runs on the
+  runner's host and talks to the same daemon: it survives the runner, not that host.
+  A revert retires the watchdog only once the fault is gone, so a failed revert still
+  has the lease behind it; ``check_clean`` counts a watchdog still armed as residue.
 - ``throttle``: limit the container to ``cpus`` CPUs through the CFS quota. The record
   holds the exact previous ``CpuQuota``/``CpuPeriod``/``NanoCpus``; revert writes back
   the field that was in use. Caveat of the Engine API: 0 means "leave unchanged", so a
@@ -65,6 +70,7 @@ import math
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -94,6 +100,7 @@ NAME = "docker"
 INSTALL_HINT = "pip install 'chaoslab[docker]'"
 TARGET_KINDS = ("name", "id", "label", "image")
 API_TIMEOUT_S = 30
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 KILL_SETTLE_S = 2.0  # how long a signalled container may take to die before it "survived"
 STRESS_TAG = "chaoslab-stress"
 # Kernel floor for cpu.cfs_quota_us (1 ms); Docker rejects less.
@@ -326,11 +333,35 @@ def _transport_errors(docker: Any) -> tuple[type[BaseException], ...]:
     return (docker.errors.DockerException, requests.RequestException, OSError)
 
 
+def _preflight(docker: Any) -> None:
+    """Fail early, and cleanly, when a local daemon's socket does not answer.
+
+    docker-py leaks the socket of a failed unix connect (a ResourceWarning in every
+    caller) and reports it as a bare "Error while fetching server API version".
+    """
+    try:
+        base = str(docker.utils.kwargs_from_env().get("base_url") or DEFAULT_SOCKET)
+    except docker.errors.DockerException as exc:
+        raise DriverError(f"bad Docker client settings: {exc}", driver=NAME) from exc
+    if not base.startswith(("unix://", "http+unix://")):
+        return
+    path = base.split("://", 1)[1]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise DriverError(
+                f"cannot reach the Docker daemon at {base}: {exc.strerror or exc}", driver=NAME
+            ) from exc
+
+
 @contextlib.contextmanager
 def _api(action: str, target: str = "") -> Iterator[Any]:
     """A client for one call; every SDK error leaving the block is translated."""
     docker = _sdk()
     errors = _transport_errors(docker)
+    _preflight(docker)
     try:
         client = docker.from_env(timeout=API_TIMEOUT_S)
     except errors as exc:
@@ -481,14 +512,13 @@ def _tagged(client: Any, cid: str, tag: str) -> list[str]:
     c = _container(client, cid)
     if c is None or not _state(c.attrs).get("Running"):
         return []
-    top = c.top()
-    titles = top.get("Titles") or []
-    col = titles.index("CMD") if "CMD" in titles else -1
+    # -ww: the daemon's ps would otherwise cut lines at its $COLUMNS, and the tag with them.
+    top = c.top(ps_args="-ww -eo pid,args")
     found = []
     for row in top.get("Processes") or []:
-        cmd = row[col] if col >= 0 else " ".join(row)
-        if tag in cmd:
-            found.append(f"{row[titles.index('PID')] if 'PID' in titles else '?'} {cmd[:80]}")
+        line = " ".join(str(x) for x in row)
+        if tag in line:
+            found.append(line[:100])
     return found
 
 
@@ -628,7 +658,7 @@ class DockerDriver(Driver):
         record = RevertRecord(
             driver=self.name,
             operation=op.name,
-            target=str(sel),
+            target=str(target),  # as given: the engine's ledger and locks key on it
             run_id=ctx.run_id,
             args=dict(args),
             data=data,

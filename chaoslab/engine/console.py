@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from chaoslab.engine import events as ev
 
@@ -30,11 +31,26 @@ _VERDICT_STYLE = {
 
 
 class ConsoleProgress:
-    def __init__(self, console: Console) -> None:
+    """Prints the run as it happens. Live SLI values every ``tick_every`` seconds."""
+
+    def __init__(self, console: Console, tick_every: int = 2) -> None:
         self.console = console
+        self.tick_every = tick_every
+        self._ticks = 0
+        self._slo: list[ev.SLOEvaluated] = []
+        self._phases: set[ev.Phase] = set()
 
     def __call__(self, event: ev.Event) -> None:
         c = self.console
+        if isinstance(event, ev.SLITick):
+            self._ticks += 1
+            if self._ticks % self.tick_every == 0:
+                c.print("  [dim]· " + _tick_line(event) + "[/]")
+            return
+        if isinstance(event, ev.PhaseStarted):
+            if event.phase in self._phases and event.phase is not ev.Phase.REVERT:
+                return
+            self._phases.add(event.phase)
         if isinstance(event, ev.RunStarted):
             c.print(f"[bold]chaoslab[/] run [cyan]{event.run_id}[/]: {escape(event.title)}")
         elif isinstance(event, ev.PhaseStarted) and event.phase in _PHASE_TITLES:
@@ -68,15 +84,60 @@ class ConsoleProgress:
                 c.print(f"  [bold red]✗ NOT CLEAN[/] {event.driver} fault {event.fault_id}: "
                         f"{escape('; '.join(event.residue))}")
         elif isinstance(event, ev.SLOEvaluated):
-            style = {"pass": "green", "fail": "red", "inconclusive": "magenta"}.get(event.verdict, "white")
-            est = "—" if event.estimate is None else f"{event.estimate:.4g}"
-            c.print(f"  SLO {escape(event.objective)} [{event.window}] [{style}]{event.verdict}[/] "
-                    f"estimate {est} (n={event.samples})")
+            self._slo.append(event)
+            style = _SLO_STYLE.get(event.verdict, "white")
+            c.print(f"  SLO {escape(event.objective)} {escape('[' + event.window + ']')} "
+                    f"[{style}]{event.verdict}[/] {escape(_estimate(event))} (n={event.samples})")
         elif isinstance(event, ev.GuardTripped):
             c.print(f"[bold red]■ guard tripped: {escape(event.reason)} — reverting every fault now[/]")
         elif isinstance(event, ev.Interrupted):
             c.print(f"[bold red]■ {event.signal}: reverting and running rollbacks before exit[/]")
         elif isinstance(event, ev.RunFinished):
+            if self._slo:
+                c.print(slo_table(self._slo))
             style = _VERDICT_STYLE.get(event.verdict, "bold")
             c.print(f"[{style}]verdict: {event.verdict.upper()}[/] (exit {event.exit_code}) — "
                     f"{escape(event.reason)} [{event.duration_s:.1f}s]")
+
+
+_SLO_STYLE = {"pass": "green", "fail": "red", "inconclusive": "magenta"}
+
+
+def _estimate(e: ev.SLOEvaluated) -> str:
+    if e.estimate is None:
+        return "—"
+    unit = str(e.detail.get("unit", ""))
+    if unit == "ms" or unit == "s":
+        return f"{e.estimate:.4g}{unit}"
+    return f"{e.estimate:.2%}" if 0 <= e.estimate <= 1 else f"{e.estimate:.4g}"
+
+
+def _bounds(e: ev.SLOEvaluated) -> str:
+    if e.lower is None or e.upper is None:
+        return "—"
+    unit = str(e.detail.get("unit", ""))
+    if unit in ("ms", "s"):
+        return f"[{e.lower:.4g}{unit}, {e.upper:.4g}{unit}]"
+    return f"[{e.lower:.2%}, {e.upper:.2%}]"
+
+
+def slo_table(results: list[ev.SLOEvaluated]) -> Table:
+    table = Table(title="SLOs", box=None, header_style="bold")
+    for col in ("objective", "window", "verdict", "estimate", "95% bounds", "samples", "objective is"):
+        table.add_column(col)
+    for e in results:
+        style = _SLO_STYLE.get(e.verdict, "white")
+        table.add_row(e.objective, e.window, f"[{style}]{e.verdict}[/]", escape(_estimate(e)),
+                      escape(_bounds(e)), str(e.samples), escape(str(e.detail.get("slo", ""))))
+    return table
+
+
+def _tick_line(t: ev.SLITick) -> str:
+    parts = [f"{t.rate:.0f} req/s" if t.rate is not None else "— req/s"]
+    if t.availability is not None:
+        parts.append(f"availability {t.availability:.2%}")
+    if t.p50_ms is not None:
+        parts.append(f"p50 {t.p50_ms:.1f}ms")
+    if t.p99_ms is not None:
+        parts.append(f"p99 {t.p99_ms:.1f}ms")
+    return ", ".join(parts)

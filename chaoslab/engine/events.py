@@ -164,6 +164,18 @@ class SLISeries(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SLITick(Event):
+    """Live SLI values over the last second (console, event log)."""
+
+    kind: ClassVar[str] = "sli-tick"
+    source: str
+    rate: float | None = None
+    availability: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuardTripped(Event):
     kind: ClassVar[str] = "guard-tripped"
     reason: str

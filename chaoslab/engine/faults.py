@@ -38,7 +38,7 @@ LEASE_MARGIN_S = 5.0
 class Ledger(Protocol):
     def open_entry(self, record: RevertRecord) -> Any: ...
     def update_entry(self, record: RevertRecord) -> Any: ...
-    def close_entry(self, fault_id: str, outcome: Mapping[str, Any]) -> Any: ...
+    def close_entry(self, fault_id: str, outcome: CleanReport) -> Any: ...
 
 
 @dataclass(kw_only=True)
@@ -51,6 +51,8 @@ class ActiveFault:
     reverted: RevertResult | None = None
     clean: CleanReport | None = None
     error: str | None = None
+    reverted_at: float | None = None
+    clean_at: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -159,6 +161,7 @@ class FaultManager:
                 fault.error = f"revert failed: {exc}"
                 fault.reverted = RevertResult(reverted=False, detail=fault.error)
             duration = time.monotonic() - t0
+            fault.reverted_at = time.time()
             self.bus.emit(
                 ev.FaultReverted(
                     run_id=self.ctx.run_id,
@@ -184,11 +187,9 @@ class FaultManager:
                     residue=fault.clean.residue,
                 )
             )
+            fault.clean_at = time.time()
             if self.ledger is not None and fault.clean.clean:
-                self.ledger.close_entry(
-                    fault.record.fault_id,
-                    {"reverted": fault.reverted.reverted, "clean": True, "at": time.time()},
-                )
+                self.ledger.close_entry(fault.record.fault_id, fault.clean)
 
     def revert_all(self) -> float:
         """Revert every active fault at once, each under its own deadline. Returns seconds."""
@@ -206,6 +207,20 @@ class FaultManager:
         finally:
             pool.shutdown(wait=False, cancel_futures=False)
         return time.monotonic() - t0
+
+    def first_injected_at(self) -> float | None:
+        """When the oldest still-active fault went in (the guard watches from then)."""
+        times = [f.injected_at for f in self.active()]
+        return min(times) if times else None
+
+    def during_window(self) -> tuple[float, float] | None:
+        """From the first injection to the last revert."""
+        faults = self.all()
+        if not faults:
+            return None
+        start = min(f.injected_at for f in faults)
+        end = max((f.reverted_at or time.time()) for f in faults)
+        return start, end
 
     def pending_labels(self) -> list[str]:
         return [f.label for f in self._faults if f.clean is None]

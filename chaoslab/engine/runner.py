@@ -128,6 +128,7 @@ class Runner:
             seed=options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big"),
         )
         self._abort = threading.Event()
+        self._baseline_judged = False
         self.configuration: dict[str, Any] = {}
         self.secrets: dict[str, Any] = {}
         self.faults = FaultManager(
@@ -275,9 +276,14 @@ class Runner:
             self.configuration = load_dynamic_configuration(self.configuration, self.secrets)
 
     def _phases(self, controls: Controls) -> None:
-        exp = self.exp
-        now = time.time()
-        self.state.windows["baseline"] = (self._observation_start(), now)
+        exp, rt = self.exp, self.exp.runtime
+        baseline_start = time.time()
+        if rt.baseline_s:
+            self._phase_start(Phase.BASELINE)
+            self._sleep(rt.baseline_s)
+        self.state.windows["baseline"] = (baseline_start, time.time())
+        if self.observation is not None and not self._baseline_slos_hold():
+            return
         if exp.hypothesis and self.strategy.before:
             met = self._hypothesis(Phase.BASELINE, controls)
             if not met:
@@ -287,20 +293,35 @@ class Runner:
         self._check_abort()
         self._method(controls)
         self._check_abort()
-        if exp.runtime.recovery_s:
+        if rt.recovery_s:
             self._phase_start(Phase.RECOVERY)
-            self._sleep(exp.runtime.recovery_s)
+            self._sleep(rt.recovery_s)
             self._phase_end(Phase.RECOVERY, True)
         after_start = time.time()
+        if rt.after_s:
+            self._phase_start(Phase.AFTER)
+            self._sleep(rt.after_s)
+        self.state.windows["after"] = (after_start, time.time())
         if exp.hypothesis and self.strategy.after:
             met = self._hypothesis(Phase.AFTER, controls)
             if not met:
                 self.state.deviated = True
                 self.state.add(Verdict.DEVIATED, "the steady state did not hold after the method")
-        self.state.windows["after"] = (after_start, time.time())
 
-    def _observation_start(self) -> float:
-        return getattr(self.observation, "started_at", None) or time.time()
+    def _baseline_slos_hold(self) -> bool:
+        """Judge the baseline window now: a system that is not steady is not experimented on."""
+        assert self.observation is not None
+        results = self.observation.judge({"baseline": self.state.windows["baseline"]})
+        held = True
+        for result in results:
+            self.bus.emit(result)
+            self._fold_slo(result)
+            if result.verdict != "pass":
+                held = False
+        self._baseline_judged = True
+        if not held:
+            self.state.add(Verdict.INCONCLUSIVE, "the SLOs did not hold at baseline; the method was not run")
+        return held
 
     def _phase_start(self, phase: Phase) -> None:
         self.bus.emit(ev.PhaseStarted(run_id=self.run_id, phase=phase))
@@ -522,7 +543,12 @@ class Runner:
         if self.observation is not None:
             try:
                 self.observation.stop()
-                for result in self.observation.judge(self.state.windows):
+                windows = {k: v for k, v in self.state.windows.items()
+                           if not (k == "baseline" and self._baseline_judged)}
+                if self.state.method_ran:
+                    windows["during"] = self.faults.during_window() or self.state.windows["during"]
+                    self.state.windows["during"] = windows["during"]
+                for result in self.observation.judge(windows):
                     self.bus.emit(result)
                     self._fold_slo(result)
             except ChaoslabError as exc:
@@ -544,7 +570,9 @@ class Runner:
             if result.window == "baseline":
                 self.state.add(Verdict.INCONCLUSIVE, f"{label} failed at baseline: the system was not steady")
             else:
-                self.state.add(Verdict.DEVIATED, f"{label} failed: estimate {result.estimate}")
+                unit = str(result.detail.get("unit", ""))
+                est = "—" if result.estimate is None else f"{result.estimate:.4g}{unit}"
+                self.state.add(Verdict.DEVIATED, f"{label} failed: {est} against {result.detail.get('slo', '')}")
         elif result.verdict == "inconclusive":
             self.state.add(Verdict.INCONCLUSIVE, f"{label} inconclusive with {result.samples} samples")
 

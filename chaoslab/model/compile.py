@@ -167,6 +167,7 @@ class _Compiler:
             load=load,
             slo=tuple(slo),
             runbook=d.get("runbook"),
+            guard=d.get("guard"),
             raw=d,
         )
 
@@ -212,14 +213,24 @@ class _Compiler:
             except ValueError:
                 self.bad("runtime.rollbacks.strategy", f"unknown rollback strategy {rb['strategy']!r}",
                          hint=", ".join(s.value for s in RollbackStrategy))
-        for key, attr, where in (
-            ("timeout", "timeout_s", d),
-            ("recovery", "recovery_s", d),
-            ("lease", "lease_s", d),
-            ("activity_timeout", "activity_timeout_s", rt),
-        ):
-            if key in where:
-                kw[attr] = self.duration(where[key], key if where is d else f"runtime.{key}", positive=key != "recovery")
+        for key, attr in (("timeout", "timeout_s"), ("lease", "lease_s")):
+            if key in d:
+                kw[attr] = self.duration(d[key], key, positive=True)
+        if "activity_timeout" in rt:
+            kw["activity_timeout_s"] = self.duration(rt["activity_timeout"], "runtime.activity_timeout", positive=True)
+        windows = d.get("windows", {}) or {}
+        if not isinstance(windows, dict):
+            self.bad("windows", "'windows' must be a mapping: {baseline: 5s, recovery: 2s, after: 5s}")
+            windows = {}
+        has_load = d.get("load") is not None
+        defaults = {"baseline": 5.0 if has_load else 0.0, "recovery": 0.0, "after": 5.0 if has_load else 0.0}
+        for key, default in defaults.items():
+            kw[f"{key}_s"] = default
+            if key in windows:
+                kw[f"{key}_s"] = self.duration(windows[key], f"windows.{key}")
+        for key in windows:
+            if key not in defaults:
+                self.bad(f"windows.{key}", f"unknown window {key!r}", hint="baseline, recovery, after")
         return Runtime(**{k: v for k, v in kw.items() if v is not None})
 
     def duration(self, value: Any, path: str, *, positive: bool = False) -> float | None:

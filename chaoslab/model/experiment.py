@@ -87,7 +87,9 @@ class Runtime:
     rollback: RollbackStrategy = RollbackStrategy.ALWAYS
     activity_timeout_s: float = 60.0
     timeout_s: float | None = None  # the whole run's deadline
-    recovery_s: float = 0.0  # observation time after reverts, before the "after" check
+    baseline_s: float = 0.0  # observation before the method (SLI baseline window)
+    recovery_s: float = 0.0  # observation time after reverts, before the "after" window
+    after_s: float = 0.0  # observation after recovery (SLI "after" window)
     lease_s: float = 300.0  # default lease of a fault with no duration
 
 
@@ -108,6 +110,7 @@ class Experiment:
     load: Mapping[str, Any] | None = None
     slo: tuple[Any, ...] = ()
     runbook: Any = None
+    guard: Any = None
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def all_activities(self) -> tuple[Activity, ...]:

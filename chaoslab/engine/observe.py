@@ -1,0 +1,96 @@
+"""SLI observation around a run: the experiment's ``load`` and ``slo`` sections.
+
+``LoadObservation`` starts the synthetic load before the baseline and stops it after the
+"after" window; it publishes a live tick per second (console, event log), the per-second
+series at the end (journal, charts), and the SLO verdicts per window.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from chaoslab.engine import events as ev
+from chaoslab.errors import InvalidInput, SLIError
+from chaoslab.model.experiment import Experiment
+from chaoslab.sli.base import SLISource, series_to_dict
+from chaoslab.sli.loadgen import LoadGenerator, load_from_spec, parse_load
+from chaoslab.sli.slo import SLO, SLIKind, judge, parse_slos
+
+SERIES_ENV = "CHAOSLAB_SLI_SERIES"
+
+
+class LoadObservation:
+    def __init__(self, experiment: Experiment, run_dir: Path) -> None:
+        spec = parse_load(experiment.load or {}, "load")
+        if isinstance(spec, list):
+            raise InvalidInput(spec)
+        slos = parse_slos(list(experiment.slo), "slo")
+        if isinstance(slos, list):
+            raise InvalidInput(slos)
+        self.slos: tuple[SLO, ...] = slos
+        self.spec = spec
+        self.series_path = run_dir / "sli-series.ndjson"
+        self.source: LoadGenerator | None = None
+        self.started_at: float | None = None
+        self._bus: ev.EventBus | None = None
+        self._run_id = ""
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._judged_baseline = False
+
+    def sources(self) -> Mapping[str, SLISource]:
+        assert self.source is not None
+        return {self.source.name: self.source}
+
+    def start(self, bus: ev.EventBus, run_id: str) -> None:
+        self._bus, self._run_id = bus, run_id
+        self.series_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.source = load_from_spec(self.spec, series_path=self.series_path)
+        except (ValueError, OSError) as exc:
+            raise SLIError(f"cannot start the synthetic load: {exc}") from exc
+        # CTK steady-state probes (chaoslab.sli.ctk) read the live series from this file.
+        os.environ[SERIES_ENV] = str(self.series_path)
+        self.source.start()
+        self.started_at = time.time()
+        self._ticker = threading.Thread(target=self._tick, name="sli-ticker", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.source is None or self._bus is None:
+                continue
+            snap = self.source.snapshot(last_s=1)
+            self._bus.emit(ev.SLITick(run_id=self._run_id, source=self.source.name, **{
+                k: snap.get(k) for k in ("rate", "availability", "p50_ms", "p99_ms")
+            }))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2.0)
+        if self.source is not None:
+            self.source.stop()
+            if self._bus is not None:
+                self._bus.emit(ev.SLISeries(run_id=self._run_id, source=self.source.name,
+                                            series=series_to_dict(self.source.series())))
+        os.environ.pop(SERIES_ENV, None)
+
+    def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]:
+        if self.source is None:
+            return []
+        slos = self.slos
+        if "during" not in windows:  # time to recover needs the fault window
+            slos = tuple(s for s in slos if s.sli is not SLIKind.TIME_TO_RECOVER)
+        results = judge(slos, self.sources(), windows)
+        return [ev.SLOEvaluated(run_id=self._run_id, **r.to_dict()) for r in results]
+
+
+def make_observation(experiment: Experiment, run_dir: Path) -> LoadObservation | None:
+    if experiment.load is None:
+        return None
+    return LoadObservation(experiment, run_dir)

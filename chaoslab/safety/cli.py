@@ -1,0 +1,55 @@
+"""``chaoslab recover`` and ``chaoslab halt``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option("--include-live", is_flag=True,
+                  help="Also revert entries whose run is still alive (careful: that run is still going).")
+    def recover(output: str, include_live: bool) -> None:
+        """Revert every open ledger entry left by dead runs, verify clean, and report."""
+        from chaoslab.drivers.registry import DriverRegistry
+        from chaoslab.errors import LedgerError
+        from chaoslab.safety.recover import recover as do_recover
+
+        try:
+            report = do_recover(DriverRegistry(), only_dead_owners=not include_live)
+        except LedgerError as exc:
+            click.echo(f"recover: {exc}", err=True)
+            sys.exit(5)
+        if output == "json":
+            click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        else:
+            lines = report.lines()
+            click.echo("\n".join(lines) if lines else "recover: the ledger has no open entries")
+        sys.exit(0 if report.ok else 6)
+
+    @main.command()
+    @click.option("--release", is_flag=True, help="Lift the halt so runs may start again.")
+    @click.option("--reason", default="", help="Why (recorded in the halt file, shown to refused runs).")
+    @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0, 600),
+                  help="Seconds runs get to revert before halt reverts their faults itself.")
+    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    def halt(release: bool, reason: str, grace: float, output: str) -> None:
+        """The big red button: every run on this machine reverts now; new runs are blocked."""
+        from chaoslab.drivers.registry import DriverRegistry
+        from chaoslab.safety.halt import halt as do_halt
+        from chaoslab.safety.halt import release as do_release
+
+        if release:
+            state = do_release()
+            click.echo("halt released" if state else "no halt was in force")
+            return
+        report = do_halt(DriverRegistry(), reason=reason, grace_s=grace)
+        if output == "json":
+            click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        else:
+            click.echo("\n".join(report.lines()))
+        sys.exit(0 if report.ok else 6)

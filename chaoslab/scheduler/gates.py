@@ -1,0 +1,228 @@
+"""Gates: checks made right before a slot runs. Every gate fails closed.
+
+The contract (``Gate``) is one method, ``check(ctx) -> GateResult``; a gate never raises
+for a "no" and turns its own failures (Prometheus unreachable, an unreadable ledger) into
+a refusal that says why: a scheduler that cannot tell whether it is safe to run must not
+run. Gates are checked in order and the first refusal stops the slot.
+
+Built-in gates:
+
+- ``not-halted`` (always on): ``chaoslab halt`` is not in force;
+- ``ledger-clear`` (always on): the ledger has no open or damaged entry (an earlier run
+  left a fault behind: ``chaoslab recover`` first);
+- ``locks-free`` (always on): no live run holds a blast-radius lock on the scenario's
+  targets (on any target when the scenario names none);
+- ``no-firing-alerts``: Prometheus's ``/api/v1/alerts`` lists no firing alert whose
+  labels match (e.g. ``{severity: page}``);
+- ``error-budget``: at least ``min_remaining`` of the error budget is left for the SLO
+  files given, and no page-level burn is active. The budget arithmetic belongs to
+  ``chaoslab.sli.budget_gate``; this gate only adapts it (see ``ErrorBudgetGate``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from chaoslab import paths
+from chaoslab.errors import ChaoslabError
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateContext:
+    """What a gate may look at: which scenario, which slot, which targets, when."""
+
+    scenario: str
+    slot: datetime
+    now: datetime
+    targets: tuple[str, ...] = ()
+    home: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateResult:
+    gate: str
+    ok: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.gate}: {'open' if self.ok else 'closed'}" + (f" — {self.detail}" if self.detail else "")
+
+
+class Gate(Protocol):
+    """One pre-run check. ``check`` must not raise: failures are refusals (fail closed)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self, ctx: GateContext) -> GateResult: ...
+
+
+def first_refusal(gates: Sequence[Gate], ctx: GateContext) -> tuple[GateResult | None, list[GateResult]]:
+    """Check ``gates`` in order; return the first refusal (or None) and every result seen."""
+    seen: list[GateResult] = []
+    for gate in gates:
+        try:
+            result = gate.check(ctx)
+        except Exception as exc:  # a gate broke its contract: still fail closed
+            result = GateResult(gate=gate.name, ok=False, detail=f"gate failed: {type(exc).__name__}: {exc}")
+        seen.append(result)
+        if not result.ok:
+            return result, seen
+    return None, seen
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotHaltedGate:
+    name: str = "not-halted"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        from chaoslab.safety.halt import is_halted
+
+        state = is_halted(ctx.home)
+        if state is not None:
+            return GateResult(gate=self.name, ok=False, detail=f"chaoslab is {state.describe()}")
+        return GateResult(gate=self.name, ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerClearGate:
+    name: str = "ledger-clear"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        from chaoslab.safety.ledger import Ledger
+
+        try:
+            scan = Ledger(paths.ledger_dir(ctx.home)).scan()
+        except ChaoslabError as exc:
+            return GateResult(gate=self.name, ok=False, detail=f"cannot read the ledger: {exc}")
+        if scan.entries or scan.problems:
+            what = [e.describe() for e in scan.entries[:3]] + [str(p) for p in scan.problems[:3]]
+            n = len(scan.entries) + len(scan.problems)
+            return GateResult(
+                gate=self.name,
+                ok=False,
+                detail=f"{n} open ledger entr{'y' if n == 1 else 'ies'} (run `chaoslab recover`): "
+                + "; ".join(what),
+            )
+        return GateResult(gate=self.name, ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocksFreeGate:
+    name: str = "locks-free"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        from chaoslab.safety.locks import holders, locks_dir
+        from chaoslab.safety.owner import Life
+
+        try:
+            held = holders(locks_dir(ctx.home))
+        except ChaoslabError as exc:
+            return GateResult(gate=self.name, ok=False, detail=f"cannot read the locks: {exc}")
+        busy: list[str] = []
+        for info in held:
+            if isinstance(info, str):
+                busy.append(info)  # unreadable lock file: treated as held
+                continue
+            if ctx.targets and info.target not in ctx.targets:
+                continue
+            if info.owner.liveness().life is Life.DEAD:
+                continue  # reclaimable by the next run: not in the way
+            busy.append(f"{info.target} held by {info.holder()}")
+        if busy:
+            return GateResult(gate=self.name, ok=False, detail="; ".join(busy))
+        return GateResult(gate=self.name, ok=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoFiringAlertsGate:
+    """No firing alert in Prometheus matching every label in ``match`` (empty: any alert)."""
+
+    url: str
+    match: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 5.0
+    name: str = "no-firing-alerts"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        import httpx
+
+        endpoint = self.url.rstrip("/") + "/api/v1/alerts"
+        try:
+            response = httpx.get(endpoint, timeout=self.timeout_s)
+            response.raise_for_status()
+            body = response.json()
+            alerts = body["data"]["alerts"]
+            if body.get("status") != "success" or not isinstance(alerts, list):
+                raise ValueError(f"unexpected answer: {str(body)[:200]}")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return GateResult(
+                gate=self.name, ok=False, detail=f"cannot ask Prometheus at {endpoint} ({exc}); failing closed"
+            )
+        firing = []
+        for alert in alerts:
+            labels = alert.get("labels") or {}
+            if alert.get("state") != "firing":
+                continue
+            if all(labels.get(k) == v for k, v in self.match.items()):
+                firing.append(str(labels.get("alertname", "?")))
+        if firing:
+            return GateResult(
+                gate=self.name, ok=False, detail=f"{len(firing)} firing alert(s): {', '.join(sorted(firing))}"
+            )
+        return GateResult(gate=self.name, ok=True, detail=f"no firing alerts at {self.url}")
+
+
+BudgetCheck = Callable[..., Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorBudgetGate:
+    """At least ``min_remaining`` (a fraction) of each SLO's error budget is left.
+
+    Delegates to ``chaoslab.sli.budget_gate.check_budget(slo_files, min_remaining=...,
+    prometheus_url=...)``, whose answer must have ``ok`` (bool) and ``reason`` or
+    ``detail`` (str). ``check`` may be injected (tests, other budget sources). When no
+    budget source is installed the gate refuses: a budget we cannot read is not a
+    budget we may spend.
+    """
+
+    slo_files: tuple[Path, ...]
+    min_remaining: float
+    prometheus_url: str | None = None
+    check_fn: BudgetCheck | None = None
+    name: str = "error-budget"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        fn = self.check_fn or _budget_check()
+        if fn is None:
+            return GateResult(
+                gate=self.name,
+                ok=False,
+                detail="no error-budget source is installed (chaoslab.sli.budget_gate); failing closed",
+            )
+        try:
+            answer = fn(list(self.slo_files), min_remaining=self.min_remaining, prometheus_url=self.prometheus_url)
+        except ChaoslabError as exc:
+            return GateResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
+        ok = bool(getattr(answer, "ok", False))
+        detail = str(getattr(answer, "reason", "") or getattr(answer, "detail", "") or "")
+        return GateResult(gate=self.name, ok=ok, detail=detail)
+
+
+def _budget_check() -> BudgetCheck | None:
+    try:
+        module = importlib.import_module("chaoslab.sli.budget_gate")
+    except ImportError:
+        return None
+    fn = getattr(module, "check_budget", None)
+    return fn if callable(fn) else None
+
+
+def default_gates() -> list[Gate]:
+    """The gates every scheduled run passes, whatever its scenario says."""
+    return [NotHaltedGate(), LedgerClearGate(), LocksFreeGate()]

@@ -1,0 +1,110 @@
+"""One experiment run with every safety layer around it — what ``chaoslab run`` does.
+
+Order matters (see ``chaoslab.safety``): a SIGUSR1 handler before registering the run
+(a halt may arrive at once), then refuse if halted, register, bring the lab up if the
+experiment needs it, lock every fault target, refuse targets with open ledger entries,
+then run with the ledger, the SLI observation and the guard.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from types import FrameType
+from typing import Any
+
+from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine import events as ev
+from chaoslab.engine.observe import LoadObservation, make_observation
+from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
+from chaoslab.errors import InvalidInput, RunInterrupted
+from chaoslab.model.experiment import Experiment
+from chaoslab.safety.guard import GuardSpec, SLOGuard, parse_guard
+from chaoslab.safety.halt import check_not_halted, register_run
+from chaoslab.safety.ledger import Ledger
+from chaoslab.safety.locks import acquire
+from chaoslab.safety.recover import RecoverReport, recover
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOptions:
+    recover_first: bool = False
+    lab_replicas: int = 3
+
+
+def fault_targets(exp: Experiment) -> list[str]:
+    return sorted({str(a.target) for a in exp.faults() if a.target})
+
+
+def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpec | None:
+    if observation is None:
+        return None
+    availability = [s.objective for s in observation.slos if s.sli.value == "availability" and s.objective]
+    spec = parse_guard(exp.guard, default_objective=max(availability) if availability else None,
+                       load_timeout_s=observation.spec.timeout_s)
+    if isinstance(spec, list):
+        raise InvalidInput([replace(p, file=exp.source) for p in spec])
+    return spec
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    registry: DriverRegistry,
+    options: RunOptions,
+    bus: ev.EventBus,
+    run_id: str,
+    session: SessionOptions | None = None,
+) -> tuple[RunResult, RecoverReport | None]:
+    session = session or SessionOptions()
+    observation = make_observation(exp, options.run_dir)
+    spec = guard_spec(exp, observation)
+    targets = fault_targets(exp)
+    previous = _halt_handler_until_runner_starts(options.handle_signals)
+    recovered: RecoverReport | None = None
+    try:
+        check_not_halted()
+        with ExitStack() as stack:
+            stack.enter_context(register_run(run_id))
+            if exp.needs_lab:
+                from chaoslab.lab.control import running_lab
+
+                stack.enter_context(running_lab(n_replicas=session.lab_replicas))
+            if targets:
+                stack.enter_context(acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60))
+            ledger = Ledger()
+            if targets and session.recover_first:
+                recovered = recover(registry)
+            if targets:
+                ledger.check_targets_clear(targets)
+
+            def guard_factory(runner: Runner) -> Guard:
+                assert observation is not None and observation.source is not None and spec is not None
+                return SLOGuard(spec, observation.source, runner.faults.first_injected_at)
+
+            runner = Runner(
+                exp,
+                registry=registry,
+                options=options,
+                bus=bus,
+                run_id=run_id,
+                ledger=ledger,
+                observation=observation,
+                guard_factory=guard_factory if spec is not None and spec.enabled else None,
+            )
+            return runner.run(), recovered
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
+
+
+def _halt_handler_until_runner_starts(install: bool) -> Any:
+    """A halt arriving before the runner installs its own handlers still stops us cleanly."""
+    if not install:
+        return None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted("HALT")
+
+    return signal.signal(signal.SIGUSR1, handler)

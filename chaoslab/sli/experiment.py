@@ -1,0 +1,34 @@
+"""Validation of the experiment's SLI sections (``load``, ``slo``, ``guard``) at load time,
+so ``chaoslab validate`` reports their problems with the rest, before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chaoslab.errors import Problem
+
+
+def _load(raw: Any, path: str) -> list[Problem]:
+    from chaoslab.sli.loadgen import parse_load
+
+    spec = parse_load(raw, path)
+    return spec if isinstance(spec, list) else []
+
+
+def _slo(raw: Any, path: str) -> list[Problem]:
+    from chaoslab.sli.slo import parse_slos
+
+    slos = parse_slos(raw, path)
+    return slos if isinstance(slos, list) else []
+
+
+def _guard(raw: Any, path: str) -> list[Problem]:
+    from chaoslab.safety.guard import parse_guard
+
+    spec = parse_guard(raw, default_objective=None, load_timeout_s=2.0, path=path)
+    return spec if isinstance(spec, list) else []
+
+
+def section_validators() -> Mapping[str, Callable[[Any, str], list[Problem]]]:
+    return {"load": _load, "slo": _slo, "guard": _guard}
