@@ -28,7 +28,7 @@ from chaoslab.drivers import _proc
 from chaoslab.drivers.base import Driver, DriverContext, RevertRecord
 from chaoslab.drivers.docker import parse_size, parse_target, parse_timestamp
 from chaoslab.drivers.registry import DriverRegistry
-from chaoslab.errors import InvalidInput, TargetNotFound
+from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
 from tests.conftest import require
 from tests.integration.dockerlab import DockerLab, docker_lab
 
@@ -123,6 +123,19 @@ def test_sizes_and_timestamps() -> None:
             parse_size(bad)
     assert parse_timestamp("1970-01-01T00:00:01.500000999Z") == pytest.approx(1.5)
     assert parse_timestamp("0001-01-01T00:00:00Z") is None
+
+
+def test_unreachable_daemon_and_missing_sdk_are_driver_errors(
+    driver: Driver, ctx: DriverContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    op = driver.operation("running")
+    assert op is not None
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    with pytest.raises(DriverError, match="cannot reach the Docker daemon"):
+        driver.probe(ctx, op, {}, "name:web")
+    monkeypatch.setitem(sys.modules, "docker", None)  # what a missing extra looks like
+    with pytest.raises(DriverError, match=r"pip install 'chaoslab\[docker\]'"):
+        driver.probe(ctx, op, {}, "name:web")
 
 
 # --- resolution and selection ----------------------------------------------------------------

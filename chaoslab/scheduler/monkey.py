@@ -1,0 +1,135 @@
+"""Chaos Monkey mode: kill a random opted-in victim now and then, during allowed hours.
+
+A monkey scenario lists its candidate targets with labels; only those whose labels match
+``select`` are opted in. Kills follow ``MonkeyTrigger`` and each kill is an ordinary
+chaoslab run of a one-step experiment (``process.kill`` on the victim), so it goes through
+the ledger, the locks and the verdict like any other run. ``leashed: true`` only records
+what the monkey would have done.
+
+Why the kill times are hand-written rather than ``random.expovariate``: every scheduler
+sharing a store must agree on the kill slots (that is how a slot runs exactly once), and
+a restarted scheduler must find the same slots again. So the schedule is a pure function
+of (scenario, seed, time), with both promises kept:
+
+- time is cut into epochs of ``2 × min_gap``; an epoch holds a kill with probability
+  ``p = 2 × min_gap / mean``, decided by a hash of its index; the kill falls at a hashed
+  offset in the epoch's first ``min_gap``. Consecutive kills are therefore at least
+  ``min_gap`` apart, and the mean time between kills is ``epoch / p = mean`` (kill counts
+  are geometric, the discrete twin of a Poisson process). This needs ``mean ≥ 2 × min_gap``;
+  the loader says so otherwise.
+- the victim is chosen by a hash of the slot among the opted-in targets (sorted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chaoslab.scheduler.triggers import slot_key, unit_hash, utc
+
+_EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonkeyTarget:
+    target: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonkeySpec:
+    """A scenario's ``monkey:`` section, validated."""
+
+    targets: tuple[MonkeyTarget, ...]
+    select: Mapping[str, str]
+    mean_s: int
+    min_gap_s: int
+    signal: str = "SIGKILL"
+    leashed: bool = False
+    seed: str = ""
+    heal_timeout_s: float = 30.0
+
+    def opted_in(self) -> tuple[str, ...]:
+        """Targets whose labels carry every ``select`` label, sorted (victim order)."""
+        return tuple(
+            sorted(t.target for t in self.targets if all(t.labels.get(k) == v for k, v in self.select.items()))
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonkeyTrigger:
+    """Kill slots: random, reproducible, at least ``min_gap_s`` apart, ``mean_s`` on average."""
+
+    scenario: str
+    seed: str
+    mean_s: int
+    min_gap_s: int
+
+    def __post_init__(self) -> None:
+        if self.min_gap_s < 1 or self.mean_s < 2 * self.min_gap_s:
+            raise ValueError("a monkey needs min_gap ≥ 1s and mean_time_between_kills ≥ 2 × min_gap")
+
+    @property
+    def epoch_s(self) -> int:
+        return 2 * self.min_gap_s
+
+    @property
+    def probability(self) -> float:
+        return self.epoch_s / self.mean_s
+
+    def kill_in_epoch(self, k: int) -> datetime | None:
+        """The kill slot of epoch ``k``, or None when that epoch has none."""
+        if unit_hash("monkey-epoch", self.scenario, self.seed, str(k)) >= self.probability:
+            return None
+        offset = math.floor(unit_hash("monkey-offset", self.scenario, self.seed, str(k)) * self.min_gap_s)
+        return _EPOCH0 + timedelta(seconds=k * self.epoch_s + offset)
+
+    def next_after(self, after: datetime) -> datetime | None:
+        k = math.floor((utc(after) - _EPOCH0).total_seconds() / self.epoch_s)
+        # (1 - p)^limit < e^-60: a monkey that never fires in that many epochs is broken.
+        limit = math.ceil(60 / self.probability) + 1
+        for i in range(k, k + limit):
+            slot = self.kill_in_epoch(i)
+            if slot is not None and slot > after:
+                return slot
+        return None
+
+    def describe(self) -> str:
+        return f"monkey: one kill every {self.mean_s}s on average, at least {self.min_gap_s}s apart"
+
+
+def pick_victim(spec: MonkeySpec, scenario: str, slot: datetime) -> str | None:
+    """The victim of ``slot``: same answer on every scheduler; None if nobody opted in."""
+    victims = spec.opted_in()
+    if not victims:
+        return None
+    index = math.floor(unit_hash("monkey-victim", scenario, spec.seed, slot_key(slot)) * len(victims))
+    return victims[index]
+
+
+def kill_experiment(spec: MonkeySpec, scenario: str, victim: str, slot: datetime) -> dict[str, Any]:
+    """The one-step experiment that kills ``victim`` (chaoslab's concise form)."""
+    return {
+        "title": f"Chaos Monkey ({scenario}) kills {victim}",
+        "description": f"Scheduled kill for slot {slot_key(slot)} of scenario {scenario}.",
+        "tags": ["chaos-monkey", scenario],
+        "method": [
+            {
+                "do": "process.kill",
+                "name": "monkey-kill",
+                "target": victim,
+                "with": {"signal": spec.signal, "timeout": f"{spec.heal_timeout_s:g}s"},
+            }
+        ],
+    }
+
+
+def leashed_line(spec: MonkeySpec, victim: str) -> str:
+    return f"leashed: would have sent {spec.signal} to {victim}"
+
+
+def describe_targets(targets: Sequence[MonkeyTarget]) -> list[str]:
+    return [f"{t.target} {dict(t.labels)}" for t in targets]

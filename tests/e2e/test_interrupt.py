@@ -1,0 +1,148 @@
+"""Interruptions, as a user causes them: SIGINT, SIGTERM, a second Ctrl-C, SIGKILL.
+
+Each test runs ``chaoslab run`` in a subprocess on an experiment whose method holds a
+real fault (a SIGSTOPped sleeper process) and then blocks, and signals it mid-method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAOSLAB = [sys.executable, "-m", "chaoslab.cli"]
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.kill()
+    proc.wait()
+
+
+def experiment(tmp: Path, pid: int, rollback_sleep: float = 0.0) -> Path:
+    marker = tmp / "rolled-back"
+    f = tmp / "exp.yaml"
+    f.write_text(textwrap.dedent(f"""
+        title: interrupt me
+        description: a fault is held while the method blocks
+        method:
+          - {{do: process.suspend, target: "pid:{pid}", duration: 120s}}
+          - type: action
+            name: block
+            timeout: 300
+            provider: {{type: python, module: tests.e2e.ctkfuncs, func: sleep_quietly, arguments: {{seconds: 300}}}}
+        rollbacks:
+          - type: action
+            name: slow-rollback
+            provider: {{type: python, module: tests.e2e.ctkfuncs, func: sleep_quietly,
+                        arguments: {{seconds: {rollback_sleep}}}}}
+          - type: action
+            name: mark
+            provider: {{type: process, path: touch, arguments: "{marker}"}}
+    """))
+    return f
+
+
+def start(tmp: Path, exp: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([*CHAOSLAB, "run", "--run-dir", str(tmp / "run"), str(exp)], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_event(events: Path, kind: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists() and any(json.loads(line)["kind"] == kind
+                                   for line in events.read_text().splitlines() if line.strip()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} event in {events}")
+
+
+def wait_for_activity(events: Path, name: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists():
+            for line in events.read_text().splitlines():
+                e = json.loads(line)
+                if e["kind"] == "activity-started" and e["name"] == name:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"activity {name} never started")
+
+
+def is_stopped(pid: int) -> bool:
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_method_reverts_runs_rollbacks_and_writes_journal(
+    sig: signal.Signals, tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    proc = start(tmp_path, experiment(tmp_path, sleeper.pid))
+    events = tmp_path / "run" / "events.ndjson"
+    wait_for_activity(events, "block")
+    assert is_stopped(sleeper.pid), "the fault must be active mid-method"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    assert not is_stopped(sleeper.pid), "the suspended process must be resumed"
+    assert (tmp_path / "rolled-back").exists()
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    assert journal["status"] == "interrupted"
+    assert journal["chaoslab"]["verdict"] == "interrupted"
+    assert [r["activity"]["name"] for r in journal["rollbacks"]] == ["slow-rollback", "mark"]
+    assert any(f["kind"] == "clean-checked" and f["clean"] for f in journal["chaoslab"]["faults"])
+
+
+def test_second_ctrl_c_during_rollback_does_not_skip_it(tmp_path: Path,
+                                                        sleeper: subprocess.Popen[bytes]) -> None:
+    proc = start(tmp_path, experiment(tmp_path, sleeper.pid, rollback_sleep=2.0))
+    events = tmp_path / "run" / "events.ndjson"
+    wait_for_activity(events, "block")
+    proc.send_signal(signal.SIGINT)
+    wait_for_activity(events, "slow-rollback")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "reverts are never skipped" in err and "Still reverting" in err
+    assert (tmp_path / "rolled-back").exists()
+    assert not is_stopped(sleeper.pid)
+    kinds = [json.loads(line)["kind"] for line in events.read_text().splitlines()]
+    assert kinds.count("interrupted") == 2
+
+
+def test_sigkill_leaves_a_readable_event_log_and_the_lease_resumes_the_target(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    exp = experiment(tmp_path, sleeper.pid)
+    exp.write_text(exp.read_text().replace("duration: 120s", "duration: 1s"))
+    proc = start(tmp_path, exp)
+    events = tmp_path / "run" / "events.ndjson"
+    wait_for_event(events, "fault-injected")
+    proc.kill()
+    proc.communicate(timeout=30)
+    lines = events.read_text().splitlines()
+    parsed = [json.loads(line) for line in lines]  # every line is whole JSON
+    assert [e["kind"] for e in parsed][:2] == ["run-started", "phase-started"]
+    assert "fault-injected" in [e["kind"] for e in parsed]
+    assert not (tmp_path / "run" / "journal.json").exists()
+    # lease = duration (1 s) + margin (5 s); the watchdog resumes it without the runner
+    deadline = time.monotonic() + 1 + 5 + 3
+    while is_stopped(sleeper.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_stopped(sleeper.pid)
