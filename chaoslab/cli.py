@@ -238,6 +238,11 @@ def plan(experiment: str, output: str) -> None:
         click.echo(json.dumps(the_plan, indent=2, default=str))
     else:
         render_plan(the_plan)
+    errors = [step["error"] for step in the_plan["method"] if step.get("error")]
+    if errors:
+        for e in errors:
+            click.echo(f"cannot run as planned: {e}", err=True)
+        sys.exit(ExitCode.ERROR)
 
 
 @main.command()

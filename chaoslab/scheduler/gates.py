@@ -50,7 +50,9 @@ class GateResult:
     detail: str = ""
 
     def line(self) -> str:
-        return f"{self.gate}: {'open' if self.ok else 'closed'}" + (f" — {self.detail}" if self.detail else "")
+        return f"{self.gate}: {'open' if self.ok else 'closed'}" + (
+            f" — {self.detail}" if self.detail else ""
+        )
 
 
 class Gate(Protocol):
@@ -161,7 +163,9 @@ class NoFiringAlertsGate:
                 raise ValueError(f"unexpected answer: {str(body)[:200]}")
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             return GateResult(
-                gate=self.name, ok=False, detail=f"cannot ask Prometheus at {endpoint} ({exc}); failing closed"
+                gate=self.name,
+                ok=False,
+                detail=f"cannot ask Prometheus at {endpoint} ({exc}); failing closed",
             )
         firing = []
         for alert in alerts:
@@ -206,7 +210,9 @@ class ErrorBudgetGate:
                 detail="no error-budget source is installed (chaoslab.sli.budget_gate); failing closed",
             )
         try:
-            answer = fn(list(self.slo_files), min_remaining=self.min_remaining, prometheus_url=self.prometheus_url)
+            answer = fn(
+                list(self.slo_files), min_remaining=self.min_remaining, prometheus_url=self.prometheus_url
+            )
         except ChaoslabError as exc:
             return GateResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
         ok = bool(getattr(answer, "ok", False))

@@ -55,7 +55,9 @@ class MonkeySpec:
     def opted_in(self) -> tuple[str, ...]:
         """Targets whose labels carry every ``select`` label, sorted (victim order)."""
         return tuple(
-            sorted(t.target for t in self.targets if all(t.labels.get(k) == v for k, v in self.select.items()))
+            sorted(
+                t.target for t in self.targets if all(t.labels.get(k) == v for k, v in self.select.items())
+            )
         )
 
 
