@@ -90,6 +90,8 @@ def main() -> None:
 
 
 def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
+    if not values:
+        return {}
     from chaoslib import convert_vars
 
     try:

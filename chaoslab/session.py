@@ -14,17 +14,20 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
-from chaoslab.engine.observe import LoadObservation, make_observation
 from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
 from chaoslab.errors import InvalidInput, RunInterrupted
 from chaoslab.model.experiment import Experiment
-from chaoslab.safety.guard import GuardSpec, SLOGuard, parse_guard
 from chaoslab.safety.halt import check_not_halted, register_run
-from chaoslab.safety.ledger import Ledger
-from chaoslab.safety.locks import acquire
-from chaoslab.safety.recover import RecoverReport, recover
+
+# Imported where needed: a run without load or faults does not pay for them at start-up.
+if TYPE_CHECKING:
+    from chaoslab.engine.observe import LoadObservation
+    from chaoslab.safety.guard import GuardSpec
+    from chaoslab.safety.recover import RecoverReport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +43,8 @@ def fault_targets(exp: Experiment) -> list[str]:
 def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpec | None:
     if observation is None:
         return None
+    from chaoslab.safety.guard import parse_guard
+
     availability = [s.objective for s in observation.slos if s.sli.value == "availability" and s.objective]
     spec = parse_guard(exp.guard, default_objective=max(availability) if availability else None,
                        load_timeout_s=observation.spec.timeout_s)
@@ -58,7 +63,11 @@ def run_experiment(
     session: SessionOptions | None = None,
 ) -> tuple[RunResult, RecoverReport | None]:
     session = session or SessionOptions()
-    observation = make_observation(exp, options.run_dir)
+    observation = None
+    if exp.load is not None:
+        from chaoslab.engine.observe import LoadObservation
+
+        observation = LoadObservation(exp, options.run_dir)
     spec = guard_spec(exp, observation)
     targets = fault_targets(exp)
     previous = _halt_handler_until_runner_starts(options.handle_signals)
@@ -71,15 +80,22 @@ def run_experiment(
                 from chaoslab.lab.control import running_lab
 
                 stack.enter_context(running_lab(n_replicas=session.lab_replicas))
-            if targets:
-                stack.enter_context(acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60))
-            ledger = Ledger()
-            if targets and session.recover_first:
-                recovered = recover(registry)
-            if targets:
+            ledger = None
+            if exp.faults():
+                from chaoslab.safety.ledger import Ledger
+                from chaoslab.safety.locks import acquire
+                from chaoslab.safety.recover import recover
+
+                if targets:
+                    stack.enter_context(acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60))
+                ledger = Ledger()
+                if session.recover_first:
+                    recovered = recover(registry)
                 ledger.check_targets_clear(targets)
 
             def guard_factory(runner: Runner) -> Guard:
+                from chaoslab.safety.guard import SLOGuard
+
                 assert observation is not None and observation.source is not None and spec is not None
                 return SLOGuard(spec, observation.source, runner.faults.first_injected_at)
 

@@ -8,22 +8,31 @@ that adds a fake driver, never see each other's drivers.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from chaoslab.drivers.base import Driver
 from chaoslab.errors import DriverError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP = "chaoslab.drivers"
 
 
 class DriverRegistry:
     def __init__(self, *, extra: dict[str, Driver] | None = None, load_installed: bool = True):
-        self._drivers: dict[str, Driver] = {}
-        self._entry_points = (
-            {ep.name: ep for ep in entry_points(group=GROUP)} if load_installed else {}
-        )
-        for name, driver in (extra or {}).items():
-            self._drivers[name] = driver
+        self._drivers: dict[str, Driver] = dict(extra or {})
+        self._load_installed = load_installed
+        self._eps: dict[str, EntryPoint] | None = None
+
+    @property
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        # Scanned on first use: a run with no driver activity never pays for it.
+        if self._eps is None:
+            from importlib.metadata import entry_points  # ~20 ms: only when a driver is needed
+
+            self._eps = {ep.name: ep for ep in entry_points(group=GROUP)} if self._load_installed else {}
+        return self._eps
 
     def add(self, driver: Driver) -> None:
         self._drivers[driver.name] = driver

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from chaoslab.engine import events as ev
 
@@ -121,7 +122,9 @@ def _bounds(e: ev.SLOEvaluated) -> str:
     return f"[{e.lower:.2%}, {e.upper:.2%}]"
 
 
-def slo_table(results: list[ev.SLOEvaluated]) -> Table:
+def slo_table(results: list[ev.SLOEvaluated]) -> Any:
+    from rich.table import Table
+
     table = Table(title="SLOs", box=None, header_style="bold")
     for col in ("objective", "window", "verdict", "estimate", "95% bounds", "samples", "objective is"):
         table.add_column(col)

@@ -68,16 +68,48 @@ def call_with_deadline(fn: Callable[[], Any], timeout_s: float | None, name: str
     return box.get("value")
 
 
+def has_placeholder(value: Any) -> bool:
+    """Whether ``value`` holds a ``${...}`` anywhere (then chaostoolkit-lib substitutes)."""
+    if isinstance(value, str):
+        return "$" in value
+    if isinstance(value, Mapping):
+        return any(has_placeholder(k) or has_placeholder(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_placeholder(v) for v in value)
+    return False
+
+
 def substitute(value: Any, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
+    """chaostoolkit-lib's ``${}`` substitution (imported only when there is something to do)."""
+    if not has_placeholder(value):
+        return copy.deepcopy(value)
     from chaoslib import substitute as ctk_substitute
 
     return ctk_substitute(copy.deepcopy(value), dict(configuration), dict(secrets))
 
 
 def run_provider(activity: Activity, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
-    from chaoslib.activity import run_activity
+    """Execute a python/process/http provider with chaostoolkit-lib's own provider code.
 
-    return run_activity(copy.deepcopy(dict(activity.ctk)), dict(configuration), dict(secrets))
+    The provider modules are imported one by one (not ``chaoslib.activity``) so that an
+    experiment without http activities never pays for importing ``requests``.
+    """
+    ctk = copy.deepcopy(dict(activity.ctk))
+    kind = ctk["provider"]["type"]
+    config, secs = dict(configuration), dict(secrets)
+    if kind == "python":
+        from chaoslib.provider.python import run_python_activity
+
+        return run_python_activity(ctk, config, secs)
+    if kind == "process":
+        from chaoslab.engine.ctkprocess import run_process
+
+        if has_placeholder(ctk["provider"]):
+            ctk["provider"] = substitute(ctk["provider"], config, secs)
+        return run_process(ctk)
+    from chaoslib.provider.http import run_http_activity
+
+    return run_http_activity(ctk, config, secs)
 
 
 def run_driver_probe(
@@ -102,14 +134,40 @@ def run_driver_probe(
 def judge_tolerance(
     activity: Activity, value: Any, configuration: Mapping[str, Any], secrets: Mapping[str, Any]
 ) -> bool:
-    from chaoslib.hypothesis import within_tolerance
-
     tolerance = copy.deepcopy(activity.tolerance)
     if isinstance(tolerance, str):
         tolerance = substitute(tolerance, configuration, secrets)
-    if isinstance(tolerance, dict) and tolerance.get("type") == "probe":
+    if not isinstance(tolerance, dict):
+        return scalar_tolerance(tolerance, value)
+    from chaoslib.hypothesis import within_tolerance
+
+    if tolerance.get("type") == "probe":
         tolerance.setdefault("provider", {}).setdefault("arguments", {})
     return bool(within_tolerance(tolerance, value, dict(configuration), dict(secrets)))
+
+
+def scalar_tolerance(tolerance: Any, value: Any) -> bool:
+    """Chaos Toolkit's bool/int/str/list tolerance rules, without importing
+    ``chaoslib.hypothesis`` (which pulls in ``requests`` and ``jsonpath2``: ~80 ms of
+    start-up on every run). ``tests/unit/test_tolerance.py`` checks this against
+    chaostoolkit-lib's ``within_tolerance`` on every case; dict tolerances (regex,
+    jsonpath, range, probe) always go to chaostoolkit-lib.
+    """
+    if isinstance(tolerance, bool):
+        return bool(value == tolerance)
+    if isinstance(tolerance, int):
+        if isinstance(value, dict) and "status" in value:
+            return bool(value["status"] == tolerance)
+        return bool(value == tolerance)
+    if isinstance(tolerance, str):
+        return bool(value == tolerance)
+    if isinstance(tolerance, list):
+        if isinstance(value, dict) and "status" in value:
+            return value["status"] in tolerance
+        if len(tolerance) == 2:
+            return bool(tolerance[0] <= value <= tolerance[1])
+        return value in tolerance
+    return False
 
 
 def execute(
@@ -138,6 +196,8 @@ def execute(
         return Outcome(status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc)
     except Exception as exc:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if type(exc).__name__ in ("ActivityFailed", "ProcessActivityFailed"):
+            error = f"chaoslib.exceptions.ActivityFailed: {exc}"
         return Outcome(status="failed", output=None, error=error, start=start, end=time.time(), exception=exc)
     met = None
     if activity.has_tolerance:

@@ -259,6 +259,8 @@ class Runner:
             )
 
     def _load_configuration(self) -> None:
+        if not (self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_files):
+            return  # nothing to load: no need to import chaostoolkit-lib at all
         from chaoslib import merge_vars
         from chaoslib.configuration import load_configuration
         from chaoslib.secret import load_secrets

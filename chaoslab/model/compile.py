@@ -360,15 +360,17 @@ class _Compiler:
                 self.bad(path, "a steady-state probe needs a tolerance")
             return {}
         tol = a["tolerance"]
-        from chaoslib.exceptions import InvalidActivity
-        from chaoslib.hypothesis import ensure_hypothesis_tolerance_is_valid
+        if not isinstance(tol, bool | int | list | str | dict) or isinstance(tol, float):
+            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {type(tol).__name__} {tol!r}",
+                     hint="a boolean, an integer, a string, a list, or a {type: regex|jsonpath|range|probe} mapping")
+        elif isinstance(tol, dict):
+            # only dict tolerances need chaostoolkit-lib's validator (and its imports)
+            from chaoslib.hypothesis import ensure_hypothesis_tolerance_is_valid
 
-        try:
-            ensure_hypothesis_tolerance_is_valid(tol)
-        except InvalidActivity as exc:
-            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {exc}")
-        except Exception as exc:  # chaostoolkit-lib raises plain errors on odd shapes
-            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {exc}")
+            try:
+                ensure_hypothesis_tolerance_is_valid(tol)
+            except Exception as exc:  # InvalidActivity, or plain errors on odd shapes
+                self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {exc}")
         return {"tolerance": tol, "has_tolerance": True}
 
     def ctk(self, a: dict[str, Any], path: str, *, hypothesis: bool) -> Activity | None:
@@ -389,15 +391,13 @@ class _Compiler:
         kw = self.common(a, path)
         kw.update(self.tolerance(a, path, hypothesis))
         if structural_ok:
-            from chaoslib.activity import ensure_activity_is_valid
-            from chaoslib.exceptions import InvalidActivity
-
             try:
-                ensure_activity_is_valid({k: v for k, v in a.items() if k not in ("tolerance", "timeout", "pauses")})
-            except InvalidActivity as exc:
-                self.bad(f"{path}.provider", str(exc))
-            except Exception as exc:  # chaostoolkit-lib raises odd errors on odd input
-                self.bad(f"{path}.provider", f"cannot validate this provider: {type(exc).__name__}: {exc}")
+                _validate_provider(a)
+            except Exception as exc:
+                if type(exc).__name__ == "InvalidActivity":  # chaoslib's, imported lazily
+                    self.bad(f"{path}.provider", str(exc))
+                else:  # chaostoolkit-lib raises odd errors on odd input
+                    self.bad(f"{path}.provider", f"cannot validate this provider: {type(exc).__name__}: {exc}")
         if len(self.problems) != before:
             return None
         return Activity(name=a["name"], type=atype, kind=ActivityKind.PROVIDER, ctk=a, path=path, **kw)
@@ -483,6 +483,32 @@ class _Compiler:
             duration_s=duration,
             **kw,
         )
+
+
+class _InvalidActivity(Exception):
+    """Our own process-provider check's failure, reported like chaostoolkit-lib's."""
+
+
+_InvalidActivity.__name__ = "InvalidActivity"
+
+
+def _validate_provider(activity: dict[str, Any]) -> None:
+    """chaostoolkit-lib's per-provider validation (module/function exist, arguments fit,
+    executable found, URL present), imported per provider type: see ``run_provider``."""
+    kind = activity["provider"]["type"]
+    if kind == "python":
+        from chaoslib.provider.python import validate_python_activity
+
+        validate_python_activity(activity)
+    elif kind == "process":
+        from chaoslab.engine.ctkprocess import validate_process
+
+        if problem := validate_process(activity):
+            raise _InvalidActivity(problem)
+    else:
+        from chaoslib.provider.http import validate_http_activity
+
+        validate_http_activity(activity)
 
 
 def validate_file(path: str, *, registry: DriverRegistry) -> list[Problem]:

@@ -7,13 +7,12 @@ path starts; JSON documents are YAML flow documents, so the same map serves both
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from chaoslab.errors import InvalidInput, Problem
 
@@ -27,7 +26,12 @@ class Document:
 
     path: str
     data: Any
-    lines: Mapping[str, int] = field(default_factory=dict)
+    text: str = ""
+
+    @functools.cached_property
+    def lines(self) -> Mapping[str, int]:
+        """Field path → line; computed only when a problem needs a line number."""
+        return _line_map(self.text) if self.text else {}
 
     def line(self, path: str) -> int | None:
         probe = path
@@ -101,10 +105,12 @@ def parse_document(raw: bytes, name: str) -> Document:
         raise InvalidInput(
             [Problem(file=name, line=1, message=f"the document must be a mapping (an experiment), got {kind}")]
         )
-    return Document(path=name, data=data, lines=_line_map(text))
+    return Document(path=name, data=data, text=text)
 
 
 def _safe_yaml(text: str, name: str) -> Any:
+    import yaml  # JSON experiments never pay for it
+
     try:
         return yaml.safe_load(text)
     except yaml.constructor.ConstructorError as exc:
@@ -169,6 +175,8 @@ def _data_depth(data: Any) -> int:
 
 def _line_map(text: str) -> dict[str, int]:
     """Field path → line, from YAML's composed node tree (works for JSON too)."""
+    import yaml
+
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError):

@@ -57,11 +57,22 @@ class Tolerance:
         kw: dict[str, float] = {}
         for key, value in raw.items():
             if key not in names:
-                problems.append(Problem(file=file, path=f"{path}.{key}", message=f"unknown tolerance {key!r}",
-                                        hint=", ".join(sorted(names))))
+                problems.append(
+                    Problem(
+                        file=file,
+                        path=f"{path}.{key}",
+                        message=f"unknown tolerance {key!r}",
+                        hint=", ".join(sorted(names)),
+                    )
+                )
             elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                problems.append(Problem(file=file, path=f"{path}.{key}",
-                                        message=f"expected a non-negative number, got {value!r}"))
+                problems.append(
+                    Problem(
+                        file=file,
+                        path=f"{path}.{key}",
+                        message=f"expected a non-negative number, got {value!r}",
+                    )
+                )
             else:
                 kw[key] = float(value)
         if problems:
@@ -106,7 +117,10 @@ class Snapshot:
                     "verdict": e.verdict,
                     "weight": e.weight,
                     "key": e.key,
-                    "sli": {k: {"estimate": p.estimate, "unit": p.unit, "better": p.better} for k, p in e.sli.items()},
+                    "sli": {
+                        k: {"estimate": p.estimate, "unit": p.unit, "better": p.better}
+                        for k, p in e.sli.items()
+                    },
                 }
                 for name, e in self.experiments.items()
             },
@@ -116,7 +130,9 @@ class Snapshot:
     def from_dict(cls, raw: Mapping[str, Any], file: str | None = None) -> Snapshot:
         try:
             if raw.get("schema") != SCHEMA:
-                raise ValueError(f"unsupported baseline schema {raw.get('schema')!r} (this chaoslab reads {SCHEMA})")
+                raise ValueError(
+                    f"unsupported baseline schema {raw.get('schema')!r} (this chaoslab reads {SCHEMA})"
+                )
             exps = {}
             for name, e in raw["experiments"].items():
                 exps[str(name)] = ExperimentSnapshot(
@@ -124,15 +140,29 @@ class Snapshot:
                     weight=float(e["weight"]),
                     key=bool(e["key"]),
                     sli={
-                        str(k): SLIPoint(estimate=float(p["estimate"]), unit=str(p["unit"]), better=str(p["better"]))
+                        str(k): SLIPoint(
+                            estimate=float(p["estimate"]), unit=str(p["unit"]), better=str(p["better"])
+                        )
                         for k, p in (e.get("sli") or {}).items()
                     },
                 )
-            return cls(suite=str(raw["suite"]), score=float(raw["score"]), created=str(raw["created"]),
-                       label=str(raw.get("label", "")), experiments=exps)
+            return cls(
+                suite=str(raw["suite"]),
+                score=float(raw["score"]),
+                created=str(raw["created"]),
+                label=str(raw.get("label", "")),
+                experiments=exps,
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidInput([Problem(file=file, message=f"not a chaoslab gate baseline: {exc}",
-                                        hint="delete it to start over; the next passing gate writes a new one")]) from exc
+            raise InvalidInput(
+                [
+                    Problem(
+                        file=file,
+                        message=f"not a chaoslab gate baseline: {exc}",
+                        hint="delete it to start over; the next passing gate writes a new one",
+                    )
+                ]
+            ) from exc
 
 
 def now_iso() -> str:
@@ -193,9 +223,15 @@ class Comparison:
 
     def headline(self) -> str:
         if self.status == "no-baseline":
-            return f"no baseline (none at {self.source}): nothing to compare with; this is not a pass by comparison"
+            return (
+                f"no baseline (none at {self.source}): nothing to compare with; "
+                "this is not a pass by comparison"
+            )
         if self.status == "ok":
-            return f"no regression against the baseline of {self.baseline_created} (score {self.baseline_score:g})"
+            return (
+                f"no regression against the baseline of {self.baseline_created} "
+                f"(score {self.baseline_score:g})"
+            )
         return f"{len(self.regressions)} regression(s) against the baseline of {self.baseline_created}"
 
 
@@ -208,8 +244,10 @@ def _worse(base: SLIPoint, cur: SLIPoint, tol: Tolerance) -> str | None:
     b, c = base.estimate, cur.estimate
     if cur.unit == "ms":
         if c > b * (1 + tol.latency) and c - b > tol.latency_ms:
-            return f"rose by {c - b:.1f} ms (+{(c / b - 1) * 100 if b else float('inf'):.0f}%); " \
-                   f"tolerance {tol.latency * 100:g}% and {tol.latency_ms:g} ms"
+            return (
+                f"rose by {c - b:.1f} ms (+{(c / b - 1) * 100 if b else float('inf'):.0f}%); "
+                f"tolerance {tol.latency * 100:g}% and {tol.latency_ms:g} ms"
+            )
         return None
     if cur.unit == "s":
         return f"rose by {c - b:.1f} s; tolerance {tol.ttr_s:g} s" if c - b > tol.ttr_s else None
@@ -225,10 +263,16 @@ def compare(current: Snapshot, baseline: Snapshot | None, tol: Tolerance, *, sou
     notes: list[str] = []
     drop = baseline.score - current.score
     if drop > tol.score:
-        regressions.append(Regression(
-            experiment="", what="score", baseline=baseline.score, current=current.score,
-            message=f"score dropped {drop:.1f} points ({baseline.score:g} → {current.score:g}); "
-                    f"tolerance {tol.score:g}"))
+        regressions.append(
+            Regression(
+                experiment="",
+                what="score",
+                baseline=baseline.score,
+                current=current.score,
+                message=f"score dropped {drop:.1f} points ({baseline.score:g} → {current.score:g}); "
+                f"tolerance {tol.score:g}",
+            )
+        )
     for name, cur in current.experiments.items():
         base = baseline.experiments.get(name)
         if base is None:
@@ -242,10 +286,16 @@ def compare(current: Snapshot, baseline: Snapshot | None, tol: Tolerance, *, sou
                 continue
             why = _worse(bpoint, point, tol)
             if why:
-                regressions.append(Regression(
-                    experiment=name, what=k, baseline=bpoint.estimate, current=point.estimate,
-                    message=f"{name}: {k} {_fmt(bpoint.estimate, point.unit)} → "
-                            f"{_fmt(point.estimate, point.unit)}, {why}"))
+                regressions.append(
+                    Regression(
+                        experiment=name,
+                        what=k,
+                        baseline=bpoint.estimate,
+                        current=point.estimate,
+                        message=f"{name}: {k} {_fmt(bpoint.estimate, point.unit)} → "
+                        f"{_fmt(point.estimate, point.unit)}, {why}",
+                    )
+                )
     for name in baseline.experiments:
         if name not in current.experiments:
             notes.append(f"{name}: in the baseline but not run now")

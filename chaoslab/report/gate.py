@@ -111,8 +111,14 @@ def _unique_names(entries: list[SuiteEntry], file: str | None) -> list[Problem]:
     problems = []
     for i, e in enumerate(entries):
         if e.name in seen:
-            problems.append(Problem(file=file, path=f"experiments[{i}].name", message=f"duplicate name {e.name!r}",
-                                    hint="give each entry a distinct `name:`; the baseline is keyed by it"))
+            problems.append(
+                Problem(
+                    file=file,
+                    path=f"experiments[{i}].name",
+                    message=f"duplicate name {e.name!r}",
+                    hint="give each entry a distinct `name:`; the baseline is keyed by it",
+                )
+            )
         seen.add(e.name)
     return problems
 
@@ -126,12 +132,20 @@ def _thresholds(raw: Any, file: str | None) -> Thresholds:
     values: dict[str, float] = {}
     for key in raw:
         if key not in ("pass", "warn"):
-            problems.append(Problem(file=file, path=f"thresholds.{key}", message=f"unknown threshold {key!r}",
-                                    hint="pass, warn"))
+            problems.append(
+                Problem(
+                    file=file,
+                    path=f"thresholds.{key}",
+                    message=f"unknown threshold {key!r}",
+                    hint="pass, warn",
+                )
+            )
             continue
         v = raw[key]
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 100:
-            problems.append(Problem(file=file, path=f"thresholds.{key}", message=f"expected 0..100, got {v!r}"))
+            problems.append(
+                Problem(file=file, path=f"thresholds.{key}", message=f"expected 0..100, got {v!r}")
+            )
         else:
             values[key] = float(v)
     if problems:
@@ -155,30 +169,52 @@ def load_suite(path: str | Path) -> Suite:
     problems: list[Problem] = []
     for key in doc:
         if key not in ("name", "experiments", "thresholds", "tolerance", "description"):
-            problems.append(Problem(file=file, path=str(key), message=f"unknown field {key!r}",
-                                    hint="name, experiments, thresholds, tolerance, description"))
+            problems.append(
+                Problem(
+                    file=file,
+                    path=str(key),
+                    message=f"unknown field {key!r}",
+                    hint="name, experiments, thresholds, tolerance, description",
+                )
+            )
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip():
-        problems.append(Problem(file=file, path="name", message="the suite needs a name (the baseline is kept by it)"))
+        problems.append(
+            Problem(file=file, path="name", message="the suite needs a name (the baseline is kept by it)")
+        )
     raw_entries = doc.get("experiments")
     entries: list[SuiteEntry] = []
     if not isinstance(raw_entries, list) or not raw_entries:
-        problems.append(Problem(file=file, path="experiments", message="expected a non-empty list of experiments"))
+        problems.append(
+            Problem(file=file, path="experiments", message="expected a non-empty list of experiments")
+        )
         raw_entries = []
     for i, e in enumerate(raw_entries):
         where = f"experiments[{i}]"
         if isinstance(e, str):
             e = {"path": e}
         if not isinstance(e, Mapping) or not isinstance(e.get("path"), str):
-            problems.append(Problem(file=file, path=where, message="expected {path: FILE, weight: 1, key: false}"))
+            problems.append(
+                Problem(file=file, path=where, message="expected {path: FILE, weight: 1, key: false}")
+            )
             continue
         for key in e:
             if key not in ("path", "weight", "key", "name"):
-                problems.append(Problem(file=file, path=f"{where}.{key}", message=f"unknown field {key!r}",
-                                        hint="path, weight, key, name"))
+                problems.append(
+                    Problem(
+                        file=file,
+                        path=f"{where}.{key}",
+                        message=f"unknown field {key!r}",
+                        hint="path, weight, key, name",
+                    )
+                )
         weight = e.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-            problems.append(Problem(file=file, path=f"{where}.weight", message=f"expected a positive number, got {weight!r}"))
+            problems.append(
+                Problem(
+                    file=file, path=f"{where}.weight", message=f"expected a positive number, got {weight!r}"
+                )
+            )
             weight = 1
         key = e.get("key", False)
         if not isinstance(key, bool):
@@ -186,7 +222,9 @@ def load_suite(path: str | Path) -> Suite:
             key = False
         exp_path = (p.parent / e["path"]).resolve()
         if not exp_path.is_file():
-            problems.append(Problem(file=file, path=f"{where}.path", message=f"no such experiment file: {exp_path}"))
+            problems.append(
+                Problem(file=file, path=f"{where}.path", message=f"no such experiment file: {exp_path}")
+            )
         entry_name = e.get("name", Path(e["path"]).stem)
         entries.append(SuiteEntry(path=exp_path, name=str(entry_name), weight=float(weight), key=key))
     problems += _unique_names(entries, file)
@@ -201,10 +239,14 @@ def load_suite(path: str | Path) -> Suite:
         problems += exc.problems
     if problems or thresholds is None or tolerance is None:
         raise InvalidInput([dataclasses.replace(q, line=q.line or document.line(q.path)) for q in problems])
-    return Suite(name=str(name), entries=tuple(entries), thresholds=thresholds, tolerance=tolerance, source=file)
+    return Suite(
+        name=str(name), entries=tuple(entries), thresholds=thresholds, tolerance=tolerance, source=file
+    )
 
 
-def suite_from_paths(paths: Sequence[str], *, name: str, thresholds: Thresholds, tolerance: bl.Tolerance) -> Suite:
+def suite_from_paths(
+    paths: Sequence[str], *, name: str, thresholds: Thresholds, tolerance: bl.Tolerance
+) -> Suite:
     """An ad-hoc suite from command-line paths: weight 1 each, none key."""
     problems = [Problem(file=p, message="no such experiment file") for p in paths if not Path(p).is_file()]
     entries = [SuiteEntry(path=Path(p).resolve(), name=Path(p).stem) for p in paths]
@@ -248,15 +290,22 @@ def validate_all(suite: Suite) -> None:
     """Validate every experiment in one subprocess; raise InvalidInput with its problems."""
     proc = subprocess.run(
         _cli("validate", "--output", "json", *(str(e.path) for e in suite.entries)),
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if proc.returncode == 0:
         return
     try:
         doc = json.loads(proc.stdout)
-        problems = [Problem(**p) if isinstance(p, dict) else Problem(message=str(p)) for p in doc.get("problems", [])]
+        problems = [
+            Problem(**p) if isinstance(p, dict) else Problem(message=str(p)) for p in doc.get("problems", [])
+        ]
     except (json.JSONDecodeError, TypeError, AttributeError):
-        problems = [Problem(message=f"`chaoslab validate` failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")]
+        problems = [
+            Problem(message=f"`chaoslab validate` failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        ]
     raise InvalidInput(problems or [Problem(message="validation failed")])
 
 
@@ -272,7 +321,9 @@ def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float) -> Out
     with stderr_path.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
             _cli("run", "--output", "json", "--run-dir", str(run_dir), str(entry.path)),
-            stdout=subprocess.PIPE, stderr=err, text=True,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
         )
         timed_out = False
         try:
@@ -292,10 +343,17 @@ def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float) -> Out
     except JournalError:
         view = None
     if timed_out:
-        return Outcome(entry=entry, verdict=view.verdict if view else "error", reason=f"timed out after {timeout_s:g} s",
-                       run_dir=run_dir, duration_s=duration, view=view,
-                       journal_path=journal_path if view else None, exit_code=proc.returncode,
-                       infra_error=f"timed out after {timeout_s:g} s")
+        return Outcome(
+            entry=entry,
+            verdict=view.verdict if view else "error",
+            reason=f"timed out after {timeout_s:g} s",
+            run_dir=run_dir,
+            duration_s=duration,
+            view=view,
+            journal_path=journal_path if view else None,
+            exit_code=proc.returncode,
+            infra_error=f"timed out after {timeout_s:g} s",
+        )
     if view is None:
         # No journal: invalid input (nothing ran) or a crash of the runner itself.
         verdict = "invalid-input" if proc.returncode == 2 else "error"
@@ -304,11 +362,27 @@ def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float) -> Out
         except (json.JSONDecodeError, AttributeError):
             reason = ""
         tail = stderr_path.read_text("utf-8", "replace").strip()[-400:]
-        return Outcome(entry=entry, verdict=verdict, reason=reason or f"no journal written (exit {proc.returncode})",
-                       run_dir=run_dir, duration_s=duration, exit_code=proc.returncode,
-                       infra_error=None if verdict == "invalid-input" else f"no journal (exit {proc.returncode}): {tail}")
-    return Outcome(entry=entry, verdict=view.verdict, reason=view.reason, run_dir=run_dir, duration_s=duration,
-                   view=view, journal_path=journal_path, exit_code=proc.returncode)
+        return Outcome(
+            entry=entry,
+            verdict=verdict,
+            reason=reason or f"no journal written (exit {proc.returncode})",
+            run_dir=run_dir,
+            duration_s=duration,
+            exit_code=proc.returncode,
+            infra_error=None
+            if verdict == "invalid-input"
+            else f"no journal (exit {proc.returncode}): {tail}",
+        )
+    return Outcome(
+        entry=entry,
+        verdict=view.verdict,
+        reason=view.reason,
+        run_dir=run_dir,
+        duration_s=duration,
+        view=view,
+        journal_path=journal_path,
+        exit_code=proc.returncode,
+    )
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -397,20 +471,27 @@ def decide(
     infra = [o for o in outcomes if o.infrastructure]
     if infra:
         return GateExit.INFRA_ERROR, "infrastructure: " + "; ".join(
-            f"{o.entry.name} {o.verdict}" + (f" ({o.infra_error[:120]})" if o.infra_error else "") for o in infra)
+            f"{o.entry.name} {o.verdict}" + (f" ({o.infra_error[:120]})" if o.infra_error else "")
+            for o in infra
+        )
     key_failed = [o for o in outcomes if o.entry.key and o.failed]
     if key_failed:
-        return GateExit.FAIL, "key experiment failed: " + ", ".join(f"{o.entry.name} {o.verdict}" for o in key_failed)
+        return GateExit.FAIL, "key experiment failed: " + ", ".join(
+            f"{o.entry.name} {o.verdict}" for o in key_failed
+        )
     if klass is Class.FAIL:
         return GateExit.FAIL, f"score {sc.value:g} is below the warn threshold"
     if comparison.regressed:
         return GateExit.REGRESSION, "; ".join(r.message for r in comparison.regressions[:3])
     key_unsure = [o for o in outcomes if o.entry.key and o.verdict == "inconclusive"]
     if key_unsure:
-        return GateExit.INCONCLUSIVE, "key experiment inconclusive: " + ", ".join(o.entry.name for o in key_unsure)
+        return GateExit.INCONCLUSIVE, "key experiment inconclusive: " + ", ".join(
+            o.entry.name for o in key_unsure
+        )
     if klass is Class.INCONCLUSIVE:
-        return GateExit.INCONCLUSIVE, (f"score {sc.value:g} (range {sc.low:g}–{sc.high:g}): the inconclusive "
-                                       "runs decide the outcome")
+        return GateExit.INCONCLUSIVE, (
+            f"score {sc.value:g} (range {sc.low:g}–{sc.high:g}): the inconclusive runs decide the outcome"
+        )
     if require_baseline and comparison.status == "no-baseline":
         return GateExit.INCONCLUSIVE, "no baseline to compare with (--require-baseline)"
     suffix = " (no baseline to compare with)" if comparison.status == "no-baseline" else ""
@@ -426,8 +507,9 @@ def snapshot_of(suite: Suite, outcomes: Sequence[Outcome], sc: Score, label: str
         for r in o.view.slo if o.view else ():
             if r.estimate is not None:
                 points[r.key] = bl.SLIPoint(estimate=r.estimate, unit=r.unit, better=r.better)
-        exps[o.entry.name] = bl.ExperimentSnapshot(verdict=o.verdict, weight=o.entry.weight, key=o.entry.key,
-                                                   sli=points)
+        exps[o.entry.name] = bl.ExperimentSnapshot(
+            verdict=o.verdict, weight=o.entry.weight, key=o.entry.key, sli=points
+        )
     return bl.Snapshot(suite=suite.name, score=sc.value, created=bl.now_iso(), experiments=exps, label=label)
 
 
@@ -464,34 +546,61 @@ def run_gate(
     total = len(suite.entries)
     for i, entry in enumerate(suite.entries, 1):
         run_dir = options.output_dir / "runs" / f"{i:02d}-{entry.name}"
-        say(f"[{i}/{total}] {entry.name} ({entry.path.name}, weight {entry.weight:g}{', key' if entry.key else ''}) …")
+        say(
+            f"[{i}/{total}] {entry.name} ({entry.path.name}, weight {entry.weight:g}"
+            f"{', key' if entry.key else ''}) …"
+        )
         try:
             outcome = run_experiment(entry, run_dir, timeout_s=options.timeout_s)
         except (KeyboardInterrupt, GateInterrupted):
             interrupted = True
-            outcome = Outcome(entry=entry, verdict="interrupted", reason="the gate was interrupted",
-                              run_dir=run_dir, duration_s=0.0)
+            outcome = Outcome(
+                entry=entry,
+                verdict="interrupted",
+                reason="the gate was interrupted",
+                run_dir=run_dir,
+                duration_s=0.0,
+            )
             outcomes.append(outcome)
             break
         outcomes.append(outcome)
         say(f"[{i}/{total}] {entry.name}: {outcome.verdict} ({outcome.duration_s:.1f} s) {outcome.reason}")
     # Entries never reached count as interrupted (no credit) so the score is not inflated.
-    for entry in suite.entries[len(outcomes):]:
-        outcomes.append(Outcome(entry=entry, verdict="interrupted", reason="not run", run_dir=options.output_dir,
-                                duration_s=0.0))
+    for entry in suite.entries[len(outcomes) :]:
+        outcomes.append(
+            Outcome(
+                entry=entry,
+                verdict="interrupted",
+                reason="not run",
+                run_dir=options.output_dir,
+                duration_s=0.0,
+            )
+        )
     sc = score([Scored(name=o.entry.name, weight=o.entry.weight, verdict=o.verdict) for o in outcomes])
     klass = sc.classify(suite.thresholds)
     snap = snapshot_of(suite, outcomes, sc, options.label)
     comparison = bl.compare(snap, stored, suite.tolerance, source=str(baseline_path))
-    exit_, reason = decide(outcomes, sc, klass, comparison, require_baseline=options.require_baseline,
-                           interrupted=interrupted)
+    exit_, reason = decide(
+        outcomes, sc, klass, comparison, require_baseline=options.require_baseline, interrupted=interrupted
+    )
     updated = False
     if exit_ is GateExit.PASS and options.update_baseline:
         bl.save(baseline_path, snap)
         updated = True
-    return GateResult(suite=suite, outcomes=tuple(outcomes), score=sc, klass=klass, comparison=comparison,
-                      exit=exit_, reason=reason, started=started, finished=time.time(),
-                      output_dir=options.output_dir, snapshot=snap, baseline_updated=updated)
+    return GateResult(
+        suite=suite,
+        outcomes=tuple(outcomes),
+        score=sc,
+        klass=klass,
+        comparison=comparison,
+        exit=exit_,
+        reason=reason,
+        started=started,
+        finished=time.time(),
+        output_dir=options.output_dir,
+        snapshot=snap,
+        baseline_updated=updated,
+    )
 
 
 def write_outputs(result: GateResult, *, junit_path: Path, summary_path: Path) -> dict[str, Path]:

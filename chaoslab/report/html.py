@@ -51,7 +51,8 @@ CHART_W = 1100
 MARGIN_L, MARGIN_R = 72, 24
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#202124;background:#fff}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+color:#202124;background:#fff}
 main{max-width:1120px;margin:0 auto;padding:16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dadce0}
 .banner{padding:14px 18px;border-radius:6px;margin:8px 0 12px}
@@ -116,8 +117,10 @@ def _kpis(view: RunView) -> str:
         ("not clean", str(len(view.not_clean))),
         ("max error budget used", "–" if budget is None else f"{budget * 100:.0f}%"),
     ]
-    cells = "".join(f'<div class="kpi"><span class="muted">{html.escape(k)}</span><b>{html.escape(v)}</b></div>'
-                    for k, v in items)
+    cells = "".join(
+        f'<div class="kpi"><span class="muted">{html.escape(k)}</span><b>{html.escape(v)}</b></div>'
+        for k, v in items
+    )
     return f'<div class="kpis">{cells}</div>'
 
 
@@ -128,7 +131,7 @@ def _verdict_cell(v: str) -> str:
 
 def _slo_table(view: RunView) -> str:
     if not view.slo:
-        return '<p class="muted">No SLO was judged in this run (the experiment declares no <code>slo:</code>).</p>'
+        return '<p class="muted">No SLO was judged (the experiment declares no <code>slo:</code>).</p>'
     rows = []
     for r in view.slo:
         bounds = (
@@ -166,7 +169,10 @@ def _activity_table(view: RunView) -> str:
         f"<td>{html.escape(a.error[:300])}</td></tr>"
         for a in view.activities
     )
-    head = "<tr><th>phase</th><th>activity</th><th>type</th><th>status</th><th>start</th><th>took</th><th>error</th></tr>"
+    head = (
+        "<tr><th>phase</th><th>activity</th><th>type</th><th>status</th><th>start</th>"
+        "<th>took</th><th>error</th></tr>"
+    )
     return f'<table id="activities">{head}{rows}</table>'
 
 
@@ -175,13 +181,16 @@ def _fault_table(view: RunView) -> str:
         return '<p class="muted">No fault was injected.</p>'
     rows = []
     for f in view.faults:
-        clean = {True: '<td class="pass">clean</td>', False: '<td class="fail">NOT CLEAN</td>'}.get(
-            f.clean, '<td class="inconclusive">not checked</td>'
-        )
+        if f.clean is None:
+            clean = '<td class="inconclusive">not checked</td>'
+        else:
+            clean = '<td class="pass">clean</td>' if f.clean else '<td class="fail">NOT CLEAN</td>'
         reverted = (
             '<td class="fail">never reverted</td>'
             if f.end is None
-            else f'<td class="{"pass" if f.reverted_ok else "fail"}">{"ok" if f.reverted_ok else "failed"}</td>'
+            else '<td class="pass">ok</td>'
+            if f.reverted_ok
+            else '<td class="fail">failed</td>'
         )
         rows.append(
             f"<tr><td>{html.escape(f.driver)}.{html.escape(f.operation)}</td><td>{html.escape(f.target)}</td>"
@@ -218,7 +227,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         return [lo]
     raw = (hi - lo) / max(1, count)
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    # The 1-2-5 step whose tick count is closest to the one asked for.
+    step = min((m * mag for m in (1, 2, 5, 10)), key=lambda st: abs((hi - lo) / st - count))
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     value = first
@@ -296,8 +306,12 @@ def _panel(
     ]
     for v in nice_ticks(0.0, ymax, 4):
         y = sy(v)
-        out.append(f'<line x1="{MARGIN_L}" x2="{CHART_W - MARGIN_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f1f3f4"/>')
-        out.append(f'<text x="{MARGIN_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(v)}{y_unit}</text>')
+        out.append(
+            f'<line x1="{MARGIN_L}" x2="{CHART_W - MARGIN_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#f1f3f4"/>'
+        )
+        out.append(
+            f'<text x="{MARGIN_L - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(v)}{y_unit}</text>'
+        )
     for v in x_ticks:
         x = sx(v)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + height}" stroke="#f1f3f4"/>')
@@ -306,11 +320,13 @@ def _panel(
     for name, colour, ys in reversed(lines):
         d, dots = _path(xs, ys, sx, sy)
         if d:
-            out.append(f'<path class="series-{name}" d="{d}" fill="none" stroke="{colour}" stroke-width="2.5" '
-                       'stroke-linejoin="round"/>')
+            out.append(
+                f'<path class="series-{name}" d="{d}" fill="none" stroke="{colour}" stroke-width="2.5" '
+                'stroke-linejoin="round"/>'
+            )
         for xy in dots:
-            x, y = xy.split(",")
-            out.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>')
+            cx, cy = xy.split(",")
+            out.append(f'<circle cx="{cx}" cy="{cy}" r="3" fill="{colour}"/>')
         legend_x -= 8 + 7 * len(name) + 22
         out.append(f'<rect x="{legend_x}" y="{top - 15}" width="14" height="4" fill="{colour}"/>')
         out.append(f'<text x="{legend_x + 18}" y="{top - 10}">{html.escape(name)}</text>')
@@ -323,7 +339,11 @@ def render_timeline_svg(view: RunView) -> str:
     lo, hi = _time_range(view)
     sx = _Scale(lo, hi, MARGIN_L, CHART_W - MARGIN_R)
     x_ticks = [lo + v for v in nice_ticks(0.0, hi - lo, 10)]
-    panels = [("latency per second (successful requests)", 230.0), ("error rate", 120.0), ("throughput", 120.0)]
+    panels = [
+        ("latency per second (successful requests)", 230.0),
+        ("error rate", 120.0),
+        ("throughput", 120.0),
+    ]
     gap, top0 = 42.0, 44.0
     height = top0 + sum(h for _, h in panels) + gap * len(panels) + 10
     out = [
@@ -347,24 +367,55 @@ def render_timeline_svg(view: RunView) -> str:
             f"<title>{html.escape(f.label)}: +{f.start - lo:.1f}s → "
             f"{'never reverted' if f.end is None else f'+{f.end - lo:.1f}s'}</title></rect>"
         )
-        out.append(f'<text x="{x0 + 3:.1f}" y="{chart_top - 24}" style="fill:#b35900">'
-                   f"fault: {html.escape(f.operation)}</text>")
+        out.append(
+            f'<text x="{x0 + 3:.1f}" y="{chart_top - 24}" style="fill:#b35900">'
+            f"fault: {html.escape(f.operation)}</text>"
+        )
     if series is None or not len(series):
-        out.append(f'<text x="{CHART_W / 2}" y="{height / 2}" text-anchor="middle">No SLI series in this journal '
-                   "(the experiment has no load or SLI source).</text>")
+        out.append(
+            f'<text x="{CHART_W / 2}" y="{height / 2}" text-anchor="middle">No SLI series in this journal '
+            "(the experiment has no load or SLI source).</text>"
+        )
     else:
         xs = [t + 0.5 for t in series.t]  # plot each second at its middle
         top = top0
-        specs = [
-            ("latency", " ms", [("p50", COLOURS["p50"], series.p50_ms), ("p95", COLOURS["p95"], series.p95_ms),
-                                ("p99", COLOURS["p99"], series.p99_ms)]),
-            ("error rate", "%", [("error rate", COLOURS["error_rate"],
-                                  [None if v is None else v * 100 for v in series.error_rate])]),
+        specs: list[tuple[str, str, list[tuple[str, str, Sequence[float | None]]]]] = [
+            (
+                "latency",
+                " ms",
+                [
+                    ("p50", COLOURS["p50"], series.p50_ms),
+                    ("p95", COLOURS["p95"], series.p95_ms),
+                    ("p99", COLOURS["p99"], series.p99_ms),
+                ],
+            ),
+            (
+                "error rate",
+                "%",
+                [
+                    (
+                        "error rate",
+                        COLOURS["error_rate"],
+                        [None if v is None else v * 100 for v in series.error_rate],
+                    )
+                ],
+            ),
             ("throughput", "/s", [("requests/s", COLOURS["throughput"], list(series.rps))]),
         ]
         for (title, h), (_, unit, lines) in zip(panels, specs, strict=True):
-            out.append(_panel(title=title, top=top, height=h, xs=xs, lines=lines, sx=sx, y_unit=unit,
-                              x_ticks=x_ticks, t0=lo))
+            out.append(
+                _panel(
+                    title=title,
+                    top=top,
+                    height=h,
+                    xs=xs,
+                    lines=lines,
+                    sx=sx,
+                    y_unit=unit,
+                    x_ticks=x_ticks,
+                    t0=lo,
+                )
+            )
             top += h + gap
     if view.guard_ts is not None:
         x = sx(view.guard_ts)
@@ -373,8 +424,10 @@ def render_timeline_svg(view: RunView) -> str:
             f'stroke="{COLOURS["abort"]}" stroke-width="2.5" stroke-dasharray="6 3">'
             f"<title>guard tripped: {html.escape(view.guard_reason or '')}</title></line>"
         )
-        out.append(f'<text x="{x + 4:.1f}" y="{chart_top - 10}" style="fill:{COLOURS["abort"]};font-weight:700">'
-                   "abort</text>")
+        out.append(
+            f'<text x="{x + 4:.1f}" y="{chart_top - 10}" style="fill:{COLOURS["abort"]};font-weight:700">'
+            "abort</text>"
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -389,8 +442,15 @@ def render_activity_svg(view: RunView) -> str:
         rows.append((f"{a.phase}: {a.name}", a.start, a.end or a.start, colour, a.status))
     lo, hi = _time_range(view)
     for f in view.faults:
-        rows.append((f"fault: {f.label}", f.start, f.end if f.end is not None else hi, COLOURS["fault"],
-                     "reverted" if f.end is not None else "never reverted"))
+        rows.append(
+            (
+                f"fault: {f.label}",
+                f.start,
+                f.end if f.end is not None else hi,
+                COLOURS["fault"],
+                "reverted" if f.end is not None else "never reverted",
+            )
+        )
     if not rows:
         return ""
     rows.sort(key=lambda r: r[1])
@@ -398,8 +458,10 @@ def render_activity_svg(view: RunView) -> str:
     sx = _Scale(lo, hi, label_w, CHART_W - MARGIN_R)
     row_h = 20
     height = 24 + row_h * len(rows)
-    out = [f'<svg id="activity-timeline" xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height}" '
-           f'viewBox="0 0 {CHART_W} {height}" role="img" aria-label="activity timeline">']
+    out = [
+        f'<svg id="activity-timeline" xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height}" '
+        f'viewBox="0 0 {CHART_W} {height}" role="img" aria-label="activity timeline">'
+    ]
     for v in nice_ticks(0.0, hi - lo, 10):
         x = sx(lo + v)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height - 14}" stroke="#f1f3f4"/>')
@@ -409,9 +471,10 @@ def render_activity_svg(view: RunView) -> str:
         short = label if len(label) <= 46 else label[:45] + "…"
         out.append(f'<text x="4" y="{y + 13}">{html.escape(short)}</text>')
         x0, x1 = sx(s), sx(e)
-        out.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(3.0, x1 - x0):.1f}" height="{row_h - 7}" '
-                   f'fill="{colour}" rx="2"><title>{html.escape(label)} — {html.escape(status)}, '
-                   f"{e - s:.2f}s</title></rect>")
+        out.append(
+            f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(3.0, x1 - x0):.1f}" height="{row_h - 7}" '
+            f'fill="{colour}" rx="2"><title>{html.escape(label)} — {html.escape(status)}, '
+            f"{e - s:.2f}s</title></rect>"
+        )
     out.append("</svg>")
     return "\n".join(out)
-

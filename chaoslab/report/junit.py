@@ -33,18 +33,26 @@ _FAIL_VERDICTS = {"deviated", "aborted"}
 
 
 def slo_line(r: SLORow) -> str:
-    bounds = (f"[{fmt_value(r.lower, r.unit)}, {fmt_value(r.upper, r.unit)}]"
-              if r.lower is not None or r.upper is not None else "[–]")
-    return (f"{r.objective} [{r.window}]: {r.verdict} — estimate {fmt_value(r.estimate, r.unit)}, "
-            f"bounds {bounds}, {r.samples} samples; target {r.describe}")
+    bounds = (
+        f"[{fmt_value(r.lower, r.unit)}, {fmt_value(r.upper, r.unit)}]"
+        if r.lower is not None or r.upper is not None
+        else "[–]"
+    )
+    return (
+        f"{r.objective} [{r.window}]: {r.verdict} — estimate {fmt_value(r.estimate, r.unit)}, "
+        f"bounds {bounds}, {r.samples} samples; target {r.describe}"
+    )
 
 
 def _run_text(view: RunView) -> str:
     lines = [f"verdict: {view.verdict} — {view.reason}"]
     lines += [slo_line(r) for r in view.slo]
     for f in view.faults:
-        state = "never reverted" if f.end is None else ("clean" if f.clean else "NOT CLEAN" if f.clean is False
-                                                        else "not checked")
+        state = (
+            "never reverted"
+            if f.end is None
+            else ("clean" if f.clean else "NOT CLEAN" if f.clean is False else "not checked")
+        )
         lines.append(f"fault {f.label}: {state}")
     return "\n".join(lines)
 
@@ -68,8 +76,12 @@ def _mark(case: ET.Element, verdict: str, message: str, text: str) -> str:
 
 
 def _suite(parent: ET.Element, name: str, timestamp: float) -> ET.Element:
-    return ET.SubElement(parent, "testsuite", name=name,
-                         timestamp=datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return ET.SubElement(
+        parent,
+        "testsuite",
+        name=name,
+        timestamp=datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+    )
 
 
 def _finish(suite: ET.Element, counts: dict[str, int], time_s: float) -> None:
@@ -100,8 +112,9 @@ def run_junit(view: RunView) -> ET.ElementTree[ET.Element]:
     for f in view.faults:
         case = _case(suite, classname=cls, name=f"revert {f.label}", time_s=f.revert_duration_s or 0.0)
         if f.end is None or f.clean is False or f.reverted_ok is False:
-            msg = f"{f.label}: " + ("never reverted" if f.end is None else
-                                    f"not clean: {'; '.join(f.residue) or f.revert_detail}")
+            msg = f"{f.label}: " + (
+                "never reverted" if f.end is None else f"not clean: {'; '.join(f.residue) or f.revert_detail}"
+            )
             ET.SubElement(case, "error", message=msg, type="not-clean").text = msg
             counts["errors"] = counts.get("errors", 0) + 1
     case = _case(suite, classname=cls, name="verdict", time_s=view.duration_s)
@@ -126,12 +139,16 @@ def gate_junit(result: GateResult) -> ET.ElementTree[ET.Element]:
         ET.SubElement(props, "property", name=k, value=v)
     counts: dict[str, int] = {}
     for o in result.outcomes:
-        case = _case(suite, classname=f"chaoslab.gate.{result.suite.name}", name=o.entry.name, time_s=o.duration_s)
+        case = _case(
+            suite, classname=f"chaoslab.gate.{result.suite.name}", name=o.entry.name, time_s=o.duration_s
+        )
         head = f"{o.verdict}{' (key experiment)' if o.entry.key else ''}: {o.reason}"
         text = _run_text(o.view) if o.view else (o.infra_error or o.reason)
         if o.infra_error and o.view is not None:
             bump = "errors"
-            ET.SubElement(case, "error", message=f"{o.infra_error}; {head}", type="infrastructure").text = text
+            ET.SubElement(
+                case, "error", message=f"{o.infra_error}; {head}", type="infrastructure"
+            ).text = text
         else:
             verdict = o.verdict if o.infra_error is None else "error"
             bump = _mark(case, verdict, _failure_message(o.view, head), text)
@@ -141,16 +158,21 @@ def gate_junit(result: GateResult) -> ET.ElementTree[ET.Element]:
     _finish(suite, counts, result.finished - result.started)
     comp = result.comparison
     bsuite = _suite(root, f"{result.suite.name} baseline", result.finished)
-    case = _case(bsuite, classname=f"chaoslab.gate.{result.suite.name}", name="compared with the last passing gate",
-                 time_s=0.0)
+    case = _case(
+        bsuite,
+        classname=f"chaoslab.gate.{result.suite.name}",
+        name="compared with the last passing gate",
+        time_s=0.0,
+    )
     bcounts: dict[str, int] = {}
     if comp.status == "no-baseline":
         ET.SubElement(case, "skipped", message=comp.headline()).text = comp.headline()
         bcounts["skipped"] = 1
     elif comp.regressed:
         text = "\n".join(r.message for r in comp.regressions)
-        ET.SubElement(case, "failure", message=comp.headline() + ": " + comp.regressions[0].message,
-                      type="regression").text = text
+        ET.SubElement(
+            case, "failure", message=comp.headline() + ": " + comp.regressions[0].message, type="regression"
+        ).text = text
         bcounts["failures"] = 1
     if comp.notes:
         ET.SubElement(case, "system-out").text = "\n".join(comp.notes)
@@ -165,6 +187,20 @@ def _failure_message(view: RunView | None, head: str) -> str:
         return head
     bad: Sequence[SLORow] = [r for r in view.slo if r.verdict != "pass"]
     return head if not bad else head + " | " + " | ".join(slo_line(r) for r in bad)
+
+
+def invalid_junit(suite_name: str, problems: Sequence[str]) -> ET.ElementTree[ET.Element]:
+    """The gate's JUnit when its input is invalid: one error case, nothing run."""
+    root = ET.Element("testsuites", name=f"chaoslab gate {suite_name}")
+    suite = ET.SubElement(root, "testsuite", name=suite_name)
+    case = _case(suite, classname=f"chaoslab.gate.{suite_name}", name="suite is valid", time_s=0.0)
+    text = "\n".join(problems)
+    ET.SubElement(
+        case, "error", message=f"invalid input: {problems[0] if problems else ''}", type="invalid-input"
+    ).text = text
+    _finish(suite, {"errors": 1}, 0.0)
+    _root_totals(root)
+    return ET.ElementTree(root)
 
 
 def write_junit(tree: ET.ElementTree[ET.Element], path: Path) -> None:

@@ -15,9 +15,19 @@ if TYPE_CHECKING:
     from chaoslab.report.gate import GateResult
 
 _ICON = {
-    "passed": "✅", "pass": "✅", "deviated": "❌", "fail": "❌", "aborted": "🛑", "not-clean": "☣️",
-    "error": "⚠️", "invalid-input": "⚠️", "inconclusive": "❔", "interrupted": "⏹️",
-    "warning": "🟡", "regression": "📉", "infra_error": "⚠️",
+    "passed": "✅",
+    "pass": "✅",
+    "deviated": "❌",
+    "fail": "❌",
+    "aborted": "🛑",
+    "not-clean": "☣️",
+    "error": "⚠️",
+    "invalid-input": "⚠️",
+    "inconclusive": "❔",
+    "interrupted": "⏹️",
+    "warning": "🟡",
+    "regression": "📉",
+    "infra_error": "⚠️",
 }
 
 
@@ -30,10 +40,15 @@ def _slo_table(view: RunView) -> list[str]:
         return ["_No SLO judged._"]
     out = ["| objective | window | verdict | estimate | bounds | samples |", "|---|---|---|---:|---|---:|"]
     for r in view.slo:
-        bounds = (f"[{fmt_value(r.lower, r.unit)}, {fmt_value(r.upper, r.unit)}]"
-                  if r.lower is not None or r.upper is not None else "–")
-        out.append(f"| {_cell(r.objective)} ({_cell(r.describe)}) | {r.window} | {_ICON.get(r.verdict, '')} "
-                   f"{r.verdict} | {fmt_value(r.estimate, r.unit)} | {bounds} | {r.samples} |")
+        bounds = (
+            f"[{fmt_value(r.lower, r.unit)}, {fmt_value(r.upper, r.unit)}]"
+            if r.lower is not None or r.upper is not None
+            else "–"
+        )
+        out.append(
+            f"| {_cell(r.objective)} ({_cell(r.describe)}) | {r.window} | {_ICON.get(r.verdict, '')} "
+            f"{r.verdict} | {fmt_value(r.estimate, r.unit)} | {bounds} | {r.samples} |"
+        )
     return out
 
 
@@ -73,17 +88,25 @@ def gate_summary(result: GateResult) -> str:
         lines.append(f"- 📉 {_cell(r.message)}")
     for n in comp.notes:
         lines.append(f"- {_cell(n)}")
-    lines += ["", "| experiment | weight | key | verdict | duration | objectives not met |",
-              "|---|---:|:---:|---|---:|---|"]
+    lines += [
+        "",
+        "| experiment | weight | key | verdict | duration | objectives not met |",
+        "|---|---:|:---:|---|---:|---|",
+    ]
     for o in result.outcomes:
         bad = ""
         if o.view is not None:
-            bad = "; ".join(f"{r.objective}[{r.window}] {r.verdict} {fmt_value(r.estimate, r.unit)}"
-                            for r in o.view.slo if r.verdict != "pass")
+            bad = "; ".join(
+                f"{r.objective}[{r.window}] {r.verdict} {fmt_value(r.estimate, r.unit)}"
+                for r in o.view.slo
+                if r.verdict != "pass"
+            )
         if o.infra_error:
             bad = (bad + "; " if bad else "") + o.infra_error[:160]
-        lines.append(f"| {_cell(o.entry.name)} | {o.entry.weight:g} | {'★' if o.entry.key else ''} | "
-                     f"{_ICON.get(o.verdict, '')} {o.verdict} | {o.duration_s:.1f} s | {_cell(bad) or '–'} |")
+        lines.append(
+            f"| {_cell(o.entry.name)} | {o.entry.weight:g} | {'★' if o.entry.key else ''} | "
+            f"{_ICON.get(o.verdict, '')} {o.verdict} | {o.duration_s:.1f} s | {_cell(bad) or '–'} |"
+        )
     lines += ["", f"Reports: `{result.output_dir}` (JUnit, gate.json, one report.html per run).", ""]
     if result.baseline_updated:
         lines.insert(-1, f"Baseline updated: `{comp.source}`.")

@@ -14,7 +14,8 @@ Derived numbers and their rules (documented here because every report repeats th
   noticed. If the guard tripped, that is its ``breach_ts``. Otherwise it is the start of
   the first complete second after the injection whose point estimate misses an objective
   (availability or error rate against its ratio, a p50/p95/p99 objective against its
-  threshold). None when nothing degraded (nothing to detect) or there is no series.
+  threshold), measured to the *end* of that second, when its aggregate is first known.
+  None when nothing degraded (nothing to detect) or there is no series.
 - **Time to recover** (TTR): a ``time-to-recover`` SLO's estimate if the experiment
   declares one; else the longest ``time_to_recover_s`` a driver reported on revert; else,
   from the series, the end of the last degraded second minus the last revert (0 when the
@@ -115,7 +116,7 @@ class Series:
 
         n, errors = col("n"), col("errors")
         rps_col, err_col = col("rps"), col("error_rate")
-        rows = []
+        rows: list[tuple[float, float, float | None, float | None, float | None, float | None]] = []
         for i in range(size):
             ti = t[i]
             if ti is None:
@@ -127,14 +128,14 @@ class Series:
                 e = _num(errors[i])
                 er = (e or 0.0) / ni
             # sli.base series hold seconds; a source may already give ms (p50_ms columns).
-            pct = []
+            pct: list[float | None] = []
             for name in ("p50", "p95", "p99"):
                 ms = _num(col(f"{name}_ms")[i])
                 if ms is None:
                     s = _num(col(name)[i])
                     ms = None if s is None else s * 1000.0
                 pct.append(ms)
-            rows.append((ti, rps or 0.0, er, *pct))
+            rows.append((ti, rps or 0.0, er, pct[0], pct[1], pct[2]))
         rows.sort(key=lambda r: r[0])
         return cls(
             source=str(raw.get("source", "load")),
@@ -336,7 +337,8 @@ class RunView:
             windows=windows,
             phases=phases,
             interruptions=tuple(
-                f"{i.get('signal')} during {i.get('during')}" for i in cl.get("interruptions") or []
+                f"{i.get('signal')} during {i.get('during')}"
+                for i in cl.get("interruptions") or []
                 if isinstance(i, Mapping)
             ),
             environment={k: v for k, v in env.items() if v},
@@ -429,6 +431,11 @@ def _slo_row(raw: Mapping[str, Any], specs: Mapping[str, Any]) -> SLORow:
 def _budget(spec: Any, detail: Mapping[str, Any], estimate: float | None, samples: int) -> float | None:
     if spec is None or estimate is None or samples <= 0:
         return None
+    value = _budget_of(spec, detail, estimate, samples)
+    return None if value is None else float(value)
+
+
+def _budget_of(spec: Any, detail: Mapping[str, Any], estimate: float, samples: int) -> Any:
     sli = str(spec.sli)
     if sli == "availability" and spec.objective is not None:
         return (1.0 - estimate) / (1.0 - spec.objective)
@@ -466,7 +473,9 @@ def _activities(journal: Mapping[str, Any]) -> tuple[ActivityRow, ...]:
                     start=_ts(e.get("start")),
                     end=_ts(e.get("end")),
                     error=str(exc[0]) if isinstance(exc, list) and exc else "",
-                    tolerance_met=e.get("tolerance_met") if isinstance(e.get("tolerance_met"), bool) else None,
+                    tolerance_met=e.get("tolerance_met")
+                    if isinstance(e.get("tolerance_met"), bool)
+                    else None,
                 )
             )
 
@@ -538,7 +547,8 @@ def _time_to_detect(
         return None
     for i, t in enumerate(series.t):
         if t + 1 > first and _degraded(series, i, specs):
-            return max(0.0, t - first)
+            # A per-second aggregate is known when its second ends: detection cannot be earlier.
+            return max(0.0, t + 1 - first)
     return None
 
 

@@ -31,16 +31,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from chaoslab import paths
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError, LedgerError
 from chaoslab.safety.durable import fsync_dir, write_json_atomic
-from chaoslab.safety.ledger import Ledger
 from chaoslab.safety.owner import Life, Owner, iso
-from chaoslab.safety.recover import RecoverReport, recover
+
+if TYPE_CHECKING:
+    from chaoslab.safety.ledger import Ledger
+    from chaoslab.safety.recover import RecoverReport
 
 HALT_FILE = "HALT"
 ACTIVE_RUNS_DIR = "active-runs"
@@ -223,6 +225,8 @@ def halt(
     Idempotent: halting while halted keeps the original halt and signals again.
     """
     started = time.monotonic()
+    from chaoslab.safety.ledger import Ledger
+
     ledger = ledger or Ledger(paths.ledger_dir(home))
     state, already = _press(home, reason)
     actions: list[RunAction] = []
@@ -234,6 +238,8 @@ def halt(
             signalled.append(reg)
     pending = _wait_for_runs(ledger, signalled, grace_s)
     in_grace = tuple(sorted({r.run_id for r in signalled} - pending))
+    from chaoslab.safety.recover import recover  # only a halt needs it; runs import this module
+
     recovery = recover(
         registry or DriverRegistry(), force_run_ids=pending, ledger=ledger, recover_run_id="halt"
     )

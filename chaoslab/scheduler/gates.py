@@ -16,17 +16,16 @@ Built-in gates:
   labels match (e.g. ``{severity: page}``);
 - ``error-budget``: at least ``min_remaining`` of the error budget is left for the SLO
   files given, and no page-level burn is active. The budget arithmetic belongs to
-  ``chaoslab.sli.budget_gate``; this gate only adapts it (see ``ErrorBudgetGate``).
+  ``chaoslab.sli.budget_gate.check_budget``; this gate adds the threshold.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from chaoslab import paths
 from chaoslab.errors import ChaoslabError
@@ -181,52 +180,47 @@ class NoFiringAlertsGate:
         return GateResult(gate=self.name, ok=True, detail=f"no firing alerts at {self.url}")
 
 
-BudgetCheck = Callable[..., Any]
-
-
 @dataclass(frozen=True, kw_only=True)
 class ErrorBudgetGate:
-    """At least ``min_remaining`` (a fraction) of each SLO's error budget is left.
+    """At least ``min_remaining`` (a fraction) of each SLO's error budget is left, and no
+    page-level burn is active.
 
-    Delegates to ``chaoslab.sli.budget_gate.check_budget(slo_files, min_remaining=...,
-    prometheus_url=...)``, whose answer must have ``ok`` (bool) and ``reason`` or
-    ``detail`` (str). ``check`` may be injected (tests, other budget sources). When no
-    budget source is installed the gate refuses: a budget we cannot read is not a
-    budget we may spend.
+    The arithmetic is ``chaoslab.sli.budget_gate.check_budget`` (budget remaining and
+    burn rates from Prometheus for OpenSLO files); this gate adds the scenario's
+    threshold. When that module is missing, or the budget cannot be read, the gate
+    refuses: a budget we cannot read is not a budget we may spend.
     """
 
     slo_files: tuple[Path, ...]
     min_remaining: float
     prometheus_url: str | None = None
-    check_fn: BudgetCheck | None = None
     name: str = "error-budget"
 
     def check(self, ctx: GateContext) -> GateResult:
-        fn = self.check_fn or _budget_check()
-        if fn is None:
+        try:
+            from chaoslab.sli.budget_gate import check_budget
+        except ImportError:
             return GateResult(
-                gate=self.name,
-                ok=False,
-                detail="no error-budget source is installed (chaoslab.sli.budget_gate); failing closed",
+                gate=self.name, ok=False, detail="chaoslab.sli.budget_gate is not installed; failing closed"
             )
         try:
-            answer = fn(
-                list(self.slo_files), min_remaining=self.min_remaining, prometheus_url=self.prometheus_url
+            decision = check_budget(
+                {"slo_files": [str(p) for p in self.slo_files]}, Path("/"), prometheus=self.prometheus_url
             )
         except ChaoslabError as exc:
             return GateResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
-        ok = bool(getattr(answer, "ok", False))
-        detail = str(getattr(answer, "reason", "") or getattr(answer, "detail", "") or "")
-        return GateResult(gate=self.name, ok=ok, detail=detail)
-
-
-def _budget_check() -> BudgetCheck | None:
-    try:
-        module = importlib.import_module("chaoslab.sli.budget_gate")
-    except ImportError:
-        return None
-    fn = getattr(module, "check_budget", None)
-    return fn if callable(fn) else None
+        if not decision.allowed:
+            return GateResult(gate=self.name, ok=False, detail="; ".join(decision.reasons))
+        low = [
+            f"{st.slo}: {st.budget_remaining * 100:.1f}% of the error budget left,"
+            f" below the scenario's {self.min_remaining * 100:g}%"
+            for st in decision.statuses
+            if st.budget_remaining < self.min_remaining
+        ]
+        if low:
+            return GateResult(gate=self.name, ok=False, detail="; ".join(low))
+        left = ", ".join(f"{st.slo} {st.budget_remaining * 100:.1f}% left" for st in decision.statuses)
+        return GateResult(gate=self.name, ok=True, detail=left)
 
 
 def default_gates() -> list[Gate]:

@@ -1,0 +1,324 @@
+"""``chaoslab report`` and ``chaoslab gate``: added to the main command by ``register``.
+
+Heavy imports stay inside the command functions: ``chaoslab run``'s start-up time is
+benchmarked, and it imports this module to register the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from chaoslab.report.gate import GATE_EXIT_HELP, GateExit
+
+DEFAULT_GATE_DIR = "chaoslab-gate"
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _invalid(problems: Any, exit_code: int = 2) -> NoReturn:
+    from rich.markup import escape
+
+    console = _console()
+    problems = list(problems) or ["invalid input"]
+    console.print(f"[bold red]invalid input[/] ({len(problems)} problem{'s' if len(problems) > 1 else ''}):")
+    for p in problems:
+        console.print(f"  • {escape(str(p))}")
+    sys.exit(exit_code)
+
+
+def _journal_path(arg: str) -> Path:
+    p = Path(arg)
+    return p / "journal.json" if p.is_dir() else p
+
+
+def _metrics(
+    runs: Any,
+    gate: Any,
+    metrics_file: str | None,
+    pushgateway: str | None,
+    job: str,
+    grouping: dict[str, str],
+) -> None:
+    from chaoslab.report.metrics import MetricsError, build_registry, push, write_metrics_file
+
+    if not metrics_file and not pushgateway:
+        return
+    try:
+        registry = build_registry(runs, gate)
+        if metrics_file:
+            write_metrics_file(Path(metrics_file), registry)
+            _console().print(f"metrics: {metrics_file}")
+        if pushgateway:
+            push(pushgateway, registry, job=job, grouping_key=grouping)
+            _console().print(f"metrics pushed to {pushgateway}")
+    except MetricsError as exc:
+        _console().print(f"[red]metrics:[/] {exc}")
+        raise
+
+
+def register(main: click.Group) -> None:
+    """Add ``report`` and ``gate`` to the ``chaoslab`` command group."""
+
+    @main.command("report")
+    @click.argument("journal", type=click.Path())
+    @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Self-contained HTML report.")
+    @click.option(
+        "--markdown", type=click.Path(dir_okay=False), help="Blameless postmortem draft (Markdown)."
+    )
+    @click.option("--junit", type=click.Path(dir_okay=False), help="JUnit XML.")
+    @click.option(
+        "--summary",
+        type=click.Path(dir_okay=False),
+        help='Markdown for a CI job summary (e.g. "$GITHUB_STEP_SUMMARY").',
+    )
+    @click.option(
+        "--metrics-file",
+        type=click.Path(dir_okay=False),
+        help="Prometheus text exposition file (node_exporter textfile collector).",
+    )
+    @click.option(
+        "--pushgateway", metavar="URL", help="Push the run's metrics to this Prometheus Pushgateway."
+    )
+    def report(
+        journal: str,
+        html_path: str | None,
+        markdown: str | None,
+        junit: str | None,
+        summary: str | None,
+        metrics_file: str | None,
+        pushgateway: str | None,
+    ) -> None:
+        """Render reports from a run's journal.json (or its run directory), on any machine.
+
+        With no output option, writes report.html and postmortem.md next to the journal.
+        Exit 0 when written, 2 if the journal is unusable, 5 if metrics cannot be pushed.
+        """
+        from chaoslab.errors import InvalidInput
+        from chaoslab.report import write_reports
+        from chaoslab.report.metrics import MetricsError
+        from chaoslab.report.view import RunView, load_journal
+
+        path = _journal_path(journal)
+        try:
+            doc = load_journal(path)
+            outputs = {"html": html_path, "markdown": markdown, "junit": junit, "summary": summary}
+            if not any(outputs.values()) and not metrics_file and not pushgateway:
+                outputs = {
+                    "html": str(path.parent / "report.html"),
+                    "markdown": str(path.parent / "postmortem.md"),
+                }
+            written = write_reports(doc, **{k: Path(v) for k, v in outputs.items() if v})
+        except InvalidInput as exc:
+            _invalid(exc.problems)
+        for kind, p in written.items():
+            click.echo(f"{kind}: {p}")
+        view = RunView.from_journal(doc)
+        try:
+            _metrics(
+                [(view.title, view)], None, metrics_file, pushgateway, "chaoslab", {"experiment": view.title}
+            )
+        except MetricsError:
+            sys.exit(5)
+
+    @main.command("gate", epilog=GATE_EXIT_HELP)
+    @click.argument("experiments", nargs=-1, type=click.Path(dir_okay=False))
+    @click.option(
+        "--suite",
+        "suite_path",
+        type=click.Path(dir_okay=False),
+        help="Suite file: {name, experiments: [{path, weight, key}], thresholds, tolerance}.",
+    )
+    @click.option(
+        "--name",
+        default="default",
+        show_default=True,
+        help="Suite name for experiments given as arguments (the baseline is kept by name).",
+    )
+    @click.option("--pass-threshold", type=click.FloatRange(0, 100), help="Override thresholds.pass.")
+    @click.option("--warn-threshold", type=click.FloatRange(0, 100), help="Override thresholds.warn.")
+    @click.option(
+        "--baseline",
+        "baseline_file",
+        type=click.Path(dir_okay=False),
+        help="Baseline JSON the pipeline keeps [default: chaoslab's store, HOME/gate/SUITE/].",
+    )
+    @click.option(
+        "--update-baseline/--no-update-baseline",
+        default=True,
+        show_default=True,
+        help="Replace the baseline when the gate passes.",
+    )
+    @click.option(
+        "--require-baseline",
+        is_flag=True,
+        help="No baseline to compare with is inconclusive (exit 4) instead of a note.",
+    )
+    @click.option(
+        "--output-dir",
+        type=click.Path(file_okay=False),
+        default=DEFAULT_GATE_DIR,
+        show_default=True,
+        help="Run directories, gate.json, JUnit and summary go here.",
+    )
+    @click.option("--junit", type=click.Path(dir_okay=False), help="[default: OUTPUT_DIR/junit.xml]")
+    @click.option("--summary", type=click.Path(dir_okay=False), help="[default: OUTPUT_DIR/summary.md]")
+    @click.option("--metrics-file", type=click.Path(dir_okay=False), help="Prometheus text exposition file.")
+    @click.option("--pushgateway", metavar="URL", help="Push the gate's metrics to a Pushgateway.")
+    @click.option(
+        "--timeout",
+        "timeout_s",
+        type=click.FloatRange(min=1),
+        default=1800,
+        show_default=True,
+        help="Seconds per experiment before it is stopped (SIGTERM, it reverts).",
+    )
+    @click.option("--label", default="", help="Stored with the baseline (e.g. the commit or release).")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="json prints gate.json on stdout.",
+    )
+    def gate(
+        experiments: tuple[str, ...],
+        suite_path: str | None,
+        name: str,
+        pass_threshold: float | None,
+        warn_threshold: float | None,
+        baseline_file: str | None,
+        update_baseline: bool,
+        require_baseline: bool,
+        output_dir: str,
+        junit: str | None,
+        summary: str | None,
+        metrics_file: str | None,
+        pushgateway: str | None,
+        timeout_s: float,
+        label: str,
+        output: str,
+    ) -> None:
+        """Run a resilience suite in order, score it, compare with the last passing gate.
+
+        Give experiment files as arguments (weight 1 each) or a --suite file. JUnit and a
+        Markdown summary are written every time; with GITHUB_STEP_SUMMARY set the summary
+        is also appended there.
+        """
+        import dataclasses
+
+        from chaoslab.errors import InvalidInput, Problem
+        from chaoslab.report import baseline as bl
+        from chaoslab.report import gate as g
+        from chaoslab.report.junit import invalid_junit, write_junit
+        from chaoslab.report.metrics import MetricsError, gate_runs
+        from chaoslab.report.score import Thresholds
+
+        out_dir = Path(output_dir)
+        junit_path = Path(junit) if junit else out_dir / "junit.xml"
+        summary_path = Path(summary) if summary else out_dir / "summary.md"
+        console = _console()
+
+        def invalid(problems: Any, suite_name: str) -> NoReturn:
+            write_junit(invalid_junit(suite_name, [str(p) for p in problems]), junit_path)
+            summary_path.parent.mkdir(parents=True, exist_ok=True)
+            summary_path.write_text(
+                f"## ⚠️ chaoslab gate `{suite_name}`: **invalid input** (exit 2)\n\n"
+                + "\n".join(f"- {str(p)}" for p in problems)
+                + "\n\nNothing was run.\n",
+                "utf-8",
+            )
+            _invalid(problems, int(GateExit.INVALID_INPUT))
+
+        if bool(experiments) == bool(suite_path):
+            invalid(["give experiment files or --suite FILE (exactly one of them)"], name)
+        try:
+            if suite_path:
+                suite = g.load_suite(suite_path)
+            else:
+                suite = g.suite_from_paths(
+                    list(experiments), name=name, thresholds=Thresholds(), tolerance=bl.Tolerance()
+                )
+            if pass_threshold is not None or warn_threshold is not None:
+                try:
+                    th = Thresholds(
+                        pass_at=pass_threshold if pass_threshold is not None else suite.thresholds.pass_at,
+                        warn_at=warn_threshold if warn_threshold is not None else suite.thresholds.warn_at,
+                    )
+                except ValueError as exc:
+                    raise InvalidInput([Problem(message=str(exc))]) from exc
+                suite = dataclasses.replace(suite, thresholds=th)
+        except InvalidInput as exc:
+            invalid(exc.problems, name)
+
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            raise g.GateInterrupted(signal.Signals(signum).name)
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            result = g.run_gate(
+                suite,
+                g.GateOptions(
+                    output_dir=out_dir,
+                    baseline_path=Path(baseline_file) if baseline_file else None,
+                    update_baseline=update_baseline,
+                    require_baseline=require_baseline,
+                    timeout_s=timeout_s,
+                    label=label,
+                ),
+                progress=lambda msg: console.print(msg, markup=False),
+            )
+        except InvalidInput as exc:
+            invalid(exc.problems, suite.name)
+        except (KeyboardInterrupt, g.GateInterrupted):
+            # Interrupted before any run started (validation); nothing to revert.
+            console.print("[yellow]interrupted[/]")
+            sys.exit(int(GateExit.INTERRUPTED))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        exit_code = result.exit
+        try:
+            g.write_outputs(result, junit_path=junit_path, summary_path=summary_path)
+        except OSError as exc:
+            console.print(f"[red]cannot write gate reports:[/] {exc}")
+            exit_code = GateExit.INFRA_ERROR
+        try:
+            _metrics(
+                gate_runs(result), result, metrics_file, pushgateway, "chaoslab_gate", {"suite": suite.name}
+            )
+        except MetricsError:
+            # A failed push must not hide a gate failure, but must not let a pass through silently.
+            if exit_code in (GateExit.PASS, GateExit.WARNING):
+                exit_code = GateExit.INFRA_ERROR
+        comp = result.comparison
+        if output == "json":
+            click.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            colour = {GateExit.PASS: "green", GateExit.WARNING: "yellow"}.get(result.exit, "red")
+            console.print(
+                f"[bold {colour}]gate {result.exit.name.lower()}[/] (exit {int(result.exit)}): "
+                f"{result.reason}",
+                markup=True,
+                highlight=False,
+            )
+            console.print(
+                f"score {result.score.value:g} (range {result.score.low:g}–{result.score.high:g}; "
+                f"pass ≥ {suite.thresholds.pass_at:g}, warn ≥ {suite.thresholds.warn_at:g})",
+                markup=False,
+            )
+            console.print(f"baseline: {comp.headline()}", markup=False)
+            for r in comp.regressions:
+                console.print(f"  regression: {r.message}", markup=False)
+            if result.baseline_updated:
+                console.print(f"baseline updated: {comp.source}", markup=False)
+            console.print(f"junit: {junit_path}  summary: {summary_path}", markup=False)
+        sys.exit(int(exit_code))

@@ -1,0 +1,719 @@
+"""The scheduler: a tick loop that decides, claims, runs and records every slot.
+
+One tick, at ``clock.now()``:
+
+1. heartbeat; adopt the active claims of schedulers that are provably dead (same host,
+   process gone) or silent past the lease (another host);
+2. pop every scenario whose next slot is due (``run_at <= now``; a heap keyed on run_at,
+   so a tick costs O(due · log n), not O(n));
+3. decide each due slot, in slot order: in a blackout or outside the windows → skipped;
+   on time (late ≤ ``on_time_s``) → run; late → the misfire policy (``skip`` → missed,
+   ``run-once`` → run if late ≤ grace, and several late slots coalesce into the latest);
+4. record the decision with ``INSERT … ON CONFLICT DO NOTHING`` (the store's unique
+   (scenario, slot) key): only the scheduler whose insert wrote the row acts on it;
+5. a won "run" goes to a worker thread: gates (refused → recorded, ``abort`` notice),
+   then each step as a ``chaoslab run`` subprocess, results recorded under the claim's
+   token.
+
+A scheduler that has no free worker leaves the slot for the next tick (or for another
+scheduler); nothing is claimed that cannot start.
+
+Failure semantics:
+
+- SIGTERM (``stop()``): no new claims; running steps get SIGTERM (the engine reverts
+  and writes its journal); their slots are recorded ``interrupted``; the scheduler's
+  registration is removed. Nothing is left claimed.
+- SIGKILL: the runs it started live on in their own sessions and finish by themselves.
+  The next scheduler to notice (another one, or this one restarted) adopts each claim:
+  it waits for the orphaned run, reads its outcome from the run directory and records
+  it. A step that left no outcome (it died too) has its faults reverted by
+  ``chaoslab.safety.recover`` and runs again if the slot is still within grace;
+  otherwise the slot is recorded ``interrupted``. A slot is never claimed twice and never
+  left without a record.
+- A restarted scheduler resumes each scenario after its latest recorded slot, so slots
+  that fell due while no scheduler ran are decided by the misfire policy, not forgotten.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from chaoslab import paths
+from chaoslab.engine.verdict import Verdict
+from chaoslab.scheduler.gates import Gate, GateContext, first_refusal
+from chaoslab.scheduler.monkey import kill_experiment, leashed_line, pick_victim
+from chaoslab.scheduler.notify import Notice, Notifier
+from chaoslab.scheduler.runs import StepPlan, StepResult, overall, read_result, run_step, step_dir
+from chaoslab.scheduler.scenario import Scenario
+from chaoslab.scheduler.store import SlotRecord, SlotStatus, Store, StoreError, Update
+from chaoslab.scheduler.triggers import parse_slot_key, run_at, slot_key
+
+log = logging.getLogger("chaoslab.scheduler")
+
+_ABORT_VERDICTS = frozenset({Verdict.ABORTED, Verdict.INTERRUPTED, Verdict.NOT_CLEAN, Verdict.ERROR})
+_CHILD_POLL_S = 0.2
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time (tests inject a controllable one)."""
+
+    def now(self) -> datetime:
+        """An aware datetime."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    """Knobs of one scheduler process.
+
+    ``on_time_s``: a slot found at most this late is on time (not a misfire).
+    ``lease_s``: a scheduler on another host whose heartbeat is older is presumed dead.
+    ``stop_grace_s``: after SIGTERM, how long a run gets to revert before SIGKILL.
+    """
+
+    runs_root: Path
+    max_parallel: int = 4
+    on_time_s: float = 60.0
+    lease_s: float = 60.0
+    stop_grace_s: float = 60.0
+    adopt_every_s: float = 2.0
+    max_catchup: int = 10_000
+    home: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What a tick decided for one slot. ``run`` slots are claimed, the rest recorded."""
+
+    scenario: str
+    slot: datetime
+    run_at: datetime
+    status: SlotStatus  # CLAIMED means "run it"
+    detail: str = ""
+    late_s: float = 0.0
+
+    @property
+    def run(self) -> bool:
+        return self.status is SlotStatus.CLAIMED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upcoming:
+    scenario: str
+    slot: datetime
+    run_at: datetime
+    refusal: str | None
+
+
+GatesFor = Callable[[Scenario], Sequence[Gate]]
+
+
+def scheduler_owner_dict() -> dict[str, object]:
+    from chaoslab.safety.owner import Owner
+
+    return dict(Owner.current("scheduler").to_dict())
+
+
+class Scheduler:
+    """Schedules ``scenarios`` against ``store``. Thread-safe ``stop()``; one tick at a time."""
+
+    def __init__(
+        self,
+        scenarios: Sequence[Scenario],
+        store: Store,
+        config: SchedulerConfig,
+        *,
+        clock: Clock | None = None,
+        scheduler_id: str | None = None,
+        gates_for: GatesFor | None = None,
+        notifier_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scenarios = {s.name: s for s in scenarios}
+        self.store = store
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.id = scheduler_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._gates_for: GatesFor = gates_for or (lambda sc: sc.gates())
+        self._notifier_env = notifier_env
+        self._heap: list[tuple[datetime, str, datetime]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, str], Future[None]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_parallel), thread_name_prefix="slot")
+        self._started = False
+        self._last_heartbeat = 0.0
+        self._last_adopt = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register with the store and plan each scenario's next slot."""
+        if self._started:
+            return
+        self.store.register(self.id, scheduler_owner_dict(), time.time())
+        self._last_heartbeat = time.time()
+        self._plan(self.clock.now())
+        self._started = True
+        log.info(
+            "scheduler %s: %d scenario(s), store %s", self.id, len(self.scenarios), _safe_url(self.store.url)
+        )
+
+    def _plan(self, now: datetime) -> None:
+        last = self.store.last_slots()
+        self._heap = []
+        for name, sc in self.scenarios.items():
+            recorded = last.get(name)
+            # No history: a new scenario starts now (what was due before it existed is not
+            # owed); with history: resume right after the latest recorded slot.
+            cursor = parse_slot_key(recorded) if recorded else now - timedelta(seconds=self.config.on_time_s)
+            self._push_after(sc, cursor)
+        heapq.heapify(self._heap)
+
+    def _push_after(self, sc: Scenario, after: datetime) -> None:
+        nxt = sc.trigger.next_after(after)
+        if nxt is not None:
+            heapq.heappush(self._heap, (run_at(sc.name, nxt, sc.jitter_s), sc.name, nxt))
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (signal-safe: only sets an event)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait for every running slot to end; True if none is left."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                futures = list(self._inflight.values())
+            if not futures:
+                return True
+            for f in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    f.result(timeout=remaining)
+                except TimeoutError:
+                    return False
+                except Exception:  # logged by the worker itself
+                    pass
+
+    def close(self) -> None:
+        """Finish: wait for running slots (they were told to stop, if ``stop()`` was called),
+        then leave the store."""
+        self.wait_idle()
+        self._pool.shutdown(wait=True)
+        if self._started:
+            try:
+                self.store.unregister(self.id)
+            except StoreError as exc:
+                log.warning("could not unregister scheduler %s: %s", self.id, exc)
+
+    def run_forever(self, tick_s: float = 1.0) -> None:
+        """Tick until ``stop()``; then let running slots revert and end, and leave."""
+        self.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                except StoreError as exc:
+                    # A store outage: claim nothing (we cannot know what others did); retry.
+                    log.error("tick failed, retrying: %s", exc)
+                self._stop.wait(tick_s)
+        finally:
+            self._stop.set()
+            self.close()
+
+    def run_once(self, *, wait_jitter: bool = True) -> list[Decision]:
+        """One pass for an external cron: adopt orphans, decide what is due now, wait
+        for jittered slots whose nominal time has come, run, wait for the runs, leave."""
+        self.start()
+        decisions: list[Decision] = []
+        try:
+            self._adopt_stale(force=True)
+            decisions += self.tick()
+            if wait_jitter:
+                now = self.clock.now()
+                pending = [ra for ra, _, slot in self._heap if slot <= now < ra]
+                if pending:
+                    self._stop.wait((max(pending) - now).total_seconds())
+                    if not self._stop.is_set():
+                        decisions += self.tick()
+            self.wait_idle()
+        finally:
+            self.close()
+        return decisions
+
+    # --- one tick ----------------------------------------------------------------------
+
+    def tick(self) -> list[Decision]:
+        """Decide and record every due slot; start the runs. Returns the decisions made."""
+        if not self._started:
+            self.start()
+        now = self.clock.now()
+        real = time.time()
+        if real - self._last_heartbeat >= min(5.0, self.config.lease_s / 3):
+            self.store.heartbeat(self.id, real)
+            self._last_heartbeat = real
+        self._adopt_stale()
+        made: list[Decision] = []
+        deferred: list[tuple[datetime, str, datetime]] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, name, first = heapq.heappop(self._heap)
+            sc = self.scenarios[name]
+            due = [first]
+            nxt = sc.trigger.next_after(first)
+            while (
+                nxt is not None
+                and run_at(name, nxt, sc.jitter_s) <= now
+                and len(due) < self.config.max_catchup
+            ):
+                due.append(nxt)
+                nxt = sc.trigger.next_after(nxt)
+            blocked_at: datetime | None = None
+            for d in self.decide(sc, due, now):
+                if self._stop.is_set() or (d.run and not self._has_capacity()):
+                    blocked_at = d.slot  # leave it (and what follows) for a later tick
+                    break
+                self._apply(sc, d)
+                made.append(d)
+            if blocked_at is not None:
+                deferred.append((run_at(name, blocked_at, sc.jitter_s), name, blocked_at))
+            elif nxt is not None:
+                heapq.heappush(self._heap, (run_at(name, nxt, sc.jitter_s), name, nxt))
+        for entry in deferred:
+            heapq.heappush(self._heap, entry)
+        return made
+
+    def decide(self, sc: Scenario, slots: Sequence[datetime], now: datetime) -> list[Decision]:
+        """Pure: what to do with each of ``slots`` (all due, in order) at ``now``."""
+        out: list[Decision] = []
+        for slot in slots:
+            ra = run_at(sc.name, slot, sc.jitter_s)
+            late = (now - ra).total_seconds()
+            refusal = sc.calendar.refusal(ra)
+            if refusal is not None:
+                out.append(
+                    Decision(
+                        scenario=sc.name,
+                        slot=slot,
+                        run_at=ra,
+                        status=SlotStatus.SKIPPED,
+                        detail=refusal,
+                        late_s=late,
+                    )
+                )
+            elif late <= self.config.on_time_s:
+                out.append(
+                    Decision(scenario=sc.name, slot=slot, run_at=ra, status=SlotStatus.CLAIMED, late_s=late)
+                )
+            elif sc.misfire.policy == "run-once" and late <= sc.misfire.grace_s:
+                out.append(
+                    Decision(
+                        scenario=sc.name,
+                        slot=slot,
+                        run_at=ra,
+                        status=SlotStatus.CLAIMED,
+                        detail=f"late by {late:.0f}s, within the {sc.misfire.grace_s:g}s grace",
+                        late_s=late,
+                    )
+                )
+            else:
+                why = (
+                    f"late by {late:.0f}s; misfire policy skip"
+                    if sc.misfire.policy == "skip"
+                    else f"late by {late:.0f}s, beyond the {sc.misfire.grace_s:g}s grace"
+                )
+                out.append(
+                    Decision(
+                        scenario=sc.name,
+                        slot=slot,
+                        run_at=ra,
+                        status=SlotStatus.MISSED,
+                        detail=why,
+                        late_s=late,
+                    )
+                )
+        # run-once: late slots coalesce into the last slot that runs.
+        runs = [i for i, d in enumerate(out) if d.run]
+        for i in runs[:-1]:
+            if out[i].late_s > self.config.on_time_s:
+                d = out[i]
+                out[i] = Decision(
+                    scenario=d.scenario,
+                    slot=d.slot,
+                    run_at=d.run_at,
+                    status=SlotStatus.MISSED,
+                    late_s=d.late_s,
+                    detail=f"late by {d.late_s:.0f}s; coalesced into slot {slot_key(out[runs[-1]].slot)}",
+                )
+        return out
+
+    def _has_capacity(self) -> bool:
+        with self._lock:
+            return len(self._inflight) < self.config.max_parallel
+
+    def _apply(self, sc: Scenario, d: Decision) -> None:
+        now_ts = time.time()
+        status, detail = d.status, d.detail
+        victim = None
+        if d.run and sc.monkey is not None:
+            victim = pick_victim(sc.monkey, sc.name, d.slot)
+            if victim is None:
+                status, detail = SlotStatus.SKIPPED, "no target is opted in"
+            elif sc.monkey.leashed:
+                status, detail = SlotStatus.LEASHED, leashed_line(sc.monkey, victim)
+        rec = SlotRecord(
+            scenario=sc.name,
+            slot=slot_key(d.slot),
+            run_at=slot_key(d.run_at),
+            kind=sc.kind,
+            status=status.value,
+            scheduler=self.id,
+            token=uuid.uuid4().hex,
+            claimed_at=now_ts,
+            updated_at=now_ts,
+            finished_at=None if status is SlotStatus.CLAIMED else now_ts,
+            run_dir=str(self.slot_root(sc.name, d.slot)) if status is SlotStatus.CLAIMED else None,
+            detail=detail,
+        )
+        if not self.store.insert(rec):
+            return  # another scheduler decided this slot first
+        if status is not SlotStatus.CLAIMED:
+            log.info("%s %s: %s%s", sc.name, rec.slot, status.value, f" ({detail})" if detail else "")
+            return
+        self._submit(sc, rec, resume=False)
+
+    def _submit(self, sc: Scenario, rec: SlotRecord, *, resume: bool) -> None:
+        key = (rec.scenario, rec.slot)
+        with self._lock:
+            future = self._pool.submit(self._work, sc, rec, resume)
+            self._inflight[key] = future
+
+        def done(_: Future[None]) -> None:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+        future.add_done_callback(done)
+
+    # --- running a slot ----------------------------------------------------------------
+
+    def slot_root(self, scenario: str, slot: datetime) -> Path:
+        return self.config.runs_root / scenario / slot_key(slot).replace("-", "").replace(":", "")
+
+    def steps_for(self, sc: Scenario, slot: datetime, root: Path) -> list[StepPlan]:
+        """The runs of a slot. A monkey slot writes its one-step kill experiment first."""
+        if sc.monkey is not None:
+            victim = pick_victim(sc.monkey, sc.name, slot)
+            if victim is None:
+                return []
+            root.mkdir(parents=True, exist_ok=True)
+            path = root / "monkey-kill.json"
+            if not path.exists():
+                path.write_text(json.dumps(kill_experiment(sc.monkey, sc.name, victim, slot), indent=2))
+            return [StepPlan(name="monkey-kill", experiment=path, vars={}, continue_on=frozenset())]
+        return [
+            StepPlan(
+                name=s.name,
+                experiment=s.experiment,
+                vars=s.vars,
+                continue_on=s.continue_on,
+                timeout_s=s.timeout_s,
+            )
+            for s in sc.steps
+        ]
+
+    def _work(self, sc: Scenario, rec: SlotRecord, resume: bool) -> None:
+        try:
+            if resume:
+                self._resume(sc, rec)
+            else:
+                self._execute(sc, rec, [], 0)
+        except Exception:
+            log.exception("slot %s %s failed in the scheduler", rec.scenario, rec.slot)
+            try:
+                self.store.update(
+                    rec.scenario,
+                    rec.slot,
+                    rec.token,
+                    Update(
+                        status=SlotStatus.INTERRUPTED.value,
+                        detail="the scheduler failed while running it; see its log",
+                        finished_at=time.time(),
+                    ),
+                )
+            except StoreError:
+                pass
+
+    def _execute(self, sc: Scenario, rec: SlotRecord, done: list[StepResult], start: int) -> None:
+        slot = parse_slot_key(rec.slot)
+        root = Path(rec.run_dir or self.slot_root(sc.name, slot))
+        steps = self.steps_for(sc, slot, root)
+        notifier = Notifier(targets=sc.notify, env=self._notifier_env)
+        if start == 0:
+            targets = sc.lock_targets()
+            if sc.monkey is not None:
+                victim = pick_victim(sc.monkey, sc.name, slot)
+                targets = (victim,) if victim else ()
+            ctx = GateContext(
+                scenario=sc.name, slot=slot, now=self.clock.now(), targets=targets, home=self.config.home
+            )
+            refusal, _ = first_refusal(list(self._gates_for(sc)), ctx)
+            if refusal is not None:
+                self.store.update(
+                    rec.scenario,
+                    rec.slot,
+                    rec.token,
+                    Update(status=SlotStatus.REFUSED.value, detail=refusal.line(), finished_at=time.time()),
+                )
+                log.info("%s %s: refused by %s", sc.name, rec.slot, refusal.line())
+                notifier.send(
+                    Notice(
+                        event="abort",
+                        scenario=sc.name,
+                        slot=rec.slot,
+                        status="refused",
+                        detail=refusal.line(),
+                    )
+                )
+                return
+        if not self.store.update(rec.scenario, rec.slot, rec.token, Update(status=SlotStatus.RUNNING.value)):
+            log.warning("%s %s: lost the claim before running; not running it", sc.name, rec.slot)
+            return
+        log.info("%s %s: running %d step(s)", sc.name, rec.slot, len(steps) - start)
+        if start == 0:
+            notifier.send(
+                Notice(
+                    event="start", scenario=sc.name, slot=rec.slot, status="running", detail=sc.description
+                )
+            )
+        results = list(done)
+        for i in range(start, len(steps)):
+            if self._stop.is_set():
+                break
+            step = steps[i]
+
+            def on_child(pid: int, _i: int = i) -> None:
+                from chaoslab.safety.owner import Owner
+
+                child = Owner.of_pid(pid, f"{sc.name}@{rec.slot}#{_i}").to_dict()
+                self.store.update(rec.scenario, rec.slot, rec.token, Update(child=json.dumps(child)))
+
+            result = run_step(
+                step,
+                step_dir(root, i, step),
+                stop=self._stop,
+                on_child=on_child,
+                stop_grace_s=self.config.stop_grace_s,
+            )
+            results.append(result)
+            self.store.update(
+                rec.scenario, rec.slot, rec.token, Update(steps=json.dumps([r.to_dict() for r in results]))
+            )
+            if result.verdict not in step.continue_on:
+                break
+        self._finish(
+            sc, rec, results, notifier, complete=len(results) == len(steps) or not self._stop.is_set()
+        )
+
+    def _finish(
+        self,
+        sc: Scenario,
+        rec: SlotRecord,
+        results: list[StepResult],
+        notifier: Notifier,
+        *,
+        complete: bool,
+        detail: str = "",
+    ) -> None:
+        verdict = overall(results) if results else Verdict.INTERRUPTED
+        interrupted = self._stop.is_set() and (not complete or verdict is Verdict.INTERRUPTED)
+        status = SlotStatus.INTERRUPTED if interrupted else SlotStatus.FINISHED
+        if not detail:
+            last = results[-1] if results else None
+            detail = (last.reason if last else "") or ("stopped by SIGTERM" if interrupted else "")
+        ok = self.store.update(
+            rec.scenario,
+            rec.slot,
+            rec.token,
+            Update(
+                status=status.value,
+                verdict=verdict.value,
+                exit_code=int(verdict.exit_code),
+                detail=detail,
+                steps=json.dumps([r.to_dict() for r in results]),
+                finished_at=time.time(),
+                child="",
+            ),
+        )
+        if not ok:
+            log.warning("%s %s: the claim was taken over; outcome not recorded by us", sc.name, rec.slot)
+        log.info("%s %s: %s, verdict %s", sc.name, rec.slot, status.value, verdict.value)
+        event = "abort" if interrupted or verdict in _ABORT_VERDICTS else "finish"
+        notifier.send(
+            Notice(
+                event=event,
+                scenario=sc.name,
+                slot=rec.slot,
+                status=status.value,
+                verdict=verdict.value,
+                detail=detail,
+                steps=[r.to_dict() for r in results],
+            )
+        )
+
+    # --- adopting the slots of dead schedulers -----------------------------------------
+
+    def _adopt_stale(self, *, force: bool = False) -> None:
+        real = time.time()
+        if not force and real - self._last_adopt < self.config.adopt_every_s:
+            return
+        self._last_adopt = real
+        if self._stop.is_set():
+            return
+        from chaoslab.safety.owner import Life, Owner
+
+        schedulers = self.store.schedulers()
+        active = self.store.active()
+        holding = {rec.scheduler for rec in active}
+        for sid, srow in schedulers.items():
+            # A dead scheduler that holds nothing any more: forget it (keeps the table small).
+            if (
+                sid != self.id
+                and sid not in holding
+                and Owner.from_dict(srow.owner).liveness().life is Life.DEAD
+            ):
+                self.store.unregister(sid)
+        for rec in active:
+            if rec.scheduler == self.id or rec.scenario not in self.scenarios:
+                continue
+            with self._lock:
+                if (rec.scenario, rec.slot) in self._inflight:
+                    continue
+            row = schedulers.get(rec.scheduler)
+            if row is None:
+                dead, why = True, "its scheduler is no longer registered"
+            else:
+                life = Owner.from_dict(row.owner).liveness()
+                silent = real - row.heartbeat_at > self.config.lease_s
+                dead = life.life is Life.DEAD or (life.life is Life.UNKNOWN and silent)
+                why = (
+                    life.reason
+                    if life.life is Life.DEAD
+                    else f"no heartbeat for {real - row.heartbeat_at:.0f}s"
+                )
+            if not dead or not self._has_capacity():
+                continue
+            token = uuid.uuid4().hex
+            if self.store.adopt(rec, scheduler=self.id, token=token, now=real):
+                log.warning(
+                    "%s %s: adopting the claim of scheduler %s (%s)",
+                    rec.scenario,
+                    rec.slot,
+                    rec.scheduler,
+                    why,
+                )
+                adopted = SlotRecord(**{**rec.__dict__, "token": token, "scheduler": self.id})
+                self._submit(self.scenarios[rec.scenario], adopted, resume=True)
+
+    def _resume(self, sc: Scenario, rec: SlotRecord) -> None:
+        from chaoslab.safety.owner import Life, Owner
+
+        if rec.status == SlotStatus.CLAIMED.value:
+            self._execute(sc, rec, [], 0)  # it died before running anything: run it now
+            return
+        if rec.child:
+            child = Owner.from_dict(json.loads(rec.child))
+            while child.liveness().life is Life.ALIVE and not self._stop.is_set():
+                time.sleep(_CHILD_POLL_S)  # the orphaned run finishes on its own; wait for it
+            if self._stop.is_set():
+                return  # still ours, still running: the next scheduler adopts it again
+        slot = parse_slot_key(rec.slot)
+        root = Path(rec.run_dir or self.slot_root(sc.name, slot))
+        steps = self.steps_for(sc, slot, root)
+        results: list[StepResult] = []
+        resume_at: int | None = None
+        for i, step in enumerate(steps):
+            r = read_result(step, step_dir(root, i, step))
+            if r is None:
+                resume_at = i
+                break
+            results.append(r)
+            if r.verdict not in step.continue_on:
+                break
+        notifier = Notifier(targets=sc.notify, env=self._notifier_env)
+        if resume_at is None:
+            self._finish(sc, rec, results, notifier, complete=True)
+            return
+        self._recover_ledger()
+        late = (self.clock.now() - parse_slot_key(rec.run_at)).total_seconds()
+        if late > max(sc.misfire.grace_s, self.config.on_time_s):
+            self._finish(
+                sc,
+                rec,
+                results,
+                notifier,
+                complete=False,
+                detail=f"its scheduler died mid-run and it is {late:.0f}s late, past grace; not resumed",
+            )
+            return
+        crashed = step_dir(root, resume_at, steps[resume_at])
+        if crashed.exists():
+            n = 1
+            while crashed.with_name(f"{crashed.name}.crashed-{n}").exists():
+                n += 1
+            crashed.rename(crashed.with_name(f"{crashed.name}.crashed-{n}"))
+        log.warning(
+            "%s %s: step %d left no outcome; faults recovered, running it again", sc.name, rec.slot, resume_at
+        )
+        self._execute(sc, rec, results, resume_at)
+
+    def _recover_ledger(self) -> None:
+        from chaoslab.drivers.registry import DriverRegistry
+        from chaoslab.safety.ledger import Ledger
+        from chaoslab.safety.recover import recover
+
+        report = recover(DriverRegistry(), ledger=Ledger(paths.ledger_dir(self.config.home)))
+        for line in report.lines():
+            log.info("recover: %s", line)
+
+    # --- views -------------------------------------------------------------------------
+
+    def upcoming(self, now: datetime, count: int = 1) -> list[Upcoming]:
+        """The next ``count`` slots of each scenario after ``now``, with their refusals."""
+        out: list[Upcoming] = []
+        for sc in self.scenarios.values():
+            cursor = now
+            for _ in range(count):
+                slot = sc.trigger.next_after(cursor)
+                if slot is None:
+                    break
+                ra = run_at(sc.name, slot, sc.jitter_s)
+                out.append(Upcoming(scenario=sc.name, slot=slot, run_at=ra, refusal=sc.calendar.refusal(ra)))
+                cursor = slot
+        return sorted(out, key=lambda u: (u.run_at, u.scenario))
+
+
+def _safe_url(url: str) -> str:
+    from chaoslab.scheduler.store import redact
+
+    return redact(url)

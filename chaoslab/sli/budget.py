@@ -1,0 +1,241 @@
+"""Error budgets and burn rates, and which multi-window alert pair would fire now.
+
+Definitions (SRE Workbook, ch. 5):
+
+- error budget = ``1 − target`` of the events (or time slices) in the SLO window;
+- budget remaining = ``1 − bad / ((1 − target) · total)`` (negative once overspent);
+- burn rate over a window ``w`` = error ratio over ``w`` / ``(1 − target)``: 1 spends
+  the budget exactly over the SLO window.
+
+The workbook's alert pairs are for a 30-day window: page at 14.4× over 1 h and 5 m, 6×
+over 6 h and 30 m; ticket at 3× over 1 d and 2 h, 1× over 3 d and 6 h. For another SLO
+window the *windows* scale with it (``w · window / 30 d``) and the factors stay, so each
+pair still means "2 % (5 %, 10 %, 10 %) of the budget spent in the long window". A pair
+fires when both its windows burn faster than its factor. ``chaoslab slo rules`` emits
+exactly these pairs, so status and the generated alerts agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaoslab.model.openslo import SLODefinition
+from chaoslab.sli.prometheus import EventCounts, PrometheusSLI, prom_duration
+
+BASE_WINDOW_S = 30 * 86400.0
+# The windows `slo status` reports, named for a 30-day SLO (2h is the ticket pair's short one).
+BURN_WINDOWS: tuple[tuple[str, float], ...] = (
+    ("5m", 300.0),
+    ("30m", 1800.0),
+    ("1h", 3600.0),
+    ("2h", 7200.0),
+    ("6h", 21600.0),
+    ("1d", 86400.0),
+    ("3d", 259200.0),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertPair:
+    """One multi-window burn-rate condition, with windows already scaled to the SLO."""
+
+    severity: str  # page | ticket
+    factor: float
+    long_name: str  # nominal (30-day) names: "1h", "5m"
+    short_name: str
+    long_s: float
+    short_s: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.severity} {self.long_name}/{self.short_name}"
+
+    @property
+    def budget_share(self) -> float:
+        """The share of the whole budget spent in the long window at exactly ``factor``."""
+        return self.factor * _nominal(self.long_name) / BASE_WINDOW_S
+
+
+def _nominal(name: str) -> float:
+    return dict(BURN_WINDOWS)[name]
+
+
+_PAIRS_30D = (
+    ("page", 14.4, "1h", "5m"),
+    ("page", 6.0, "6h", "30m"),
+    ("ticket", 3.0, "1d", "2h"),
+    ("ticket", 1.0, "3d", "6h"),
+)
+
+
+def scale(window_s: float) -> float:
+    """How much the SLO window stretches the workbook's 30-day windows."""
+    return window_s / BASE_WINDOW_S
+
+
+def burn_windows(window_s: float) -> tuple[tuple[str, float], ...]:
+    """``(nominal name, scaled seconds)`` for each reported window (whole seconds, ≥ 1)."""
+    k = scale(window_s)
+    return tuple((name, float(max(1, round(s * k)))) for name, s in BURN_WINDOWS)
+
+
+def alert_pairs(window_s: float) -> tuple[AlertPair, ...]:
+    scaled = dict(burn_windows(window_s))
+    return tuple(
+        AlertPair(
+            severity=sev,
+            factor=factor,
+            long_name=long,
+            short_name=short,
+            long_s=scaled[long],
+            short_s=scaled[short],
+        )
+        for sev, factor, long, short in _PAIRS_30D
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetStatus:
+    """One SLO's budget at ``evaluated_at``. All fields JSON-able through ``to_dict``."""
+
+    slo: str
+    target: float
+    window_s: float
+    window_start: float
+    evaluated_at: float
+    counts: EventCounts
+    burn: Mapping[str, float | None]  # nominal window name → burn rate (None: no traffic)
+    burn_windows_s: Mapping[str, float]
+    firing: tuple[str, ...]  # names of the alert pairs that fire now
+    pairs: tuple[AlertPair, ...] = field(default_factory=tuple)
+
+    @property
+    def sli(self) -> float | None:
+        return self.counts.ratio
+
+    @property
+    def budget_events(self) -> float:
+        """Bad events (or slices) the window allows."""
+        return (1.0 - self.target) * self.counts.total
+
+    @property
+    def budget_consumed(self) -> float:
+        """Share of the budget spent: bad / allowed (0 with no traffic)."""
+        allowed = self.budget_events
+        if allowed <= 0:
+            return 0.0 if self.counts.bad == 0 else math.inf
+        return self.counts.bad / allowed
+
+    @property
+    def budget_remaining(self) -> float:
+        return 1.0 - self.budget_consumed
+
+    @property
+    def remaining_events(self) -> float:
+        return max(0.0, self.budget_events - self.counts.bad)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget_remaining <= 0.0 and self.counts.total > 0
+
+    @property
+    def page_firing(self) -> tuple[str, ...]:
+        return tuple(f for f in self.firing if f.startswith("page"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slo": self.slo,
+            "target": self.target,
+            "window": prom_duration(self.window_s),
+            "window_start": self.window_start,
+            "evaluated_at": self.evaluated_at,
+            "unit": self.counts.unit,
+            "good": self.counts.good,
+            "bad": self.counts.bad,
+            "total": self.counts.total,
+            "sli": self.sli,
+            "budget_events": self.budget_events,
+            "budget_consumed": _finite(self.budget_consumed),
+            "budget_remaining": _finite(self.budget_remaining),
+            "exhausted": self.exhausted,
+            "burn": {k: v for k, v in self.burn.items()},
+            "burn_windows": {k: prom_duration(v) for k, v in self.burn_windows_s.items()},
+            "firing": list(self.firing),
+        }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def burn_rate(counts: EventCounts, target: float) -> float | None:
+    ratio = counts.error_ratio
+    return None if ratio is None else ratio / (1.0 - target)
+
+
+def budget_status(sli: PrometheusSLI, at: float | None = None) -> BudgetStatus:
+    """Budget, burn rates and firing pairs of ``sli.slo`` at ``at`` (default now).
+
+    Raises SLIError when the data is missing or stale (never reports a healthy budget
+    from nothing).
+    """
+    now = time.time() if at is None else at
+    slo: SLODefinition = sli.slo
+    sli.freshness(now)
+    start, end = slo.window.bounds(now)
+    counts = sli.budget_counts(max(end - start, 1.0), end)
+    windows = burn_windows(slo.window.seconds)
+    burn: dict[str, float | None] = {}
+    for name, seconds in windows:
+        burn[name] = burn_rate(sli.budget_counts(seconds, now), slo.target)
+    pairs = alert_pairs(slo.window.seconds)
+    firing = tuple(p.name for p in pairs if _fires(burn.get(p.long_name), burn.get(p.short_name), p.factor))
+    return BudgetStatus(
+        slo=slo.name,
+        target=slo.target,
+        window_s=end - start,
+        window_start=start,
+        evaluated_at=now,
+        counts=counts,
+        burn=burn,
+        burn_windows_s=dict(windows),
+        firing=firing,
+        pairs=pairs,
+    )
+
+
+def _fires(long: float | None, short: float | None, factor: float) -> bool:
+    return long is not None and short is not None and long > factor and short > factor
+
+
+def format_statuses(statuses: Sequence[BudgetStatus]) -> str:
+    """Plain text for ``chaoslab slo status``."""
+    blocks = []
+    for st in statuses:
+        sli = "-" if st.sli is None else f"{st.sli * 100:.3f}%"
+        remaining = st.budget_remaining
+        rem = "-" if not math.isfinite(remaining) else f"{remaining * 100:.1f}%"
+        state = "EXHAUSTED" if st.exhausted else ("ok" if st.counts.total else "no traffic")
+        lines = [
+            f"{st.slo}: target {st.target * 100:g}% over {prom_duration(st.window_s)}  "
+            f"SLI {sli}  budget remaining {rem} ({state})",
+            f"  {st.counts.unit}: {st.counts.total:.0f} total, {st.counts.bad:.0f} bad, "
+            f"{st.budget_events:.1f} allowed",
+        ]
+        cells = []
+        for name, secs in st.burn_windows_s.items():
+            b = st.burn.get(name)
+            label = name if math.isclose(secs, _nominal(name)) else f"{name}≈{prom_duration(secs)}"
+            cells.append(f"{label}: {'-' if b is None else f'{b:.2f}x'}")
+        lines.append("  burn " + "  ".join(cells))
+        lines.append(
+            "  firing: "
+            + (", ".join(st.firing) if st.firing else "none")
+            + f"  (pairs: {', '.join(f'{p.name} > {p.factor:g}x' for p in st.pairs)})"
+        )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -1,0 +1,101 @@
+"""``chaoslab slo status | rules``.
+
+Exit codes: 0 done; 2 (invalid input) for a broken SLO file, with every problem and
+its file, line and field; 5 (error) when Prometheus cannot answer or the data is
+missing or stale — reported per SLO, never as a healthy budget.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def slo() -> None:
+        """SLO files (OpenSLO v1 or concise): error budgets, burn rates, alert rules."""
+
+    @slo.command()
+    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option(
+        "--prometheus",
+        "url",
+        envvar="CHAOSLAB_PROMETHEUS_URL",
+        default=None,
+        help="Prometheus base URL (default: the SLO file's data source).",
+    )
+    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    def status(slo_files: tuple[str, ...], url: str | None, output: str) -> None:
+        """Per SLO: SLI over its window, budget remaining, burn rates, firing alert pairs."""
+        from chaoslab.engine.verdict import ExitCode
+        from chaoslab.errors import InvalidInput, SLIError
+        from chaoslab.model.openslo import load_slo_files
+        from chaoslab.sli.budget import budget_status, format_statuses
+        from chaoslab.sli.prometheus import PrometheusClient, PrometheusSLI
+
+        try:
+            slos = load_slo_files(slo_files)
+        except InvalidInput as exc:
+            for p in exc.problems:
+                click.echo(f"error: {p}", err=True)
+            sys.exit(int(ExitCode.INVALID_INPUT))
+        results = []
+        failures = []
+        for definition in slos:
+            target = url or definition.prometheus_url
+            if not target:
+                failures.append(f"{definition.name}: no Prometheus URL (give --prometheus)")
+                continue
+            try:
+                with PrometheusClient(target) as client:
+                    results.append(budget_status(PrometheusSLI(client, definition)))
+            except SLIError as exc:
+                failures.append(str(exc))
+        if output == "json":
+            click.echo(json.dumps({"slos": [r.to_dict() for r in results], "errors": failures}, indent=2))
+        else:
+            if results:
+                click.echo(format_statuses(results))
+            for f in failures:
+                click.echo(f"error: {f}", err=True)
+        sys.exit(int(ExitCode.ERROR) if failures else 0)
+
+    @slo.command()
+    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option(
+        "-o",
+        "--output",
+        "out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Write the rule file here (default: stdout).",
+    )
+    def rules(slo_files: tuple[str, ...], out: str | None) -> None:
+        """Prometheus recording + multi-window multi-burn-rate alerting rules."""
+        from pathlib import Path
+
+        from chaoslab.engine.verdict import ExitCode
+        from chaoslab.errors import InvalidInput
+        from chaoslab.model.openslo import load_slo_files
+        from chaoslab.sli.rules import generate_rules
+
+        try:
+            slos = load_slo_files(slo_files)
+        except InvalidInput as exc:
+            for p in exc.problems:
+                click.echo(f"error: {p}", err=True)
+            sys.exit(int(ExitCode.INVALID_INPUT))
+        ruleset = generate_rules(slos)
+        for name, reason in ruleset.skipped:
+            click.echo(f"warning: no rules for SLO {name!r}: {reason}", err=True)
+        for w in ruleset.warnings:
+            click.echo(f"warning: {w}", err=True)
+        text = ruleset.to_yaml()
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+            click.echo(f"wrote {len(ruleset.groups)} rule group(s) to {out}", err=True)
+        else:
+            click.echo(text, nl=False)
