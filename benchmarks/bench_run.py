@@ -53,7 +53,9 @@ def main() -> None:
     print(f"{'chaoslab run':<34}{m_ours * 1000:>8.0f}ms{p90(ours) * 1000:>8.0f}ms")
     print(f"{'chaos --no-version-check run':<34}{m_theirs * 1000:>8.0f}ms{p90(theirs) * 1000:>8.0f}ms")
     ratio = m_ours / m_theirs
-    print(f"ratio chaoslab/chaos (median): {ratio:.2f}  (target ≤ 0.50: {'met' if ratio <= 0.5 else 'MISSED'})")
+    print(
+        f"ratio chaoslab/chaos (median): {ratio:.2f}  (target ≤ 0.50: {'met' if ratio <= 0.5 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

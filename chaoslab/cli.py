@@ -44,14 +44,21 @@ def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
 
     problems = exc.problems if isinstance(exc, InvalidInput) else ()
     if output == "json":
-        click.echo(json.dumps({
-            "verdict": "invalid-input",
-            "exit_code": int(ExitCode.INVALID_INPUT),
-            "problems": [p.__dict__ for p in problems] or [str(exc)],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "verdict": "invalid-input",
+                    "exit_code": int(ExitCode.INVALID_INPUT),
+                    "problems": [p.__dict__ for p in problems] or [str(exc)],
+                },
+                indent=2,
+            )
+        )
     else:
         console = _stderr_console()
-        console.print(f"[bold red]invalid input[/] ({len(problems) or 1} problem{'s' if len(problems) > 1 else ''}):")
+        console.print(
+            f"[bold red]invalid input[/] ({len(problems) or 1} problem{'s' if len(problems) > 1 else ''}):"
+        )
         from rich.markup import escape
 
         for p in problems or [exc]:
@@ -102,26 +109,69 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("experiment", type=click.Path(dir_okay=False))
-@click.option("--var", "variables", multiple=True, metavar="NAME[:TYPE]=VALUE",
-              help="Override a configuration value (as `chaos run --var`).")
-@click.option("--var-file", "var_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSON/YAML file with configuration/secrets, or a .env file.")
-@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-              help="Where events.ndjson and journal.json go [default: ./chaoslab-runs/RUN_ID].")
-@click.option("--journal-path", type=click.Path(dir_okay=False), default=None,
-              help="Also copy the final journal.json here (like `chaos run --journal-path`).")
-@click.option("--hypothesis-strategy", type=click.Choice(
-    ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"]))
-@click.option("--rollback-strategy", type=click.Choice(["always", "default", "never", "deviated"]),
-              help="chaoslab's default is always: rollbacks run even after an interruption.")
-@click.option("--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal).")
-@click.option("--recover-first", is_flag=True,
-              help="Revert open ledger entries of dead runs before starting (else: refuse).")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text",
-              help="json prints one machine-readable result on stdout; progress goes to stderr.")
-def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...], run_dir: str | None,
-        journal_path: str | None, hypothesis_strategy: str | None, rollback_strategy: str | None,
-        seed: int | None, recover_first: bool, output: str) -> None:
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME[:TYPE]=VALUE",
+    help="Override a configuration value (as `chaos run --var`).",
+)
+@click.option(
+    "--var-file",
+    "var_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON/YAML file with configuration/secrets, or a .env file.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where events.ndjson and journal.json go [default: ./chaoslab-runs/RUN_ID].",
+)
+@click.option(
+    "--journal-path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also copy the final journal.json here (like `chaos run --journal-path`).",
+)
+@click.option(
+    "--hypothesis-strategy",
+    type=click.Choice(
+        ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"]
+    ),
+)
+@click.option(
+    "--rollback-strategy",
+    type=click.Choice(["always", "default", "never", "deviated"]),
+    help="chaoslab's default is always: rollbacks run even after an interruption.",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal)."
+)
+@click.option(
+    "--recover-first",
+    is_flag=True,
+    help="Revert open ledger entries of dead runs before starting (else: refuse).",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="json prints one machine-readable result on stdout; progress goes to stderr.",
+)
+def run(
+    experiment: str,
+    variables: tuple[str, ...],
+    var_files: tuple[str, ...],
+    run_dir: str | None,
+    journal_path: str | None,
+    hypothesis_strategy: str | None,
+    rollback_strategy: str | None,
+    seed: int | None,
+    recover_first: bool,
+    output: str,
+) -> None:
     """Run an experiment: baseline, method, recovery, after; revert everything; verdict."""
     from rich.console import Console
 
@@ -152,7 +202,11 @@ def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...],
     )
     try:
         result, recovered = run_experiment(
-            exp, registry=_registry(), options=options, bus=bus, run_id=run_id,
+            exp,
+            registry=_registry(),
+            options=options,
+            bus=bus,
+            run_id=run_id,
             session=SessionOptions(recover_first=recover_first),
         )
     except InvalidInput as exc:
@@ -169,19 +223,24 @@ def run(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...],
 
         shutil.copyfile(result.journal_path, journal_path)
     if output == "json":
-        click.echo(json.dumps({
-            "run_id": result.run_id,
-            "title": exp.title,
-            "verdict": result.verdict.value,
-            "exit_code": int(result.verdict.exit_code),
-            "reason": result.reason,
-            "journal": str(result.journal_path),
-            "events": str(result.events_path),
-            "deviated": result.journal.get("deviated"),
-            "status": result.journal.get("status"),
-            "slo": result.journal["chaoslab"].get("slo", []),
-            "breach_to_clean_s": result.breach_to_clean_s,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "title": exp.title,
+                    "verdict": result.verdict.value,
+                    "exit_code": int(result.verdict.exit_code),
+                    "reason": result.reason,
+                    "journal": str(result.journal_path),
+                    "events": str(result.events_path),
+                    "deviated": result.journal.get("deviated"),
+                    "status": result.journal.get("status"),
+                    "slo": result.journal["chaoslab"].get("slo", []),
+                    "breach_to_clean_s": result.breach_to_clean_s,
+                },
+                indent=2,
+            )
+        )
     else:
         console.print(f"journal: {result.journal_path}")
     sys.exit(int(result.verdict.exit_code))
@@ -261,24 +320,25 @@ def drivers(output: str) -> None:
         except ChaoslabError as exc:
             listing.append({"name": name, "error": str(exc)})
             continue
-        listing.append({
-            "name": name,
-            "summary": d.summary,
-            "operations": [
-                {
-                    "name": op.name,
-                    "kind": op.kind.value,
-                    "lease": op.lease.value,
-                    "summary": op.summary,
-                    "params": [
-                        {"name": p.name, "required": p.required, "help": p.help,
-                         "default": p.default}
-                        for p in op.params
-                    ],
-                }
-                for op in d.operations()
-            ],
-        })
+        listing.append(
+            {
+                "name": name,
+                "summary": d.summary,
+                "operations": [
+                    {
+                        "name": op.name,
+                        "kind": op.kind.value,
+                        "lease": op.lease.value,
+                        "summary": op.summary,
+                        "params": [
+                            {"name": p.name, "required": p.required, "help": p.help, "default": p.default}
+                            for p in op.params
+                        ],
+                    }
+                    for op in d.operations()
+                ],
+            }
+        )
     if output == "json":
         click.echo(json.dumps(listing, indent=2, default=str))
         return

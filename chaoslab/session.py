@@ -12,9 +12,7 @@ import signal
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
@@ -46,8 +44,11 @@ def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpe
     from chaoslab.safety.guard import parse_guard
 
     availability = [s.objective for s in observation.slos if s.sli.value == "availability" and s.objective]
-    spec = parse_guard(exp.guard, default_objective=max(availability) if availability else None,
-                       load_timeout_s=observation.spec.timeout_s)
+    spec = parse_guard(
+        exp.guard,
+        default_objective=max(availability) if availability else None,
+        load_timeout_s=observation.spec.timeout_s,
+    )
     if isinstance(spec, list):
         raise InvalidInput([replace(p, file=exp.source) for p in spec])
     return spec

@@ -26,7 +26,9 @@ def require(ok: bool, reason: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def chaoslab_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def chaoslab_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Every test gets its own chaoslab state directory."""
     home = tmp_path_factory.mktemp("chaoslab-home")
     monkeypatch.setenv("CHAOSLAB_HOME", str(home))

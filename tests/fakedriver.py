@@ -33,19 +33,30 @@ class FakeDriver(Driver):
 
     def operations(self) -> Sequence[Operation]:
         return (
-            Operation(name="touch", kind=Kind.FAULT, summary="create a marker file", params=(
-                Param(name="fail_inject", type=bool, help="raise during inject", default=False),
-                Param(name="stubborn", type=bool, help="revert leaves the file", default=False),
-                Param(name="slow_revert", type=(int, float), help="seconds revert takes", default=0),
-            )),
+            Operation(
+                name="touch",
+                kind=Kind.FAULT,
+                summary="create a marker file",
+                params=(
+                    Param(name="fail_inject", type=bool, help="raise during inject", default=False),
+                    Param(name="stubborn", type=bool, help="revert leaves the file", default=False),
+                    Param(name="slow_revert", type=(int, float), help="seconds revert takes", default=0),
+                ),
+            ),
             Operation(name="count", kind=Kind.PROBE, summary="number of marker files"),
         )
 
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         return len(list(Path(str(target)).glob("*.fault")))
 
-    def prepare(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None,
-                lease_s: float | None) -> RevertRecord:
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
         if not target or not Path(target).is_dir():
             raise TargetNotFound(f"no directory {target!r}", driver=self.name, target=str(target))
         return RevertRecord(driver=self.name, operation=op.name, target=target, args=dict(args))

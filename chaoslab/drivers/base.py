@@ -189,9 +189,7 @@ class Driver(ABC):
         """Driver-specific checks beyond parameter types. Pure: no I/O. Default: none."""
         return []
 
-    def probe(
-        self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None
-    ) -> Any:
+    def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         """Run a probe operation and return its value."""
         raise NotImplementedError(f"{self.name} has no probe {op.name!r}")
 

@@ -64,7 +64,9 @@ class ConsoleProgress:
             )
             tol = ""
             if event.tolerance_met is not None:
-                tol = " [green](within tolerance)[/]" if event.tolerance_met else " [red](outside tolerance)[/]"
+                tol = (
+                    " [green](within tolerance)[/]" if event.tolerance_met else " [red](outside tolerance)[/]"
+                )
             took = event.end - event.start
             c.print(f"  {mark} {event.activity_type} [bold]{escape(event.name)}[/] {took:.2f}s{tol}")
             if event.error:
@@ -75,20 +77,28 @@ class ConsoleProgress:
             lease = f", lease {event.lease_s:g}s" if event.lease_s else ", no lease (heals by itself)"
             c.print(f"  [magenta]⚡[/] {event.driver}.{event.operation} on {escape(event.target)}{lease}")
         elif isinstance(event, ev.FaultReverted):
-            ttr = f", recovered in {event.time_to_recover_s:.2f}s" if event.time_to_recover_s is not None else ""
+            ttr = (
+                f", recovered in {event.time_to_recover_s:.2f}s"
+                if event.time_to_recover_s is not None
+                else ""
+            )
             ok = "[green]reverted[/]" if event.ok else f"[red]revert failed[/] {escape(event.detail)}"
             c.print(f"  ↺ {event.driver}.{event.operation} {ok} in {event.duration_s:.2f}s{ttr}")
         elif isinstance(event, ev.CleanChecked):
             if event.clean:
                 c.print(f"  [green]✓ clean[/] {event.driver} fault {event.fault_id}")
             else:
-                c.print(f"  [bold red]✗ NOT CLEAN[/] {event.driver} fault {event.fault_id}: "
-                        f"{escape('; '.join(event.residue))}")
+                c.print(
+                    f"  [bold red]✗ NOT CLEAN[/] {event.driver} fault {event.fault_id}: "
+                    f"{escape('; '.join(event.residue))}"
+                )
         elif isinstance(event, ev.SLOEvaluated):
             self._slo.append(event)
             style = _SLO_STYLE.get(event.verdict, "white")
-            c.print(f"  SLO {escape(event.objective)} {escape('[' + event.window + ']')} "
-                    f"[{style}]{event.verdict}[/] {escape(_estimate(event))} (n={event.samples})")
+            c.print(
+                f"  SLO {escape(event.objective)} {escape('[' + event.window + ']')} "
+                f"[{style}]{event.verdict}[/] {escape(_estimate(event))} (n={event.samples})"
+            )
         elif isinstance(event, ev.GuardTripped):
             c.print(f"[bold red]■ guard tripped: {escape(event.reason)} — reverting every fault now[/]")
         elif isinstance(event, ev.Interrupted):
@@ -97,8 +107,10 @@ class ConsoleProgress:
             if self._slo:
                 c.print(slo_table(self._slo))
             style = _VERDICT_STYLE.get(event.verdict, "bold")
-            c.print(f"[{style}]verdict: {event.verdict.upper()}[/] (exit {event.exit_code}) — "
-                    f"{escape(event.reason)} [{event.duration_s:.1f}s]")
+            c.print(
+                f"[{style}]verdict: {event.verdict.upper()}[/] (exit {event.exit_code}) — "
+                f"{escape(event.reason)} [{event.duration_s:.1f}s]"
+            )
 
 
 _SLO_STYLE = {"pass": "green", "fail": "red", "inconclusive": "magenta"}
@@ -130,8 +142,15 @@ def slo_table(results: list[ev.SLOEvaluated]) -> Any:
         table.add_column(col)
     for e in results:
         style = _SLO_STYLE.get(e.verdict, "white")
-        table.add_row(e.objective, e.window, f"[{style}]{e.verdict}[/]", escape(_estimate(e)),
-                      escape(_bounds(e)), str(e.samples), escape(str(e.detail.get("slo", ""))))
+        table.add_row(
+            e.objective,
+            e.window,
+            f"[{style}]{e.verdict}[/]",
+            escape(_estimate(e)),
+            escape(_bounds(e)),
+            str(e.samples),
+            escape(str(e.detail.get("slo", ""))),
+        )
     return table
 
 

@@ -44,8 +44,9 @@ def run_process(activity: Mapping[str, Any]) -> dict[str, Any]:
         argv = [str(p) for p in arguments if p not in (None, "")]
         argv.insert(0, path)
     try:
-        proc = subprocess.run(argv, timeout=timeout, capture_output=True, check=False, env=os.environ,
-                              shell=shell)
+        proc = subprocess.run(
+            argv, timeout=timeout, capture_output=True, check=False, env=os.environ, shell=shell
+        )
     except subprocess.TimeoutExpired:
         raise ProcessActivityFailed("process activity took too long to complete") from None
     return {"status": proc.returncode, "stdout": _decode(proc.stdout), "stderr": _decode(proc.stderr)}

@@ -193,7 +193,9 @@ def execute(
     except Deadline as exc:
         return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())
     except ChaoslabError as exc:
-        return Outcome(status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc)
+        return Outcome(
+            status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc
+        )
     except Exception as exc:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if type(exc).__name__ in ("ActivityFailed", "ProcessActivityFailed"):
@@ -205,7 +207,13 @@ def execute(
             met = judge_tolerance(activity, output, configuration, secrets)
         except Exception as exc:
             return Outcome(
-                status="failed", output=output, error=f"tolerance could not be evaluated: {exc}",
-                start=start, end=time.time(), tolerance_met=False,
+                status="failed",
+                output=output,
+                error=f"tolerance could not be evaluated: {exc}",
+                start=start,
+                end=time.time(),
+                tolerance_met=False,
             )
-    return Outcome(status="succeeded", output=output, error=None, start=start, end=time.time(), tolerance_met=met)
+    return Outcome(
+        status="succeeded", output=output, error=None, start=start, end=time.time(), tolerance_met=met
+    )

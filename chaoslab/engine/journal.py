@@ -94,7 +94,9 @@ class JournalBuilder:
         with self._lock:
             self.events.append(event)
 
-    def build(self, *, experiment: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def build(
+        self, *, experiment: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             events = list(self.events)
         started = next((e for e in events if isinstance(e, ev.RunStarted)), None)
@@ -133,15 +135,15 @@ class JournalBuilder:
             "exit_code": finished.exit_code if finished else None,
             "reason": finished.reason if finished else "",
             "faults": [
-                e.to_dict() for e in events if isinstance(e, ev.FaultInjected | ev.FaultReverted | ev.CleanChecked)
+                e.to_dict()
+                for e in events
+                if isinstance(e, ev.FaultInjected | ev.FaultReverted | ev.CleanChecked)
             ],
             "slo": [e.to_dict() for e in events if isinstance(e, ev.SLOEvaluated)],
             "series": [e.to_dict() for e in events if isinstance(e, ev.SLISeries)],
             "guard": [e.to_dict() for e in events if isinstance(e, ev.GuardTripped)],
             "interruptions": [e.to_dict() for e in events if isinstance(e, ev.Interrupted)],
-            "phases": [
-                e.to_dict() for e in events if isinstance(e, ev.PhaseStarted | ev.PhaseFinished)
-            ],
+            "phases": [e.to_dict() for e in events if isinstance(e, ev.PhaseStarted | ev.PhaseFinished)],
             **(extra or {}),
         }
         return {

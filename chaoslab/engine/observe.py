@@ -65,9 +65,16 @@ class LoadObservation:
             if self.source is None or self._bus is None:
                 continue
             snap = self.source.snapshot(last_s=1)
-            self._bus.emit(ev.SLITick(run_id=self._run_id, source=self.source.name, **{
-                k: snap.get(k) for k in ("rate", "availability", "p50_ms", "p99_ms")
-            }))
+            self._bus.emit(
+                ev.SLITick(
+                    run_id=self._run_id,
+                    source=self.source.name,
+                    rate=snap.get("rate"),
+                    availability=snap.get("availability"),
+                    p50_ms=snap.get("p50_ms"),
+                    p99_ms=snap.get("p99_ms"),
+                )
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,8 +83,13 @@ class LoadObservation:
         if self.source is not None:
             self.source.stop()
             if self._bus is not None:
-                self._bus.emit(ev.SLISeries(run_id=self._run_id, source=self.source.name,
-                                            series=series_to_dict(self.source.series())))
+                self._bus.emit(
+                    ev.SLISeries(
+                        run_id=self._run_id,
+                        source=self.source.name,
+                        series=series_to_dict(self.source.series()),
+                    )
+                )
         os.environ.pop(SERIES_ENV, None)
 
     def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]:

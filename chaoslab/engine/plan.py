@@ -61,7 +61,9 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
                 d["resolved"] = record.data
                 d["resolved_target"] = record.target
             d["duration_s"] = a.duration_s
-            d["lease"] = "heals by itself (no lease)" if op.lease is LeaseKind.NONE else f"{lease:g}s on the target"
+            d["lease"] = (
+                "heals by itself (no lease)" if op.lease is LeaseKind.NONE else f"{lease:g}s on the target"
+            )
         method.append(d)
     if problems:
         raise InvalidInput(problems)
@@ -88,8 +90,10 @@ def render_plan(plan: dict[str, Any]) -> None:
 
     c = Console(highlight=False)
     c.print(f"[bold]Plan[/] for {escape(plan['title'])} ({plan['source']}) — nothing will be touched")
-    c.print(f"hypothesis strategy: {plan['strategy']}; rollbacks: {plan['rollback_strategy']}; "
-            f"activity deadline {plan['activity_timeout_s']:g}s")
+    c.print(
+        f"hypothesis strategy: {plan['strategy']}; rollbacks: {plan['rollback_strategy']}; "
+        f"activity deadline {plan['activity_timeout_s']:g}s"
+    )
     if plan["needs_lab"]:
         c.print("needs the lab: it is brought up before and taken down after the run")
     if plan["load"]:

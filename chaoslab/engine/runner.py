@@ -182,8 +182,12 @@ class Runner:
                     secrets=self.secrets,
                     experiment=dict(self.exp.raw),
                 )
-                controls.call("before_experiment_control", context=dict(self.exp.raw),
-                              configuration=self.configuration, secrets=self.secrets)
+                controls.call(
+                    "before_experiment_control",
+                    context=dict(self.exp.raw),
+                    configuration=self.configuration,
+                    secrets=self.secrets,
+                )
                 if self.observation is not None:
                     self.observation.start(self.bus, self.run_id)
                 self._phases(controls)
@@ -193,8 +197,12 @@ class Runner:
                 else:
                     self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
                 self.bus.emit(
-                    ev.Interrupted(run_id=self.run_id, signal=exc.signame, during="run",
-                                   pending=tuple(self.faults.pending_labels()))
+                    ev.Interrupted(
+                        run_id=self.run_id,
+                        signal=exc.signame,
+                        during="run",
+                        pending=tuple(self.faults.pending_labels()),
+                    )
                 )
             except Aborted as exc:
                 self.state.add(Verdict.ABORTED, str(exc))
@@ -254,12 +262,18 @@ class Runner:
     def _on_signal(self, name: str, shielded: bool) -> None:
         if shielded:
             self.bus.emit(
-                ev.Interrupted(run_id=self.run_id, signal=name, during="revert",
-                               pending=tuple(self.faults.pending_labels()))
+                ev.Interrupted(
+                    run_id=self.run_id,
+                    signal=name,
+                    during="revert",
+                    pending=tuple(self.faults.pending_labels()),
+                )
             )
 
     def _load_configuration(self) -> None:
-        if not (self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_files):
+        if not (
+            self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_files
+        ):
             return  # nothing to load: no need to import chaostoolkit-lib at all
         from chaoslib import merge_vars
         from chaoslib.configuration import load_configuration
@@ -270,8 +284,15 @@ class Runner:
             self.configuration = load_configuration(dict(self.exp.configuration), config_vars) or {}
             self.secrets = load_secrets(dict(self.exp.secrets), self.configuration, secret_vars) or {}
         except Exception as exc:
-            raise InvalidInput([Problem(file=self.exp.source, path="configuration",
-                                        message=f"cannot load configuration/secrets: {exc}")]) from exc
+            raise InvalidInput(
+                [
+                    Problem(
+                        file=self.exp.source,
+                        path="configuration",
+                        message=f"cannot load configuration/secrets: {exc}",
+                    )
+                ]
+            ) from exc
         if any(isinstance(v, dict) and v.get("type") == "probe" for v in self.exp.configuration.values()):
             from chaoslib.configuration import load_dynamic_configuration
 
@@ -289,8 +310,10 @@ class Runner:
         if exp.hypothesis and self.strategy.before:
             met = self._hypothesis(Phase.BASELINE, controls)
             if not met:
-                self.state.add(Verdict.INCONCLUSIVE,
-                               "the steady state did not hold before the method (baseline); the method was not run")
+                self.state.add(
+                    Verdict.INCONCLUSIVE,
+                    "the steady state did not hold before the method (baseline); the method was not run",
+                )
                 return
         self._check_abort()
         self._method(controls)
@@ -354,25 +377,47 @@ class Runner:
     def _hypothesis(self, phase: Phase, controls: Controls) -> bool:
         assert self.exp.hypothesis is not None
         self._phase_start(phase)
-        controls.call("before_hypothesis_control", context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
-                      configuration=self.configuration, secrets=self.secrets)
+        controls.call(
+            "before_hypothesis_control",
+            context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         met = True
         for probe in self.exp.hypothesis.probes:
             outcome = self._activity(probe, phase, controls)
             if outcome.status != "succeeded" or outcome.tolerance_met is False:
                 met = False
                 break  # as Chaos Toolkit: the first probe out of tolerance decides
-        self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=phase, met=met, title=self.exp.hypothesis.title))
-        controls.call("after_hypothesis_control", context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
-                      state={"steady_state_met": met}, configuration=self.configuration, secrets=self.secrets)
+        self.bus.emit(
+            ev.HypothesisChecked(run_id=self.run_id, phase=phase, met=met, title=self.exp.hypothesis.title)
+        )
+        controls.call(
+            "after_hypothesis_control",
+            context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
+            state={"steady_state_met": met},
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         self._phase_end(phase, met)
         return met
 
     def _activity(self, activity: Activity, phase: Phase, controls: Controls) -> Outcome:
-        self.bus.emit(ev.ActivityStarted(run_id=self.run_id, phase=phase, name=activity.name,
-                                         activity_type=activity.type, background=activity.background))
-        controls.call("before_activity_control", context=dict(activity.ctk),
-                      configuration=self.configuration, secrets=self.secrets)
+        self.bus.emit(
+            ev.ActivityStarted(
+                run_id=self.run_id,
+                phase=phase,
+                name=activity.name,
+                activity_type=activity.type,
+                background=activity.background,
+            )
+        )
+        controls.call(
+            "before_activity_control",
+            context=dict(activity.ctk),
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         if activity.pause_before_s:
             self._sleep(activity.pause_before_s)
         if activity.is_fault:
@@ -401,9 +446,13 @@ class Runner:
                 activity=activity.ctk,
             )
         )
-        controls.call("after_activity_control", context=dict(activity.ctk),
-                      state={"status": outcome.status, "output": outcome.output},
-                      configuration=self.configuration, secrets=self.secrets)
+        controls.call(
+            "after_activity_control",
+            context=dict(activity.ctk),
+            state={"status": outcome.status, "output": outcome.output},
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         if activity.pause_after_s:
             self._sleep(activity.pause_after_s)
         if isinstance(outcome.exception, InvalidInput | RunInterrupted | Aborted):
@@ -417,8 +466,12 @@ class Runner:
         fault = self.faults.inject(activity, args, target)  # errors propagate: no fault, no experiment
         return Outcome(
             status="succeeded",
-            output={"fault_id": fault.record.fault_id, "target": fault.record.target,
-                    "lease_expires_at": fault.record.lease_expires_at, "data": dict(fault.record.data)},
+            output={
+                "fault_id": fault.record.fault_id,
+                "target": fault.record.target,
+                "lease_expires_at": fault.record.lease_expires_at,
+                "data": dict(fault.record.data),
+            },
             error=None,
             start=start,
             end=time.time(),
@@ -428,8 +481,12 @@ class Runner:
         self._phase_start(Phase.METHOD)
         method_start = time.time()
         self.state.method_ran = True
-        controls.call("before_method_control", context=dict(self.exp.raw),
-                      configuration=self.configuration, secrets=self.secrets)
+        controls.call(
+            "before_method_control",
+            context=dict(self.exp.raw),
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         stop_during = threading.Event()
         during_thread = None
         if self.exp.hypothesis and self.strategy.during:
@@ -441,8 +498,9 @@ class Runner:
         guard_thread = None
         if self.guard_factory is not None:
             guard = self.guard_factory(self)
-            guard_thread = threading.Thread(target=self._guard_loop, args=(guard, guard_stop),
-                                            name="guard", daemon=True)
+            guard_thread = threading.Thread(
+                target=self._guard_loop, args=(guard, guard_stop), name="guard", daemon=True
+            )
             guard_thread.start()
         background: list[threading.Thread] = []
         try:
@@ -452,8 +510,12 @@ class Runner:
                     break
                 self._revert_due()
                 if activity.background and not activity.is_fault:
-                    t = threading.Thread(target=self._activity, args=(activity, Phase.METHOD, controls),
-                                         name=f"background:{activity.name}", daemon=True)
+                    t = threading.Thread(
+                        target=self._activity,
+                        args=(activity, Phase.METHOD, controls),
+                        name=f"background:{activity.name}",
+                        daemon=True,
+                    )
                     t.start()
                     background.append(t)
                     continue
@@ -479,8 +541,12 @@ class Runner:
             if guard_thread is not None:
                 guard_thread.join(timeout=2.0)
             self.state.windows["during"] = (method_start, time.time())
-            controls.call("after_method_control", context=dict(self.exp.raw),
-                          configuration=self.configuration, secrets=self.secrets)
+            controls.call(
+                "after_method_control",
+                context=dict(self.exp.raw),
+                configuration=self.configuration,
+                secrets=self.secrets,
+            )
             self._phase_end(Phase.METHOD, not self.state.during_failed)
         if self.state.during_failed:
             self.state.deviated = True
@@ -503,17 +569,37 @@ class Runner:
         assert self.exp.hypothesis is not None
         met = True
         for probe in self.exp.hypothesis.probes:
-            outcome = execute(probe, registry=self.registry, ctx=self.ctx, configuration=self.configuration,
-                              secrets=self.secrets, default_timeout_s=self.exp.runtime.activity_timeout_s)
-            self.bus.emit(ev.ActivityFinished(
-                run_id=self.run_id, phase=Phase.DURING, name=probe.name, activity_type="probe", status=outcome.status,
-                start=outcome.start, end=outcome.end, output=outcome.output, error=outcome.error,
-                tolerance_met=outcome.tolerance_met, activity=probe.ctk))
+            outcome = execute(
+                probe,
+                registry=self.registry,
+                ctx=self.ctx,
+                configuration=self.configuration,
+                secrets=self.secrets,
+                default_timeout_s=self.exp.runtime.activity_timeout_s,
+            )
+            self.bus.emit(
+                ev.ActivityFinished(
+                    run_id=self.run_id,
+                    phase=Phase.DURING,
+                    name=probe.name,
+                    activity_type="probe",
+                    status=outcome.status,
+                    start=outcome.start,
+                    end=outcome.end,
+                    output=outcome.output,
+                    error=outcome.error,
+                    tolerance_met=outcome.tolerance_met,
+                    activity=probe.ctk,
+                )
+            )
             if outcome.status != "succeeded" or outcome.tolerance_met is False:
                 met = False
                 break
-        self.bus.emit(ev.HypothesisChecked(run_id=self.run_id, phase=Phase.DURING, met=met,
-                                           title=self.exp.hypothesis.title))
+        self.bus.emit(
+            ev.HypothesisChecked(
+                run_id=self.run_id, phase=Phase.DURING, met=met, title=self.exp.hypothesis.title
+            )
+        )
         return met
 
     def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
@@ -532,21 +618,32 @@ class Runner:
             self._phase_end(Phase.REVERT, not self.faults.not_clean())
         if self._should_rollback():
             self._phase_start(Phase.ROLLBACK)
-            controls.call("before_rollback_control", context=dict(self.exp.raw),
-                          configuration=self.configuration, secrets=self.secrets)
+            controls.call(
+                "before_rollback_control",
+                context=dict(self.exp.raw),
+                configuration=self.configuration,
+                secrets=self.secrets,
+            )
             for activity in self.exp.rollbacks:
                 try:
                     self._activity(activity, Phase.ROLLBACK, controls)
                 except ChaoslabError as exc:
                     self.state.add(Verdict.ERROR, f"rollback {activity.name} failed: {exc}")
-            controls.call("after_rollback_control", context=dict(self.exp.raw),
-                          configuration=self.configuration, secrets=self.secrets)
+            controls.call(
+                "after_rollback_control",
+                context=dict(self.exp.raw),
+                configuration=self.configuration,
+                secrets=self.secrets,
+            )
             self._phase_end(Phase.ROLLBACK, True)
         if self.observation is not None:
             try:
                 self.observation.stop()
-                windows = {k: v for k, v in self.state.windows.items()
-                           if not (k == "baseline" and self._baseline_judged)}
+                windows = {
+                    k: v
+                    for k, v in self.state.windows.items()
+                    if not (k == "baseline" and self._baseline_judged)
+                }
                 if self.state.method_ran:
                     windows["during"] = self.faults.during_window() or self.state.windows["during"]
                     self.state.windows["during"] = windows["during"]
@@ -561,9 +658,13 @@ class Runner:
             residue = "; ".join(fault.clean.residue) if fault.clean else (fault.error or "not verified")
             self.state.add(Verdict.NOT_CLEAN, f"{fault.label} is not clean after revert: {residue}")
         self._phase_end(Phase.VERIFY, not dirty)
-        controls.call("after_experiment_control", context=dict(self.exp.raw),
-                      state={"verdicts": [v.value for v, _ in self.state.verdicts]},
-                      configuration=self.configuration, secrets=self.secrets)
+        controls.call(
+            "after_experiment_control",
+            context=dict(self.exp.raw),
+            state={"verdicts": [v.value for v, _ in self.state.verdicts]},
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
         controls.call("cleanup_control")
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
@@ -574,7 +675,9 @@ class Runner:
             else:
                 unit = str(result.detail.get("unit", ""))
                 est = "—" if result.estimate is None else f"{result.estimate:.4g}{unit}"
-                self.state.add(Verdict.DEVIATED, f"{label} failed: {est} against {result.detail.get('slo', '')}")
+                self.state.add(
+                    Verdict.DEVIATED, f"{label} failed: {est} against {result.detail.get('slo', '')}"
+                )
         elif result.verdict == "inconclusive":
             self.state.add(Verdict.INCONCLUSIVE, f"{label} inconclusive with {result.samples} samples")
 

@@ -15,8 +15,13 @@ def register(main: click.Group) -> None:
 
     @lab.command()
     @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 16))
-    @click.option("--restart-delay", default=1.0, show_default=True, type=click.FloatRange(0, 60),
-                  help="Seconds before the supervisor restarts a dead replica.")
+    @click.option(
+        "--restart-delay",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0, 60),
+        help="Seconds before the supervisor restarts a dead replica.",
+    )
     def up(replicas: int, restart_delay: float) -> None:
         """Start the lab (idempotent: a running lab is reused)."""
         from chaoslab.errors import ChaoslabError

@@ -37,8 +37,21 @@ from chaoslab.model.source import Document, load_document, plain
 
 CTK_ACTIVITY_TYPES = ("probe", "action")
 PROVIDER_TYPES = ("python", "process", "http")
-CONCISE_KEYS = frozenset({"do", "target", "with", "duration", "name", "type", "timeout", "pauses",
-                          "background", "tolerance", "ref"})
+CONCISE_KEYS = frozenset(
+    {
+        "do",
+        "target",
+        "with",
+        "duration",
+        "name",
+        "type",
+        "timeout",
+        "pauses",
+        "background",
+        "tolerance",
+        "ref",
+    }
+)
 
 # Extra validation hooks (e.g. the SLO section), keyed by top-level field.
 SectionValidator = Callable[[Any, str], list[Problem]]
@@ -197,8 +210,11 @@ class _Compiler:
             try:
                 kw["strategy"] = Strategy(hyp["strategy"])
             except ValueError:
-                self.bad("runtime.hypothesis.strategy", f"unknown strategy {hyp['strategy']!r}",
-                         hint=", ".join(s.value for s in Strategy))
+                self.bad(
+                    "runtime.hypothesis.strategy",
+                    f"unknown strategy {hyp['strategy']!r}",
+                    hint=", ".join(s.value for s in Strategy),
+                )
         if "frequency" in hyp:
             kw["frequency_s"] = self.duration(hyp["frequency"], "runtime.hypothesis.frequency", positive=True)
         if "fail_fast" in hyp:
@@ -211,13 +227,18 @@ class _Compiler:
             try:
                 kw["rollback"] = RollbackStrategy(rb["strategy"])
             except ValueError:
-                self.bad("runtime.rollbacks.strategy", f"unknown rollback strategy {rb['strategy']!r}",
-                         hint=", ".join(s.value for s in RollbackStrategy))
+                self.bad(
+                    "runtime.rollbacks.strategy",
+                    f"unknown rollback strategy {rb['strategy']!r}",
+                    hint=", ".join(s.value for s in RollbackStrategy),
+                )
         for key, attr in (("timeout", "timeout_s"), ("lease", "lease_s")):
             if key in d:
                 kw[attr] = self.duration(d[key], key, positive=True)
         if "activity_timeout" in rt:
-            kw["activity_timeout_s"] = self.duration(rt["activity_timeout"], "runtime.activity_timeout", positive=True)
+            kw["activity_timeout_s"] = self.duration(
+                rt["activity_timeout"], "runtime.activity_timeout", positive=True
+            )
         windows = d.get("windows", {}) or {}
         if not isinstance(windows, dict):
             self.bad("windows", "'windows' must be a mapping: {baseline: 5s, recovery: 2s, after: 5s}")
@@ -307,8 +328,11 @@ class _Compiler:
             self.problems.extend(exc.problems)
             return None
         if entry is None:
-            self.bad(f"{path}.ref", f"ref {ref!r} points to nothing",
-                     hint="name an activity of this experiment or a file in probes/ or actions/")
+            self.bad(
+                f"{path}.ref",
+                f"ref {ref!r} points to nothing",
+                hint="name an activity of this experiment or a file in probes/ or actions/",
+            )
             return None
         data = dict(entry.data)
         overrides = {k: v for k, v in a.items() if k != "ref"}
@@ -323,9 +347,15 @@ class _Compiler:
         sub.named = self.named
         act = sub.activity(data, path, hypothesis=hypothesis, depth=depth + 1)
         for p in sub.problems:
-            self.problems.append(Problem(file=entry.file, path=p.path, line=p.line,
-                                         message=f"{p.message} (via ref {ref!r} from {self.doc.path} {path})",
-                                         hint=p.hint))
+            self.problems.append(
+                Problem(
+                    file=entry.file,
+                    path=p.path,
+                    line=p.line,
+                    message=f"{p.message} (via ref {ref!r} from {self.doc.path} {path})",
+                    hint=p.hint,
+                )
+            )
         return act
 
     def common(self, a: dict[str, Any], path: str) -> dict[str, Any]:
@@ -361,8 +391,12 @@ class _Compiler:
             return {}
         tol = a["tolerance"]
         if not isinstance(tol, bool | int | list | str | dict) or isinstance(tol, float):
-            self.bad(f"{path}.tolerance", f"tolerance of the wrong shape: {type(tol).__name__} {tol!r}",
-                     hint="a boolean, an integer, a string, a list, or a {type: regex|jsonpath|range|probe} mapping")
+            self.bad(
+                f"{path}.tolerance",
+                f"tolerance of the wrong shape: {type(tol).__name__} {tol!r}",
+                hint="a boolean, an integer, a string, a list, or a mapping with type regex, jsonpath,"
+                " range or probe",
+            )
         elif isinstance(tol, dict):
             # only dict tolerances need chaostoolkit-lib's validator (and its imports)
             from chaoslib.hypothesis import ensure_hypothesis_tolerance_is_valid
@@ -385,8 +419,11 @@ class _Compiler:
         if not isinstance(provider, dict):
             self.bad(f"{path}.provider", "an activity needs a provider (or `do: driver.operation`)")
         elif provider.get("type") not in PROVIDER_TYPES:
-            self.bad(f"{path}.provider.type", f"unknown provider type {provider.get('type')!r}",
-                     hint="python, process or http")
+            self.bad(
+                f"{path}.provider.type",
+                f"unknown provider type {provider.get('type')!r}",
+                hint="python, process or http",
+            )
         structural_ok = len(self.problems) == before
         kw = self.common(a, path)
         kw.update(self.tolerance(a, path, hypothesis))
@@ -397,25 +434,33 @@ class _Compiler:
                 if type(exc).__name__ == "InvalidActivity":  # chaoslib's, imported lazily
                     self.bad(f"{path}.provider", str(exc))
                 else:  # chaostoolkit-lib raises odd errors on odd input
-                    self.bad(f"{path}.provider", f"cannot validate this provider: {type(exc).__name__}: {exc}")
+                    self.bad(
+                        f"{path}.provider", f"cannot validate this provider: {type(exc).__name__}: {exc}"
+                    )
         if len(self.problems) != before:
             return None
-        return Activity(name=a["name"], type=atype, kind=ActivityKind.PROVIDER, ctk=a, path=path, **kw)
+        return Activity(name=a["name"], type=str(atype), kind=ActivityKind.PROVIDER, ctk=a, path=path, **kw)
 
     def concise(self, a: dict[str, Any], path: str, *, hypothesis: bool) -> Activity | None:
         before = len(self.problems)
         for key in a:
             if key not in CONCISE_KEYS:
-                self.bad(f"{path}.{key}", f"unknown field {key!r} in a driver activity",
-                         hint="do, target, with, duration, name, timeout, pauses, background, tolerance")
+                self.bad(
+                    f"{path}.{key}",
+                    f"unknown field {key!r} in a driver activity",
+                    hint="do, target, with, duration, name, timeout, pauses, background, tolerance",
+                )
         do = a["do"]
         if not isinstance(do, str) or do.count(".") != 1:
             self.bad(f"{path}.do", f"'do' must be 'driver.operation', got {do!r}")
             return None
         driver_name, op_name = do.split(".")
         if driver_name not in self.registry:
-            self.bad(f"{path}.do", f"no driver named {driver_name!r}",
-                     hint=f"installed: {', '.join(self.registry.names())}")
+            self.bad(
+                f"{path}.do",
+                f"no driver named {driver_name!r}",
+                hint=f"installed: {', '.join(self.registry.names())}",
+            )
             return None
         try:
             driver = self.registry.get(driver_name)
@@ -424,8 +469,11 @@ class _Compiler:
             return None
         op = driver.operation(op_name)
         if op is None:
-            self.bad(f"{path}.do", f"driver {driver_name!r} has no operation {op_name!r}",
-                     hint=", ".join(o.name for o in driver.operations()))
+            self.bad(
+                f"{path}.do",
+                f"driver {driver_name!r} has no operation {op_name!r}",
+                hint=", ".join(o.name for o in driver.operations()),
+            )
             return None
         args = a.get("with", {}) or {}
         if not isinstance(args, dict):
@@ -457,7 +505,7 @@ class _Compiler:
         if len(self.problems) != before:
             return None
         name = a.get("name") or do
-        ctk_shape = {
+        ctk_shape: dict[str, Any] = {
             "type": expected,
             "name": name,
             "provider": {

@@ -60,7 +60,11 @@ def load_document(path: str | Path) -> Document:
         raise InvalidInput([Problem(file=name, message="is a directory, not an experiment file")])
     if size > MAX_BYTES:
         raise InvalidInput(
-            [Problem(file=name, message=f"file is {size / 1e6:.1f} MB; the limit is {MAX_BYTES // 2**20} MiB")]
+            [
+                Problem(
+                    file=name, message=f"file is {size / 1e6:.1f} MB; the limit is {MAX_BYTES // 2**20} MiB"
+                )
+            ]
         )
     raw = p.read_bytes()
     return parse_document(raw, name)
@@ -74,12 +78,20 @@ def parse_document(raw: bytes, name: str) -> Document:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InvalidInput(
-            [Problem(file=name, line=line, message=f"not UTF-8 (bad byte 0x{raw[exc.start]:02x} at offset {exc.start})")]
+            [
+                Problem(
+                    file=name,
+                    line=line,
+                    message=f"not UTF-8 (bad byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                )
+            ]
         ) from None
     # Reject absurd nesting before any recursive parser sees it.
     depth = _bracket_depth(text)
     if depth > MAX_DEPTH:
-        raise InvalidInput([Problem(file=name, message=f"nesting is {depth} levels deep; the limit is {MAX_DEPTH}")])
+        raise InvalidInput(
+            [Problem(file=name, message=f"nesting is {depth} levels deep; the limit is {MAX_DEPTH}")]
+        )
 
     is_json = name.endswith(".json") or text.lstrip().startswith(("{", "["))
     data: Any
@@ -90,20 +102,34 @@ def parse_document(raw: bytes, name: str) -> Document:
             except json.JSONDecodeError as exc:
                 if name.endswith(".json"):
                     raise InvalidInput(
-                        [Problem(file=name, line=exc.lineno, message=f"not valid JSON: {exc.msg} (column {exc.colno})")]
+                        [
+                            Problem(
+                                file=name,
+                                line=exc.lineno,
+                                message=f"not valid JSON: {exc.msg} (column {exc.colno})",
+                            )
+                        ]
                     ) from None
                 data = _safe_yaml(text, name)
         else:
             data = _safe_yaml(text, name)
     except RecursionError:
-        raise InvalidInput([Problem(file=name, message=f"nesting is deeper than {MAX_DEPTH} levels")]) from None
+        raise InvalidInput(
+            [Problem(file=name, message=f"nesting is deeper than {MAX_DEPTH} levels")]
+        ) from None
     depth = _data_depth(data)
     if depth > MAX_DEPTH:
-        raise InvalidInput([Problem(file=name, message=f"nesting is {depth} levels deep; the limit is {MAX_DEPTH}")])
+        raise InvalidInput(
+            [Problem(file=name, message=f"nesting is {depth} levels deep; the limit is {MAX_DEPTH}")]
+        )
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         raise InvalidInput(
-            [Problem(file=name, line=1, message=f"the document must be a mapping (an experiment), got {kind}")]
+            [
+                Problem(
+                    file=name, line=1, message=f"the document must be a mapping (an experiment), got {kind}"
+                )
+            ]
         )
     return Document(path=name, data=data, text=text)
 
@@ -129,7 +155,13 @@ def _safe_yaml(text: str, name: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidInput(
-            [Problem(file=name, line=mark.line + 1 if mark else None, message=f"not valid YAML or JSON: {problem}")]
+            [
+                Problem(
+                    file=name,
+                    line=mark.line + 1 if mark else None,
+                    message=f"not valid YAML or JSON: {problem}",
+                )
+            ]
         ) from None
 
 

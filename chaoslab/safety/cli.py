@@ -11,8 +11,11 @@ import click
 def register(main: click.Group) -> None:
     @main.command()
     @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-    @click.option("--include-live", is_flag=True,
-                  help="Also revert entries whose run is still alive (careful: that run is still going).")
+    @click.option(
+        "--include-live",
+        is_flag=True,
+        help="Also revert entries whose run is still alive (careful: that run is still going).",
+    )
     def recover(output: str, include_live: bool) -> None:
         """Revert every open ledger entry left by dead runs, verify clean, and report."""
         from chaoslab.drivers.registry import DriverRegistry
@@ -34,8 +37,13 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--release", is_flag=True, help="Lift the halt so runs may start again.")
     @click.option("--reason", default="", help="Why (recorded in the halt file, shown to refused runs).")
-    @click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0, 600),
-                  help="Seconds runs get to revert before halt reverts their faults itself.")
+    @click.option(
+        "--grace",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0, 600),
+        help="Seconds runs get to revert before halt reverts their faults itself.",
+    )
     @click.option("--output", type=click.Choice(["text", "json"]), default="text")
     def halt(release: bool, reason: str, grace: float, output: str) -> None:
         """The big red button: every run on this machine reverts now; new runs are blocked."""

@@ -42,8 +42,9 @@ class GuardSpec:
     silence_s: float = 5.0
 
 
-def parse_guard(raw: Any, *, default_objective: float | None, load_timeout_s: float,
-                path: str = "guard") -> GuardSpec | list[Problem]:
+def parse_guard(
+    raw: Any, *, default_objective: float | None, load_timeout_s: float, path: str = "guard"
+) -> GuardSpec | list[Problem]:
     problems: list[Problem] = []
     if raw is None:
         raw = {}
@@ -52,15 +53,17 @@ def parse_guard(raw: Any, *, default_objective: float | None, load_timeout_s: fl
     known = {"allowance", "burn_rate", "burn_window", "objective", "hard_limit", "silence", "enabled"}
     for k in raw:
         if k not in known:
-            problems.append(Problem(path=f"{path}.{k}", message=f"unknown guard setting {k!r}",
-                                    hint=", ".join(sorted(known))))
-    kw: dict[str, Any] = {"objective": default_objective or 0.99,
-                          "silence_s": max(5.0, load_timeout_s + 2.0)}
+            problems.append(
+                Problem(
+                    path=f"{path}.{k}", message=f"unknown guard setting {k!r}", hint=", ".join(sorted(known))
+                )
+            )
+    kw: dict[str, Any] = {"objective": default_objective or 0.99, "silence_s": max(5.0, load_timeout_s + 2.0)}
 
     def number(key: str, lo: float, hi: float | None = None, integer: bool = False) -> Any:
         v = raw.get(key)
         ok = isinstance(v, int | float) and not isinstance(v, bool) and (not integer or isinstance(v, int))
-        if not ok or v < lo or (hi is not None and v > hi):
+        if not ok or not isinstance(v, int | float) or v < lo or (hi is not None and v > hi):
             rng = f"≥ {lo}" if hi is None else f"between {lo} and {hi}"
             problems.append(Problem(path=f"{path}.{key}", message=f"must be a number {rng}, got {v!r}"))
             return None
@@ -108,8 +111,9 @@ def parse_guard(raw: Any, *, default_objective: float | None, load_timeout_s: fl
                 kw["hard_for_s"] = duration(hl["for"], f"{path}.hard_limit.for")
     if problems:
         return problems
-    return GuardSpec(**{k: v for k, v in kw.items() if v is not None or k in ("allowance", "burn_rate",
-                                                                             "hard_error_rate")})
+    return GuardSpec(
+        **{k: v for k, v in kw.items() if v is not None or k in ("allowance", "burn_rate", "hard_error_rate")}
+    )
 
 
 class SLOGuard:
@@ -132,20 +136,26 @@ class SLOGuard:
             c = self.source.counts(t0, now)
             bad = c.total - c.good
             if bad > spec.allowance:
-                return (f"error-budget allowance spent: {bad} bad requests since the first fault "
-                        f"(allowance {spec.allowance})")
+                return (
+                    f"error-budget allowance spent: {bad} bad requests since the first fault "
+                    f"(allowance {spec.allowance})"
+                )
         if spec.burn_rate is not None:
             c = self.source.counts(max(t0, now - spec.burn_window_s), now)
             if c.total >= MIN_BURN_SAMPLES:
                 burn = ((c.total - c.good) / c.total) / (1.0 - spec.objective)
                 if burn > spec.burn_rate:
-                    return (f"burn rate {burn:.1f}× over the last {spec.burn_window_s:g}s exceeds "
-                            f"{spec.burn_rate:g}× (objective {spec.objective:g})")
+                    return (
+                        f"burn rate {burn:.1f}× over the last {spec.burn_window_s:g}s exceeds "
+                        f"{spec.burn_rate:g}× (objective {spec.objective:g})"
+                    )
         if spec.hard_error_rate is not None and now - t0 >= spec.hard_for_s:
             c = self.source.counts(now - spec.hard_for_s, now)
             if c.total >= MIN_BURN_SAMPLES:
                 rate = (c.total - c.good) / c.total
                 if rate > spec.hard_error_rate:
-                    return (f"hard limit: {rate:.0%} of requests failed over {spec.hard_for_s:g}s "
-                            f"(limit {spec.hard_error_rate:.0%})")
+                    return (
+                        f"hard limit: {rate:.0%} of requests failed over {spec.hard_for_s:g}s "
+                        f"(limit {spec.hard_error_rate:.0%})"
+                    )
         return None

@@ -32,7 +32,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-
 # Create times from psutil are rounded to clock ticks and shift with clock steps; a pid
 # reused within this window of the original's birth is not a realistic event.
 _CREATE_TIME_SLACK_S = 1.0

@@ -71,8 +71,9 @@ def greater_than(value: int, limit: int = 1) -> bool:
 # --- a Chaos Toolkit control module -----------------------------------------------------
 
 
-def configure_control(configuration: Any = None, secrets: Any = None, settings: Any = None,
-                      experiment: Any = None) -> None:
+def configure_control(
+    configuration: Any = None, secrets: Any = None, settings: Any = None, experiment: Any = None
+) -> None:
     record("configure_control")
 
 

@@ -19,8 +19,14 @@ EXPERIMENTS = sorted((ROOT / "experiments").glob("*.y*ml")) + sorted((ROOT / "ex
 
 def chaoslab(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "chaoslab.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chaoslab.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 
@@ -28,8 +34,16 @@ def chaoslab(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
 def test_version_and_help_list_exit_codes(tmp_path: Path) -> None:
     assert chaoslab("--version", cwd=tmp_path).stdout.strip().endswith(__version__)
     help_text = chaoslab("run", "--help", cwd=tmp_path).stdout
-    for line in ("0   passed", "1   deviated", "2   invalid input", "3   aborted", "4   inconclusive",
-                 "5   error", "6   not clean", "130 interrupted"):
+    for line in (
+        "0   passed",
+        "1   deviated",
+        "2   invalid input",
+        "3   aborted",
+        "4   inconclusive",
+        "5   error",
+        "6   not clean",
+        "130 interrupted",
+    ):
         assert line in help_text
 
 
@@ -54,8 +68,10 @@ def test_plan_resolves_targets_and_touches_nothing(tmp_path: Path) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         f = tmp_path / "exp.yaml"
-        f.write_text(f"title: t\ndescription: d\nmethod:\n"
-                     f"  - {{do: process.suspend, target: 'pid:{sleeper.pid}', duration: 5s}}\n")
+        f.write_text(
+            f"title: t\ndescription: d\nmethod:\n"
+            f"  - {{do: process.suspend, target: 'pid:{sleeper.pid}', duration: 5s}}\n"
+        )
         proc = chaoslab("plan", "--output", "json", str(f), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         plan = json.loads(proc.stdout)
@@ -72,15 +88,24 @@ def test_plan_resolves_targets_and_touches_nothing(tmp_path: Path) -> None:
 
 def test_plan_refuses_a_target_matching_nothing(tmp_path: Path) -> None:
     f = tmp_path / "exp.yaml"
-    f.write_text("title: t\ndescription: d\nmethod:\n  - {do: process.kill, target: 'pattern:^no-such-proc-zz$'}\n")
+    f.write_text(
+        "title: t\ndescription: d\nmethod:\n  - {do: process.kill, target: 'pattern:^no-such-proc-zz$'}\n"
+    )
     proc = chaoslab("plan", str(f), cwd=tmp_path)
     assert proc.returncode == 5
     assert "no-such-proc-zz" in proc.stderr
 
 
 def test_main_job_kill_replica_passes_against_the_lab(tmp_path: Path) -> None:
-    proc = chaoslab("run", "--output", "json", "--run-dir", str(tmp_path / "run"),
-                    str(ROOT / "experiments" / "lab-kill-replica.yaml"), cwd=tmp_path)
+    proc = chaoslab(
+        "run",
+        "--output",
+        "json",
+        "--run-dir",
+        str(tmp_path / "run"),
+        str(ROOT / "experiments" / "lab-kill-replica.yaml"),
+        cwd=tmp_path,
+    )
     result = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert result["verdict"] == "passed"
@@ -98,8 +123,15 @@ def test_main_job_kill_replica_passes_against_the_lab(tmp_path: Path) -> None:
 
 
 def test_slow_replica_deviates_on_p99(tmp_path: Path) -> None:
-    proc = chaoslab("run", "--output", "json", "--run-dir", str(tmp_path / "run"),
-                    str(ROOT / "experiments" / "lab-slow-replica.yaml"), cwd=tmp_path)
+    proc = chaoslab(
+        "run",
+        "--output",
+        "json",
+        "--run-dir",
+        str(tmp_path / "run"),
+        str(ROOT / "experiments" / "lab-slow-replica.yaml"),
+        cwd=tmp_path,
+    )
     result = json.loads(proc.stdout)
     assert proc.returncode == 1, proc.stderr
     assert result["verdict"] == "deviated"

@@ -40,8 +40,14 @@ def http_base() -> Iterator[str]:
     server.server_close()
 
 
-def run_tool(tool: str, experiment: Path, tmp: Path, extra: list[str], env_extra: dict[str, str],
-             preset: dict[str, str]) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+def run_tool(
+    tool: str,
+    experiment: Path,
+    tmp: Path,
+    extra: list[str],
+    env_extra: dict[str, str],
+    preset: dict[str, str],
+) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     state = tmp / f"state-{tool}"
     state.mkdir()
     for name, value in preset.items():
@@ -49,11 +55,28 @@ def run_tool(tool: str, experiment: Path, tmp: Path, extra: list[str], env_extra
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CTK_STATE": str(state), **env_extra}
     journal = tmp / f"journal-{tool}.json"
     if tool == "chaos":
-        cmd = [str(BIN / "chaos"), "--no-version-check", "--log-file", str(tmp / "chaostoolkit.log"),
-               "run", "--journal-path", str(journal), *extra, str(experiment)]
+        cmd = [
+            str(BIN / "chaos"),
+            "--no-version-check",
+            "--log-file",
+            str(tmp / "chaostoolkit.log"),
+            "run",
+            "--journal-path",
+            str(journal),
+            *extra,
+            str(experiment),
+        ]
     else:
-        cmd = [str(BIN / "chaoslab"), "run", "--run-dir", str(tmp / "run"), "--journal-path", str(journal),
-               *extra, str(experiment)]
+        cmd = [
+            str(BIN / "chaoslab"),
+            "run",
+            "--run-dir",
+            str(tmp / "run"),
+            "--journal-path",
+            str(journal),
+            *extra,
+            str(experiment),
+        ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr + proc.stdout if tool == "chaoslab" else True, proc.stderr
     assert journal.exists(), f"{tool} wrote no journal:\n{proc.stdout}\n{proc.stderr}"
@@ -89,7 +112,10 @@ CASES = {
     "tolerances.yaml": ([], {}, {}, 0, {}),
     "config_secrets.yaml": (
         ["--var", "overridden=from-var", "--var-file", str(COMPAT / "varfile.yaml")],
-        {"COMPAT_FROM_ENV": "from-the-env", "COMPAT_SECRET": "tok-123"}, {}, 0, {},
+        {"COMPAT_FROM_ENV": "from-the-env", "COMPAT_SECRET": "tok-123"},
+        {},
+        0,
+        {},
     ),
     "deviated.yaml": ([], {}, {}, 1, {}),
     # chaoslab differs: a baseline that does not hold is a failed run (exit 4, inconclusive);
@@ -124,7 +150,9 @@ def test_same_outcome_as_chaos_toolkit(name: str, tmp_path: Path, http_base: str
 
 
 def test_baseline_failure_never_runs_the_method(tmp_path: Path) -> None:
-    code, journal, trace = run_tool("chaoslab", COMPAT / "baseline_fails.yaml", tmp_path, [], {}, {"preset": "3"})
+    code, journal, trace = run_tool(
+        "chaoslab", COMPAT / "baseline_fails.yaml", tmp_path, [], {}, {"preset": "3"}
+    )
     assert code == 4
     assert journal["run"] == []
     assert "method-ran" not in [e["event"] for e in trace]

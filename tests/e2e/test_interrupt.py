@@ -35,7 +35,8 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 def experiment(tmp: Path, pid: int, rollback_sleep: float = 0.0) -> Path:
     marker = tmp / "rolled-back"
     f = tmp / "exp.yaml"
-    f.write_text(textwrap.dedent(f"""
+    f.write_text(
+        textwrap.dedent(f"""
         title: interrupt me
         description: a fault is held while the method blocks
         method:
@@ -52,21 +53,29 @@ def experiment(tmp: Path, pid: int, rollback_sleep: float = 0.0) -> Path:
           - type: action
             name: mark
             provider: {{type: process, path: touch, arguments: "{marker}"}}
-    """))
+    """)
+    )
     return f
 
 
 def start(tmp: Path, exp: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([*CHAOSLAB, "run", "--run-dir", str(tmp / "run"), str(exp)], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*CHAOSLAB, "run", "--run-dir", str(tmp / "run"), str(exp)],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_event(events: Path, kind: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if events.exists() and any(json.loads(line)["kind"] == kind
-                                   for line in events.read_text().splitlines() if line.strip()):
+        if events.exists() and any(
+            json.loads(line)["kind"] == kind for line in events.read_text().splitlines() if line.strip()
+        ):
             return
         time.sleep(0.05)
     raise AssertionError(f"no {kind} event in {events}")
@@ -109,8 +118,9 @@ def test_signal_mid_method_reverts_runs_rollbacks_and_writes_journal(
     assert any(f["kind"] == "clean-checked" and f["clean"] for f in journal["chaoslab"]["faults"])
 
 
-def test_second_ctrl_c_during_rollback_does_not_skip_it(tmp_path: Path,
-                                                        sleeper: subprocess.Popen[bytes]) -> None:
+def test_second_ctrl_c_during_rollback_does_not_skip_it(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
     proc = start(tmp_path, experiment(tmp_path, sleeper.pid, rollback_sleep=2.0))
     events = tmp_path / "run" / "events.ndjson"
     wait_for_activity(events, "block")

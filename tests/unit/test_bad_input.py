@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "chaoslab.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "chaoslab.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 VALID_TAIL = """
@@ -33,25 +39,43 @@ CASES: dict[str, tuple[bytes, list[str]]] = {
     "not-json.json": (b'{"title": "t",, }', ["not-json.json:1", "not valid JSON"]),
     "latin1.yaml": (b"title: caf\xe9\n", ["latin1.yaml:1", "not UTF-8"]),
     "list.yaml": (b"- a\n- b\n", ["must be a mapping"]),
-    "unsafe.yaml": (b"title: !!python/object/apply:os.system ['touch @MARKER@']\ndescription: d\nmethod: []\n",
-                    ["unsafe.yaml:1", "unsafe or unknown YAML tag"]),
+    "unsafe.yaml": (
+        b"title: !!python/object/apply:os.system ['touch @MARKER@']\ndescription: d\nmethod: []\n",
+        ["unsafe.yaml:1", "unsafe or unknown YAML tag"],
+    ),
     "no-title.yaml": (VALID_TAIL.encode(), ["at title", "missing required field 'title'"]),
-    "method-dict.yaml": (b"title: t\ndescription: d\nmethod: {a: 1}\n",
-                         ["method-dict.yaml:3 at method", "must be a list"]),
-    "bad-type.yaml": (b"title: t\ndescription: d\nmethod:\n  - {type: dance, name: x, provider: {type: process, path: 'true'}}\n",
-                      ["method[0].type", "unknown activity type 'dance'"]),
-    "bad-provider.yaml": (b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: ftp}}\n",
-                          ["method[0].provider.type", "unknown provider type 'ftp'"]),
-    "no-module.yaml": (b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: no_such_mod_zz, func: f}}\n",
-                       ["method[0].provider", "no_such_mod_zz"]),
-    "no-func.yaml": (b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: os.path, func: nope}}\n",
-                     ["method[0].provider", "does not expose a function called 'nope'"]),
-    "bad-args.yaml": (b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: os.path, func: basename, arguments: {q: 1}}}\n",
-                      ["method[0].provider", "basename"]),
-    "bad-tolerance.yaml": (b"title: t\ndescription: d\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - {type: probe, name: p, tolerance: {type: range, range: [1]}, provider: {type: process, path: 'true'}}\nmethod: []\n",
-                           ["steady-state-hypothesis.probes[0].tolerance", "two values"]),
-    "bad-ref.yaml": (b"title: t\ndescription: d\nmethod:\n  - {ref: nothing-by-this-name}\n",
-                     ["method[0].ref", "points to nothing"]),
+    "method-dict.yaml": (
+        b"title: t\ndescription: d\nmethod: {a: 1}\n",
+        ["method-dict.yaml:3 at method", "must be a list"],
+    ),
+    "bad-type.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {type: dance, name: x, provider: {type: process, path: 'true'}}\n",
+        ["method[0].type", "unknown activity type 'dance'"],
+    ),
+    "bad-provider.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: ftp}}\n",
+        ["method[0].provider.type", "unknown provider type 'ftp'"],
+    ),
+    "no-module.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: no_such_mod_zz, func: f}}\n",
+        ["method[0].provider", "no_such_mod_zz"],
+    ),
+    "no-func.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: os.path, func: nope}}\n",
+        ["method[0].provider", "does not expose a function called 'nope'"],
+    ),
+    "bad-args.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {type: action, name: x, provider: {type: python, module: os.path, func: basename, arguments: {q: 1}}}\n",
+        ["method[0].provider", "basename"],
+    ),
+    "bad-tolerance.yaml": (
+        b"title: t\ndescription: d\nsteady-state-hypothesis:\n  title: h\n  probes:\n    - {type: probe, name: p, tolerance: {type: range, range: [1]}, provider: {type: process, path: 'true'}}\nmethod: []\n",
+        ["steady-state-hypothesis.probes[0].tolerance", "two values"],
+    ),
+    "bad-ref.yaml": (
+        b"title: t\ndescription: d\nmethod:\n  - {ref: nothing-by-this-name}\n",
+        ["method[0].ref", "points to nothing"],
+    ),
 }
 
 
@@ -109,8 +133,17 @@ def test_every_problem_reported_in_one_pass_with_json_output(tmp_path: Path) -> 
     assert proc.returncode == 2
     problems = json.loads(proc.stdout)["problems"]
     paths = {p["path"] for p in problems}
-    assert {"title", "description", "tags", "method[0].type", "method[1].provider", "method[2].do",
-            "method[3].with.bogus", "method[4].duration", "rollbacks"} <= paths
+    assert {
+        "title",
+        "description",
+        "tags",
+        "method[0].type",
+        "method[1].provider",
+        "method[2].do",
+        "method[3].with.bogus",
+        "method[4].duration",
+        "rollbacks",
+    } <= paths
     assert all(p["file"] == str(f) for p in problems)
     assert next(p for p in problems if p["path"] == "method[0].type")["line"] == 4
 

@@ -45,10 +45,14 @@ steady-state-hypothesis:
 
 
 def test_fault_held_for_its_duration_then_reverted_and_verified(tmp_path: Path) -> None:
-    result, target = run(tmp_path, HEADER + """
+    result, target = run(
+        tmp_path,
+        HEADER
+        + """
 method:
   - {do: fake.touch, target: "@TARGET@", duration: 0.3}
-""")
+""",
+    )
     assert result.verdict is Verdict.PASSED
     assert list(target.iterdir()) == []
     kinds = [e["kind"] for e in read_events(result.events_path)]
@@ -60,30 +64,42 @@ method:
 
 def test_steady_state_broken_by_a_fault_that_outlives_the_method_deviates(tmp_path: Path) -> None:
     # the after-check runs once faults are reverted, so here it is a *during* check that sees it
-    result, target = run(tmp_path, HEADER + """
+    result, target = run(
+        tmp_path,
+        HEADER
+        + """
 runtime: {hypothesis: {strategy: continuously, frequency: 0.05}}
 method:
   - {do: fake.touch, target: "@TARGET@", duration: 0.4}
-""")
+""",
+    )
     assert result.verdict is Verdict.DEVIATED
     assert "during" in result.reason
     assert list(target.iterdir()) == []
 
 
 def test_exception_in_inject_still_reverts_the_half_applied_fault(tmp_path: Path) -> None:
-    result, target = run(tmp_path, HEADER + """
+    result, target = run(
+        tmp_path,
+        HEADER
+        + """
 method:
   - {do: fake.touch, target: "@TARGET@", with: {fail_inject: true}}
-""")
+""",
+    )
     assert result.verdict is Verdict.ERROR
     assert list(target.iterdir()) == []
 
 
 def test_revert_that_leaves_residue_is_not_clean_the_worst_verdict(tmp_path: Path) -> None:
-    result, target = run(tmp_path, HEADER + """
+    result, target = run(
+        tmp_path,
+        HEADER
+        + """
 method:
   - {do: fake.touch, target: "@TARGET@", with: {stubborn: true}, duration: 0.1}
-""")
+""",
+    )
     assert result.verdict is Verdict.NOT_CLEAN
     assert result.verdict.exit_code is ExitCode.NOT_CLEAN
     assert "still exists" in result.reason
@@ -94,7 +110,10 @@ method:
 def test_hung_activity_is_abandoned_at_its_deadline_and_rollbacks_run(tmp_path: Path) -> None:
     marker = tmp_path / "rolled-back"
     t0 = time.monotonic()
-    result, target = run(tmp_path, HEADER + f"""
+    result, target = run(
+        tmp_path,
+        HEADER
+        + f"""
 method:
   - {{do: fake.touch, target: "@TARGET@"}}
   - type: action
@@ -103,7 +122,8 @@ method:
     provider: {{type: python, module: tests.e2e.ctkfuncs, func: sleep_quietly, arguments: {{seconds: 3600}}}}
 rollbacks:
   - {{type: action, name: mark, provider: {{type: process, path: touch, arguments: "{marker}"}}}}
-""")
+""",
+    )
     assert time.monotonic() - t0 < 10
     assert marker.exists()
     assert list(target.iterdir()) == []
@@ -115,10 +135,14 @@ def test_baseline_not_met_skips_method_and_is_inconclusive(tmp_path: Path) -> No
     target = tmp_path / "target"
     target.mkdir()
     (target / "preexisting.fault").write_text("x")
-    result, _ = run(tmp_path, HEADER + """
+    result, _ = run(
+        tmp_path,
+        HEADER
+        + """
 method:
   - {do: fake.touch, target: "@TARGET@"}
-""")
+""",
+    )
     assert result.verdict is Verdict.INCONCLUSIVE
     assert result.journal["run"] == []
     assert not any(e["kind"] == "fault-injected" for e in read_events(result.events_path))
@@ -128,11 +152,14 @@ def test_guard_abort_reverts_everything_and_measures_breach_to_clean(tmp_path: P
     target = tmp_path / "target"
     target.mkdir()
     f = tmp_path / "exp.yaml"
-    f.write_text(HEADER.replace("@TARGET@", str(target)) + f"""
+    f.write_text(
+        HEADER.replace("@TARGET@", str(target))
+        + f"""
 method:
   - {{do: fake.touch, target: "{target}", duration: 30}}
   - {{do: fake.touch, target: "{target}", duration: 30}}
-""")
+"""
+    )
     reg = registry()
     exp = load_experiment(str(f), registry=reg)
 
@@ -143,8 +170,12 @@ method:
         def check(self, now: float) -> str | None:
             return "two faults active" if len(self.runner.faults.active()) >= 2 else None
 
-    runner = Runner(exp, registry=reg, options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
-                    guard_factory=TripWhenTwoFaults)
+    runner = Runner(
+        exp,
+        registry=reg,
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        guard_factory=TripWhenTwoFaults,
+    )
     t0 = time.monotonic()
     result = runner.run()
     assert time.monotonic() - t0 < 5, "the guard must not wait for the 30 s duration"
@@ -158,10 +189,13 @@ def test_two_runs_in_one_process_do_not_share_state(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    body = HEADER + """
+    body = (
+        HEADER
+        + """
 method:
   - {do: fake.touch, target: "@TARGET@", duration: 0.1}
 """
+    )
     seen: list[str] = []
     results = []
     for d in (a, b):
@@ -170,8 +204,12 @@ method:
         reg = registry()
         bus = EventBus()
         bus.subscribe(lambda e: seen.append(e.run_id) if isinstance(e, FaultInjected) else None)
-        runner = Runner(load_experiment(str(f), registry=reg), registry=reg, bus=bus,
-                        options=RunOptions(run_dir=d / "run", handle_signals=False))
+        runner = Runner(
+            load_experiment(str(f), registry=reg),
+            registry=reg,
+            bus=bus,
+            options=RunOptions(run_dir=d / "run", handle_signals=False),
+        )
         results.append(runner.run())
     assert [r.verdict for r in results] == [Verdict.PASSED, Verdict.PASSED]
     assert seen == [results[0].run_id, results[1].run_id]
@@ -179,13 +217,16 @@ method:
 
 def test_unknown_operation_and_bad_arguments_are_invalid_before_running(tmp_path: Path) -> None:
     f = tmp_path / "exp.yaml"
-    f.write_text(HEADER.replace("@TARGET@", str(tmp_path)) + """
+    f.write_text(
+        HEADER.replace("@TARGET@", str(tmp_path))
+        + """
 method:
   - {do: fake.explode, target: x}
   - {do: fake.touch, target: x, with: {stubborn: "yes", nope: 1}}
   - {do: fake.touch, target: x, duration: -3s}
   - {do: fake.touch, target: x, duration: 9999h}
-""")
+"""
+    )
     with pytest.raises(InvalidInput) as info:
         load_experiment(str(f), registry=registry())
     text = str(info.value)
