@@ -3,8 +3,13 @@
 Round-robin over healthy upstreams, keep-alive on both sides, and retries: a request that
 meets a connect error, a reset, a malformed answer or a 5xx from one replica is sent to
 the next one, so losing one replica costs clients nothing while another is healthy.
-Non-idempotent methods are retried only when nothing was sent (connect error). A timeout
-is not retried (it would double the load on a saturated service); the client gets 504.
+Non-idempotent methods are retried only when nothing was sent (connect error).
+
+Timeouts: each attempt of an idempotent request has a per-try timeout (``--try-timeout``,
+default 1 s, like Envoy's ``per_try_timeout``): a replica that stops answering — a
+partition, a SIGSTOP — costs the client that much latency, not an error, and is marked
+down at once (outlier detection). Connects and health checks use the same short timeout.
+Non-idempotent requests get one attempt under ``--timeout``; the client gets 504.
 
 Health: every ``--health-interval`` seconds each upstream gets ``GET /health``; a connect
 error on live traffic marks it down at once (passive check), a 200 brings it back.
@@ -65,17 +70,28 @@ class Counters:
 
 
 class Balancer:
-    def __init__(self, upstreams: list[Upstream], *, timeout_s: float, health_interval_s: float):
+    def __init__(
+        self,
+        upstreams: list[Upstream],
+        *,
+        timeout_s: float,
+        health_interval_s: float,
+        try_timeout_s: float = 1.0,
+    ):
         self.upstreams = upstreams
         self.timeout_s = timeout_s
+        self.try_timeout_s = min(try_timeout_s, timeout_s)
         self.health_interval_s = health_interval_s
         self.counters = Counters()
         self._rr = 0
 
     # -- one attempt on one upstream ----------------------------------------------------
 
-    async def fetch(self, up: Upstream, raw: bytes, *, head_only: bool) -> tuple[int, bytes]:
+    async def fetch(
+        self, up: Upstream, raw: bytes, *, head_only: bool, timeout_s: float | None = None
+    ) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         conn = None
         while up.idle:
             candidate = up.idle.pop()
@@ -84,17 +100,21 @@ class Balancer:
                 break
         if conn is None:
             try:
-                _, conn = await loop.create_connection(
-                    lambda: ClientConnection(_on_response, _on_error, keep_body=True),
-                    up.host,
-                    up.port,
+                _, fresh = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: ClientConnection(_on_response, _on_error, keep_body=True),
+                        up.host,
+                        up.port,
+                    ),
+                    self.try_timeout_s,
                 )
-            except OSError as exc:
+            except (OSError, TimeoutError) as exc:
                 raise UpstreamFailed(ErrorKind.CONNECT) from exc
+            conn = fresh
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         conn.tag = fut
         conn.send(raw, head_only=head_only)
-        timer = loop.call_later(self.timeout_s, _on_timeout, conn)
+        timer = loop.call_later(timeout_s, _on_timeout, conn)
         try:
             status, message = await fut
         finally:
@@ -118,12 +138,22 @@ class Balancer:
             if attempt:
                 self.counters.retries += 1
             up.sent += 1
+            idempotent = req.method in IDEMPOTENT
             try:
-                status, message = await self.fetch(up, req.raw, head_only=req.method == "HEAD")
+                status, message = await self.fetch(
+                    up,
+                    req.raw,
+                    head_only=req.method == "HEAD",
+                    timeout_s=self.try_timeout_s if idempotent else self.timeout_s,
+                )
             except UpstreamFailed as exc:
                 up.failed += 1
                 if exc.kind is ErrorKind.CONNECT:
                     up.healthy = False
+                    continue
+                if exc.kind is ErrorKind.TIMEOUT and idempotent:
+                    up.healthy = False  # outlier: stop sending it traffic until /health says so
+                    last = response(504, b"upstream timed out\n", keep_alive=req.keep_alive)
                     continue
                 if exc.kind is ErrorKind.TIMEOUT:
                     self.counters.failed += 1
@@ -152,7 +182,7 @@ class Balancer:
     async def check(self, up: Upstream) -> None:
         raw = build_request("GET", f"{up.host}:{up.port}", "/health")
         try:
-            status, _ = await self.fetch(up, raw, head_only=False)
+            status, _ = await self.fetch(up, raw, head_only=False, timeout_s=self.try_timeout_s)
         except UpstreamFailed:
             up.healthy = False
             return
@@ -266,10 +296,17 @@ def parse_upstream(text: str) -> Upstream:
 
 
 async def serve(
-    host: str, port: int, upstreams: list[Upstream], timeout_s: float, health_interval_s: float
+    host: str,
+    port: int,
+    upstreams: list[Upstream],
+    timeout_s: float,
+    health_interval_s: float,
+    try_timeout_s: float = 1.0,
 ) -> None:
     loop = asyncio.get_running_loop()
-    lb = Balancer(upstreams, timeout_s=timeout_s, health_interval_s=health_interval_s)
+    lb = Balancer(
+        upstreams, timeout_s=timeout_s, health_interval_s=health_interval_s, try_timeout_s=try_timeout_s
+    )
     tasks: set[asyncio.Task[None]] = set()
     server = await loop.create_server(
         lambda: FrontProtocol(lb, tasks), host, port, reuse_address=True, backlog=1024
@@ -290,8 +327,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", type=parse_upstream, action="append", required=True)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--health-interval", type=float, default=0.5)
+    parser.add_argument("--try-timeout", type=float, default=1.0)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.upstream, args.timeout, args.health_interval))
+    asyncio.run(
+        serve(args.host, args.port, args.upstream, args.timeout, args.health_interval, args.try_timeout)
+    )
 
 
 if __name__ == "__main__":
