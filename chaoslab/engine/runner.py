@@ -420,17 +420,32 @@ class Runner:
         )
         if activity.pause_before_s:
             self._sleep(activity.pause_before_s)
-        if activity.is_fault:
-            outcome = self._inject(activity)
-        else:
-            outcome = execute(
-                activity,
-                registry=self.registry,
-                ctx=self.ctx,
-                configuration=self.configuration,
-                secrets=self.secrets,
-                default_timeout_s=self.exp.runtime.activity_timeout_s,
-            )
+        outcome = self._inject(activity) if activity.is_fault else self._execute(activity)
+        self._report(activity, phase, outcome)
+        controls.call(
+            "after_activity_control",
+            context=dict(activity.ctk),
+            state={"status": outcome.status, "output": outcome.output},
+            configuration=self.configuration,
+            secrets=self.secrets,
+        )
+        if activity.pause_after_s:
+            self._sleep(activity.pause_after_s)
+        if isinstance(outcome.exception, InvalidInput | RunInterrupted | Aborted):
+            raise outcome.exception
+        return outcome
+
+    def _execute(self, activity: Activity) -> Outcome:
+        return execute(
+            activity,
+            registry=self.registry,
+            ctx=self.ctx,
+            configuration=self.configuration,
+            secrets=self.secrets,
+            default_timeout_s=self.exp.runtime.activity_timeout_s,
+        )
+
+    def _report(self, activity: Activity, phase: Phase, outcome: Outcome) -> None:
         self.bus.emit(
             ev.ActivityFinished(
                 run_id=self.run_id,
@@ -446,18 +461,6 @@ class Runner:
                 activity=activity.ctk,
             )
         )
-        controls.call(
-            "after_activity_control",
-            context=dict(activity.ctk),
-            state={"status": outcome.status, "output": outcome.output},
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
-        if activity.pause_after_s:
-            self._sleep(activity.pause_after_s)
-        if isinstance(outcome.exception, InvalidInput | RunInterrupted | Aborted):
-            raise outcome.exception
-        return outcome
 
     def _inject(self, activity: Activity) -> Outcome:
         start = time.time()
@@ -569,29 +572,8 @@ class Runner:
         assert self.exp.hypothesis is not None
         met = True
         for probe in self.exp.hypothesis.probes:
-            outcome = execute(
-                probe,
-                registry=self.registry,
-                ctx=self.ctx,
-                configuration=self.configuration,
-                secrets=self.secrets,
-                default_timeout_s=self.exp.runtime.activity_timeout_s,
-            )
-            self.bus.emit(
-                ev.ActivityFinished(
-                    run_id=self.run_id,
-                    phase=Phase.DURING,
-                    name=probe.name,
-                    activity_type="probe",
-                    status=outcome.status,
-                    start=outcome.start,
-                    end=outcome.end,
-                    output=outcome.output,
-                    error=outcome.error,
-                    tolerance_met=outcome.tolerance_met,
-                    activity=probe.ctk,
-                )
-            )
+            outcome = self._execute(probe)
+            self._report(probe, Phase.DURING, outcome)
             if outcome.status != "succeeded" or outcome.tolerance_met is False:
                 met = False
                 break
