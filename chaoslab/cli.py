@@ -149,6 +149,17 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal)."
 )
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    help="Write the blameless postmortem draft (Markdown) here.",
+)
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option(
+    "--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a Markdown job summary here."
+)
 @click.option(
     "--recover-first",
     is_flag=True,
@@ -169,6 +180,10 @@ def run(
     hypothesis_strategy: str | None,
     rollback_strategy: str | None,
     seed: int | None,
+    html_path: str | None,
+    markdown_path: str | None,
+    junit_path: str | None,
+    summary_path: str | None,
     recover_first: bool,
     output: str,
 ) -> None:
@@ -222,6 +237,21 @@ def run(
         import shutil
 
         shutil.copyfile(result.journal_path, journal_path)
+    if html_path or markdown_path or junit_path or summary_path:
+        from chaoslab.report import write_reports
+
+        def as_path(p: str | None) -> Path | None:
+            return Path(p) if p else None
+
+        written = write_reports(
+            result.journal,
+            html=as_path(html_path),
+            markdown=as_path(markdown_path),
+            junit=as_path(junit_path),
+            summary=as_path(summary_path),
+        )
+        for kind, path in written.items():
+            console.print(f"{kind}: {path}")
     if output == "json":
         click.echo(
             json.dumps(
@@ -357,10 +387,12 @@ def drivers(output: str) -> None:
 
 def _register_command_groups() -> None:
     from chaoslab.lab.cli import register as register_lab
+    from chaoslab.report.cli import register as register_report
     from chaoslab.safety.cli import register as register_safety
 
     register_lab(main)
     register_safety(main)
+    register_report(main)
 
 
 _register_command_groups()

@@ -855,32 +855,59 @@ def _timeslice(
     return out
 
 
+_OPENSLO_WINDOW_FIELDS = {
+    "duration": "duration",
+    "isRolling": "isRolling",
+    "calendar": "calendar",
+    "calendar.startTime": "calendar.startTime",
+    "calendar.timeZone": "calendar.timeZone",
+}
+_CONCISE_WINDOW_FIELDS = {
+    "duration": "window",
+    "isRolling": "calendar",
+    "calendar": "calendar",
+    "calendar.startTime": "calendar.start",
+    "calendar.timeZone": "calendar.timezone",
+}
+
+
 def _window(
-    doc: _Doc, w: Mapping[str, Any], base: str, check: _Checker, *, allow_seconds: bool
+    doc: _Doc,
+    w: Mapping[str, Any],
+    base: str,
+    check: _Checker,
+    *,
+    allow_seconds: bool,
+    fields: Mapping[str, str] = _OPENSLO_WINDOW_FIELDS,
 ) -> TimeWindow | None:
+    """A TimeWindow from OpenSLO-shaped ``w``; problems are reported at ``fields``' names."""
     try:
         duration = parse_shorthand(w.get("duration"), allow_seconds=allow_seconds)
     except ValueError as exc:
-        check.bad(doc, f"{base}.duration", str(exc), hint="e.g. 28d, 4w or 1M")
+        check.bad(doc, f"{base}.{fields['duration']}", str(exc), hint="e.g. 28d, 4w or 1M")
         return None
     cal = w.get("calendar")
     rolling = w.get("isRolling", cal is None)
     if not isinstance(rolling, bool):
-        check.bad(doc, f"{base}.isRolling", "expected true or false")
+        check.bad(doc, f"{base}.{fields['isRolling']}", "expected true or false")
         return None
     if rolling:
         if cal is not None:
-            check.bad(doc, f"{base}.isRolling", "a rolling window takes no 'calendar'")
+            check.bad(doc, f"{base}.{fields['isRolling']}", "a rolling window takes no 'calendar'")
             return None
         return TimeWindow(duration=duration, rolling=True)
     if not isinstance(cal, Mapping):
-        check.bad(doc, f"{base}.calendar", "a calendar-aligned window needs calendar: {startTime, timeZone}")
+        check.bad(
+            doc,
+            f"{base}.{fields['calendar']}",
+            "a calendar-aligned window needs calendar: {startTime, timeZone}",
+        )
         return None
     tz_name = cal.get("timeZone", "UTC")
     try:
         tz = ZoneInfo(str(tz_name))
     except (ZoneInfoNotFoundError, ValueError):
-        check.bad(doc, f"{base}.calendar.timeZone", f"unknown IANA time zone {tz_name!r}")
+        check.bad(doc, f"{base}.{fields['calendar.timeZone']}", f"unknown IANA time zone {tz_name!r}")
         return None
     start_raw = cal.get("startTime")
     if isinstance(start_raw, datetime):
@@ -891,12 +918,16 @@ def _window(
         except ValueError:
             check.bad(
                 doc,
-                f"{base}.calendar.startTime",
+                f"{base}.{fields['calendar.startTime']}",
                 f"expected a date and time like 2024-01-01 00:00:00, got {start_raw!r}",
             )
             return None
     if start.tzinfo is not None and start.utcoffset() != timedelta(0):
-        check.bad(doc, f"{base}.calendar.startTime", "give startTime without a zone; use calendar.timeZone")
+        check.bad(
+            doc,
+            f"{base}.{fields['calendar.startTime']}",
+            "give startTime without a zone; use calendar.timeZone",
+        )
         return None
     return TimeWindow(
         duration=duration, rolling=False, calendar_start=start.replace(tzinfo=tz), timezone=str(tz_name)
@@ -1009,7 +1040,7 @@ def _concise_slo(
                     "isRolling": False,
                     "calendar": {"startTime": cal.get("start"), "timeZone": cal.get("timezone", "UTC")},
                 }
-        window = _window(_remapped(doc, base), raw_w, base, check, allow_seconds=True)
+        window = _window(doc, raw_w, base, check, allow_seconds=True, fields=_CONCISE_WINDOW_FIELDS)
     budgeting_raw = str(e.get("budgeting", "occurrences")).lower()
     budgeting = Budgeting.TIMESLICES if budgeting_raw == "timeslices" else Budgeting.OCCURRENCES
     if budgeting_raw not in ("occurrences", "timeslices"):
@@ -1061,20 +1092,6 @@ def _concise_slo(
         source_file=doc.file,
         form="concise",
     )
-
-
-def _remapped(doc: _Doc, base: str) -> _Doc:
-    """``doc`` with the concise keys' lines under the OpenSLO names ``_window`` reports."""
-    lines = dict(doc.lines)
-    for new, old in (
-        ("duration", "window"),
-        ("calendar", "calendar"),
-        ("calendar.startTime", "calendar.start"),
-        ("calendar.timeZone", "calendar.timezone"),
-    ):
-        if f"{base}.{old}" in doc.lines:
-            lines[f"{base}.{new}"] = doc.lines[f"{base}.{old}"]
-    return _Doc(file=doc.file, index=doc.index, data=doc.data, lines=lines)
 
 
 def _selector(doc: _Doc, value: Any, path: str, check: _Checker) -> str | None:

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaoslab.report.view import RunView, load_journal
-
 
 def write_reports(
     journal: Mapping[str, Any] | str | Path,
@@ -35,6 +33,9 @@ def write_reports(
     Returns what was written, by kind. Raises ``view.JournalError`` (an ``InvalidInput``)
     if the journal is unusable.
     """
+    # Imported here: ``chaoslab`` imports this package on every start to register commands.
+    from chaoslab.report.view import RunView, load_journal
+
     doc = journal if isinstance(journal, Mapping) else load_journal(journal)
     view = RunView.from_journal(doc)
     written: dict[str, Path] = {}
@@ -66,4 +67,4 @@ def write_reports(
     return written
 
 
-__all__ = ["RunView", "load_journal", "write_reports"]
+__all__ = ["write_reports"]

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from chaoslab.report.gate import GATE_EXIT_HELP, GateExit
+from chaoslab.report.exitcodes import GATE_EXIT_HELP, GateExit
 
 DEFAULT_GATE_DIR = "chaoslab-gate"
 

@@ -46,43 +46,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.report import baseline as bl
+from chaoslab.report.exitcodes import GateExit as GateExit  # re-exported: callers import it from here
 from chaoslab.report.score import FAILED, INFRASTRUCTURE, Class, Score, Scored, Thresholds, score
 from chaoslab.report.view import JournalError, RunView, load_journal
-
-
-class GateExit(IntEnum):
-    PASS = 0
-    FAIL = 1
-    INVALID_INPUT = 2
-    REGRESSION = 3
-    INCONCLUSIVE = 4
-    INFRA_ERROR = 5
-    WARNING = 10
-    INTERRUPTED = 130
-
-
-GATE_EXIT_HELP = """\b
-Exit codes (GateExit; the first that applies wins):
-  2   invalid input  the suite, an experiment or the baseline is wrong; nothing ran
-  130 interrupted    SIGINT/SIGTERM; the running experiment reverted first
-  5   infra error    a run errored, crashed, timed out or was NOT CLEAN
-  1   fail           a key experiment failed, or score < warn threshold
-  3   regression     score drop or SLI worse than the baseline beyond tolerance
-  4   inconclusive   inconclusive runs decide the class, a key run was
-                     inconclusive, or --require-baseline and none exists
-  10  warning        warn threshold <= score < pass threshold
-  0   pass           score >= pass threshold, no regression
-
-\b
-Score: 100 x sum(weight x credit) / sum(weight); credit passed 1,
-inconclusive 0.5 (range: 0..1), any other verdict 0.
-"""
 
 
 class GateInterrupted(Exception):
@@ -554,12 +525,18 @@ def run_gate(
             outcome = run_experiment(entry, run_dir, timeout_s=options.timeout_s)
         except (KeyboardInterrupt, GateInterrupted):
             interrupted = True
+            # The run reverted and wrote its journal on SIGTERM: keep what it measured.
+            try:
+                view: RunView | None = RunView.from_journal(load_journal(run_dir / "journal.json"))
+            except JournalError:
+                view = None
             outcome = Outcome(
                 entry=entry,
                 verdict="interrupted",
                 reason="the gate was interrupted",
                 run_dir=run_dir,
                 duration_s=0.0,
+                view=view,
             )
             outcomes.append(outcome)
             break

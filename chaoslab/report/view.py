@@ -312,7 +312,6 @@ class RunView:
             "node": str(journal.get("node", "")),
             "seed": str(cl.get("seed", "")),
             "run id": str(cl.get("run_id", "")),
-            "experiment source": str(exp.get("_source", "") or ""),
         }
         return cls(
             title=str(exp.get("title") or "untitled experiment"),

@@ -102,7 +102,7 @@ def register(main: click.Group) -> None:
         """Show the scenarios, their triggers, windows and next run."""
         from datetime import UTC, datetime
 
-        from chaoslab.scheduler.triggers import run_at
+        from chaoslab.scheduler.triggers import human, run_at
 
         now = datetime.now(UTC)
         rows = []
@@ -113,13 +113,13 @@ def register(main: click.Group) -> None:
                     "name": sc.name,
                     "kind": sc.kind + (" (leashed)" if sc.monkey is not None and sc.monkey.leashed else ""),
                     "trigger": sc.trigger.describe()
-                    + (f" + jitter < {sc.jitter_s:g}s" if sc.jitter_s else ""),
+                    + (f" + jitter < {human(sc.jitter_s)}" if sc.jitter_s else ""),
                     "timezone": sc.tz.key,
                     "windows": "; ".join(w.describe() for w in sc.calendar.windows) or "any time",
                     "blackouts": len(sc.calendar.blackouts),
                     "misfire": f"{sc.misfire.policy}"
-                    + (f" (grace {sc.misfire.grace_s:g}s)" if sc.misfire.policy == "run-once" else ""),
-                    "next": run_at(sc.name, nxt, sc.jitter_s).isoformat() if nxt else None,
+                    + (f" (grace {human(sc.misfire.grace_s)})" if sc.misfire.policy == "run-once" else ""),
+                    "next": run_at(sc.name, nxt, sc.jitter_s).strftime("%Y-%m-%d %H:%M:%SZ") if nxt else None,
                     "file": str(sc.path),
                 }
             )
@@ -134,7 +134,7 @@ def register(main: click.Group) -> None:
             table.add_row(
                 r["name"],
                 r["kind"],
-                f"{r['trigger']} [{r['timezone']}]",
+                r["trigger"],
                 r["windows"],
                 r["misfire"],
                 r["next"] or "never",

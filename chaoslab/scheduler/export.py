@@ -22,6 +22,7 @@ pod waits until the slot's jittered time).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -56,6 +57,44 @@ def cron_schedule(scenario: Scenario) -> str:
     if isinstance(t, MonkeyTrigger):
         raise ExportError("a monkey scenario needs the daemon (`chaoslab schedule daemon`), not a CronJob")
     raise ExportError(f"cannot export trigger {t.describe()}")
+
+
+def _library_refs(experiment: Path) -> list[tuple[str, str, str]]:
+    """(kind, name, file text) of every library entry the experiment refers to (``ref:``)."""
+    from chaoslab.errors import InvalidInput
+    from chaoslab.model.library import find
+    from chaoslab.model.source import load_document
+
+    try:
+        data = load_document(experiment).data
+    except InvalidInput:
+        return []
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("ref"), str):
+                names.add(node["ref"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(data)
+    out = []
+    for name in sorted(names):
+        entry = find(name, str(experiment))
+        if entry is not None:
+            kind = Path(entry.file).parent.name
+            out.append(
+                (
+                    kind if kind in ("probes", "actions") else "probes",
+                    name,
+                    Path(entry.file).read_text("utf-8"),
+                )
+            )
+    return out
 
 
 def _key(name: str) -> str:
@@ -96,6 +135,14 @@ def manifests(
                 keys.append(key)
             gate["slo"] = keys
     files["scenario.yaml"] = yaml.safe_dump(raw, sort_keys=False)
+    # Paths inside the mount: most keys sit at the top; library entries (``ref:``) go to
+    # probes/ and actions/ beside the experiments, where the loader looks for them.
+    paths = {key: key for key in files}
+    for parsed in scenario.steps:
+        for kind, entry_name, text in _library_refs(parsed.experiment):
+            key = _key(f"lib-{kind}-{entry_name}.yaml")
+            files[key] = text
+            paths[key] = f"{kind}/{entry_name}.yaml"
     meta: dict[str, Any] = {
         "name": base,
         "labels": {"app.kubernetes.io/name": "chaoslab", "chaoslab.io/scenario": scenario.name},
@@ -140,7 +187,13 @@ def manifests(
                             "restartPolicy": "Never",
                             "containers": [container],
                             "volumes": [
-                                {"name": "scenario", "configMap": {"name": base}},
+                                {
+                                    "name": "scenario",
+                                    "configMap": {
+                                        "name": base,
+                                        "items": [{"key": k, "path": p} for k, p in sorted(paths.items())],
+                                    },
+                                },
                                 {"name": "state", "emptyDir": {}},
                             ],
                         },
@@ -152,5 +205,19 @@ def manifests(
     return [configmap, cronjob]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the mounted files) as literal blocks, so the manifest reads well."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render(docs: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+    return yaml.dump_all(
+        docs, Dumper=_Dumper, sort_keys=False, explicit_start=True, allow_unicode=True, width=100
+    )

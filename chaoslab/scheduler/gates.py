@@ -21,11 +21,11 @@ Built-in gates:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from chaoslab import paths
 from chaoslab.errors import ChaoslabError
@@ -195,17 +195,18 @@ class ErrorBudgetGate:
     min_remaining: float
     prometheus_url: str | None = None
     name: str = "error-budget"
+    # Reads the budget: (slo files, prometheus url) -> a BudgetDecision-like answer with
+    # ``allowed``, ``reasons`` and ``statuses`` (each with ``slo``, ``budget_remaining``).
+    # None: chaoslab.sli.budget_gate.check_budget. Injected by tests and other sources.
+    reader: Callable[[tuple[Path, ...], str | None], Any] | None = None
 
     def check(self, ctx: GateContext) -> GateResult:
+        reader = self.reader or _prometheus_budget
         try:
-            from chaoslab.sli.budget_gate import check_budget
+            decision = reader(self.slo_files, self.prometheus_url)
         except ImportError:
             return GateResult(
                 gate=self.name, ok=False, detail="chaoslab.sli.budget_gate is not installed; failing closed"
-            )
-        try:
-            decision = check_budget(
-                {"slo_files": [str(p) for p in self.slo_files]}, Path("/"), prometheus=self.prometheus_url
             )
         except ChaoslabError as exc:
             return GateResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
@@ -221,6 +222,12 @@ class ErrorBudgetGate:
             return GateResult(gate=self.name, ok=False, detail="; ".join(low))
         left = ", ".join(f"{st.slo} {st.budget_remaining * 100:.1f}% left" for st in decision.statuses)
         return GateResult(gate=self.name, ok=True, detail=left)
+
+
+def _prometheus_budget(files: tuple[Path, ...], url: str | None) -> Any:
+    from chaoslab.sli.budget_gate import check_budget
+
+    return check_budget({"slo_files": [str(p) for p in files]}, Path("/"), prometheus=url)
 
 
 def default_gates() -> list[Gate]:

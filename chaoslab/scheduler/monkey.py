@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chaoslab.scheduler.triggers import slot_key, unit_hash, utc
+from chaoslab.scheduler.triggers import human, slot_key, unit_hash, utc
 
 _EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -100,7 +100,7 @@ class MonkeyTrigger:
         return None
 
     def describe(self) -> str:
-        return f"monkey: one kill every {self.mean_s}s on average, at least {self.min_gap_s}s apart"
+        return f"monkey: a kill every ~{human(self.mean_s)}, ≥ {human(self.min_gap_s)} apart"
 
 
 def pick_victim(spec: MonkeySpec, scenario: str, slot: datetime) -> str | None:

@@ -186,6 +186,8 @@ def overall(results: Sequence[StepResult]) -> Verdict:
 
 
 def _verdict_of(code: int) -> Verdict:
+    if code in (-signal.SIGTERM, -signal.SIGINT):
+        return Verdict.INTERRUPTED  # stopped before the engine could catch the signal
     try:
         return Verdict[ExitCode(code).name]
     except ValueError:

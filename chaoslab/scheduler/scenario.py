@@ -515,7 +515,9 @@ class _Loader:
             if not isinstance(n, Mapping):
                 self.bad(p, "a notification is {webhook: URL, on: [start, finish, abort]}")
                 continue
-            for key in sorted(set(n) - {"webhook", "webhook_env", "on"}):
+            if True in n:  # YAML 1.1 reads an unquoted `on:` key as the boolean true
+                n = {("on" if k is True else k): v for k, v in n.items()}
+            for key in sorted(set(n) - {"webhook", "webhook_env", "on"}, key=str):
                 self.bad(f"{p}.{key}", f"unknown field {key!r}")
             url, env = n.get("webhook"), n.get("webhook_env")
             if (url is None) == (env is None):
@@ -624,11 +626,18 @@ class _Loader:
                 f"{p}.mean_time_between_kills",
                 f"must be at least twice min_gap ({2 * gap:g}s) for kills to stay min_gap apart",
             )
-        if mean is None or gap is None:
+        chosen = {str(k): str(v) for k, v in select.items()}
+        if (
+            targets
+            and chosen
+            and not any(all(t.labels.get(k) == v for k, v in chosen.items()) for t in targets)
+        ):
+            self.bad(f"{p}.select", f"no target carries the labels {chosen}")
+        if mean is None or gap is None or mean < 2 * gap:
             return None
         spec = MonkeySpec(
             targets=tuple(targets),
-            select={str(k): str(v) for k, v in select.items()},
+            select=chosen,
             mean_s=int(mean),
             min_gap_s=int(gap),
             signal=str(m.get("signal", "SIGKILL")),
@@ -636,8 +645,6 @@ class _Loader:
             seed=str(m.get("seed", name)),
             heal_timeout_s=heal or 30.0,
         )
-        if targets and select and not spec.opted_in():
-            self.bad(f"{p}.select", f"no target carries the labels {dict(spec.select)}")
         return spec
 
 

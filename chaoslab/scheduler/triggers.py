@@ -113,4 +113,17 @@ class IntervalTrigger:
         return self.anchor + timedelta(seconds=k * self.every_s)
 
     def describe(self) -> str:
-        return f"every {self.every_s}s"
+        return f"every {human(self.every_s)}"
+
+
+def human(seconds: float) -> str:
+    """``90`` → ``1m30s``, ``7200`` → ``2h``: durations as people write them."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{unit}")
+            s %= size
+    return "".join(parts)

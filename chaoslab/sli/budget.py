@@ -140,7 +140,8 @@ class BudgetStatus:
 
     @property
     def exhausted(self) -> bool:
-        return self.budget_remaining <= 0.0 and self.counts.total > 0
+        # Relative tolerance: (1 − 0.999) · 10000 is 10.000000000000009 in floating point.
+        return self.counts.total > 0 and self.counts.bad >= self.budget_events * (1 - 1e-9)
 
     @property
     def page_firing(self) -> tuple[str, ...]:

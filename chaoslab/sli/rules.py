@@ -74,7 +74,8 @@ def error_ratio_expr(slo: SLODefinition, window: str) -> str:
     total = _rate(ratio.total, window, counter)
     lat = slo.indicator.latency
     if lat is not None:
-        alts = "|".join(re.escape(s) for s in le_spellings(lat.threshold_s))
+        # A regex inside a PromQL string literal: the backslash itself must be escaped.
+        alts = "|".join(re.escape(s).replace("\\", "\\\\") for s in le_spellings(lat.threshold_s))
         inner = ",".join(x for x in (lat.matchers.strip().rstrip(","), f'le=~"{alts}"') if x)
         good = f"sum(rate({lat.metric}_bucket{{{inner}}}[{window}]))"
         return f"1 - ({good} / {total})"

@@ -66,8 +66,11 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("experiments")
-    for name, latency, threshold in (("mild", "20ms", "500ms"), ("slower", "200ms", "500ms"),
-                                     ("harsh", "300ms", "100ms")):
+    for name, latency, threshold in (
+        ("mild", "20ms", "500ms"),
+        ("slower", "200ms", "500ms"),
+        ("harsh", "300ms", "100ms"),
+    ):
         (d / f"{name}.yaml").write_text(EXPERIMENT.format(title=name, latency=latency, threshold=threshold))
     return d
 
@@ -78,8 +81,14 @@ def suite(path: Path, name: str, entries: list[dict[str, Any]], **extra: Any) ->
 
 
 def gate(lab_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-c", BOOT, "gate", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "CHAOSLAB_HOME": str(lab_home)}, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "gate", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CHAOSLAB_HOME": str(lab_home)},
+        check=False,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -89,35 +98,57 @@ def cases(junit: Path) -> dict[str, ET.Element]:
     return {f"{s.get('name')}/{c.get('name')}": c for s in root.iter("testsuite") for c in s.iter("testcase")}
 
 
-def test_missing_baseline_then_regression_against_it(lab_home: Path, experiments: Path, tmp_path: Path) -> None:
+def test_missing_baseline_then_regression_against_it(
+    lab_home: Path, experiments: Path, tmp_path: Path
+) -> None:
     baseline = tmp_path / "ci-cache" / "baseline.json"
     out = tmp_path / "gate-1"
-    spec = suite(tmp_path / "suite.json", "checkout", [
-        {"path": str(experiments / "mild.yaml"), "name": "slow-replica", "weight": 2, "key": True},
-        {"path": str(experiments / "mild.yaml"), "name": "slow-replica-again"},
-    ])
-    proc = gate(lab_home, "--suite", str(spec), "--baseline", str(baseline), "--output-dir", str(out),
-                "--metrics-file", str(out / "gate.prom"))
+    spec = suite(
+        tmp_path / "suite.json",
+        "checkout",
+        [
+            {"path": str(experiments / "mild.yaml"), "name": "slow-replica", "weight": 2, "key": True},
+            {"path": str(experiments / "mild.yaml"), "name": "slow-replica-again"},
+        ],
+    )
+    proc = gate(
+        lab_home,
+        "--suite",
+        str(spec),
+        "--baseline",
+        str(baseline),
+        "--output-dir",
+        str(out),
+        "--metrics-file",
+        str(out / "gate.prom"),
+    )
     assert proc.returncode == GateExit.PASS, proc.stderr
     assert "no baseline" in proc.stderr
     got = cases(out / "junit.xml")
-    assert set(got) == {"checkout/slow-replica", "checkout/slow-replica-again",
-                        "checkout baseline/compared with the last passing gate"}
+    assert set(got) == {
+        "checkout/slow-replica",
+        "checkout/slow-replica-again",
+        "checkout baseline/compared with the last passing gate",
+    }
     assert all(len(c) == 1 and c[0].tag == "system-out" for k, c in got.items() if k.startswith("checkout/"))
     skipped = got["checkout baseline/compared with the last passing gate"].find("skipped")
     assert skipped is not None and "no baseline" in (skipped.get("message") or "")
     summary = (out / "summary.md").read_text()
     assert "**pass**" in summary and "no baseline" in summary and "Resilience score 100" in summary
     assert (out / "runs" / "01-slow-replica" / "report.html").is_file()
-    assert "chaoslab_gate_score{suite=\"checkout\"} 100.0" in (out / "gate.prom").read_text()
+    assert 'chaoslab_gate_score{suite="checkout"} 100.0' in (out / "gate.prom").read_text()
     stored = json.loads(baseline.read_text())
     assert stored["score"] == 100.0 and "p95-latency[during]" in stored["experiments"]["slow-replica"]["sli"]
 
     # Same suite name, same entry name, 10× the latency: the SLO still holds, the SLI regressed.
     out2 = tmp_path / "gate-2"
-    spec2 = suite(tmp_path / "suite2.json", "checkout", [
-        {"path": str(experiments / "slower.yaml"), "name": "slow-replica", "weight": 2, "key": True},
-    ])
+    spec2 = suite(
+        tmp_path / "suite2.json",
+        "checkout",
+        [
+            {"path": str(experiments / "slower.yaml"), "name": "slow-replica", "weight": 2, "key": True},
+        ],
+    )
     proc = gate(lab_home, "--suite", str(spec2), "--baseline", str(baseline), "--output-dir", str(out2))
     assert proc.returncode == GateExit.REGRESSION, proc.stderr
     result = json.loads((out2 / "gate.json").read_text())
@@ -131,12 +162,19 @@ def test_missing_baseline_then_regression_against_it(lab_home: Path, experiments
     assert json.loads(baseline.read_text())["created"] == stored["created"]
 
 
-def test_key_failure_fails_the_gate_whatever_the_score(lab_home: Path, experiments: Path, tmp_path: Path) -> None:
+def test_key_failure_fails_the_gate_whatever_the_score(
+    lab_home: Path, experiments: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "gate"
-    spec = suite(tmp_path / "suite.json", "key-failure", [
-        {"path": str(experiments / "harsh.yaml"), "name": "harsh", "weight": 1, "key": True},
-        {"path": str(experiments / "mild.yaml"), "name": "mild", "weight": 20},
-    ], thresholds={"pass": 90, "warn": 70})
+    spec = suite(
+        tmp_path / "suite.json",
+        "key-failure",
+        [
+            {"path": str(experiments / "harsh.yaml"), "name": "harsh", "weight": 1, "key": True},
+            {"path": str(experiments / "mild.yaml"), "name": "mild", "weight": 20},
+        ],
+        thresholds={"pass": 90, "warn": 70},
+    )
     proc = gate(lab_home, "--suite", str(spec), "--output-dir", str(out))
     assert proc.returncode == GateExit.FAIL, proc.stderr
     result = json.loads((out / "gate.json").read_text())
@@ -154,10 +192,21 @@ def test_key_failure_fails_the_gate_whatever_the_score(lab_home: Path, experimen
     assert not (lab_home / "gate" / "key-failure" / "baseline.json").exists()
 
 
-def test_require_baseline_without_one_is_inconclusive(lab_home: Path, experiments: Path, tmp_path: Path) -> None:
+def test_require_baseline_without_one_is_inconclusive(
+    lab_home: Path, experiments: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "gate"
-    proc = gate(lab_home, str(experiments / "mild.yaml"), "--name", "fresh", "--require-baseline",
-                "--output-dir", str(out), "--junit", str(tmp_path / "reports" / "junit.xml"))
+    proc = gate(
+        lab_home,
+        str(experiments / "mild.yaml"),
+        "--name",
+        "fresh",
+        "--require-baseline",
+        "--output-dir",
+        str(out),
+        "--junit",
+        str(tmp_path / "reports" / "junit.xml"),
+    )
     assert proc.returncode == GateExit.INCONCLUSIVE, proc.stderr
     assert "no baseline" in proc.stderr
     got = cases(tmp_path / "reports" / "junit.xml")
@@ -166,13 +215,17 @@ def test_require_baseline_without_one_is_inconclusive(lab_home: Path, experiment
     assert not (lab_home / "gate" / "fresh" / "baseline.json").exists()
 
 
-def test_invalid_suite_runs_nothing_and_still_writes_junit(lab_home: Path, experiments: Path,
-                                                           tmp_path: Path) -> None:
+def test_invalid_suite_runs_nothing_and_still_writes_junit(
+    lab_home: Path, experiments: Path, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.yaml"
-    broken.write_text("title: broken\ndescription: x\nmethod:\n  - do: proxy.nosuchop\n    target: lab:replica-1\n")
+    broken.write_text(
+        "title: broken\ndescription: x\nmethod:\n  - do: proxy.nosuchop\n    target: lab:replica-1\n"
+    )
     out = tmp_path / "gate"
-    spec = suite(tmp_path / "suite.json", "invalid", [
-        {"path": str(experiments / "mild.yaml")}, {"path": str(broken)}])
+    spec = suite(
+        tmp_path / "suite.json", "invalid", [{"path": str(experiments / "mild.yaml")}, {"path": str(broken)}]
+    )
     proc = gate(lab_home, "--suite", str(spec), "--output-dir", str(out))
     assert proc.returncode == GateExit.INVALID_INPUT
     assert "nosuchop" in proc.stderr
@@ -183,8 +236,59 @@ def test_invalid_suite_runs_nothing_and_still_writes_junit(lab_home: Path, exper
 
 
 def test_help_documents_exit_codes() -> None:
-    proc = subprocess.run([sys.executable, "-c", BOOT, "gate", "--help"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "gate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0
     for code in GateExit:
         assert f"  {int(code)} " in proc.stdout, code
+
+
+def test_sigterm_reverts_the_running_experiment_and_reports_interrupted(
+    lab_home: Path, experiments: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "gate"
+    spec = suite(
+        tmp_path / "suite.json",
+        "interrupted",
+        [
+            {"path": str(experiments / "mild.yaml"), "name": "first"},
+            {"path": str(experiments / "mild.yaml"), "name": "second"},
+        ],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BOOT, "gate", "--suite", str(spec), "--output-dir", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CHAOSLAB_HOME": str(lab_home)},
+    )
+    events = out / "runs" / "01-first" / "events.ndjson"
+    try:
+        deadline = time.monotonic() + 30
+        while not (events.exists() and "fault-injected" in events.read_text()):
+            assert time.monotonic() < deadline, "the fault was never injected"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == GateExit.INTERRUPTED, err
+    assert "Traceback" not in err
+    journal = json.loads((out / "runs" / "01-first" / "journal.json").read_text())
+    kinds = [f["kind"] for f in journal["chaoslab"]["faults"]]
+    assert "fault-reverted" in kinds
+    assert all(f["clean"] for f in journal["chaoslab"]["faults"] if f["kind"] == "clean-checked")
+    got = cases(out / "junit.xml")
+    for name in ("first", "second"):
+        error = got[f"interrupted/{name}"].find("error")
+        assert error is not None and error.get("type") == "interrupted"

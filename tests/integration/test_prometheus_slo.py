@@ -194,12 +194,42 @@ def test_threshold_without_bucket_boundary_is_an_error(lab: Lab, traffic: Traffi
 
 def test_missing_series_is_an_error_not_a_pass(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
     path = _ratio_slo(
-        tmp_path, "ghost", 0.99, good='lab_requests_total{path="/never",code="200"}',
+        tmp_path,
+        "ghost",
+        0.99,
+        good='lab_requests_total{path="/never",code="200"}',
         total='lab_requests_total{path="/never"}',
     )
     (slo,) = load_slo_files([path])
     with PrometheusClient(lab.url) as client, pytest.raises(SLIError, match="no data"):
         budget_status(PrometheusSLI(client, slo), traffic.at)
+
+
+def test_timeslices_count_the_bad_slices(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "slices.yaml",
+        f"""slos:
+  - name: slices
+    objective: 0.5
+    window: 1d
+    budgeting: timeslices
+    timeslice: {{window: 5s, target: 0.9}}
+    ratio: {{good: '{GOOD}', total: '{TOTAL}'}}
+""",
+    )
+    (slo,) = load_slo_files([path])
+    with PrometheusClient(lab.url) as client:
+        ev = PrometheusSLI(client, slo).timeslices(traffic.t0, traffic.at)
+    # Slices end at t0+5 ... t0+30; the two ending at t0+25 and t0+30 lie in the error
+    # phase (ratio 0.8 < 0.9), the others see no 404 at all.
+    per_slice = []
+    for k in range(1, 7):
+        lo, hi = traffic.t0 + 5 * (k - 1), traffic.t0 + 5 * k
+        rows = [r for r in traffic.records if lo <= r[0] < hi]
+        per_slice.append(sum(1 for r in rows if r[2] == 200) / len(rows))
+    assert [v >= 0.9 for v in per_slice] == [True, True, True, True, False, False]
+    assert ev.unit == "slices" and ev.total in (5.0, 6.0) and ev.bad == 2.0
 
 
 def test_budget_gate_refuses_with_numbers_and_override_lets_it_run(
@@ -210,11 +240,15 @@ def test_budget_gate_refuses_with_numbers_and_override_lets_it_run(
     decision = check_budget(exp, tmp_path, at=traffic.at)
     assert not decision.allowed and decision.refused
     text = decision.format()
-    assert "error budget exhausted" in text and "page-level burn active" not in text
+    assert "avail: error budget exhausted: " in text and "remaining)" in text
+    assert "avail: page-level burn active (page 6h/30m;" in text
     assert decision.statuses[0].counts.bad > 0
-    overridden = check_budget({**exp, "budget_gate": {"override": True, "reason": "drill"}}, tmp_path,
-                              at=traffic.at)
-    assert overridden.allowed and overridden.overridden and "overridden explicitly: drill" in overridden.format()
+    overridden = check_budget(
+        {**exp, "budget_gate": {"override": True, "reason": "drill"}}, tmp_path, at=traffic.at
+    )
+    assert (
+        overridden.allowed and overridden.overridden and "overridden explicitly: drill" in overridden.format()
+    )
     # Prometheus down: not knowing is a refusal too.
     down = check_budget({**exp, "prometheus": "http://127.0.0.1:9"}, tmp_path, at=traffic.at)
     assert not down.allowed and "cannot reach Prometheus" in down.format()
@@ -242,7 +276,9 @@ def test_allowance_is_a_share_of_the_remaining_budget(lab: Lab, traffic: Traffic
 
 def test_prometheus_source_serves_experiment_objectives(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
     _ratio_slo(tmp_path, "avail", 0.99)
-    objectives, sources = steady_state_from_files({"slo_files": ["avail.yaml"], "prometheus": lab.url}, tmp_path)
+    objectives, sources = steady_state_from_files(
+        {"slo_files": ["avail.yaml"], "prometheus": lab.url}, tmp_path
+    )
     (obj,) = objectives
     src = sources[obj.source]
     assert isinstance(src, PrometheusSource)
@@ -258,7 +294,10 @@ def test_prometheus_source_serves_experiment_objectives(lab: Lab, traffic: Traff
 
 
 def test_cli_status_and_rules(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
-    files = [str(REPO / "experiments/slos/lab-availability.yaml"), str(REPO / "experiments/slos/lab-latency.yaml")]
+    files = [
+        str(REPO / "experiments/slos/lab-availability.yaml"),
+        str(REPO / "experiments/slos/lab-latency.yaml"),
+    ]
     proc = subprocess.run(
         [*CLI, "slo", "status", *files, "--prometheus", lab.url], capture_output=True, text=True, timeout=60
     )
@@ -268,15 +307,18 @@ def test_cli_status_and_rules(lab: Lab, traffic: Traffic, tmp_path: Path) -> Non
     assert "lab-latency" in proc.stdout and "budget remaining" in proc.stdout
     assert "5m≈10s" in proc.stdout and "firing:" in proc.stdout
     out = tmp_path / "rules.yaml"
-    proc = subprocess.run([*CLI, "slo", "rules", *files, "-o", str(out)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "slo", "rules", *files, "-o", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     check = subprocess.run([promfixture.PROMTOOL, "check", "rules", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS" in check.stdout
     # Invalid input: file, line and field, exit code 2, no traceback.
     bad = _write(tmp_path, "bad.yaml", "slos:\n  - name: x\n    objective: 99\n    window: 1m\n")
-    proc = subprocess.run([*CLI, "slo", "status", str(bad), "--prometheus", lab.url], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [*CLI, "slo", "status", str(bad), "--prometheus", lab.url], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{bad}:3 at slos[0].objective" in proc.stderr
     assert "slos[0].ratio" in proc.stderr

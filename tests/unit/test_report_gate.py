@@ -21,7 +21,10 @@ def test_suite_file_resolves_paths_and_defaults(tmp_path: Path) -> None:
     (tmp_path / "exp").mkdir()
     write(tmp_path / "exp" / "a.yaml", "title: a\n")
     write(tmp_path / "exp" / "b.yaml", "title: b\n")
-    suite = load_suite(write(tmp_path / "suite.yaml", """
+    suite = load_suite(
+        write(
+            tmp_path / "suite.yaml",
+            """
 name: checkout
 experiments:
   - {path: exp/a.yaml, weight: 3, key: true}
@@ -29,7 +32,9 @@ experiments:
     name: bee
 thresholds: {pass: 95}
 tolerance: {score: 2}
-"""))
+""",
+        )
+    )
     assert suite.name == "checkout"
     a, b = suite.entries
     assert a == SuiteEntry(path=(tmp_path / "exp" / "a.yaml").resolve(), name="a", weight=3.0, key=True)
@@ -40,29 +45,47 @@ tolerance: {score: 2}
 
 def test_suite_file_reports_every_problem_with_field_paths_and_lines(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "title: a\n")
-    path = write(tmp_path / "suite.yaml", """
+    path = write(
+        tmp_path / "suite.yaml",
+        """
 experiments:
   - {path: a.yaml, weight: -1}
   - {path: missing.yaml, key: "yes"}
   - {path: a.yaml, colour: red}
 thresholds: {pass: 60, warn: 80}
 tolerance: {score: fast}
-""")
+""",
+    )
     with pytest.raises(InvalidInput) as info:
         load_suite(path)
     text = str(info.value)
-    for expected in ("at name", "experiments[0].weight", "experiments[1].path", "experiments[1].key",
-                     "experiments[2].colour", "experiments[2].name", "duplicate", "tolerance.score",
-                     "thresholds"):
+    for expected in (
+        "at name",
+        "experiments[0].weight",
+        "experiments[1].path",
+        "experiments[1].key",
+        "experiments[2].colour",
+        "experiments[2].name",
+        "duplicate",
+        "tolerance.score",
+        "thresholds",
+    ):
         assert expected in text, expected
     weight = next(p for p in info.value.problems if p.path == "experiments[0].weight")
     assert weight.line == 3
 
 
 def snap(score_: float, **sli: tuple[float, str, str]) -> bl.Snapshot:
-    points = {k.replace("_", "[", 1) + "]": bl.SLIPoint(estimate=v, unit=u, better=b) for k, (v, u, b) in sli.items()}
-    return bl.Snapshot(suite="s", score=score_, created="2027-01-01T00:00:00+00:00",
-                       experiments={"kill": bl.ExperimentSnapshot(verdict="passed", weight=1, key=True, sli=points)})
+    points = {
+        k.replace("_", "[", 1) + "]": bl.SLIPoint(estimate=v, unit=u, better=b)
+        for k, (v, u, b) in sli.items()
+    }
+    return bl.Snapshot(
+        suite="s",
+        score=score_,
+        created="2027-01-01T00:00:00+00:00",
+        experiments={"kill": bl.ExperimentSnapshot(verdict="passed", weight=1, key=True, sli=points)},
+    )
 
 
 def test_no_baseline_is_reported_never_a_silent_pass() -> None:
@@ -92,10 +115,22 @@ def test_latency_needs_both_relative_and_absolute_rise() -> None:
 
 def test_ratio_and_ttr_directions() -> None:
     tol = bl.Tolerance(ratio=0.01, ttr_s=2)
-    base = snap(100, avail_during=(0.999, "", "higher"), err_during=(0.001, "", "lower"), heal_during=(3.0, "s", "lower"))
-    better = snap(100, avail_during=(1.0, "", "higher"), err_during=(0.0, "", "lower"), heal_during=(1.0, "s", "lower"))
+    base = snap(
+        100,
+        avail_during=(0.999, "", "higher"),
+        err_during=(0.001, "", "lower"),
+        heal_during=(3.0, "s", "lower"),
+    )
+    better = snap(
+        100, avail_during=(1.0, "", "higher"), err_during=(0.0, "", "lower"), heal_during=(1.0, "s", "lower")
+    )
     assert bl.compare(better, base, tol).status == "ok"
-    worse = snap(100, avail_during=(0.95, "", "higher"), err_during=(0.05, "", "lower"), heal_during=(9.0, "s", "lower"))
+    worse = snap(
+        100,
+        avail_during=(0.95, "", "higher"),
+        err_during=(0.05, "", "lower"),
+        heal_during=(9.0, "s", "lower"),
+    )
     comp = bl.compare(worse, base, tol)
     assert {r.what for r in comp.regressions} == {"avail[during]", "err[during]", "heal[during]"}
 
@@ -115,9 +150,17 @@ def test_store_path_is_under_chaoslab_home(chaoslab_home: Path) -> None:
     assert bl.store_path("checkout / prod") == chaoslab_home / "gate" / "checkout_prod" / "baseline.json"
 
 
-def outcome(name: str, verdict: str, *, key: bool = False, weight: float = 1, infra: str | None = None) -> Outcome:
-    return Outcome(entry=SuiteEntry(path=Path(f"/x/{name}.yaml"), name=name, weight=weight, key=key),
-                   verdict=verdict, reason="", run_dir=Path("/x"), duration_s=1.0, infra_error=infra)
+def outcome(
+    name: str, verdict: str, *, key: bool = False, weight: float = 1, infra: str | None = None
+) -> Outcome:
+    return Outcome(
+        entry=SuiteEntry(path=Path(f"/x/{name}.yaml"), name=name, weight=weight, key=key),
+        verdict=verdict,
+        reason="",
+        run_dir=Path("/x"),
+        duration_s=1.0,
+        infra_error=infra,
+    )
 
 
 def run_decide(outcomes: list[Outcome], comp: bl.Comparison | None = None, **kw: bool) -> GateExit:
@@ -126,8 +169,12 @@ def run_decide(outcomes: list[Outcome], comp: bl.Comparison | None = None, **kw:
     return decide(outcomes, sc, sc.classify(Thresholds()), comp, **kw)[0]
 
 
-REGRESSED = bl.Comparison(status="regression", regressions=(
-    bl.Regression(experiment="", what="score", baseline=100, current=90, message="score dropped"),))
+REGRESSED = bl.Comparison(
+    status="regression",
+    regressions=(
+        bl.Regression(experiment="", what="score", baseline=100, current=90, message="score dropped"),
+    ),
+)
 
 
 def test_decision_order() -> None:
@@ -142,8 +189,12 @@ def test_decision_order() -> None:
     assert run_decide([outcome("a", "passed", weight=10), outcome("k", "aborted")]) is GateExit.PASS
     assert run_decide([ok, outcome("b", "deviated"), outcome("c", "deviated")]) is GateExit.FAIL
     assert run_decide([ok], REGRESSED) is GateExit.REGRESSION
-    assert run_decide([ok, outcome("k", "inconclusive", key=True)] + [outcome(f"p{i}", "passed") for i in range(20)]
-                      ) is GateExit.INCONCLUSIVE
+    assert (
+        run_decide(
+            [ok, outcome("k", "inconclusive", key=True)] + [outcome(f"p{i}", "passed") for i in range(20)]
+        )
+        is GateExit.INCONCLUSIVE
+    )
     assert run_decide([ok, outcome("b", "inconclusive")]) is GateExit.INCONCLUSIVE
     warn = [outcome("a", "passed", weight=4), outcome("b", "deviated")]
     assert run_decide(warn) is GateExit.WARNING

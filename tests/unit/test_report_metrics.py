@@ -37,8 +37,10 @@ def test_metrics_file_has_runs_by_verdict_duration_breach_and_budget(tmp_path: P
     assert got[("chaoslab_run_verdict", (("experiment", "slow"), ("verdict", "aborted")))] == 1
     assert got[("chaoslab_run_duration_seconds", (("experiment", "slow"),))] == 20.0
     assert got[("chaoslab_run_breach_to_clean_seconds", (("experiment", "slow"),))] == 0.4
-    key = ("chaoslab_run_error_budget_consumed_ratio", (("experiment", "slow"), ("objective", "p99"),
-                                                        ("window", "during")))
+    key = (
+        "chaoslab_run_error_budget_consumed_ratio",
+        (("experiment", "slow"), ("objective", "p99"), ("window", "during")),
+    )
     assert got[key] == pytest.approx(15.0)
     assert not any(name == "chaoslab_gate_score" for name, _ in got)
 
@@ -63,7 +65,8 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "pgw.log").open("w")
     proc = subprocess.Popen(
         [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
-        stdout=subprocess.DEVNULL, stderr=log,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -86,12 +89,19 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
 
 def test_push_to_a_real_pushgateway(pushgateway: str) -> None:
     view = RunView.from_journal(make_journal())
-    push(pushgateway, build_registry([("slow", view)]), job="chaoslab_test", grouping_key={"experiment": "slow"})
+    push(
+        pushgateway,
+        build_registry([("slow", view)]),
+        job="chaoslab_test",
+        grouping_key={"experiment": "slow"},
+    )
     with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     got = samples(text)
-    key = ("chaoslab_run_verdict", (("experiment", "slow"), ("instance", ""), ("job", "chaoslab_test"),
-                                    ("verdict", "deviated")))
+    key = (
+        "chaoslab_run_verdict",
+        (("experiment", "slow"), ("instance", ""), ("job", "chaoslab_test"), ("verdict", "deviated")),
+    )
     assert got[key] == 1
 
 

@@ -57,7 +57,7 @@ def test_html_without_guard_has_no_abort_marker() -> None:
 
 def test_html_tables_carry_slo_numbers_faults_and_environment() -> None:
     page = render_html(RunView.from_journal(make_journal(clean=False)))
-    slo = page[page.index('id="slo"'):page.index("</table>", page.index('id="slo"'))]
+    slo = page[page.index('id="slo"') : page.index("</table>", page.index('id="slo"'))]
     assert "400.0 ms" in slo and "[390.0 ms, 410.0 ms]" in slo and ">1000<" in slo
     assert ">120<" in slo and "inconclusive" in slo
     assert "1500%" in slo  # error budget used by p99 in during
@@ -85,11 +85,25 @@ def test_nice_ticks() -> None:
 
 
 def test_postmortem_has_every_section_and_the_runbook() -> None:
-    text = render_postmortem(RunView.from_journal(
-        make_journal(runbook={"url": "https://runbooks.example/slow", "steps": ["Drain replica-1", "Page DB team"]})))
+    text = render_postmortem(
+        RunView.from_journal(
+            make_journal(
+                runbook={"url": "https://runbooks.example/slow", "steps": ["Drain replica-1", "Page DB team"]}
+            )
+        )
+    )
     headings = re.findall(r"^## (.+)$", text, re.M)
-    assert headings == ["Summary", "Impact", "Timeline", "Detection", "Recovery", "What went well",
-                        "What went wrong", "Action items", "Runbook"]
+    assert headings == [
+        "Summary",
+        "Impact",
+        "Timeline",
+        "Detection",
+        "Recovery",
+        "What went well",
+        "What went wrong",
+        "Action items",
+        "Runbook",
+    ]
     assert "<https://runbooks.example/slow>" in text
     assert "1. Drain replica-1\n2. Page DB team" in text
     assert "1000%" in text  # availability during: 10× its budget
@@ -109,16 +123,26 @@ def test_run_junit_cases_and_failure_messages() -> None:
     suite = root.find("testsuite")
     assert suite is not None
     names = [c.get("name") for c in suite.findall("testcase")]
-    assert names[:4] == ["SLO availability [baseline]", "SLO availability [during]", "SLO p99 [during]",
-                         "SLO p99 [after]"]
+    assert names[:4] == [
+        "SLO availability [baseline]",
+        "SLO availability [during]",
+        "SLO p99 [during]",
+        "SLO p99 [after]",
+    ]
     assert "revert proxy.latency on lab:replica-1" in names and names[-1] == "verdict"
     p99 = suite.findall("testcase")[2].find("failure")
     assert p99 is not None
-    assert p99.get("message") == ("p99 [during]: fail — estimate 400.0 ms, bounds [390.0 ms, 410.0 ms], "
-                                  "1000 samples; target p99 ≤ 250ms")
+    assert p99.get("message") == (
+        "p99 [during]: fail — estimate 400.0 ms, bounds [390.0 ms, 410.0 ms], "
+        "1000 samples; target p99 ≤ 250ms"
+    )
     assert suite.findall("testcase")[3].find("skipped") is not None  # inconclusive
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
-        "6", "3", "1", "1")
+        "6",
+        "3",
+        "1",
+        "1",
+    )
 
 
 def test_summary_is_short_markdown_with_the_numbers() -> None:
@@ -132,8 +156,13 @@ def test_write_reports_from_a_journal_file(tmp_path: Path) -> None:
 
     jpath = tmp_path / "journal.json"
     jpath.write_text(json.dumps(make_journal()))
-    out = write_reports(jpath, html=tmp_path / "r.html", markdown=tmp_path / "pm.md",
-                        junit=tmp_path / "j.xml", summary=tmp_path / "s.md")
+    out = write_reports(
+        jpath,
+        html=tmp_path / "r.html",
+        markdown=tmp_path / "pm.md",
+        junit=tmp_path / "j.xml",
+        summary=tmp_path / "s.md",
+    )
     assert set(out) == {"html", "markdown", "junit", "summary"}
     ET.parse(tmp_path / "j.xml")
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
@@ -145,14 +174,24 @@ def test_report_cli_defaults_and_bad_journal(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "journal.json").write_text(json.dumps(make_journal()))
-    proc = subprocess.run([sys.executable, "-c", BOOT, "report", str(run_dir)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "report", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (run_dir / "report.html").is_file() and (run_dir / "postmortem.md").is_file()
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    proc = subprocess.run([sys.executable, "-c", BOOT, "report", str(bad)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "report", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "not a chaoslab journal" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -163,8 +202,13 @@ def test_report_cli_writes_only_what_is_asked(tmp_path: Path, flag: str) -> None
 
     (tmp_path / "journal.json").write_text(json.dumps(make_journal()))
     out = tmp_path / "out.file"
-    proc = subprocess.run([sys.executable, "-c", BOOT, "report", str(tmp_path / "journal.json"), flag, str(out)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOOT, "report", str(tmp_path / "journal.json"), flag, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 200
     assert not (tmp_path / "report.html").exists()

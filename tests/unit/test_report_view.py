@@ -14,7 +14,7 @@ import pytest
 
 from chaoslab.engine import events as ev
 from chaoslab.engine.journal import JournalBuilder
-from chaoslab.report.view import JournalError, RunView, Runbook, load_journal
+from chaoslab.report.view import JournalError, Runbook, RunView, load_journal
 
 T0 = 1_800_000_000.0
 RUN = "20270115-080000-abcdef"
@@ -47,8 +47,13 @@ def make_journal(
     title: str = "slow replica",
 ) -> dict[str, Any]:
     """A 20 s run: fault at T0+5.2 reverted at T0+10.1, degraded seconds 5..11, errors at 6..7."""
-    exp: dict[str, Any] = {"title": title, "description": "one replica slows down", "slo": SLOS,
-                           "tags": ["lab"], "method": []}
+    exp: dict[str, Any] = {
+        "title": title,
+        "description": "one replica slows down",
+        "slo": SLOS,
+        "tags": ["lab"],
+        "method": [],
+    }
     if runbook is not None:
         exp["runbook"] = runbook
     b = JournalBuilder()
@@ -58,43 +63,131 @@ def make_journal(
 
     emit(ev.RunStarted(run_id=RUN, ts=T0, title=title, source="x.yaml", pid=1, experiment=exp))
     emit(ev.PhaseStarted(run_id=RUN, ts=T0 + 5.0, phase=ev.Phase.METHOD))
-    emit(ev.ActivityFinished(run_id=RUN, ts=T0 + 5.3, phase=ev.Phase.METHOD, name="slow-replica-1",
-                             activity_type="action", status="succeeded", start=T0 + 5.1, end=T0 + 5.3,
-                             activity={"name": "slow-replica-1", "type": "action"}))
-    emit(ev.FaultInjected(run_id=RUN, ts=T0 + 5.2, fault_id="f1", driver="proxy", operation="latency",
-                          target="lab:replica-1", lease_s=10.0, record={}))
+    emit(
+        ev.ActivityFinished(
+            run_id=RUN,
+            ts=T0 + 5.3,
+            phase=ev.Phase.METHOD,
+            name="slow-replica-1",
+            activity_type="action",
+            status="succeeded",
+            start=T0 + 5.1,
+            end=T0 + 5.3,
+            activity={"name": "slow-replica-1", "type": "action"},
+        )
+    )
+    emit(
+        ev.FaultInjected(
+            run_id=RUN,
+            ts=T0 + 5.2,
+            fault_id="f1",
+            driver="proxy",
+            operation="latency",
+            target="lab:replica-1",
+            lease_s=10.0,
+            record={},
+        )
+    )
     if guard:
         emit(ev.GuardTripped(run_id=RUN, ts=T0 + 7.5, reason="error rate 25% for 2s", breach_ts=T0 + 7.4))
-    emit(ev.FaultReverted(run_id=RUN, ts=T0 + 10.1, fault_id="f1", driver="proxy", operation="latency",
-                          ok=True, detail="toxic removed", duration_s=0.04))
-    emit(ev.CleanChecked(run_id=RUN, ts=T0 + 10.2, fault_id="f1", driver="proxy", clean=clean,
-                         residue=() if clean else ("toxic chaoslab-f1 still present",)))
+    emit(
+        ev.FaultReverted(
+            run_id=RUN,
+            ts=T0 + 10.1,
+            fault_id="f1",
+            driver="proxy",
+            operation="latency",
+            ok=True,
+            detail="toxic removed",
+            duration_s=0.04,
+        )
+    )
+    emit(
+        ev.CleanChecked(
+            run_id=RUN,
+            ts=T0 + 10.2,
+            fault_id="f1",
+            driver="proxy",
+            clean=clean,
+            residue=() if clean else ("toxic chaoslab-f1 still present",),
+        )
+    )
     emit(ev.PhaseFinished(run_id=RUN, ts=T0 + 10.2, phase=ev.Phase.METHOD, ok=True))
     for r in slo_results if slo_results is not None else default_slo_results():
         emit(ev.SLOEvaluated(run_id=RUN, ts=T0 + 20.0, **r))
-    emit(ev.SLISeries(run_id=RUN, ts=T0 + 20.0, source="load",
-                      series=_series(20, slow=range(5, 12), errors=range(6, 8))))
-    emit(ev.RunFinished(run_id=RUN, ts=T0 + 20.0, verdict=verdict, exit_code=1, reason="p99 failed in during",
-                        duration_s=20.0))
-    doc = b.build(experiment=exp, extra={
-        "breach_to_clean_s": 0.4 if guard else None,
-        "windows": {"baseline": [T0, T0 + 5.0], "during": [T0 + 5.2, T0 + 10.1], "after": [T0 + 11, T0 + 20]},
-        "seed": 7,
-    })
+    emit(
+        ev.SLISeries(
+            run_id=RUN, ts=T0 + 20.0, source="load", series=_series(20, slow=range(5, 12), errors=range(6, 8))
+        )
+    )
+    emit(
+        ev.RunFinished(
+            run_id=RUN,
+            ts=T0 + 20.0,
+            verdict=verdict,
+            exit_code=1,
+            reason="p99 failed in during",
+            duration_s=20.0,
+        )
+    )
+    doc = b.build(
+        experiment=exp,
+        extra={
+            "breach_to_clean_s": 0.4 if guard else None,
+            "windows": {
+                "baseline": [T0, T0 + 5.0],
+                "during": [T0 + 5.2, T0 + 10.1],
+                "after": [T0 + 11, T0 + 20],
+            },
+            "seed": 7,
+        },
+    )
     # Through JSON and back: what a reader on another machine gets.
     return dict(json.loads(json.dumps(doc)))
 
 
 def default_slo_results() -> list[dict[str, Any]]:
     return [
-        {"window": "baseline", "objective": "availability", "verdict": "pass", "estimate": 1.0, "lower": 0.996,
-         "upper": 1.0, "samples": 1000, "detail": {"good": 1000, "slo": "availability ≥ 0.99"}},
-        {"window": "during", "objective": "availability", "verdict": "fail", "estimate": 0.9, "lower": 0.88,
-         "upper": 0.92, "samples": 1000, "detail": {"good": 900, "slo": "availability ≥ 0.99"}},
-        {"window": "during", "objective": "p99", "verdict": "fail", "estimate": 400.0, "lower": 390.0,
-         "upper": 410.0, "samples": 1000, "detail": {"above": 150, "unit": "ms", "slo": "p99 ≤ 250ms"}},
-        {"window": "after", "objective": "p99", "verdict": "inconclusive", "estimate": 6.0, "lower": 5.0,
-         "upper": None, "samples": 120, "detail": {"above": 0, "unit": "ms", "slo": "p99 ≤ 250ms"}},
+        {
+            "window": "baseline",
+            "objective": "availability",
+            "verdict": "pass",
+            "estimate": 1.0,
+            "lower": 0.996,
+            "upper": 1.0,
+            "samples": 1000,
+            "detail": {"good": 1000, "slo": "availability ≥ 0.99"},
+        },
+        {
+            "window": "during",
+            "objective": "availability",
+            "verdict": "fail",
+            "estimate": 0.9,
+            "lower": 0.88,
+            "upper": 0.92,
+            "samples": 1000,
+            "detail": {"good": 900, "slo": "availability ≥ 0.99"},
+        },
+        {
+            "window": "during",
+            "objective": "p99",
+            "verdict": "fail",
+            "estimate": 400.0,
+            "lower": 390.0,
+            "upper": 410.0,
+            "samples": 1000,
+            "detail": {"above": 150, "unit": "ms", "slo": "p99 ≤ 250ms"},
+        },
+        {
+            "window": "after",
+            "objective": "p99",
+            "verdict": "inconclusive",
+            "estimate": 6.0,
+            "lower": 5.0,
+            "upper": None,
+            "samples": 120,
+            "detail": {"above": 0, "unit": "ms", "slo": "p99 ≤ 250ms"},
+        },
     ]
 
 
@@ -137,12 +230,22 @@ def test_time_to_recover_from_series_after_last_revert() -> None:
 
 
 def test_time_to_recover_prefers_a_ttr_objective() -> None:
-    results = default_slo_results() + [{"window": "during", "objective": "heal", "verdict": "pass",
-                                        "estimate": 3.5, "lower": None, "upper": None, "samples": 900,
-                                        "detail": {"unit": "s"}}]
+    results = default_slo_results() + [
+        {
+            "window": "during",
+            "objective": "heal",
+            "verdict": "pass",
+            "estimate": 3.5,
+            "lower": None,
+            "upper": None,
+            "samples": 900,
+            "detail": {"unit": "s"},
+        }
+    ]
     doc = make_journal(slo_results=results)
-    doc["experiment"]["slo"] = SLOS + [{"name": "heal", "sli": "time-to-recover", "threshold": "10s",
-                                        "of": "availability"}]
+    doc["experiment"]["slo"] = SLOS + [
+        {"name": "heal", "sli": "time-to-recover", "threshold": "10s", "of": "availability"}
+    ]
     assert RunView.from_journal(doc).time_to_recover_s == 3.5
 
 

@@ -25,7 +25,9 @@ def test_weights_count() -> None:
     assert sc.classify(TH) is Class.WARN
 
 
-@pytest.mark.parametrize("verdict", ["deviated", "aborted", "not-clean", "error", "interrupted", "invalid-input"])
+@pytest.mark.parametrize(
+    "verdict", ["deviated", "aborted", "not-clean", "error", "interrupted", "invalid-input"]
+)
 def test_non_passing_verdicts_earn_nothing(verdict: str) -> None:
     assert credit(verdict) == 0.0
     assert score(s((verdict, 1))).value == 0.0

@@ -1,0 +1,126 @@
+"""Safety as a user meets it: refused runs, recover, halt, two runs on one target."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "chaoslab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "chaoslab.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.kill()
+    proc.wait()
+
+
+def suspend_experiment(tmp: Path, pid: int, duration: str = "60s", after: str = "") -> Path:
+    f = tmp / f"suspend-{pid}-{duration}.yaml"
+    f.write_text(
+        "title: suspend\ndescription: d\nmethod:\n"
+        f"  - {{do: process.suspend, target: 'pid:{pid}', duration: {duration}}}\n" + after
+    )
+    return f
+
+
+def wait_for(events: Path, kind: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists() and f'"kind": "{kind}"' in events.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} in {events}")
+
+
+def stopped(pid: int) -> bool:
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+def test_open_ledger_entry_refuses_the_run_until_recovered(tmp_path: Path, sleeper: int) -> None:
+    exp = suspend_experiment(tmp_path, sleeper)
+    proc = start("run", "--run-dir", str(tmp_path / "r1"), str(exp), cwd=tmp_path)
+    wait_for(tmp_path / "r1" / "events.ndjson", "fault-injected")
+    proc.kill()  # SIGKILL: the suspend stays (its lease is 65 s), the ledger entry stays open
+    proc.communicate(timeout=30)
+    assert stopped(sleeper)
+
+    refused = chaoslab("run", "--run-dir", str(tmp_path / "r2"), str(exp), cwd=tmp_path)
+    assert refused.returncode == 5
+    assert "open entr" in refused.stderr and "chaoslab recover" in refused.stderr
+    assert stopped(sleeper), "a refused run touches nothing"
+
+    recovered = chaoslab("recover", "--output", "json", cwd=tmp_path)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert not stopped(sleeper)
+    report = json.loads(recovered.stdout)
+    assert report["outcomes"] and all(o["clean"] for o in report["outcomes"])
+
+    short = suspend_experiment(tmp_path, sleeper, duration="0.2s")
+    again = chaoslab("run", "--run-dir", str(tmp_path / "r3"), str(short), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path, sleeper: int) -> None:
+    first = start("run", "--run-dir", str(tmp_path / "a"), str(suspend_experiment(tmp_path, sleeper, "3s")), cwd=tmp_path)
+    wait_for(tmp_path / "a" / "events.ndjson", "fault-injected")
+    second = chaoslab("run", "--run-dir", str(tmp_path / "b"), str(suspend_experiment(tmp_path, sleeper, "1s")), cwd=tmp_path)
+    assert second.returncode == 5
+    assert f"pid:{sleeper}" in second.stderr and "locked by" in second.stderr
+    assert str(first.pid) in second.stderr
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert not stopped(sleeper)
+
+
+def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: int) -> None:
+    run = start("run", "--run-dir", str(tmp_path / "live"), str(suspend_experiment(tmp_path, sleeper)), cwd=tmp_path)
+    wait_for(tmp_path / "live" / "events.ndjson", "fault-injected")
+    halted = chaoslab("halt", "--reason", "incident INC-42", "--grace", "10", cwd=tmp_path)
+    assert halted.returncode == 0, halted.stdout + halted.stderr
+    run.communicate(timeout=60)
+    assert run.returncode == 3  # aborted
+    assert not stopped(sleeper)
+    journal = json.loads((tmp_path / "live" / "journal.json").read_text())
+    assert journal["chaoslab"]["verdict"] == "aborted" and "halt" in journal["chaoslab"]["reason"]
+
+    blocked = chaoslab("run", "--run-dir", str(tmp_path / "blocked"), str(suspend_experiment(tmp_path, sleeper, "1s")), cwd=tmp_path)
+    assert blocked.returncode == 3
+    assert "INC-42" in blocked.stderr
+    assert not stopped(sleeper)
+
+    assert chaoslab("halt", "--release", cwd=tmp_path).returncode == 0
+    ok = chaoslab("run", "--run-dir", str(tmp_path / "ok"), str(suspend_experiment(tmp_path, sleeper, "0.2s")), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
