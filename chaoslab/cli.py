@@ -161,6 +161,11 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
     "--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a Markdown job summary here."
 )
 @click.option(
+    "--ignore-budget",
+    is_flag=True,
+    help="Run even when the SLO files' error budget is exhausted or a page-level burn is active.",
+)
+@click.option(
     "--recover-first",
     is_flag=True,
     help="Revert open ledger entries of dead runs before starting (else: refuse).",
@@ -184,6 +189,7 @@ def run(
     markdown_path: str | None,
     junit_path: str | None,
     summary_path: str | None,
+    ignore_budget: bool,
     recover_first: bool,
     output: str,
 ) -> None:
@@ -222,7 +228,7 @@ def run(
             options=options,
             bus=bus,
             run_id=run_id,
-            session=SessionOptions(recover_first=recover_first),
+            session=SessionOptions(recover_first=recover_first, ignore_budget=ignore_budget),
         )
     except InvalidInput as exc:
         _fail_invalid(exc, output)
@@ -389,10 +395,12 @@ def _register_command_groups() -> None:
     from chaoslab.lab.cli import register as register_lab
     from chaoslab.report.cli import register as register_report
     from chaoslab.safety.cli import register as register_safety
+    from chaoslab.sli.slo_cli import register as register_slo
 
     register_lab(main)
     register_safety(main)
     register_report(main)
+    register_slo(main)
 
 
 _register_command_groups()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
 from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
-from chaoslab.errors import InvalidInput, RunInterrupted
+from chaoslab.errors import ChaoslabError, InvalidInput, RunInterrupted, SLIError
 from chaoslab.model.experiment import Experiment
 from chaoslab.safety.halt import check_not_halted, register_run
 
@@ -31,7 +31,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class SessionOptions:
     recover_first: bool = False
+    ignore_budget: bool = False
     lab_replicas: int = 3
+
+
+class BudgetRefused(ChaoslabError):
+    """The error budget says no (exhausted, or a page-level burn is active)."""
 
 
 def fault_targets(exp: Experiment) -> list[str]:
@@ -39,8 +44,8 @@ def fault_targets(exp: Experiment) -> list[str]:
 
 
 def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpec | None:
-    if observation is None:
-        return None
+    if observation is None or observation.spec is None:
+        return None  # the load-based checks need the synthetic load
     from chaoslab.safety.guard import parse_guard
 
     availability = [s.objective for s in observation.slos if s.sli.value == "availability" and s.objective]
@@ -65,7 +70,11 @@ def run_experiment(
 ) -> tuple[RunResult, RecoverReport | None]:
     session = session or SessionOptions()
     observation = None
-    if exp.load is not None:
+    budget_checks: tuple[Any, ...] = ()
+    budget: dict[str, Any] | None = None
+    if exp.raw.get("slo_files"):
+        observation, budget_checks, budget = _slo_files(exp, options, session)
+    elif exp.load is not None:
         from chaoslab.engine.observe import LoadObservation
 
         observation = LoadObservation(exp, options.run_dir)
@@ -95,10 +104,15 @@ def run_experiment(
                 ledger.check_targets_clear(targets)
 
             def guard_factory(runner: Runner) -> Guard:
-                from chaoslab.safety.guard import SLOGuard
+                from chaoslab.safety.guard import GuardSpec, SLOGuard
 
-                assert observation is not None and observation.source is not None and spec is not None
-                return SLOGuard(spec, observation.source, runner.faults.first_injected_at)
+                assert observation is not None
+                return SLOGuard(
+                    spec or GuardSpec(hard_error_rate=None),
+                    observation.source,
+                    runner.faults.first_injected_at,
+                    budget_checks=budget_checks,
+                )
 
             runner = Runner(
                 exp,
@@ -108,12 +122,55 @@ def run_experiment(
                 run_id=run_id,
                 ledger=ledger,
                 observation=observation,
-                guard_factory=guard_factory if spec is not None and spec.enabled else None,
+                guard_factory=guard_factory if (spec is not None and spec.enabled) or budget_checks else None,
+                journal_extra={"budget_gate": budget} if budget is not None else None,
             )
             return runner.run(), recovered
     finally:
         if previous is not None:
             signal.signal(signal.SIGUSR1, previous)
+
+
+def _slo_files(
+    exp: Experiment, options: RunOptions, session: SessionOptions
+) -> tuple[LoadObservation, tuple[Any, ...], dict[str, Any]]:
+    """SLO files: the pre-run budget gate, their objectives as steady state, and the
+    guard's allowance (a share of each SLO's remaining error budget)."""
+    from pathlib import Path
+
+    from chaoslab.engine.observe import LoadObservation
+    from chaoslab.sli.budget_gate import check_budget, spent_since, steady_state_from_files
+
+    base = Path(exp.source).resolve().parent
+    decision = check_budget(exp.raw, base, override=session.ignore_budget)
+    if not decision.allowed:
+        raise BudgetRefused(decision.format() + "\n(override with --ignore-budget if this run is approved)")
+    slos, sources = steady_state_from_files(exp.raw, base)
+    observation = LoadObservation(exp, options.run_dir, extra_slos=slos, extra_sources=sources)
+    checks = []
+    for allowance in decision.allowances:
+        source = sources.get(f"prom:{allowance.slo}")
+        sli = getattr(source, "sli", None)
+        if sli is None:
+            continue
+
+        def check(t0: float, now: float, sli: Any = sli, allowance: Any = allowance) -> str | None:
+            try:
+                spent = spent_since(sli, t0, now)
+            except SLIError as exc:
+                if now - t0 < 30:  # fewer than two scrapes since the first fault: nothing to count yet
+                    return None
+                return f"cannot read what the run spent of SLO {allowance.slo}'s budget: {exc}"
+            if allowance.exceeded(spent):
+                return (
+                    f"error-budget allowance spent on SLO {allowance.slo}: {spent:.1f} bad {allowance.unit} "
+                    f"since the first fault, allowance {allowance.bad_events:.1f} "
+                    f"({allowance.share:.0%} of the remaining budget)"
+                )
+            return None
+
+        checks.append(check)
+    return observation, tuple(checks), decision.to_dict()
 
 
 def _halt_handler_until_runner_starts(install: bool) -> Any:

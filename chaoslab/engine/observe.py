@@ -24,15 +24,28 @@ SERIES_ENV = "CHAOSLAB_SLI_SERIES"
 
 
 class LoadObservation:
-    def __init__(self, experiment: Experiment, run_dir: Path) -> None:
-        spec = parse_load(experiment.load or {}, "load")
-        if isinstance(spec, list):
-            raise InvalidInput(spec)
+    """The run's SLI sources: the synthetic load (``load``) and any extra sources (SLO
+    files read from Prometheus), and the objectives judged on them."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        run_dir: Path,
+        *,
+        extra_slos: tuple[SLO, ...] = (),
+        extra_sources: Mapping[str, SLISource] | None = None,
+    ) -> None:
+        self.spec = None
+        if experiment.load is not None:
+            spec = parse_load(experiment.load, "load")
+            if isinstance(spec, list):
+                raise InvalidInput(spec)
+            self.spec = spec
         slos = parse_slos(list(experiment.slo), "slo")
         if isinstance(slos, list):
             raise InvalidInput(slos)
-        self.slos: tuple[SLO, ...] = slos
-        self.spec = spec
+        self.slos: tuple[SLO, ...] = slos + extra_slos
+        self.extra_sources = dict(extra_sources or {})
         self.series_path = run_dir / "sli-series.ndjson"
         self.source: LoadGenerator | None = None
         self.started_at: float | None = None
@@ -43,11 +56,18 @@ class LoadObservation:
         self._judged_baseline = False
 
     def sources(self) -> Mapping[str, SLISource]:
-        assert self.source is not None
-        return {self.source.name: self.source}
+        out = dict(self.extra_sources)
+        if self.source is not None:
+            out[self.source.name] = self.source
+        return out
 
     def start(self, bus: ev.EventBus, run_id: str) -> None:
         self._bus, self._run_id = bus, run_id
+        self.started_at = time.time()
+        for extra in self.extra_sources.values():
+            extra.start()
+        if self.spec is None:
+            return
         self.series_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.source = load_from_spec(self.spec, series_path=self.series_path)
@@ -78,6 +98,8 @@ class LoadObservation:
 
     def stop(self) -> None:
         self._stop.set()
+        for extra in self.extra_sources.values():
+            extra.stop()
         if self._ticker is not None:
             self._ticker.join(2.0)
         if self.source is not None:
@@ -93,16 +115,10 @@ class LoadObservation:
         os.environ.pop(SERIES_ENV, None)
 
     def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]:
-        if self.source is None:
+        if self.source is None and not self.extra_sources:
             return []
         slos = self.slos
         if "during" not in windows:  # time to recover needs the fault window
             slos = tuple(s for s in slos if s.sli is not SLIKind.TIME_TO_RECOVER)
         results = judge(slos, self.sources(), windows)
         return [ev.SLOEvaluated(run_id=self._run_id, **r.to_dict()) for r in results]
-
-
-def make_observation(experiment: Experiment, run_dir: Path) -> LoadObservation | None:
-    if experiment.load is None:
-        return None
-    return LoadObservation(experiment, run_dir)

@@ -110,7 +110,9 @@ class Runner:
         observation: Observation | None = None,
         guard_factory: Callable[[Runner], Guard] | None = None,
         run_id: str | None = None,
+        journal_extra: Mapping[str, Any] | None = None,
     ) -> None:
+        self.journal_extra = dict(journal_extra or {})
         self.exp = experiment
         self.registry = registry
         self.options = options
@@ -241,6 +243,8 @@ class Runner:
                 "controls_errors": controls.errors,
                 "consumer_errors": [repr(e) for _, e in self.bus.errors],
                 "events_path": str(log.path),
+                "source": self.exp.source,
+                **self.journal_extra,
             },
         )
         journal_path = run_dir / "journal.json"
@@ -586,7 +590,10 @@ class Runner:
 
     def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
         while not stop.is_set() and not self._abort.is_set():
-            reason = guard.check(time.time())
+            try:
+                reason = guard.check(time.time())
+            except Exception as exc:  # a guard that cannot see must brake: fail safe
+                reason = f"the guard could not check the SLIs: {type(exc).__name__}: {exc}"
             if reason is not None:
                 self.abort(reason, breach_ts=time.time())
                 return

@@ -116,18 +116,44 @@ def parse_guard(
     )
 
 
-class SLOGuard:
-    """Decides, from the SLI source alone, whether the run must brake now."""
+BudgetCheck = Callable[[float, float], "str | None"]  # (faults_since, now) -> breach reason
 
-    def __init__(self, spec: GuardSpec, source: SLISource, faults_since: Callable[[], float | None]) -> None:
+
+class SLOGuard:
+    """Decides, from the SLI sources alone, whether the run must brake now.
+
+    ``source`` is the synthetic load (checked every call); ``budget_checks`` compare
+    what the run spent of an SLO file's error budget with its allowance (they query
+    Prometheus, so they run at most once per ``budget_every_s``).
+    """
+
+    def __init__(
+        self,
+        spec: GuardSpec,
+        source: SLISource | None,
+        faults_since: Callable[[], float | None],
+        *,
+        budget_checks: tuple[BudgetCheck, ...] = (),
+        budget_every_s: float = 1.0,
+    ) -> None:
         self.spec = spec
         self.source = source
         self.faults_since = faults_since
+        self.budget_checks = budget_checks
+        self.budget_every_s = budget_every_s
+        self._last_budget_check = 0.0
 
     def check(self, now: float) -> str | None:
         spec = self.spec
         t0 = self.faults_since()
         if not spec.enabled or t0 is None:
+            return None
+        if self.budget_checks and now - self._last_budget_check >= self.budget_every_s:
+            self._last_budget_check = now
+            for budget_check in self.budget_checks:
+                if (reason := budget_check(t0, now)) is not None:
+                    return reason
+        if self.source is None:
             return None
         last = self.source.last_sample_at()
         if now - t0 > spec.silence_s and (last is None or now - last > spec.silence_s):

@@ -30,5 +30,16 @@ def _guard(raw: Any, path: str) -> list[Problem]:
     return spec if isinstance(spec, list) else []
 
 
+def _budget(raw: Any, path: str) -> list[Problem]:
+    from chaoslab.sli.budget_gate import validate_section
+
+    return validate_section(raw, path)
+
+
 def section_validators() -> Mapping[str, Callable[[Any, str], list[Problem]]]:
-    return {"load": _load, "slo": _slo, "guard": _guard}
+    validators: dict[str, Callable[[Any, str], list[Problem]]] = {"load": _load, "slo": _slo, "guard": _guard}
+    # keys of the SLO-file integration (chaoslab.sli.budget_gate.KEYS), listed here so
+    # validation does not import it for experiments that do not use them
+    for key in ("slo_files", "prometheus", "allowance", "budget_gate"):
+        validators[key] = _budget
+    return validators

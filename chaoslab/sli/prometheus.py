@@ -457,6 +457,9 @@ class BucketLatencies(LatencyView):
         return math.inf
 
 
+SHORT_WINDOW_S = 30.0
+
+
 @dataclass(kw_only=True)
 class PrometheusSource(SLISource):
     """An ``SLISource`` over Prometheus for one SLO definition.
@@ -479,7 +482,7 @@ class PrometheusSource(SLISource):
         self._started = True
 
     def stop(self) -> None:
-        self._started = False
+        """Nothing to stop; the source stays readable (windows are judged after the run)."""
 
     def last_sample_at(self) -> float | None:
         try:
@@ -488,7 +491,16 @@ class PrometheusSource(SLISource):
             return None
 
     def counts(self, t0: float, t1: float) -> Counts:
-        ev = self.sli.budget_counts(max(t1 - t0, 1.0), t1)
+        window = max(t1 - t0, 1.0)
+        try:
+            ev = self.sli.budget_counts(window, t1)
+        except SLIError:
+            # increase() needs two scrapes inside the window; a window of a few seconds may
+            # hold fewer. ``start`` already proved the series exist, so this is "too few
+            # samples" (judged inconclusive), not "no such data".
+            if self._started and window < SHORT_WINDOW_S:
+                return Counts(total=0, good=0, errors=0)
+            raise
         total, good = round(ev.total), round(ev.good)
         return Counts(total=total, good=good, errors=total - good)
 

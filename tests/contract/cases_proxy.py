@@ -14,6 +14,7 @@ wrappers around its echo classes and the server's documented start line.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +39,10 @@ PROXY_NAME = "contract"
 def _echo_service() -> Iterator[int]:
     """The helpers' echo service on 127.0.0.1; yields its port."""
     server = _EchoServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, name="contract-echo", daemon=True)
+    # A short poll interval: shutdown() waits for the loop's next poll (0.5 s by default).
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="contract-echo", daemon=True
+    )
     thread.start()
     try:
         yield int(server.server_address[1])
@@ -64,7 +68,9 @@ def _proxy_server() -> Iterator[str]:
             raise RuntimeError(f"the proxy server did not start: {line!r}")
         yield line.split("api=")[1].split()[0]
     finally:
-        stop(proc)
+        # SIGKILL: its proxies and toxics live in its memory only, and a graceful stop
+        # costs half a second per case (the API server's shutdown poll).
+        stop(proc, sig=signal.SIGKILL)
 
 
 @dataclass(frozen=True, kw_only=True)

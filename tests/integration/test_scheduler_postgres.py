@@ -154,9 +154,9 @@ def _wait(cond: Any, timeout: float, what: str) -> Any:
 
 
 def _running_of(url: str, scenario: str, pid: int) -> Any:
-    """A slot that daemon ``pid`` is running right now, mid-nap, with its child known."""
+    """A slot that daemon ``pid`` claimed itself (not adopted) and runs now, mid-nap."""
     for r in _rows(url, scenario):
-        if r.status == "running" and f":{pid}:" in r.scheduler and r.child and r.run_dir:
+        if r.status == "running" and r.attempt == 1 and f":{pid}:" in r.scheduler and r.child and r.run_dir:
             events = Path(r.run_dir) / "0-quick" / "events.ndjson"
             if events.exists() and '"name": "nap"' in events.read_text():
                 return r
