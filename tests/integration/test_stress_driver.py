@@ -138,7 +138,8 @@ def test_revert_kills_only_this_faults_stressors(ctx: DriverContext) -> None:
         assert b_pids and not b_pids & {p.pid for p in stressors(a)}
         assert DRIVER.revert(ctx, a).reverted
         assert DRIVER.check_clean(ctx, a).clean
-        assert {p.pid for p in stressors(b)} == b_pids
+        # none of b's stressors died (stress-ng may fork a worker late, so b can only grow)
+        assert b_pids <= {p.pid for p in stressors(b)}
         assert not DRIVER.check_clean(ctx, b).clean
     finally:
         DRIVER.revert(ctx, a)
