@@ -16,6 +16,16 @@ from chaoslab.model.experiment import Activity, ActivityKind, Experiment
 from chaoslab.paths import home
 
 
+class _LaterResolved(Exception):
+    """A lab target while the lab is down: the run starts the lab, then resolves it."""
+
+
+def _lab_running() -> bool:
+    from chaoslab.paths import lab_dir
+
+    return (lab_dir() / "lab.json").exists()
+
+
 def _describe(a: Activity) -> dict[str, Any]:
     d: dict[str, Any] = {"name": a.name, "type": a.type, "path": a.path}
     if a.kind is ActivityKind.PROVIDER:
@@ -52,7 +62,11 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
             if op.lease is LeaseKind.TARGET:
                 lease = (a.duration_s or exp.runtime.lease_s) + LEASE_MARGIN_S
             try:
+                if exp.needs_lab and str(a.target).startswith("lab:") and not _lab_running():
+                    raise _LaterResolved()
                 record = driver.prepare(ctx, op, with_defaults(op, args), a.target, lease)
+            except _LaterResolved:
+                d["resolved_target"] = f"{a.target} (resolved when the run has started the lab)"
             except ChaoslabError as exc:
                 d["error"] = str(exc)
                 if isinstance(exc, InvalidInput):
@@ -73,7 +87,7 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
         "source": exp.source,
         "needs_lab": exp.needs_lab,
         "load": exp.load,
-        "slo": list(exp.slo),
+        "slo": _describe_slos(exp),
         "strategy": rt.strategy.value,
         "rollback_strategy": rt.rollback.value,
         "steady_state": [_describe(p) for p in (exp.hypothesis.probes if exp.hypothesis else ())],
@@ -84,11 +98,22 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
     }
 
 
+def _describe_slos(exp: Experiment) -> list[str]:
+    if not exp.slo:
+        return []
+    from chaoslab.sli.slo import parse_slos
+
+    slos = parse_slos(list(exp.slo), "slo")
+    if isinstance(slos, list):  # validated at load time; keep the raw form if not
+        return [str(s) for s in exp.slo]
+    return [f"{s.name}: {s.describe()} in {', '.join(s.windows)}" for s in slos]
+
+
 def render_plan(plan: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    c = Console(highlight=False)
+    c = Console(highlight=False, soft_wrap=True)
     c.print(f"[bold]Plan[/] for {escape(plan['title'])} ({plan['source']}) — nothing will be touched")
     c.print(
         f"hypothesis strategy: {plan['strategy']}; rollbacks: {plan['rollback_strategy']}; "
