@@ -74,7 +74,7 @@ def run_experiment(
     budget: dict[str, Any] | None = None
     if exp.raw.get("slo_files"):
         observation, budget_checks, budget = _slo_files(exp, options, session)
-    elif exp.load is not None:
+    elif exp.load is not None or exp.sli_probes:
         from chaoslab.engine.observe import LoadObservation
 
         observation = LoadObservation(exp, options.run_dir)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from chaoslab.engine import events as ev
 from chaoslab.errors import InvalidInput, SLIError
-from chaoslab.model.experiment import Experiment
+from chaoslab.engine.execute import Outcome
+from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.sli.base import SLISource, series_to_dict
 from chaoslab.sli.loadgen import LoadGenerator, load_from_spec, parse_load
 from chaoslab.sli.slo import SLO, SLIKind, judge, parse_slos
@@ -47,6 +48,7 @@ class LoadObservation:
         self.slos: tuple[SLO, ...] = slos + extra_slos
         self.extra_sources = dict(extra_sources or {})
         self.series_path = run_dir / "sli-series.ndjson"
+        self.probe_slis = experiment.sli_probes
         self.source: LoadGenerator | None = None
         self.started_at: float | None = None
         self._bus: ev.EventBus | None = None
@@ -60,6 +62,23 @@ class LoadObservation:
         if self.source is not None:
             out[self.source.name] = self.source
         return out
+
+    def bind(self, run_probe: Callable[[Activity], Outcome]) -> None:
+        """Turn the experiment's probe SLIs into sources, run by the runner's executor
+        (so they see the run's configuration, secrets, drivers and deadlines)."""
+        from chaoslab.sli.probe_source import ProbeSource
+
+        for p in self.probe_slis:
+
+            def sample(activity: Activity = p.probe) -> Outcome:
+                return run_probe(activity)
+
+            self.extra_sources[p.name] = ProbeSource(
+                sample,
+                interval_s=p.interval_s,
+                name=p.name,
+                check=lambda o: o.status == "succeeded" and o.tolerance_met is not False,
+            )
 
     def start(self, bus: ev.EventBus, run_id: str) -> None:
         self._bus, self._run_id = bus, run_id

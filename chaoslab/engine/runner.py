@@ -41,6 +41,7 @@ Phase = ev.Phase
 class Observation(Protocol):
     """SLI measurement around a run (synthetic load, Prometheus...). Optional."""
 
+    def bind(self, run_probe: Callable[[Activity], Outcome]) -> None: ...
     def start(self, bus: ev.EventBus, run_id: str) -> None: ...
     def stop(self) -> None: ...
     def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]: ...
@@ -191,6 +192,7 @@ class Runner:
                     secrets=self.secrets,
                 )
                 if self.observation is not None:
+                    self.observation.bind(self._execute)
                     self.observation.start(self.bus, self.run_id)
                 self._phases(controls)
             except RunInterrupted as exc:

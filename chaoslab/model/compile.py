@@ -29,6 +29,7 @@ from chaoslab.model.experiment import (
     ActivityKind,
     Experiment,
     Hypothesis,
+    ProbeSLI,
     RollbackStrategy,
     Runtime,
     Strategy,
@@ -162,6 +163,19 @@ class _Compiler:
         if not isinstance(slo, list):
             self.bad("slo", "'slo' must be a list of objectives")
             slo = []
+        sli_probes = self.sli_probes(d.get("sli", []))
+        known = {p.name for p in sli_probes} | ({"load"} if d.get("load") is not None else set())
+        for i, entry in enumerate(slo):
+            if not isinstance(entry, dict) or d.get("slo_files"):
+                continue  # shape errors are the slo validator's; SLO files add prom:* sources
+            source = entry.get("source", "load")
+            if isinstance(source, str) and source not in known:
+                self.bad(
+                    f"slo[{i}].source" if "source" in entry else f"slo[{i}]",
+                    f"objective {entry.get('name')!r} reads SLI source {source!r}, which this "
+                    "experiment does not define",
+                    hint="add a `load:` section, or a probe SLI under `sli:` with that name",
+                )
         if self.problems:
             return None
         return Experiment(
@@ -179,10 +193,38 @@ class _Compiler:
             needs_lab=lab,
             load=load,
             slo=tuple(slo),
+            sli_probes=sli_probes,
             runbook=d.get("runbook"),
             guard=d.get("guard"),
             raw=d,
         )
+
+    def sli_probes(self, raw: Any) -> tuple[ProbeSLI, ...]:
+        """``sli: [{name, interval, probe: <activity with a tolerance>}]``."""
+        if not isinstance(raw, list):
+            self.bad("sli", "'sli' must be a list of {name, interval, probe}")
+            return ()
+        out: list[ProbeSLI] = []
+        for i, entry in enumerate(raw):
+            path = f"sli[{i}]"
+            if not isinstance(entry, dict):
+                self.bad(path, "expected {name, interval, probe}")
+                continue
+            for key in entry:
+                if key not in ("name", "interval", "probe"):
+                    self.bad(f"{path}.{key}", f"unknown field {key!r}", hint="name, interval, probe")
+            name = entry.get("name")
+            if not isinstance(name, str) or not name or name == "load":
+                self.bad(f"{path}.name", "a probe SLI needs a name (other than 'load')")
+                continue
+            interval = self.duration(entry.get("interval", 1.0), f"{path}.interval", positive=True)
+            probe = self.activity(entry.get("probe"), f"{path}.probe", hypothesis=True, depth=0)
+            if probe is not None and probe.type != "probe":
+                self.bad(f"{path}.probe", "an SLI samples a probe, not an action")
+                continue
+            if probe is not None and interval is not None:
+                out.append(ProbeSLI(name=name, interval_s=interval, probe=probe))
+        return tuple(out)
 
     def hypothesis(self, ssh: Any) -> Hypothesis | None:
         path = "steady-state-hypothesis"

@@ -74,6 +74,16 @@ class Activity:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProbeSLI:
+    """A probe sampled at an interval as an SLI: a sample is good when the probe succeeds
+    within its tolerance. Objectives name it with ``source: <name>``."""
+
+    name: str
+    interval_s: float
+    probe: Activity
+
+
+@dataclass(frozen=True, kw_only=True)
 class Hypothesis:
     title: str
     probes: tuple[Activity, ...]
@@ -109,6 +119,7 @@ class Experiment:
     needs_lab: bool = False
     load: Mapping[str, Any] | None = None
     slo: tuple[Any, ...] = ()
+    sli_probes: tuple[ProbeSLI, ...] = ()
     runbook: Any = None
     guard: Any = None
     raw: Mapping[str, Any] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.verdict import ExitCode, Verdict
 from chaoslab.errors import InvalidInput
 from chaoslab.model.compile import load_experiment
+from chaoslab.session import run_experiment
 from tests.fakedriver import FakeDriver
 
 
@@ -235,3 +236,50 @@ method:
     assert "method[1].with.nope" in text
     assert "method[2].duration" in text
     assert "method[3].duration" in text and "absurd" in text
+
+
+def test_a_probe_sampled_as_an_sli_is_judged_per_window(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        """
+title: t
+description: d
+sli:
+  - name: no-markers
+    interval: 0.02s
+    probe: {do: fake.count, target: "@TARGET@", tolerance: 0}
+windows: {baseline: 2s, after: 2s}
+slo:
+  - {name: clean-dir, sli: availability, objective: 0.9, source: no-markers}
+method:
+  - {do: fake.touch, target: "@TARGET@", duration: 2s}
+""".replace("@TARGET@", str(target))
+    )
+    reg = registry()
+    result, _ = run_experiment(
+        load_experiment(str(f), registry=reg),
+        registry=reg,
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        bus=EventBus(),
+        run_id="probe-sli",
+    )
+    slo = {(e["window"], e["verdict"]) for e in result.journal["chaoslab"]["slo"]}
+    assert slo == {("baseline", "pass"), ("during", "fail"), ("after", "pass")}
+    assert result.verdict is Verdict.DEVIATED
+    assert list(target.iterdir()) == []
+
+
+def test_an_objective_on_an_undefined_source_is_invalid(tmp_path: Path) -> None:
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        "title: t\ndescription: d\nmethod: []\n"
+        "slo:\n  - {name: a, sli: availability, objective: 0.9, source: nowhere}\n"
+        "  - {name: b, sli: availability, objective: 0.9}\n"
+    )
+    with pytest.raises(InvalidInput) as info:
+        load_experiment(str(f), registry=registry())
+    text = str(info.value)
+    assert "slo[0].source" in text and "'nowhere'" in text
+    assert "slo[1]" in text and "'load'" in text
