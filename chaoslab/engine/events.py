@@ -38,15 +38,15 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         data = {"kind": self.kind}
         for f in dataclasses.fields(self):
-            data[f.name] = _jsonable(getattr(self, f.name))
+            data[f.name] = jsonable(getattr(self, f.name))
         return data
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, StrEnum):
         return str(value)
     if isinstance(value, bytes):

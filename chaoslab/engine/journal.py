@@ -66,7 +66,7 @@ def _run_entry(e: ev.ActivityFinished) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "activity": dict(e.activity),
         "status": e.status if e.status in ("succeeded", "failed") else "failed",
-        "output": ev._jsonable(e.output),
+        "output": ev.jsonable(e.output),
         "start": iso(e.start),
         "end": iso(e.end),
         "duration": round(e.end - e.start, 6),
