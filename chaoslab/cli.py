@@ -395,12 +395,14 @@ def _register_command_groups() -> None:
     from chaoslab.lab.cli import register as register_lab
     from chaoslab.report.cli import register as register_report
     from chaoslab.safety.cli import register as register_safety
+    from chaoslab.scheduler.cli import register as register_scheduler
     from chaoslab.sli.slo_cli import register as register_slo
 
     register_lab(main)
     register_safety(main)
     register_report(main)
     register_slo(main)
+    register_scheduler(main)
 
 
 _register_command_groups()

@@ -19,7 +19,7 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -27,8 +27,15 @@ class ProcessActivityFailed(Exception):
     """Raised like chaostoolkit-lib's ``ActivityFailed`` for a process that timed out."""
 
 
-def run_process(activity: Mapping[str, Any]) -> dict[str, Any]:
-    """Run an already-substituted process activity."""
+def run_process(
+    activity: Mapping[str, Any], started: Callable[[subprocess.Popen[bytes]], None] | None = None
+) -> dict[str, Any]:
+    """Run an already-substituted process activity.
+
+    ``started`` receives the child as soon as it exists, so the runner can end it when
+    the activity is abandoned (deadline) or the run is interrupted: a ``chaoslab run``
+    that exits never leaves a process activity running behind it.
+    """
     provider = activity["provider"]
     timeout = provider.get("timeout", None)
     arguments = provider.get("arguments", [])
@@ -43,13 +50,22 @@ def run_process(activity: Mapping[str, Any]) -> dict[str, Any]:
             arguments = itertools.chain.from_iterable(arguments.items())
         argv = [str(p) for p in arguments if p not in (None, "")]
         argv.insert(0, path)
-    try:
-        proc = subprocess.run(
-            argv, timeout=timeout, capture_output=True, check=False, env=os.environ, shell=shell
-        )
-    except subprocess.TimeoutExpired:
-        raise ProcessActivityFailed("process activity took too long to complete") from None
-    return {"status": proc.returncode, "stdout": _decode(proc.stdout), "stderr": _decode(proc.stderr)}
+    # Popen + communicate is what subprocess.run does; we need the handle first.
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ, shell=shell
+    ) as proc:
+        if started is not None:
+            started(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ProcessActivityFailed("process activity took too long to complete") from None
+        except BaseException:
+            proc.kill()
+            raise
+    return {"status": proc.returncode, "stdout": _decode(stdout), "stderr": _decode(stderr)}
 
 
 def validate_process(activity: Mapping[str, Any]) -> str | None:

@@ -12,6 +12,7 @@ reverts from running, nor keep the process from exiting.
 from __future__ import annotations
 
 import copy
+import subprocess
 import threading
 import time
 import traceback
@@ -88,7 +89,12 @@ def substitute(value: Any, configuration: Mapping[str, Any], secrets: Mapping[st
     return ctk_substitute(copy.deepcopy(value), dict(configuration), dict(secrets))
 
 
-def run_provider(activity: Activity, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Any:
+def run_provider(
+    activity: Activity,
+    configuration: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> Any:
     """Execute a python/process/http provider with chaostoolkit-lib's own provider code.
 
     The provider modules are imported one by one (not ``chaoslib.activity``) so that an
@@ -106,7 +112,7 @@ def run_provider(activity: Activity, configuration: Mapping[str, Any], secrets: 
 
         if has_placeholder(ctk["provider"]):
             ctk["provider"] = substitute(ctk["provider"], config, secs)
-        return run_process(ctk)
+        return run_process(ctk, started)
     from chaoslib.provider.http import run_http_activity
 
     return run_http_activity(ctk, config, secs)
@@ -170,6 +176,13 @@ def scalar_tolerance(tolerance: Any, value: Any) -> bool:
     return False
 
 
+def _end(children: list[subprocess.Popen[bytes]]) -> None:
+    """Kill the processes of an abandoned or interrupted activity (never left behind)."""
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+
+
 def execute(
     activity: Activity,
     *,
@@ -183,16 +196,20 @@ def execute(
     timeout = activity.timeout_s or default_timeout_s
     start = time.time()
 
+    children: list[subprocess.Popen[bytes]] = []
+
     def body() -> Any:
         if activity.kind is ActivityKind.PROVIDER:
-            return run_provider(activity, configuration, secrets)
+            return run_provider(activity, configuration, secrets, children.append)
         return run_driver_probe(activity, registry, ctx, configuration, secrets)
 
     try:
         output = call_with_deadline(body, timeout, activity.name)
     except Deadline as exc:
+        _end(children)
         return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())
     except ChaoslabError as exc:
+        _end(children)  # e.g. RunInterrupted: the activity's process must not outlive the run
         return Outcome(
             status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc
         )

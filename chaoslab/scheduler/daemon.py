@@ -277,8 +277,15 @@ class Scheduler:
         self._adopt_stale()
         made: list[Decision] = []
         deferred: list[tuple[datetime, str, datetime]] = []
+        batch: list[SlotRecord] = []
+        seen: set[str] = set()
         while self._heap and self._heap[0][0] <= now:
-            _, name, first = heapq.heappop(self._heap)
+            entry = heapq.heappop(self._heap)
+            _, name, first = entry
+            if name in seen:  # caught up max_catchup slots this tick: the rest next tick
+                deferred.append(entry)
+                continue
+            seen.add(name)
             sc = self.scenarios[name]
             due = [first]
             nxt = sc.trigger.next_after(first)
@@ -294,7 +301,7 @@ class Scheduler:
                 if self._stop.is_set() or (d.run and not self._has_capacity()):
                     blocked_at = d.slot  # leave it (and what follows) for a later tick
                     break
-                self._apply(sc, d)
+                self._apply(sc, d, batch)
                 made.append(d)
             if blocked_at is not None:
                 deferred.append((run_at(name, blocked_at, sc.jitter_s), name, blocked_at))
@@ -302,7 +309,20 @@ class Scheduler:
                 heapq.heappush(self._heap, (run_at(name, nxt, sc.jitter_s), name, nxt))
         for entry in deferred:
             heapq.heappush(self._heap, entry)
+        self._record(batch)
         return made
+
+    def _record(self, batch: list[SlotRecord]) -> None:
+        """Write a tick's terminal decisions in one transaction."""
+        for rec, wrote in zip(batch, self.store.insert_many(batch), strict=True):
+            if wrote:  # else another scheduler decided this slot first
+                log.info(
+                    "%s %s: %s%s",
+                    rec.scenario,
+                    rec.slot,
+                    rec.status,
+                    f" ({rec.detail})" if rec.detail else "",
+                )
 
     def decide(self, sc: Scenario, slots: Sequence[datetime], now: datetime) -> list[Decision]:
         """Pure: what to do with each of ``slots`` (all due, in order) at ``now``."""
@@ -372,7 +392,8 @@ class Scheduler:
         with self._lock:
             return len(self._inflight) < self.config.max_parallel
 
-    def _apply(self, sc: Scenario, d: Decision) -> None:
+    def _apply(self, sc: Scenario, d: Decision, batch: list[SlotRecord]) -> None:
+        """Record a decision: terminal ones go to ``batch``; a run is claimed now."""
         now_ts = time.time()
         status, detail = d.status, d.detail
         victim = None
@@ -396,12 +417,11 @@ class Scheduler:
             run_dir=str(self.slot_root(sc.name, d.slot)) if status is SlotStatus.CLAIMED else None,
             detail=detail,
         )
-        if not self.store.insert(rec):
-            return  # another scheduler decided this slot first
         if status is not SlotStatus.CLAIMED:
-            log.info("%s %s: %s%s", sc.name, rec.slot, status.value, f" ({detail})" if detail else "")
+            batch.append(rec)
             return
-        self._submit(sc, rec, resume=False)
+        if self.store.insert(rec):  # else another scheduler claimed this slot first
+            self._submit(sc, rec, resume=False)
 
     def _submit(self, sc: Scenario, rec: SlotRecord, *, resume: bool) -> None:
         key = (rec.scenario, rec.slot)

@@ -66,7 +66,7 @@ def experiment_title(path: Path) -> tuple[str, str]:
         return path.name, ""
     if not isinstance(data, dict):
         return path.name, ""
-    return str(data.get("title") or path.name), str(data.get("description") or "")
+    return str(data.get("title") or path.name).strip(), " ".join(str(data.get("description") or "").split())
 
 
 @contextmanager

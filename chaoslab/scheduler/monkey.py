@@ -118,6 +118,19 @@ def kill_experiment(spec: MonkeySpec, scenario: str, victim: str, slot: datetime
         "title": f"Chaos Monkey ({scenario}) kills {victim}",
         "description": f"Scheduled kill for slot {slot_key(slot)} of scenario {scenario}.",
         "tags": ["chaos-monkey", scenario],
+        # Before: there is a victim to kill. After the kill's revert (which waits up to
+        # heal_timeout for a replacement): it runs again, or the run deviates.
+        "steady-state-hypothesis": {
+            "title": f"{victim} runs",
+            "probes": [
+                {
+                    "do": "process.count",
+                    "name": "victim-runs",
+                    "target": victim,
+                    "tolerance": {"type": "range", "range": [1, 1_000_000]},
+                }
+            ],
+        },
         "method": [
             {
                 "do": "process.kill",

@@ -150,6 +150,7 @@ def run_step(
             if proc.poll() is None:  # we are unwinding on an error of our own: never orphan it
                 proc.kill()
                 proc.wait()
+            reap_group(proc.pid)
     result = read_result(step, run_dir, proc.returncode)
     assert result is not None  # a return code always yields a result
     if result.duration_s is None:
@@ -178,6 +179,21 @@ def _supervise(
             termed_at = now
         elif termed_at is not None and now - termed_at > grace_s:
             proc.kill()  # its ledger entries are left for recover()
+
+
+def reap_group(pgid: int) -> None:
+    """SIGKILL what is left in a finished run's process group (its session, led by the run).
+
+    The run is over: anything still in its group is a stray activity process (a Chaos
+    Toolkit process provider's child an interrupted run did not wait for). Fault
+    watchdogs, stressors and the lab call ``setsid`` and live in sessions of their own,
+    so their leases are not touched. The kernel does not hand out a pid that is still a
+    live group's id, so while strays exist ``pgid`` names only them.
+    """
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left (the usual case)
 
 
 def overall(results: Sequence[StepResult]) -> Verdict:

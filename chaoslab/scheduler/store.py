@@ -159,6 +159,10 @@ class Store(Protocol):
         """Write ``record`` unless its slot has a row; True iff this call wrote it."""
         ...
 
+    def insert_many(self, records: Sequence[SlotRecord]) -> list[bool]:
+        """``insert`` for each record in one transaction; per-record results."""
+        ...
+
     def update(self, scenario: str, slot: str, token: str, change: Update) -> bool:
         """Apply ``change`` to the row iff it still carries ``token``; True iff it did."""
         ...
@@ -238,6 +242,36 @@ class SQLStore:
         marks = ", ".join("?" for _ in COLUMNS)
         sql = f"INSERT INTO chaoslab_slots ({cols}) VALUES ({marks}) ON CONFLICT (scenario, slot) DO NOTHING"
         return self._exec(sql, record.values()) == 1
+
+    def insert_many(self, records: Sequence[SlotRecord]) -> list[bool]:
+        """``insert`` for each record, in one transaction (one commit, one fsync): for the
+        many terminal records (skipped, missed) a tick can make. Same per-row semantics."""
+        if not records:
+            return []
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        sql = self._sql(
+            f"INSERT INTO chaoslab_slots ({cols}) VALUES ({marks}) ON CONFLICT (scenario, slot) DO NOTHING"
+        )
+        with self._cursor() as cur:
+            if self._ph == "?":
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    out = []
+                    for r in records:
+                        cur.execute(sql, r.values())
+                        out.append(cur.rowcount == 1)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                return out
+            with self._conn.transaction():
+                out = []
+                for r in records:
+                    cur.execute(sql, r.values())
+                    out.append(cur.rowcount == 1)
+                return out
 
     def update(self, scenario: str, slot: str, token: str, change: Update) -> bool:
         fields = change.assignments()
@@ -339,7 +373,8 @@ def open_store(url: str | None = None) -> SQLStore:
     url = url or default_url()
     if url.startswith(("postgresql://", "postgres://")):
         return _open_postgres(url)
-    path = Path(url[len("sqlite:///") - 1 :] if url.startswith("sqlite:///") else url)
+    raw = url[len("sqlite:///") - 1 :] if url.startswith("sqlite:///") else url
+    path = Path("/" + raw.lstrip("/")) if raw.startswith("/") else Path(raw)  # sqlite:////x → /x
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -9,7 +9,7 @@ imported for the case, and labelled containers and networks removed on exit.
 from the kernel (the container's cgroup files, ``/proc`` of its processes), never
 through the driver.
 
-``kill`` and ``restart`` have no lease: their target is a busybox httpd that waits 2 s
+``kill`` and ``restart`` have no lease: their target is a busybox httpd that waits 1 s
 before serving, with a healthcheck and (for ``kill``) the restart policy ``always``, so
 the outage lasts long enough to be seen and then heals by itself.
 """
@@ -29,9 +29,12 @@ from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
 from tests.integration.dockerlab import BUSYBOX, DOCKER_SOCK, DockerLab, docker_lab, free_port
 
-LEASE_S = 3.0
+LEASE_S = 2.0
+# The stressor's in-container `timeout` counts whole seconds, rounded down (1 s of a 2 s
+# lease): 3 s keeps it alive long enough to be seen after the runner is SIGKILLed.
+STRESS_LEASE_S = 3.0
 HEAL_S = 15.0
-SLOW_START_S = 2  # the httpd target serves (and turns healthy) this long after each start
+SLOW_START_S = 1  # the httpd target serves (and turns healthy) this long after each start
 SPINNER = b"while :; do :; done"  # the driver's CPU stressor, as it appears in /proc
 
 
@@ -237,7 +240,7 @@ CASES = [
         args={"kind": "cpu", "workers": 1},
         make_target=_sleeper,
         observe=_spinning,
-        lease_s=LEASE_S,
+        lease_s=STRESS_LEASE_S,
         available=_engine,
     ),
     FaultCase(

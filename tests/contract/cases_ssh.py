@@ -33,7 +33,7 @@ from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import lab_replica, netns_available, netns_server, sleepers, unique_marker
 from tests.integration.sshfleet import SSHFleet, sshd_available
 
-LEASE_S = 3.0
+LEASE_S = 2.0
 RESTART_DELAY_S = 2.0  # the supervisor's back-off: how long a killed replica stays down
 HOST = "ssh:h0"
 

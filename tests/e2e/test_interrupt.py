@@ -156,3 +156,24 @@ def test_sigkill_leaves_a_readable_event_log_and_the_lease_resumes_the_target(
     while is_stopped(sleeper.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not is_stopped(sleeper.pid)
+
+
+def test_sigterm_ends_a_running_process_activity(tmp_path: Path) -> None:
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        "title: t\ndescription: d\nmethod:\n"
+        "  - {type: action, name: block, provider: {type: process, path: sleep, arguments: ['297']}}\n"
+    )
+    proc = start(tmp_path, f)
+    wait_for_activity(tmp_path / "run" / "events.ndjson", "block")
+    deadline = time.monotonic() + 10
+    children: list[psutil.Process] = []
+    while not children and time.monotonic() < deadline:
+        children = [c for c in psutil.Process(proc.pid).children() if c.name() == "sleep"]
+        time.sleep(0.05)
+    assert children, "the process activity should be running"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    psutil.wait_procs(children, timeout=5)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)

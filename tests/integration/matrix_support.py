@@ -270,9 +270,16 @@ def _proxy_observer(
     return observe
 
 
-def _proxy(op: str, args: Mapping[str, Any], behaviour: Callable[[Target, RevertRecord], bool] | None = None) -> OpCase:
+def _proxy(
+    op: str, args: Mapping[str, Any], behaviour: Callable[[Target, RevertRecord], bool] | None = None
+) -> OpCase:
     return OpCase(
-        id=f"proxy.{op}", driver="proxy", op=op, args=args, make_target=None, observe=_proxy_observer(behaviour)
+        id=f"proxy.{op}",
+        driver="proxy",
+        op=op,
+        args=args,
+        make_target=None,
+        observe=_proxy_observer(behaviour),
     )
 
 
@@ -332,8 +339,9 @@ EXPECTED_EXIT = {
 }
 
 
-def _py(name: str, func: str, /, *, activity_type: str = "action", timeout: float | None = None,
-        **arguments: Any) -> dict[str, Any]:
+def _py(
+    name: str, func: str, /, *, activity_type: str = "action", timeout: float | None = None, **arguments: Any
+) -> dict[str, Any]:
     act: dict[str, Any] = {
         "type": activity_type,
         "name": name,
@@ -348,8 +356,11 @@ def experiment(
     case: OpCase, target: Target, scenario: str, gate: Path, *, flip: FlipServer | None = None
 ) -> dict[str, Any]:
     """The experiment of one cell: the fault, a hold the test releases, the scenario."""
-    fault: dict[str, Any] = {"do": f"{case.driver}.{case.op}", "name": "fault",
-                             "with": {**case.args, **target.args}}
+    fault: dict[str, Any] = {
+        "do": f"{case.driver}.{case.op}",
+        "name": "fault",
+        "with": {**case.args, **target.args},
+    }
     if target.selector is not None:
         fault["target"] = target.selector
     g = str(gate)
@@ -366,21 +377,40 @@ def experiment(
         doc["load"] = {"target": flip.url, "rate": 100}
         doc["guard"] = {"hard_limit": {"error_rate": 0.5, "for": "1s"}}
         doc["windows"] = {"baseline": "2s", "after": "0s"}
-        doc["slo"] = [{"name": "availability", "sli": "availability", "objective": 0.9, "windows": ["baseline"]}]
+        doc["slo"] = [
+            {"name": "availability", "sli": "availability", "objective": 0.9, "windows": ["baseline"]}
+        ]
     elif scenario == "action-exception":
-        method.append({"type": "action", "name": "boom",
-                       "provider": {"type": "python", "module": "tests.e2e.ctkfuncs", "func": "boom"}})
+        method.append(
+            {
+                "type": "action",
+                "name": "boom",
+                "provider": {"type": "python", "module": "tests.e2e.ctkfuncs", "func": "boom"},
+            }
+        )
     elif scenario == "probe-crash":
         marker = str(gate / "crash")
         doc["steady-state-hypothesis"] = {
             "title": "the probe holds",
-            "probes": [{**_py("crashy", "crash_when", activity_type="probe", marker=marker), "tolerance": True}],
+            "probes": [
+                {**_py("crashy", "crash_when", activity_type="probe", marker=marker), "tolerance": True}
+            ],
         }
         method.append(_py("arm-crash", "touch", path=marker))
     elif scenario == "activity-timeout":
-        method.append({"type": "action", "name": "slow", "timeout": 1,
-                       "provider": {"type": "python", "module": "tests.e2e.ctkfuncs", "func": "sleep_quietly",
-                                    "arguments": {"seconds": 30}}})
+        method.append(
+            {
+                "type": "action",
+                "name": "slow",
+                "timeout": 1,
+                "provider": {
+                    "type": "python",
+                    "module": "tests.e2e.ctkfuncs",
+                    "func": "sleep_quietly",
+                    "arguments": {"seconds": 30},
+                },
+            }
+        )
     elif scenario == "second-sigint":
         doc["rollbacks"] = [_py("slow-rollback", "hold", gate=g, name="rollback", timeout=5.0)]
     return doc
@@ -449,7 +479,9 @@ class Run:
             self.proc.kill()
             out, err = self.proc.communicate(timeout=10)
             self.out, self.err = out, err
-            raise AssertionError(f"chaoslab run did not finish within {timeout_s:g}s:\n{out}\n{err}") from None
+            raise AssertionError(
+                f"chaoslab run did not finish within {timeout_s:g}s:\n{out}\n{err}"
+            ) from None
         self.out, self.err = out, err
         return self.proc.returncode
 

@@ -587,7 +587,8 @@ def _selector(a: Mapping[str, Any]) -> tuple[remote.Selector, str | int]:
 
 def _run(pool: ConnectionPool, host: HostSpec, script: str, timeout_s: float) -> CommandResult:
     # The client deadline leaves room for the host's own `timeout -k` to fire first.
-    res = pool.run(host, remote.wrap(timeout_s), stdin=script, timeout_s=timeout_s + remote.KILL_GRACE_S + 1)
+    command, stdin = remote.command(script, timeout_s)
+    res = pool.run(host, command, stdin=stdin, timeout_s=timeout_s + remote.KILL_GRACE_S + 1)
     if res.exit_status in remote.TIMEOUT_STATUSES and res.elapsed_s >= timeout_s:
         raise CommandTimeout(
             f"command did not finish within {timeout_s:g}s (ended by the host's timeout)",

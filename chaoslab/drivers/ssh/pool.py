@@ -13,6 +13,13 @@ Host keys are verified before authentication:
   in which case it is accepted for this run, logged, and pinned in the revert record so
   later reverts talk to the same host. Nothing is written to known_hosts.
 
+Connections are keyed by *route* (address, port, user, credentials), not by the whole
+``HostSpec``: revert and check_clean see each host pinned to the key accepted at inject
+(see the driver), and must reuse inject's connection rather than open a second one. A
+live connection serves a spec only if a fresh connect would have accepted the same key:
+the spec it was opened for, or a spec whose pins include the key that connection
+verified. Anything else reconnects (and is verified) as before.
+
 What is hand-written here and why: paramiko's ``exec_command`` + ``recv_exit_status`` has
 no deadline, so ``run`` drives the channel itself with one; its thread pool helpers
 exist only to pair each result with its host and to keep exceptions per host.
@@ -83,6 +90,34 @@ def _known_hosts_name(host: HostSpec) -> str:
     return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
 
 
+_Route = tuple[str, int, str, str | None, bool]
+
+
+def _route(host: HostSpec) -> _Route:
+    """What makes two specs the same SSH session: where, as whom, with which credential."""
+    return (host.address, host.port, host.user, host.key_file, host.agent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Connection:
+    """A live client, the spec it was verified for, and the server key it verified."""
+
+    client: paramiko.SSHClient
+    spec: HostSpec
+    fingerprint: str
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def serves(self, host: HostSpec) -> bool:
+        """True when a fresh connect for ``host`` would accept this connection's key."""
+        if host == self.spec:
+            return True
+        # Pins replace known_hosts for a spec, so the pinned key is all a connect checks.
+        return bool(host.fingerprints) and self.fingerprint in host.fingerprints
+
+
 class ConnectionPool:
     """One verified connection per host, reused by every command of a run. Thread-safe.
 
@@ -102,8 +137,11 @@ class ConnectionPool:
         self._connect_attempts = connect_attempts
         self._log = log
         self._lock = threading.Lock()
-        self._host_locks: dict[HostSpec, threading.Lock] = {}
-        self._clients: dict[HostSpec, paramiko.SSHClient] = {}
+        self._route_locks: dict[_Route, threading.Lock] = {}
+        self._connections: dict[_Route, _Connection] = {}
+        # Alive but verified for another spec: may still be in use by another thread,
+        # so they are closed with the pool rather than under a caller's feet.
+        self._retired: list[paramiko.SSHClient] = []
         self._accepted: dict[str, str] = {}  # host name -> fingerprint seen on connect
 
     # -- connecting ---------------------------------------------------------------------
@@ -114,22 +152,33 @@ class ConnectionPool:
             return dict(self._accepted)
 
     def client(self, host: HostSpec) -> paramiko.SSHClient:
-        """A live, verified, authenticated client for ``host`` (connecting if needed)."""
+        """A live, verified, authenticated client for ``host`` (connecting if needed).
+
+        Reuses the route's connection when it ``serves`` this spec (see the module
+        docstring); a reused connection whose key the spec pins is recorded as accepted
+        for the spec's host name, exactly as a fresh connect would record it.
+        """
+        route = _route(host)
         with self._lock:
-            host_lock = self._host_locks.setdefault(host, threading.Lock())
-        with host_lock:
-            existing = self._clients.get(host)
+            route_lock = self._route_locks.setdefault(route, threading.Lock())
+        with route_lock:
+            existing = self._connections.get(route)
             if existing is not None:
-                transport = existing.get_transport()
-                if transport is not None and transport.is_active():
-                    return existing
-                existing.close()
+                if existing.alive():
+                    if existing.serves(host):
+                        with self._lock:
+                            self._accepted[host.name] = existing.fingerprint
+                        return existing.client
+                    with self._lock:
+                        self._retired.append(existing.client)
+                else:
+                    existing.client.close()
             fresh = self._connect_with_retry(host)
             with self._lock:
-                self._clients[host] = fresh
-            return fresh
+                self._connections[route] = fresh
+            return fresh.client
 
-    def _connect_with_retry(self, host: HostSpec) -> paramiko.SSHClient:
+    def _connect_with_retry(self, host: HostSpec) -> _Connection:
         import tenacity
 
         pk = self._paramiko
@@ -148,8 +197,8 @@ class ConnectionPool:
             reraise=True,
         )
         try:
-            client: paramiko.SSHClient = retrying(self._connect_once, host)
-            return client
+            connection: _Connection = retrying(self._connect_once, host)
+            return connection
         except HostKeyRefused:
             raise
         except pk.BadHostKeyException as exc:
@@ -179,7 +228,7 @@ class ConnectionPool:
                 target=host.name,
             ) from exc
 
-    def _connect_once(self, host: HostSpec) -> paramiko.SSHClient:
+    def _connect_once(self, host: HostSpec) -> _Connection:
         pk = self._paramiko
         client = pk.SSHClient()
         try:
@@ -202,21 +251,23 @@ class ConnectionPool:
                 channel_timeout=self._connect_timeout_s,
             )
             transport = client.get_transport()
-            if transport is not None:
-                fp = transport.get_remote_server_key().fingerprint
-                with self._lock:
-                    self._accepted[host.name] = fp
-                # A watchdog-only connection must notice a dead peer, not hang on it.
-                transport.set_keepalive(15)
-            return client
+            if transport is None:
+                raise pk.SSHException("no transport after connect")
+            fp = str(transport.get_remote_server_key().fingerprint)
+            with self._lock:
+                self._accepted[host.name] = fp
+            # A watchdog-only connection must notice a dead peer, not hang on it.
+            transport.set_keepalive(15)
+            return _Connection(client=client, spec=host, fingerprint=fp)
         except BaseException:
             client.close()
             raise
 
     def close(self) -> None:
         with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
+            clients = [c.client for c in self._connections.values()] + self._retired
+            self._connections.clear()
+            self._retired = []
         for c in clients:
             c.close()
 

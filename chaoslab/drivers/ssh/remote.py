@@ -5,9 +5,11 @@ an inventory or a record enters a script only through ``shlex.quote`` (strings) 
 ``int``/``float`` formatting (numbers). Scripts then refer to those values as quoted shell
 variables (``"$sel"``), so ``; rm -rf /``, ``$(…)``, backticks and newlines are passed to
 ``pgrep``/``tc``/``iptables`` as one argument and never parsed as shell. The whole script
-is sent on the stdin of ``sh -s`` under the host's ``timeout`` so a remote command can
-never outlive its deadline. Hosts need a POSIX ``sh``, coreutils or busybox
-(``timeout``, ``setsid``, ``nohup``), procps (``pgrep``) and GNU/busybox ``grep``.
+reaches the stdin of ``sh -s`` under the host's ``timeout`` so a remote command can
+never outlive its deadline; it travels base64-encoded inside the exec request (see
+``command``), so one command costs two round trips, not three. Hosts need a POSIX
+``sh``, coreutils or busybox (``timeout``, ``setsid``, ``nohup``, ``base64``), procps
+(``pgrep``) and GNU/busybox ``grep``.
 
 Every fault that can be undone keeps its lease ON THE HOST: before the change is made, a
 detached watchdog (``setsid nohup sh -c 'sleep LEASE; <revert>'``, its pid recorded) is
@@ -31,6 +33,7 @@ on this host. Scripts report on stdout as ``key=value`` lines.
 
 from __future__ import annotations
 
+import base64
 import math
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +48,9 @@ ENV_MARK = "CHAOSLAB_FAULT"
 SESSION_MARK = "CHAOSLAB_SESSION"
 KILL_GRACE_S = 2  # `timeout -k`: SIGKILL this long after the TERM at the deadline
 TIMEOUT_STATUSES = (124, 137)  # what the host's `timeout` returns when it fired
+# Linux caps one argv string at 128 KiB (MAX_ARG_STRLEN); a script whose encoding could
+# come near it (a huge ``command`` probe argv) goes on the channel's stdin instead.
+MAX_INLINE_SCRIPT = 32 * 1024
 
 Selector = Literal["name", "pattern", "pid"]
 
@@ -65,6 +71,27 @@ def wrap(timeout_s: float) -> str:
     """
     seconds = max(1, math.ceil(timeout_s))
     return f"env {SESSION_MARK}=1 timeout -k {KILL_GRACE_S} {seconds} sh -s"
+
+
+def command(script: str, timeout_s: float) -> tuple[str, str]:
+    """The exec request and the stdin that run ``script`` under ``sh -s``: ``(command, stdin)``.
+
+    The script rides inside the exec request, base64-encoded and decoded on the host
+    into the stdin of ``sh -s``: the exec request then carries everything, so the
+    result follows its reply with no further round trip (sending the script on the
+    channel's stdin must wait for that reply first: three round trips instead of two).
+    The encoding keeps the two properties of the stdin route: no user value appears in
+    clear in any argv, and nothing of the script is parsed by the login shell (base64
+    is inert in sh, bash, zsh, fish and csh). ``env`` comes first so every process
+    of the pipeline carries ``CHAOSLAB_SESSION`` (the login shell execs it). A script
+    too long for one argv string falls back to ``wrap`` + stdin.
+    """
+    encoded = base64.b64encode(script.encode("utf-8")).decode("ascii")
+    if len(encoded) > MAX_INLINE_SCRIPT:
+        return wrap(timeout_s), script
+    seconds = max(1, math.ceil(timeout_s))
+    inner = f"printf %s {encoded} | base64 -d | timeout -k {KILL_GRACE_S} {seconds} sh -s"
+    return f"env {SESSION_MARK}=1 sh -c '{inner}'", ""
 
 
 def argv_command(argv: Sequence[str]) -> str:
@@ -167,13 +194,16 @@ def _watchdog(lease_s: float, revert_body: str) -> list[str]:
 
 
 def _end_fault_processes(sessions: Iterable[int]) -> str:
-    # Bounded passes: a stressor may fork a worker between our scan and our kill.
+    # Bounded passes: a stressor may fork a worker between our scan and our kill. A
+    # SIGKILLed process is usually gone within milliseconds, so the first re-scan comes
+    # after 20 ms (a revert is on the guard's breach-to-clean path), later ones every 100 ms
+    # (six passes: a stressor forking workers late still has 0.5 s to show them).
     known = " ".join(str(int(s)) for s in sessions)
     return (
-        "n=0\n"
-        f'while [ $n -lt 5 ]; do ss=$(cl_sessions {known}); left=$(cl_fault_pids "$mark"); '
+        "n=0; pause=0.02\n"
+        f'while [ $n -lt 6 ]; do ss=$(cl_sessions {known}); left=$(cl_fault_pids "$mark"); '
         '[ -z "$ss$left" ] && break; for s in $ss; do pkill -KILL -s "$s"; done; '
-        '[ -n "$left" ] && kill -KILL $left 2>/dev/null; n=$((n+1)); sleep 0.1; done'
+        '[ -n "$left" ] && kill -KILL $left 2>/dev/null; n=$((n+1)); sleep $pause; pause=0.1; done'
     )
 
 
