@@ -216,6 +216,10 @@ class Driver(ABC):
         """Verify on the target that nothing of the fault remains. Read-only."""
         raise NotImplementedError
 
+    def end_run(self, ctx: DriverContext) -> None:
+        """The run is over: release what was kept for it (connections...). Never raises
+        for a driver that kept nothing. Default: nothing."""
+
 
 # --- argument helpers shared by drivers and the engine ---------------------------------
 

@@ -56,6 +56,10 @@ class DriverRegistry:
         self._drivers[name] = driver
         return driver
 
+    def loaded(self) -> list[Driver]:
+        """The drivers this registry has instantiated so far (the ones a run used)."""
+        return list(self._drivers.values())
+
     def __contains__(self, name: str) -> bool:
         return name in self._drivers or name in self._entry_points
 

@@ -132,6 +132,7 @@ class Runner:
         )
         self._abort = threading.Event()
         self._baseline_judged = False
+        self.cleanup_errors: list[str] = []
         self.configuration: dict[str, Any] = {}
         self.secrets: dict[str, Any] = {}
         self.faults = FaultManager(
@@ -244,6 +245,7 @@ class Runner:
                 "seed": self.ctx.seed,
                 "controls_errors": controls.errors,
                 "consumer_errors": [repr(e) for _, e in self.bus.errors],
+                "cleanup_errors": self.cleanup_errors,
                 "events_path": str(log.path),
                 "source": self.exp.source,
                 **self.journal_extra,
@@ -657,6 +659,11 @@ class Runner:
             secrets=self.secrets,
         )
         controls.call("cleanup_control")
+        for driver in self.registry.loaded():
+            try:
+                driver.end_run(self.ctx)
+            except Exception as exc:  # releasing resources must not change the verdict
+                self.cleanup_errors.append(f"{driver.name}.end_run: {exc}")
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
         label = f"SLO {result.objective} [{result.window}]"

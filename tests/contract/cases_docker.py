@@ -29,10 +29,10 @@ from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
 from tests.integration.dockerlab import BUSYBOX, DOCKER_SOCK, DockerLab, docker_lab, free_port
 
-LEASE_S = 2.0
-# The stressor's in-container `timeout` counts whole seconds, rounded down (1 s of a 2 s
-# lease): 3 s keeps it alive long enough to be seen after the runner is SIGKILLed.
-STRESS_LEASE_S = 3.0
+# 3 s, not less: the watchdog is a fresh Python process that must load the driver and the
+# docker SDK before the lease ends. (The stressor's in-container `timeout` also counts
+# whole seconds, rounded down.)
+LEASE_S = 3.0
 HEAL_S = 15.0
 SLOW_START_S = 1  # the httpd target serves (and turns healthy) this long after each start
 SPINNER = b"while :; do :; done"  # the driver's CPU stressor, as it appears in /proc
@@ -240,7 +240,7 @@ CASES = [
         args={"kind": "cpu", "workers": 1},
         make_target=_sleeper,
         observe=_spinning,
-        lease_s=STRESS_LEASE_S,
+        lease_s=LEASE_S,
         available=_engine,
     ),
     FaultCase(

@@ -26,7 +26,9 @@ from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
 from tests.integration.k8semu import K8sEmulator, ReplicaController
 
-LEASE_S = 2.0
+# 3 s, not less: the watchdog is a fresh Python process that must load the driver and the
+# kubernetes client (about 1 s to import) before the lease ends.
+LEASE_S = 3.0
 NAMESPACE = "contract"
 LABELS = {"app": "web"}
 REPLICAS = 2

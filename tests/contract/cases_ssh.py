@@ -6,7 +6,7 @@ this machine, so every fault is aimed only at what the case itself started, and 
 here, independently of the driver:
 
 - ``kill``: the child of a mini lab supervisor (``targets.lab_replica``) that restarts it
-  2 s after it dies; visible while the child recorded in the lab state is not alive;
+  1.5 s after it dies; visible while the child recorded in the lab state is not alive;
 - ``suspend``: a sleeper with a unique marker; visible while ``/proc`` says ``T``;
 - ``stress_cpu``: processes carrying the fault's ``CHAOSLAB_FAULT`` mark in their
   environment burn CPU;
@@ -34,7 +34,7 @@ from tests.contract.targets import lab_replica, netns_available, netns_server, s
 from tests.integration.sshfleet import SSHFleet, sshd_available
 
 LEASE_S = 2.0
-RESTART_DELAY_S = 2.0  # the supervisor's back-off: how long a killed replica stays down
+RESTART_DELAY_S = 1.5  # the supervisor's back-off: how long a killed replica stays down
 HOST = "ssh:h0"
 
 
@@ -67,6 +67,16 @@ def _sshd_and_netem() -> tuple[bool, str]:
     return ok, why
 
 
+def _pattern(marker: str) -> str:
+    """A regex matching ``marker`` whose own text does not: ``abc`` → ``ab[c]``.
+
+    The pattern travels in the record, and the record in the argv of whatever reverts
+    from a new process; pgrep -f on the host would otherwise find that process too (and
+    a kill's revert would call the target healed at once).
+    """
+    return f"{marker[:-1]}[{marker[-1]}]"
+
+
 @contextlib.contextmanager
 def _fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """One sshd; yields the driver args naming its inventory."""
@@ -78,14 +88,14 @@ def _fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
 @contextlib.contextmanager
 def _supervised(tmp_path: Path) -> Iterator[Target]:
     with _fleet(tmp_path) as conn, lab_replica(tmp_path / "lab", restart_delay_s=RESTART_DELAY_S) as replica:
-        yield Target(selector=HOST, handle=replica, args={**conn, "pattern": replica.marker})
+        yield Target(selector=HOST, handle=replica, args={**conn, "pattern": _pattern(replica.marker)})
 
 
 @contextlib.contextmanager
 def _sleeper(tmp_path: Path) -> Iterator[Target]:
     marker = unique_marker()
     with _fleet(tmp_path) as conn, sleepers(marker) as procs:
-        yield Target(selector=HOST, handle=procs, args={**conn, "pattern": marker})
+        yield Target(selector=HOST, handle=procs, args={**conn, "pattern": _pattern(marker)})
 
 
 @contextlib.contextmanager

@@ -102,7 +102,12 @@ class _FlipHandler(http.server.BaseHTTPRequestHandler):
         if self.path == "/flip":
             self.server.failing.set()
             code = 200
+        elif self.path == "/hang":
+            self.server.hanging.set()
+            code = 200
         else:
+            if self.server.hanging.is_set():
+                time.sleep(HANG_S)  # a service that stops answering: the client times out first
             code = 500 if self.server.failing.is_set() else 200
         self.send_response(code)
         self.send_header("Content-Length", "2")
@@ -119,11 +124,19 @@ class _FlipServer(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _FlipHandler)
         self.failing = threading.Event()
+        self.hanging = threading.Event()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that timed out and hung up on a hanging answer: expected
+
+
+HANG_S = 2.5
 
 
 @dataclass(frozen=True, kw_only=True)
 class FlipServer:
-    """An HTTP service on 127.0.0.1 answering 200 until ``GET /flip``, then 500."""
+    """An HTTP service on 127.0.0.1 answering 200 until ``GET /flip``, then 500; after
+    ``GET /hang`` every answer takes ``HANG_S`` seconds."""
 
     port: int
     failing: threading.Event
@@ -135,6 +148,10 @@ class FlipServer:
     @property
     def flip_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/flip"
+
+    @property
+    def hang_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hang"
 
 
 @contextlib.contextmanager
@@ -543,3 +560,55 @@ def ledger_record(fault_id: str) -> RevertRecord:
 
 def by_kind(events: list[dict[str, Any]], kind: str, fault_id: str | None = None) -> list[dict[str, Any]]:
     return [e for e in events if e["kind"] == kind and (fault_id is None or e.get("fault_id") == fault_id)]
+
+
+# --- the published matrix ----------------------------------------------------------------
+
+
+def matrix_markdown(junit_xml: Path) -> str:
+    """The matrix as a Markdown table from a pytest ``--junitxml`` report of the matrix."""
+    import xml.etree.ElementTree as ET  # only for this report
+
+    cells: dict[tuple[str, str], tuple[str, float]] = {}
+    extras: list[tuple[str, str, float]] = []
+    ids = [c.id for c in op_cases()]
+    for tc in ET.parse(junit_xml).getroot().iter("testcase"):
+        name, took = tc.get("name", ""), float(tc.get("time", "0"))
+        outcome = "pass"
+        for child in tc:
+            if child.tag in ("failure", "error"):
+                outcome = "FAIL"
+            elif child.tag == "skipped":
+                outcome = "xfail" if "xfail" in (child.get("type", "") + child.get("message", "")) else "skip"
+        if name.startswith("test_cell["):
+            param = name[len("test_cell[") : -1]
+            op = max((i for i in ids if param.startswith(i + "-")), key=len)
+            cells[(op, param[len(op) + 1 :])] = (outcome, took)
+        else:
+            extras.append((name, outcome, took))
+    mark = {"pass": "✅", "FAIL": "❌", "skip": "⏭", "xfail": "🐞"}
+    head = "| operation | " + " | ".join(SCENARIOS) + " |"
+    lines = [head, "|" + "---|" * (len(SCENARIOS) + 1)]
+    for op in ids:
+        row = []
+        for sc in SCENARIOS:
+            outcome, took = cells.get((op, sc), ("skip", 0.0))
+            row.append(f"{mark[outcome]} {took:.1f}s")
+        lines.append(f"| `{op}` | " + " | ".join(row) + " |")
+    exits = " | ".join(str(EXPECTED_EXIT[sc]) for sc in SCENARIOS)
+    lines.append("| *exit code* | " + exits + " |")
+    counts = {k: sum(1 for o, _ in cells.values() if o == k) for k in mark}
+    total_s = sum(t for _, t in cells.values())
+    lines += [
+        "",
+        f"{len(cells)} cells: {counts['pass']} passed, {counts['FAIL']} failed, {counts['skip']} skipped;"
+        f" {total_s:.0f} s of test time.",
+    ]
+    if extras:
+        lines += ["", "| edge case | outcome | time |", "|---|---|---|"]
+        lines += [f"| `{n}` | {mark[o]} {o} | {t:.1f}s |" for n, o, t in extras]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(matrix_markdown(Path(sys.argv[1])))

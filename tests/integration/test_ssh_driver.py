@@ -219,6 +219,10 @@ def test_probes_over_the_fleet(
     assert probe(driver, ctx, "process_count", {**args, "pattern": marker}, "ssh:tag=db+eu") == {"h3": 1}
     out = probe(driver, ctx, "command", {**args, "argv": ["sh", "-c", "exit 3"]}, "ssh:h2")
     assert out["h2"]["exit_status"] == 3
+    # A script too long to ride in the exec request goes on the channel's stdin instead.
+    long = "x" * 40_000
+    out = probe(driver, ctx, "command", {**args, "argv": ["printf", "%s", long]}, "ssh:h2")
+    assert out["h2"] == {"exit_status": 0, "stdout": long, "stderr": ""}
 
 
 def test_inventory_from_environment_and_selection(
@@ -283,6 +287,34 @@ def test_suspend_and_revert_twice(
     assert state(proc.pid) in ("S", "R")
     assert driver.revert(ctx, rec).reverted  # idempotent
     assert_clean(driver, ctx, rec)
+
+
+def test_inject_revert_and_check_share_one_connection_per_host(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, inventory: Path, markers: Markers, tmp_path: Path
+) -> None:
+    # revert and check_clean see each host pinned to the key accepted at inject; they
+    # must reuse inject's connection (a second handshake costs round trips per host) ...
+    import psutil
+
+    marker, _proc = markers.by_pattern()
+    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:tag=web")
+    assert driver.revert(ctx, rec).reverted
+    assert driver.check_clean(ctx, rec).clean
+    names = {h.port: h.name for h in fleet.hosts}
+    mine = [
+        names[c.raddr.port]
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port in names and c.status == psutil.CONN_ESTABLISHED
+    ]
+    assert sorted(mine) == ["h0", "h1"]
+    # ... but a live connection never serves a spec pinning another key: that is verified
+    # by a new connect, and refused.
+    doc = yaml.safe_load(inventory.read_text())
+    doc["hosts"]["h0"]["host_key_fingerprints"] = [fleet.hosts[1].fingerprint]
+    wrong = tmp_path / "wrong-pin.yaml"
+    wrong.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HostKeyRefused, match="pinned"):
+        probe(driver, ctx, "reachable", {"inventory": str(wrong)}, "ssh:h0")
 
 
 def test_kill_by_name_then_heal_is_measured(

@@ -451,6 +451,9 @@ class SSHDriver(Driver):
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def end_run(self, ctx: DriverContext) -> None:
+        self.close(ctx.run_id)
+
     def close(self, run_id: str | None = None) -> None:
         """Close cached connections (of one run, or all). Safe to call any time."""
         with self._lock:

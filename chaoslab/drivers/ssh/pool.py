@@ -164,14 +164,16 @@ class ConnectionPool:
         with route_lock:
             existing = self._connections.get(route)
             if existing is not None:
-                if existing.alive():
-                    if existing.serves(host):
-                        with self._lock:
-                            self._accepted[host.name] = existing.fingerprint
-                        return existing.client
+                alive = existing.alive()
+                if alive and existing.serves(host):
                     with self._lock:
+                        self._accepted[host.name] = existing.fingerprint
+                    return existing.client
+                with self._lock:
+                    del self._connections[route]
+                    if alive:
                         self._retired.append(existing.client)
-                else:
+                if not alive:
                     existing.client.close()
             fresh = self._connect_with_retry(host)
             with self._lock:
