@@ -220,6 +220,7 @@ def run(
         strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
         rollback_strategy=RollbackStrategy(rollback_strategy) if rollback_strategy else None,
         seed=seed,
+        ignore_signals_after=True,
     )
     try:
         result, recovered = run_experiment(

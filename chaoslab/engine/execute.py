@@ -41,7 +41,9 @@ class Deadline(Exception):
     pass
 
 
-def call_with_deadline(fn: Callable[[], Any], timeout_s: float | None, name: str) -> Any:
+def call_with_deadline(
+    fn: Callable[[], Any], timeout_s: float | None, name: str, tick: Callable[[], None] | None = None
+) -> Any:
     """Run ``fn`` on a daemon thread; raise ``Deadline`` if it outlives ``timeout_s``.
 
     The caller's thread only waits, so signal handlers (Ctrl-C) still run promptly.
@@ -62,6 +64,8 @@ def call_with_deadline(fn: Callable[[], Any], timeout_s: float | None, name: str
     # Wait in short slices so a signal handler in the main thread can interrupt us.
     end = None if timeout_s is None else time.monotonic() + timeout_s
     while not done.wait(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic()))):
+        if tick is not None:
+            tick()
         if end is not None and time.monotonic() >= end:
             raise Deadline(f"{name} exceeded its deadline of {timeout_s:g}s and was abandoned")
     if "error" in box:
@@ -191,8 +195,12 @@ def execute(
     configuration: Mapping[str, Any],
     secrets: Mapping[str, Any],
     default_timeout_s: float,
+    tick: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Run a provider activity or a driver probe (faults go through ``FaultManager``)."""
+    """Run a provider activity or a driver probe (faults go through ``FaultManager``).
+
+    ``tick`` is called every 50 ms while the activity runs (the runner ends timed faults
+    on time with it)."""
     timeout = activity.timeout_s or default_timeout_s
     start = time.time()
 
@@ -204,7 +212,7 @@ def execute(
         return run_driver_probe(activity, registry, ctx, configuration, secrets)
 
     try:
-        output = call_with_deadline(body, timeout, activity.name)
+        output = call_with_deadline(body, timeout, activity.name, tick)
     except Deadline as exc:
         _end(children)
         return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())

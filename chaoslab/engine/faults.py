@@ -53,6 +53,7 @@ class ActiveFault:
     error: str | None = None
     reverted_at: float | None = None
     clean_at: float | None = None
+    reverting: bool = False  # a revert was dispatched (its duration ended)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -141,12 +142,26 @@ class FaultManager:
         with self._lock:
             return list(self._faults)
 
-    def due(self, now: float) -> list[ActiveFault]:
-        return [f for f in self.active() if f.revert_at is not None and f.revert_at <= now]
-
     def next_due(self) -> float | None:
-        times = [f.revert_at for f in self.active() if f.revert_at is not None]
+        """When the next held fault's duration ends (dispatched reverts excluded)."""
+        times = [f.revert_at for f in self.active() if f.revert_at is not None and not f.reverting]
         return min(times) if times else None
+
+    def dispatch_due(self, now: float) -> None:
+        """Start the revert of every fault whose duration has ended, each on its own
+        thread: the caller (the main thread, between or during activities) never blocks
+        on a revert, so a signal always reaches it — and a revert is never mistaken for
+        the interruption. ``revert_all`` waits for dispatched reverts (per-fault lock)."""
+        with self._lock:
+            due = [
+                f
+                for f in self._faults
+                if f.reverted is None and not f.reverting and f.revert_at is not None and f.revert_at <= now
+            ]
+            for f in due:
+                f.reverting = True
+        for f in due:
+            threading.Thread(target=self.revert_one, args=(f,), name=f"revert:{f.label}", daemon=True).start()
 
     def revert_one(self, fault: ActiveFault) -> None:
         """Revert and verify one fault. Idempotent; never raises."""

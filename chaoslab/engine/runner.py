@@ -62,6 +62,9 @@ class RunOptions:
     rollback_strategy: RollbackStrategy | None = None
     seed: int | None = None
     handle_signals: bool = True
+    # The CLI exits right after the run: ignore signals then instead of restoring the
+    # default handlers, so a late Ctrl-C never turns into a traceback or a lost journal.
+    ignore_signals_after: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +134,7 @@ class Runner:
             seed=options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big"),
         )
         self._abort = threading.Event()
+        self._wound_down = False
         self._baseline_judged = False
         self.cleanup_errors: list[str] = []
         self.configuration: dict[str, Any] = {}
@@ -163,7 +167,7 @@ class Runner:
         journal = JournalBuilder()
         self.bus.subscribe(log)
         self.bus.subscribe(journal)
-        interrupts = Interrupts(self.faults.pending_labels, self._on_signal)
+        interrupts = Interrupts(self.faults.pending_labels)
         t0 = time.time()
         self.bus.emit(
             ev.RunStarted(
@@ -179,49 +183,76 @@ class Runner:
             interrupts.install()
         try:
             try:
-                self._load_configuration()
-                controls.call(
-                    "configure_control",
-                    configuration=self.configuration,
-                    secrets=self.secrets,
-                    experiment=dict(self.exp.raw),
-                )
-                controls.call(
-                    "before_experiment_control",
-                    context=dict(self.exp.raw),
-                    configuration=self.configuration,
-                    secrets=self.secrets,
-                )
-                if self.observation is not None:
-                    self.observation.bind(self._execute)
-                    self.observation.start(self.bus, self.run_id)
-                self._phases(controls)
-            except RunInterrupted as exc:
-                if exc.signame == "HALT":
-                    self.state.add(Verdict.ABORTED, "halted by `chaoslab halt`")
-                else:
-                    self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
-                self.bus.emit(
-                    ev.Interrupted(
-                        run_id=self.run_id,
-                        signal=exc.signame,
-                        during="run",
-                        pending=tuple(self.faults.pending_labels()),
+                try:
+                    self._load_configuration()
+                    controls.call(
+                        "configure_control",
+                        configuration=self.configuration,
+                        secrets=self.secrets,
+                        experiment=dict(self.exp.raw),
                     )
-                )
-            except Aborted as exc:
-                self.state.add(Verdict.ABORTED, str(exc))
-            except InvalidInput as exc:
-                self.state.add(Verdict.INVALID_INPUT, str(exc))
-            except DriverError as exc:
-                self.state.add(Verdict.ERROR, f"driver error: {exc}")
-            except Exception as exc:  # the engine must still revert after its own bugs
-                self.state.add(Verdict.ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
+                    controls.call(
+                        "before_experiment_control",
+                        context=dict(self.exp.raw),
+                        configuration=self.configuration,
+                        secrets=self.secrets,
+                    )
+                    if self.observation is not None:
+                        self.observation.bind(self._execute)
+                        self.observation.start(self.bus, self.run_id)
+                    self._phases(controls)
+                except RunInterrupted as exc:
+                    self._interrupted(exc)
+                except Aborted as exc:
+                    self.state.add(Verdict.ABORTED, str(exc))
+                except InvalidInput as exc:
+                    self.state.add(Verdict.INVALID_INPUT, str(exc))
+                except DriverError as exc:
+                    self.state.add(Verdict.ERROR, f"driver error: {exc}")
+                except Exception as exc:  # the engine must still revert after its own bugs
+                    self.state.add(Verdict.ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
             finally:
-                with interrupts.shield():
-                    self._wind_down(controls)
+                interrupts.shielded = True
+                self._wind_down(controls)
+        except RunInterrupted as exc:
+            # The first signal landed in an instant no handler above covers (inside an
+            # except clause, or just before the shield went up): record it, and make sure
+            # the wind-down happened — it is idempotent and now shielded.
+            self._interrupted(exc)
+            if not self._wound_down:
+                self._wind_down(controls)
+        try:
+            self._report_late_signals(interrupts)
+            result = self._finish(t0, log, journal, controls, run_dir)
         finally:
-            interrupts.restore()
+            interrupts.restore(ignore=self.options.ignore_signals_after)
+        return result
+
+    def _interrupted(self, exc: RunInterrupted) -> None:
+        if exc.signame == "HALT":
+            self.state.add(Verdict.ABORTED, "halted by `chaoslab halt`")
+        else:
+            self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
+        self.bus.emit(
+            ev.Interrupted(
+                run_id=self.run_id,
+                signal=exc.signame,
+                during="run",
+                pending=tuple(self.faults.pending_labels()),
+            )
+        )
+
+    def _report_late_signals(self, interrupts: Interrupts) -> None:
+        """Signals received while reverting become journal events here, not in the handler."""
+        for name, late, pending in interrupts.received:
+            if late:
+                self.bus.emit(
+                    ev.Interrupted(run_id=self.run_id, signal=name, during="revert", pending=pending)
+                )
+
+    def _finish(
+        self, t0: float, log: EventLog, journal: JournalBuilder, controls: Controls, run_dir: Path
+    ) -> RunResult:
         if self._abort.is_set():
             self.state.add(Verdict.ABORTED, f"aborted by the guard: {self.state.abort_reason}")
         verdict, reason = self._verdict()
@@ -266,17 +297,6 @@ class Runner:
         )
 
     # --- phases ------------------------------------------------------------------------
-
-    def _on_signal(self, name: str, shielded: bool) -> None:
-        if shielded:
-            self.bus.emit(
-                ev.Interrupted(
-                    run_id=self.run_id,
-                    signal=name,
-                    during="revert",
-                    pending=tuple(self.faults.pending_labels()),
-                )
-            )
 
     def _load_configuration(self) -> None:
         if not (
@@ -379,8 +399,7 @@ class Runner:
                 self._check_abort()
 
     def _revert_due(self) -> None:
-        for fault in self.faults.due(time.time()):
-            self.faults.revert_one(fault)
+        self.faults.dispatch_due(time.time())
 
     def _hypothesis(self, phase: Phase, controls: Controls) -> bool:
         assert self.exp.hypothesis is not None
@@ -451,6 +470,7 @@ class Runner:
             configuration=self.configuration,
             secrets=self.secrets,
             default_timeout_s=self.exp.runtime.activity_timeout_s,
+            tick=self._revert_due,  # a fault's duration ends on time even mid-activity
         )
 
     def _report(self, activity: Activity, phase: Phase, outcome: Outcome) -> None:
@@ -605,6 +625,7 @@ class Runner:
 
     def _wind_down(self, controls: Controls) -> None:
         """Always: revert every fault, run rollbacks, verify clean. Never skipped."""
+        self._wound_down = True
         if self.faults.active():
             self._phase_start(Phase.REVERT)
             self.faults.revert_all()

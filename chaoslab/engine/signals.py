@@ -1,15 +1,22 @@
 """Turning SIGINT, SIGTERM and SIGUSR1 (``chaoslab halt``) into run interruptions.
 
-While the method runs, a signal raises ``RunInterrupted`` in the main thread, so the
-``finally`` blocks of the runner revert every fault and run the rollbacks. Once reverting
-has begun the runner is *shielded*: a second Ctrl-C does not skip anything; it prints
-what is still being reverted and the revert goes on.
+The handler does as little as a signal handler safely can: it records the signal and,
+the first time only, raises ``RunInterrupted`` in the main thread so that the runner's
+``finally`` reverts every fault and runs the rollbacks. Every later signal — a second
+Ctrl-C while reverting, a signal that lands between the first raise and the shield —
+is only recorded and acknowledged on stderr with what is still being reverted: reverts
+are never skipped.
+
+Why so careful: a handler runs between any two bytecodes of the main thread, possibly
+while that thread holds a lock (the event log's) or is inside a buffered write. So the
+handler never emits events, never takes a lock, and writes with ``os.write``; the runner
+turns ``received`` into journal events later, from ordinary code.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +28,18 @@ from chaoslab.errors import RunInterrupted
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
+def signal_name(signum: int) -> str:
+    return "HALT" if signum == signal.SIGUSR1 else signal.Signals(signum).name
+
+
 class Interrupts:
-    def __init__(self, pending: Callable[[], list[str]], on_signal: Callable[[str, bool], None]) -> None:
+    def __init__(self, pending: Callable[[], list[str]]) -> None:
         self._pending = pending
-        self._on_signal = on_signal
         self._previous: dict[int, Any] = {}
         self.shielded = False
-        self.received: list[str] = []
+        self.raised = False
+        # (signal, arrived while reverting, what was still being reverted)
+        self.received: list[tuple[str, bool, tuple[str, ...]]] = []
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -35,24 +47,30 @@ class Interrupts:
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._handle)
 
-    def restore(self) -> None:
+    def restore(self, *, ignore: bool = False) -> None:
+        """Put the previous handlers back, or (``ignore``) ignore these signals from now
+        on — for a CLI about to exit, so a late Ctrl-C cannot turn into a traceback."""
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if ignore else handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = "HALT" if signum == signal.SIGUSR1 else signal.Signals(signum).name
-        self.received.append(name)
-        self._on_signal(name, self.shielded)
-        if self.shielded:
+        name = signal_name(signum)
+        try:
             pending = self._pending()
-            what = "; ".join(pending) if pending else "rollbacks"
-            sys.stderr.write(
+        except Exception:  # never let the acknowledgement itself fail
+            pending = []
+        late = self.shielded or self.raised
+        self.received.append((name, late, tuple(pending)))
+        if late:
+            what = "; ".join(pending) if pending else "rollbacks and checks"
+            message = (
                 f"\nchaoslab: {name} received while reverting — reverts are never skipped. "
                 f"Still reverting: {what}\n"
             )
-            sys.stderr.flush()
+            os.write(2, message.encode("utf-8", "replace"))
             return
+        self.raised = True
         raise RunInterrupted(name)
 
     @contextmanager

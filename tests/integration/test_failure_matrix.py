@@ -349,14 +349,6 @@ def _sleeper_cell(tmp_path: Path) -> tuple[OpCase, contextlib.AbstractContextMan
     return case, case.make_target(tmp_path / "target")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: repeated Ctrl-C breaks the run: (1) Interrupts._handle -> Runner._on_signal -> "
-    "EventLog.__call__ re-enters EventLog._lock held by the interrupted main thread: hangs forever; "
-    "(2) a signal before interrupts.shield() takes effect escapes run() or skips _wind_down (fault "
-    "left until its lease); (3) after interrupts.restore(), before the journal is written and the CLI "
-    "exits: KeyboardInterrupt, journal lost, exit 1 or -2 instead of 130",
-)
 def test_ctrl_c_hammered_until_exit(tmp_path: Path) -> None:
     """A user pressing Ctrl-C again and again: every fault reverted, journal written, exit 130."""
     case, make_target = _sleeper_cell(tmp_path)
@@ -387,12 +379,6 @@ def test_ctrl_c_hammered_until_exit(tmp_path: Path) -> None:
                 driver.revert(ctx, record)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a SIGINT while the main thread reverts a timed fault (Runner._revert_due -> "
-    "FaultManager.revert_one) is caught there as a revert failure: the run is not interrupted and "
-    "the kill, which heals a moment later, is reported NOT CLEAN (exit 6)",
-)
 def test_sigint_while_a_timed_fault_is_reverted(tmp_path: Path) -> None:
     """SIGINT lands while the runner waits for a killed component to heal (its revert)."""
     from chaoslab import paths
@@ -432,12 +418,6 @@ def test_sigint_while_a_timed_fault_is_reverted(tmp_path: Path) -> None:
                 run.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a timed fault is reverted only between activities (Runner._revert_due is called from "
-    "_sleep and the method loop, not while execute() waits on a foreground activity): duration 1s is "
-    "held for the whole 4 s action",
-)
 def test_duration_is_honoured_while_an_activity_runs(tmp_path: Path) -> None:
     case, make_target = _sleeper_cell(tmp_path)
     (tmp_path / "target").mkdir()
