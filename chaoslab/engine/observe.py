@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from chaoslab.engine import events as ev
-from chaoslab.errors import InvalidInput, SLIError
 from chaoslab.engine.execute import Outcome
+from chaoslab.errors import InvalidInput, SLIError
 from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.sli.base import SLISource, series_to_dict
 from chaoslab.sli.loadgen import LoadGenerator, load_from_spec, parse_load

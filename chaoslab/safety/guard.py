@@ -160,28 +160,38 @@ class SLOGuard:
             return f"the SLI source has been silent for more than {spec.silence_s:g}s"
         if spec.allowance is not None:
             c = self.source.counts(t0, now)
-            bad = c.total - c.good
+            bad = c.total - c.good + self.source.overdue(t0, now)
             if bad > spec.allowance:
                 return (
                     f"error-budget allowance spent: {bad} bad requests since the first fault "
                     f"(allowance {spec.allowance})"
                 )
         if spec.burn_rate is not None:
-            c = self.source.counts(max(t0, now - spec.burn_window_s), now)
-            if c.total >= MIN_BURN_SAMPLES:
-                burn = ((c.total - c.good) / c.total) / (1.0 - spec.objective)
+            total, bad = self._window(max(t0, now - spec.burn_window_s), now)
+            if total >= MIN_BURN_SAMPLES:
+                burn = (bad / total) / (1.0 - spec.objective)
                 if burn > spec.burn_rate:
                     return (
                         f"burn rate {burn:.1f}× over the last {spec.burn_window_s:g}s exceeds "
                         f"{spec.burn_rate:g}× (objective {spec.objective:g})"
                     )
         if spec.hard_error_rate is not None and now - t0 >= spec.hard_for_s:
-            c = self.source.counts(now - spec.hard_for_s, now)
-            if c.total >= MIN_BURN_SAMPLES:
-                rate = (c.total - c.good) / c.total
+            total, bad = self._window(now - spec.hard_for_s, now)
+            if total >= MIN_BURN_SAMPLES:
+                rate = bad / total
                 if rate > spec.hard_error_rate:
                     return (
                         f"hard limit: {rate:.0%} of requests failed over {spec.hard_for_s:g}s "
                         f"(limit {spec.hard_error_rate:.0%})"
                     )
         return None
+
+    def _window(self, t0: float, t1: float) -> tuple[int, int]:
+        """(total, bad) for requests sent in [t0 − lag, t1): answered ones, plus the ones
+        still unanswered past the source's overdue age. ``lag`` (≤ 1 s) reaches back far
+        enough that overdue requests exist in the window at all."""
+        lag = float(getattr(self.source, "overdue_s", 0.0))
+        assert self.source is not None
+        c = self.source.counts(t0 - lag, t1)
+        late = self.source.overdue(t0 - lag, t1)
+        return c.total + late, c.total - c.good + late

@@ -211,6 +211,11 @@ class SLISource(ABC):
     def counts(self, t0: float, t1: float) -> Counts:
         """Outcomes of the samples taken in ``[t0, t1)``."""
 
+    def overdue(self, t0: float, t1: float) -> int:
+        """Requests sent in [t0, t1) that are still unanswered and already too slow to be
+        good (the guard counts them as bad before they time out). Default: none known."""
+        return 0
+
     @abstractmethod
     def latencies(self, t0: float, t1: float) -> LatencyView | None:
         """Latencies of the samples taken in ``[t0, t1)``; None if the source has none."""

@@ -200,6 +200,8 @@ class LoadGenerator(SLISource):
         self._mono0 = 0.0
         self._last = 0.0
         self.connections_opened = 0
+        self.overdue_s = min(1.0, timeout_s)
+        self._overdue: list[float] = []  # Unix send times of requests unanswered > overdue_s
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -341,6 +343,13 @@ class LoadGenerator(SLISource):
             while pending and pending[0] + timeout <= now:
                 sched = pending.popleft()
                 record(sched, now - sched, int(ErrorKind.TIMEOUT))
+            # Requests still unanswered after ``overdue_s``: the guard counts them as bad
+            # now rather than when they time out (a hung service must brake the run fast).
+            late = now - self.overdue_s
+            overdue = [c.tag for c in inflight if isinstance(c.tag, float) and c.tag <= late]
+            overdue += [s for s in pending if s <= late]
+            with self._lock:
+                self._overdue = [self.epoch + (t - mono0) for t in overdue]
             self._flush_series(now - mono0, final=False)
 
         mono0 = loop.time() + 0.001
@@ -448,6 +457,12 @@ class LoadGenerator(SLISource):
         )
 
     # -- SLISource --------------------------------------------------------------------------
+
+    def overdue(self, t0: float, t1: float) -> int:
+        """Requests sent in [t0, t1) and still unanswered after ``overdue_s`` (as of the
+        last sweep, every ``SWEEP_S``)."""
+        with self._lock:
+            return sum(1 for t in self._overdue if t0 <= t < t1)
 
     def last_sample_at(self) -> float | None:
         return self._last or None
