@@ -216,7 +216,7 @@ class Driver(ABC):
         """Verify on the target that nothing of the fault remains. Read-only."""
         raise NotImplementedError
 
-    def end_run(self, ctx: DriverContext) -> None:
+    def end_run(self, ctx: DriverContext) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The run is over: release what was kept for it (connections...). Never raises
         for a driver that kept nothing. Default: nothing."""
 
