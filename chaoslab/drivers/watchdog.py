@@ -146,15 +146,23 @@ def _write_outcome(state_dir: Path, fault_id: str, outcome: dict[str, Any]) -> N
 
 def _guard(record: RevertRecord, state_dir: Path) -> None:
     """Runs in the detached child: wait for the lease, revert, record the outcome."""
-    from chaoslab.drivers.registry import DriverRegistry  # loaded late: only at lease end
+    from chaoslab.drivers.registry import DriverRegistry
 
     expires = float(record.lease_expires_at or 0.0)
+    ctx = DriverContext(run_id=record.run_id, state_dir=state_dir)
+    driver = None
+    try:
+        # Load the driver and its SDK now, not at lease end: a read-only check imports
+        # what revert needs (kubernetes' client alone takes ~1 s to import).
+        driver = DriverRegistry().get(record.driver)
+        driver.check_clean(ctx, record)
+    except Exception:
+        pass  # retried below, where a failure is recorded
     while (left := expires - time.time()) > 0:
         time.sleep(min(left, 1.0))
     outcome: dict[str, Any] = {"fault_id": record.fault_id, "lease_expired_at": time.time()}
-    ctx = DriverContext(run_id=record.run_id, state_dir=state_dir)
     try:
-        driver = DriverRegistry().get(record.driver)
+        driver = driver or DriverRegistry().get(record.driver)
         result = driver.revert(ctx, record)
         outcome["reverted"] = result.reverted
         outcome["detail"] = result.detail

@@ -438,6 +438,17 @@ class SSHDriver(Driver):
             return _run(pool, host, script, timeout_s)
 
         residue: list[str] = []
+        if op.name == "kill" and "heal_timeout" in record.args and "pid" not in record.args:
+            # A kill leaves nothing on the host, but the target is not back until a
+            # matching process runs again (what revert waits for).
+            by, value = _selector(record.args)
+            for o in fan_out(
+                hosts,
+                lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
+                concurrency=concurrency,
+            ):
+                if o.value is not None and remote.parse_kv(o.value.stdout).get("count", ["0"]) == ["0"]:
+                    residue.append(f"{o.host.name}: no process matches {by} {value!r} yet (not healed)")
         for o in fan_out(hosts, one, concurrency=concurrency):
             if o.error is not None or o.value is None or not o.value.ok:
                 residue.append(f"{o.host.name}: cannot verify ({_why(o)})")

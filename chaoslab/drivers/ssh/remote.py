@@ -117,7 +117,9 @@ mysid=$(cl_field $$ 4)
 cl_fault_pids() {
   for e in $(grep -lsa -- "$1" /proc/[0-9]*/environ 2>/dev/null); do
     p=${e#/proc/}; p=${p%/environ}
-    [ "$(cl_field "$p" 4)" = "$mysid" ] && continue
+    s=$(cl_field "$p" 4)
+    # Gone already (e.g. grep itself, or a subshell of this very scan): not a fault process.
+    [ -z "$s" ] || [ "$s" = "$mysid" ] && continue
     printf '%s ' "$p"
   done
 }
