@@ -199,7 +199,7 @@ def run(
     from chaoslab.engine.console import ConsoleProgress
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.runner import RunOptions, new_run_id
-    from chaoslab.errors import ChaoslabError, InvalidInput, LedgerError, LockHeld
+    from chaoslab.errors import ChaoslabError, InvalidInput, LedgerError, LockHeld, RunInterrupted
     from chaoslab.model.experiment import RollbackStrategy, Strategy
     from chaoslab.safety.halt import Halted
     from chaoslab.session import SessionOptions, run_experiment
@@ -235,6 +235,11 @@ def run(
         _fail_invalid(exc, output)
     except Halted as exc:
         _refuse(str(exc), ExitCode.ABORTED, output)
+    except RunInterrupted as exc:  # before the runner started: nothing was injected
+        code = ExitCode.ABORTED if exc.signame == "HALT" else ExitCode.INTERRUPTED
+        _refuse(f"{exc} before the run started; nothing was injected", code, output)
+    except KeyboardInterrupt:
+        _refuse("interrupted before the run started; nothing was injected", ExitCode.INTERRUPTED, output)
     except (LockHeld, LedgerError, ChaoslabError) as exc:
         _refuse(str(exc), ExitCode.ERROR, output)
     if recovered is not None and recovered.outcomes:

@@ -1,8 +1,8 @@
 """One experiment run with every safety layer around it — what ``chaoslab run`` does.
 
 Order matters (see ``chaoslab.safety``): a SIGUSR1 handler before registering the run
-(a halt may arrive at once), then refuse if halted, register, bring the lab up if the
-experiment needs it, lock every fault target, refuse targets with open ledger entries,
+(a halt may arrive at once), then refuse if halted, register, lock every fault target,
+refuse targets with open ledger entries, bring the lab up if the experiment needs it,
 then run with the ledger, the SLI observation and the guard.
 """
 
@@ -86,10 +86,6 @@ def run_experiment(
         check_not_halted()
         with ExitStack() as stack:
             stack.enter_context(register_run(run_id))
-            if exp.needs_lab:
-                from chaoslab.lab.control import running_lab
-
-                stack.enter_context(running_lab(n_replicas=session.lab_replicas))
             ledger = None
             if exp.faults():
                 from chaoslab.safety.ledger import Ledger
@@ -102,6 +98,10 @@ def run_experiment(
                 if session.recover_first:
                     recovered = recover(registry)
                 ledger.check_targets_clear(targets)
+            if exp.needs_lab:  # after the refusals above: a refused run starts nothing
+                from chaoslab.lab.control import running_lab
+
+                stack.enter_context(running_lab(n_replicas=session.lab_replicas))
 
             def guard_factory(runner: Runner) -> Guard:
                 from chaoslab.safety.guard import GuardSpec, SLOGuard
