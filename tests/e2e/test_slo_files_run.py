@@ -118,8 +118,14 @@ def test_exhausted_budget_refuses_the_run_with_numbers(
     lab_with_prometheus: tuple[str, str], tmp_path: Path
 ) -> None:
     prometheus, lb = lab_with_prometheus
-    send(lb, "/missing-page", 300)  # requests the SLO counts as bad (404)
-    wait_for_count(prometheus, 'sum(lab_requests_total{code="404"})', 300)
+    # Requests the SLO counts as bad (404). First create the series and let Prometheus
+    # scrape it: increase() cannot count what a counter held before its first sample.
+    query = 'sum(lab_requests_total{code="404"})'
+    send(lb, "/missing-page", 10)
+    wait_for_count(prometheus, query, 10)
+    time.sleep(1.5)  # one more scrape at that value
+    send(lb, "/missing-page", 300)
+    wait_for_count(prometheus, query, 310)
     exp = experiment(tmp_path, prometheus)
     proc = chaoslab("run", "--run-dir", str(tmp_path / "run"), str(exp), cwd=tmp_path)
     assert proc.returncode == 5
