@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from chaoslab import __version__
 from chaoslab.engine.verdict import ExitCode
+
+if TYPE_CHECKING:  # the commands import what they need: `chaoslab --help` stays fast
+    from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.model.experiment import Experiment
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -66,21 +70,19 @@ def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
     sys.exit(ExitCode.INVALID_INPUT)
 
 
-def _registry() -> Any:
+def _registry() -> DriverRegistry:
     from chaoslab.drivers.registry import DriverRegistry
 
     return DriverRegistry()
 
 
 def _section_validators() -> dict[str, Any]:
-    try:
-        from chaoslab.sli.experiment import section_validators
-    except ImportError:
-        return {}
+    from chaoslab.sli.experiment import section_validators
+
     return dict(section_validators())
 
 
-def _load(path: str, output: str = "text") -> Any:
+def _load(path: str, output: str = "text") -> Experiment:
     from chaoslab.errors import InvalidInput
     from chaoslab.model.compile import load_experiment
 
@@ -388,12 +390,12 @@ def drivers(output: str) -> None:
     from rich.table import Table
 
     table = Table("driver", "operation", "kind", "lease", "summary", box=None)
-    for d in listing:
-        if "error" in d:
-            table.add_row(d["name"], "—", "—", "—", f"[red]{d['error']}[/]")
+    for entry in listing:
+        if "error" in entry:
+            table.add_row(entry["name"], "—", "—", "—", f"[red]{entry['error']}[/]")
             continue
-        for op in d["operations"]:
-            table.add_row(d["name"], op["name"], op["kind"], op["lease"], op["summary"])
+        for op in entry["operations"]:
+            table.add_row(entry["name"], op["name"], op["kind"], op["lease"], op["summary"])
     Console().print(table)
 
 
