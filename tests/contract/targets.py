@@ -86,12 +86,26 @@ def unique_marker(prefix: str = "chaoslab-test") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+def _wait_for_cmdline(pid: int, marker: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never showed {marker!r} in its command line")
+
+
 @contextlib.contextmanager
 def sleepers(marker: str, n: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``n`` idle python processes whose command line contains ``marker``."""
     code = f"import time; time.sleep({MAX_LIFE_S})"
     procs = [subprocess.Popen([sys.executable, "-c", code, marker]) for _ in range(n)]
     try:
+        for proc in procs:  # selectors read /proc: wait until each command line shows the marker
+            _wait_for_cmdline(proc.pid, marker)
         yield procs
     finally:
         for proc in procs:
