@@ -470,8 +470,16 @@ class Runner:
             configuration=self.configuration,
             secrets=self.secrets,
             default_timeout_s=self.exp.runtime.activity_timeout_s,
-            tick=self._revert_due,  # a fault's duration ends on time even mid-activity
+            tick=self._tick,
         )
+
+    def _tick(self) -> None:
+        """Called every 50 ms while an activity runs: a timed fault ends on time even
+        mid-activity, and after a guard abort the main thread abandons the activity at
+        once instead of waiting for it (its faults are already reverted)."""
+        self._revert_due()
+        if self._abort.is_set() and threading.current_thread() is threading.main_thread():
+            raise Aborted(f"aborted by the guard: {self.state.abort_reason}")
 
     def _report(self, activity: Activity, phase: Phase, outcome: Outcome) -> None:
         self.bus.emit(

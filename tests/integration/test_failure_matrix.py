@@ -184,11 +184,11 @@ def _guard_abort(
     run.wait_gate("breach")
     tripped = run.wait_event("guard-tripped", timeout_s=15)
     assert "hard limit" in tripped["reason"], tripped
-    # The brake reverts at once, while the method's activity is still blocked.
+    # The brake reverts at once, and the runner abandons the still-blocked activity
+    # instead of waiting for it: the run ends without the gate being released.
     _clean(case, target, record, driver, ctx, within_s=5.0)
-    assert run.proc.poll() is None, "the runner must still be in the method"
-    run.release("breach")
     journal = _finished(case, target, run, record, driver, ctx, EXPECTED_EXIT["guard-abort"])
+    run.release("breach")  # the abandoned activity's thread may still be waiting on it
     extra = journal["chaoslab"]
     assert extra["verdict"] == "aborted" and journal["status"] == "aborted"
     assert "aborted by the guard" in extra["reason"]
