@@ -45,7 +45,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from chaoslab.errors import Problem
+from chaoslab.errors import DriverError, Problem
 
 RECORD_VERSION = 1
 
@@ -191,7 +191,7 @@ class Driver(ABC):
 
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         """Run a probe operation and return its value."""
-        raise NotImplementedError(f"{self.name} has no probe {op.name!r}")
+        raise DriverError(f"has no probe {op.name!r}", driver=self.name)
 
     def prepare(
         self,
@@ -202,19 +202,19 @@ class Driver(ABC):
         lease_s: float | None,
     ) -> RevertRecord:
         """Resolve the target and build the revert record. Touches nothing."""
-        raise NotImplementedError(f"{self.name} has no fault {op.name!r}")
+        raise DriverError(f"has no fault {op.name!r}", driver=self.name)
 
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         """Apply the fault described by ``record``; return it, possibly enriched."""
-        raise NotImplementedError
+        raise DriverError(f"has no fault {record.operation!r} to inject", driver=self.name)
 
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
         """Undo the fault. Idempotent; never raises for an already-clean target."""
-        raise NotImplementedError
+        raise DriverError(f"has no fault {record.operation!r} to revert", driver=self.name)
 
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         """Verify on the target that nothing of the fault remains. Read-only."""
-        raise NotImplementedError
+        raise DriverError(f"has no fault {record.operation!r} to check", driver=self.name)
 
     def end_run(self, ctx: DriverContext) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The run is over: release what was kept for it (connections...). Never raises

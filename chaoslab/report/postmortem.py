@@ -1,7 +1,7 @@
 """A blameless postmortem draft in Markdown, from the journal alone.
 
 The draft is a starting point a team edits, not a finished document: every section
-states what the run measured and leaves clearly marked ``_TODO_`` prompts for what only
+states what the run measured and leaves clearly marked ``_to fill in_`` prompts for what only
 people know (contributing factors, decisions). Language is about the system and the
 experiment ("the p99 objective was missed in the during window"), never about who did
 what — that is what "blameless" means here.
@@ -96,8 +96,8 @@ def render_postmortem(view: RunView) -> str:
             )
     else:
         add(
-            "The experiment declares no SLO, so impact cannot be stated in SLO terms. _TODO: add `slo:` "
-            "objectives to the experiment._"
+            "The experiment declares no SLO, so impact cannot be stated in SLO terms. "
+            "_To fill in: add `slo:` objectives to the experiment._"
         )
     add("")
 
@@ -141,7 +141,7 @@ def render_postmortem(view: RunView) -> str:
     else:
         add("No degradation was visible in the per-second SLIs, so there was nothing to detect.")
     add("")
-    add("_TODO: did alerting fire? When would a human have been paged?_")
+    add("_To fill in: did alerting fire? When would a human have been paged?_")
     add("")
     add("## Recovery")
     add("")
@@ -163,7 +163,7 @@ def render_postmortem(view: RunView) -> str:
     well, wrong = _went_well(view), _went_wrong(view)
     add("## What went well")
     add("")
-    lines += [f"- {w}" for w in well] or ["- _TODO_"]
+    lines += [f"- {w}" for w in well] or ["- _to fill in_"]
     add("")
     add("## What went wrong")
     add("")
@@ -174,7 +174,7 @@ def render_postmortem(view: RunView) -> str:
     add("| action | owner | due |")
     add("|---|---|---|")
     for item in _actions(view):
-        add(f"| {_md(item)} | _TODO_ | _TODO_ |")
+        add(f"| {_md(item)} | _to fill in_ | _to fill in_ |")
     add("")
 
     # --- runbook
@@ -182,7 +182,9 @@ def render_postmortem(view: RunView) -> str:
     add("")
     rb = view.runbook
     if rb is None:
-        add("The experiment declares no runbook. _TODO: add `runbook:` (a link or steps) to the experiment._")
+        add(
+            "The experiment declares no runbook. _To fill in: add `runbook:` (a link or steps) to the experiment._"
+        )
     else:
         if rb.url:
             add(f"Runbook: <{rb.url}>")
