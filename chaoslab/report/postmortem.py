@@ -183,7 +183,8 @@ def render_postmortem(view: RunView) -> str:
     rb = view.runbook
     if rb is None:
         add(
-            "The experiment declares no runbook. _To fill in: add `runbook:` (a link or steps) to the experiment._"
+            "The experiment declares no runbook. "
+            "_To fill in: add `runbook:` (a link or steps) to the experiment._"
         )
     else:
         if rb.url:
