@@ -119,8 +119,12 @@ def test_backend_is_chosen_and_recorded(ctx: DriverContext, monkeypatch: pytest.
 
 
 def test_builtin_cpu_workers_hit_the_requested_load(ctx: DriverContext) -> None:
-    if os.getloadavg()[0] > 1.5 * (os.cpu_count() or 1):
-        pytest.skip("host CPU is saturated by others: achieved load is not measurable now")
+    # Locally other work may saturate the CPU; in CI the machine is ours, so a saturated
+    # host is itself a failure (something this suite started is still burning CPU).
+    require(
+        os.getloadavg()[0] <= 1.5 * (os.cpu_count() or 1),
+        "a host CPU not saturated by others (achieved load is not measurable now)",
+    )
     with _stress(ctx, "cpu", {"workers": 2, "load": 40, "backend": "builtin"}) as record:
         assert record.data["backend"] == "builtin"
         procs = [p for p in stressors(record) if p.pid != record.data["keeper"]["pid"]]
