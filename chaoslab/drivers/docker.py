@@ -73,7 +73,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ from chaoslab.drivers.base import (
 )
 from chaoslab.drivers.process import parse_signal
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
 from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
 
 NAME = "docker"
@@ -727,8 +727,7 @@ class DockerDriver(Driver):
             return record.with_data(dry=True)
         op = record.operation
         if op in _LEASED:
-            lease = float(record.lease_s or check_lease(None))
-            record = replace(record, lease_expires_at=time.time() + lease)
+            record = start_lease(record)
             # Armed before the first change: the lease holds even if we die mid-inject.
             watchdog = spawn_watchdog(ctx, record)
             record = record.with_data(watchdog=watchdog.to_dict())
@@ -743,8 +742,7 @@ class DockerDriver(Driver):
                 raise
         with _api(f"inject {op}", record.target) as client:
             if op == "stress":
-                lease = float(record.lease_s or check_lease(None))
-                record = replace(record, lease_expires_at=time.time() + lease)
+                record = start_lease(record)
                 return self._stress(client, record)
             if op == "kill":
                 return self._kill(client, record)

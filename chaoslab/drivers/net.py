@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from chaoslab.drivers.base import (
     RevertResult,
     parse_duration,
 )
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -239,8 +238,7 @@ class NetDriver(Driver):
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         if ctx.dry:
             return record.with_data(dry=True)
-        lease = float(record.lease_s or check_lease(None))
-        record = replace(record, lease_expires_at=time.time() + lease)
+        record = start_lease(record)
         # The watchdog is armed before the first rule: the lease holds from the start.
         record = record.with_data(watchdog=spawn_watchdog(ctx, record).to_dict())
         netns = record.data.get("netns")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -45,7 +45,7 @@ from chaoslab.drivers.base import (
     parse_duration,
 )
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
 from chaoslab.errors import InvalidInput, Problem, TargetNotFound, UnsafeTarget
 
 SURVIVAL_GRACE_S = 2.0  # a signalled process still alive after this has survived it
@@ -212,8 +212,7 @@ class ProcessDriver(Driver):
         return record.with_data(signalled=signalled, killed_at=killed_at, before_count=before)
 
     def _suspend(self, ctx: DriverContext, record: RevertRecord, refs: list[ProcRef]) -> RevertRecord:
-        lease = float(record.lease_s or check_lease(None))
-        record = replace(record, lease_expires_at=time.time() + lease)
+        record = start_lease(record)
         # The watchdog is armed before the first SIGSTOP: the lease holds from the start.
         watchdog = spawn_watchdog(ctx, record)
         record = record.with_data(watchdog=watchdog.to_dict())

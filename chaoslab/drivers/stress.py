@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from chaoslab.drivers.base import (
     RevertResult,
 )
 from chaoslab.drivers.selection import Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
 from chaoslab.errors import DriverError, InvalidInput, Problem, Unsupported
 
 MIB = 1024 * 1024
@@ -192,8 +191,7 @@ class StressDriver(Driver):
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         if ctx.dry:
             return record.with_data(dry=True)
-        lease = float(record.lease_s or check_lease(None))
-        record = replace(record, lease_expires_at=time.time() + lease)
+        record = start_lease(record)
         deadline = float(record.lease_expires_at or 0.0)
         data = dict(record.data)
         spec: dict[str, Any] = {
@@ -210,7 +208,9 @@ class StressDriver(Driver):
             spec["command"] = _stress_ng_command(data, deadline)
             record = record.with_data(command=spec["command"])
         try:
-            keeper = _launch(record.fault_id, spec, timeout_s=lease + 15.0)
+            keeper = _launch(
+                record.fault_id, spec, timeout_s=float(record.lease_s or check_lease(None)) + 15.0
+            )
         except DriverError:
             self.revert(ctx, record)
             raise

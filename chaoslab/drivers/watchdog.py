@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ from chaoslab.errors import DriverError, InvalidInput, Problem
 
 SPAWN_TIMEOUT_S = 15.0
 DEFAULT_LEASE_S = 60.0  # used when the engine gives a leased fault no lease of its own
+
+
+def start_lease(record: RevertRecord) -> RevertRecord:
+    """The record with its lease counted from now (called as inject begins, so the lease
+    covers the whole time the fault is on the target)."""
+    lease = float(record.lease_s or check_lease(None))
+    return replace(record, lease_expires_at=time.time() + lease)
 
 
 def check_lease(lease_s: Any, *, default: float = DEFAULT_LEASE_S) -> float:
