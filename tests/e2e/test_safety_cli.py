@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "chaoslab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "chaoslab.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
@@ -94,9 +99,21 @@ def test_open_ledger_entry_refuses_the_run_until_recovered(tmp_path: Path, sleep
 
 
 def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path, sleeper: int) -> None:
-    first = start("run", "--run-dir", str(tmp_path / "a"), str(suspend_experiment(tmp_path, sleeper, "3s")), cwd=tmp_path)
+    first = start(
+        "run",
+        "--run-dir",
+        str(tmp_path / "a"),
+        str(suspend_experiment(tmp_path, sleeper, "3s")),
+        cwd=tmp_path,
+    )
     wait_for(tmp_path / "a" / "events.ndjson", "fault-injected")
-    second = chaoslab("run", "--run-dir", str(tmp_path / "b"), str(suspend_experiment(tmp_path, sleeper, "1s")), cwd=tmp_path)
+    second = chaoslab(
+        "run",
+        "--run-dir",
+        str(tmp_path / "b"),
+        str(suspend_experiment(tmp_path, sleeper, "1s")),
+        cwd=tmp_path,
+    )
     assert second.returncode == 5
     assert f"pid:{sleeper}" in second.stderr and "locked by" in second.stderr
     assert str(first.pid) in second.stderr
@@ -106,7 +123,9 @@ def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path
 
 
 def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: int) -> None:
-    run = start("run", "--run-dir", str(tmp_path / "live"), str(suspend_experiment(tmp_path, sleeper)), cwd=tmp_path)
+    run = start(
+        "run", "--run-dir", str(tmp_path / "live"), str(suspend_experiment(tmp_path, sleeper)), cwd=tmp_path
+    )
     wait_for(tmp_path / "live" / "events.ndjson", "fault-injected")
     halted = chaoslab("halt", "--reason", "incident INC-42", "--grace", "10", cwd=tmp_path)
     assert halted.returncode == 0, halted.stdout + halted.stderr
@@ -116,11 +135,23 @@ def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: in
     journal = json.loads((tmp_path / "live" / "journal.json").read_text())
     assert journal["chaoslab"]["verdict"] == "aborted" and "halt" in journal["chaoslab"]["reason"]
 
-    blocked = chaoslab("run", "--run-dir", str(tmp_path / "blocked"), str(suspend_experiment(tmp_path, sleeper, "1s")), cwd=tmp_path)
+    blocked = chaoslab(
+        "run",
+        "--run-dir",
+        str(tmp_path / "blocked"),
+        str(suspend_experiment(tmp_path, sleeper, "1s")),
+        cwd=tmp_path,
+    )
     assert blocked.returncode == 3
     assert "INC-42" in blocked.stderr
     assert not stopped(sleeper)
 
     assert chaoslab("halt", "--release", cwd=tmp_path).returncode == 0
-    ok = chaoslab("run", "--run-dir", str(tmp_path / "ok"), str(suspend_experiment(tmp_path, sleeper, "0.2s")), cwd=tmp_path)
+    ok = chaoslab(
+        "run",
+        "--run-dir",
+        str(tmp_path / "ok"),
+        str(suspend_experiment(tmp_path, sleeper, "0.2s")),
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr

@@ -289,6 +289,22 @@ def test_suspend_and_revert_twice(
     assert_clean(driver, ctx, rec)
 
 
+def test_output_written_just_before_exit_is_never_lost(inventory: Path) -> None:
+    # sshd may send a command's exit status before the last of its output; a reader that
+    # stops at the status loses the tail (this is how a fault's "backend=" line went
+    # missing in CI). Large final writes make the race likely on every try.
+    from chaoslab.drivers.ssh.inventory import load_inventory
+    from chaoslab.drivers.ssh.pool import ConnectionPool
+
+    host = load_inventory(inventory).hosts["h0"]
+    with ConnectionPool(connect_attempts=2) as pool:
+        for size in [1, 10, 100, 1000] * 5:
+            res = pool.run(host, f"seq 1 {size * 1000}; echo tail=ok", timeout_s=20)
+            assert res.ok
+            assert res.stdout.endswith("tail=ok\n"), (size, res.stdout[-40:])
+            assert res.stdout.count("\n") == size * 1000 + 1
+
+
 def test_inject_revert_and_check_share_one_connection_per_host(
     driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, inventory: Path, markers: Markers, tmp_path: Path
 ) -> None:

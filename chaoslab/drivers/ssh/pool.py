@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'chaoslab[ssh]'"
 _READ_CHUNK = 65536
 _POLL_S = 0.02  # how often a waiting command drains its output (keeps the window open)
+_EOF_GRACE_S = 2.0  # how long output may trail the exit status
 
 
 class HostKeyRefused(DriverError):
@@ -302,6 +303,7 @@ class ConnectionPool:
             raise DriverError(f"cannot open a session: {exc}", driver="ssh", target=host.name) from exc
         out: list[bytes] = []
         err: list[bytes] = []
+        eof_by: float | None = None  # set once the exit status is in
         try:
             chan.settimeout(max(0.1, deadline - time.monotonic()))
             chan.exec_command(command)
@@ -314,7 +316,14 @@ class ConnectionPool:
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(_READ_CHUNK))
                 if chan.status_event.is_set():
-                    break
+                    # sshd may send the exit status before the last of the output: wait
+                    # for end-of-output too, briefly (a background process that kept
+                    # stdout open would otherwise hold us to the deadline).
+                    eof_by = eof_by or time.monotonic() + _EOF_GRACE_S
+                    if chan.eof_received or time.monotonic() >= eof_by:
+                        break
+                    time.sleep(_POLL_S)
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CommandTimeout(
@@ -323,7 +332,6 @@ class ConnectionPool:
                         target=host.name,
                     )
                 chan.status_event.wait(min(remaining, _POLL_S))
-            # The exit status comes after the data in the stream: everything is buffered.
             while chan.recv_ready():
                 out.append(chan.recv(_READ_CHUNK))
             while chan.recv_stderr_ready():
