@@ -22,6 +22,7 @@ from chaoslab.engine.verdict import ExitCode
 
 if TYPE_CHECKING:  # the commands import what they need: `chaoslab --help` stays fast
     from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.console import Sink
     from chaoslab.model.experiment import Experiment
 
 EXIT_CODES_HELP = """\b
@@ -37,10 +38,10 @@ Exit codes:
 """
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
+def _stderr() -> Sink:
+    from chaoslab.engine.console import sink_for
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return sink_for(sys.stderr)
 
 
 def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
@@ -59,14 +60,13 @@ def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
             )
         )
     else:
-        console = _stderr_console()
-        console.print(
-            f"[bold red]invalid input[/] ({len(problems) or 1} problem{'s' if len(problems) > 1 else ''}):"
+        err = _stderr()
+        err.line(
+            ("invalid input", "bold red"),
+            f" ({len(problems) or 1} problem{'s' if len(problems) > 1 else ''}):",
         )
-        from rich.markup import escape
-
         for p in problems or [exc]:
-            console.print(f"  • {escape(str(p))}")
+            err.line(f"  • {p}")
     sys.exit(ExitCode.INVALID_INPUT)
 
 
@@ -92,7 +92,37 @@ def _load(path: str, output: str = "text") -> Experiment:
         _fail_invalid(exc, output)
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+# Command groups living in other packages, by the names they add. They are imported only
+# when one of their commands is asked for, so `chaoslab run` loads none of them.
+_LAZY_COMMANDS = {
+    "lab": "chaoslab.lab.cli",
+    "recover": "chaoslab.safety.cli",
+    "halt": "chaoslab.safety.cli",
+    "report": "chaoslab.report.cli",
+    "gate": "chaoslab.report.cli",
+    "slo": "chaoslab.sli.slo_cli",
+    "schedule": "chaoslab.scheduler.cli",
+    "gameday": "chaoslab.scheduler.cli",
+    "export": "chaoslab.scheduler.cli",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose other-package commands register themselves on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _LAZY_COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            import importlib
+
+            importlib.import_module(module).register(self)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chaoslab")
 def main() -> None:
     """chaoslab — chaos experiments whose steady state is an SLO; every fault leased and reverted."""
@@ -196,9 +226,7 @@ def run(
     output: str,
 ) -> None:
     """Run an experiment: baseline, method, recovery, after; revert everything; verdict."""
-    from rich.console import Console
-
-    from chaoslab.engine.console import ConsoleProgress
+    from chaoslab.engine.console import ConsoleProgress, sink_for
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.runner import RunOptions, new_run_id
     from chaoslab.errors import ChaoslabError, InvalidInput, LedgerError, LockHeld, RunInterrupted
@@ -211,10 +239,8 @@ def run(
     run_id = new_run_id()
     rdir = Path(run_dir) if run_dir else Path.cwd() / "chaoslab-runs" / run_id
     bus = EventBus()
-    console = Console(stderr=output == "json", highlight=False)
-    if not console.is_terminal:
-        console.width = 120
-    bus.subscribe(ConsoleProgress(console))
+    sink = sink_for(sys.stderr if output == "json" else sys.stdout)
+    bus.subscribe(ConsoleProgress(sink))
     options = RunOptions(
         run_dir=rdir,
         variables=variables_d,
@@ -246,7 +272,7 @@ def run(
         _refuse(str(exc), ExitCode.ERROR, output)
     if recovered is not None and recovered.outcomes:
         for line in recovered.lines():
-            console.print(f"recover: {line}")
+            sink.line(f"recover: {line}")
     if journal_path:
         import shutil
 
@@ -265,7 +291,7 @@ def run(
             summary=as_path(summary_path),
         )
         for kind, path in written.items():
-            console.print(f"{kind}: {path}")
+            sink.line(f"{kind}: {path}")
     if output == "json":
         click.echo(
             json.dumps(
@@ -286,7 +312,7 @@ def run(
             )
         )
     else:
-        console.print(f"journal: {result.journal_path}")
+        sink.line(f"journal: {result.journal_path}")
     sys.exit(int(result.verdict.exit_code))
 
 
@@ -294,9 +320,7 @@ def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
     if output == "json":
         click.echo(json.dumps({"verdict": "refused", "exit_code": int(code), "reason": message}, indent=2))
     else:
-        from rich.markup import escape
-
-        _stderr_console().print(f"[bold red]refused:[/] {escape(message)}")
+        _stderr().line(("refused:", "bold red"), f" {message}")
     sys.exit(int(code))
 
 
@@ -337,7 +361,7 @@ def plan(experiment: str, output: str) -> None:
     except InvalidInput as exc:
         _fail_invalid(exc, output)
     except ChaoslabError as exc:
-        _stderr_console().print(f"[red]cannot plan:[/] {exc}")
+        _stderr().line(("cannot plan:", "red"), f" {exc}")
         sys.exit(ExitCode.ERROR)
     if output == "json":
         click.echo(json.dumps(the_plan, indent=2, default=str))
@@ -397,23 +421,6 @@ def drivers(output: str) -> None:
         for op in entry["operations"]:
             table.add_row(entry["name"], op["name"], op["kind"], op["lease"], op["summary"])
     Console().print(table)
-
-
-def _register_command_groups() -> None:
-    from chaoslab.lab.cli import register as register_lab
-    from chaoslab.report.cli import register as register_report
-    from chaoslab.safety.cli import register as register_safety
-    from chaoslab.scheduler.cli import register as register_scheduler
-    from chaoslab.sli.slo_cli import register as register_slo
-
-    register_lab(main)
-    register_safety(main)
-    register_report(main)
-    register_slo(main)
-    register_scheduler(main)
-
-
-_register_command_groups()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,83 @@
-"""Live console progress: a consumer of the event stream, rendered with rich."""
+"""Live console progress: a consumer of the event stream.
+
+``ConsoleProgress`` turns events into lines made of styled spans; a sink prints them. On a
+terminal the sink is rich (colour, tables); into a pipe or a CI log, where rich would
+print the same characters without colour anyway, a plain sink writes them directly and
+rich is never imported (it is a third of a short run's start-up). ``FORCE_COLOR`` asks
+for rich anyway, as it does for rich itself.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+import os
+from collections.abc import Sequence
+from typing import IO, Protocol
 
 from chaoslab.engine import events as ev
+
+Span = str | tuple[str, str]  # plain text, or (text, rich style)
+"""One piece of a console line."""
+
+
+class Sink(Protocol):
+    def line(self, *spans: Span) -> None: ...
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Span]]) -> None: ...
+
+
+class PlainSink:
+    """Text without styles, for pipes and logs."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def line(self, *spans: Span) -> None:
+        self.stream.write(_text(spans) + "\n")
+        self.stream.flush()
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Span]]) -> None:
+        cells = [list(columns), *([_text([c]) for c in row] for row in rows)]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        out = [title.center(sum(widths) + len(widths) - 1).rstrip()]
+        out += [" ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+        self.stream.write("\n".join(out) + "\n")
+        self.stream.flush()
+
+
+class RichSink:
+    """Colour and tables on a terminal."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream, highlight=False)
+
+    def line(self, *spans: Span) -> None:
+        from rich.text import Text
+
+        self.console.print(Text.assemble(*spans))
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Span]]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(*columns, title=title, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*(Text.assemble(c) for c in row))
+        self.console.print(table)
+
+
+def sink_for(stream: IO[str]) -> Sink:
+    """Rich on a terminal (or with FORCE_COLOR), plain text elsewhere."""
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("FORCE_COLOR") or (isatty is not None and isatty()):
+        return RichSink(stream)
+    return PlainSink(stream)
+
+
+def _text(spans: Sequence[Span]) -> str:
+    return "".join(s if isinstance(s, str) else s[0] for s in spans)
+
 
 _PHASE_TITLES = {
     ev.Phase.BASELINE: "Baseline: checking the steady state",
@@ -30,86 +100,90 @@ _VERDICT_STYLE = {
     "not-clean": "bold white on red",
 }
 
+_MARKS = {"succeeded": ("✓", "green"), "failed": ("✗", "red"), "timed-out": ("⏱", "red")}
+
 
 class ConsoleProgress:
     """Prints the run as it happens. Live SLI values every ``tick_every`` seconds."""
 
-    def __init__(self, console: Console, tick_every: int = 2) -> None:
-        self.console = console
+    def __init__(self, sink: Sink, tick_every: int = 2) -> None:
+        self.sink = sink
         self.tick_every = tick_every
         self._ticks = 0
         self._slo: list[ev.SLOEvaluated] = []
         self._phases: set[ev.Phase] = set()
 
     def __call__(self, event: ev.Event) -> None:
-        c = self.console
+        out = self.sink.line
         if isinstance(event, ev.SLITick):
             self._ticks += 1
             if self._ticks % self.tick_every == 0:
-                c.print("  [dim]· " + _tick_line(event) + "[/]")
+                out(("  · " + _tick_line(event), "dim"))
             return
         if isinstance(event, ev.PhaseStarted):
             if event.phase in self._phases and event.phase is not ev.Phase.REVERT:
                 return
             self._phases.add(event.phase)
         if isinstance(event, ev.RunStarted):
-            c.print(f"[bold]chaoslab[/] run [cyan]{event.run_id}[/]: {escape(event.title)}")
+            out(("chaoslab", "bold"), " run ", (event.run_id, "cyan"), f": {event.title}")
         elif isinstance(event, ev.PhaseStarted) and event.phase in _PHASE_TITLES:
-            c.print(f"[bold blue]▸ {_PHASE_TITLES[event.phase]}[/]")
+            out((f"▸ {_PHASE_TITLES[event.phase]}", "bold blue"))
         elif isinstance(event, ev.ActivityFinished):
             if event.phase is ev.Phase.DURING:
                 return
-            mark = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "timed-out": "[red]⏱[/]"}.get(
-                event.status, "?"
-            )
-            tol = ""
+            mark = _MARKS.get(event.status, ("?", ""))
+            tol: Span = ""
             if event.tolerance_met is not None:
                 tol = (
-                    " [green](within tolerance)[/]" if event.tolerance_met else " [red](outside tolerance)[/]"
+                    (" (within tolerance)", "green")
+                    if event.tolerance_met
+                    else (" (outside tolerance)", "red")
                 )
             took = event.end - event.start
-            c.print(f"  {mark} {event.activity_type} [bold]{escape(event.name)}[/] {took:.2f}s{tol}")
+            out("  ", mark, f" {event.activity_type} ", (event.name, "bold"), f" {took:.2f}s", tol)
             if event.error:
-                c.print(f"      [red]{escape(event.error.splitlines()[-1][:300])}[/]")
+                out(("      " + event.error.splitlines()[-1][:300], "red"))
         elif isinstance(event, ev.HypothesisChecked) and event.phase is ev.Phase.DURING and not event.met:
-            c.print("  [yellow]! steady state not met during the method[/]")
+            out(("  ! steady state not met during the method", "yellow"))
         elif isinstance(event, ev.FaultInjected):
             lease = f", lease {event.lease_s:g}s" if event.lease_s else ", no lease (heals by itself)"
-            c.print(f"  [magenta]⚡[/] {event.driver}.{event.operation} on {escape(event.target)}{lease}")
+            out("  ", ("⚡", "magenta"), f" {event.driver}.{event.operation} on {event.target}{lease}")
         elif isinstance(event, ev.FaultReverted):
             ttr = (
                 f", recovered in {event.time_to_recover_s:.2f}s"
                 if event.time_to_recover_s is not None
                 else ""
             )
-            ok = "[green]reverted[/]" if event.ok else f"[red]revert failed[/] {escape(event.detail)}"
-            c.print(f"  ↺ {event.driver}.{event.operation} {ok} in {event.duration_s:.2f}s{ttr}")
+            result: tuple[Span, ...] = (
+                (("reverted", "green"),) if event.ok else (("revert failed", "red"), f" {event.detail}")
+            )
+            out(f"  ↺ {event.driver}.{event.operation} ", *result, f" in {event.duration_s:.2f}s{ttr}")
         elif isinstance(event, ev.CleanChecked):
             if event.clean:
-                c.print(f"  [green]✓ clean[/] {event.driver} fault {event.fault_id}")
+                out("  ", ("✓ clean", "green"), f" {event.driver} fault {event.fault_id}")
             else:
-                c.print(
-                    f"  [bold red]✗ NOT CLEAN[/] {event.driver} fault {event.fault_id}: "
-                    f"{escape('; '.join(event.residue))}"
+                out(
+                    "  ",
+                    ("✗ NOT CLEAN", "bold red"),
+                    f" {event.driver} fault {event.fault_id}: {'; '.join(event.residue)}",
                 )
         elif isinstance(event, ev.SLOEvaluated):
             self._slo.append(event)
-            style = _SLO_STYLE.get(event.verdict, "white")
-            c.print(
-                f"  SLO {escape(event.objective)} {escape('[' + event.window + ']')} "
-                f"[{style}]{event.verdict}[/] {escape(_estimate(event))} (n={event.samples})"
+            out(
+                f"  SLO {event.objective} [{event.window}] ",
+                (event.verdict, _SLO_STYLE.get(event.verdict, "white")),
+                f" {_estimate(event)} (n={event.samples})",
             )
         elif isinstance(event, ev.GuardTripped):
-            c.print(f"[bold red]■ guard tripped: {escape(event.reason)} — reverting every fault now[/]")
+            out((f"■ guard tripped: {event.reason} — reverting every fault now", "bold red"))
         elif isinstance(event, ev.Interrupted):
-            c.print(f"[bold red]■ {event.signal}: reverting and running rollbacks before exit[/]")
+            out((f"■ {event.signal}: reverting and running rollbacks before exit", "bold red"))
         elif isinstance(event, ev.RunFinished):
             if self._slo:
-                c.print(slo_table(self._slo))
-            style = _VERDICT_STYLE.get(event.verdict, "bold")
-            c.print(
-                f"[{style}]verdict: {event.verdict.upper()}[/] (exit {event.exit_code}) — "
-                f"{escape(event.reason)} [{event.duration_s:.1f}s]"
+                slo_table(self.sink, self._slo)
+            out(
+                (f"verdict: {event.verdict.upper()}", _VERDICT_STYLE.get(event.verdict, "bold")),
+                f" (exit {event.exit_code}) — {event.reason} [{event.duration_s:.1f}s]",
             )
 
 
@@ -134,24 +208,23 @@ def _bounds(e: ev.SLOEvaluated) -> str:
     return f"[{e.lower:.2%}, {e.upper:.2%}]"
 
 
-def slo_table(results: list[ev.SLOEvaluated]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="SLOs", box=None, header_style="bold")
-    for col in ("objective", "window", "verdict", "estimate", "95% bounds", "samples", "objective is"):
-        table.add_column(col)
-    for e in results:
-        style = _SLO_STYLE.get(e.verdict, "white")
-        table.add_row(
-            e.objective,
-            e.window,
-            f"[{style}]{e.verdict}[/]",
-            escape(_estimate(e)),
-            escape(_bounds(e)),
-            str(e.samples),
-            escape(str(e.detail.get("slo", ""))),
-        )
-    return table
+def slo_table(sink: Sink, results: Sequence[ev.SLOEvaluated]) -> None:
+    sink.table(
+        "SLOs",
+        ("objective", "window", "verdict", "estimate", "95% bounds", "samples", "objective is"),
+        [
+            (
+                e.objective,
+                e.window,
+                (e.verdict, _SLO_STYLE.get(e.verdict, "white")),
+                _estimate(e),
+                _bounds(e),
+                str(e.samples),
+                str(e.detail.get("slo", "")),
+            )
+            for e in results
+        ],
+    )
 
 
 def _tick_line(t: ev.SLITick) -> str:
