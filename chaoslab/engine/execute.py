@@ -15,7 +15,6 @@ import copy
 import subprocess
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -222,6 +221,8 @@ def execute(
             status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc
         )
     except Exception as exc:
+        import traceback  # the error path only
+
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if type(exc).__name__ in ("ActivityFailed", "ProcessActivityFailed"):
             error = f"chaoslib.exceptions.ActivityFailed: {exc}"

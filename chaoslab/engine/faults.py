@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -212,6 +211,8 @@ class FaultManager:
         t0 = time.monotonic()
         if not pending:
             return 0.0
+        from concurrent.futures import ThreadPoolExecutor, wait  # only when there is a fault
+
         pool = ThreadPoolExecutor(max_workers=min(16, len(pending)), thread_name_prefix="revert")
         try:
             futures = {pool.submit(self.revert_one, f): f for f in pending}

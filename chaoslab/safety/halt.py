@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -277,7 +276,7 @@ def _press(home: Path | None, reason: str) -> tuple[HaltState, bool]:
     raw = {
         "reason": reason,
         "since": time.time(),
-        "by": f"pid {os.getpid()} on {socket.gethostname()} ({user})",
+        "by": f"pid {os.getpid()} on {os.uname().nodename} ({user})",
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

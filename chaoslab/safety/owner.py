@@ -23,7 +23,6 @@ not expose. psutil's create time is kept for display and as the fallback elsewhe
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,7 +126,7 @@ class Owner:
         return cls(
             run_id=run_id,
             pid=pid,
-            hostname=socket.gethostname(),
+            hostname=os.uname().nodename,
             create_time=_create_time(pid),
             start_ticks=stat.start_ticks if stat else None,
             boot_id=boot_id(),
@@ -171,7 +170,7 @@ class Owner:
 
     def liveness(self) -> Liveness:
         """Is this owner's process still running? Errs towards ALIVE/UNKNOWN, never DEAD."""
-        if self.hostname != socket.gethostname():
+        if self.hostname != os.uname().nodename:
             return Liveness(life=Life.UNKNOWN, reason=f"owner is on another host ({self.hostname})")
         now_boot = boot_id()
         if self.boot_id and now_boot and self.boot_id != now_boot:
