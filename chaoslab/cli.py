@@ -45,6 +45,8 @@ def _stderr() -> Sink:
 
 
 def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
+    import msgspec
+
     from chaoslab.errors import InvalidInput
 
     problems = exc.problems if isinstance(exc, InvalidInput) else ()
@@ -54,7 +56,7 @@ def _fail_invalid(exc: Exception, output: str = "text") -> NoReturn:
                 {
                     "verdict": "invalid-input",
                     "exit_code": int(ExitCode.INVALID_INPUT),
-                    "problems": [p.__dict__ for p in problems] or [str(exc)],
+                    "problems": [msgspec.structs.asdict(p) for p in problems] or [str(exc)],
                 },
                 indent=2,
             )

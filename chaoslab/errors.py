@@ -20,15 +20,15 @@ Third-party errors are translated at the boundary: ``raise DriverError(...) from
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 
 class ChaoslabError(Exception):
     """Root of every error chaoslab raises on purpose."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """One thing wrong with the user's input, located as precisely as the format allows."""
 
     message: str

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import signal
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     from chaoslab.safety.recover import RecoverReport
 
 
-@dataclass(frozen=True, kw_only=True)
-class SessionOptions:
+class SessionOptions(msgspec.Struct, frozen=True, kw_only=True):
     recover_first: bool = False
     ignore_budget: bool = False
     lab_replicas: int = 3
@@ -55,7 +55,7 @@ def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpe
         load_timeout_s=observation.spec.timeout_s,
     )
     if isinstance(spec, list):
-        raise InvalidInput([replace(p, file=exp.source) for p in spec])
+        raise InvalidInput([msgspec.structs.replace(p, file=exp.source) for p in spec])
     return spec
 
 

@@ -40,10 +40,11 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.errors import DriverError, Problem
 
@@ -60,8 +61,7 @@ class LeaseKind(StrEnum):
     NONE = "none"  # nothing to end (a killed process): revert waits for the system to heal
 
 
-@dataclass(frozen=True, kw_only=True)
-class Param:
+class Param(msgspec.Struct, frozen=True, kw_only=True):
     """One argument of an operation. ``type`` is checked before anything runs."""
 
     name: str
@@ -75,8 +75,7 @@ class Param:
     duration: bool = False  # accepts "500ms", "10s", "2m" and numbers of seconds
 
 
-@dataclass(frozen=True, kw_only=True)
-class Operation:
+class Operation(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     kind: Kind
     summary: str
@@ -88,8 +87,7 @@ class Operation:
         return next((p for p in self.params if p.name == name), None)
 
 
-@dataclass(frozen=True, kw_only=True)
-class DriverContext:
+class DriverContext(msgspec.Struct, frozen=True, kw_only=True):
     """What a driver may know about the run calling it. Never module-level state."""
 
     run_id: str
@@ -99,8 +97,7 @@ class DriverContext:
     log: Callable[[str], None] = lambda _msg: None
 
 
-@dataclass(frozen=True, kw_only=True)
-class RevertRecord:
+class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Everything needed to revert and check one fault, from any process.
 
     ``data`` must be JSON-serialisable. ``lease_expires_at`` is a Unix time, or None
@@ -110,17 +107,17 @@ class RevertRecord:
     driver: str
     operation: str
     target: str
-    fault_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    fault_id: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_id: str = ""
-    args: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    data: Mapping[str, Any] = msgspec.field(default_factory=dict)
     lease_s: float | None = None
     lease_expires_at: float | None = None
-    created_at: float = field(default_factory=time.time)
+    created_at: float = msgspec.field(default_factory=time.time)
     version: int = RECORD_VERSION
 
     def with_data(self, **data: Any) -> RevertRecord:
-        return replace(self, data={**self.data, **data})
+        return msgspec.structs.replace(self, data={**self.data, **data})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,15 +154,13 @@ class RevertRecord:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
-class CleanReport:
+class CleanReport(msgspec.Struct, frozen=True, kw_only=True):
     clean: bool
     residue: tuple[str, ...] = ()
     detail: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class RevertResult:
+class RevertResult(msgspec.Struct, frozen=True, kw_only=True):
     reverted: bool
     detail: str = ""
     time_to_recover_s: float | None = None  # for LeaseKind.NONE faults: time to heal

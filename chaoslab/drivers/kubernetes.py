@@ -57,10 +57,12 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
 from chaoslab.drivers.base import (
@@ -699,7 +701,7 @@ class KubernetesDriver(Driver):
             raise NotImplementedError(f"{self.name} has no fault {op.name!r}")
         data["conn"] = conn.to_dict()
         lease = check_lease(lease_s)  # always leased: a default lease if the engine gave none
-        return replace(record, data=data, lease_s=lease, lease_expires_at=time.time() + lease)
+        return msgspec.structs.replace(record, data=data, lease_s=lease, lease_expires_at=time.time() + lease)
 
     def _prepare_delete(
         self, ctx: DriverContext, record: RevertRecord, a: Mapping[str, Any], conn: Conn
@@ -742,7 +744,7 @@ class KubernetesDriver(Driver):
             "recover_timeout_s": parse_duration(a["recover_timeout"]),
             "conn": conn.to_dict(),
         }
-        return replace(record, data=data, lease_s=None, lease_expires_at=None)
+        return msgspec.structs.replace(record, data=data, lease_s=None, lease_expires_at=None)
 
     # -- inject ---------------------------------------------------------------------------------------
 
@@ -791,7 +793,7 @@ class KubernetesDriver(Driver):
 
     def _arm(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         """Start the lease before the change (contract: before or atomically with it)."""
-        record = replace(record, lease_expires_at=time.time() + float(record.lease_s or 0))
+        record = msgspec.structs.replace(record, lease_expires_at=time.time() + float(record.lease_s or 0))
         ref = spawn_watchdog(ctx, record)
         ctx.log(f"kubernetes: lease watchdog pid {ref.pid} until {record.lease_expires_at:.0f}")
         return record.with_data(watchdog=ref.to_dict())

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.drivers._proc import WATCHDOG_MODULE, ProcRef
 from chaoslab.drivers.base import (
@@ -56,7 +57,7 @@ def start_lease(record: RevertRecord) -> RevertRecord:
     """The record with its lease counted from now (called as inject begins, so the lease
     covers the whole time the fault is on the target)."""
     lease = float(record.lease_s or check_lease(None))
-    return replace(record, lease_expires_at=time.time() + lease)
+    return msgspec.structs.replace(record, lease_expires_at=time.time() + lease)
 
 
 def check_lease(lease_s: Any, *, default: float = DEFAULT_LEASE_S) -> float:

@@ -16,8 +16,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from chaoslab.drivers.base import DriverContext, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
@@ -25,8 +26,7 @@ from chaoslab.errors import ChaoslabError, InvalidInput
 from chaoslab.model.experiment import Activity, ActivityKind
 
 
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # succeeded | failed | timed-out
     output: Any
     error: str | None

@@ -11,9 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
+
+import msgspec
 
 from chaoslab.drivers.base import (
     CleanReport,
@@ -40,8 +41,7 @@ class Ledger(Protocol):
     def close_entry(self, fault_id: str, outcome: CleanReport) -> Any: ...
 
 
-@dataclass(kw_only=True)
-class ActiveFault:
+class ActiveFault(msgspec.Struct, kw_only=True):
     record: RevertRecord
     activity: Activity
     lease: LeaseKind
@@ -53,7 +53,7 @@ class ActiveFault:
     reverted_at: float | None = None
     clean_at: float | None = None
     reverting: bool = False  # a revert was dispatched (its duration ended)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
 
     @property
     def label(self) -> str:
@@ -254,9 +254,7 @@ class FaultManager:
 
 
 def _stamp(record: RevertRecord, *, run_id: str, lease_s: float | None, now: float) -> RevertRecord:
-    from dataclasses import replace
-
-    return replace(
+    return msgspec.structs.replace(
         record,
         run_id=run_id,
         lease_s=lease_s,

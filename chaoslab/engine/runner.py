@@ -19,9 +19,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import msgspec
 
 from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.registry import DriverRegistry
@@ -53,10 +54,9 @@ class Guard(Protocol):
     def check(self, now: float) -> str | None: ...
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     run_dir: Path
-    variables: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, Any] = msgspec.field(default_factory=dict)
     var_files: Sequence[str] = ()
     strategy: Strategy | None = None
     rollback_strategy: RollbackStrategy | None = None
@@ -67,8 +67,7 @@ class RunOptions:
     ignore_signals_after: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     verdict: Verdict
     reason: str
@@ -83,16 +82,15 @@ class Aborted(ChaoslabError):
     pass
 
 
-@dataclass
-class _State:
-    verdicts: list[tuple[Verdict, str]] = field(default_factory=list)
+class _State(msgspec.Struct):
+    verdicts: list[tuple[Verdict, str]] = msgspec.field(default_factory=list)
     method_ran: bool = False
     deviated: bool = False
     during_failed: bool = False
     abort_reason: str | None = None
     breach_ts: float | None = None
     clean_ts: float | None = None
-    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    windows: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 
     def add(self, verdict: Verdict, reason: str) -> None:
         self.verdicts.append((verdict, reason))

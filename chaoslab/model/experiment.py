@@ -8,9 +8,10 @@ chaostoolkit-lib executes for provider activities and what the journal records f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 
 class ActivityKind(StrEnum):
@@ -49,8 +50,7 @@ class RollbackStrategy(StrEnum):
     DEVIATED = "deviated"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Activity:
+class Activity(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     type: str  # "probe" | "action"
     kind: ActivityKind
@@ -59,7 +59,7 @@ class Activity:
     driver: str | None = None
     operation: str | None = None
     target: str | None = None
-    args: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = msgspec.field(default_factory=dict)
     duration_s: float | None = None  # how long a driver fault is held
     timeout_s: float | None = None
     pause_before_s: float | None = None
@@ -73,8 +73,7 @@ class Activity:
         return self.kind is ActivityKind.DRIVER and self.type == "action"
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProbeSLI:
+class ProbeSLI(msgspec.Struct, frozen=True, kw_only=True):
     """A probe sampled at an interval as an SLI: a sample is good when the probe succeeds
     within its tolerance. Objectives name it with ``source: <name>``."""
 
@@ -83,14 +82,12 @@ class ProbeSLI:
     probe: Activity
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hypothesis:
+class Hypothesis(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     probes: tuple[Activity, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Runtime:
+class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     strategy: Strategy = Strategy.DEFAULT
     frequency_s: float = 1.0
     fail_fast: bool = False
@@ -103,26 +100,25 @@ class Runtime:
     lease_s: float = 300.0  # default lease of a fault with no duration
 
 
-@dataclass(frozen=True, kw_only=True)
-class Experiment:
+class Experiment(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     description: str
     source: str
     tags: tuple[str, ...] = ()
-    configuration: Mapping[str, Any] = field(default_factory=dict)
-    secrets: Mapping[str, Any] = field(default_factory=dict)
+    configuration: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    secrets: Mapping[str, Any] = msgspec.field(default_factory=dict)
     hypothesis: Hypothesis | None = None
     method: tuple[Activity, ...] = ()
     rollbacks: tuple[Activity, ...] = ()
     controls: tuple[Mapping[str, Any], ...] = ()
-    runtime: Runtime = field(default_factory=Runtime)
+    runtime: Runtime = msgspec.field(default_factory=Runtime)
     needs_lab: bool = False
     load: Mapping[str, Any] | None = None
     slo: tuple[Any, ...] = ()
     sli_probes: tuple[ProbeSLI, ...] = ()
     runbook: Any = None
     guard: Any = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     def all_activities(self) -> tuple[Activity, ...]:
         probes = self.hypothesis.probes if self.hypothesis else ()

@@ -9,9 +9,10 @@ the current directory, then every directory listed in ``CHAOSLAB_LIBRARY``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.errors import InvalidInput
 from chaoslab.model.source import Document, load_document
@@ -19,8 +20,7 @@ from chaoslab.model.source import Document, load_document
 KINDS = ("probes", "actions")
 
 
-@dataclass(frozen=True, kw_only=True)
-class LibraryEntry:
+class LibraryEntry(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     file: str
     data: dict[str, Any]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.errors import InvalidInput, Problem
 
@@ -20,8 +21,7 @@ MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
 
 
-@dataclass(frozen=True, kw_only=True)
-class Document:
+class Document(msgspec.Struct, frozen=True, kw_only=True, dict=True):  # dict: cached_property
     """A parsed file: its data and where each field path starts (1-based lines)."""
 
     path: str

@@ -37,7 +37,6 @@ new baseline.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -48,6 +47,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.report import baseline as bl
@@ -209,7 +210,9 @@ def load_suite(path: str | Path) -> Suite:
     except InvalidInput as exc:
         problems += exc.problems
     if problems or thresholds is None or tolerance is None:
-        raise InvalidInput([dataclasses.replace(q, line=q.line or document.line(q.path)) for q in problems])
+        raise InvalidInput(
+            [msgspec.structs.replace(q, line=q.line or document.line(q.path)) for q in problems]
+        )
     return Suite(
         name=str(name), entries=tuple(entries), thresholds=thresholds, tolerance=tolerance, source=file
     )

@@ -28,10 +28,11 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+import msgspec
 
 from chaoslab import paths
 from chaoslab.drivers.registry import DriverRegistry
@@ -48,8 +49,7 @@ ACTIVE_RUNS_DIR = "active-runs"
 _POLL_S = 0.05
 
 
-@dataclass(frozen=True, kw_only=True)
-class HaltState:
+class HaltState(msgspec.Struct, frozen=True, kw_only=True):
     path: Path
     reason: str
     since: float
@@ -70,15 +70,13 @@ class Halted(ChaoslabError):
         )
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunRegistration:
+class RunRegistration(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     owner: Owner
     path: Path
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunAction:
+class RunAction(msgspec.Struct, frozen=True, kw_only=True):
     """What halt did to one registered run."""
 
     run_id: str
@@ -87,8 +85,7 @@ class RunAction:
     detail: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class HaltReport:
+class HaltReport(msgspec.Struct, frozen=True, kw_only=True):
     state: HaltState
     already_halted: bool
     runs: tuple[RunAction, ...]
@@ -120,7 +117,7 @@ class HaltReport:
             "halted_since": self.state.since,
             "reason": self.state.reason,
             "already_halted": self.already_halted,
-            "runs": [r.__dict__.copy() for r in self.runs],
+            "runs": [msgspec.structs.asdict(r) for r in self.runs],
             "reverted_in_grace": list(self.reverted_in_grace),
             "forced": list(self.forced),
             "recovery": self.recovery.to_dict(),

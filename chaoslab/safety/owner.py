@@ -25,11 +25,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 # Create times from psutil are rounded to clock ticks and shift with clock steps; a pid
 # reused within this window of the original's birth is not a realistic event.
@@ -42,8 +43,7 @@ class Life(StrEnum):
     UNKNOWN = "unknown"  # on another host: we cannot tell, so never treat it as dead
 
 
-@dataclass(frozen=True, kw_only=True)
-class Liveness:
+class Liveness(msgspec.Struct, frozen=True, kw_only=True):
     life: Life
     reason: str
 
@@ -52,8 +52,7 @@ class Liveness:
         return self.life is Life.DEAD
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProcStat:
+class ProcStat(msgspec.Struct, frozen=True, kw_only=True):
     """The two facts of ``/proc/<pid>/stat`` we need: state letter and start ticks."""
 
     state: str
@@ -103,8 +102,7 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Owner:
+class Owner(msgspec.Struct, frozen=True, kw_only=True):
     """One process of one run, identified so that a reused pid is never mistaken for it."""
 
     run_id: str

@@ -7,7 +7,6 @@ a ledger entry, inject, and are then SIGKILLed or signalled.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from chaoslab import paths
@@ -189,7 +189,7 @@ def dead_owner(run_id: str) -> Owner:
     """An owner whose pid now belongs to another process (this one): a dead runner."""
     me = Owner.current(run_id)
     assert me.start_ticks is not None
-    return dataclasses.replace(me, start_ticks=me.start_ticks - 1)
+    return msgspec.structs.replace(me, start_ticks=me.start_ticks - 1)
 
 
 def open_dead_entry(path: Path, run_id: str = "dead-run", **args: Any) -> RevertRecord:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from chaoslab.errors import LockHeld
@@ -127,7 +128,7 @@ def test_a_reused_pid_does_not_keep_a_dead_runners_lock() -> None:
     me = Owner.current("old-run")
     assert me.start_ticks is not None
     # The pid is alive (it is us) but was born at another moment: another process.
-    impostor = dataclasses.replace(me, start_ticks=me.start_ticks - 1000)
+    impostor = msgspec.structs.replace(me, start_ticks=me.start_ticks - 1000)
     directory = locks_dir()
     directory.mkdir(parents=True)
     path = lock_path(directory, "k8s:shop/app=web")
@@ -147,7 +148,7 @@ def test_a_reused_pid_does_not_keep_a_dead_runners_lock() -> None:
 def test_holder_on_another_host_is_respected_until_its_lease_expires() -> None:
     directory = locks_dir()
     directory.mkdir(parents=True)
-    remote = dataclasses.replace(Owner.current("remote-run"), hostname="elsewhere.invalid")
+    remote = msgspec.structs.replace(Owner.current("remote-run"), hostname="elsewhere.invalid")
     path = lock_path(directory, "ssh:shared")
 
     def write(expires: float | None) -> None:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import httpx
+import msgspec
 
 from chaoslab import paths
 from chaoslab.drivers.base import (
@@ -343,7 +343,7 @@ class ProxyDriver(Driver):
         if resp.status_code not in (200, 201):
             raise self._fail(resp, f"injecting {record.operation}", target)
         expires = resp.json().get("lease_expires_at")
-        return replace(record, lease_expires_at=expires) if expires else record
+        return msgspec.structs.replace(record, lease_expires_at=expires) if expires else record
 
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
         api, name, target = record.data["api"], record.data["proxy"], record.target

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import msgspec
+
 from chaoslab.drivers.base import (
     CleanReport,
     Driver,
@@ -401,7 +403,7 @@ class SSHDriver(Driver):
             }
         enriched = record.with_data(results=per_host, host_keys=pinned, injected_at=started)
         if record.lease_s is not None:
-            enriched = replace(enriched, lease_expires_at=started + lease)
+            enriched = msgspec.structs.replace(enriched, lease_expires_at=started + lease)
         return enriched
 
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
