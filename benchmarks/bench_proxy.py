@@ -7,11 +7,13 @@
 (c) latency toxic of 100 ms: error of the added latency at p50 (±2 ms) and p99 (±5 ms).
 
 Everything runs on 127.0.0.1; every loop is bounded in count and time; every process
-started here is stopped by pid. Run: ``.venv/bin/python benchmarks/bench_proxy.py``.
+started here is stopped by pid. Run: ``.venv/bin/python benchmarks/bench_proxy.py
+[--loop auto|uvloop|asyncio]`` (the proxy's event loop; auto = uvloop when installed).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -138,11 +140,14 @@ def bulk(port: int, nbytes: int) -> float:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto", help="proxy event loop")
+    loop = ap.parse_args().loop
     started = time.monotonic()
     with process([PY, "-c", SERVICES]) as services:
         assert services.stdout is not None
         echo_port, source_port = map(int, services.stdout.readline().split())
-        with process([PY, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0"]) as px:
+        with process([PY, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0", "--loop", loop]) as px:
             assert px.stdout is not None
             api_port = int(px.stdout.readline().split("api=127.0.0.1:")[1].split()[0])
             api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10)

@@ -53,11 +53,11 @@ def echo_port() -> Iterator[int]:
     thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def proxy_api() -> Iterator[str]:
-    """Base URL of a proxy server running in its own process."""
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def proxy_api(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Base URL of a proxy server running in its own process, on each event loop."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0"],
+        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0", "--loop", request.param],
         stdout=subprocess.PIPE,
         text=True,
     )

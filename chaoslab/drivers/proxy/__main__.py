@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chaoslab.drivers.proxy.api import ApiServer
@@ -46,6 +46,18 @@ async def serve(host: str, port: int, config: list[object] | None = None) -> Non
         await proxies.close()
 
 
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("chaoslab-proxy: --loop uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m chaoslab.drivers.proxy",
@@ -54,12 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api", default="127.0.0.1:8474", help="HOST:PORT of the HTTP API")
     parser.add_argument("--config", type=Path, help="JSON array of proxies to create")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop (C, libuv) or the stdlib's; auto = uvloop if installed",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         host, port = split_address(args.api, what="--api")
         config = json.loads(args.config.read_text("utf-8")) if args.config else None
-        asyncio.run(serve(host, port, config))
+        asyncio.run(serve(host, port, config), loop_factory=_loop_factory(args.loop))
     except (ApiError, OSError, ValueError) as exc:
         sys.stderr.write(f"chaoslab-proxy: {exc}\n")
         return 2

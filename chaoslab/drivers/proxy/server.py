@@ -23,7 +23,8 @@ loop that removes the toxic (or re-enables the proxy) with no help from any clie
 a SIGKILLed runner leaves nothing behind for longer than its lease.
 
 Why hand-written: no stdlib or PyPI package provides a Toxiproxy-compatible engine
-(Toxiproxy itself is a Go binary); uvloop is avoided to stay stdlib-only.
+(Toxiproxy itself is a Go binary). The engine runs on any asyncio loop; the proxy
+process uses uvloop when it is installed (``--loop``), which halves the per-hop cost.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from chaoslab.drivers.proxy.toxics import (
     ApiError,
@@ -82,8 +83,8 @@ class _Side(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; uvloop's implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         if self.role == "client":
             # Hold client bytes until the upstream connection exists.
             self.pause("connecting")
@@ -228,7 +229,14 @@ class _Pipe:
             if self.queued > QUEUE_HIGH:
                 self.src.pause("queue")
         self.src.fast_write = None
-        if self.task is None:
+        if self.dst.transport is not None:
+            self.kick()
+
+    def kick(self) -> None:
+        """Carry what is queued (also what arrived before the far side was connected:
+        uvloop, unlike asyncio since 3.12, starts reading even when ``connection_made``
+        paused the transport)."""
+        if self.queue and self.task is None and not self.conn.closed:
             self.task = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
@@ -328,6 +336,7 @@ class _Connection:
             return
         self.sync(self.proxy.specs())
         if not self.closed:
+            self.up.kick()
             self.client.resume("connecting")
 
     def sync(self, specs: list[ToxicSpec]) -> None:
