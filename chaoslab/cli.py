@@ -227,7 +227,11 @@ def run(
     recover_first: bool,
     output: str,
 ) -> None:
-    """Run an experiment: baseline, method, recovery, after; revert everything; verdict."""
+    """Run an experiment: baseline, method, recovery, after; revert everything; verdict.
+
+    Progress is coloured on a terminal and plain text into a pipe or a CI log
+    (FORCE_COLOR=1 forces colour).
+    """
     from chaoslab.engine.console import ConsoleProgress, sink_for
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.runner import RunOptions, new_run_id
