@@ -52,6 +52,11 @@ def sleeper() -> Iterator[int]:
     proc.wait()
 
 
+def suspend_run(tmp: Path, run_dir: str, pid: int, duration: str = "60s") -> list[str]:
+    """``run`` arguments: suspend ``pid`` for ``duration``, events under ``tmp/run_dir``."""
+    return ["run", "--run-dir", str(tmp / run_dir), str(suspend_experiment(tmp, pid, duration))]
+
+
 def suspend_experiment(tmp: Path, pid: int, duration: str = "60s", after: str = "") -> Path:
     f = tmp / f"suspend-{pid}-{duration}.yaml"
     f.write_text(
@@ -99,21 +104,9 @@ def test_open_ledger_entry_refuses_the_run_until_recovered(tmp_path: Path, sleep
 
 
 def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path, sleeper: int) -> None:
-    first = start(
-        "run",
-        "--run-dir",
-        str(tmp_path / "a"),
-        str(suspend_experiment(tmp_path, sleeper, "3s")),
-        cwd=tmp_path,
-    )
+    first = start(*suspend_run(tmp_path, "a", sleeper, "3s"), cwd=tmp_path)
     wait_for(tmp_path / "a" / "events.ndjson", "fault-injected")
-    second = chaoslab(
-        "run",
-        "--run-dir",
-        str(tmp_path / "b"),
-        str(suspend_experiment(tmp_path, sleeper, "1s")),
-        cwd=tmp_path,
-    )
+    second = chaoslab(*suspend_run(tmp_path, "b", sleeper, "1s"), cwd=tmp_path)
     assert second.returncode == 5
     assert f"pid:{sleeper}" in second.stderr and "locked by" in second.stderr
     assert str(first.pid) in second.stderr
@@ -123,9 +116,7 @@ def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path
 
 
 def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: int) -> None:
-    run = start(
-        "run", "--run-dir", str(tmp_path / "live"), str(suspend_experiment(tmp_path, sleeper)), cwd=tmp_path
-    )
+    run = start(*suspend_run(tmp_path, "live", sleeper), cwd=tmp_path)
     wait_for(tmp_path / "live" / "events.ndjson", "fault-injected")
     halted = chaoslab("halt", "--reason", "incident INC-42", "--grace", "10", cwd=tmp_path)
     assert halted.returncode == 0, halted.stdout + halted.stderr
@@ -135,23 +126,11 @@ def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: in
     journal = json.loads((tmp_path / "live" / "journal.json").read_text())
     assert journal["chaoslab"]["verdict"] == "aborted" and "halt" in journal["chaoslab"]["reason"]
 
-    blocked = chaoslab(
-        "run",
-        "--run-dir",
-        str(tmp_path / "blocked"),
-        str(suspend_experiment(tmp_path, sleeper, "1s")),
-        cwd=tmp_path,
-    )
+    blocked = chaoslab(*suspend_run(tmp_path, "blocked", sleeper, "1s"), cwd=tmp_path)
     assert blocked.returncode == 3
     assert "INC-42" in blocked.stderr
     assert not stopped(sleeper)
 
     assert chaoslab("halt", "--release", cwd=tmp_path).returncode == 0
-    ok = chaoslab(
-        "run",
-        "--run-dir",
-        str(tmp_path / "ok"),
-        str(suspend_experiment(tmp_path, sleeper, "0.2s")),
-        cwd=tmp_path,
-    )
+    ok = chaoslab(*suspend_run(tmp_path, "ok", sleeper, "0.2s"), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
