@@ -101,6 +101,7 @@ def test_slo_file_is_steady_state_and_budget_gate_passes(
         cwd=tmp_path,
     )
     result = json.loads(proc.stdout)
+    assert "journal" in result, (result, proc.stderr[-2000:])
     journal = json.loads(Path(result["journal"]).read_text())
     gate = journal["chaoslab"]["budget_gate"]
     assert gate["allowed"] and not gate["refused"]

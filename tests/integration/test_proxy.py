@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,12 +19,19 @@ from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
     echo_port,
     median_rtt,
     proxy,
-    proxy_api,
+    proxy_process,
     recv_all,
     recv_exactly,
     round_trip,
     wait_until,
 )
+
+
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def proxy_api(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs against the proxy on each event loop it supports."""
+    with proxy_process(request.param) as url:
+        yield url
 
 
 def test_forwards_bytes_unchanged_and_half_close(proxy: ProxyRef) -> None:

@@ -5,6 +5,7 @@ started it."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import socketserver
@@ -53,11 +54,11 @@ def echo_port() -> Iterator[int]:
     thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
-def proxy_api(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Base URL of a proxy server running in its own process, on each event loop."""
+@contextlib.contextmanager
+def proxy_process(loop: str = "auto") -> Iterator[str]:
+    """Base URL of a proxy server running in its own process on ``loop``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0", "--loop", request.param],
+        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0", "--loop", loop],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -74,6 +75,13 @@ def proxy_api(request: pytest.FixtureRequest) -> Iterator[str]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def proxy_api() -> Iterator[str]:
+    """A proxy server on its default loop (uvloop when installed)."""
+    with proxy_process() as url:
+        yield url
 
 
 @dataclass(frozen=True)
