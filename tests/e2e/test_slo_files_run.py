@@ -31,6 +31,10 @@ def lab_with_prometheus(chaoslab_home: Path, tmp_path: Path) -> Iterator[tuple[s
             lb = control.lb_url(state)
             send(lb, "/", 300)  # history for the budget: "no data" is a refusal, rightly
             wait_for_count(url, 'sum(lab_requests_total{code="200",path="/"})', 300)
+            # The gate reads increase() over its windows, down to 10 s: that needs two
+            # samples of a series inside the window. On a loaded machine the first scrape
+            # can come after all 300 requests, leaving one sample: "no data", a refusal.
+            wait_for_count(url, 'min(count_over_time(lab_requests_total{path="/"}[10s]))', 2)
             yield url, lb
     finally:
         control.down()
