@@ -85,13 +85,26 @@ def _recorded_pids(raw: dict[str, Any]) -> list[int]:
     return pids
 
 
+def _not_gone(pid: int) -> bool:
+    """A lab process, or one still exiting: a dying process's command line reads empty
+    before it becomes a zombie, so "not a lab process any more" is not yet "gone"."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmd = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return not cmd or any(m in " ".join(cmd) for m in LAB_MARKERS)
+
+
 def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     """Wait until no pid in ``pids`` is a live lab process; return those still alive."""
     deadline = time.monotonic() + timeout_s
-    alive = [p for p in pids if _is_lab_process(p)]
+    alive = [p for p in pids if _not_gone(p)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.02)
-        alive = [p for p in alive if _is_lab_process(p)]
+        alive = [p for p in alive if _not_gone(p)]
     return alive
 
 
