@@ -654,7 +654,7 @@ class KubernetesDriver(Driver):
                 obj = kube.workload(w)
             status = obj.get("status") or {}
             return int(status.get("availableReplicas") or 0)
-        raise NotImplementedError(f"{self.name} has no probe {op.name!r}")
+        raise DriverError(f"has no probe {op.name!r}", driver=self.name, target=target)
 
     # -- prepare: resolve and record, touch nothing ------------------------------------------------
 
@@ -698,7 +698,7 @@ class KubernetesDriver(Driver):
                 "resource_version": _meta(node).get("resourceVersion"),
             }
         else:
-            raise NotImplementedError(f"{self.name} has no fault {op.name!r}")
+            raise DriverError(f"has no fault {op.name!r}", driver=self.name, target=record.target)
         data["conn"] = conn.to_dict()
         lease = check_lease(lease_s)  # always leased: a default lease if the engine gave none
         return msgspec.structs.replace(record, data=data, lease_s=lease, lease_expires_at=time.time() + lease)

@@ -14,19 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import run_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "chaoslab.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(*args, cwd=cwd, timeout=120)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 

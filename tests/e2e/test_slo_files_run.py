@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ import httpx
 import pytest
 
 from chaoslab.lab import control
-from tests.conftest import require
+from tests.conftest import require, run_cli
 from tests.integration import promfixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,15 +76,7 @@ method:
 
 
 def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "chaoslab.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_cli(*args, cwd=cwd, timeout=180)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 
