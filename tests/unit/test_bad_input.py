@@ -11,8 +11,6 @@ import pytest
 
 from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def chaoslab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, cwd=cwd, timeout=60)
