@@ -51,19 +51,24 @@ def _locked(base_dir: Path | None) -> Iterator[Path]:
         os.close(fd)  # closing releases the lock
 
 
-def _is_lab_process(pid: int | None, marker: str | None = None) -> bool:
-    """True if ``pid`` runs now, is not a zombie, and its command line is a lab process."""
+def _command_line(pid: int | None) -> str | None:
+    """``pid``'s command line ("" while it is exiting), or None if it is gone or a zombie."""
     if not pid:
-        return False
+        return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmd = " ".join(proc.cmdline())
+            return None
+        return " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+        return None
+
+
+def _is_lab_process(pid: int | None, marker: str | None = None) -> bool:
+    """True if ``pid`` runs now, is not a zombie, and its command line is a lab process."""
+    cmd = _command_line(pid)
     markers = (marker,) if marker else LAB_MARKERS
-    return any(m in cmd for m in markers)
+    return cmd is not None and any(m in cmd for m in markers)
 
 
 def _read_raw(directory: Path) -> dict[str, Any] | None:
@@ -88,14 +93,8 @@ def _recorded_pids(raw: dict[str, Any]) -> list[int]:
 def _not_gone(pid: int) -> bool:
     """A lab process, or one still exiting: a dying process's command line reads empty
     before it becomes a zombie, so "not a lab process any more" is not yet "gone"."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmd = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return not cmd or any(m in " ".join(cmd) for m in LAB_MARKERS)
+    cmd = _command_line(pid)
+    return cmd is not None and (cmd == "" or any(m in cmd for m in LAB_MARKERS))
 
 
 def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
