@@ -30,11 +30,25 @@ Exit codes:
   0   passed        the steady state held before, during and after
   1   deviated      an SLO or tolerance failed during/after the method
   2   invalid input the experiment or the command line is wrong; nothing ran
-  3   aborted       the guard or `chaoslab halt` stopped the run
+  3   aborted       the guard or 'chaoslab halt' stopped the run
   4   inconclusive  too few samples, or the baseline did not hold
   5   error         a driver or the infrastructure failed
   6   not clean     a target still shows a fault after revert (the worst)
   130 interrupted   SIGINT/SIGTERM; everything was reverted first
+"""
+
+
+VALIDATE_EXIT_HELP = """\b
+Exit codes:
+  0   valid          every file is a valid experiment
+  2   invalid input  a file is wrong (every problem is listed)
+"""
+
+PLAN_EXIT_HELP = """\b
+Exit codes:
+  0   planned        the plan is printed; nothing was touched
+  2   invalid input  the experiment is wrong (every problem is listed)
+  5   error          a target or an activity cannot be resolved on this machine
 """
 
 
@@ -148,7 +162,7 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
     "variables",
     multiple=True,
     metavar="NAME[:TYPE]=VALUE",
-    help="Override a configuration value (as `chaos run --var`).",
+    help="Override a configuration value (as chaos run --var does).",
 )
 @click.option(
     "--var-file",
@@ -167,13 +181,15 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
     "--journal-path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Also copy the final journal.json here (like `chaos run --journal-path`).",
+    help="Also copy the final journal.json here (like chaos run --journal-path).",
 )
 @click.option(
     "--hypothesis-strategy",
     type=click.Choice(
         ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"]
     ),
+    help="When the steady-state hypothesis is checked, as chaos run --hypothesis-strategy "
+    "[default: the experiment's own, else before and after the method].",
 )
 @click.option(
     "--rollback-strategy",
@@ -330,9 +346,14 @@ def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
     sys.exit(int(code))
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=VALIDATE_EXIT_HELP)
 @click.argument("experiments", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text for people; json prints one machine-readable document on stdout.",
+)
 def validate(experiments: tuple[str, ...], output: str) -> None:
     """Check experiment files; report every problem with file, line and field path."""
     from chaoslab.errors import InvalidInput, Problem
@@ -353,9 +374,14 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
             click.echo(f"{path}: valid")
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=PLAN_EXIT_HELP)
 @click.argument("experiment", type=click.Path(dir_okay=False))
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text for people; json prints one machine-readable document on stdout.",
+)
 def plan(experiment: str, output: str) -> None:
     """Show what a run would do (targets resolved, leases, rollbacks), touching nothing."""
     from chaoslab.engine.plan import make_plan, render_plan
@@ -381,7 +407,12 @@ def plan(experiment: str, output: str) -> None:
 
 
 @main.command()
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text for people; json prints one machine-readable document on stdout.",
+)
 def drivers(output: str) -> None:
     """List installed drivers and their operations."""
     from chaoslab.errors import ChaoslabError

@@ -132,6 +132,9 @@ class ConsoleProgress:
             if event.phase is ev.Phase.DURING:
                 return
             mark = _MARKS.get(event.status, ("?", ""))
+            if event.tolerance_met is False:
+                # The probe ran, but its value missed the tolerance: that is not a tick.
+                mark = _MARKS["failed"]
             tol: Span = ""
             if event.tolerance_met is not None:
                 tol = (

@@ -14,7 +14,13 @@ def register(main: click.Group) -> None:
         """The embedded lab: 3 replicas behind a retrying load balancer, self-healing."""
 
     @lab.command()
-    @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 16))
+    @click.option(
+        "--replicas",
+        default=3,
+        show_default=True,
+        type=click.IntRange(1, 16),
+        help="How many HTTP replicas behind the balancer.",
+    )
     @click.option(
         "--restart-delay",
         default=1.0,
@@ -43,7 +49,12 @@ def register(main: click.Group) -> None:
         click.echo("lab: stopped" if lab_down() else "lab: was not running")
 
     @lab.command()
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def status(output: str) -> None:
         """What runs, checked now (pids and health endpoints)."""
         from chaoslab.lab.control import format_status

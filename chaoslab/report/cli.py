@@ -229,15 +229,26 @@ def register(main: click.Group) -> None:
         console = _console()
 
         def invalid(problems: Any, suite_name: str) -> NoReturn:
-            write_junit(invalid_junit(suite_name, [str(p) for p in problems]), junit_path)
-            summary_path.parent.mkdir(parents=True, exist_ok=True)
-            summary_path.write_text(
-                f"## ⚠️ chaoslab gate `{suite_name}`: **invalid input** (exit 2)\n\n"
-                + "\n".join(f"- {str(p)}" for p in problems)
-                + "\n\nNothing was run.\n",
-                "utf-8",
-            )
-            _invalid(problems, int(GateExit.INVALID_INPUT))
+            # The README promises JUnit, the summary and gate.json on every gate, and one
+            # result on stdout with --output json: invalid input is a result too.
+            texts = [str(p) for p in problems] or ["invalid input"]
+            doc = g.invalid_result(suite_name, texts)
+            try:
+                write_junit(invalid_junit(suite_name, texts), junit_path)
+                summary_path.parent.mkdir(parents=True, exist_ok=True)
+                summary_path.write_text(
+                    f"## ⚠️ chaoslab gate `{suite_name}`: **invalid input** (exit 2)\n\n"
+                    + "\n".join(f"- {t}" for t in texts)
+                    + "\n\nNothing was run.\n",
+                    "utf-8",
+                )
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "gate.json").write_text(json.dumps(doc, indent=2), "utf-8")
+            except OSError as exc:
+                doc["problems"].append(f"cannot write the gate's reports: {exc}")
+            if output == "json":
+                click.echo(json.dumps(doc, indent=2))
+            _invalid(texts, int(GateExit.INVALID_INPUT))
 
         if bool(experiments) == bool(suite_path):
             invalid(["give experiment files or --suite FILE (exactly one of them)"], name)

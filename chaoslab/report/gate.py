@@ -427,6 +427,26 @@ class GateResult:
         }
 
 
+def invalid_result(suite_name: str, problems: Sequence[str]) -> dict[str, Any]:
+    """gate.json for a gate that refused its input: the keys of ``GateResult.to_dict``, nothing run."""
+    now = time.time()
+    return {
+        "suite": suite_name,
+        "result": "invalid-input",
+        "exit_code": int(GateExit.INVALID_INPUT),
+        "reason": "invalid input: " + (problems[0] if problems else "invalid input"),
+        "problems": list(problems),
+        "score": None,
+        "score_range": None,
+        "class": None,
+        "thresholds": None,
+        "baseline": None,
+        "experiments": [],
+        "started": now,
+        "finished": now,
+    }
+
+
 def decide(
     outcomes: Sequence[Outcome],
     sc: Score,

@@ -10,7 +10,12 @@ import click
 
 def register(main: click.Group) -> None:
     @main.command()
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     @click.option(
         "--include-live",
         is_flag=True,
@@ -44,7 +49,12 @@ def register(main: click.Group) -> None:
         type=click.FloatRange(0, 600),
         help="Seconds runs get to revert before halt reverts their faults itself.",
     )
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def halt(release: bool, reason: str, grace: float, output: str) -> None:
         """The big red button: every run on this machine reverts now; new runs are blocked."""
         from chaoslab.drivers.registry import DriverRegistry

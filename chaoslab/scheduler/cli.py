@@ -61,6 +61,9 @@ def _runs_root(value: str | None) -> Path:
     return Path(value) if value else paths.home() / "scheduler" / "runs"
 
 
+STORE_HELP = "sqlite:///path.db or postgresql://… [default: $CHAOSLAB_STORE or SQLite in CHAOSLAB_HOME]."
+
+
 def _common[G: Callable[..., Any]](f: G) -> G:
     f = click.option(
         "--scenarios",
@@ -73,7 +76,7 @@ def _common[G: Callable[..., Any]](f: G) -> G:
         "--store",
         default=None,
         metavar="URL",
-        help="sqlite:///path.db or postgresql://… [default: $CHAOSLAB_STORE or SQLite in CHAOSLAB_HOME].",
+        help=STORE_HELP,
     )(f)
     return f
 
@@ -97,7 +100,12 @@ def register(main: click.Group) -> None:
 
     @schedule.command("list")
     @_common
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def list_(scenarios: tuple[str, ...], store: str | None, output: str) -> None:
         """Show the scenarios, their triggers, windows and next run."""
         from datetime import UTC, datetime
@@ -144,7 +152,12 @@ def register(main: click.Group) -> None:
     @schedule.command("next")
     @_common
     @click.option("--count", "-n", default=3, show_default=True, help="Slots per scenario.")
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def next_(scenarios: tuple[str, ...], store: str | None, count: int, output: str) -> None:
         """The next slots of every scenario, and whether the calendar allows each."""
         from datetime import UTC, datetime
@@ -178,10 +191,15 @@ def register(main: click.Group) -> None:
             click.echo(f"{u.run_at.isoformat()}  {u.scenario}{note}")
 
     @schedule.command("history")
-    @click.option("--store", default=None, metavar="URL")
+    @click.option("--store", default=None, metavar="URL", help=STORE_HELP)
     @click.option("--scenario", default=None, help="Only this scenario.")
-    @click.option("--limit", default=50, show_default=True)
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option("--limit", default=50, show_default=True, help="Show at most this many slots.")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def history(store: str | None, scenario: str | None, limit: int, output: str) -> None:
         """Recorded slots, newest first: what ran, what was skipped, and why."""
         st = _store(store)
@@ -259,7 +277,7 @@ def register(main: click.Group) -> None:
         verbose: bool,
         once: bool,
     ) -> None:
-        """Run the slots due now, once (``--once``); exit with the worst verdict's code."""
+        """Run the slots due now, once (--once); exit with the worst verdict's code."""
         import signal
 
         from chaoslab.engine.verdict import Verdict, worst
@@ -329,8 +347,13 @@ def register(main: click.Group) -> None:
     @click.option(
         "--no-gates", is_flag=True, help="Do not check the scenario's gates first (not recommended)."
     )
-    @click.option("--store", default=None, metavar="URL")
-    @click.option("--runs-dir", default=None, type=click.Path(file_okay=False))
+    @click.option("--store", default=None, metavar="URL", help=STORE_HELP)
+    @click.option(
+        "--runs-dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Where run directories go [default: CHAOSLAB_HOME/scheduler/runs].",
+    )
     def gameday_run(
         scenario: str, confirm: bool, no_gates: bool, store: str | None, runs_dir: str | None
     ) -> None:
@@ -371,7 +394,7 @@ def register(main: click.Group) -> None:
     @click.option(
         "--image", default="chaoslab:latest", show_default=True, help="Container image with chaoslab."
     )
-    @click.option("--namespace", default=None)
+    @click.option("--namespace", default=None, help="Namespace of the objects [default: none set].")
     @click.option("--name", default=None, help="Object name [default: chaoslab-SCENARIO].")
     @click.option(
         "--secret",
@@ -379,8 +402,23 @@ def register(main: click.Group) -> None:
         show_default=True,
         help="Secret holding the store URL (PostgreSQL, shared by every pod).",
     )
-    @click.option("--secret-key", default="url", show_default=True)
-    @click.option("-o", "--output", "output", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+    @click.option("--secret-key", default="url", show_default=True, help="Key of the store URL in --secret.")
+    @click.option(
+        "--out-file",
+        "out_file",
+        default=None,
+        type=click.Path(dir_okay=False, allow_dash=True),
+        help="Write the manifests here [default: stdout].",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        "legacy_out",
+        default=None,
+        hidden=True,
+        type=click.Path(dir_okay=False, allow_dash=True),
+        help="Deprecated spelling of --out-file (--output is a format option in every other command).",
+    )
     def export_cronjob(
         scenario: str,
         image: str,
@@ -388,7 +426,8 @@ def register(main: click.Group) -> None:
         name: str | None,
         secret: str,
         secret_key: str,
-        output: str,
+        out_file: str | None,
+        legacy_out: str | None,
     ) -> None:
         """Write a ConfigMap + CronJob (concurrencyPolicy Forbid) that runs the scenario in Kubernetes."""
         from chaoslab.errors import InvalidInput
@@ -406,6 +445,9 @@ def register(main: click.Group) -> None:
             _fail([str(p) for p in exc.problems])
         except ExportError as exc:
             _fail([f"{scenario}: {exc}"])
+        if legacy_out is not None:
+            click.echo("warning: -o/--output FILE is deprecated; use --out-file FILE", err=True)
+        output = out_file or legacy_out or "-"
         if output == "-":
             click.echo(text, nl=False)
         else:

@@ -27,7 +27,12 @@ def register(main: click.Group) -> None:
         default=None,
         help="Prometheus base URL (default: the SLO file's data source).",
     )
-    @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+    @click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        help="text for people; json prints one machine-readable document on stdout.",
+    )
     def status(slo_files: tuple[str, ...], url: str | None, output: str) -> None:
         """Per SLO: SLI over its window, budget remaining, burn rates, firing alert pairs."""
         from chaoslab.engine.verdict import ExitCode
@@ -66,14 +71,22 @@ def register(main: click.Group) -> None:
     @slo.command()
     @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
     @click.option(
-        "-o",
-        "--output",
+        "--out-file",
         "out",
         type=click.Path(dir_okay=False),
         default=None,
-        help="Write the rule file here (default: stdout).",
+        help="Write the rule file here [default: stdout].",
     )
-    def rules(slo_files: tuple[str, ...], out: str | None) -> None:
+    @click.option(
+        "-o",
+        "--output",
+        "legacy_out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        hidden=True,
+        help="Deprecated spelling of --out-file (--output is a format option in every other command).",
+    )
+    def rules(slo_files: tuple[str, ...], out: str | None, legacy_out: str | None) -> None:
         """Prometheus recording + multi-window multi-burn-rate alerting rules."""
         from pathlib import Path
 
@@ -94,6 +107,9 @@ def register(main: click.Group) -> None:
         for w in ruleset.warnings:
             click.echo(f"warning: {w}", err=True)
         text = ruleset.to_yaml()
+        if legacy_out is not None:
+            click.echo("warning: -o/--output FILE is deprecated; use --out-file FILE", err=True)
+            out = out or legacy_out
         if out:
             Path(out).write_text(text, encoding="utf-8")
             click.echo(f"wrote {len(ruleset.groups)} rule group(s) to {out}", err=True)

@@ -308,7 +308,7 @@ def test_cli_status_and_rules(lab: Lab, traffic: Traffic, tmp_path: Path) -> Non
     assert "5m≈10s" in proc.stdout and "firing:" in proc.stdout
     out = tmp_path / "rules.yaml"
     proc = subprocess.run(
-        [*CLI, "slo", "rules", *files, "-o", str(out)], capture_output=True, text=True, timeout=60
+        [*CLI, "slo", "rules", *files, "--out-file", str(out)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     check = subprocess.run([promfixture.PROMTOOL, "check", "rules", str(out)], capture_output=True, text=True)

@@ -109,3 +109,26 @@ def test_a_piped_run_never_imports_rich(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "verdict: PASSED" in proc.stdout
     assert proc.stdout.strip().endswith("NO-RICH")
+
+
+def test_a_probe_outside_its_tolerance_has_no_check_mark() -> None:
+    buf = io.StringIO()
+    progress = ConsoleProgress(PlainSink(buf))
+    for met, name in ((False, "outside"), (True, "inside")):
+        progress(
+            ev.ActivityFinished(
+                run_id="r1",
+                phase=ev.Phase.BASELINE,
+                name=name,
+                activity_type="probe",
+                status="succeeded",  # the probe ran; only its value decides the tolerance
+                start=0.0,
+                end=0.1,
+                tolerance_met=met,
+            )
+        )
+    lines = buf.getvalue().splitlines()
+    assert lines == [
+        "  ✗ probe outside 0.10s (outside tolerance)",
+        "  ✓ probe inside 0.10s (within tolerance)",
+    ]

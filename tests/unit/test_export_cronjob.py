@@ -27,7 +27,7 @@ def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: P
     out = tmp_path / "cronjob.yaml"
     proc = subprocess.run(
         [sys.executable, "-m", "chaoslab.scheduler", "export", "cronjob", "scenarios/lab-weekday-gameday.yaml",
-         "--image", "registry.example/chaoslab:0.1.0", "--namespace", "chaos", "-o", str(out)],
+         "--image", "registry.example/chaoslab:0.1.0", "--namespace", "chaos", "--out-file", str(out)],
         capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
