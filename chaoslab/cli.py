@@ -168,7 +168,7 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
     "--var-file",
     "var_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
     help="JSON/YAML file with configuration/secrets, or a .env file.",
 )
 @click.option(
@@ -253,11 +253,16 @@ def run(
     from chaoslab.engine.runner import RunOptions, new_run_id
     from chaoslab.errors import ChaoslabError, InvalidInput, LedgerError, LockHeld, RunInterrupted
     from chaoslab.model.experiment import RollbackStrategy, Strategy
+    from chaoslab.model.varfile import read_var_files
     from chaoslab.safety.halt import Halted
     from chaoslab.session import SessionOptions, run_experiment
 
     exp = _load(experiment, output)
     variables_d = _parse_vars(variables)
+    try:
+        var_values = read_var_files(var_files) if var_files else None
+    except InvalidInput as exc:
+        _fail_invalid(exc, output)
     run_id = new_run_id()
     rdir = Path(run_dir) if run_dir else Path.cwd() / "chaoslab-runs" / run_id
     bus = EventBus()
@@ -266,7 +271,7 @@ def run(
     options = RunOptions(
         run_dir=rdir,
         variables=variables_d,
-        var_files=var_files,
+        var_values=var_values,
         strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
         rollback_strategy=RollbackStrategy(rollback_strategy) if rollback_strategy else None,
         seed=seed,

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -47,6 +46,7 @@ from typing import Any
 import msgspec
 
 from chaoslab.errors import DriverError, Problem
+from chaoslab.units import parse_duration as parse_duration  # re-exported for drivers
 
 RECORD_VERSION = 1
 
@@ -217,25 +217,6 @@ class Driver(ABC):
 
 
 # --- argument helpers shared by drivers and the engine ---------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """``"500ms"`` → 0.5, ``"2m"`` → 120.0, ``3`` → 3.0. Raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 10s, 2m)")
-    if seconds < 0:
-        raise ValueError(f"negative duration: {value!r}")
-    return seconds
-
 
 MAX_LEASE_S = 24 * 3600.0
 

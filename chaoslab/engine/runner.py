@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.errors import ChaoslabError, DriverError, InvalidInput, Problem, RunInterrupted
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
+from chaoslab.model.varfile import VarValues
 
 Phase = ev.Phase
 
@@ -57,7 +58,7 @@ class Guard(Protocol):
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     run_dir: Path
     variables: Mapping[str, Any] = msgspec.field(default_factory=dict)
-    var_files: Sequence[str] = ()
+    var_values: VarValues | None = None  # --var-file, read before the run (model.varfile)
     strategy: Strategy | None = None
     rollback_strategy: RollbackStrategy | None = None
     seed: int | None = None
@@ -298,14 +299,18 @@ class Runner:
 
     def _load_configuration(self) -> None:
         if not (
-            self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_files
+            self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_values
         ):
             return  # nothing to load: no need to import chaostoolkit-lib at all
-        from chaoslib import merge_vars
         from chaoslib.configuration import load_configuration
         from chaoslib.secret import load_secrets
 
-        config_vars, secret_vars = merge_vars(dict(self.options.variables), list(self.options.var_files))
+        files = self.options.var_values
+        # as chaoslib.merge_vars: .env values go to the environment; --var overrides files
+        for key, value in (files.env if files else {}).items():
+            os.environ[key] = value
+        config_vars = {**(files.configuration if files else {}), **self.options.variables}
+        secret_vars = dict(files.secrets) if files else {}
         try:
             self.configuration = load_configuration(dict(self.exp.configuration), config_vars) or {}
             self.secrets = load_secrets(dict(self.exp.secrets), self.configuration, secret_vars) or {}

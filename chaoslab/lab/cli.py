@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from chaoslab.clitypes import Duration
+
 
 def register(main: click.Group) -> None:
     @main.group()
@@ -25,8 +27,8 @@ def register(main: click.Group) -> None:
         "--restart-delay",
         default=1.0,
         show_default=True,
-        type=click.FloatRange(0, 60),
-        help="Seconds before the supervisor restarts a dead replica.",
+        type=Duration(max_s=60),
+        help="How long (e.g. 1s) before the supervisor restarts a dead replica.",
     )
     def up(replicas: int, restart_delay: float) -> None:
         """Start the lab (idempotent: a running lab is reused)."""

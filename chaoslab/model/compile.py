@@ -20,7 +20,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chaoslab.drivers.base import Kind, check_args, parse_duration
+from chaoslab.drivers.base import Kind, check_args
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model import library
@@ -34,7 +34,8 @@ from chaoslab.model.experiment import (
     Runtime,
     Strategy,
 )
-from chaoslab.model.source import Document, load_document, plain
+from chaoslab.model.reader import Document, load_document, plain
+from chaoslab.units import parse_duration
 
 CTK_ACTIVITY_TYPES = ("probe", "action")
 PROVIDER_TYPES = ("python", "process", "http")
@@ -298,17 +299,10 @@ class _Compiler:
 
     def duration(self, value: Any, path: str, *, positive: bool = False) -> float | None:
         try:
-            seconds = parse_duration(value)
+            return parse_duration(value, positive=positive, max_s=24 * 3600)
         except ValueError as exc:
             self.bad(path, str(exc))
             return None
-        if positive and seconds <= 0:
-            self.bad(path, "must be greater than zero")
-            return None
-        if seconds > 24 * 3600:
-            self.bad(path, f"absurd duration {value!r} (more than 24h)")
-            return None
-        return seconds
 
     def controls(self, raw: Any) -> tuple[Mapping[str, Any], ...]:
         if not isinstance(raw, list):

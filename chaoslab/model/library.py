@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from chaoslab.errors import InvalidInput
-from chaoslab.model.source import Document, load_document
+from chaoslab.model.reader import Document, load_document
 
 KINDS = ("probes", "actions")
 

@@ -58,8 +58,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from chaoslab.errors import InvalidInput, Problem
 
 API_VERSION = "openslo/v1"
@@ -336,64 +334,17 @@ def load_slo_files(paths: Sequence[str | Path]) -> tuple[SLODefinition, ...]:
 
 
 def _read_docs(name: str, check: _Checker) -> list[_Doc]:
-    path = Path(name)
+    from chaoslab.model.reader import load_documents
+
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        check.problems.append(Problem(file=name, message="SLO file not found"))
+        documents = load_documents(name, max_bytes=MAX_BYTES, what="SLO file")
+    except InvalidInput as exc:
+        check.problems.extend(exc.problems)
         return []
-    except OSError as exc:
-        check.problems.append(Problem(file=name, message=f"cannot read: {exc.strerror}"))
-        return []
-    if len(raw) > MAX_BYTES:
-        check.problems.append(Problem(file=name, message=f"file is larger than {MAX_BYTES // 2**20} MiB"))
-        return []
-    try:
-        text = raw.decode("utf-8")
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        datas = list(yaml.safe_load_all(text))
-    except UnicodeDecodeError:
-        check.problems.append(Problem(file=name, message="not UTF-8"))
-        return []
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        check.problems.append(
-            Problem(
-                file=name,
-                line=mark.line + 1 if mark else None,
-                message=f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-            )
-        )
-        return []
-    out = []
-    for i, (node, data) in enumerate(zip(nodes, datas, strict=True)):
-        if data is None:
-            continue
-        out.append(_Doc(file=name, index=i, data=data, lines=_line_map(node)))
+    out = [_Doc(file=name, index=i, data=d.data, lines=d.lines) for i, d in enumerate(documents)]
     if not out:
         check.problems.append(Problem(file=name, message="the file holds no SLO document"))
     return out
-
-
-def _line_map(root: yaml.Node | None) -> dict[str, int]:
-    lines: dict[str, int] = {}
-    if root is None:
-        return lines
-    lines[""] = root.start_mark.line + 1
-    stack: list[tuple[yaml.Node, str]] = [(root, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                lines.setdefault(child, key.start_mark.line + 1)
-                stack.append((value, child))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                child = f"{path}[{i}]"
-                lines.setdefault(child, item.start_mark.line + 1)
-                stack.append((item, child))
-    return lines
 
 
 def compile_docs(docs: Sequence[_Doc], check: _Checker) -> tuple[SLODefinition, ...]:

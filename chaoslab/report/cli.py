@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from chaoslab.clitypes import FiniteRange
 from chaoslab.report.exitcodes import GATE_EXIT_HELP, GateExit
 
 DEFAULT_GATE_DIR = "chaoslab-gate"
@@ -145,8 +146,8 @@ def register(main: click.Group) -> None:
         show_default=True,
         help="Suite name for experiments given as arguments (the baseline is kept by name).",
     )
-    @click.option("--pass-threshold", type=click.FloatRange(0, 100), help="Override thresholds.pass.")
-    @click.option("--warn-threshold", type=click.FloatRange(0, 100), help="Override thresholds.warn.")
+    @click.option("--pass-threshold", type=FiniteRange(0, 100), help="Override thresholds.pass.")
+    @click.option("--warn-threshold", type=FiniteRange(0, 100), help="Override thresholds.warn.")
     @click.option(
         "--baseline",
         "baseline_file",
@@ -178,7 +179,7 @@ def register(main: click.Group) -> None:
     @click.option(
         "--timeout",
         "timeout_s",
-        type=click.FloatRange(min=1),
+        type=FiniteRange(min=1),
         default=1800,
         show_default=True,
         help="Seconds per experiment before it is stopped (SIGTERM, it reverts).",

@@ -130,7 +130,7 @@ def _thresholds(raw: Any, file: str | None) -> Thresholds:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is reported with its field path."""
-    from chaoslab.model.source import load_document
+    from chaoslab.model.reader import load_document
 
     p = Path(path)
     document = load_document(str(p))

@@ -33,7 +33,6 @@ optional parts (an interrupted run's journal is still worth reading), only
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,13 +49,13 @@ class JournalError(InvalidInput):
 
 def load_journal(path: str | Path) -> dict[str, Any]:
     """Read ``journal.json``; raise ``JournalError`` with the file named if it is unusable."""
+    from chaoslab.model.reader import MAX_JOURNAL_BYTES, load_document
+
     p = Path(path)
     try:
-        doc = json.loads(p.read_text("utf-8"))
-    except FileNotFoundError as exc:
-        raise JournalError([Problem(file=str(p), message="no such journal file")]) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JournalError([Problem(file=str(p), message=f"not a JSON journal: {exc}")]) from exc
+        doc = load_document(p, max_bytes=MAX_JOURNAL_BYTES, what="journal", mapping=False).data
+    except InvalidInput as exc:
+        raise JournalError(exc.problems) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("chaoslab"), dict):
         raise JournalError(
             [

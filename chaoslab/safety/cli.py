@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from chaoslab.clitypes import Duration
+
 
 def register(main: click.Group) -> None:
     @main.command()
@@ -46,8 +48,8 @@ def register(main: click.Group) -> None:
         "--grace",
         default=10.0,
         show_default=True,
-        type=click.FloatRange(0, 600),
-        help="Seconds runs get to revert before halt reverts their faults itself.",
+        type=Duration(max_s=600),
+        help="How long (e.g. 10s) runs get to revert before halt reverts their faults itself.",
     )
     @click.option(
         "--output",

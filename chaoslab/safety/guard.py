@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chaoslab.drivers.base import parse_duration
 from chaoslab.errors import Problem
 from chaoslab.sli.base import SLISource
+from chaoslab.units import parse_duration
 
 MIN_BURN_SAMPLES = 20
 
@@ -71,14 +71,10 @@ def parse_guard(
 
     def duration(value: Any, where: str) -> float | None:
         try:
-            s = parse_duration(value)
+            return parse_duration(value, positive=True, max_s=3600)
         except ValueError as exc:
-            problems.append(Problem(path=where, message=str(exc)))
+            problems.append(Problem(path=where, message=f"{exc} (between 0 and 1h)"))
             return None
-        if s <= 0 or s > 3600:
-            problems.append(Problem(path=where, message="must be between 0 and 1h"))
-            return None
-        return s
 
     if "enabled" in raw:
         if not isinstance(raw["enabled"], bool):

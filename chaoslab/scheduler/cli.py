@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 
 import click
 
+from chaoslab.clitypes import Duration
+
 EXIT_INVALID = 2
 EXIT_ABORTED = 3
 EXIT_ERROR = 5
@@ -226,7 +228,7 @@ def register(main: click.Group) -> None:
         lease: str,
     ) -> Any:
         from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
-        from chaoslab.scheduler.scenario import duration
+        from chaoslab.units import parse_duration as duration
 
         loaded = _scenarios(scenarios)
         try:
@@ -252,12 +254,14 @@ def register(main: click.Group) -> None:
         f = click.option(
             "--on-time",
             default="60s",
+            type=Duration(max_s=86400),
             show_default=True,
             help="A slot found at most this late is on time (not a misfire).",
         )(f)
         f = click.option(
             "--lease",
             default="60s",
+            type=Duration(positive=True, max_s=86400),
             show_default=True,
             help="A scheduler on another host silent this long is presumed dead.",
         )(f)
@@ -310,7 +314,13 @@ def register(main: click.Group) -> None:
 
     @schedule.command("daemon")
     @_sched_options
-    @click.option("--tick", default="1s", show_default=True, help="How often to look for due slots.")
+    @click.option(
+        "--tick",
+        default="1s",
+        type=Duration(positive=True, max_s=3600),
+        show_default=True,
+        help="How often to look for due slots.",
+    )
     def daemon(
         scenarios: tuple[str, ...],
         store: str | None,
@@ -324,7 +334,7 @@ def register(main: click.Group) -> None:
         """Keep scheduling until SIGTERM/SIGINT; then let running slots revert, and exit."""
         import signal
 
-        from chaoslab.scheduler.scenario import duration
+        from chaoslab.units import parse_duration as duration
 
         _logging(True if verbose else False)
         sched = _scheduler(scenarios, store, runs_dir, max_parallel, on_time, lease)

@@ -63,7 +63,7 @@ def _library_refs(experiment: Path) -> list[tuple[str, str, str]]:
     """(kind, name, file text) of every library entry the experiment refers to (``ref:``)."""
     from chaoslab.errors import InvalidInput
     from chaoslab.model.library import find
-    from chaoslab.model.source import load_document
+    from chaoslab.model.reader import load_document, read_text
 
     try:
         data = load_document(experiment).data
@@ -91,7 +91,7 @@ def _library_refs(experiment: Path) -> list[tuple[str, str, str]]:
                 (
                     kind if kind in ("probes", "actions") else "probes",
                     name,
-                    Path(entry.file).read_text("utf-8"),
+                    read_text(entry.file, what="library file"),
                 )
             )
     return out
@@ -114,12 +114,14 @@ def manifests(
     schedule = cron_schedule(scenario)
     base = name or f"chaoslab-{scenario.name}"
     base = re.sub(r"[^a-z0-9-]", "-", base.lower())[:52].strip("-")  # CronJob names: ≤ 52 chars
-    raw = yaml.safe_load(scenario.path.read_text("utf-8"))
+    from chaoslab.model.reader import load_document, plain, read_text
+
+    raw = plain(load_document(scenario.path, what="scenario").data)
     files: dict[str, str] = {}
     steps = raw.get("steps") or []
     for i, (step, parsed) in enumerate(zip(steps, scenario.steps, strict=True)):
         key = _key(f"step-{i}-{parsed.experiment.name}")
-        files[key] = parsed.experiment.read_text("utf-8")
+        files[key] = read_text(parsed.experiment, what="experiment")
         if isinstance(step, dict):
             step["experiment"] = key
         else:
@@ -131,7 +133,7 @@ def manifests(
             keys = []
             for j, rel in enumerate(names):
                 key = _key(f"gate-{i}-{j}-{rel.rsplit('/', 1)[-1]}")
-                files[key] = (scenario.path.parent / rel).read_text("utf-8")
+                files[key] = read_text(scenario.path.parent / rel, what="SLO file")
                 keys.append(key)
             gate["slo"] = keys
     files["scenario.yaml"] = yaml.safe_dump(raw, sort_keys=False)

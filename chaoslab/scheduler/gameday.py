@@ -58,7 +58,7 @@ class GamedayResult:
 def experiment_title(path: Path) -> tuple[str, str]:
     """Title and description of an experiment file (best effort, for the plan)."""
     from chaoslab.errors import InvalidInput
-    from chaoslab.model.source import load_document
+    from chaoslab.model.reader import load_document
 
     try:
         data = load_document(path).data

@@ -49,14 +49,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chaoslab.drivers.base import parse_duration
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
-from chaoslab.model.source import Document, load_document
+from chaoslab.model.reader import Document, load_document
 from chaoslab.scheduler.calendar import Blackout, Calendar, Window, day_range, whole_days
 from chaoslab.scheduler.gates import ErrorBudgetGate, Gate, NoFiringAlertsGate, default_gates
 from chaoslab.scheduler.monkey import MonkeySpec, MonkeyTarget, MonkeyTrigger
 from chaoslab.scheduler.triggers import CronTrigger, IntervalTrigger, Trigger
+from chaoslab.units import parse_duration
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 NOTIFY_EVENTS = ("start", "finish", "abort")
@@ -213,13 +213,6 @@ def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
     return scenarios
 
 
-def duration(value: Any) -> float:
-    """``parse_duration`` plus days (``2d``)."""
-    if isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*d\s*", value)):
-        return float(m.group(1)) * 86400.0
-    return parse_duration(value)
-
-
 def _ratio(value: Any) -> float:
     """``25%`` → 0.25, ``0.25`` → 0.25. Raises ValueError."""
     if isinstance(value, bool):
@@ -317,7 +310,7 @@ class _Loader:
 
     def dur(self, value: Any, path: str, *, minimum: float = 0.0) -> float | None:
         try:
-            seconds = duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             self.bad(path, str(exc), hint="e.g. 30s, 10m, 2h, 1d")
             return None

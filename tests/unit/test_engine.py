@@ -235,7 +235,7 @@ method:
     assert "method[1].with.stubborn" in text and "expected bool" in text
     assert "method[1].with.nope" in text
     assert "method[2].duration" in text
-    assert "method[3].duration" in text and "absurd" in text
+    assert "method[3].duration" in text and "longer than the limit" in text
 
 
 def test_a_probe_sampled_as_an_sli_is_judged_per_window(tmp_path: Path) -> None:

@@ -280,10 +280,10 @@ def test_load_journal_rejects_what_is_not_a_journal(tmp_path: Path) -> None:
     bad.write_text('{"status": "completed"}')
     with pytest.raises(JournalError, match="no 'chaoslab' section"):
         load_journal(bad)
-    with pytest.raises(JournalError, match="no such journal"):
+    with pytest.raises(JournalError, match="journal not found"):
         load_journal(tmp_path / "missing.json")
     bad.write_text("{torn")
-    with pytest.raises(JournalError, match="not a JSON journal"):
+    with pytest.raises(JournalError, match="not valid JSON"):
         load_journal(bad)
 
 

@@ -1,6 +1,6 @@
 """The SSH inventory: which hosts exist, how to reach them, how to trust them.
 
-An inventory is a YAML file (loaded with ``yaml.safe_load`` only)::
+An inventory is a YAML file (read by ``chaoslab.model.reader``, safe YAML only)::
 
     known_hosts: ~/.ssh/known_hosts   # default; host keys are verified against it
     trust_new_host_keys: false        # true = accept an UNKNOWN key (never a changed one)
@@ -46,8 +46,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from chaoslab.drivers.base import parse_duration
 from chaoslab.errors import InvalidInput, Problem, TargetNotFound
@@ -196,21 +194,9 @@ def load_inventory(path: Path, *, trust_new: bool | None = None) -> Inventory:
 
     ``trust_new`` (an op argument) overrides the file's ``trust_new_host_keys``.
     """
-    try:
-        raw = yaml.safe_load(path.read_text("utf-8"))
-    except OSError as exc:
-        raise InvalidInput([Problem(file=str(path), message=f"cannot read inventory: {exc}")]) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InvalidInput(
-            [
-                Problem(
-                    file=str(path),
-                    line=mark.line + 1 if mark is not None else None,
-                    message=f"not valid YAML: {exc}",
-                )
-            ]
-        ) from exc
+    from chaoslab.model.reader import load_document
+
+    raw = load_document(path, what="inventory", mapping=False).data
     problems: list[Problem] = []
 
     def bad(where: str, message: str, hint: str | None = None) -> None:
