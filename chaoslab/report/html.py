@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from chaoslab.report.view import RunView, fmt_seconds, fmt_value
+from chaoslab.report.view import ActivityRow, RunView, fmt_seconds, fmt_value
 
 COLOURS = {
     "p50": "#1f77b4",
@@ -85,7 +85,14 @@ def render_html(view: RunView) -> str:
         f'<div class="muted">run <code>{e(view.run_id)}</code> · started {e(_iso(view.start))} · '
         f"{view.duration_s:.1f} s</div>",
         f'<div class="banner" id="verdict" style="background:{bg};color:{fg}">'
-        f'<div class="v">{e(view.verdict)}</div><div>{e(view.reason)}</div></div>',
+        f'<div class="v">{e(view.verdict)}</div><div>{e(view.reason)}</div>'
+        + (
+            f'<div class="halt" id="halted">halted by an operator (chaoslab halt) at {e(_iso(view.halt_ts))}'
+            "; every fault was reverted</div>"
+            if view.halt_ts is not None
+            else ""
+        )
+        + "</div>",
         _kpis(view),
         "<h2>Timeline</h2>",
         render_timeline_svg(view),
@@ -158,12 +165,19 @@ def _rel(view: RunView, ts: float | None) -> str:
     return "–" if ts is None else f"+{ts - view.start:.2f} s"
 
 
+def _activity_status(a: ActivityRow) -> str:
+    if a.tolerance_met is False:
+        return f"{a.status}, outside tolerance"
+    return a.status
+
+
 def _activity_table(view: RunView) -> str:
     if not view.activities:
         return '<p class="muted">No activity ran.</p>'
     rows = "".join(
         f"<tr><td>{html.escape(a.phase)}</td><td>{html.escape(a.name)}</td><td>{html.escape(a.type)}</td>"
-        f'<td class="{"pass" if a.status == "succeeded" else "fail"}">{html.escape(a.status)}</td>'
+        f'<td class="{"pass" if a.status == "succeeded" and a.tolerance_met is not False else "fail"}">'
+        f"{html.escape(_activity_status(a))}</td>"
         f'<td class="num">{_rel(view, a.start)}</td>'
         f'<td class="num">{fmt_seconds(None if a.start is None or a.end is None else a.end - a.start)}</td>'
         f"<td>{html.escape(a.error[:300])}</td></tr>"
@@ -334,7 +348,8 @@ def _panel(
 
 
 def render_timeline_svg(view: RunView) -> str:
-    """Latency percentiles, error rate and throughput per second; faults shaded; abort marked."""
+    """Latency percentiles, error rate and throughput per second; faults shaded; the guard's
+    abort and an operator's halt marked."""
     series = view.main_series
     lo, hi = _time_range(view)
     sx = _Scale(lo, hi, MARGIN_L, CHART_W - MARGIN_R)
@@ -427,6 +442,17 @@ def render_timeline_svg(view: RunView) -> str:
         out.append(
             f'<text x="{x + 4:.1f}" y="{chart_top - 10}" style="fill:{COLOURS["abort"]};font-weight:700">'
             "abort</text>"
+        )
+    if view.halt_ts is not None:
+        x = sx(min(max(view.halt_ts, lo), hi))
+        out.append(
+            f'<line class="halt" x1="{x:.1f}" x2="{x:.1f}" y1="{chart_top - 22}" y2="{chart_bottom:.1f}" '
+            f'stroke="{COLOURS["abort"]}" stroke-width="2.5" stroke-dasharray="2 3">'
+            "<title>halted by an operator (chaoslab halt)</title></line>"
+        )
+        out.append(
+            f'<text x="{x + 4:.1f}" y="{chart_top - 10}" style="fill:{COLOURS["abort"]};font-weight:700">'
+            "halt</text>"
         )
     out.append("</svg>")
     return "\n".join(out)

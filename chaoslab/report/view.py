@@ -253,6 +253,9 @@ class RunView:
     phases: tuple[tuple[str, float, float | None], ...]  # (phase, start, end)
     interruptions: tuple[str, ...]
     environment: Mapping[str, str]
+    # When an operator pressed ``chaoslab halt`` during the run (None: no halt). A halt is
+    # not the guard: the guard decides on the SLIs, a halt is a person's decision.
+    halt_ts: float | None = None
     runbook: Runbook | None
     experiment: Mapping[str, Any]
 
@@ -267,6 +270,11 @@ class RunView:
     @property
     def aborted(self) -> bool:
         return self.guard_ts is not None
+
+    @property
+    def halted(self) -> bool:
+        """The run was stopped by ``chaoslab halt`` (an operator), not by the guard."""
+        return self.halt_ts is not None
 
     @property
     def not_clean(self) -> tuple[FaultWindow, ...]:
@@ -304,6 +312,12 @@ class RunView:
         ttd = _time_to_detect(faults, guard_ts, main, specs)
         ttr = _time_to_recover(slo, faults, main, specs)
         tags = exp.get("tags")
+        halts = [
+            i
+            for i in cl.get("interruptions") or []
+            if isinstance(i, Mapping) and str(i.get("signal", "")).upper() == "HALT"
+        ]
+        halt_ts = (_num(halts[0].get("ts")) or end) if halts else None
         env = {
             "chaoslab": str(cl.get("version", "")),
             "chaostoolkit-lib": str(journal.get("chaoslib-version") or "-"),
@@ -340,6 +354,7 @@ class RunView:
                 if isinstance(i, Mapping)
             ),
             environment={k: v for k, v in env.items() if v},
+            halt_ts=halt_ts,
             runbook=Runbook.parse(exp.get("runbook")),
             experiment=exp,
         )

@@ -119,6 +119,13 @@ def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: in
     assert not stopped(sleeper)
     journal = json.loads((tmp_path / "live" / "journal.json").read_text())
     assert journal["chaoslab"]["verdict"] == "aborted" and "halt" in journal["chaoslab"]["reason"]
+    # The reports say an operator halted the run, not the guard.
+    rendered = chaoslab("report", str(tmp_path / "live"), cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    postmortem = (tmp_path / "live" / "postmortem.md").read_text()
+    assert "an operator halted the run with `chaoslab halt`" in postmortem
+    assert "guard stopped" not in postmortem.lower()
+    assert 'id="halted"' in (tmp_path / "live" / "report.html").read_text()
 
     blocked = chaoslab(*suspend_run(tmp_path, "blocked", sleeper, "1s"), cwd=tmp_path)
     assert blocked.returncode == 3

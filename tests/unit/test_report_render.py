@@ -92,24 +92,85 @@ def test_postmortem_has_every_section_and_the_runbook() -> None:
             )
         )
     )
-    headings = re.findall(r"^## (.+)$", text, re.M)
+    # The SRE book's template (appendix D), in its order.
+    headings = re.findall(r"^##+ (.+)$", text, re.M)
     assert headings == [
         "Summary",
         "Impact",
-        "Timeline",
+        "Root Causes",
+        "Trigger",
+        "Resolution",
         "Detection",
-        "Recovery",
+        "Action Items",
+        "Lessons Learned",
         "What went well",
         "What went wrong",
-        "Action items",
+        "Where we got lucky",
+        "Timeline",
+        "Supporting Information",
         "Runbook",
     ]
+    assert text.startswith("# Postmortem (draft): slow replica\n")
+    # T0 is 2027-01-15 08:00:00 UTC.
+    assert "**Date:** 2027-01-15 (run started 2027-01-15 08:00:00.000 UTC)" in text
+    assert "**Authors:** _to fill in_" in text and "**Status:** Draft" in text
     assert "<https://runbooks.example/slow>" in text
     assert "1. Drain replica-1\n2. Page DB team" in text
     assert "1000%" in text  # availability during: 10× its budget
     assert "missed in the during window: estimate 400.0 ms" in text
-    assert "| T+5.2s | fault injected: `proxy.latency on lab:replica-1` |" in text
+    # Timeline rows carry the wall-clock time and the offset.
+    assert "| 2027-01-15 08:00:05.200 | T+5.2s | fault injected: `proxy.latency on lab:replica-1` |" in text
+    assert (
+        "`proxy.latency on lab:replica-1` injected at 2027-01-15 08:00:05.200 UTC (T+5.2s), lease 10 s."
+        in text
+    )
+    # Action items carry a type and owner/tracking columns.
+    assert "| action item | type | owner | tracking |" in text
+    assert re.search(
+        r"\| Find the contributing factors .* \| investigate \| _to fill in_ \| _to fill in_ \|", text
+    )
     assert "Blameless" in text
+
+
+def test_postmortem_after_a_halt_names_the_operator_not_the_guard() -> None:
+    text = render_postmortem(RunView.from_journal(make_journal(verdict="aborted", halt=True)))
+    assert "the guard stopped" not in text.lower()
+    assert "an operator halted the run with `chaoslab halt`" in text
+    assert "at 2027-01-15 08:00:08.000 UTC (T+8.0s)" in text and "The guard did not stop it." in text
+    assert "| 2027-01-15 08:00:08.000 | T+8.0s | halted by an operator (`chaoslab halt`) |" in text
+    guarded = render_postmortem(RunView.from_journal(make_journal(verdict="aborted", guard=True)))
+    assert "the guard stopped the experiment" in guarded and "chaoslab halt" not in guarded
+
+
+def test_html_marks_an_operator_halt_apart_from_a_guard_abort() -> None:
+    page = render_html(RunView.from_journal(make_journal(verdict="aborted", halt=True)))
+    assert 'class="halt"' in page and 'id="halted"' in page
+    assert "halted by an operator (chaoslab halt) at 2027-01-15 08:00:08 UTC" in page
+    assert 'class="abort"' not in page  # the guard did not trip
+    guarded = render_html(RunView.from_journal(make_journal(verdict="aborted", guard=True)))
+    assert 'class="abort"' in guarded and 'class="halt"' not in guarded
+
+
+def test_html_does_not_show_a_probe_outside_its_tolerance_as_passed() -> None:
+    doc = make_journal()
+    doc["steady_states"] = {
+        "before": {
+            "steady_state_met": False,
+            "probes": [
+                {
+                    "activity": {"type": "probe", "name": "health"},
+                    "status": "succeeded",
+                    "start": "2027-01-15T08:00:00",
+                    "end": "2027-01-15T08:00:01",
+                    "tolerance_met": False,
+                }
+            ],
+        }
+    }
+    view = RunView.from_journal(doc)
+    assert any(a.tolerance_met is False for a in view.activities)
+    page = render_html(view)
+    assert '<td class="fail">succeeded, outside tolerance</td>' in page
 
 
 def test_postmortem_runbook_missing_becomes_an_action_item() -> None:

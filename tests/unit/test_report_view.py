@@ -45,6 +45,7 @@ def make_journal(
     runbook: Any = None,
     slo_results: list[dict[str, Any]] | None = None,
     title: str = "slow replica",
+    halt: bool = False,
 ) -> dict[str, Any]:
     """A 20 s run: fault at T0+5.2 reverted at T0+10.1, degraded seconds 5..11, errors at 6..7."""
     exp: dict[str, Any] = {
@@ -90,6 +91,8 @@ def make_journal(
     )
     if guard:
         emit(ev.GuardTripped(run_id=RUN, ts=T0 + 7.5, reason="error rate 25% for 2s", breach_ts=T0 + 7.4))
+    if halt:  # an operator pressed `chaoslab halt` (the runner sees it as the HALT interruption)
+        emit(ev.Interrupted(run_id=RUN, ts=T0 + 8.0, signal="HALT", during="run", pending=("f1",)))
     emit(
         ev.FaultReverted(
             run_id=RUN,
