@@ -67,3 +67,70 @@ def test_toxiproxy_python_drives_the_server(client: object, echo_port: int) -> N
     assert set(server.proxies()) == {"tp", "tp2"}  # type: ignore[attr-defined]
     assert p.destroy() is True
     assert set(server.proxies()) == {"tp2"}  # type: ignore[attr-defined]
+
+
+def test_toxiproxy_python_every_toxic_and_its_errors(client: object, echo_port: int) -> None:
+    from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
+
+    p = client.create(upstream=f"127.0.0.1:{echo_port}", name="every")  # type: ignore[attr-defined]
+    for kind in (
+        "noop",
+        "latency",
+        "bandwidth",
+        "slow_close",
+        "timeout",
+        "reset_peer",
+        "slicer",
+        "limit_data",
+    ):
+        p.add_toxic(type=kind, stream="upstream", name=f"t-{kind}")
+    assert {t.type for t in p.toxics().values()} >= {"noop", "limit_data", "slicer"}
+    with pytest.raises(InvalidToxic):
+        p.add_toxic(type="latency", stream="")
+    with pytest.raises(ProxyExists):
+        toxiproxy.api.APIConsumer.post("/proxies", json={"name": "every", "upstream": "127.0.0.1:1"})
+    assert p.get_toxic("missing") is None
+    with pytest.raises(NotFound):
+        toxiproxy.api.APIConsumer.get("/proxies/every/toxics/missing")
+    assert client.version().decode().strip() == '{"version": "2.12.0"}'  # type: ignore[attr-defined]
+
+
+def test_chaostoolkit_toxiproxy_with_its_defaults(
+    proxy_api: str, echo_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chaostoolkit-toxiproxy's actions as an experiment calls them: ``listen_host``
+    defaults to 0.0.0.0 and the bound port is read back from the answer."""
+    pytest.importorskip("chaostoxi", reason="pip install chaostoolkit-toxiproxy")
+    from chaostoxi.proxy import actions as proxy_actions
+    from chaostoxi.proxy import probes as proxy_probes
+    from chaostoxi.toxic import actions as toxic_actions
+
+    monkeypatch.setenv("ctk_PORT", "")  # create_proxy writes NAME_PORT into os.environ
+    host, port = proxy_api.removeprefix("http://").split(":")
+    config: dict[str, object] = {"toxiproxy_host": host, "toxiproxy_port": int(port)}
+    assert proxy_actions.create_proxy("ctk", "127.0.0.1", echo_port, configuration=config) is True
+    try:
+        shown = proxy_probes.get_proxy_attribute("ctk", "listen", configuration=config)
+        assert shown == f"0.0.0.0:{config['ctk_PORT']}"
+        listen_port = int(str(config["ctk_PORT"]))
+        base = median_rtt(listen_port, n=3)
+        toxic_actions.create_latency_toxic("ctk", "lag", 100, configuration=config)
+        assert median_rtt(listen_port, n=3) - base >= 0.095
+        assert toxic_actions.delete_toxic("ctk", "lag", configuration=config) is True
+        assert proxy_actions.disable_proxy("ctk", configuration=config) is True
+        with pytest.raises(ConnectionRefusedError):
+            connect(listen_port).close()
+        assert proxy_actions.enable_proxy("ctk", configuration=config) is True
+        assert median_rtt(listen_port, n=2) < 0.05
+        for create in (
+            lambda: toxic_actions.create_bandwith_degradation_toxic("ctk", "bw", 100, configuration=config),
+            lambda: toxic_actions.create_slicer_toxic("ctk", "sl", 100, 10, 0, configuration=config),
+            lambda: toxic_actions.create_limiter_toxic("ctk", "lim", 10_000_000, configuration=config),
+            lambda: toxic_actions.create_timeout_toxic("ctk", "to", 0, configuration=config),
+        ):
+            assert create() is True
+        assert proxy_actions.reset(configuration=config) is True
+        assert proxy_probes.proxy_exist("ctk", configuration=config) is True
+    finally:
+        proxy_actions.delete_proxy("ctk", configuration=config)
+    assert proxy_probes.proxy_exist("ctk", configuration=config) is False

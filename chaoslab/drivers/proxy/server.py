@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import itertools
 import logging
 import random
@@ -55,15 +56,69 @@ log = logging.getLogger(__name__)
 
 QUEUE_HIGH = 1 << 20  # bytes queued in a toxic pipe before the source is paused
 QUEUE_LOW = 1 << 18
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "")
+DEFAULT_LISTEN = "127.0.0.1:0"  # when a client sends no listen address (safer than Toxiproxy's all)
 TIMER_SLACK_S = 0.0005
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (Go's syntax, as Toxiproxy takes it)
+    into ``(host, port)``; the host comes back without brackets, ``""`` for all interfaces."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ApiError(400, f"bad request body: {what} must be HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        bracketed = True
+    else:
+        bracketed = False
+    if (
+        not sep
+        or not port.isdigit()
+        or not 0 <= int(port) <= 65535
+        or (":" in host) != bracketed
+        or "[" in host
+        or "]" in host
+    ):
+        raise ApiError(400, f"bad request body: {what} must be HOST:PORT or [IPV6]:PORT, got {address!r}")
+    return host, int(port)
+
+
+def join_address(host: str, port: int) -> str:
+    """The inverse of ``split_address``, in Go's ``net.JoinHostPort`` form."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _listen_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` as Go's ``net.Listen("tcp", …)`` makes it: the
+    wildcard (``""`` or ``::``) is one dual-stack socket, a name binds its first address
+    (IPv4 first, as Go prefers it)."""
+    if host in ("", "::") and socket.has_ipv6:
+        family, addr = socket.AF_INET6, ("::", port)
+    else:
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}")
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+        family, addr = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and addr[0] == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class _Stats:
+    """Byte counters of one proxy direction, kept across its connections (``/metrics``)."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
 
 
 class _Side(asyncio.Protocol):
@@ -75,6 +130,7 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.out: _Pipe | None = None  # the pipe carrying what this side reads
+        self.stats = _Stats()  # replaced by the proxy's counters for this side's direction
         # Fast path: bound ``write`` of the other transport, or None while toxics act.
         self.fast_write: Callable[[bytes], None] | None = None
         self._pause_reasons: set[str] = set()
@@ -93,8 +149,12 @@ class _Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         fast = self.fast_write
         if fast is not None:
+            stats = self.stats
+            stats.received += len(data)
+            stats.sent += len(data)
             fast(data)
         elif self.out is not None:
+            self.stats.received += len(data)
             self.out.push(data)
 
     def eof_received(self) -> bool:
@@ -191,7 +251,7 @@ class _Pipe:
     # -- toxics -----------------------------------------------------------------------
     def sync(self, specs: Iterable[ToxicSpec]) -> None:
         """Make the chain match the proxy's toxics for this stream."""
-        wanted = [s for s in specs if s.stream == self.stream]
+        wanted = [s for s in specs if s.direction == self.stream]
         uids = {s.uid for s in wanted}
         for b in [b for b in self.chain if b.uid not in uids]:
             self.chain.remove(b)
@@ -278,6 +338,7 @@ class _Pipe:
         if chunk[0] is None:
             self.forward_eof()
         else:
+            self.src.stats.sent += len(chunk[0])
             transport.write(chunk[0])
 
     def forward_eof(self) -> None:
@@ -314,6 +375,7 @@ class _Connection:
         self.up = _Pipe(self, "upstream", self.client, self.server)
         self.down = _Pipe(self, "downstream", self.server, self.client)
         self.client.out, self.server.out = self.up, self.down
+        self.client.stats, self.server.stats = proxy.stats["upstream"], proxy.stats["downstream"]
         self._connect_task: asyncio.Task[None] | None = None
 
     def client_connected(self) -> None:
@@ -380,23 +442,27 @@ class Proxy:
         self.server = server
         self.loop: asyncio.AbstractEventLoop = server.loop
         self.name = name
-        host, port = split_address(listen or "127.0.0.1:0", what="listen")
-        if host not in LOOPBACK_HOSTS:
-            raise ApiError(400, f"listen must be on 127.0.0.1 (got {listen!r})")
-        self.listen_port = port
+        self.listen_host, self.listen_port = split_address(listen, what="listen")
+        # What ``listen`` reports: the bound address once listening (Toxiproxy's habit),
+        # the requested one before that.
+        self.listen = listen
         self.upstream = upstream
         self.upstream_addr = split_address(upstream, what="upstream")
         self.enabled = enabled
         self.toxics: dict[str, ToxicSpec] = {}
         self.connections: set[_Connection] = set()
+        self.stats = {"upstream": _Stats(), "downstream": _Stats()}
         self._listener: asyncio.Server | None = None
         self._leases: dict[str, asyncio.TimerHandle] = {}
         self._down_lease: asyncio.TimerHandle | None = None
         self.down_lease_expires_at: float | None = None
 
-    @property
-    def listen(self) -> str:
-        return f"127.0.0.1:{self.listen_port}"
+    def same_address(self, listen: str, upstream: str) -> bool:
+        """Toxiproxy's ``Differs``, negated: ``listen`` names the address this proxy is
+        bound to (port 0 never does) and the upstream is the same text."""
+        host, port = split_address(listen, what="listen")
+        bound_host, bound_port = split_address(self.listen, what="listen")
+        return upstream == self.upstream and port == bound_port and _same_host(host, bound_host)
 
     def specs(self) -> list[ToxicSpec]:
         return list(self.toxics.values())
@@ -418,16 +484,19 @@ class Proxy:
         if self._listener is not None:
             return
         try:
-            self._listener = await self.loop.create_server(
-                lambda: _Connection(self).client,
-                "127.0.0.1",
-                self.listen_port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            sock = await _listen_socket(self.loop, self.listen_host, self.listen_port)
+            try:
+                self._listener = await self.loop.create_server(
+                    lambda: _Connection(self).client, sock=sock, backlog=1024
+                )
+            except BaseException:
+                sock.close()
+                raise
         except OSError as exc:
             raise ApiError(500, f"proxy {self.name}: cannot listen on {self.listen}: {exc}") from exc
-        self.listen_port = self._listener.sockets[0].getsockname()[1]
+        bound = self._listener.sockets[0].getsockname()
+        self.listen_port = int(bound[1])
+        self.listen = join_address(str(bound[0]), self.listen_port)
         self.enabled = True
 
     def stop(self) -> None:
@@ -509,6 +578,22 @@ class Proxy:
         self.stop()
 
 
+def _labels(**labels: str) -> str:
+    """A Prometheus label set, values escaped as the text format requires."""
+    escape = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+    return ",".join(f'{key}="{value.translate(escape)}"' for key, value in sorted(labels.items()))
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Whether two listen hosts name the same address (IP literals compared as addresses;
+    ``""`` is the dual-stack wildcard ``::``, as in Go)."""
+    a, b = a or "::", b or "::"
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
 class ProxyServer:
     """All proxies of one server process, and the operations of the HTTP API.
 
@@ -552,8 +637,10 @@ class ProxyServer:
             raise ApiError(400, "missing required field: name")
         if not isinstance(upstream, str) or not upstream:
             raise ApiError(400, "missing required field: upstream")
-        listen = body.get("listen") or "127.0.0.1:0"
-        enabled = body.get("enabled", True)
+        listen = body.get("listen") or DEFAULT_LISTEN
+        enabled = body.get("enabled")
+        if enabled is None:
+            enabled = True
         if not isinstance(enabled, bool) or not isinstance(listen, str):
             raise ApiError(400, "bad request body: enabled must be a boolean, listen a string")
         proxy = Proxy(self, name, listen, upstream, enabled=enabled)
@@ -561,8 +648,7 @@ class ProxyServer:
         if existing is not None:
             if not replace_existing:
                 raise ApiError(409, "proxy already exists")
-            same_listen = proxy.listen_port in (0, existing.listen_port)
-            if same_listen and existing.upstream == upstream:
+            if existing.same_address(listen, upstream):
                 return existing
             existing.destroy()
             del self.proxies[name]
@@ -587,19 +673,20 @@ class ProxyServer:
         return self._get(name).to_json()
 
     async def update_proxy(self, name: str, body: Any) -> dict[str, Any]:
+        """Toxiproxy's update, but atomic: every field is checked before anything changes,
+        so an answer of 400 means the proxy is as it was. A new listen/upstream restarts
+        the proxy (dropping its connections); if the new address cannot be bound, the old
+        one is restored and the answer is 500."""
         proxy = self._get(name)
         body = self._object(body)
-        listen = body.get("listen", proxy.listen)
-        upstream = body.get("upstream", proxy.upstream)
-        if listen != proxy.listen or upstream != proxy.upstream:
-            # Like Toxiproxy: a new address restarts the proxy and drops its connections.
-            moved = Proxy(self, name, listen, upstream, enabled=proxy.enabled)
-            proxy.stop()
-            proxy.listen_port, proxy.upstream = moved.listen_port, moved.upstream
-            proxy.upstream_addr = moved.upstream_addr
-            if moved.enabled:
-                await proxy.start()
-        enabled = body.get("enabled", proxy.enabled)
+        listen = body.get("listen")
+        upstream = body.get("upstream")
+        enabled = body.get("enabled")
+        listen = proxy.listen if listen is None else listen
+        upstream = proxy.upstream if upstream is None else upstream
+        enabled = proxy.enabled if enabled is None else enabled
+        if not isinstance(listen, str) or not isinstance(upstream, str):
+            raise ApiError(400, "bad request body: listen and upstream must be strings")
         if not isinstance(enabled, bool):
             raise ApiError(400, "bad request body: enabled must be a boolean")
         lease = body.get("lease_s")
@@ -607,9 +694,32 @@ class ProxyServer:
             isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= 86400
         ):
             raise ApiError(400, "bad request body: lease_s must be in (0, 86400]")
+        new_listen = split_address(listen or DEFAULT_LISTEN, what="listen")
+        new_upstream = split_address(upstream, what="upstream")
+        # Validated: from here on nothing answers 400.
+        if not proxy.same_address(listen or DEFAULT_LISTEN, upstream):
+            await self._move(proxy, listen or DEFAULT_LISTEN, new_listen, upstream, new_upstream)
         if enabled != proxy.enabled or lease is not None:
             await proxy.set_enabled(enabled, float(lease) if lease is not None else None)
         return proxy.to_json()
+
+    @staticmethod
+    async def _move(
+        proxy: Proxy, listen: str, listen_addr: tuple[str, int], upstream: str, upstream_addr: tuple[str, int]
+    ) -> None:
+        was_enabled = proxy.enabled
+        old = (proxy.listen, proxy.listen_host, proxy.listen_port, proxy.upstream, proxy.upstream_addr)
+        proxy.stop()
+        proxy.listen, (proxy.listen_host, proxy.listen_port) = listen, listen_addr
+        proxy.upstream, proxy.upstream_addr = upstream, upstream_addr
+        if not was_enabled:
+            return
+        try:
+            await proxy.start()
+        except ApiError:
+            proxy.listen, proxy.listen_host, proxy.listen_port, proxy.upstream, proxy.upstream_addr = old
+            await proxy.start()
+            raise
 
     async def delete_proxy(self, name: str) -> None:
         self._get(name).destroy()
@@ -641,6 +751,40 @@ class ProxyServer:
     async def delete_toxic(self, name: str, toxic: str) -> None:
         if not self._get(name).remove_toxic(toxic):
             raise ApiError(404, "toxic not found")
+
+    async def metrics(self) -> str:
+        """Prometheus text exposition (format 0.0.4) of the proxies: Toxiproxy's two
+        byte counters under its names and labels, plus chaoslab's live gauges."""
+        lines = []
+        for kind, help_text in (
+            ("received", "Bytes the proxy read from the side the direction starts at."),
+            ("sent", "Bytes the proxy wrote to the side the direction ends at."),
+        ):
+            metric = f"toxiproxy_proxy_{kind}_bytes_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for proxy in self.proxies.values():
+                for direction, stats in proxy.stats.items():
+                    labels = _labels(
+                        direction=direction, listener=proxy.listen, proxy=proxy.name, upstream=proxy.upstream
+                    )
+                    lines.append(f"{metric}{{{labels}}} {getattr(stats, kind)}")
+        gauges: tuple[tuple[str, str, Callable[[Proxy], int]], ...] = (
+            (
+                "chaoslab_proxy_connections",
+                "Client connections open through the proxy.",
+                lambda p: len(p.connections),
+            ),
+            ("chaoslab_proxy_toxics", "Toxics set on the proxy.", lambda p: len(p.toxics)),
+            (
+                "chaoslab_proxy_enabled",
+                "1 while the proxy listens, 0 while it is down.",
+                lambda p: int(p.enabled),
+            ),
+        )
+        for metric, help_text, read in gauges:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            lines += [f"{metric}{{{_labels(proxy=p.name)}}} {read(p)}" for p in self.proxies.values()]
+        return "\n".join(lines) + "\n"
 
     async def reset(self) -> None:
         """Enable every proxy and remove every toxic (and their leases)."""

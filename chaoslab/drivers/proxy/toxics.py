@@ -29,9 +29,11 @@ from typing import Any, Protocol
 
 STREAMS = ("upstream", "downstream")
 
-# Every toxic type and its attributes, in Toxiproxy's units (ms, KB/s, bytes, µs).
+# Every toxic type Toxiproxy registers and its attributes, in Toxiproxy's units
+# (ms, KB/s, bytes, µs). ``noop`` passes everything on, as in Toxiproxy.
 ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
+        "noop": (),
         "latency": ("latency", "jitter"),
         "bandwidth": ("rate",),
         "timeout": ("timeout",),
@@ -65,12 +67,17 @@ class ToxicSpec:
 
     name: str
     type: str
-    stream: str
+    stream: str  # as the client spelled it (Toxiproxy echoes it); ``direction`` is canonical
     toxicity: float
     attributes: Mapping[str, int] = field(default_factory=dict)
     uid: int
     lease_s: float | None = None
     lease_expires_at: float | None = None  # Unix time, for humans and the driver
+
+    @property
+    def direction(self) -> str:
+        """``upstream`` or ``downstream``: the stream, case-folded as Toxiproxy parses it."""
+        return self.stream.lower()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -129,25 +136,33 @@ def _attributes(kind: str, raw: Any, base: Mapping[str, int]) -> dict[str, int]:
 
 
 def parse_toxic(body: Any, *, uid: int) -> ToxicSpec:
-    """Validate a create-toxic body; defaults follow Toxiproxy (stream downstream,
-    toxicity 1.0, name ``<type>_<stream>``, missing attributes 0)."""
+    """Validate a create-toxic body in Toxiproxy's order (stream, then name, then type);
+    defaults follow Toxiproxy: stream downstream, toxicity 1.0, name ``<type>_<stream>``,
+    missing attributes 0. The stream is case-insensitive; an empty stream is invalid."""
     if not isinstance(body, Mapping):
         raise ApiError(400, "bad request body: expected a JSON object")
+    stream = body.get("stream")
+    if stream is None:  # absent or null: Toxiproxy's decoder keeps its default
+        stream = "downstream"
+    if not isinstance(stream, str):
+        raise ApiError(400, "bad request body: stream must be a string")
+    if stream.lower() not in STREAMS:
+        raise ApiError(400, "stream was invalid, can be either upstream or downstream")
     kind = body.get("type")
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(400, "bad request body: name must be a string")
+    if kind is not None and not isinstance(kind, str):
+        raise ApiError(400, "bad request body: type must be a string")
+    name = name or f"{kind or ''}_{stream}"
     if kind not in ATTRIBUTES:
         raise ApiError(400, f"invalid toxic type {kind!r} (known: {', '.join(ATTRIBUTES)})")
-    stream = body.get("stream") or "downstream"
-    if stream not in STREAMS:
-        raise ApiError(400, "stream was invalid, can be either upstream or downstream")
-    name = body.get("name") or f"{kind}_{stream}"
-    if not isinstance(name, str):
-        raise ApiError(400, "bad request body: name must be a string")
     raw_attrs = body.get("attributes") or {}
     return ToxicSpec(
         name=name,
         type=str(kind),
-        stream=str(stream),
-        toxicity=_toxicity(body.get("toxicity", 1.0)),
+        stream=stream,
+        toxicity=1.0 if body.get("toxicity") is None else _toxicity(body["toxicity"]),
         attributes=_attributes(str(kind), raw_attrs, {}),
         uid=uid,
         lease_s=_lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {}),
@@ -163,7 +178,7 @@ def update_toxic(spec: ToxicSpec, body: Any, *, uid: int) -> ToxicSpec:
     lease = _lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {})
     return replace(
         spec,
-        toxicity=_toxicity(body["toxicity"]) if "toxicity" in body else spec.toxicity,
+        toxicity=spec.toxicity if body.get("toxicity") is None else _toxicity(body["toxicity"]),
         attributes=_attributes(spec.type, raw_attrs, spec.attributes),
         uid=uid,
         lease_s=lease if lease is not None else spec.lease_s,
@@ -325,6 +340,7 @@ class LimitData(Behaviour):
 
 BEHAVIOURS: Mapping[str, type[Behaviour]] = MappingProxyType(
     {
+        "noop": Behaviour,
         "latency": Latency,
         "bandwidth": Bandwidth,
         "timeout": Timeout,
