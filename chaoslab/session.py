@@ -88,13 +88,24 @@ def run_experiment(
             stack.enter_context(register_run(run_id))
             ledger = None
             if exp.faults():
-                from chaoslab.safety.ledger import Ledger
-                from chaoslab.safety.locks import acquire
+                from chaoslab.safety.claims import ClaimingLedger
+                from chaoslab.safety.locks import Reclaimed, acquire
                 from chaoslab.safety.recover import recover
 
                 if targets:
                     stack.enter_context(acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60))
-                ledger = Ledger()
+
+                def reclaimed(r: Reclaimed) -> None:
+                    bus.emit(
+                        ev.LockReclaimed(
+                            run_id=run_id, key=r.target, former_holder=r.former_holder, reason=r.reason
+                        )
+                    )
+
+                # Each fault also locks the identities it resolves to (see safety.claims).
+                ledger = stack.enter_context(
+                    ClaimingLedger(run_id, lease_s=exp.runtime.lease_s + 60, on_reclaimed=reclaimed)
+                )
                 if session.recover_first:
                     recovered = recover(registry)
                 ledger.check_targets_clear(targets)

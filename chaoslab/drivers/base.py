@@ -115,6 +115,10 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
     lease_expires_at: float | None = None
     created_at: float = msgspec.field(default_factory=time.time)
     version: int = RECORD_VERSION
+    # What the fault really hits, resolved (container id, host + pid + start time, pod
+    # uid, a host resource): locks and the open-ledger check key on these, never on
+    # ``target``'s text. Stamped by the engine from ``Driver.identities``.
+    keys: tuple[str, ...] = ()
 
     def with_data(self, **data: Any) -> RevertRecord:
         return msgspec.structs.replace(self, data={**self.data, **data})
@@ -132,6 +136,7 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
             "lease_s": self.lease_s,
             "lease_expires_at": self.lease_expires_at,
             "created_at": self.created_at,
+            "keys": list(self.keys),
         }
 
     def to_json(self) -> str:
@@ -151,7 +156,13 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
             lease_s=raw.get("lease_s"),
             lease_expires_at=raw.get("lease_expires_at"),
             created_at=float(raw.get("created_at", 0.0)),
+            keys=tuple(str(k) for k in (raw.get("keys") or ())),
         )
+
+    def identity_keys(self) -> tuple[str, ...]:
+        """The resolved identities this fault hits; a record written before keys existed
+        falls back to its driver and target text."""
+        return self.keys or (f"{self.driver}:{self.target}",)
 
 
 class CleanReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,6 +221,17 @@ class Driver(ABC):
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         """Verify on the target that nothing of the fault remains. Read-only."""
         raise DriverError(f"has no fault {record.operation!r} to check", driver=self.name)
+
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """The resolved identities ``record``'s fault hits, as lock keys. Pure: no I/O.
+
+        Two faults conflict when their keys intersect, however their targets were
+        written (``name:`` or ``label:``, a variable or its value). A key names the
+        thing itself: ``docker:<container id>``, ``proc:<host>:<pid>:<start time>``,
+        ``k8s:pod:<uid>``, ``host:<host>:cpu``... Default: the driver and the target
+        text, for drivers whose target text is already the identity.
+        """
+        return (f"{self.name}:{record.target}",)
 
     def end_run(self, ctx: DriverContext) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The run is over: release what was kept for it (connections...). Never raises
@@ -285,6 +307,11 @@ def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     return " or ".join(x.__name__ for x in _as_tuple(t))
+
+
+def local_host() -> str:
+    """This machine's name in identity keys (the name ``Owner`` records use too)."""
+    return os.uname().nodename
 
 
 def runner_pids() -> frozenset[int]:

@@ -975,6 +975,11 @@ class DockerDriver(Driver):
 
     # --- check_clean -------------------------------------------------------------------------
 
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """Each picked container by its full id, however the target named it."""
+        ids = [str(c["id"]) for c in record.data.get("containers", []) if c.get("id")]
+        return tuple(f"docker:{i}" for i in ids) or (f"{self.name}:{record.target}",)
+
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         op = record.operation
         residue: list[str] = []

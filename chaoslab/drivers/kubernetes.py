@@ -899,6 +899,19 @@ class KubernetesDriver(Driver):
 
     # -- check_clean ------------------------------------------------------------------------------------
 
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """Deleted pods by uid; a scaled workload or a cordoned node by its name."""
+        d = record.data
+        if record.operation == "delete_pods":
+            return tuple(f"k8s:pod:{v['uid']}" for v in d.get("victims", []) if v.get("uid")) or (
+                f"{self.name}:{record.target}",
+            )
+        if record.operation == "scale":
+            return (f"k8s:{d.get('namespace')}/{str(d.get('kind', '')).lower()}/{d.get('name')}",)
+        if record.operation == "cordon":
+            return (f"k8s:node/{d.get('node')}",)
+        return (f"{self.name}:{record.target}",)
+
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         data = record.data
         conn = Conn.from_dict(data["conn"])

@@ -42,6 +42,7 @@ from chaoslab.drivers.base import (
     Param,
     RevertRecord,
     RevertResult,
+    local_host,
     parse_duration,
 )
 from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
@@ -276,6 +277,11 @@ class NetDriver(Driver):
                 removed += _run(netns, argv).returncode == 0
         _proc.kill_watchdogs(record.fault_id)
         return RevertResult(reverted=True, detail=f"removed {removed} rule(s)/qdisc(s)")
+
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """The network namespace the rules or the qdisc go into (the host's own one by
+        default): two runs never shape one namespace's traffic at once."""
+        return (f"host:{local_host()}:netns:{record.data.get('netns') or '-'}",)
 
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         netns = record.data.get("netns")

@@ -42,6 +42,7 @@ from chaoslab.drivers.base import (
     Param,
     RevertRecord,
     RevertResult,
+    local_host,
     parse_duration,
 )
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
@@ -251,6 +252,13 @@ class ProcessDriver(Driver):
         killed_at = float(record.data.get("killed_at") or record.created_at)
         ttr = max(0.0, (heal.recovered_at or killed_at) - killed_at)
         return RevertResult(reverted=True, detail=heal.detail, time_to_recover_s=ttr)
+
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """Each picked process: host + pid + start time (a recycled pid is another key)."""
+        host = local_host()
+        return tuple(f"proc:{host}:{r.pid}:{r.create_time:.2f}" for r in _refs(record)) or (
+            f"{self.name}:{record.target}",
+        )
 
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         residue: list[str] = []

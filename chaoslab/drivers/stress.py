@@ -47,6 +47,7 @@ from chaoslab.drivers.base import (
     Param,
     RevertRecord,
     RevertResult,
+    local_host,
 )
 from chaoslab.drivers.selection import Selection, pick, resolve_seed
 from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
@@ -166,7 +167,9 @@ class StressDriver(Driver):
         elif op.name == "memory":
             data["mib"] = _memory_mib(full)
         else:
-            path = str(full.get("path") or tempfile.gettempdir())
+            # Absolute and resolved now: revert, check_clean and the lock key must name
+            # the same directory from any working directory (``recover`` runs elsewhere).
+            path = str(Path(str(full.get("path") or tempfile.gettempdir())).resolve())
             data.update(path=path, fill_bytes=_fill_bytes(path, full))
         if target is not None:
             found = _proc.resolve(target, driver=self.name, refuse_protected=True)
@@ -236,9 +239,23 @@ class StressDriver(Driver):
             detail += f"; still alive: {[r.pid for r in left]}"
         return RevertResult(reverted=not left, detail=detail)
 
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """The host resource under pressure (its CPU, its memory, an absolute disk path),
+        plus the process whose cgroups the stressor joins."""
+        host = local_host()
+        kind = str(record.data.get("kind", record.operation))
+        keys = [f"host:{host}:disk:{record.data['path']}" if kind == "disk" else f"host:{host}:{kind}"]
+        of = (record.data.get("cgroup") or {}).get("of") or {}
+        if "create_time" in of:
+            keys.append(f"proc:{host}:{of['pid']}:{float(of['create_time']):.2f}")
+        return tuple(keys)
+
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         residue = [f"stressor pid {p.pid} still running" for p in stressors(record)]
-        if "path" in record.data:
+        if "path" in record.data and not Path(str(record.data["path"])).is_absolute():
+            # A relative path means another directory from here: never call that clean.
+            residue.append(f"cannot verify the fill: {record.data['path']!r} is not an absolute path")
+        elif "path" in record.data:
             directory = fill_dir(str(record.data["path"]), record.fault_id)
             if directory.exists():
                 residue.append(f"fill directory {directory} still exists")

@@ -163,6 +163,15 @@ class SLITick(Event, frozen=True, kw_only=True):
     p99_ms: float | None = None
 
 
+class LockReclaimed(Event, frozen=True, kw_only=True):
+    """A blast-radius lock left by a dead run was taken over."""
+
+    kind: ClassVar[str] = "lock-reclaimed"
+    key: str
+    former_holder: str
+    reason: str
+
+
 class GuardTripped(Event, frozen=True, kw_only=True):
     kind: ClassVar[str] = "guard-tripped"
     reason: str

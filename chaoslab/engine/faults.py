@@ -36,6 +36,7 @@ LEASE_MARGIN_S = 5.0
 
 
 class Ledger(Protocol):
+    def claim(self, record: RevertRecord) -> Any: ...
     def open_entry(self, record: RevertRecord) -> Any: ...
     def update_entry(self, record: RevertRecord) -> Any: ...
     def close_entry(self, fault_id: str, outcome: CleanReport) -> Any: ...
@@ -98,7 +99,10 @@ class FaultManager:
         record = driver.prepare(self.ctx, op, with_defaults(op, args), target, lease_s)
         now = time.time()
         record = _stamp(record, run_id=self.ctx.run_id, lease_s=lease_s, now=now)
+        record = msgspec.structs.replace(record, keys=tuple(sorted(set(driver.identities(record)))))
         if self.ledger is not None:
+            # Locks and the open-ledger check key on what the fault resolved to.
+            self.ledger.claim(record)
             self.ledger.open_entry(record)  # durable before the target changes
         fault = ActiveFault(
             record=record,

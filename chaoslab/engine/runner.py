@@ -33,7 +33,15 @@ from chaoslab.engine.faults import FaultManager, Ledger
 from chaoslab.engine.journal import EventLog, JournalBuilder, write_journal
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
-from chaoslab.errors import ChaoslabError, DriverError, InvalidInput, Problem, RunInterrupted
+from chaoslab.errors import (
+    ChaoslabError,
+    DriverError,
+    InvalidInput,
+    LedgerError,
+    LockHeld,
+    Problem,
+    RunInterrupted,
+)
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
 from chaoslab.model.varfile import VarValues
 
@@ -208,6 +216,8 @@ class Runner:
                     self.state.add(Verdict.INVALID_INPUT, str(exc))
                 except DriverError as exc:
                     self.state.add(Verdict.ERROR, f"driver error: {exc}")
+                except (LockHeld, LedgerError) as exc:  # a fault's resolved target is taken
+                    self.state.add(Verdict.ERROR, f"refused: {exc}")
                 except Exception as exc:  # the engine must still revert after its own bugs
                     self.state.add(Verdict.ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
             finally:

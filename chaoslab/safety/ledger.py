@@ -348,6 +348,42 @@ class Ledger:
         lines.append("Run `chaoslab recover` to revert and close them, then run again.")
         raise LedgerError("\n".join(lines))
 
+    def check_keys_clear(self, keys: Iterable[str], run_id: str) -> None:
+        """Raise ``LedgerError`` if another run's open entry hits any of ``keys``.
+
+        Keys are resolved identities (``RevertRecord.keys``), so one container named
+        ``name:`` in one run and ``label:`` in another is one key. A run's own entries
+        never block it. Damaged entries block when their target cannot be told.
+        """
+        wanted = set(keys)
+        scan = self.scan()
+        blocking = [
+            e for e in scan.entries if e.record.run_id != run_id and wanted & set(e.record.identity_keys())
+        ]
+        damaged = [p for p in scan.problems if p.target is None]
+        if not blocking and not damaged:
+            return
+        lines = []
+        if blocking:
+            lines.append(
+                f"the ledger has {len(blocking)} open entr{'y' if len(blocking) == 1 else 'ies'}"
+                " on what this fault would hit (faults an earlier run may have left active):"
+            )
+            lines += [
+                f"  - {e.describe()} hits {', '.join(sorted(wanted & set(e.record.identity_keys())))}"
+                for e in blocking
+            ]
+        if damaged:
+            lines.append(f"{len(damaged)} ledger entr{'y' if len(damaged) == 1 else 'ies'} cannot be read:")
+            lines += [f"  - {p}" for p in damaged]
+        lines.append("Run `chaoslab recover` to revert and close them, then run again.")
+        raise LedgerError("\n".join(lines))
+
+    def claim(self, record: RevertRecord) -> None:
+        """Called before ``open_entry``: refuse a fault whose resolved identities another
+        run's open entry still holds. (``ClaimingLedger`` also locks them.)"""
+        self.check_keys_clear(record.identity_keys(), record.run_id)
+
     @contextmanager
     def recover_lock(self, timeout_s: float = 60.0) -> Iterator[None]:
         """Exclusive right to revert entries that are not one's own (recover, halt)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from chaoslab.drivers import _proc
@@ -592,3 +593,22 @@ def test_restart_reports_time_to_recover(lab: DockerLab, driver: Driver, ctx: Dr
     assert result.time_to_recover_s is not None and result.time_to_recover_s > 0
     assert state(web)["StartedAt"] != started
     assert driver.check_clean(ctx, record).clean
+
+
+def test_one_container_named_by_name_and_by_label_is_one_lock(
+    lab: DockerLab, driver: Driver, ctx: DriverContext
+) -> None:
+    from chaoslab.errors import LockHeld
+    from chaoslab.safety.claims import ClaimingLedger
+
+    c = lab.run(labels={"h13.role": "only-me"})
+    op = driver.operation("pause")
+    assert op is not None
+    by_name = driver.prepare(ctx, op, {}, f"name:{c.name}", 10)
+    by_label = driver.prepare(ctx, op, {}, "label:h13.role=only-me", 10)
+    assert driver.identities(by_name) == driver.identities(by_label) == (f"docker:{c.id}",)
+    with ClaimingLedger("run-a", lease_s=None) as a, ClaimingLedger("run-b", lease_s=None) as b:
+        a.claim(msgspec.structs.replace(by_name, run_id="run-a", keys=driver.identities(by_name)))
+        with pytest.raises(LockHeld, match=c.id):
+            b.claim(msgspec.structs.replace(by_label, run_id="run-b", keys=driver.identities(by_label)))
+    assert state(c)["Status"] == "running", "prepare and claim touch nothing"

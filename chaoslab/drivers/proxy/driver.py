@@ -365,6 +365,10 @@ class ProxyDriver(Driver):
             reverted=True, detail="re-enabled" if record.operation == "down" else "toxic removed"
         )
 
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """The proxy itself: its API address and name."""
+        return (f"proxy:{record.data.get('api')}/{record.data.get('proxy')}",)
+
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         api, name, target = record.data["api"], record.data["proxy"], record.target
         try:

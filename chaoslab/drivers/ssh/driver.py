@@ -422,6 +422,22 @@ class SSHDriver(Driver):
             )
         return RevertResult(reverted=True, detail=f"reverted on {len(hosts)} host(s)")
 
+    def identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """Each picked host by its host key fingerprint (its address when the inventory
+        pins none), with what the fault uses there: the CPU, a netns, a process."""
+        what = {"stress_cpu": "cpu", "netem": "netns", "iptables_drop": "netns"}.get(record.operation, "proc")
+        if what == "netns":
+            what += f":{record.data.get('netns') or '-'}"
+        elif what == "proc":
+            a = record.args
+            what += ":" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
+        keys = []
+        for h in record.data.get("hosts", []):
+            fps = sorted(str(f) for f in h.get("fingerprints") or ())
+            ident = fps[0] if fps else f"{h.get('address')}:{h.get('port')}"
+            keys.append(f"ssh:{ident}:{what}")
+        return tuple(keys) or (f"{self.name}:{record.target}",)
+
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
         op = self._op(record)
         hosts, pool, timeout_s, concurrency = self._context(ctx, record)
