@@ -13,6 +13,14 @@ Mapping of outcomes to JUnit elements (the same for a run and for a gate):
 A gate writes one ``<testsuite>`` with one ``<testcase>`` per experiment, and a second
 ``<testsuite>`` (``… baseline``) with one case for the comparison with the last passing
 gate ("no baseline" is a skipped case, never a pass).
+
+The dialect is the one the Jenkins xUnit plugin validates (``junit-10.xsd``) and the one
+GitLab's reader expects: ``<testsuites>`` carries only name, time, tests, failures and
+errors (``skipped`` is counted on each ``<testsuite>``); every case has a ``classname``,
+a ``name`` and a ``time`` in seconds. Times add up, because consumers (GitLab, Jenkins)
+sum the cases' times: in a run, SLO cases take 0 s (a judgement, not a step), each
+revert case its revert's duration, and the ``verdict`` case the rest of the run, so the
+cases' times sum to the suite's time, the run's duration.
 """
 
 from __future__ import annotations
@@ -57,8 +65,13 @@ def _run_text(view: RunView) -> str:
     return "\n".join(lines)
 
 
+def _seconds(time_s: float) -> str:
+    """A time as junit-10.xsd's "surefire time" allows it: non-negative, no exponent."""
+    return f"{max(0.0, time_s):.3f}"
+
+
 def _case(parent: ET.Element, *, classname: str, name: str, time_s: float) -> ET.Element:
-    return ET.SubElement(parent, "testcase", classname=classname, name=name, time=f"{max(0.0, time_s):.3f}")
+    return ET.SubElement(parent, "testcase", classname=classname, name=name, time=_seconds(time_s))
 
 
 def _mark(case: ET.Element, verdict: str, message: str, text: str) -> str:
@@ -88,16 +101,19 @@ def _finish(suite: ET.Element, counts: dict[str, int], time_s: float) -> None:
     suite.set("tests", str(len(suite.findall("testcase"))))
     for key in ("failures", "errors", "skipped"):
         suite.set(key, str(counts.get(key, 0)))
-    suite.set("time", f"{time_s:.3f}")
+    suite.set("time", _seconds(time_s))
 
 
 def _root_totals(root: ET.Element) -> None:
-    for key in ("tests", "failures", "errors", "skipped"):
+    # junit-10.xsd allows no ``skipped`` on <testsuites>: it is counted per suite only.
+    for key in ("tests", "failures", "errors"):
         root.set(key, str(sum(int(s.get(key, "0")) for s in root.findall("testsuite"))))
+    root.set("time", _seconds(sum(float(s.get("time", "0")) for s in root.findall("testsuite"))))
 
 
 def run_junit(view: RunView) -> ET.ElementTree[ET.Element]:
-    """One run: a case per SLO result, a case per fault's revert, a case for the verdict."""
+    """One run: a case per SLO result (0 s), a case per fault's revert (its duration), a
+    case for the verdict (the rest of the run), so the cases' times sum to the run's."""
     root = ET.Element("testsuites", name="chaoslab")
     suite = _suite(root, view.title, view.start)
     props = ET.SubElement(suite, "properties")
@@ -109,18 +125,24 @@ def run_junit(view: RunView) -> ET.ElementTree[ET.Element]:
         case = _case(suite, classname=cls, name=f"SLO {r.objective} [{r.window}]", time_s=0.0)
         if bump := _mark(case, r.verdict, slo_line(r), slo_line(r)):
             counts[bump] = counts.get(bump, 0) + 1
+    # In whole milliseconds, as written, so the written times add up exactly.
+    total_ms = round(max(0.0, view.duration_s) * 1000)
+    left_ms = total_ms
     for f in view.faults:
-        case = _case(suite, classname=cls, name=f"revert {f.label}", time_s=f.revert_duration_s or 0.0)
+        # Bounded by what is left of the run, so the cases never sum past the suite.
+        revert_ms = min(round(max(0.0, f.revert_duration_s or 0.0) * 1000), left_ms)
+        left_ms -= revert_ms
+        case = _case(suite, classname=cls, name=f"revert {f.label}", time_s=revert_ms / 1000)
         if f.end is None or f.clean is False or f.reverted_ok is False:
             msg = f"{f.label}: " + (
                 "never reverted" if f.end is None else f"not clean: {'; '.join(f.residue) or f.revert_detail}"
             )
             ET.SubElement(case, "error", message=msg, type="not-clean").text = msg
             counts["errors"] = counts.get("errors", 0) + 1
-    case = _case(suite, classname=cls, name="verdict", time_s=view.duration_s)
+    case = _case(suite, classname=cls, name="verdict", time_s=left_ms / 1000)
     if bump := _mark(case, view.verdict, f"{view.verdict}: {view.reason}", _run_text(view)):
         counts[bump] = counts.get(bump, 0) + 1
-    _finish(suite, counts, view.duration_s)
+    _finish(suite, counts, total_ms / 1000)
     _root_totals(root)
     return ET.ElementTree(root)
 
@@ -155,7 +177,8 @@ def gate_junit(result: GateResult) -> ET.ElementTree[ET.Element]:
         if bump:
             counts[bump] = counts.get(bump, 0) + 1
         ET.SubElement(case, "system-out").text = f"run dir: {o.run_dir}"
-    _finish(suite, counts, result.finished - result.started)
+    cases_s = sum(float(c.get("time", "0")) for c in suite.iter("testcase"))
+    _finish(suite, counts, max(result.finished - result.started, cases_s))
     comp = result.comparison
     bsuite = _suite(root, f"{result.suite.name} baseline", result.finished)
     case = _case(
