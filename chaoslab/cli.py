@@ -23,6 +23,7 @@ from chaoslab.engine.verdict import ExitCode
 if TYPE_CHECKING:  # the commands import what they need: `chaoslab --help` stays fast
     from chaoslab.drivers.registry import DriverRegistry
     from chaoslab.engine.console import Sink
+    from chaoslab.masking import Masker
     from chaoslab.model.experiment import Experiment
 
 EXIT_CODES_HELP = """\b
@@ -142,6 +143,9 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="chaoslab")
 def main() -> None:
     """chaoslab — chaos experiments whose steady state is an SLO; every fault leased and reverted."""
+    from chaoslab.masking import masked_output
+
+    masked_output()  # URL credentials are masked in every command's output from here on
 
 
 def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
@@ -257,6 +261,7 @@ def run(
     from chaoslab.safety.halt import Halted
     from chaoslab.session import SessionOptions, run_experiment
 
+    masker = _run_masker(experiment, variables, var_files)
     exp = _load(experiment, output)
     variables_d = _parse_vars(variables)
     try:
@@ -265,7 +270,7 @@ def run(
         _fail_invalid(exc, output)
     run_id = new_run_id()
     rdir = Path(run_dir) if run_dir else Path.cwd() / "chaoslab-runs" / run_id
-    bus = EventBus()
+    bus = EventBus(masker)
     sink = sink_for(sys.stderr if output == "json" else sys.stdout)
     bus.subscribe(ConsoleProgress(sink))
     options = RunOptions(
@@ -341,6 +346,26 @@ def run(
     else:
         sink.line(f"journal: {result.journal_path}")
     sys.exit(int(result.verdict.exit_code))
+
+
+def _run_masker(experiment: str, variables: tuple[str, ...], var_files: tuple[str, ...]) -> Masker:
+    """The run's masker, installed on stdout/stderr, with every secret the experiment
+    file and the var files name, read before the experiment is loaded: even the loader's
+    error messages are masked."""
+    from chaoslab.engine.secrets import add_experiment_secrets, read_structured
+    from chaoslab.masking import masked_output
+
+    masker = masked_output()
+    raw = read_structured(experiment)
+    pairs = dict(v.split("=", 1) for v in variables if "=" in v)
+    add_experiment_secrets(
+        masker,
+        raw=raw if isinstance(raw, dict) else {},
+        source=experiment,
+        variables={k.split(":", 1)[0]: v for k, v in pairs.items()},
+        var_files=var_files,
+    )
+    return masker
 
 
 def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:

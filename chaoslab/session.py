@@ -104,7 +104,12 @@ def run_experiment(
 
                 # Each fault also locks the identities it resolves to (see safety.claims).
                 ledger = stack.enter_context(
-                    ClaimingLedger(run_id, lease_s=exp.runtime.lease_s + 60, on_reclaimed=reclaimed)
+                    ClaimingLedger(
+                        run_id,
+                        lease_s=exp.runtime.lease_s + 60,
+                        on_reclaimed=reclaimed,
+                        masker=bus.masker,
+                    )
                 )
                 if session.recover_first:
                     recovered = recover(registry)

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from chaoslab.masking import Masker
+
 
 class Phase(StrEnum):
     PLAN = "plan"
@@ -201,9 +203,14 @@ class EventBus:
 
     A consumer that raises is reported once on stderr-facing ``errors`` and otherwise
     ignored: a broken console must never stop a revert.
+
+    Every event passes through ``masker`` before any consumer sees it: this is the one
+    place secrets are masked for the journal, the event log, the console, metrics and
+    reports (``chaoslab.masking``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, masker: Masker | None = None) -> None:
+        self.masker = masker if masker is not None else Masker()
         self._consumers: list[Consumer] = []
         self._lock = threading.RLock()
         self.errors: list[tuple[Consumer, BaseException]] = []
@@ -213,6 +220,7 @@ class EventBus:
             self._consumers.append(consumer)
 
     def emit(self, event: Event) -> None:
+        event = self.masker.event(event)
         with self._lock:
             for consumer in self._consumers:
                 try:

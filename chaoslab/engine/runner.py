@@ -31,6 +31,7 @@ from chaoslab.engine.controls import Controls
 from chaoslab.engine.execute import Outcome, execute, substitute
 from chaoslab.engine.faults import FaultManager, Ledger
 from chaoslab.engine.journal import EventLog, JournalBuilder, write_journal
+from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.errors import (
@@ -146,6 +147,15 @@ class Runner:
         self.cleanup_errors: list[str] = []
         self.configuration: dict[str, Any] = {}
         self.secrets: dict[str, Any] = {}
+        self.masker = self.bus.masker  # every event and record passes through it
+        add_experiment_secrets(
+            self.masker,
+            raw={**experiment.raw, "secrets": experiment.secrets, "configuration": experiment.configuration},
+            source=experiment.source,
+            variables=options.variables,
+            var_files=options.var_files,
+        )
+        track_loaded(self.masker, lambda: self.secrets, lambda: self.configuration)
         self.faults = FaultManager(
             registry=registry,
             ctx=self.ctx,
@@ -291,6 +301,9 @@ class Runner:
                 **self.journal_extra,
             },
         )
+        # The events in it are masked already; the experiment and the extras are not.
+        doc = self.masker.deep(doc)
+        reason = self.masker.text(reason)
         journal_path = run_dir / "journal.json"
         write_journal(journal_path, doc)
         log.close()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaoslab.drivers.base import RevertRecord
+from chaoslab.masking import Masker
 from chaoslab.safety.ledger import Ledger
 from chaoslab.safety.locks import LockSet, Reclaimed, acquire, locks_dir
 
@@ -35,8 +36,9 @@ class ClaimingLedger(Ledger):
         locks_directory: Path | None = None,
         lease_s: float | None = None,
         on_reclaimed: Callable[[Reclaimed], None] = lambda _r: None,
+        masker: Masker | None = None,
     ) -> None:
-        super().__init__(directory)
+        super().__init__(directory, masker=masker)
         self.run_id = run_id
         self.locks_directory = locks_directory if locks_directory is not None else locks_dir()
         self.lease_s = lease_s

@@ -27,10 +27,14 @@ def register(main: click.Group) -> None:
         """Revert every open ledger entry left by dead runs, verify clean, and report."""
         from chaoslab.drivers.registry import DriverRegistry
         from chaoslab.errors import LedgerError
+        from chaoslab.masking import masked_output
+        from chaoslab.safety.ledger import Ledger
         from chaoslab.safety.recover import recover as do_recover
 
+        # Secrets put back into records to revert them are added to the output's masker.
+        ledger = Ledger(masker=masked_output())
         try:
-            report = do_recover(DriverRegistry(), only_dead_owners=not include_live)
+            report = do_recover(DriverRegistry(), only_dead_owners=not include_live, ledger=ledger)
         except LedgerError as exc:
             click.echo(f"recover: {exc}", err=True)
             sys.exit(5)

@@ -53,6 +53,7 @@ from typing import Any
 from chaoslab import paths
 from chaoslab.drivers.base import RECORD_VERSION, CleanReport, RevertRecord
 from chaoslab.errors import LedgerError
+from chaoslab.masking import Masker, Unsealable, unseal
 from chaoslab.safety.durable import flocked, fsync_dir, write_json_atomic
 from chaoslab.safety.owner import Owner, iso
 
@@ -77,6 +78,7 @@ class ProblemKind(StrEnum):
     CORRUPT = "corrupt"  # not JSON, truncated, or missing fields
     NEWER = "newer-version"  # written by a newer chaoslab: left for that version
     UNREADABLE = "unreadable"  # the OS refused to read it (permissions, I/O error)
+    SEALED = "needs-secret"  # its record holds a secret placeholder that cannot be read again
 
 
 class LedgerEntryError(LedgerError):
@@ -93,6 +95,8 @@ class LedgerEntryError(LedgerError):
             " inspect; check that its fault is gone from the target",
             ProblemKind.NEWER: "recover it with the chaoslab version that wrote it",
             ProblemKind.UNREADABLE: "fix its permissions or run as the user that wrote it",
+            ProblemKind.SEALED: "make the secret readable again (set the environment variable or"
+            " restore the file) and run `chaoslab recover` again, or revert the fault by hand",
         }[kind]
         on = f" (target {target})" if target else ""
         super().__init__(f"ledger entry {path}{on} is {kind.value}: {reason}; {hint}")
@@ -137,10 +141,17 @@ class Ledger:
 
     Holds no state besides the directory: any number of instances, in any number of
     processes, may work on the same ledger.
+
+    Every record passes through ``masker`` on its way to disk: a secret in a fault's
+    target, arguments or data is written as a placeholder with a reference to where it
+    can be read again (``Masker.seal``); ``scan`` and ``entry`` put it back in memory
+    and add it to ``masker`` so whatever prints the entry masks it. A record holding a
+    secret that has no such reference is refused (``LedgerError``) before it is written.
     """
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, masker: Masker | None = None) -> None:
         self.directory = directory if directory is not None else paths.ledger_dir()
+        self.masker = masker if masker is not None else Masker()
 
     @property
     def open_dir(self) -> Path:
@@ -168,7 +179,7 @@ class Ledger:
         now = time.time()
         self._ensure_dirs()
         try:
-            write_json_atomic(path, _entry_dict(record, owner, now, now), exclusive=True)
+            write_json_atomic(path, self._entry_dict(record, owner, now, now), exclusive=True)
         except FileExistsError as exc:
             raise LedgerError(f"fault {record.fault_id} already has an open entry {path}") from exc
         except OSError as exc:
@@ -191,7 +202,7 @@ class Ledger:
                 )
             now = time.time()
             try:
-                write_json_atomic(path, _entry_dict(record, current.owner, current.opened_at, now))
+                write_json_atomic(path, self._entry_dict(record, current.owner, current.opened_at, now))
             except OSError as exc:
                 raise LedgerError(f"cannot write ledger entry {path}: {exc.strerror}") from exc
         return LedgerEntry(
@@ -223,9 +234,11 @@ class Ledger:
             raw.update(
                 state=EntryState.CLOSED.value,
                 closed_at=time.time(),
-                outcome={"clean": True, "residue": list(outcome.residue), "detail": outcome.detail},
+                outcome=self.masker.deep(
+                    {"clean": True, "residue": list(outcome.residue), "detail": outcome.detail}
+                ),
                 closed_by=(closed_by or Owner.current("")).to_dict(),
-                close_detail=detail,
+                close_detail=self.masker.text(detail),
             )
             try:
                 # Mark closed in place first: a crash before the move leaves an entry that
@@ -296,7 +309,7 @@ class Ledger:
             path = self.open_dir / name
             try:
                 raw = _load_json(path)
-                entry, state = _parse_entry(path, raw)
+                entry, state = _parse_entry(path, raw, self.masker)
             except FileNotFoundError:
                 continue  # closed while we listed
             except LedgerEntryError as exc:
@@ -315,7 +328,7 @@ class Ledger:
 
     def entry(self, fault_id: str) -> LedgerEntry | None:
         """The open entry of ``fault_id``, or None if it is not open."""
-        return self._read_open(self._entry_path(fault_id))
+        return self._read_open(self._entry_path(fault_id), unseal_with=self.masker)
 
     def open_entries_for_targets(self, targets: Iterable[str]) -> list[LedgerEntry]:
         wanted = set(targets)
@@ -411,9 +424,9 @@ class Ledger:
         with flocked(self.directory / MUTATE_LOCK, timeout_s=30.0, what="ledger update"):
             yield
 
-    def _read_open(self, path: Path) -> LedgerEntry | None:
+    def _read_open(self, path: Path, unseal_with: Masker | None = None) -> LedgerEntry | None:
         try:
-            entry, state = _parse_entry(path, _load_json(path))
+            entry, state = _parse_entry(path, _load_json(path), unseal_with)
         except FileNotFoundError:
             return None
         return entry if state is EntryState.OPEN else None
@@ -430,21 +443,35 @@ class Ledger:
         except (OSError, LedgerError):
             pass  # read-only ledger: the entry still reads as closed, nothing is lost
 
-
-def _entry_dict(record: RevertRecord, owner: Owner, opened_at: float, updated_at: float) -> dict[str, Any]:
-    # Target and fault id come first so that even a truncated file still says whom it
-    # concerns (``_salvage_target`` reads the first "target" key).
-    return {
-        "ledger_version": LEDGER_VERSION,
-        "target": record.target,
-        "fault_id": record.fault_id,
-        "state": EntryState.OPEN.value,
-        "owner": owner.to_dict(),
-        "record": record.to_dict(),
-        "opened_at": opened_at,
-        "updated_at": updated_at,
-        "opened_at_iso": iso(opened_at),
-    }
+    def _entry_dict(
+        self, record: RevertRecord, owner: Owner, opened_at: float, updated_at: float
+    ) -> dict[str, Any]:
+        try:
+            sealed, table = self.masker.seal(record.to_dict())
+        except Unsealable as exc:
+            raise LedgerError(
+                f"fault {record.fault_id} ({record.driver}.{record.operation}) holds a secret in"
+                f" {', '.join(exc.fields)} that chaoslab could not read again after a crash (it"
+                " came from a control, Vault or a computed value), and the ledger never keeps a"
+                " secret in clear; pass it through an environment variable or a file (a CTK"
+                " `env` or inline secret), or keep it out of the fault's target and arguments"
+            ) from None
+        # Target and fault id come first so that even a truncated file still says whom it
+        # concerns (``_salvage_target`` reads the first "target" key).
+        entry: dict[str, Any] = {
+            "ledger_version": LEDGER_VERSION,
+            "target": sealed["target"],
+            "fault_id": record.fault_id,
+            "state": EntryState.OPEN.value,
+            "owner": owner.to_dict(),
+            "record": sealed,
+            "opened_at": opened_at,
+            "updated_at": updated_at,
+            "opened_at_iso": iso(opened_at),
+        }
+        if table:
+            entry["sealed"] = table
+        return entry
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -467,7 +494,9 @@ def _load_json(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _parse_entry(path: Path, raw: Mapping[str, Any]) -> tuple[LedgerEntry, EntryState]:
+def _parse_entry(
+    path: Path, raw: Mapping[str, Any], unseal_with: Masker | None = None
+) -> tuple[LedgerEntry, EntryState]:
     rec = raw.get("record")
     target = rec.get("target") if isinstance(rec, Mapping) else None
     target = target if isinstance(target, str) else None
@@ -490,6 +519,18 @@ def _parse_entry(path: Path, raw: Mapping[str, Any]) -> tuple[LedgerEntry, Entry
                 f"its revert record has version {rv}; this chaoslab reads up to {RECORD_VERSION}",
                 target=target,
             )
+    table = raw.get("sealed")
+    if unseal_with is not None and isinstance(table, Mapping) and table and isinstance(rec, Mapping):
+        from chaoslab.engine.secrets import resolve_ref
+
+        rec, values, problems = unseal(rec, table, resolve_ref)
+        if problems:
+            needed = "; ".join(problems)
+            raise LedgerEntryError(
+                path, ProblemKind.SEALED, f"its revert record needs a secret: {needed}", target=target
+            )
+        for value in values:
+            unseal_with.add(value)
     try:
         state = EntryState(raw["state"])
         owner_raw = raw["owner"]
