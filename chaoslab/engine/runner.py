@@ -153,7 +153,7 @@ class Runner:
             raw={**experiment.raw, "secrets": experiment.secrets, "configuration": experiment.configuration},
             source=experiment.source,
             variables=options.variables,
-            var_files=options.var_files,
+            var_values=options.var_values,
         )
         track_loaded(self.masker, lambda: self.secrets, lambda: self.configuration)
         self.faults = FaultManager(

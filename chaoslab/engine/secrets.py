@@ -97,7 +97,7 @@ def _configuration(
 def read_structured(path: str | Path) -> Any:
     """A JSON/YAML file's data, or None when it cannot be read (its loader reports that)."""
     try:
-        from chaoslab.model.source import load_document
+        from chaoslab.model.reader import load_document
 
         return load_document(path).data
     except Exception:  # the file's own loader reports every problem; here: nothing to add
@@ -111,10 +111,17 @@ def add_experiment_secrets(
     source: str,
     variables: Mapping[str, Any] = {},
     var_files: Sequence[str] = (),
+    var_values: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Masker:
-    """Add every secret an experiment names before it is loaded (see the module doc)."""
-    env = os.environ if environ is None else environ
+    """Add every secret an experiment names before it is loaded (see the module doc).
+
+    ``var_files`` are paths (their secrets get a file reference); ``var_values`` is what
+    ``chaoslab.model.varfile.read_var_files`` read from them (``.env`` values included).
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if var_values is not None:
+        env = {**env, **dict(getattr(var_values, "env", {}) or {})}
     file = str(Path(source).resolve()) if source and Path(source).is_file() else None
     secrets = raw.get("secrets")
     if isinstance(secrets, Mapping):
@@ -138,6 +145,15 @@ def add_experiment_secrets(
             _configuration(masker, data["configuration"], vf, env)
         for text in _strings(data):
             masker.add_url_credentials(text)
+    if var_values is not None:
+        vsecrets = getattr(var_values, "secrets", None)
+        if isinstance(vsecrets, Mapping):
+            _ctk_secrets(masker, vsecrets, ["secrets"], None, env)
+        vconfig = getattr(var_values, "configuration", None)
+        if isinstance(vconfig, Mapping):
+            _configuration(masker, vconfig, None, env)
+            for text in _strings(dict(vconfig)):
+                masker.add_url_credentials(text)
     for text in _strings(raw):
         masker.add_url_credentials(text)
     for text in _strings(dict(variables)):
