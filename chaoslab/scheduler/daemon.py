@@ -3,20 +3,37 @@
 One tick, at ``clock.now()``:
 
 1. heartbeat; adopt the active claims of schedulers that are provably dead (same host,
-   process gone) or silent past the lease (another host);
+   process gone) or silent past the lease (another host); stop our runs that a newer
+   slot of a ``replace`` scenario took over;
 2. pop every scenario whose next slot is due (``run_at <= now``; a heap keyed on run_at,
    so a tick costs O(due · log n), not O(n));
 3. decide each due slot, in slot order: in a blackout or outside the windows → skipped;
    on time (late ≤ ``on_time_s``) → run; late → the misfire policy (``skip`` → missed,
-   ``run-once`` → run if late ≤ grace, and several late slots coalesce into the latest);
-4. record the decision with ``INSERT … ON CONFLICT DO NOTHING`` (the store's unique
-   (scenario, slot) key): only the scheduler whose insert wrote the row acts on it;
-5. a won "run" goes to a worker thread: gates (refused → recorded, ``abort`` notice),
-   then each step as a ``chaoslab run`` subprocess, results recorded under the claim's
-   token.
+   ``run-once`` → run if late ≤ grace). At most one slot of a scenario starts per tick:
+   when several are due at once (a catch-up), the latest runs and the others are
+   recorded missed, "coalesced into" it — a catch-up is never a burst;
+4. a slot to run meets the scenario's concurrency policy (``forbid``: skipped "busy"
+   while another slot of it is claimed or running, by any scheduler — checked and
+   claimed in one transaction; ``allow``; ``replace``: the running slot is stopped, it
+   reverts, then the new one runs), the monkey's ``min_gap`` (counted from the previous
+   kill's actual start), and ``max_parallel`` (no free worker: it waits while the misfire
+   policy would still run it, then is recorded skipped "over max-parallel";
+   ``run_once`` records it at once, as it has no later tick);
+5. every decision is a row written with ``INSERT … ON CONFLICT DO NOTHING`` on the
+   store's unique (scenario, slot) key: only the scheduler whose insert wrote the row
+   acts on it; a won "run" goes to a worker thread: gates (refused → recorded,
+   ``abort`` notice), then each step as a ``chaoslab run`` subprocess, results recorded
+   under the claim's token.
 
-A scheduler that has no free worker leaves the slot for the next tick (or for another
-scheduler); nothing is claimed that cannot start.
+So nothing due is dropped without a row saying why: skipped (outside the windows, a
+blackout, busy, over max-parallel, min_gap), missed (the misfire policy, coalesced),
+refused (a gate), or a run's outcome.
+
+Start-up: a scenario with history resumes right after its latest recorded slot (what
+fell due while no scheduler ran is decided by the misfire policy, and coalesced as
+above). A scenario without history starts with its latest slot within the on-time
+tolerance, if any: the slots before it predate the scenario and are not owed (a fresh
+store does not start every slot of the last minute).
 
 Failure semantics:
 
@@ -27,16 +44,40 @@ Failure semantics:
   The next scheduler to notice (another one, or this one restarted) adopts each claim:
   it waits for the orphaned run, reads its outcome from the run directory and records
   it. A step that left no outcome (it died too) has its faults reverted by
-  ``chaoslab.safety.recover`` and runs again if the slot is still within grace;
-  otherwise the slot is recorded ``interrupted``. A slot is never claimed twice and never
-  left without a record.
-- A restarted scheduler resumes each scenario after its latest recorded slot, so slots
-  that fell due while no scheduler ran are decided by the misfire policy, not forgotten.
+  ``chaoslab.safety.recover`` — that run's ledger entries even when they were written on
+  another host (a dead pod): its scheduler is dead by the lease, and the run died with
+  it — and runs again if the slot is still within grace; otherwise the slot is recorded
+  ``interrupted``. A slot is never claimed twice and never left without a record.
+
+Why hand-written rather than APScheduler 4 (considered: it has cron/interval triggers,
+PostgreSQL data stores shared by several schedulers, ``misfire_grace_time``, coalescing
+and ``max_running_jobs``). What this job needs and APScheduler lacks:
+
+- a history row for every slot, including the ones that do not run and why (skipped by
+  a window, a blackout, busy, over max-parallel; missed; refused by a gate): APScheduler
+  emits events for missed runs and keeps job results only until they expire;
+- slots identified by (scenario, nominal time) so that a slot runs at most once across
+  schedulers, restarts and an external cron (``schedule run --once``, a CronJob) that
+  share nothing but the table; APScheduler's jobs are identified by random ids;
+- deterministic jitter (a hash of the slot), the same on every scheduler; APScheduler's
+  jitter is random per scheduler;
+- allowed windows and blackouts in the scenario's time zone, the monkey's kill schedule
+  (random but reproducible, ``min_gap``), and documented DST rules for cron (see
+  ``triggers``);
+- ``replace``: stop the running slot, let it revert, then start (APScheduler only limits
+  how many run);
+- adopting a dead scheduler's run, which lives on in its own session: wait for it, read
+  its outcome from its run directory, or recover its faults from the ledger and run the
+  step again;
+- a synchronous, dependency-light core for a CLI whose start-up time is benchmarked;
+  APScheduler 4 is anyio-based and still a pre-release whose README says not to use it
+  in production.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -58,13 +99,14 @@ from chaoslab.scheduler.monkey import kill_experiment, leashed_line, pick_victim
 from chaoslab.scheduler.notify import Notice, Notifier
 from chaoslab.scheduler.runs import StepPlan, StepResult, overall, read_result, run_step, step_dir
 from chaoslab.scheduler.scenario import Scenario
-from chaoslab.scheduler.store import SlotRecord, SlotStatus, Store, StoreError, Update
-from chaoslab.scheduler.triggers import parse_slot_key, run_at, slot_key
+from chaoslab.scheduler.store import Claim, SlotRecord, SlotStatus, Store, StoreError, Update
+from chaoslab.scheduler.triggers import CronTrigger, human, parse_slot_key, run_at, slot_key
 
 log = logging.getLogger("chaoslab.scheduler")
 
 _ABORT_VERDICTS = frozenset({Verdict.ABORTED, Verdict.INTERRUPTED, Verdict.NOT_CLEAN, Verdict.ERROR})
 _CHILD_POLL_S = 0.2
+_FRESH_SCAN_LIMIT = 100_000  # slots walked to find a new scenario's latest on-time slot
 
 
 class Clock(Protocol):
@@ -121,6 +163,25 @@ class Upcoming:
     slot: datetime
     run_at: datetime
     refusal: str | None
+    dst: str | None = None  # how a DST change touched this slot (cron in a time zone)
+
+
+class _SlotStop:
+    """A running slot's stop flag: set when the scheduler stops, or when a newer slot of a
+    ``replace`` scenario takes over (``replaced_by``)."""
+
+    def __init__(self, scheduler_stop: threading.Event) -> None:
+        self._scheduler = scheduler_stop
+        self._own = threading.Event()
+        self.replaced_by: str | None = None
+
+    def replace(self, slot: str) -> None:
+        if self.replaced_by is None:
+            self.replaced_by = slot
+        self._own.set()
+
+    def is_set(self) -> bool:
+        return self._scheduler.is_set() or self._own.is_set()
 
 
 GatesFor = Callable[[Scenario], Sequence[Gate]]
@@ -157,6 +218,12 @@ class Scheduler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], Future[None]] = {}
+        self._slot_stops: dict[tuple[str, str], _SlotStop] = {}
+        # Due slots waiting for a free worker, and since when (recorded "over max-parallel"
+        # once the misfire policy would no longer run them).
+        self._starved: dict[tuple[str, datetime], datetime] = {}
+        # When each monkey's latest kill (or leashed would-be kill) started: min_gap counts from it.
+        self._last_start: dict[str, datetime] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_parallel), thread_name_prefix="slot")
         self._started = False
         self._last_heartbeat = 0.0
@@ -181,16 +248,33 @@ class Scheduler:
         self._heap = []
         for name, sc in self.scenarios.items():
             recorded = last.get(name)
-            # No history: a new scenario starts now (what was due before it existed is not
-            # owed); with history: resume right after the latest recorded slot.
-            cursor = parse_slot_key(recorded) if recorded else now - timedelta(seconds=self.config.on_time_s)
-            self._push_after(sc, cursor)
+            if recorded:
+                # With history: resume right after the latest recorded slot.
+                cursor = parse_slot_key(recorded)
+                if sc.monkey is not None:
+                    prev = self.store.last_started(name)
+                    if prev is not None:
+                        self._last_start[name] = datetime.fromtimestamp(prev.claimed_at, UTC)
+            else:
+                cursor = self._fresh_cursor(sc, now)
+            nxt = sc.trigger.next_after(cursor)
+            if nxt is not None:
+                self._heap.append((run_at(name, nxt, sc.jitter_s), name, nxt))
         heapq.heapify(self._heap)
 
-    def _push_after(self, sc: Scenario, after: datetime) -> None:
-        nxt = sc.trigger.next_after(after)
-        if nxt is not None:
-            heapq.heappush(self._heap, (run_at(sc.name, nxt, sc.jitter_s), sc.name, nxt))
+    def _fresh_cursor(self, sc: Scenario, now: datetime) -> datetime:
+        """Where a scenario without history starts: just before its latest slot within the
+        on-time tolerance (that one is due now); the earlier ones predate it, not owed."""
+        before = now - timedelta(seconds=self.config.on_time_s)
+        slot = sc.trigger.next_after(before)
+        for _ in range(_FRESH_SCAN_LIMIT):
+            if slot is None or slot > now:
+                break
+            nxt = sc.trigger.next_after(slot)
+            if nxt is None or nxt > now:
+                break  # ``slot`` is the latest slot ≤ now: start with it
+            before, slot = slot, nxt
+        return before
 
     def stop(self) -> None:
         """Ask for a graceful stop (signal-safe: only sets an event)."""
@@ -245,19 +329,21 @@ class Scheduler:
 
     def run_once(self, *, wait_jitter: bool = True) -> list[Decision]:
         """One pass for an external cron: adopt orphans, decide what is due now, wait
-        for jittered slots whose nominal time has come, run, wait for the runs, leave."""
+        for jittered slots whose nominal time has come, run, wait for the runs, leave.
+        There is no later tick: a due slot with no free worker is recorded skipped
+        ("over max-parallel") at once."""
         self.start()
         decisions: list[Decision] = []
         try:
             self._adopt_stale(force=True)
-            decisions += self.tick()
+            decisions += self.tick(final=True)
             if wait_jitter:
                 now = self.clock.now()
                 pending = [ra for ra, _, slot in self._heap if slot <= now < ra]
                 if pending:
                     self._stop.wait((max(pending) - now).total_seconds())
                     if not self._stop.is_set():
-                        decisions += self.tick()
+                        decisions += self.tick(final=True)
             self.wait_idle()
         finally:
             self.close()
@@ -265,8 +351,11 @@ class Scheduler:
 
     # --- one tick ----------------------------------------------------------------------
 
-    def tick(self) -> list[Decision]:
-        """Decide and record every due slot; start the runs. Returns the decisions made."""
+    def tick(self, *, final: bool = False) -> list[Decision]:
+        """Decide and record every due slot; start the runs. Returns the decisions made.
+
+        ``final``: no tick follows (``run_once``), so a slot with no free worker is
+        recorded "over max-parallel" now instead of waiting for one."""
         if not self._started:
             self.start()
         now = self.clock.now()
@@ -298,10 +387,21 @@ class Scheduler:
                 nxt = sc.trigger.next_after(nxt)
             blocked_at: datetime | None = None
             for d in self.decide(sc, due, now):
-                if self._stop.is_set() or (d.run and not self._has_capacity()):
-                    blocked_at = d.slot  # leave it (and what follows) for a later tick
+                if self._stop.is_set():
+                    blocked_at = d.slot  # leave it (and what follows) to the next scheduler
                     break
-                self._apply(sc, d, batch)
+                key = (name, d.slot)
+                if d.run and not self._has_capacity() and not self._locally_busy(sc):
+                    if not final:
+                        self._starved.setdefault(key, now)
+                        blocked_at = d.slot  # wait for a worker while it may still run
+                        break
+                    d = self._over_max_parallel(d, now, now)
+                elif key in self._starved:
+                    since = self._starved.pop(key)
+                    if not d.run:  # it waited for a worker until the misfire policy gave up
+                        d = self._over_max_parallel(d, since, now)
+                self._apply(sc, d, batch, now)
                 made.append(d)
             if blocked_at is not None:
                 deferred.append((run_at(name, blocked_at, sc.jitter_s), name, blocked_at))
@@ -373,36 +473,71 @@ class Scheduler:
                         late_s=late,
                     )
                 )
-        # run-once: late slots coalesce into the last slot that runs.
+        # At most one start per scenario per decision: due slots that would run coalesce
+        # into the latest one (a catch-up after an outage or a slow tick is one run, not
+        # a burst; a monkey keeps its min_gap).
         runs = [i for i, d in enumerate(out) if d.run]
         for i in runs[:-1]:
-            if out[i].late_s > self.config.on_time_s:
-                d = out[i]
-                out[i] = Decision(
-                    scenario=d.scenario,
-                    slot=d.slot,
-                    run_at=d.run_at,
-                    status=SlotStatus.MISSED,
-                    late_s=d.late_s,
-                    detail=f"late by {d.late_s:.0f}s; coalesced into slot {slot_key(out[runs[-1]].slot)}",
-                )
+            d = out[i]
+            out[i] = Decision(
+                scenario=d.scenario,
+                slot=d.slot,
+                run_at=d.run_at,
+                status=SlotStatus.MISSED,
+                late_s=d.late_s,
+                detail=f"late by {d.late_s:.0f}s; coalesced into slot {slot_key(out[runs[-1]].slot)}",
+            )
         return out
 
     def _has_capacity(self) -> bool:
         with self._lock:
             return len(self._inflight) < self.config.max_parallel
 
-    def _apply(self, sc: Scenario, d: Decision, batch: list[SlotRecord]) -> None:
-        """Record a decision: terminal ones go to ``batch``; a run is claimed now."""
-        now_ts = time.time()
+    def _locally_busy(self, sc: Scenario) -> bool:
+        """A ``forbid`` scenario with a run of ours in flight: its due slot is recorded
+        "busy" (by ``claim_exclusive``), whether or not a worker is free."""
+        if sc.concurrency != "forbid":
+            return False
+        with self._lock:
+            return any(name == sc.name for name, _ in self._inflight)
+
+    def _over_max_parallel(self, d: Decision, since: datetime, now: datetime) -> Decision:
+        waited = (now - since).total_seconds()
+        why = f"over max-parallel: all {self.config.max_parallel} workers busy"
+        why += f" for {waited:.0f}s" if waited > 0 else ""
+        if d.detail and not d.run:
+            why += f"; {d.detail}"
+        return Decision(
+            scenario=d.scenario,
+            slot=d.slot,
+            run_at=d.run_at,
+            status=SlotStatus.SKIPPED,
+            detail=why,
+            late_s=d.late_s,
+        )
+
+    def _apply(self, sc: Scenario, d: Decision, batch: list[SlotRecord], now: datetime) -> None:
+        """Record a decision: terminal ones go to ``batch``; a run is claimed now (under
+        the scenario's concurrency policy and, for a monkey, its min_gap)."""
+        now_ts = now.timestamp()
         status, detail = d.status, d.detail
         victim = None
         if d.run and sc.monkey is not None:
-            victim = pick_victim(sc.monkey, sc.name, d.slot)
-            if victim is None:
-                status, detail = SlotStatus.SKIPPED, "no target is opted in"
-            elif sc.monkey.leashed:
-                status, detail = SlotStatus.LEASHED, leashed_line(sc.monkey, victim)
+            last = self._last_start.get(sc.name)
+            gap = sc.monkey.min_gap_s
+            if last is not None and (now - last).total_seconds() < gap:
+                status = SlotStatus.SKIPPED
+                detail = (
+                    f"min_gap: the previous kill started {(now - last).total_seconds():.0f}s ago"
+                    f" ({slot_key(last)}), less than min_gap {human(gap)}"
+                )
+            else:
+                victim = pick_victim(sc.monkey, sc.name, d.slot)
+                if victim is None:
+                    status, detail = SlotStatus.SKIPPED, "no target is opted in"
+                elif sc.monkey.leashed:
+                    status, detail = SlotStatus.LEASHED, leashed_line(sc.monkey, victim)
+                    self._last_start[sc.name] = now
         rec = SlotRecord(
             scenario=sc.name,
             slot=slot_key(d.slot),
@@ -420,18 +555,45 @@ class Scheduler:
         if status is not SlotStatus.CLAIMED:
             batch.append(rec)
             return
-        if self.store.insert(rec):  # else another scheduler claimed this slot first
-            self._submit(sc, rec, resume=False)
+        if sc.concurrency == "forbid":
+            outcome, holder = self.store.claim_exclusive(
+                rec, lambda h: f"busy: slot {h} of this scenario is still running (concurrency: forbid)"
+            )
+            won = outcome is Claim.WON
+            if outcome is Claim.BUSY:
+                log.info(
+                    "%s %s: skipped, slot %s still runs (concurrency: forbid)", sc.name, rec.slot, holder
+                )
+        else:
+            won = self.store.insert(rec)  # else another scheduler claimed this slot first
+        if not won:
+            return
+        if sc.monkey is not None:
+            self._last_start[sc.name] = now
+        if sc.concurrency == "replace":
+            self._replace_older(sc.name, rec.slot)
+        self._submit(sc, rec, resume=False)
+
+    def _replace_older(self, scenario: str, slot: str) -> None:
+        """Stop our runs of ``scenario`` older than ``slot`` (they revert and are recorded
+        interrupted, "replaced by")."""
+        with self._lock:
+            older = [stop for (name, s), stop in self._slot_stops.items() if name == scenario and s < slot]
+        for stop in older:
+            stop.replace(slot)
 
     def _submit(self, sc: Scenario, rec: SlotRecord, *, resume: bool) -> None:
         key = (rec.scenario, rec.slot)
+        stop = _SlotStop(self._stop)
         with self._lock:
-            future = self._pool.submit(self._work, sc, rec, resume)
+            self._slot_stops[key] = stop
+            future = self._pool.submit(self._work, sc, rec, resume, stop)
             self._inflight[key] = future
 
         def done(_: Future[None]) -> None:
             with self._lock:
                 self._inflight.pop(key, None)
+                self._slot_stops.pop(key, None)
 
         future.add_done_callback(done)
 
@@ -462,12 +624,12 @@ class Scheduler:
             for s in sc.steps
         ]
 
-    def _work(self, sc: Scenario, rec: SlotRecord, resume: bool) -> None:
+    def _work(self, sc: Scenario, rec: SlotRecord, resume: bool, stop: _SlotStop) -> None:
         try:
             if resume:
-                self._resume(sc, rec)
+                self._resume(sc, rec, stop)
             else:
-                self._execute(sc, rec, [], 0)
+                self._execute(sc, rec, [], 0, stop)
         except Exception:
             log.exception("slot %s %s failed in the scheduler", rec.scenario, rec.slot)
             try:
@@ -484,11 +646,38 @@ class Scheduler:
             except StoreError:
                 pass
 
-    def _execute(self, sc: Scenario, rec: SlotRecord, done: list[StepResult], start: int) -> None:
+    def _wait_for_older(self, sc: Scenario, rec: SlotRecord, stop: _SlotStop) -> str | None:
+        """``replace``: wait until no older slot of the scenario is active (they were told
+        to stop and revert); why not, if they did not end in time."""
+        deadline = time.monotonic() + self.config.stop_grace_s + self.config.lease_s + 30.0
+        while True:
+            older = [r.slot for r in self.store.active() if r.scenario == sc.name and r.slot < rec.slot]
+            if not older:
+                return None
+            if stop.is_set():
+                return f"stopped while waiting for slot {older[0]} to end"
+            if time.monotonic() > deadline:
+                return f"replace: slot {older[0]} did not end in time; not run"
+            time.sleep(_CHILD_POLL_S)
+
+    def _execute(
+        self, sc: Scenario, rec: SlotRecord, done: list[StepResult], start: int, stop: _SlotStop
+    ) -> None:
         slot = parse_slot_key(rec.slot)
         root = Path(rec.run_dir or self.slot_root(sc.name, slot))
         steps = self.steps_for(sc, slot, root)
         notifier = Notifier(targets=sc.notify, env=self._notifier_env)
+        if start == 0 and sc.concurrency == "replace":
+            why = self._wait_for_older(sc, rec, stop)
+            if why is not None:
+                status = SlotStatus.INTERRUPTED if stop.is_set() else SlotStatus.SKIPPED
+                self.store.update(
+                    rec.scenario,
+                    rec.slot,
+                    rec.token,
+                    Update(status=status.value, detail=why, finished_at=time.time()),
+                )
+                return
         if start == 0:
             targets = sc.lock_targets()
             if sc.monkey is not None:
@@ -528,7 +717,7 @@ class Scheduler:
             )
         results = list(done)
         for i in range(start, len(steps)):
-            if self._stop.is_set():
+            if stop.is_set():
                 break
             step = steps[i]
 
@@ -541,7 +730,7 @@ class Scheduler:
             result = run_step(
                 step,
                 step_dir(root, i, step),
-                stop=self._stop,
+                stop=stop,
                 on_child=on_child,
                 stop_grace_s=self.config.stop_grace_s,
             )
@@ -552,7 +741,7 @@ class Scheduler:
             if result.verdict not in step.continue_on:
                 break
         self._finish(
-            sc, rec, results, notifier, complete=len(results) == len(steps) or not self._stop.is_set()
+            sc, rec, results, notifier, stop, complete=len(results) == len(steps) or not stop.is_set()
         )
 
     def _finish(
@@ -561,13 +750,20 @@ class Scheduler:
         rec: SlotRecord,
         results: list[StepResult],
         notifier: Notifier,
+        stop: _SlotStop,
         *,
         complete: bool,
         detail: str = "",
     ) -> None:
         verdict = overall(results) if results else Verdict.INTERRUPTED
-        interrupted = self._stop.is_set() and (not complete or verdict is Verdict.INTERRUPTED)
+        interrupted = stop.is_set() and (not complete or verdict is Verdict.INTERRUPTED)
         status = SlotStatus.INTERRUPTED if interrupted else SlotStatus.FINISHED
+        if interrupted and stop.replaced_by is not None and not self._stop.is_set():
+            last = results[-1] if results else None
+            reason = (last.reason if last else "") or ""
+            detail = detail or f"replaced by slot {stop.replaced_by} (concurrency: replace)" + (
+                f"; {reason}" if reason else ""
+            )
         if not detail:
             last = results[-1] if results else None
             detail = (last.reason if last else "") or ("stopped by SIGTERM" if interrupted else "")
@@ -614,6 +810,7 @@ class Scheduler:
 
         schedulers = self.store.schedulers()
         active = self.store.active()
+        self._stop_replaced(active)
         holding = {rec.scheduler for rec in active}
         for sid, srow in schedulers.items():
             # A dead scheduler that holds nothing any more: forget it (keeps the table small).
@@ -655,11 +852,27 @@ class Scheduler:
                 adopted = SlotRecord(**{**rec.__dict__, "token": token, "scheduler": self.id})
                 self._submit(self.scenarios[rec.scenario], adopted, resume=True)
 
-    def _resume(self, sc: Scenario, rec: SlotRecord) -> None:
+    def _stop_replaced(self, active: Sequence[SlotRecord]) -> None:
+        """``replace`` across schedulers: a newer active slot of a scenario, claimed by any
+        scheduler, stops our older run of it."""
+        newest: dict[str, str] = {}
+        for r in active:
+            sc = self.scenarios.get(r.scenario)
+            if sc is not None and sc.concurrency == "replace" and r.slot > newest.get(r.scenario, ""):
+                newest[r.scenario] = r.slot
+        if not newest:
+            return
+        with self._lock:
+            mine = [(name, s, stop) for (name, s), stop in self._slot_stops.items() if name in newest]
+        for name, s, stop in mine:
+            if s < newest[name]:
+                stop.replace(newest[name])
+
+    def _resume(self, sc: Scenario, rec: SlotRecord, stop: _SlotStop) -> None:
         from chaoslab.safety.owner import Life, Owner
 
         if rec.status == SlotStatus.CLAIMED.value:
-            self._execute(sc, rec, [], 0)  # it died before running anything: run it now
+            self._execute(sc, rec, [], 0, stop)  # it died before running anything: run it now
             return
         if rec.child:
             child = Owner.from_dict(json.loads(rec.child))
@@ -682,9 +895,11 @@ class Scheduler:
                 break
         notifier = Notifier(targets=sc.notify, env=self._notifier_env)
         if resume_at is None:
-            self._finish(sc, rec, results, notifier, complete=True)
+            self._finish(sc, rec, results, notifier, stop, complete=True)
             return
-        self._recover_ledger()
+        # The step's run died with its scheduler (dead, or silent past the lease): revert
+        # its faults even if its ledger entries name another host (a dead pod).
+        self._recover_ledger(_run_ids(step_dir(root, resume_at, steps[resume_at])))
         late = (self.clock.now() - parse_slot_key(rec.run_at)).total_seconds()
         if late > max(sc.misfire.grace_s, self.config.on_time_s):
             self._finish(
@@ -692,6 +907,7 @@ class Scheduler:
                 rec,
                 results,
                 notifier,
+                stop,
                 complete=False,
                 detail=f"its scheduler died mid-run and it is {late:.0f}s late, past grace; not resumed",
             )
@@ -705,14 +921,16 @@ class Scheduler:
         log.warning(
             "%s %s: step %d left no outcome; faults recovered, running it again", sc.name, rec.slot, resume_at
         )
-        self._execute(sc, rec, results, resume_at)
+        self._execute(sc, rec, results, resume_at, stop)
 
-    def _recover_ledger(self) -> None:
+    def _recover_ledger(self, run_ids: frozenset[str] = frozenset()) -> None:
         from chaoslab.drivers.registry import DriverRegistry
         from chaoslab.safety.ledger import Ledger
         from chaoslab.safety.recover import recover
 
-        report = recover(DriverRegistry(), ledger=Ledger(paths.ledger_dir(self.config.home)))
+        report = recover(
+            DriverRegistry(), ledger=Ledger(paths.ledger_dir(self.config.home)), force_run_ids=run_ids
+        )
         for line in report.lines():
             log.info("recover: %s", line)
 
@@ -724,13 +942,37 @@ class Scheduler:
         for sc in self.scenarios.values():
             cursor = now
             for _ in range(count):
-                slot = sc.trigger.next_after(cursor)
+                if isinstance(sc.trigger, CronTrigger):
+                    slot, note = sc.trigger.next_with_note(cursor)
+                else:
+                    slot, note = sc.trigger.next_after(cursor), None
                 if slot is None:
                     break
                 ra = run_at(sc.name, slot, sc.jitter_s)
-                out.append(Upcoming(scenario=sc.name, slot=slot, run_at=ra, refusal=sc.calendar.refusal(ra)))
+                out.append(
+                    Upcoming(
+                        scenario=sc.name, slot=slot, run_at=ra, refusal=sc.calendar.refusal(ra), dst=note
+                    )
+                )
                 cursor = slot
         return sorted(out, key=lambda u: (u.run_at, u.scenario))
+
+
+def _run_ids(step: Path) -> frozenset[str]:
+    """The run ids a (dead) step's ``chaoslab run`` wrote in its event log."""
+    ids: set[str] = set()
+    try:
+        with open(step / "events.ndjson", encoding="utf-8", errors="replace") as f:
+            for line in itertools.islice(f, 1000):
+                try:
+                    rid = json.loads(line).get("run_id")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(rid, str) and rid:
+                    ids.add(rid)
+    except OSError:
+        pass
+    return frozenset(ids)
 
 
 def _safe_url(url: str) -> str:

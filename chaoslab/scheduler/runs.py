@@ -22,18 +22,23 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from chaoslab.engine.verdict import ExitCode, Verdict, worst
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"
 _POLL_S = 0.1
+
+
+class StopFlag(Protocol):
+    """What a running step polls to know it must stop (a ``threading.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +130,7 @@ def run_step(
     step: StepPlan,
     run_dir: Path,
     *,
-    stop: threading.Event,
+    stop: StopFlag,
     on_child: Callable[[int], None] = lambda pid: None,
     stop_grace_s: float = 60.0,
     stream_stderr: bool = False,
@@ -160,7 +165,7 @@ def run_step(
 
 def _supervise(
     proc: subprocess.Popen[bytes],
-    stop: threading.Event,
+    stop: StopFlag,
     timeout_s: float | None,
     grace_s: float,
     started: float,

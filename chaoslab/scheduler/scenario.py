@@ -6,6 +6,9 @@ A game-day scenario (YAML or JSON)::
     description: Kill a replica on weekday mornings
     timezone: Europe/Berlin             # IANA name; default UTC
     trigger: {cron: "0 11 * * mon-fri", jitter: 10m}   # or {interval: 1h, jitter: 5m}
+                                        # cron: dst_gap: shift (default) | skip
+    concurrency: forbid                 # a slot due while the last one runs: forbid
+                                        # (skip it, recorded "busy"), allow, or replace
     windows:                            # allowed; none means any time
       - {days: mon-fri, start: "10:00", end: "16:00"}
     blackouts:
@@ -55,15 +58,19 @@ from chaoslab.model.reader import Document, load_document
 from chaoslab.scheduler.calendar import Blackout, Calendar, Window, day_range, whole_days
 from chaoslab.scheduler.gates import ErrorBudgetGate, Gate, NoFiringAlertsGate, default_gates
 from chaoslab.scheduler.monkey import MonkeySpec, MonkeyTarget, MonkeyTrigger
-from chaoslab.scheduler.triggers import CronTrigger, IntervalTrigger, Trigger
+from chaoslab.scheduler.triggers import DST_GAP_POLICIES, CronTrigger, IntervalTrigger, Trigger
 from chaoslab.units import parse_duration
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 NOTIFY_EVENTS = ("start", "finish", "abort")
 MISFIRE_POLICIES = ("skip", "run-once")
+# What a due slot does while an earlier slot of its scenario still runs (the names and
+# meanings of Kubernetes' CronJob concurrencyPolicy): skip it, run beside it, or stop the
+# running one (it reverts) and run.
+CONCURRENCY_POLICIES = ("forbid", "allow", "replace")
 TOP_KEYS = frozenset(
     {"name", "description", "timezone", "trigger", "windows", "blackouts", "misfire", "gates",
-     "targets", "notify", "steps", "monkey"}
+     "targets", "notify", "steps", "monkey", "concurrency"}
 )  # fmt: skip
 DEFAULT_GRACE_S = 15 * 60.0
 
@@ -134,6 +141,7 @@ class Scenario:
     jitter_s: float = 0.0
     calendar: Calendar
     misfire: Misfire = field(default_factory=Misfire)
+    concurrency: str = "forbid"
     gate_specs: tuple[GateSpec, ...] = ()
     targets: tuple[str, ...] = ()
     notify: tuple[Notify, ...] = ()
@@ -274,6 +282,14 @@ class _Loader:
             tz=tz, windows=self.windows(d.get("windows", [])), blackouts=self.blackouts(d, tz)
         )
         misfire = self.misfire(d.get("misfire", {}))
+        concurrency = d.get("concurrency", "forbid")
+        if concurrency not in CONCURRENCY_POLICIES:
+            self.bad(
+                "concurrency",
+                f"unknown concurrency policy {concurrency!r}",
+                hint="forbid (default: skip a slot while the last one runs), allow, or replace",
+            )
+            concurrency = "forbid"
         gates = self.gates(d.get("gates", []))
         targets = self.strings(d.get("targets", []), "targets")
         notify = self.notify(d.get("notify", []))
@@ -288,6 +304,7 @@ class _Loader:
             jitter_s=jitter,
             calendar=calendar,
             misfire=misfire,
+            concurrency=str(concurrency),
             gate_specs=gates,
             targets=targets,
             notify=notify,
@@ -323,8 +340,10 @@ class _Loader:
         if not isinstance(t, Mapping):
             self.bad("trigger", "missing trigger: {cron: '0 11 * * mon-fri'} or {interval: 1h}")
             return None, 0.0
-        for key in sorted(set(t) - {"cron", "interval", "jitter", "anchor"}):
-            self.bad(f"trigger.{key}", f"unknown field {key!r}", hint="cron, interval, jitter, anchor")
+        for key in sorted(set(t) - {"cron", "interval", "jitter", "anchor", "dst_gap"}):
+            self.bad(
+                f"trigger.{key}", f"unknown field {key!r}", hint="cron, interval, jitter, anchor, dst_gap"
+            )
         jitter = self.dur(t.get("jitter", 0), "trigger.jitter") or 0.0
         if ("cron" in t) == ("interval" in t):
             self.bad("trigger", "give exactly one of 'cron' and 'interval'")
@@ -335,7 +354,17 @@ class _Loader:
             if why:
                 self.bad("trigger.cron", why, hint="five fields, e.g. '0 11 * * mon-fri'")
                 return None, jitter
-            return CronTrigger(expression=expr, tz=tz), jitter
+            gap = t.get("dst_gap", "shift")
+            if gap not in DST_GAP_POLICIES:
+                self.bad(
+                    "trigger.dst_gap",
+                    f"unknown dst_gap {gap!r}",
+                    hint="shift (run right after the DST gap, the default) or skip",
+                )
+                return None, jitter
+            return CronTrigger(expression=expr, tz=tz, dst_gap=str(gap)), jitter
+        if "dst_gap" in t:
+            self.bad("trigger.dst_gap", "dst_gap applies to cron triggers (intervals count UTC seconds)")
         every = self.dur(t["interval"], "trigger.interval", minimum=1.0)
         if every is None:
             return None, jitter

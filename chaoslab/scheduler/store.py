@@ -15,6 +15,12 @@ finished, heartbeat) is ``UPDATE … WHERE token = ?``; a scheduler that took a 
 scheduler's claim over (``adopt``) changes the token first, so a scheduler that was only
 presumed dead cannot overwrite the new owner's outcome.
 
+One run at a time (``concurrency: forbid``): ``claim_exclusive`` checks "no other slot of
+this scenario is claimed or running" and inserts the claim in one transaction, serialised
+per scenario (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock
+on the scenario), so two schedulers cannot both start a run of a busy scenario; the loser
+records its slot ``skipped`` with the reason in the same transaction.
+
 Liveness: each scheduler has a row in ``chaoslab_schedulers`` with its process identity
 (``chaoslab.safety.owner.Owner``) and a heartbeat. A claim whose scheduler is provably
 dead (same host, process gone) or whose heartbeat is older than the lease (another host)
@@ -27,9 +33,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +77,7 @@ COLUMNS = (
     "updated_at", "finished_at", "run_dir", "child", "verdict", "exit_code", "detail", "steps",
 )  # fmt: skip
 _PG_SCHEMA_LOCK = 727_001  # pg_advisory_xact_lock key: one schema creator at a time
+_PG_SCENARIO_LOCK = 727_002  # (this, hashtext(scenario)): one exclusive claim per scenario at a time
 
 
 class StoreError(ChaoslabError):
@@ -82,13 +89,24 @@ class SlotStatus(StrEnum):
     RUNNING = "running"  # its experiments are running
     FINISHED = "finished"  # it ran; ``verdict`` says how it went
     REFUSED = "refused"  # a gate said no
-    SKIPPED = "skipped"  # outside the allowed windows, or in a blackout
+    SKIPPED = "skipped"  # outside the windows, in a blackout, busy, over max-parallel, min_gap
     MISSED = "missed"  # found too late (misfire policy), or coalesced into a later slot
     LEASHED = "leashed"  # monkey in leashed mode: logged what it would have killed
     INTERRUPTED = "interrupted"  # stopped by SIGTERM, or its scheduler died and it was past grace
 
 
 ACTIVE = (SlotStatus.CLAIMED, SlotStatus.RUNNING)
+# Rows whose slot started a run (or, leashed, would have): the monkey's min_gap counts from these.
+STARTED = (SlotStatus.CLAIMED, SlotStatus.RUNNING, SlotStatus.FINISHED, SlotStatus.INTERRUPTED,
+           SlotStatus.LEASHED)  # fmt: skip
+
+
+class Claim(StrEnum):
+    """What ``claim_exclusive`` did."""
+
+    WON = "won"  # the claim row is ours: run it
+    TAKEN = "taken"  # the slot already had a row (another scheduler decided it)
+    BUSY = "busy"  # another slot of the scenario is active: the slot was recorded skipped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +181,13 @@ class Store(Protocol):
         """``insert`` for each record in one transaction; per-record results."""
         ...
 
+    def claim_exclusive(self, record: SlotRecord, busy: Callable[[str], str]) -> tuple[Claim, str | None]:
+        """Insert the claim ``record`` iff its slot has no row and no other slot of its
+        scenario is active; when one is, insert the slot as ``skipped`` with detail
+        ``busy(that slot)`` instead. Atomic per scenario. Returns what happened and the
+        active slot found (for ``BUSY``)."""
+        ...
+
     def update(self, scenario: str, slot: str, token: str, change: Update) -> bool:
         """Apply ``change`` to the row iff it still carries ``token``; True iff it did."""
         ...
@@ -181,8 +206,12 @@ class Store(Protocol):
         """The latest recorded slot of every scenario."""
         ...
 
-    def history(self, scenario: str | None = None, limit: int = 50) -> list[SlotRecord]:
-        """Newest first."""
+    def last_started(self, scenario: str) -> SlotRecord | None:
+        """The latest row of ``scenario`` whose slot started a run (``STARTED``)."""
+        ...
+
+    def history(self, scenario: str | Sequence[str] | None = None, limit: int = 50) -> list[SlotRecord]:
+        """Newest first; ``scenario``: one name, several, or None for all."""
         ...
 
     def register(self, scheduler: str, owner: Mapping[str, Any], now: float) -> None: ...
@@ -273,6 +302,53 @@ class SQLStore:
                     out.append(cur.rowcount == 1)
                 return out
 
+    def claim_exclusive(self, record: SlotRecord, busy: Callable[[str], str]) -> tuple[Claim, str | None]:
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        insert = self._sql(
+            f"INSERT INTO chaoslab_slots ({cols}) VALUES ({marks}) ON CONFLICT (scenario, slot) DO NOTHING"
+        )
+        exists = self._sql("SELECT 1 FROM chaoslab_slots WHERE scenario = ? AND slot = ?")
+        holder_sql = self._sql(
+            "SELECT slot FROM chaoslab_slots WHERE scenario = ? AND status IN (?, ?) ORDER BY slot LIMIT 1"
+        )
+
+        def decide(cur: Any) -> tuple[Claim, str | None]:
+            cur.execute(exists, (record.scenario, record.slot))
+            if cur.fetchone() is not None:
+                return Claim.TAKEN, None
+            cur.execute(holder_sql, (record.scenario, *ACTIVE))
+            row = cur.fetchone()
+            if row is not None:
+                holder = str(row[0])
+                skipped = replace(
+                    record,
+                    status=SlotStatus.SKIPPED.value,
+                    detail=busy(holder),
+                    finished_at=record.claimed_at,
+                    run_dir=None,
+                )
+                cur.execute(insert, skipped.values())
+                return (Claim.BUSY if cur.rowcount == 1 else Claim.TAKEN), holder
+            cur.execute(insert, record.values())
+            return (Claim.WON if cur.rowcount == 1 else Claim.TAKEN), None
+
+        with self._cursor() as cur:
+            if self._ph == "?":
+                cur.execute("BEGIN IMMEDIATE")  # SQLite: one writer at a time, check included
+                try:
+                    out = decide(cur)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                return out
+            with self._conn.transaction():
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_SCENARIO_LOCK, record.scenario)
+                )
+                return decide(cur)
+
     def update(self, scenario: str, slot: str, token: str, change: Update) -> bool:
         fields = change.assignments()
         fields["updated_at"] = time.time()
@@ -306,8 +382,20 @@ class SQLStore:
         rows = self._rows("SELECT scenario, MAX(slot) FROM chaoslab_slots GROUP BY scenario")
         return {str(a): str(b) for a, b in rows}
 
-    def history(self, scenario: str | None = None, limit: int = 50) -> list[SlotRecord]:
-        where, params = ("WHERE scenario = ?", [scenario]) if scenario else ("", [])
+    def last_started(self, scenario: str) -> SlotRecord | None:
+        marks = ", ".join("?" for _ in STARTED)
+        rows = self._rows(
+            f"SELECT {', '.join(COLUMNS)} FROM chaoslab_slots WHERE scenario = ? AND status IN ({marks})"
+            " ORDER BY slot DESC LIMIT 1",
+            [scenario, *STARTED],
+        )
+        return _record(rows[0]) if rows else None
+
+    def history(self, scenario: str | Sequence[str] | None = None, limit: int = 50) -> list[SlotRecord]:
+        names = [scenario] if isinstance(scenario, str) else list(scenario or [])
+        where, params = ("", [])
+        if names:
+            where, params = f"WHERE scenario IN ({', '.join('?' for _ in names)})", names
         rows = self._rows(
             f"SELECT {', '.join(COLUMNS)} FROM chaoslab_slots {where} ORDER BY slot DESC, scenario LIMIT ?",
             [*params, limit],

@@ -5,8 +5,20 @@ A trigger answers one question, ``next_after(t)``: the first nominal slot strict
 store is its ISO form (``slot_key``), so every scheduler that evaluates the same
 scenario must compute the very same slots. Hence:
 
-- cron slots come from croniter (a well-kept library: day-of-week names, ranges, steps,
-  DST gaps and folds) evaluated in the scenario's time zone;
+- cron slots: croniter (a well-kept library: day-of-week names, ranges, steps) walks the
+  *wall-clock* times of the expression (naive, so it never sees a DST change), and each
+  wall time is then placed in the scenario's time zone with these documented DST rules
+  (Vixie cron's, also systemd's and AWS EventBridge's for repeats):
+
+  - a wall time that occurs twice (the hour repeated when DST ends) runs **once**, at its
+    first occurrence; the repeated hour runs nothing a second time;
+  - a wall time that does not exist (the hour skipped when DST starts) runs at the first
+    valid instant after the gap (``dst_gap: shift``, the default: 02:30 on the spring
+    change in Europe/Berlin runs at 03:00 CEST), or not at all (``dst_gap: skip``);
+  - several wall times that land on one instant (``*/15 2 * * *`` in a gap) run once.
+
+  ``CronTrigger.dst_note`` says how a DST change touched a slot (``schedule next`` shows
+  it). Interval triggers count seconds in UTC and are not affected by DST;
 - interval slots are anchored (default: the Unix epoch), never "N seconds after this
   process started", so two schedulers started at different moments agree;
 - jitter is a pure function of (scenario, slot): a hash, not ``random``, so every
@@ -71,12 +83,18 @@ def run_at(scenario: str, slot: datetime, max_jitter_s: float) -> datetime:
     return slot + timedelta(seconds=jitter_s(scenario, slot, max_jitter_s))
 
 
+DST_GAP_POLICIES = ("shift", "skip")
+_CRON_SCAN_LIMIT = 100_000  # wall times examined per next_after (a yearly cron in a gap, skipped)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CronTrigger:
-    """A five-field cron expression evaluated in ``tz`` (e.g. ``0 11 * * mon-fri``)."""
+    """A five-field cron expression evaluated on the wall clock of ``tz`` (e.g.
+    ``0 11 * * mon-fri``), with the DST rules of the module docstring."""
 
     expression: str
     tz: ZoneInfo
+    dst_gap: str = "shift"
 
     @staticmethod
     def problem(expression: str) -> str | None:
@@ -87,13 +105,68 @@ class CronTrigger:
             return f"not a valid cron expression: {expression!r}"
         return None
 
+    def place(self, wall: datetime) -> tuple[datetime | None, str | None]:
+        """The UTC instant at which naive wall time ``wall`` runs (None: skipped) and, when
+        a DST change touched it, a note saying how."""
+        first = wall.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
+        second = wall.replace(tzinfo=self.tz, fold=1).astimezone(UTC)
+        if first == second:
+            return first, None
+        day = f"{wall:%Y-%m-%d}"
+        if first.astimezone(self.tz).replace(tzinfo=None) == wall:
+            # Both exist: the repeated hour of the autumn change. fold=0 is the earlier one.
+            earlier = min(first, second)
+            zone = earlier.astimezone(self.tz).tzname()
+            return earlier, (
+                f"{wall:%H:%M} occurs twice on {day} (DST ends in {self.tz.key}):"
+                f" runs once, at the first ({zone})"
+            )
+        # A gap: fold=1 reads it with the offset after the change (an instant before the
+        # change), fold=0 with the offset before (an instant after it).
+        lo, hi = min(first, second), max(first, second)
+        after = hi.astimezone(self.tz).utcoffset()
+        while (hi - lo).total_seconds() > 1:
+            mid = lo + (hi - lo) / 2
+            if mid.astimezone(self.tz).utcoffset() == after:
+                hi = mid
+            else:
+                lo = mid
+        end = hi.replace(microsecond=0)
+        if end.astimezone(self.tz).utcoffset() != after:
+            end += timedelta(seconds=1)
+        local_end = end.astimezone(self.tz)
+        what = f"{wall:%H:%M} does not exist on {day} (DST starts in {self.tz.key})"
+        if self.dst_gap == "skip":
+            return None, f"{what}: skipped (dst_gap: skip)"
+        return end, f"{what}: runs at {local_end:%H:%M} {local_end.tzname()}, right after the gap"
+
+    def next_with_note(self, after: datetime) -> tuple[datetime | None, str | None]:
+        """``next_after`` plus the DST note of the slot (and of any slot skipped on the way)."""
+        after = utc(after)
+        wall = after.astimezone(self.tz).replace(tzinfo=None)
+        walls = croniter(self.expression, wall)
+        notes: list[str] = []
+        for _ in range(_CRON_SCAN_LIMIT):
+            w: datetime = walls.get_next(datetime)
+            at, note = self.place(w)
+            if at is None:
+                if note:
+                    notes.append(note)
+                continue
+            # A wall time earlier on the clock than ``after`` (its first occurrence when
+            # ``after`` lies in the repeated hour) is in the past: keep walking.
+            if at > after:
+                if note:
+                    notes.append(note)
+                return at.replace(microsecond=0), "; ".join(notes) or None
+        return None, "; ".join(notes) or None
+
     def next_after(self, after: datetime) -> datetime | None:
-        start = utc(after).astimezone(self.tz)
-        nxt: datetime = croniter(self.expression, start).get_next(datetime)
-        return nxt.astimezone(UTC).replace(microsecond=0)
+        return self.next_with_note(after)[0]
 
     def describe(self) -> str:
-        return f"cron {self.expression!r} ({self.tz.key})"
+        gap = ", DST gap: skip" if self.dst_gap == "skip" else ""
+        return f"cron {self.expression!r} ({self.tz.key}{gap})"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -300,7 +300,9 @@ def test_error_budget_gate_applies_the_scenarios_threshold() -> None:
 
 
 def test_two_schedulers_share_a_store_and_each_slot_runs_once(tmp_path: Path, store: SQLStore) -> None:
-    sc = write_scenario(tmp_path, "name: shared\ntrigger: {interval: 1m}\nsteps: [trivial.json]\n")
+    sc = write_scenario(
+        tmp_path, "name: shared\ntrigger: {interval: 1m}\nconcurrency: allow\nsteps: [trivial.json]\n"
+    )
     clock = FakeClock(MONDAY_10)
     other = open_store(store.url)
     a = make([sc], store, clock, tmp_path, max_parallel=2)
@@ -510,12 +512,13 @@ def test_a_long_outage_is_caught_up_in_bounded_ticks(tmp_path: Path, store: SQLS
         sizes = [len(sched.tick()) for _ in range(6)]
     finally:
         sched.close()
-    # Planned from 09:59:01 (the on-time tolerance before the start) to 10:01:40: 160 slots,
-    # never more than 40 in one tick, none twice, none lost.
-    assert sizes == [40, 40, 40, 40, 0, 0]
+    # A new scenario starts with its latest slot at start-up (10:00:00; the minute before
+    # predates it) and runs to 10:01:40: 101 slots, never more than 40 in one tick, none
+    # twice, none lost.
+    assert sizes == [40, 40, 21, 0, 0, 0]
     got = [r.slot for r in rows(store, "burst")]
-    assert len(got) == len(set(got)) == 160
-    assert (got[0], got[-1]) == ("2025-01-13T09:59:01Z", "2025-01-13T10:01:40Z")
+    assert len(got) == len(set(got)) == 101
+    assert (got[0], got[-1]) == ("2025-01-13T10:00:00Z", "2025-01-13T10:01:40Z")
 
 
 def test_a_halt_closes_the_gate_for_scheduled_runs(tmp_path: Path, store: SQLStore) -> None:
