@@ -48,6 +48,25 @@ def _scenarios(paths: tuple[str, ...]) -> list[Any]:
         _fail([str(p) for p in exc.problems])
 
 
+def _history_names(names: tuple[str, ...], files: tuple[str, ...]) -> list[str]:
+    """Scenario names from what a user typed: names, or paths of scenario files/directories
+    (``-s``, or a path given where a name is expected)."""
+    from chaoslab.scheduler.scenario import NAME
+
+    out: list[str] = []
+    paths_given = list(files)
+    for n in names:
+        if NAME.match(n) and not Path(n).is_file():
+            out.append(n)
+        elif Path(n).exists():
+            paths_given.append(n)
+        else:
+            _fail([f"{n}: neither a scenario name (lowercase letters, digits, '.', '_', '-') nor a file"])
+    if paths_given:
+        out += [sc.name for sc in _scenarios(tuple(paths_given))]
+    return list(dict.fromkeys(out))
+
+
 def _store(url: str | None) -> Any:
     from chaoslab.scheduler.store import StoreError, open_store
 
@@ -155,21 +174,37 @@ def register(main: click.Group) -> None:
     @_common
     @click.option("--count", "-n", default=3, show_default=True, help="Slots per scenario.")
     @click.option(
+        "--after",
+        default=None,
+        metavar="DATETIME",
+        help="List the slots after this moment (ISO 8601, UTC unless it has an offset) [default: now].",
+    )
+    @click.option(
         "--output",
         type=click.Choice(["text", "json"]),
         default="text",
         help="text for people; json prints one machine-readable document on stdout.",
     )
-    def next_(scenarios: tuple[str, ...], store: str | None, count: int, output: str) -> None:
-        """The next slots of every scenario, and whether the calendar allows each."""
+    def next_(
+        scenarios: tuple[str, ...], store: str | None, count: int, after: str | None, output: str
+    ) -> None:
+        """The next slots of every scenario, whether the calendar allows each, and how a
+        daylight-saving change moves one (marked ``[DST: …]``)."""
         from datetime import UTC, datetime
 
         from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
         from chaoslab.scheduler.store import open_store
 
+        start = datetime.now(UTC)
+        if after is not None:
+            try:
+                start = datetime.fromisoformat(after)
+            except ValueError:
+                _fail([f"--after: not an ISO 8601 date-time: {after!r} (e.g. 2026-03-28T00:00)"])
+            start = start if start.tzinfo else start.replace(tzinfo=UTC)
         sched = Scheduler(_scenarios(scenarios), open_store(":memory:"), SchedulerConfig(runs_root=Path(".")))
         try:
-            items = sched.upcoming(datetime.now(UTC), count)
+            items = sched.upcoming(start, count)
         finally:
             sched.store.close()
         if output == "json":
@@ -181,6 +216,7 @@ def register(main: click.Group) -> None:
                             "slot": u.slot.isoformat(),
                             "run_at": u.run_at.isoformat(),
                             "refusal": u.refusal,
+                            "dst": u.dst,
                         }
                         for u in items
                     ],
@@ -190,11 +226,23 @@ def register(main: click.Group) -> None:
             return
         for u in items:
             note = f"  (will be skipped: {u.refusal})" if u.refusal else ""
-            click.echo(f"{u.run_at.isoformat()}  {u.scenario}{note}")
+            dst = f"  [DST: {u.dst}]" if u.dst else ""
+            click.echo(f"{u.run_at.isoformat()}  {u.scenario}{note}{dst}")
 
     @schedule.command("history")
+    @click.argument("names", nargs=-1, metavar="[SCENARIO]...")
+    @click.option(
+        "--scenarios",
+        "-s",
+        "files",
+        multiple=True,
+        type=click.Path(),
+        help="Only the scenarios in these files or directories.",
+    )
+    @click.option(
+        "--scenario", "named", multiple=True, metavar="NAME", help="Only this scenario (a name or its file)."
+    )
     @click.option("--store", default=None, metavar="URL", help=STORE_HELP)
-    @click.option("--scenario", default=None, help="Only this scenario.")
     @click.option("--limit", default=50, show_default=True, help="Show at most this many slots.")
     @click.option(
         "--output",
@@ -202,18 +250,31 @@ def register(main: click.Group) -> None:
         default="text",
         help="text for people; json prints one machine-readable document on stdout.",
     )
-    def history(store: str | None, scenario: str | None, limit: int, output: str) -> None:
-        """Recorded slots, newest first: what ran, what was skipped, and why."""
+    def history(
+        names: tuple[str, ...],
+        files: tuple[str, ...],
+        named: tuple[str, ...],
+        store: str | None,
+        limit: int,
+        output: str,
+    ) -> None:
+        """Recorded slots, newest first: what ran, what was skipped, and why.
+
+        Filter by scenario name (``history lab-weekday-gameday``, ``--scenario NAME``) or
+        by scenario file or directory (``-s scenarios/lab-weekday-gameday.yaml``); no
+        filter shows every scenario.
+        """
+        wanted = _history_names((*names, *named), files)
         st = _store(store)
         try:
-            rows = st.history(scenario, limit)
+            rows = st.history(wanted or None, limit)
         finally:
             st.close()
         if output == "json":
             click.echo(json.dumps([{**r.__dict__, "steps": r.step_results()} for r in rows], indent=2))
             return
         if not rows:
-            click.echo("no history yet")
+            click.echo("no history yet" + (f" for {', '.join(wanted)}" if wanted else ""))
         for r in rows:
             verdict = f" {r.verdict}" if r.verdict else ""
             detail = f" — {r.detail}" if r.detail else ""
@@ -414,6 +475,21 @@ def register(main: click.Group) -> None:
     )
     @click.option("--secret-key", default="url", show_default=True, help="Key of the store URL in --secret.")
     @click.option(
+        "--state-size",
+        default="1Gi",
+        show_default=True,
+        help="Size of the PersistentVolumeClaim holding CHAOSLAB_HOME (ledger, locks, run directories).",
+    )
+    @click.option(
+        "--storage-class", default=None, help="storageClassName of that claim [default: the cluster's]."
+    )
+    @click.option(
+        "--state-claim",
+        default=None,
+        metavar="NAME",
+        help="Mount this existing PersistentVolumeClaim instead of writing one.",
+    )
+    @click.option(
         "--out-file",
         "out_file",
         default=None,
@@ -436,10 +512,15 @@ def register(main: click.Group) -> None:
         name: str | None,
         secret: str,
         secret_key: str,
+        state_size: str,
+        storage_class: str | None,
+        state_claim: str | None,
         out_file: str | None,
         legacy_out: str | None,
     ) -> None:
-        """Write a ConfigMap + CronJob (concurrencyPolicy Forbid) that runs the scenario in Kubernetes."""
+        """Write a ConfigMap, a PersistentVolumeClaim for chaoslab's state and a CronJob
+        (concurrencyPolicy from the scenario's concurrency, Forbid by default) that run the
+        scenario in Kubernetes; a dead pod's faults are recovered by the next pod."""
         from chaoslab.errors import InvalidInput
         from chaoslab.scheduler.export import ExportError, manifests, render
         from chaoslab.scheduler.scenario import load_scenario
@@ -448,7 +529,15 @@ def register(main: click.Group) -> None:
             sc = load_scenario(scenario)
             text = render(
                 manifests(
-                    sc, image=image, namespace=namespace, secret=secret, secret_key=secret_key, name=name
+                    sc,
+                    image=image,
+                    namespace=namespace,
+                    secret=secret,
+                    secret_key=secret_key,
+                    name=name,
+                    state_size=state_size,
+                    storage_class=storage_class,
+                    state_claim=state_claim,
                 )
             )
         except InvalidInput as exc:

@@ -1,11 +1,25 @@
 """``chaoslab export cronjob SCENARIO``: run a scenario from a Kubernetes CronJob.
 
-Writes two documents: a ConfigMap holding the scenario and its experiment files, and a
-``batch/v1`` CronJob that runs ``chaoslab schedule run --once`` on the scenario's cron
-schedule (in its time zone, ``spec.timeZone``) with:
+Writes three documents: a ConfigMap holding the scenario and its experiment files, a
+PersistentVolumeClaim for chaoslab's state, and a ``batch/v1`` CronJob that runs
+``chaoslab schedule run --once`` on the scenario's cron schedule (in its time zone,
+``spec.timeZone``) with:
 
-- ``concurrencyPolicy: Forbid`` (a slot never overlaps the previous one) and
-  ``startingDeadlineSeconds`` = the misfire grace (``skip``: the on-time tolerance);
+- ``concurrencyPolicy`` from the scenario's ``concurrency`` (``forbid`` → ``Forbid``, the
+  default: a slot never overlaps the previous one; ``allow`` → ``Allow``; ``replace`` →
+  ``Replace``: Kubernetes stops the running pod, whose run reverts on SIGTERM within
+  ``terminationGracePeriodSeconds``), enforced a second time by the store (a slot of a
+  busy ``forbid`` scenario is recorded skipped "busy"), and ``startingDeadlineSeconds``
+  = the misfire grace (``skip``: the on-time tolerance);
+- durable state: ``CHAOSLAB_HOME`` (``/var/lib/chaoslab``: the ledger of injected
+  faults, locks, run directories) on the PersistentVolumeClaim, not an ``emptyDir``. A
+  pod that dies mid-run (OOM-killed, node lost) leaves its claim in the store and its
+  faults in the ledger on the volume; the next pod adopts the claim once the dead
+  scheduler's lease has run out, reverts that run's faults from the ledger
+  (``recover``, forced for that run: its pod is gone) and records the slot. The claim is
+  ``ReadWriteOnce``, which fits ``Forbid``/``Replace`` (one pod at a time); with
+  ``allow`` use a ReadWriteMany storage class (``--storage-class``), or ``--state-claim``
+  to mount a claim you manage;
 - the ConfigMap mounted read-only at ``/etc/chaoslab/scenario`` (experiment paths are
   rewritten to files beside the scenario: ConfigMap keys cannot hold directories);
 - ``CHAOSLAB_STORE`` from a Secret (key ``url``, e.g. ``postgresql://…``): every pod
@@ -16,7 +30,10 @@ schedule (in its time zone, ``spec.timeZone``) with:
 
 Only cron triggers (and intervals that are a whole number of minutes dividing an hour
 or a day) can be expressed as a CronJob schedule; jitter is applied inside the pod (the
-pod waits until the slot's jittered time).
+pod waits until the slot's jittered time). Daylight saving time: the pod decides which
+slot is due by chaoslab's rules (``triggers``), so a pod Kubernetes starts for a repeated
+wall time finds nothing due, and a slot Kubernetes did not start (a wall time in the
+spring gap) is recorded missed by the next pod.
 """
 
 from __future__ import annotations
@@ -32,7 +49,11 @@ from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.triggers import CronTrigger, IntervalTrigger
 
 MOUNT = "/etc/chaoslab/scenario"
+STATE = "/var/lib/chaoslab"
 ON_TIME_S = 60
+STOP_GRACE_S = 60  # `schedule run`'s stop grace: a SIGTERMed run's time to revert
+QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+POLICIES = {"forbid": "Forbid", "allow": "Allow", "replace": "Replace"}
 
 
 class ExportError(ValueError):
@@ -109,9 +130,15 @@ def manifests(
     secret: str = "chaoslab-store",
     secret_key: str = "url",
     name: str | None = None,
+    state_size: str = "1Gi",
+    storage_class: str | None = None,
+    state_claim: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The ConfigMap and the CronJob for ``scenario``."""
+    """The ConfigMap, the state PersistentVolumeClaim (unless ``state_claim`` names an
+    existing one) and the CronJob for ``scenario``."""
     schedule = cron_schedule(scenario)
+    if not QUANTITY.fullmatch(state_size):
+        raise ExportError(f"--state-size {state_size!r} is not a Kubernetes quantity (e.g. 1Gi, 500Mi)")
     base = name or f"chaoslab-{scenario.name}"
     base = re.sub(r"[^a-z0-9-]", "-", base.lower())[:52].strip("-")  # CronJob names: ≤ 52 chars
     from chaoslab.model.reader import load_document, plain, read_text
@@ -153,6 +180,7 @@ def manifests(
         meta["namespace"] = namespace
     deadline = int(scenario.misfire.grace_s) if scenario.misfire.policy == "run-once" else ON_TIME_S
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(meta), "data": files}
+    claim = state_claim or f"{base}-state"
     container = {
         "name": "chaoslab",
         "image": image,
@@ -160,11 +188,11 @@ def manifests(
         "args": ["schedule", "run", "--once", "--scenarios", f"{MOUNT}/scenario.yaml"],
         "env": [
             {"name": "CHAOSLAB_STORE", "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}}},
-            {"name": "CHAOSLAB_HOME", "value": "/var/lib/chaoslab"},
+            {"name": "CHAOSLAB_HOME", "value": STATE},
         ],
         "volumeMounts": [
             {"name": "scenario", "mountPath": MOUNT, "readOnly": True},
-            {"name": "state", "mountPath": "/var/lib/chaoslab"},
+            {"name": "state", "mountPath": STATE},
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
     }
@@ -175,7 +203,7 @@ def manifests(
         "spec": {
             "schedule": schedule,
             "timeZone": scenario.tz.key,
-            "concurrencyPolicy": "Forbid",
+            "concurrencyPolicy": POLICIES[scenario.concurrency],
             "startingDeadlineSeconds": max(10, deadline),
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
@@ -187,6 +215,7 @@ def manifests(
                         "metadata": {"labels": dict(meta["labels"])},
                         "spec": {
                             "restartPolicy": "Never",
+                            "terminationGracePeriodSeconds": STOP_GRACE_S + 30,
                             "containers": [container],
                             "volumes": [
                                 {
@@ -196,7 +225,7 @@ def manifests(
                                         "items": [{"key": k, "path": p} for k, p in sorted(paths.items())],
                                     },
                                 },
-                                {"name": "state", "emptyDir": {}},
+                                {"name": "state", "persistentVolumeClaim": {"claimName": claim}},
                             ],
                         },
                     },
@@ -204,7 +233,17 @@ def manifests(
             },
         },
     }
-    return [configmap, cronjob]
+    if state_claim:
+        return [configmap, cronjob]
+    pvc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {**meta, "name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": state_size}}},
+    }
+    if storage_class:
+        pvc["spec"]["storageClassName"] = storage_class
+    return [configmap, pvc, cronjob]
 
 
 class _Dumper(yaml.SafeDumper):
