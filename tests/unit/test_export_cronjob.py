@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,11 +33,11 @@ def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     docs = _docs(out.read_text())
-    assert [d["kind"] for d in docs] == ["ConfigMap", "CronJob"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "PersistentVolumeClaim", "CronJob"]
     for doc in docs:
         # strict: unknown fields are errors too (a typo'd field would be dropped silently by the API).
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    configmap, cronjob = docs
+    configmap, pvc, cronjob = docs
     spec = cronjob["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["schedule"] == "30 10 * * mon-fri" and spec["timeZone"] == "Europe/Berlin"
@@ -56,6 +57,16 @@ def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: P
     mounted = next(v for v in pod["volumes"] if v["name"] == "scenario")
     assert mounted["configMap"]["name"] == configmap["metadata"]["name"] == cronjob["metadata"]["name"]
     assert pod["restartPolicy"] == "Never" and spec["jobTemplate"]["spec"]["backoffLimit"] == 0
+    # CHAOSLAB_HOME (ledger, locks, run directories) lives on the claim, not in the pod.
+    home = next(e["value"] for e in container["env"] if e["name"] == "CHAOSLAB_HOME")
+    state_mount = next(m for m in container["volumeMounts"] if m["name"] == "state")
+    assert state_mount["mountPath"] == home == "/var/lib/chaoslab"
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state == {"name": "state", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}}
+    assert "emptyDir" not in json.dumps(pod)
+    assert pvc["metadata"]["namespace"] == "chaos"
+    assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    assert pod["terminationGracePeriodSeconds"] >= 60  # a replaced/stopped pod's run has time to revert
     # The mounted scenario is valid on its own, with its experiments beside it.
     mount = tmp_path / "mount"
     mount.mkdir()
@@ -85,7 +96,7 @@ def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: P
 
 def test_a_broken_manifest_would_be_caught_by_the_schema() -> None:
     sc = next(s for s in load_scenarios([REPO / "scenarios"]) if s.name == "lab-weekday-gameday")
-    cronjob = manifests(sc)[1]
+    cronjob = manifests(sc)[-1]
     cronjob["spec"]["concurrencyPolicy"] = 7  # wrong type
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
@@ -103,3 +114,30 @@ def test_interval_and_monkey_triggers(tmp_path: Path) -> None:
     monkey = next(s for s in load_scenarios([REPO / "scenarios"]) if s.name == "lab-monkey")
     with pytest.raises(ExportError, match="daemon"):
         manifests(monkey)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("forbid", "Forbid"), ("allow", "Allow"), ("replace", "Replace")]
+)
+def test_the_concurrency_policy_and_the_state_claim_are_exported(
+    tmp_path: Path, policy: str, expected: str
+) -> None:
+    (tmp_path / "e.yaml").write_text("title: t\ndescription: d\nmethod: []\n")
+    (tmp_path / "s.yaml").write_text(
+        f"name: s\ntrigger: {{cron: '*/5 * * * *'}}\nconcurrency: {policy}\nsteps: [e.yaml]\n"
+    )
+    sc = load_scenario(tmp_path / "s.yaml")
+    docs = manifests(sc, storage_class="fast-rwx", state_size="5Gi")
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    pvc, cronjob = docs[1], docs[2]
+    assert cronjob["spec"]["concurrencyPolicy"] == expected
+    assert pvc["spec"]["storageClassName"] == "fast-rwx"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    # An existing claim: mounted, not written.
+    configmap, cronjob = manifests(sc, state_claim="team-chaos-state")
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": "team-chaos-state"}} in pod["volumes"]
+    with pytest.raises(ExportError, match="not a Kubernetes quantity"):
+        manifests(sc, state_size="lots")

@@ -145,3 +145,39 @@ def test_daemon_sigterm_interrupts_the_run_reverts_and_exits_cleanly(tmp_path: P
     assert len(interrupted) == 1 and interrupted[0]["verdict"] == "interrupted"
     journal = json.loads((Path(interrupted[0]["steps"][0]["run_dir"]) / "journal.json").read_text())
     assert journal["chaoslab"]["verdict"] == "interrupted"
+
+
+def test_history_takes_what_users_type(tmp_path: Path) -> None:
+    """README: ``schedule history -s scenarios/x.yaml``; also a name, or ``--scenario``."""
+    env = setup(tmp_path, "name: minutely\ntrigger: {interval: 1m}\nsteps: [../trivial.json]\n")
+    (tmp_path / "scenarios" / "other.yaml").write_text(
+        "name: other\ntrigger: {interval: 1m}\nsteps: [../trivial.json]\n"
+    )
+    ran = chaoslab("schedule", "run", "--once", "--runs-dir", str(tmp_path / "runs"), env=env)
+    assert ran.returncode == 0, ran.stderr
+    file = str(tmp_path / "scenarios" / "s.yaml")
+    for args in (["-s", file], ["minutely"], ["--scenario", "minutely"], ["--scenario", file]):
+        proc = chaoslab("schedule", "history", *args, "--output", "json", env=env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert {r["scenario"] for r in json.loads(proc.stdout)} == {"minutely"}, args
+    both = chaoslab("schedule", "history", "-s", str(tmp_path / "scenarios"), "--output", "json", env=env)
+    assert {r["scenario"] for r in json.loads(both.stdout)} == {"minutely", "other"}
+    none = chaoslab("schedule", "history", "nosuch", env=env)
+    assert none.returncode == 0 and none.stdout.strip() == "no history yet for nosuch"
+    bad = chaoslab("schedule", "history", "-s", str(tmp_path / "missing.yaml"), env=env)
+    assert bad.returncode == 2 and "missing.yaml: no such file or directory" in bad.stderr
+
+
+def test_run_once_records_every_due_scenario_beyond_max_parallel(tmp_path: Path) -> None:
+    env = setup(tmp_path, "name: a0\ntrigger: {interval: 1m}\nsteps: [../trivial.json]\n", nap="1")
+    for i in range(1, 5):
+        (tmp_path / "scenarios" / f"a{i}.yaml").write_text(
+            f"name: a{i}\ntrigger: {{interval: 1m}}\nsteps: [../trivial.json]\n"
+        )
+    proc = chaoslab("schedule", "run", "--once", "--max-parallel", "4", "--runs-dir", str(tmp_path / "runs"),
+                    env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 5, proc.stdout  # every due scenario is accounted for
+    assert sum("finished passed" in line for line in lines) == 4
+    assert sum("skipped — over max-parallel: all 4 workers busy" in line for line in lines) == 1

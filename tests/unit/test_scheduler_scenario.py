@@ -156,3 +156,23 @@ def test_duplicate_names_are_refused(tmp_path: Path) -> None:
         load_scenarios([tmp_path])
     assert any("also used by" in p.message and p.path == "name" for p in info.value.problems)
     assert load_scenarios([a])[0].name == "same"
+
+
+def test_concurrency_and_dst_gap_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "e.yaml").write_text("title: t\ndescription: d\nmethod: []\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ntrigger: {cron: '30 2 * * *', dst_gap: later}\nconcurrency: queue\nsteps: [e.yaml]\n"
+    )
+    problems = _problems(bad)
+    assert "unknown concurrency policy 'queue'" in problems["concurrency"]
+    assert "unknown dst_gap 'later'" in problems["trigger.dst_gap"]
+    interval = tmp_path / "interval.yaml"
+    interval.write_text("name: i\ntrigger: {interval: 1h, dst_gap: skip}\nsteps: [e.yaml]\n")
+    assert "dst_gap applies to cron triggers" in _problems(interval)["trigger.dst_gap"]
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "name: g\ntrigger: {cron: '30 2 * * *', dst_gap: skip}\nconcurrency: replace\nsteps: [e.yaml]\n"
+    )
+    sc = load_scenario(good)
+    assert sc.concurrency == "replace" and getattr(sc.trigger, "dst_gap", None) == "skip"
