@@ -128,6 +128,8 @@ def run_experiment(
                     observation.source,
                     runner.faults.first_injected_at,
                     budget_checks=budget_checks,
+                    emit=runner.bus.emit,
+                    run_id=runner.run_id,
                 )
 
             runner = Runner(

@@ -10,10 +10,11 @@ for rich anyway, as it does for rich itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import IO, Protocol
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, Protocol
 
 from chaoslab.engine import events as ev
+from chaoslab.engine.journal import guard_timing
 
 Span = str | tuple[str, str]  # plain text, or (text, rich style)
 """One piece of a console line."""
@@ -112,9 +113,12 @@ class ConsoleProgress:
         self._ticks = 0
         self._slo: list[ev.SLOEvaluated] = []
         self._phases: set[ev.Phase] = set()
+        self._guard: list[ev.Event] = []  # what guard_timing folds
 
     def __call__(self, event: ev.Event) -> None:
         out = self.sink.line
+        if isinstance(event, ev.GuardStopped | ev.CleanChecked):
+            self._guard.append(event)
         if isinstance(event, ev.SLITick):
             self._ticks += 1
             if self._ticks % self.tick_every == 0:
@@ -179,15 +183,40 @@ class ConsoleProgress:
             )
         elif isinstance(event, ev.GuardTripped):
             out((f"■ guard tripped: {event.reason} — reverting every fault now", "bold red"))
+        elif isinstance(event, ev.GuardArmed):
+            out(("  guard: ", "dim"), (guard_armed_line(event.test), "dim"))
         elif isinstance(event, ev.Interrupted):
             out((f"■ {event.signal}: reverting and running rollbacks before exit", "bold red"))
         elif isinstance(event, ev.RunFinished):
             if self._slo:
                 slo_table(self.sink, self._slo)
+            timing = guard_timing(self._guard)
+            if timing is not None:
+                out(("guard: ", "bold"), guard_timing_line(timing))
             out(
                 (f"verdict: {event.verdict.upper()}", _VERDICT_STYLE.get(event.verdict, "bold")),
                 f" (exit {event.exit_code}) — {event.reason} [{event.duration_s:.1f}s]",
             )
+
+
+def guard_armed_line(test: Mapping[str, Any]) -> str:
+    if test.get("test") is None:
+        return "fixed limits only (no sequential test)"
+    return f"{test['test']}, tolerated rate {test['tolerated_rate']:.3g}, false-abort risk {test['risk']:g}"
+
+
+def guard_timing_line(t: Mapping[str, Any]) -> str:
+    """One line: onset → detect → clean (every run with a guard)."""
+    if t.get("onset_ts") is None:
+        return f"no bad request among {t.get('requests', 0)} while faults were active" + (
+            f"; tripped: {t['reason']}" if t.get("tripped") else ""
+        )
+    detect = t.get("time_to_detect_s")
+    clean = t.get("time_to_clean_s")
+    parts = [f"{t.get('bad', 0)} of {t.get('requests', 0)} requests bad"]
+    parts.append(f"onset → detected {detect * 1000:.0f} ms" if detect is not None else "onset → not tripped")
+    parts.append(f"onset → clean {clean * 1000:.0f} ms" if clean is not None else "clean: not verified")
+    return "; ".join(parts)
 
 
 _SLO_STYLE = {"pass": "green", "fail": "red", "inconclusive": "magenta"}

@@ -180,6 +180,31 @@ class GuardTripped(Event, frozen=True, kw_only=True):
     breach_ts: float
 
 
+class GuardArmed(Event, frozen=True, kw_only=True):
+    """The guard is watching: its sequential test, the risk and the extra brakes."""
+
+    kind: ClassVar[str] = "guard-armed"
+    test: Mapping[str, Any]
+
+
+class GuardStopped(Event, frozen=True, kw_only=True):
+    """The faults are over and the guard stopped watching: what it saw and decided.
+
+    ``onset_ts`` is the send time of the first bad request after the first fault (None:
+    none was bad); ``tripped_ts`` when the guard decided to brake. Time to clean is folded
+    from the clean-checked events (``chaoslab.engine.journal.guard_timing``)."""
+
+    kind: ClassVar[str] = "guard-stopped"
+    tripped: bool
+    reason: str | None = None
+    onset_ts: float | None = None
+    tripped_ts: float | None = None
+    requests: int = 0
+    bad: int = 0
+    slow_s: float | None = None  # a request slower than this counted as bad
+    decision: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+
 class Interrupted(Event, frozen=True, kw_only=True):
     kind: ClassVar[str] = "interrupted"
     signal: str

@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,6 +142,8 @@ class JournalBuilder:
             "slo": [e.to_dict() for e in events if isinstance(e, ev.SLOEvaluated)],
             "series": [e.to_dict() for e in events if isinstance(e, ev.SLISeries)],
             "guard": [e.to_dict() for e in events if isinstance(e, ev.GuardTripped)],
+            "guard_test": next((dict(e.test) for e in events if isinstance(e, ev.GuardArmed)), None),
+            "guard_timing": guard_timing(events),
             "interruptions": [e.to_dict() for e in events if isinstance(e, ev.Interrupted)],
             "phases": [e.to_dict() for e in events if isinstance(e, ev.PhaseStarted | ev.PhaseFinished)],
             **(extra or {}),
@@ -161,6 +163,37 @@ class JournalBuilder:
             "rollbacks": rollbacks,
             "chaoslab": chaoslab,
         }
+
+
+def guard_timing(events: Sequence[ev.Event]) -> dict[str, Any] | None:
+    """Onset → detect → clean, folded from the events (None: the run had no guard).
+
+    Onset is the send time of the first bad request after the first fault; detection is
+    the guard's trip (None when it did not trip); clean is the last ``clean-checked`` of
+    a fault (every fault reverted and verified clean), if every check was clean."""
+    stopped = next((e for e in events if isinstance(e, ev.GuardStopped)), None)
+    if stopped is None:
+        return None
+    checks = [e for e in events if isinstance(e, ev.CleanChecked)]
+    clean_ts = max((e.ts for e in checks), default=None) if checks and all(e.clean for e in checks) else None
+    onset = stopped.onset_ts
+
+    def since(ts: float | None) -> float | None:
+        return None if ts is None or onset is None else max(0.0, ts - onset)
+
+    return {
+        "tripped": stopped.tripped,
+        "reason": stopped.reason,
+        "onset_ts": onset,
+        "detected_ts": stopped.tripped_ts,
+        "clean_ts": clean_ts,
+        "time_to_detect_s": since(stopped.tripped_ts),
+        "time_to_clean_s": since(clean_ts),
+        "requests": stopped.requests,
+        "bad": stopped.bad,
+        "slow_s": stopped.slow_s,
+        "decision": dict(stopped.decision),
+    }
 
 
 def _ctk_version() -> str | None:

@@ -647,15 +647,23 @@ class Runner:
         return met
 
     def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
-        while not stop.is_set() and not self._abort.is_set():
-            try:
-                reason = guard.check(time.time())
-            except Exception as exc:  # a guard that cannot see must brake: fail safe
-                reason = f"the guard could not check the SLIs: {type(exc).__name__}: {exc}"
-            if reason is not None:
-                self.abort(reason, breach_ts=time.time())
-                return
-            stop.wait(0.1)
+        try:
+            while not stop.is_set() and not self._abort.is_set():
+                try:
+                    reason = guard.check(time.time())
+                except Exception as exc:  # a guard that cannot see must brake: fail safe
+                    reason = f"the guard could not check the SLIs: {type(exc).__name__}: {exc}"
+                if reason is not None:
+                    self.abort(reason, breach_ts=time.time())
+                    return
+                stop.wait(0.1)
+        finally:
+            close = getattr(guard, "close", None)  # optional: a guard that reports what it saw
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # reporting must never change the run
+                    self.cleanup_errors.append(f"guard.close: {exc}")
 
     def _wind_down(self, controls: Controls) -> None:
         """Always: revert every fault, run rollbacks, verify clean. Never skipped."""

@@ -1,38 +1,70 @@
 """The guard: while faults are active, watch the SLIs and brake.
 
 Checked every 100 ms from the runner's guard thread; the first breach calls
-``Runner.abort``, which reverts every active fault at once (in parallel) and records
-the time from breach to all-clean.
+``Runner.abort``, which reverts every active fault at once (in parallel).
 
-The experiment's ``guard:`` section (all optional; with a ``load`` the hard limit and
-the silence check are on by default)::
+**It decides on evidence.** Every request the synthetic load sent since the first fault
+is judged good or bad, in the order it was sent — bad when it failed or took longer
+than ``slow`` (a request still unanswered after ``slow`` counts as bad then, not when it
+finally times out) — and fed to a
+sequential test (``chaoslab.sli.sequential``: a mixture SPRT) of "the bad-request rate is
+at most the tolerated rate ``burn_rate × (1 − objective)``". It trips as soon as the
+evidence says the rate is above it: a total outage within a handful of requests, a mild
+burn when the evidence suffices. While the rate is within tolerance it trips with
+probability at most ``risk`` (the false-abort probability), however long the run.
+
+The count allowance, the hard limit and the silence check stay as extra brakes. The
+guard records the test and its risk (``guard-armed``), the onset (the send time of the
+first bad request after the first fault) and its decision (``guard-stopped``); the
+journal, console and reports show the time from onset to detection and to clean.
+
+The experiment's ``guard:`` section (all optional; with a ``load`` the sequential test,
+the hard limit and the silence check are on by default)::
 
     guard:
+      risk: 0.01              # false-abort probability of the sequential test
+      burn_rate: 10           # tolerated burn rate: bad-request rate burn_rate × (1 − objective)
+      objective: 0.99         #   ... of this availability objective (default: the slo's)
       allowance: 150          # bad requests the faults may cost in all (an error-budget allowance)
-      burn_rate: 10           # abort when the short-window burn rate exceeds this
-      burn_window: 5s         #   ... measured over this window
-      objective: 0.99         #   ... against this availability objective (default: the slo's)
       hard_limit: {error_rate: 0.5, for: 2s}
       silence: 5s             # the SLI source produced nothing for this long
+      slow: 250ms             # a request taking longer counts as bad (default: the load's
+                              #   overdue age, min(1s, load.timeout)); lower it to brake on hangs sooner
+      sequential: true        # false: the fixed-window guard of chaoslab ≤ 0.1 (below)
+      burn_window: 5s         # only with sequential: false: the burn rate over this window
       enabled: true
+
+With ``sequential: false`` the burn rate is judged over the last ``burn_window`` once 20
+requests are in it (the fixed-window guard, kept for comparison: its false-abort
+probability is not controlled).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
+from chaoslab.engine import events as ev
 from chaoslab.errors import Problem
 from chaoslab.sli.base import SLISource
+from chaoslab.sli.sequential import Decision, MixtureSPRT
 from chaoslab.units import parse_duration
 
 MIN_BURN_SAMPLES = 20
+DEFAULT_RISK = 0.01
+DEFAULT_BURN_RATE = 10.0
+MAX_TOLERATED_RATE = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
 class GuardSpec:
     enabled: bool = True
+    sequential: bool = True
+    risk: float = DEFAULT_RISK
     allowance: int | None = None
     burn_rate: float | None = None
     burn_window_s: float = 5.0
@@ -40,6 +72,13 @@ class GuardSpec:
     hard_error_rate: float | None = 0.5
     hard_for_s: float = 2.0
     silence_s: float = 5.0
+    slow_s: float | None = None  # None: the load's overdue age
+
+    @property
+    def tolerated_rate(self) -> float:
+        """The bad-request rate the sequential test tolerates (its null hypothesis)."""
+        burn = self.burn_rate if self.burn_rate is not None else DEFAULT_BURN_RATE
+        return min(MAX_TOLERATED_RATE, burn * (1.0 - self.objective))
 
 
 def parse_guard(
@@ -50,7 +89,18 @@ def parse_guard(
         raw = {}
     if not isinstance(raw, Mapping):
         return [Problem(path=path, message="'guard' must be a mapping")]
-    known = {"allowance", "burn_rate", "burn_window", "objective", "hard_limit", "silence", "enabled"}
+    known = {
+        "allowance",
+        "burn_rate",
+        "burn_window",
+        "objective",
+        "hard_limit",
+        "silence",
+        "enabled",
+        "risk",
+        "sequential",
+        "slow",
+    }
     for k in raw:
         if k not in known:
             problems.append(
@@ -76,11 +126,24 @@ def parse_guard(
             problems.append(Problem(path=where, message=f"{exc} (between 0 and 1h)"))
             return None
 
-    if "enabled" in raw:
-        if not isinstance(raw["enabled"], bool):
-            problems.append(Problem(path=f"{path}.enabled", message="must be true or false"))
+    for flag in ("enabled", "sequential"):
+        if flag in raw:
+            if not isinstance(raw[flag], bool):
+                problems.append(Problem(path=f"{path}.{flag}", message="must be true or false"))
+            else:
+                kw[flag] = raw[flag]
+    if "risk" in raw:
+        risk = raw["risk"]
+        if isinstance(risk, bool) or not isinstance(risk, int | float) or not 0 < risk <= 0.5:
+            problems.append(
+                Problem(
+                    path=f"{path}.risk",
+                    message=f"must be a probability in (0, 0.5], got {risk!r}",
+                    hint="0.01: at most 1 run in 100 is aborted while the system is within tolerance",
+                )
+            )
         else:
-            kw["enabled"] = raw["enabled"]
+            kw["risk"] = float(risk)
     if "allowance" in raw:
         kw["allowance"] = number("allowance", 0, integer=True)
     if "burn_rate" in raw:
@@ -91,6 +154,8 @@ def parse_guard(
         kw["burn_window_s"] = duration(raw["burn_window"], f"{path}.burn_window")
     if "silence" in raw:
         kw["silence_s"] = duration(raw["silence"], f"{path}.silence")
+    if "slow" in raw:
+        kw["slow_s"] = duration(raw["slow"], f"{path}.slow")
     if "hard_limit" in raw:
         hl = raw["hard_limit"]
         if hl is None or hl is False:
@@ -108,11 +173,61 @@ def parse_guard(
     if problems:
         return problems
     return GuardSpec(
-        **{k: v for k, v in kw.items() if v is not None or k in ("allowance", "burn_rate", "hard_error_rate")}
+        **{
+            k: v
+            for k, v in kw.items()
+            if v is not None or k in ("allowance", "burn_rate", "hard_error_rate", "slow_s")
+        }
     )
 
 
 BudgetCheck = Callable[[float, float], "str | None"]  # (faults_since, now) -> breach reason
+
+
+@runtime_checkable
+class RequestStream(Protocol):
+    """What the sequential test reads from the synthetic load (``LoadGenerator``)."""
+
+    epoch: float
+    rate: float
+    overdue_s: float
+    max_requests: int
+
+    def records_since(self, position: int) -> tuple[int, list[tuple[int, int, float]]]: ...
+
+
+class SendOrder:
+    """The load's outcomes from the first fault on, put back into the order the requests
+    were sent: ``advance(now)`` yields ``(index, send time, bad)`` for every request whose
+    predecessors are all judged. A request is bad when it failed or took longer than
+    ``slow_s``; one still unanswered ``slow_s`` after it was sent is judged bad then (a
+    user is already waiting too long; its late answer would not change the judgement)."""
+
+    def __init__(self, stream: RequestStream, since: float, slow_s: float) -> None:
+        self.stream = stream
+        self.slow_s = slow_s
+        self.position = 0
+        self.next = max(0, math.ceil((since - stream.epoch) * stream.rate - 1e-9))
+        self.outcomes: dict[int, bool] = {}
+
+    def sent_at(self, index: int) -> float:
+        return self.stream.epoch + index / self.stream.rate
+
+    def advance(self, now: float) -> Iterator[tuple[int, float, bool]]:
+        stream = self.stream
+        self.position, records = stream.records_since(self.position)
+        for index, code, latency in records:
+            if index >= self.next:
+                self.outcomes[index] = not 200 <= code < 400 or latency > self.slow_s
+        while self.next < stream.max_requests:
+            j = self.next
+            bad = self.outcomes.pop(j, None)
+            if bad is None:
+                if self.sent_at(j) + self.slow_s > now:
+                    return
+                bad = True
+            self.next += 1
+            yield j, self.sent_at(j), bad
 
 
 class SLOGuard:
@@ -120,7 +235,8 @@ class SLOGuard:
 
     ``source`` is the synthetic load (checked every call); ``budget_checks`` compare
     what the run spent of an SLO file's error budget with its allowance (they query
-    Prometheus, so they run at most once per ``budget_every_s``).
+    Prometheus, so they run at most once per ``budget_every_s``). ``emit`` receives the
+    guard's own events (``guard-armed`` now, ``guard-stopped`` from ``close``).
     """
 
     def __init__(
@@ -131,6 +247,8 @@ class SLOGuard:
         *,
         budget_checks: tuple[BudgetCheck, ...] = (),
         budget_every_s: float = 1.0,
+        emit: Callable[[ev.Event], None] | None = None,
+        run_id: str = "",
     ) -> None:
         self.spec = spec
         self.source = source
@@ -138,8 +256,94 @@ class SLOGuard:
         self.budget_checks = budget_checks
         self.budget_every_s = budget_every_s
         self._last_budget_check = 0.0
+        self._emit = emit
+        self._run_id = run_id
+        self._order: SendOrder | None = None
+        self.stream = source if isinstance(source, RequestStream) else None
+        self.test: MixtureSPRT | None = None
+        if spec.enabled and spec.sequential and self.stream is not None:
+            # A fresh test every ~2 s of requests (see chaoslab.sli.sequential: late onsets).
+            epoch = max(50, math.ceil(self.stream.rate * 2.0))
+            self.test = MixtureSPRT(p0=spec.tolerated_rate, risk=spec.risk, epoch=epoch)
+        self.slow_s: float | None = spec.slow_s
+        self.requests = 0
+        self.bad = 0
+        self.onset_ts: float | None = None
+        self.tripped_ts: float | None = None
+        self.reason: str | None = None
+        self.decision: Decision | None = None
+        if emit is not None:
+            emit(ev.GuardArmed(run_id=run_id, test=self.describe()))
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            **(dict(self.test.describe()) if self.test is not None else {"test": None}),
+            "risk": spec.risk if self.test is not None else None,
+            "objective": spec.objective,
+            "burn_rate": spec.burn_rate if spec.burn_rate is not None else DEFAULT_BURN_RATE,
+            "allowance": spec.allowance,
+            "hard_limit": (
+                {"error_rate": spec.hard_error_rate, "for_s": spec.hard_for_s}
+                if spec.hard_error_rate is not None
+                else None
+            ),
+            "burn_window_s": None if spec.sequential else spec.burn_window_s,
+            "silence_s": spec.silence_s,
+            "slow_s": spec.slow_s,  # None: the load's overdue age (min(1 s, timeout))
+        }
 
     def check(self, now: float) -> str | None:
+        reason = self._check(now)
+        if reason is not None and self.reason is None:
+            self.reason, self.tripped_ts = reason, now
+        return reason
+
+    def close(self) -> None:
+        """The faults are over: record what the guard saw and decided."""
+        if self._emit is None:
+            return
+        d = self.decision
+        self._emit(
+            ev.GuardStopped(
+                run_id=self._run_id,
+                tripped=self.reason is not None,
+                reason=self.reason,
+                onset_ts=self.onset_ts,
+                tripped_ts=self.tripped_ts,
+                requests=self.requests,
+                bad=self.bad,
+                slow_s=self.slow_s,
+                decision=msgspec.structs.asdict(d) if d is not None else {},
+            )
+        )
+
+    def _observe(self, t0: float, now: float) -> str | None:
+        """Judge the requests now known, in send order; the sequential test decides."""
+        assert self.stream is not None
+        if self._order is None:
+            slow = self.spec.slow_s if self.spec.slow_s is not None else self.stream.overdue_s
+            self.slow_s = slow
+            self._order = SendOrder(self.stream, t0, slow)
+        for _, sent, bad in self._order.advance(now):
+            self.requests += 1
+            if bad:
+                self.bad += 1
+                if self.onset_ts is None:
+                    self.onset_ts = sent
+            if self.test is not None and self.decision is None:
+                decision = self.test.add(bad)
+                if decision is not None:
+                    self.decision = decision
+                    return (
+                        f"sequential test: {decision.bad} of {decision.n} requests bad, the bad-request "
+                        f"rate is above the tolerated {self.test.p0:.3g} "
+                        f"(evidence {math.exp(min(decision.log_evidence, 700.0)):.3g} ≥ "
+                        f"{math.exp(decision.log_threshold):.3g}; false-abort risk {self.test.risk:g})"
+                    )
+        return None
+
+    def _check(self, now: float) -> str | None:
         spec = self.spec
         t0 = self.faults_since()
         if not spec.enabled or t0 is None:
@@ -151,6 +355,8 @@ class SLOGuard:
                     return reason
         if self.source is None:
             return None
+        if self.stream is not None and (reason := self._observe(t0, now)) is not None:
+            return reason
         last = self.source.last_sample_at()
         if now - t0 > spec.silence_s and (last is None or now - last > spec.silence_s):
             return f"the SLI source has been silent for more than {spec.silence_s:g}s"
@@ -162,7 +368,7 @@ class SLOGuard:
                     f"error-budget allowance spent: {bad} bad requests since the first fault "
                     f"(allowance {spec.allowance})"
                 )
-        if spec.burn_rate is not None:
+        if spec.burn_rate is not None and not spec.sequential:
             total, bad = self._window(max(t0, now - spec.burn_window_s), now)
             if total >= MIN_BURN_SAMPLES:
                 burn = (bad / total) / (1.0 - spec.objective)

@@ -464,6 +464,19 @@ class LoadGenerator(SLISource):
         with self._lock:
             return sum(1 for t in self._overdue if t0 <= t < t1)
 
+    def records_since(self, position: int) -> tuple[int, list[tuple[int, int, float]]]:
+        """Requests answered (or timed out) since ``position`` in the record, in the order
+        they were recorded: ``(next position, [(request index, outcome code, latency s),
+        ...])``. The request index ``i`` is the ``i``-th scheduled request (sent at ``epoch
+        + i / rate``), so a reader can put outcomes back into send order."""
+        with self._lock:
+            end = len(self.code)
+            offsets = self.sched[position:end]
+            codes = self.code[position:end]
+            latencies = self.latency[position:end]
+        rate = self.rate
+        return end, [(round(o * rate), c, lat) for o, c, lat in zip(offsets, codes, latencies, strict=True)]
+
     def last_sample_at(self) -> float | None:
         return self._last or None
 
