@@ -393,6 +393,12 @@ class MaskingStream:
         return getattr(self._stream, name)
 
 
+def output_masker() -> Masker | None:
+    """The masker this process's output goes through, if ``masked_output`` installed one."""
+    out = sys.stdout
+    return out.masker if isinstance(out, MaskingStream) else None
+
+
 def masked_output() -> Masker:
     """The masker of what this process prints: ``sys.stdout`` and ``sys.stderr`` write
     through it from the first call on (the CLI calls it before anything is printed, so

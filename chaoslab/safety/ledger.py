@@ -53,7 +53,7 @@ from typing import Any
 from chaoslab import paths
 from chaoslab.drivers.base import RECORD_VERSION, CleanReport, RevertRecord
 from chaoslab.errors import LedgerError
-from chaoslab.masking import Masker, Unsealable, unseal
+from chaoslab.masking import Masker, Unsealable, output_masker, unseal
 from chaoslab.safety.durable import flocked, fsync_dir, write_json_atomic
 from chaoslab.safety.owner import Owner, iso
 
@@ -151,7 +151,9 @@ class Ledger:
 
     def __init__(self, directory: Path | None = None, *, masker: Masker | None = None) -> None:
         self.directory = directory if directory is not None else paths.ledger_dir()
-        self.masker = masker if masker is not None else Masker()
+        # Default: the masker of what this process prints (the CLI installs one), so a
+        # secret put back into a record for a revert (halt, recover) is masked there too.
+        self.masker = masker if masker is not None else (output_masker() or Masker())
 
     @property
     def open_dir(self) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaoslab.masking import Masker, output_masker
 from chaoslab.scheduler.scenario import Notify
 
 log = logging.getLogger("chaoslab.scheduler")
@@ -72,6 +73,13 @@ class Notifier:
     targets: Sequence[Notify]
     timeout_s: float = 5.0
     env: Mapping[str, str] | None = None
+    masker: Masker | None = None  # default: this process's output masker
+
+    def body(self, notice: Notice) -> dict[str, Any]:
+        """The JSON body, masked: every webhook payload passes through here."""
+        masker = self.masker or output_masker() or Masker()
+        masked: dict[str, Any] = masker.deep(slack_body(notice))
+        return masked
 
     def send(self, notice: Notice) -> list[str]:
         """POST ``notice`` to every webhook subscribed to its event; returns the failures."""
@@ -89,7 +97,7 @@ class Notifier:
             last = ""
             for _ in range(_ATTEMPTS):
                 try:
-                    response = httpx.post(url, json=slack_body(notice), timeout=self.timeout_s)
+                    response = httpx.post(url, json=self.body(notice), timeout=self.timeout_s)
                     if response.status_code < 300:
                         last = ""
                         break

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaoslab.engine.verdict import ExitCode, Verdict, worst
+from chaoslab.masking import Masker
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"
@@ -120,7 +121,7 @@ def read_result(step: StepPlan, run_dir: Path, returncode: int | None = None) ->
         run_dir=str(run_dir),
         verdict=str(verdict),
         exit_code=int(raw.get("exit_code", Verdict(verdict).exit_code)),
-        reason=str(raw.get("reason", "")),
+        reason=step_masker(step).text(str(raw.get("reason", ""))),
         run_id=raw.get("run_id"),
         duration_s=raw.get("duration_s"),
     )
@@ -204,6 +205,20 @@ def reap_group(pgid: int) -> None:
 def overall(results: Sequence[StepResult]) -> Verdict:
     """The slot's verdict: the worst of its steps' (passed when it had none)."""
     return worst(*(Verdict(r.verdict) for r in results))
+
+
+def step_masker(step: StepPlan) -> Masker:
+    """The secrets ``step``'s experiment names (as its run masks them): history rows
+    and webhook payloads hold only masked text, even from a run log's tail."""
+    from chaoslab.engine.secrets import add_experiment_secrets, read_structured
+
+    raw = read_structured(step.experiment)
+    return add_experiment_secrets(
+        Masker(),
+        raw=raw if isinstance(raw, dict) else {},
+        source=str(step.experiment),
+        variables=dict(step.vars),
+    )
 
 
 def _verdict_of(code: int) -> Verdict:

@@ -220,3 +220,32 @@ def test_experiment_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert m.text(text) == " ".join([MASK] * 8 + ["not-a-secret"])
     assert resolve_ref({"file": str(exp), "keys": ["secrets", "s", "inline"]}) == "Inline-0000"
     assert resolve_ref({"file": str(vf), "keys": ["secrets", "s", "inline"]}) == "VarFile-Sec-3"
+
+
+def test_scheduler_history_reason_and_webhook_body_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaoslab.scheduler.notify import Notice, Notifier
+    from chaoslab.scheduler.runs import LOG_FILE, StepPlan, read_result
+
+    monkeypatch.setenv("H15_STEP", "Step-Env-Secret-1")
+    exp = tmp_path / "e.json"
+    exp.write_text(json.dumps({"secrets": {"s": {"k": {"type": "env", "key": "H15_STEP"}}}}))
+    step = StepPlan(name="s", experiment=exp, vars={}, continue_on=frozenset())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # a run that died before its engine: the history's reason is its log's tail
+    (run_dir / LOG_FILE).write_text("error: cannot reach https://u:Url-Pw-777@h/ with Step-Env-Secret-1\n")
+    result = read_result(step, run_dir, returncode=5)
+    assert result is not None
+    assert result.reason == "error: cannot reach https://u:***@h/ with ***"
+    notice = Notice(
+        event="finish",
+        scenario="s",
+        slot="t",
+        status="finished",
+        detail="webhook saw Step-Env-Secret-1",
+        steps=({"name": "s", "verdict": "error", "exit_code": 5, "reason": "Step-Env-Secret-1"},),
+    )
+    body = json.dumps(Notifier(targets=(), masker=Masker(["Step-Env-Secret-1"])).body(notice))
+    assert "Step-Env-Secret-1" not in body and "webhook saw ***" in body
