@@ -45,6 +45,7 @@ MIN_LENGTH = 4
 # scheme://user:password@ — the password is masked in any text, known or not.
 _URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#]*:)(?P<pw>[^\s@/?#]+)(?=@)")
 _B64 = "A-Za-z0-9+/_\\-"
+_NUMBERISH = re.compile(r"^[0-9.eE+\-]+$|^(inf|nan)$")
 _PLACEHOLDER = "${chaoslab-secret:%d}"
 _PLACEHOLDER_RE = re.compile(r"\$\{chaoslab-secret:(\d+)\}")
 
@@ -94,6 +95,8 @@ class Masker:
         self._refs: dict[str, SecretRef] = {}
         self._sources: list[Callable[[], Any]] = []
         self._regex: re.Pattern[str] | None = None
+        self._numeric = False
+        self._literals: tuple[str, ...] = ()
         for v in values:
             self.add(v)
 
@@ -114,8 +117,7 @@ class Masker:
             if value in target:
                 return
             target.add(value)
-            if target is self._long:
-                self._regex = None
+            self._regex = None
             for user, pw in url_credentials(value):
                 self._add_one(pw, None)
                 self._add_basic(user, pw)
@@ -155,7 +157,6 @@ class Masker:
             return len(self._long) + len(self._short)
 
     def _compiled(self) -> re.Pattern[str] | None:
-        self._refresh()
         with self._lock:
             if self._regex is None and self._long:
                 plain: set[str] = set()
@@ -169,17 +170,27 @@ class Masker:
                 alts += [(len(t) + 2, f"(?<![{_B64}]){re.escape(t)}==?(?![{_B64}=])") for t in tokens]
                 alts.sort(key=lambda a: -a[0])
                 self._regex = re.compile("|".join(a for _, a in alts))
+                # Substring tests first: str.__contains__ is far faster than the alternation.
+                self._literals = tuple(sorted(plain | tokens, key=len))
+                # Numbers are masked only when a secret could be spelt by one (a PIN...).
+                self._numeric = any(_NUMBERISH.search(s) for s in self._long | self._short)
+            elif self._regex is None:
+                self._numeric = any(_NUMBERISH.search(s) for s in self._short)
             return self._regex
 
     # --- masking -----------------------------------------------------------------------
+    # The public methods read the tracked sources once, then mask without re-reading.
 
     def text(self, text: str) -> str:
         """``text`` with every secret (and encoding) replaced by ``***``."""
+        self._refresh()
+        return self._text(text, self._compiled())
+
+    def _text(self, text: str, rx: re.Pattern[str] | None) -> str:
         if not text:
             return text
-        out = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text)
-        rx = self._compiled()
-        if rx is None:
+        out = _URL_CREDENTIALS.sub(lambda m: m.group("head") + MASK, text) if "://" in text else text
+        if rx is None or not any(lit in out for lit in self._literals):
             return out
         # Every pattern is longer than the mask, so each pass shortens the text: replacing
         # until nothing matches ends, and also catches a secret the replacement itself
@@ -201,37 +212,45 @@ class Masker:
         Enums are kept (their values are chaoslab's own words); an object of another
         type is kept when its ``repr`` holds no secret, else replaced by the masked repr.
         """
+        self._refresh()
+        return self._deep(value, self._compiled())
+
+    def _deep(self, value: Any, rx: re.Pattern[str] | None) -> Any:
         if isinstance(value, Enum) or value is None or isinstance(value, bool):
             return value
         if isinstance(value, str):
-            if self.is_short_secret(value):
+            if self._short and self.is_short_secret(value):
                 return MASK
-            return self.text(value)
+            return self._text(value, rx)
         if isinstance(value, int | float):
+            if not self._numeric:
+                return value
             s = str(value)
-            return MASK if self.text(s) != s or self.is_short_secret(s) else value
+            return MASK if self._text(s, rx) != s or self.is_short_secret(s) else value
         if isinstance(value, bytes):
             s = value.decode("utf-8", "replace")
-            masked = self.deep(s)
+            masked = self._deep(s, rx)
             return value if masked == s else masked
         if isinstance(value, Mapping):
-            return {self.deep(k): self.deep(v) for k, v in value.items()}
+            return {self._deep(k, rx): self._deep(v, rx) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.deep(v) for v in value]
+            return [self._deep(v, rx) for v in value]
         if isinstance(value, tuple):
-            return tuple(self.deep(v) for v in value)
+            return tuple(self._deep(v, rx) for v in value)
         if isinstance(value, set | frozenset):
-            return [self.deep(v) for v in value]
+            return [self._deep(v, rx) for v in value]
         r = repr(value)
-        masked_r = self.text(r)
+        masked_r = self._text(r, rx)
         return value if masked_r == r else masked_r
 
     def event(self, event: Any) -> Any:
         """A frozen msgspec event with every field masked (the same event when clean)."""
+        self._refresh()
+        rx = self._compiled()
         changed = {}
         for name in event.__struct_fields__:
             old = getattr(event, name)
-            new = self.deep(old)
+            new = self._deep(old, rx)
             if new is not old and new != old:
                 changed[name] = new
         return msgspec.structs.replace(event, **changed) if changed else event

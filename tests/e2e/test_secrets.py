@@ -184,7 +184,9 @@ REPORTS = (
 )
 
 
-def run(tmp: Path, exp: Path, *extra: str, output: str = "text") -> subprocess.CompletedProcess[str]:
+def run(
+    tmp: Path, exp: Path, *extra: str, output: str = "text", force_color: bool = False
+) -> subprocess.CompletedProcess[str]:
     reports = [a if a.startswith("--") else str(tmp / "out" / a) for a in REPORTS]
     (tmp / "out").mkdir(exist_ok=True)
     return cli(
@@ -201,7 +203,7 @@ def run(tmp: Path, exp: Path, *extra: str, output: str = "text") -> subprocess.C
         *extra,
         str(exp),
         cwd=tmp,
-        environ=env(tmp / "home"),
+        environ=env(tmp / "home", **({"FORCE_COLOR": "1"} if force_color else {})),
     )
 
 
@@ -253,11 +255,12 @@ def test_success_every_source_every_output_format(tmp_path: Path) -> None:
     assert_no_leak(tmp_path, again)
 
 
-def test_failure_deviated_run(tmp_path: Path) -> None:
+def test_failure_deviated_run_on_the_rich_console(tmp_path: Path) -> None:
     exp = experiment(
         tmp_path, method=[_py("break-it", "touch", kind="action", path=str(tmp_path / "broken"))]
     )
-    proc = run(tmp_path, exp)
+    proc = run(tmp_path, exp, force_color=True)
+    assert "\x1b[" in proc.stdout  # rich wrote the progress (colour codes)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # deviated: the after-check fails
     journal = json.loads((tmp_path / "run" / "journal.json").read_text())
     assert journal["steady_states"]["after"]["probes"][0]["output"]["plain"] == "the value is ***!"
