@@ -391,6 +391,7 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
 
     problems: list[Problem] = []
     for path in experiments:
+        _run_masker(path, (), ())  # a problem quoting a secret prints it masked
         try:
             load_experiment(path, registry=_registry(), section_validators=_section_validators())
         except InvalidInput as exc:
@@ -417,6 +418,7 @@ def plan(experiment: str, output: str) -> None:
     from chaoslab.engine.plan import make_plan, render_plan
     from chaoslab.errors import ChaoslabError, InvalidInput
 
+    _run_masker(experiment, (), ())  # resolved arguments may hold secrets
     exp = _load(experiment, output)
     try:
         the_plan = make_plan(exp, registry=_registry())

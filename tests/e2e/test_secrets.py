@@ -283,6 +283,33 @@ def test_invalid_input_error_messages_are_masked(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert "signal" in proc.stdout + proc.stderr
         assert_no_leak(tmp_path, proc)
+        for command in ("validate", "plan"):
+            checked = cli(command, "--output", output, str(exp), cwd=tmp_path, environ=env(tmp_path / "home"))
+            assert checked.returncode == 2, checked.stdout + checked.stderr
+            assert "***" in checked.stdout + checked.stderr
+            assert_no_leak(tmp_path, checked)
+
+
+def test_lab_run_with_load_slos_and_a_fault(tmp_path: Path) -> None:
+    exp = experiment(
+        tmp_path,
+        method=[
+            {"do": "process.suspend", "name": "pause-replica", "target": "lab:replica-2", "duration": "1s"},
+            _py("leak-env", "leak", value="${env}"),
+            _py("leak-marked", "leak", value="${marked}"),
+        ],
+        lab=True,
+        load={"target": "lab:lb", "path": "/", "rate": 50, "timeout": "2s"},
+        windows={"baseline": "2s", "recovery": "1s", "after": "2s"},
+        slo=[{"name": "availability", "sli": "availability", "objective": 0.5}],
+    )
+    proc = run(tmp_path, exp, output="json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["title"] == "secrets everywhere ***" and result["slo"]
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    assert journal["chaoslab"]["series"]  # the lab's SLI series went through the masker too
+    assert_no_leak(tmp_path, proc)
 
 
 @pytest.fixture
