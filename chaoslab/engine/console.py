@@ -180,6 +180,7 @@ class ConsoleProgress:
                 f"  SLO {event.objective} [{event.window}] ",
                 (event.verdict, _SLO_STYLE.get(event.verdict, "white")),
                 f" {_estimate(event)} (n={event.samples})",
+                *(() if event.detail.get("critical", True) else ((" non-critical", "dim"),)),
             )
         elif isinstance(event, ev.GuardTripped):
             out((f"■ guard tripped: {event.reason} — reverting every fault now", "bold red"))
@@ -226,18 +227,24 @@ def _estimate(e: ev.SLOEvaluated) -> str:
     if e.estimate is None:
         return "—"
     unit = str(e.detail.get("unit", ""))
+    return _value(e.estimate, unit)
+
+
+def _value(x: float, unit: str) -> str:
     if unit == "ms" or unit == "s":
-        return f"{e.estimate:.4g}{unit}"
-    return f"{e.estimate:.2%}" if 0 <= e.estimate <= 1 else f"{e.estimate:.4g}"
+        return f"{x:.4g}{unit}"
+    if unit == "×":  # a latency ratio against the baseline
+        return f"{x:.3g}×"
+    if unit == "Δ":  # a change of a ratio against the baseline
+        return f"{x:+.2%}"
+    return f"{x:.2%}" if 0 <= x <= 1 else f"{x:.4g}"
 
 
 def _bounds(e: ev.SLOEvaluated) -> str:
     if e.lower is None or e.upper is None:
         return "—"
     unit = str(e.detail.get("unit", ""))
-    if unit in ("ms", "s"):
-        return f"[{e.lower:.4g}{unit}, {e.upper:.4g}{unit}]"
-    return f"[{e.lower:.2%}, {e.upper:.2%}]"
+    return f"[{_value(e.lower, unit)}, {_value(e.upper, unit)}]"
 
 
 def slo_table(sink: Sink, results: Sequence[ev.SLOEvaluated]) -> None:
@@ -252,7 +259,7 @@ def slo_table(sink: Sink, results: Sequence[ev.SLOEvaluated]) -> None:
                 _estimate(e),
                 _bounds(e),
                 str(e.samples),
-                str(e.detail.get("slo", "")),
+                str(e.detail.get("slo", "")) + ("" if e.detail.get("critical", True) else " (non-critical)"),
             )
             for e in results
         ],

@@ -56,6 +56,7 @@ class LoadObservation:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._judged_baseline = False
+        self._reference: tuple[float, float] | None = None
 
     def sources(self) -> Mapping[str, SLISource]:
         out = dict(self.extra_sources)
@@ -139,5 +140,7 @@ class LoadObservation:
         slos = self.slos
         if "during" not in windows:  # time to recover needs the fault window
             slos = tuple(s for s in slos if s.sli is not SLIKind.TIME_TO_RECOVER)
-        results = judge(slos, self.sources(), windows)
+        if "baseline" in windows:  # comparative objectives compare later windows with it
+            self._reference = windows["baseline"]
+        results = judge(slos, self.sources(), windows, reference=self._reference)
         return [ev.SLOEvaluated(run_id=self._run_id, **r.to_dict()) for r in results]

@@ -395,7 +395,7 @@ class Runner:
         for result in results:
             self.bus.emit(result)
             self._fold_slo(result)
-            if result.verdict != "pass":
+            if result.verdict != "pass" and result.detail.get("critical", True) is not False:
                 held = False
         self._baseline_judged = True
         if not held:
@@ -729,6 +729,8 @@ class Runner:
                 self.cleanup_errors.append(f"{driver.name}.end_run: {exc}")
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
+        if result.detail.get("critical", True) is False:
+            return  # a non-critical objective informs; it does not decide the run
         label = f"SLO {result.objective} [{result.window}]"
         if result.verdict == "fail":
             if result.window == "baseline":

@@ -419,6 +419,20 @@ class GateResult:
                     "duration_s": round(o.duration_s, 3),
                     "journal": str(o.journal_path) if o.journal_path else None,
                     "infra_error": o.infra_error,
+                    "slo": [
+                        {
+                            "objective": r.objective,
+                            "window": r.window,
+                            "verdict": r.verdict,
+                            "estimate": r.estimate,
+                            "lower": r.lower,
+                            "upper": r.upper,
+                            "unit": r.unit,
+                            "target": r.describe,
+                            "critical": r.detail.get("critical", True) is not False,
+                        }
+                        for r in (o.view.slo if o.view else ())
+                    ],
                 }
                 for o in self.outcomes
             ],

@@ -419,11 +419,13 @@ def _slo_row(raw: Mapping[str, Any], specs: Mapping[str, Any]) -> SLORow:
     sli = str(spec.sli) if spec is not None else ""
     unit = str(detail.get("unit", ""))
     estimate = _num(raw.get("estimate"))
-    if unit in ("ms", "s") or sli == "error-rate":
+    if unit in ("ms", "s", "×", "Δ") or sli == "error-rate":
         better = "lower"
     else:
         better = "higher"
     describe = str(detail.get("slo") or (spec.describe() if spec is not None else name))
+    if detail.get("critical", True) is False:
+        describe += " (non-critical)"
     return SLORow(
         window=str(raw.get("window", "")),
         objective=name,
@@ -592,6 +594,10 @@ def fmt_value(x: float | None, unit: str) -> str:
         return f"{x:.1f} ms"
     if unit == "s":
         return f"{x:.1f} s"
+    if unit == "×":  # a latency ratio against the baseline
+        return f"{x:.3f}×"
+    if unit == "Δ":  # a change of a ratio against the baseline
+        return f"{x:+.4f}"
     return f"{x:.4f}"
 
 

@@ -20,7 +20,25 @@ def _slo(raw: Any, path: str) -> list[Problem]:
     from chaoslab.sli.slo import parse_slos
 
     slos = parse_slos(raw, path)
-    return slos if isinstance(slos, list) else []
+    if isinstance(slos, list):
+        return slos
+    return _scipy_for_compare(slos, path)
+
+
+def _scipy_for_compare(slos: tuple[Any, ...], path: str) -> list[Problem]:
+    """Comparative objectives need scipy (an extra): say so before anything runs."""
+    import importlib.util
+
+    compared = [i for i, s in enumerate(slos) if s.compare is not None]
+    if compared and importlib.util.find_spec("scipy") is None:
+        return [
+            Problem(
+                path=f"{path}[{compared[0]}].compare",
+                message="comparative objectives need scipy, which is not installed",
+                hint="pip install 'chaoslab[stats]'",
+            )
+        ]
+    return []
 
 
 def _guard(raw: Any, path: str) -> list[Problem]:

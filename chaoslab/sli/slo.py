@@ -16,6 +16,22 @@ windows where the objective must hold; default all three), ``confidence`` (defau
 ``revert``: from the last revert) and ``stable`` (default ``3s``: how long the ``of``
 objective must hold again to count as recovered).
 
+Comparative objectives judge a window against the run's own baseline window instead of a
+fixed threshold (``chaoslab.sli.compare``: Mann-Whitney U with a Hodges-Lehmann ratio for
+latencies, Newcombe's interval for ratios; only "worse" fails)::
+
+    slo:
+      - {name: slower, sli: latency, compare: baseline, max_ratio: 1.2}       # ≤ 1.2× baseline
+      - {name: more-errors, sli: error-rate, compare: baseline, max_increase: 0.01}
+
+They take ``windows`` (default ``[during, after]``; never ``baseline``), ``confidence``,
+``min_samples`` (default 20, on each side), ``no_data`` (``inconclusive`` | ``pass`` |
+``fail``: the outcome with fewer samples; default inconclusive), ``critical``, ``source``.
+
+``critical`` (every objective; default true): a critical objective's fail deviates the
+run on its own. A non-critical objective is shown everywhere but does not decide the run
+(like Kayenta's non-critical metrics, it informs).
+
 Windows passed to ``judge`` are ``{"baseline": (t0, t1), "during": (t0, t1), "after":
 (t0, t1)}`` in Unix time; "during" runs from the first injection to the last revert.
 
@@ -25,9 +41,10 @@ after the event, minus the event time (0 if no second failed). It fails when tha
 above the threshold, passes when it is within and at least ``stable`` good seconds
 follow, and is inconclusive otherwise (the run ended too soon to tell).
 
-The run's verdict (``overall``): a baseline that did not pass makes the run inconclusive
-(the steady state was never shown to hold); otherwise any fail is a deviation; otherwise
-any inconclusive window makes the run inconclusive; otherwise it passed.
+The run's verdict (``overall``), from the critical objectives: a baseline that did not
+pass makes the run inconclusive (the steady state was never shown to hold); otherwise any
+fail is a deviation; otherwise any inconclusive window makes the run inconclusive;
+otherwise it passed. Non-critical results are named in the reason.
 """
 
 from __future__ import annotations
@@ -41,11 +58,14 @@ from typing import Any
 from chaoslab.drivers.base import parse_duration
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import Problem, SLIError
-from chaoslab.sli.base import HistogramLatencies, SecondStats, SLISource
+from chaoslab.sli.base import Counts, ExactLatencies, HistogramLatencies, SecondStats, SLISource
 from chaoslab.sli.stats import Judgement, Outcome, judge_quantile, judge_ratio
 
 WINDOWS = ("baseline", "during", "after")
 DEFAULT_CONFIDENCE = 0.95
+DEFAULT_MAX_RATIO = 1.2
+DEFAULT_MAX_INCREASE = 0.01
+DEFAULT_MIN_SAMPLES = 20
 
 
 class SLIKind(StrEnum):
@@ -70,8 +90,19 @@ class SLO:
     windows: tuple[str, ...] = WINDOWS
     confidence: float = DEFAULT_CONFIDENCE
     source: str = "load"
+    critical: bool = True
+    compare: str | None = None  # "baseline": judged against the run's baseline window
+    max_ratio: float = DEFAULT_MAX_RATIO  # compare, latency: allowed slow-down factor
+    max_increase: float = DEFAULT_MAX_INCREASE  # compare, ratios: allowed rise of the bad ratio
+    min_samples: int = DEFAULT_MIN_SAMPLES  # compare: fewer on either side is "no data"
+    no_data: Outcome = Outcome.INCONCLUSIVE  # compare: the outcome with too few samples
 
     def describe(self) -> str:
+        if self.compare is not None:
+            if self.sli is SLIKind.LATENCY:
+                return f"latency ≤ {self.max_ratio:g}× {self.compare}"
+            what = "unavailability" if self.sli is SLIKind.AVAILABILITY else "error rate"
+            return f"{what} ≤ {self.compare} + {self.max_increase:g}"
         if self.sli is SLIKind.AVAILABILITY:
             return f"availability ≥ {self.objective:g}"
         if self.sli is SLIKind.ERROR_RATE:
@@ -117,12 +148,18 @@ def _finite(x: float | None) -> float | None:
 
 # --- parsing -------------------------------------------------------------------------------
 
-_COMMON = {"name", "sli", "windows", "confidence", "source"}
+_COMMON = {"name", "sli", "windows", "confidence", "source", "critical"}
 _KEYS = {
     SLIKind.AVAILABILITY: _COMMON | {"objective"},
     SLIKind.ERROR_RATE: _COMMON | {"objective"},
     SLIKind.LATENCY: _COMMON | {"objective", "threshold", "percentile"},
     SLIKind.TIME_TO_RECOVER: _COMMON | {"threshold", "of", "from", "stable"},
+}
+_COMPARE_COMMON = _COMMON | {"compare", "min_samples", "no_data"}
+_COMPARE_KEYS = {
+    SLIKind.AVAILABILITY: _COMPARE_COMMON | {"max_increase"},
+    SLIKind.ERROR_RATE: _COMPARE_COMMON | {"max_increase"},
+    SLIKind.LATENCY: _COMPARE_COMMON | {"max_ratio"},
 }
 
 
@@ -186,16 +223,30 @@ def _parse_one(entry: Any, path: str) -> SLO | list[Problem]:
                 hint=f"one of: {', '.join(k.value for k in SLIKind)}",
             )
         ]
+    if "critical" in entry and not isinstance(entry["critical"], bool):
+        problems.append(Problem(path=f"{path}.critical", message="must be true or false"))
+    if "compare" in entry:
+        compared = _parse_compare(entry, path, str(name), sli)
+        if isinstance(compared, list) or problems:
+            return problems + (compared if isinstance(compared, list) else [])
+        return compared
     for key in entry:
         if key not in _KEYS[sli]:
             problems.append(
                 Problem(
                     path=f"{path}.{key}",
                     message=f"{key!r} does not apply to a {sli.value} objective",
-                    hint=f"allowed: {', '.join(sorted(_KEYS[sli]))}",
+                    hint=f"allowed: {', '.join(sorted(_KEYS[sli]))}"
+                    + (
+                        "; max_ratio, max_increase, min_samples and no_data go with compare: baseline"
+                        if key in ("max_ratio", "max_increase", "min_samples", "no_data")
+                        else ""
+                    ),
                 )
             )
     kw: dict[str, Any] = {}
+    if isinstance(entry.get("critical"), bool):
+        kw["critical"] = entry["critical"]
     if "objective" in entry:
         obj = entry["objective"]
         if isinstance(obj, bool) or not isinstance(obj, int | float) or not 0 < obj < 1:
@@ -280,6 +331,78 @@ def _parse_one(entry: Any, path: str) -> SLO | list[Problem]:
         if frm not in ("start", "revert"):
             problems.append(Problem(path=f"{path}.from", message=f"expected start or revert, got {frm!r}"))
         kw["from_event"] = frm
+    problems += _common_options(entry, path, kw)
+    if problems:
+        return problems
+    return SLO(name=str(name), sli=sli, **kw)
+
+
+def _parse_compare(entry: Mapping[str, Any], path: str, name: str, sli: SLIKind) -> SLO | list[Problem]:
+    """An objective with ``compare: baseline``."""
+    problems: list[Problem] = []
+    if sli is SLIKind.TIME_TO_RECOVER:
+        return [Problem(path=f"{path}.compare", message="a time-to-recover objective cannot compare")]
+    if entry["compare"] != "baseline":
+        problems.append(
+            Problem(path=f"{path}.compare", message=f"expected baseline, got {entry['compare']!r}")
+        )
+    allowed = _COMPARE_KEYS[sli]
+    for key in entry:
+        if key not in allowed:
+            problems.append(
+                Problem(
+                    path=f"{path}.{key}",
+                    message=f"{key!r} does not apply to a {sli.value} objective with compare: baseline",
+                    hint=f"allowed: {', '.join(sorted(allowed))}",
+                )
+            )
+    kw: dict[str, Any] = {"compare": "baseline", "windows": ("during", "after")}
+    if isinstance(entry.get("critical"), bool):
+        kw["critical"] = entry["critical"]
+
+    def number(key: str, lo: float, hi: float, *, integer: bool = False) -> None:
+        if key not in entry:
+            return
+        v = entry[key]
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and (not integer or isinstance(v, int))
+        if not ok or not lo <= v <= hi:
+            kind = "an integer" if integer else "a number"
+            problems.append(
+                Problem(path=f"{path}.{key}", message=f"expected {kind} in [{lo:g}, {hi:g}], got {v!r}")
+            )
+        else:
+            kw[key] = int(v) if integer else float(v)
+
+    number("max_ratio", 1.0, 1000.0)
+    number("max_increase", 0.0, 0.99)
+    number("min_samples", 1, 1_000_000, integer=True)
+    if "no_data" in entry:
+        try:
+            kw["no_data"] = Outcome(str(entry["no_data"]))
+        except ValueError:
+            problems.append(
+                Problem(
+                    path=f"{path}.no_data",
+                    message=f"expected inconclusive, pass or fail, got {entry['no_data']!r}",
+                )
+            )
+    problems += _common_options(entry, path, kw)
+    if "baseline" in kw["windows"]:
+        problems.append(
+            Problem(
+                path=f"{path}.windows",
+                message="the baseline is what a comparative objective compares with: "
+                "judge it in during or after",
+            )
+        )
+    if problems:
+        return problems
+    return SLO(name=name, sli=sli, **kw)
+
+
+def _common_options(entry: Mapping[str, Any], path: str, kw: dict[str, Any]) -> list[Problem]:
+    """``windows``, ``confidence`` and ``source`` (every objective)."""
+    problems: list[Problem] = []
     if "windows" in entry:
         wins = entry["windows"]
         if not isinstance(wins, list) or not wins or any(w not in WINDOWS for w in wins):
@@ -304,12 +427,55 @@ def _parse_one(entry: Any, path: str) -> SLO | list[Problem]:
             problems.append(Problem(path=f"{path}.source", message="expected the name of an SLI source"))
         else:
             kw["source"] = entry["source"]
-    if problems:
-        return problems
-    return SLO(name=str(name), sli=sli, **kw)
+    return problems
 
 
 # --- judging -----------------------------------------------------------------------------------
+
+
+def _latency_values(source: SLISource, t0: float, t1: float, slo: SLO) -> list[float]:
+    view = source.latencies(t0, t1)
+    if view is None:
+        raise SLIError(f"SLI source {source.name!r} has no latencies for objective {slo.name!r}")
+    values = (
+        view.values
+        if isinstance(view, ExactLatencies)
+        else [view.value_at_rank(r) for r in range(1, view.n + 1)]
+    )
+    return [v for v in values if math.isfinite(v)]
+
+
+def judge_against(
+    slo: SLO, source: SLISource, reference: tuple[float, float], t0: float, t1: float
+) -> Judgement:
+    """A comparative objective over ``[t0, t1)`` against the ``reference`` window."""
+    from chaoslab.sli.compare import judge_latency_vs_baseline, judge_ratio_vs_baseline
+
+    r0, r1 = reference
+    if slo.sli is SLIKind.LATENCY:
+        return judge_latency_vs_baseline(
+            _latency_values(source, r0, r1, slo),
+            _latency_values(source, t0, t1, slo),
+            max_ratio=slo.max_ratio,
+            confidence=slo.confidence,
+            min_samples=slo.min_samples,
+            no_data=slo.no_data,
+        )
+    base, win = source.counts(r0, r1), source.counts(t0, t1)
+
+    def bad(c: Counts) -> int:
+        return c.total - c.good if slo.sli is SLIKind.AVAILABILITY else c.errors
+
+    return judge_ratio_vs_baseline(
+        bad_baseline=bad(base),
+        n_baseline=base.total,
+        bad_window=bad(win),
+        n_window=win.total,
+        max_increase=slo.max_increase,
+        confidence=slo.confidence,
+        min_samples=slo.min_samples,
+        no_data=slo.no_data,
+    )
 
 
 def judge_window(slo: SLO, source: SLISource, t0: float, t1: float) -> Judgement:
@@ -443,11 +609,15 @@ def judge(
     slos: Sequence[SLO],
     sources: SLISource | Mapping[str, SLISource],
     windows: Mapping[str, tuple[float, float]],
+    *,
+    reference: tuple[float, float] | None = None,
 ) -> list[SLOResult]:
     """Judge every objective in every window it names that ``windows`` provides.
 
     ``sources`` maps source names to sources; a single source serves every objective.
+    Comparative objectives compare with ``reference`` (default: ``windows["baseline"]``).
     """
+    reference = reference or windows.get("baseline")
     by_name = {s.name: s for s in slos}
     results: list[SLOResult] = []
     for slo in slos:
@@ -460,7 +630,23 @@ def judge(
             if window not in windows:
                 continue
             t0, t1 = windows[window]
-            j = judge_window(slo, source, t0, t1)
+            extra: dict[str, Any] = {}
+            if slo.compare is None:
+                j = judge_window(slo, source, t0, t1)
+            elif reference is None:
+                j = Judgement(
+                    outcome=slo.no_data,
+                    estimate=None,
+                    lower=None,
+                    upper=None,
+                    n=0,
+                    detail={"compare": slo.compare, "reason": "the run has no baseline window"},
+                )
+            else:
+                j = judge_against(slo, source, reference, t0, t1)
+                extra = {"baseline_t0": reference[0], "baseline_t1": reference[1]}
+            if not slo.critical:
+                extra["critical"] = False
             results.append(
                 SLOResult(
                     window=window,
@@ -470,7 +656,7 @@ def judge(
                     lower=j.lower,
                     upper=j.upper,
                     samples=j.n,
-                    detail={**j.detail, "slo": slo.describe(), "t0": t0, "t1": t1},
+                    detail={**j.detail, "slo": slo.describe(), "t0": t0, "t1": t1, **extra},
                 )
             )
     return results
@@ -484,10 +670,26 @@ def _source(sources: SLISource | Mapping[str, SLISource], slo: SLO) -> SLISource
     return sources[slo.source]
 
 
+def is_critical(detail: Mapping[str, Any]) -> bool:
+    """Does this result decide the run? (Non-critical objectives mark their results.)"""
+    return detail.get("critical", True) is not False
+
+
 def overall(results: Sequence[SLOResult]) -> tuple[Verdict, str]:
-    """The run's verdict from its SLO results, with a one-line reason."""
+    """The run's verdict from its critical SLO results, with a one-line reason."""
     if not results:
         return Verdict.INCONCLUSIVE, "no objective was judged"
+    advisory = [r for r in results if not is_critical(r.detail) and r.verdict != Outcome.PASS]
+    results = [r for r in results if is_critical(r.detail)]
+    verdict, reason = _overall(results)
+    if advisory:
+        reason += "; non-critical: " + ", ".join(f"{r.objective} {r.verdict} in {r.window}" for r in advisory)
+    return verdict, reason
+
+
+def _overall(results: Sequence[SLOResult]) -> tuple[Verdict, str]:
+    if not results:
+        return Verdict.PASSED, "no critical objective failed"
     base_bad = [r for r in results if r.window == "baseline" and r.verdict != Outcome.PASS]
     if base_bad:
         names = ", ".join(f"{r.objective} ({r.verdict})" for r in base_bad)
@@ -531,4 +733,8 @@ def _fmt(x: float | None, unit: str) -> str:
         return f"{x:.1f}ms"
     if unit == "s":
         return f"{x:.1f}s"
+    if unit == "×":
+        return f"{x:.3f}×"
+    if unit == "Δ":
+        return f"{x:+.4f}"
     return f"{x:.4f}"

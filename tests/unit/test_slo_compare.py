@@ -1,0 +1,202 @@
+"""Comparative objectives (``compare: baseline``): parsing, judging, critical, the run."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from chaoslab.engine import events as ev
+from chaoslab.engine.console import ConsoleProgress, PlainSink
+from chaoslab.engine.verdict import Verdict
+from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
+from chaoslab.sli.slo import SLIKind, judge, overall, parse_slos
+
+pytest.importorskip("scipy")
+
+
+class Recorded(SLISource):
+    """Requests recorded as (send time, status, latency s)."""
+
+    def __init__(self, rows: list[tuple[float, int, float]]) -> None:
+        self.name = "load"
+        self.rows = rows
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def last_sample_at(self) -> float | None:
+        return max(t for t, _, _ in self.rows)
+
+    def _in(self, t0: float, t1: float) -> list[tuple[float, int, float]]:
+        return [r for r in self.rows if t0 <= r[0] < t1]
+
+    def counts(self, t0: float, t1: float) -> Counts:
+        rows = self._in(t0, t1)
+        good = sum(1 for _, c, _ in rows if 200 <= c < 400)
+        errors = sum(1 for _, c, _ in rows if c >= 500)
+        return Counts(total=len(rows), good=good, errors=errors)
+
+    def latencies(self, t0: float, t1: float) -> LatencyView | None:
+        return ExactLatencies(lat if 200 <= c < 400 else float("inf") for _, c, lat in self._in(t0, t1))
+
+    def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
+        return []
+
+
+def stream(seed: int, *, slow_from: float | None = None, errors_from: float | None = None) -> Recorded:
+    """200 req/s for 30 s: baseline [0, 10), during [10, 20), after [20, 30)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(6000):
+        t = i / 200
+        lat = rng.lognormvariate(-6, 0.4)
+        if slow_from is not None and slow_from <= t < 20:
+            lat *= 3
+        code = 503 if errors_from is not None and errors_from <= t < 20 and rng.random() < 0.1 else 200
+        rows.append((t, code, lat))
+    return Recorded(rows)
+
+
+WINDOWS = {"baseline": (0.0, 10.0), "during": (10.0, 20.0), "after": (20.0, 30.0)}
+SLOS = [
+    {"name": "slower", "sli": "latency", "compare": "baseline", "max_ratio": 1.5},
+    {"name": "more-errors", "sli": "error-rate", "compare": "baseline", "max_increase": 0.02},
+    {"name": "less-available", "sli": "availability", "compare": "baseline", "critical": False},
+]
+
+
+def test_compare_parses_with_defaults() -> None:
+    slos = parse_slos(SLOS)
+    assert isinstance(slos, tuple)
+    slower, errors, avail = slos
+    assert slower.compare == "baseline" and slower.max_ratio == 1.5 and slower.windows == ("during", "after")
+    assert errors.max_increase == 0.02 and errors.min_samples == 20 and errors.no_data == "inconclusive"
+    assert avail.sli is SLIKind.AVAILABILITY and avail.critical is False and avail.max_increase == 0.01
+    assert slower.describe() == "latency ≤ 1.5× baseline"
+
+
+@pytest.mark.parametrize(
+    ("entry", "path"),
+    [
+        ({"name": "x", "sli": "latency", "compare": "yesterday"}, "slo[0].compare"),
+        ({"name": "x", "sli": "latency", "compare": "baseline", "threshold": "1s"}, "slo[0].threshold"),
+        ({"name": "x", "sli": "latency", "compare": "baseline", "max_ratio": 0.5}, "slo[0].max_ratio"),
+        ({"name": "x", "sli": "error-rate", "compare": "baseline", "max_ratio": 2}, "slo[0].max_ratio"),
+        ({"name": "x", "sli": "latency", "compare": "baseline", "windows": ["baseline"]}, "slo[0].windows"),
+        ({"name": "x", "sli": "latency", "compare": "baseline", "no_data": "maybe"}, "slo[0].no_data"),
+        ({"name": "x", "sli": "latency", "compare": "baseline", "min_samples": 0}, "slo[0].min_samples"),
+        ({"name": "x", "sli": "time-to-recover", "compare": "baseline"}, "slo[0].compare"),
+        (
+            {"name": "x", "sli": "latency", "threshold": "1s", "percentile": 99, "max_ratio": 2},
+            "slo[0].max_ratio",
+        ),
+        ({"name": "x", "sli": "availability", "objective": 0.9, "critical": "yes"}, "slo[0].critical"),
+    ],
+)
+def test_compare_problems_name_the_field(entry: dict[str, object], path: str) -> None:
+    problems = parse_slos([entry], "slo")
+    assert isinstance(problems, list) and path in {p.path for p in problems}, problems
+
+
+def test_a_slower_window_fails_against_the_baseline_and_recovers_after() -> None:
+    slos = parse_slos(SLOS)
+    assert isinstance(slos, tuple)
+    results = {(r.objective, r.window): r for r in judge(slos, stream(1, slow_from=10.0), WINDOWS)}
+    assert ("slower", "baseline") not in results
+    during, after = results[("slower", "during")], results[("slower", "after")]
+    assert during.verdict == "fail" and during.estimate == pytest.approx(3.0, rel=0.1)
+    assert during.lower is not None and during.lower > 1.5 and during.detail["unit"] == "×"
+    assert during.detail["p_value"] < 0.05
+    assert after.verdict == "pass" and after.upper is not None and after.upper <= 1.5
+    assert results[("more-errors", "during")].verdict == "pass"
+    verdict, reason = overall(judge(slos, stream(1, slow_from=10.0), WINDOWS))
+    assert verdict is Verdict.DEVIATED and "slower in during" in reason
+
+
+def test_a_non_critical_failure_informs_but_does_not_decide() -> None:
+    slos = parse_slos(SLOS[1:])
+    assert isinstance(slos, tuple)
+    results = judge(slos, stream(2, errors_from=10.0), WINDOWS)
+    by = {(r.objective, r.window): r for r in results}
+    assert by[("less-available", "during")].verdict == "fail"
+    assert by[("less-available", "during")].detail["critical"] is False
+    assert by[("more-errors", "during")].verdict == "fail"  # critical: decides the run
+    verdict, reason = overall(results)
+    assert verdict is Verdict.DEVIATED and "non-critical: less-available fail in during" in reason
+    only_advisory = [r for r in results if r.objective == "less-available"]
+    assert overall(only_advisory)[0] is Verdict.PASSED
+
+
+def test_no_baseline_window_applies_the_no_data_policy() -> None:
+    slos = parse_slos([{**SLOS[0], "no_data": "fail"}])
+    assert isinstance(slos, tuple)
+    [result] = [r for r in judge(slos, stream(3), {"during": (10.0, 20.0)}) if r.window == "during"]
+    assert result.verdict == "fail" and "no baseline" in result.detail["reason"]
+
+
+def test_console_shows_ratios_and_changes() -> None:
+    slos = parse_slos(SLOS)
+    assert isinstance(slos, tuple)
+    out = io.StringIO()
+    console = ConsoleProgress(PlainSink(out))
+    for r in judge(slos, stream(4, slow_from=10.0), WINDOWS):
+        console(ev.SLOEvaluated(run_id="r", **r.to_dict()))
+    console(ev.RunFinished(run_id="r", verdict="deviated", exit_code=1, reason="x", duration_s=1.0))
+    text = out.getvalue()
+    assert "SLO slower [during] fail" in text and "×" in text
+    assert "latency ≤ 1.5× baseline" in text
+    assert "(non-critical)" in text
+    json.dumps([r.to_dict() for r in judge(slos, stream(4), WINDOWS)])  # JSON-able for the journal
+
+
+def test_a_baseline_that_is_not_critical_does_not_stop_the_run(tmp_path: Path) -> None:
+    from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.runner import Runner, RunOptions
+    from chaoslab.model.compile import load_experiment
+    from tests.fakedriver import FakeDriver
+
+    class Obs:
+        def bind(self, run_probe: object) -> None:
+            pass
+
+        def start(self, bus: ev.EventBus, run_id: str) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+        def judge(self, windows: dict[str, tuple[float, float]]) -> list[ev.SLOEvaluated]:
+            return [
+                ev.SLOEvaluated(
+                    run_id="r",
+                    window=w,
+                    objective="advisory",
+                    verdict="fail",
+                    estimate=None,
+                    lower=None,
+                    upper=None,
+                    samples=0,
+                    detail={"critical": False},
+                )
+                for w in windows
+            ]
+
+    f = tmp_path / "exp.yaml"
+    f.write_text("title: t\ndescription: d\nmethod: []\n")
+    reg = DriverRegistry(extra={"fake": FakeDriver()}, load_installed=False)
+    runner = Runner(
+        load_experiment(str(f), registry=reg),
+        registry=reg,
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        observation=Obs(),
+    )
+    result = runner.run()
+    assert result.verdict is Verdict.PASSED, result.reason
+    assert result.journal["chaoslab"]["slo"][0]["detail"]["critical"] is False
