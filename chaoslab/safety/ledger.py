@@ -78,7 +78,6 @@ class ProblemKind(StrEnum):
     CORRUPT = "corrupt"  # not JSON, truncated, or missing fields
     NEWER = "newer-version"  # written by a newer chaoslab: left for that version
     UNREADABLE = "unreadable"  # the OS refused to read it (permissions, I/O error)
-    SEALED = "needs-secret"  # its record holds a secret placeholder that cannot be read again
 
 
 class LedgerEntryError(LedgerError):
@@ -95,8 +94,6 @@ class LedgerEntryError(LedgerError):
             " inspect; check that its fault is gone from the target",
             ProblemKind.NEWER: "recover it with the chaoslab version that wrote it",
             ProblemKind.UNREADABLE: "fix its permissions or run as the user that wrote it",
-            ProblemKind.SEALED: "make the secret readable again (set the environment variable or"
-            " restore the file) and run `chaoslab recover` again, or revert the fault by hand",
         }[kind]
         on = f" (target {target})" if target else ""
         super().__init__(f"ledger entry {path}{on} is {kind.value}: {reason}; {hint}")
@@ -111,6 +108,9 @@ class LedgerEntry:
     owner: Owner
     opened_at: float
     updated_at: float
+    # Why a sealed secret of the record could not be put back (the record then keeps its
+    # placeholders): such an entry must not be reverted until the secret is readable.
+    needs_secret: tuple[str, ...] = ()
 
     @property
     def fault_id(self) -> str:
@@ -522,17 +522,17 @@ def _parse_entry(
                 target=target,
             )
     table = raw.get("sealed")
+    needs: tuple[str, ...] = ()
     if unseal_with is not None and isinstance(table, Mapping) and table and isinstance(rec, Mapping):
         from chaoslab.engine.secrets import resolve_ref
 
-        rec, values, problems = unseal(rec, table, resolve_ref)
+        unsealed, values, problems = unseal(rec, table, resolve_ref)
         if problems:
-            needed = "; ".join(problems)
-            raise LedgerEntryError(
-                path, ProblemKind.SEALED, f"its revert record needs a secret: {needed}", target=target
-            )
-        for value in values:
-            unseal_with.add(value)
+            needs = tuple(problems)  # the entry stays usable (owner, keys, target) but sealed
+        else:
+            rec = unsealed
+            for value in values:
+                unseal_with.add(value)
     try:
         state = EntryState(raw["state"])
         owner_raw = raw["owner"]
@@ -553,7 +553,9 @@ def _parse_entry(
             f"holds fault {record.fault_id}, not the one its name says",
             target=target,
         )
-    entry = LedgerEntry(path=path, record=record, owner=owner, opened_at=opened_at, updated_at=updated_at)
+    entry = LedgerEntry(
+        path=path, record=record, owner=owner, opened_at=opened_at, updated_at=updated_at, needs_secret=needs
+    )
     return entry, state
 
 

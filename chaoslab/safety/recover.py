@@ -45,6 +45,7 @@ class EntryStatus(StrEnum):
     QUARANTINED = "quarantined"  # damaged: moved to quarantine/ for a human
     NEWER_VERSION = "newer-version"  # left in place for the chaoslab that wrote it
     UNREADABLE = "unreadable"  # left in place (permissions, I/O error)
+    NEEDS_SECRET = "needs-secret"  # its record's secret cannot be read again: stays open
 
 
 _NEEDS_ATTENTION = frozenset(EntryStatus) - {EntryStatus.CLOSED, EntryStatus.OWNER_ALIVE}
@@ -238,6 +239,17 @@ def _recover_entry(
         return EntryOutcome(
             status=EntryStatus.OWNER_UNKNOWN,
             detail=f"{life.reason}: run `chaoslab recover` there",
+            **base,
+        )
+    if entry.needs_secret:
+        return EntryOutcome(
+            status=EntryStatus.NEEDS_SECRET,
+            errors=entry.needs_secret,
+            detail=(
+                "its revert record needs a secret it keeps only as a reference: make it readable"
+                " again (set the environment variable, restore the file) and run recover again,"
+                " or revert the fault by hand; entry left open"
+            ),
             **base,
         )
     try:

@@ -372,6 +372,16 @@ def test_sigkill_then_recover_with_a_secret_in_the_fault_record(
     assert blind.returncode == 6, blind.stdout + blind.stderr
     assert "needs a secret" in blind.stdout and "environment variable H15_ENV" in blind.stdout
     assert entry.exists() and stopped(sleeper.pid)
+    assert (
+        '"status": "needs-secret"'
+        in cli("recover", "--output", "json", cwd=tmp_path, environ=no_secret).stdout
+    )
+    # the sealed entry still guards its target: a run on the same process is refused
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump({"title": "t", "description": "d", "method": [
+        {"do": "process.suspend", "target": f"pid:{sleeper.pid}", "duration": "1s"}]}))  # fmt: skip
+    refused = cli("run", "--run-dir", str(tmp_path / "same"), str(same), cwd=tmp_path, environ=no_secret)
+    assert refused.returncode == 5 and "open entry" in refused.stdout, refused.stdout + refused.stderr
 
     recovered = cli("recover", "--output", "json", cwd=tmp_path, environ=env(home))
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
