@@ -1,11 +1,19 @@
 """Two scheduler daemons against a real PostgreSQL: every slot runs exactly once.
 
-The test starts a throwaway PostgreSQL cluster (``initdb`` as an unprivileged user,
-listening on 127.0.0.1 only, socket in the temp dir), then runs two ``chaoslab schedule
-daemon`` processes on one scenario that fires every second. Mid-run it SIGKILLs one
-daemon (its run lives on and is adopted), restarts it, later SIGKILLs the restarted
-daemon *and* its run (the adopter recovers and runs that step again). Afterwards every
-slot in the range has exactly one row, one completed run and a passed verdict.
+The tests start a throwaway PostgreSQL cluster (``initdb`` as an unprivileged user,
+listening on 127.0.0.1 only, socket in the temp dir), then:
+
+- run two ``chaoslab schedule daemon`` processes on one scenario (``concurrency:
+  allow``) that fires every second. Mid-run one daemon is SIGKILLed (its run lives on
+  and is adopted), restarted, later SIGKILLed *with* its run (the adopter recovers and
+  runs that step again). Afterwards every slot in the range has exactly one row, one
+  completed run and a passed verdict;
+- run two daemons on a ``forbid`` scenario whose runs (2.5 s) outlast its interval
+  (1 s): runs never overlap, across the two daemons, and every slot has its row —
+  finished, or skipped "busy" naming the slot that was running;
+- tick two in-process schedulers on the store with a fake clock through the two DST
+  changes of a daily 02:30 Europe/Berlin cron: one claim per day, 03:00 CEST on the
+  spring day, once (not twice) on the autumn day.
 """
 
 from __future__ import annotations
@@ -173,6 +181,7 @@ def test_two_daemons_each_slot_exactly_once_through_sigkill(postgres: str, tmp_p
     scenario.write_text(
         f"""name: every-second
 trigger: {{interval: 1s}}
+concurrency: allow
 blackouts: [{{from: "{end.isoformat()}", to: "{(end + timedelta(hours=1)).isoformat()}", reason: test over}}]
 steps: [quick.json]
 """
@@ -293,3 +302,145 @@ steps: [quick.json]
     assert not [
         p for p in orphans if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
+
+
+LONG_S = 2.5
+
+
+def test_long_runs_on_a_short_interval_never_overlap_and_nothing_is_dropped(
+    postgres: str, tmp_path: Path
+) -> None:
+    long = dict(TRIVIAL)
+    long["method"] = [{"type": "action", "name": "nap",
+                       "provider": {"type": "process", "path": "sleep", "arguments": str(LONG_S)}}]  # fmt: skip
+    (tmp_path / "quick.json").write_text(json.dumps(long))
+    start = datetime.now(UTC).replace(microsecond=0)
+    end = start + timedelta(seconds=12)
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text(
+        f"""name: long-runs
+trigger: {{interval: 1s}}
+blackouts: [{{from: "{end.isoformat()}", to: "{(end + timedelta(hours=1)).isoformat()}", reason: test over}}]
+steps: [quick.json]
+"""
+    )
+    env = dict(os.environ)
+    env["CHAOSLAB_STORE"] = postgres
+    env["CHAOSLAB_HOME"] = str(tmp_path / "home")
+    runs = tmp_path / "runs"
+    daemons: list[subprocess.Popen[bytes]] = []
+    try:
+        daemons = [_daemon(env, scenario, runs, n, tmp_path) for n in ("l1", "l2")]
+
+        def settled() -> bool:
+            rows = _rows(postgres, "long-runs")
+            past_end = any(
+                r.slot >= (end + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ") for r in rows
+            )
+            return past_end and not any(r.status in ("claimed", "running") for r in rows)
+
+        _wait(settled, 120, "every slot before the blackout to be decided and finished")
+        for d in daemons:
+            d.send_signal(signal.SIGTERM)
+        for d in daemons:
+            assert d.wait(timeout=60) == 0
+    finally:
+        for d in daemons:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
+    logs = "\n".join((tmp_path / f"{n}.log").read_text() for n in ("l1", "l2"))
+    assert "Traceback" not in logs, logs[-3000:]
+    rows = {r.slot: r for r in _rows(postgres, "long-runs")}
+    decided = sorted(s for s, r in rows.items() if "test over" not in r.detail)
+    first = datetime.strptime(decided[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    expected = []
+    t = first
+    while t < end:
+        expected.append(t.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        t += timedelta(seconds=1)
+    assert decided == expected  # nothing dropped: every slot of the range has its row
+    ran = [s for s in decided if rows[s].status == "finished"]
+    busy = [s for s in decided if rows[s].status == "skipped"]
+    assert set(ran) | set(busy) == set(decided), {s: (rows[s].status, rows[s].detail) for s in decided}
+    assert len(ran) >= 3 and len(busy) >= 3
+    assert all(rows[s].verdict == "passed" for s in ran)
+    # The runs themselves never overlapped: each run's first and last event, in order.
+    spans = []
+    for s in ran:
+        events = (Path(rows[s].run_dir) / "0-quick" / "events.ndjson").read_text().splitlines()
+        ts = [json.loads(line)["ts"] for line in events]
+        spans.append((min(ts), max(ts), s))
+    spans.sort()
+    for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:], strict=False):
+        assert start_b > end_a, (a, b, end_a, start_b)
+    # Every skipped slot names the slot that was running then, and that one ran.
+    for s in busy:
+        holder = rows[s].detail.removeprefix("busy: slot ").split(" ", 1)[0]
+        assert rows[s].detail.startswith("busy: slot ") and holder in ran and holder < s, rows[s].detail
+
+
+class _Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def now(self) -> datetime:
+        return self.t
+
+
+class _Refuse:
+    name = "test-gate"
+
+    def check(self, ctx: Any) -> Any:
+        from chaoslab.scheduler.gates import GateResult
+
+        return GateResult(gate=self.name, ok=False, detail="closed for the test")
+
+
+def test_two_schedulers_through_both_dst_changes_claim_each_day_once(postgres: str, tmp_path: Path) -> None:
+    from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
+    from chaoslab.scheduler.scenario import load_scenario
+    from chaoslab.scheduler.store import open_store
+
+    (tmp_path / "quick.json").write_text(json.dumps(TRIVIAL))
+    got: list[str] = []
+    for season, first_day in (
+        ("dst-spring", datetime(2026, 3, 27, tzinfo=UTC)),
+        ("dst-autumn", datetime(2026, 10, 23, tzinfo=UTC)),
+    ):
+        path = tmp_path / f"{season}.yaml"
+        path.write_text(
+            f'name: {season}\ntimezone: Europe/Berlin\ntrigger: {{cron: "30 2 * * *"}}\nsteps: [quick.json]\n'
+        )
+        sc = load_scenario(path)
+        clock = _Clock(first_day)
+        stores = [open_store(postgres), open_store(postgres)]
+        scheds = [
+            Scheduler([sc], st, SchedulerConfig(runs_root=tmp_path / "runs"), clock=clock,
+                      gates_for=lambda s: [_Refuse()], scheduler_id=f"{season}-{i}")
+            for i, st in enumerate(stores)
+        ]  # fmt: skip
+        try:
+            for _ in range(4 * 24 * 4):  # four days, a tick every 15 minutes, both schedulers
+                for sched in scheds:
+                    sched.tick()
+                for sched in scheds:
+                    sched.wait_idle(30)
+                clock.t += timedelta(minutes=15)
+        finally:
+            for sched in scheds:
+                sched.close()
+            for st in stores:
+                st.close()
+        rows = _rows(postgres, season)
+        assert all(r.status == "refused" for r in rows), [(r.slot, r.status, r.detail) for r in rows]
+        assert len({r.scheduler for r in rows}) >= 1
+        got += [r.slot for r in rows]
+    assert got == [
+        "2026-03-27T01:30:00Z", "2026-03-28T01:30:00Z",
+        "2026-03-29T01:00:00Z",  # 02:30 does not exist: 03:00 CEST
+        "2026-03-30T00:30:00Z",
+        "2026-10-23T00:30:00Z", "2026-10-24T00:30:00Z",
+        "2026-10-25T00:30:00Z",  # 02:30 CEST, once (02:30 CET is the same wall time)
+        "2026-10-26T01:30:00Z",
+    ]  # fmt: skip
