@@ -450,3 +450,46 @@ def test_scheduler_docstring_says_why_not_apscheduler() -> None:
 
     assert "APScheduler" in (daemon.__doc__ or "") and "lacks" in (daemon.__doc__ or "")
     assert Scheduler.__doc__
+
+
+def test_run_once_honours_forbid_against_another_schedulers_run(tmp_path: Path, store: SQLStore) -> None:
+    """An external cron's ``run --once`` finds the scenario's previous slot still running
+    under a live scheduler: the due slot is recorded busy, not run beside it."""
+    sc = write_scenario(tmp_path, "name: cronned\ntrigger: {interval: 1h}\nsteps: [trivial.json]\n")
+    store.register("live-scheduler", Owner.current("scheduler").to_dict(), time.time())  # this process: alive
+    earlier = slot_key(MONDAY_10 - timedelta(hours=1))
+    assert store.insert(
+        SlotRecord(scenario="cronned", slot=earlier, run_at=earlier, kind="gameday", status="running",
+                   scheduler="live-scheduler", token="t")
+    )  # fmt: skip
+    sched = make([sc], store, FakeClock(MONDAY_10 + timedelta(seconds=2)), tmp_path)
+    sched.run_once(wait_jitter=False)
+    rec = store.get("cronned", slot_key(MONDAY_10))
+    assert rec is not None and rec.status == "skipped"
+    assert rec.detail == f"busy: slot {earlier} of this scenario is still running (concurrency: forbid)"
+    assert not (tmp_path / "runs" / "cronned" / "20250113T100000Z").exists()  # nothing ran
+
+
+def test_cron_dst_notes_and_wall_times_landing_on_one_instant() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    skip = CronTrigger(expression="30 2 * * *", tz=berlin, dst_gap="skip")
+    slot, note = skip.next_with_note(datetime(2026, 3, 28, 12, tzinfo=UTC))
+    assert slot_key(slot) == "2026-03-30T00:30:00Z"  # (slot is not None)
+    assert note == "02:30 does not exist on 2026-03-29 (DST starts in Europe/Berlin): skipped (dst_gap: skip)"
+    # */20 in the skipped hour: 02:00, 02:20, 02:40 and 03:00 are one instant, run once.
+    every = CronTrigger(expression="*/20 * * * *", tz=berlin)
+    cursor, got = datetime(2026, 3, 29, 0, 30, tzinfo=UTC), []
+    for _ in range(4):
+        nxt = every.next_after(cursor)
+        assert nxt is not None
+        got.append(nxt.astimezone(berlin).strftime("%H:%M %Z"))
+        cursor = nxt
+    assert got == ["01:40 CET", "03:00 CEST", "03:20 CEST", "03:40 CEST"]
+    # The repeated hour of the autumn change runs once: no 02:xx CET slots.
+    cursor, got = datetime(2026, 10, 24, 23, 50, tzinfo=UTC), []
+    for _ in range(5):
+        nxt = every.next_after(cursor)
+        assert nxt is not None
+        got.append(nxt.astimezone(berlin).strftime("%H:%M %Z"))
+        cursor = nxt
+    assert got == ["02:00 CEST", "02:20 CEST", "02:40 CEST", "03:00 CET", "03:20 CET"]
