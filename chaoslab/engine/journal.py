@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from chaoslab import __version__
 from chaoslab.engine import events as ev
+from chaoslab.model.experiment import Activity, Experiment
 
 
 def iso(ts: float) -> str:
@@ -60,6 +61,62 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return out
+
+
+# Top-level keys of a Chaos Toolkit experiment that are carried over as written.
+_CTK_PASSTHROUGH = ("version", "contributions", "configuration", "secrets", "extensions", "controls")
+# Keys rendered from the compiled model instead (the rest goes under "chaoslab").
+_CTK_RENDERED = ("title", "description", "tags", "steady-state-hypothesis", "method", "rollbacks", "runtime")
+
+
+def ctk_activity(a: Activity) -> dict[str, Any]:
+    """The activity in Chaos Toolkit's shape, with timeout and pauses as numbers of
+    seconds (chaoslab also accepts "5s" there; Chaos Toolkit does not)."""
+    out = dict(a.ctk)
+    if a.timeout_s is not None:
+        out["timeout"] = a.timeout_s
+    pauses = dict(out.get("pauses") or {})
+    for key, value in (("before", a.pause_before_s), ("after", a.pause_after_s)):
+        if value is not None:
+            pauses[key] = value
+    if pauses:
+        out["pauses"] = pauses
+    return out
+
+
+def ctk_experiment(exp: Experiment) -> dict[str, Any]:
+    """The journal's ``experiment`` section: a valid Chaos Toolkit experiment for every
+    experiment, whatever format it was written in. Activities are the compiled ones (refs
+    to reusable probes/actions resolved, driver steps as python providers, see
+    ``chaoslab.drivers.ctk``); what Chaos Toolkit has no place for (slo, load, windows,
+    lab, runbook, guard, …) is kept as written under ``chaoslab``."""
+    raw = exp.raw
+    doc: dict[str, Any] = {
+        "title": exp.title,
+        "description": exp.description,
+        "tags": list(exp.tags),
+    }
+    doc.update({k: raw[k] for k in _CTK_PASSTHROUGH if k in raw})
+    if exp.hypothesis is not None:
+        doc["steady-state-hypothesis"] = {
+            "title": exp.hypothesis.title,
+            "probes": [ctk_activity(p) for p in exp.hypothesis.probes],
+        }
+    doc["method"] = [ctk_activity(a) for a in exp.method]
+    if exp.rollbacks:
+        doc["rollbacks"] = [ctk_activity(a) for a in exp.rollbacks]
+    rt = exp.runtime
+    doc["runtime"] = {
+        "hypothesis": {
+            "strategy": rt.strategy.value,
+            "frequency": rt.frequency_s,
+            "fail_fast": rt.fail_fast,
+        },
+        "rollbacks": {"strategy": rt.rollback.value},
+    }
+    extra = {k: v for k, v in raw.items() if k not in _CTK_PASSTHROUGH and k not in _CTK_RENDERED}
+    doc["chaoslab"] = {"source": exp.source, **extra}
+    return doc
 
 
 def _run_entry(e: ev.ActivityFinished) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from chaoslab.engine import events as ev
 from chaoslab.engine.controls import Controls
 from chaoslab.engine.execute import Outcome, execute, substitute
 from chaoslab.engine.faults import FaultManager, Ledger
-from chaoslab.engine.journal import EventLog, JournalBuilder, write_journal
+from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, write_journal
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
@@ -288,7 +288,7 @@ class Runner:
         if self.state.breach_ts and self.state.clean_ts:
             breach = self.state.clean_ts - self.state.breach_ts
         doc = journal.build(
-            experiment=self.exp.raw,
+            experiment=ctk_experiment(self.exp),
             extra={
                 "breach_to_clean_s": breach,
                 "windows": {k: list(v) for k, v in self.state.windows.items()},

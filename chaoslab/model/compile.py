@@ -541,19 +541,35 @@ class _Compiler:
         if len(self.problems) != before:
             return None
         name = a.get("name") or do
+        # Chaos Toolkit's activity shape (a python provider; see chaoslab.drivers.ctk), so
+        # journals and controls see a valid CTK activity; the step as written is kept
+        # under "chaoslab".
         ctk_shape: dict[str, Any] = {
             "type": expected,
             "name": name,
             "provider": {
-                "type": "chaoslab",
-                "driver": driver_name,
-                "operation": op_name,
-                "target": target,
-                "arguments": args,
-                **({"duration": a["duration"]} if "duration" in a else {}),
+                "type": "python",
+                "module": "chaoslab.drivers.ctk",
+                "func": "operation",
+                "arguments": {
+                    "do": do,
+                    "target": target,
+                    "args": args,
+                    **({"duration": duration} if duration is not None else {}),
+                },
             },
-            **{k: a[k] for k in ("tolerance", "pauses", "background", "timeout") if k in a},
+            **{k: a[k] for k in ("tolerance", "background") if k in a},
+            **({"timeout": kw["timeout_s"]} if kw.get("timeout_s") is not None else {}),
+            "chaoslab": {"driver": driver_name, "operation": op_name, **a},
         }
+        raw_pauses: dict[str, Any] = a["pauses"] if isinstance(a.get("pauses"), dict) else {}
+        pauses = {
+            k: kw[f"pause_{k}_s"] if kw.get(f"pause_{k}_s") is not None else raw_pauses[k]
+            for k in ("before", "after")
+            if kw.get(f"pause_{k}_s") is not None or k in raw_pauses  # "${var}" stays as written
+        }
+        if pauses:
+            ctk_shape["pauses"] = pauses
         return Activity(
             name=name,
             type=expected,

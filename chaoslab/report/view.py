@@ -293,6 +293,11 @@ class RunView:
             raise JournalError([Problem(message="not a chaoslab journal (no 'chaoslab' section)")])
         exp = journal.get("experiment") if isinstance(journal.get("experiment"), Mapping) else {}
         assert isinstance(exp, Mapping)
+        # chaoslab's own experiment fields sit under experiment.chaoslab (the section is a
+        # Chaos Toolkit experiment); journals written before that kept them at the top.
+        own = exp.get("chaoslab") if isinstance(exp.get("chaoslab"), Mapping) else {}
+        assert isinstance(own, Mapping)
+        exp = {**exp, **own}
         start = _ts(journal.get("start")) or 0.0
         end = _ts(journal.get("end")) or start
         series = tuple(
