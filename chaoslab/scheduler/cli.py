@@ -146,6 +146,7 @@ def register(main: click.Group) -> None:
                     "timezone": sc.tz.key,
                     "windows": "; ".join(w.describe() for w in sc.calendar.windows) or "any time",
                     "blackouts": len(sc.calendar.blackouts),
+                    "concurrency": sc.concurrency,
                     "misfire": f"{sc.misfire.policy}"
                     + (f" (grace {human(sc.misfire.grace_s)})" if sc.misfire.policy == "run-once" else ""),
                     "next": run_at(sc.name, nxt, sc.jitter_s).strftime("%Y-%m-%d %H:%M:%SZ") if nxt else None,
@@ -158,7 +159,9 @@ def register(main: click.Group) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("scenario", "kind", "trigger", "windows", "misfire", "next run (UTC)", box=None)
+        table = Table(
+            "scenario", "kind", "trigger", "windows", "misfire", "concurrency", "next run (UTC)", box=None
+        )
         for r in rows:
             table.add_row(
                 r["name"],
@@ -166,6 +169,7 @@ def register(main: click.Group) -> None:
                 r["trigger"],
                 r["windows"],
                 r["misfire"],
+                r["concurrency"],
                 r["next"] or "never",
             )
         Console().print(table)

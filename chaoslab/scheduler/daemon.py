@@ -57,10 +57,13 @@ and ``max_running_jobs``). What this job needs and APScheduler lacks:
   a window, a blackout, busy, over max-parallel; missed; refused by a gate): APScheduler
   emits events for missed runs and keeps job results only until they expire;
 - slots identified by (scenario, nominal time) so that a slot runs at most once across
-  schedulers, restarts and an external cron (``schedule run --once``, a CronJob) that
-  share nothing but the table; APScheduler's jobs are identified by random ids;
-- deterministic jitter (a hash of the slot), the same on every scheduler; APScheduler's
-  jitter is random per scheduler;
+  daemons, restarts and short-lived external runs (``schedule run --once`` from cron, a
+  CronJob pod) that share nothing but the table and keep no schedule state of their
+  own; APScheduler's jobs are identified by random UUIDs and its schedules advance
+  inside its data store, so a process that only looks at "what is due now" has no key
+  to claim;
+- deterministic jitter (a hash of the slot), which such a process can recompute;
+  APScheduler draws its jitter at random;
 - allowed windows and blackouts in the scenario's time zone, the monkey's kill schedule
   (random but reproducible, ``min_gap``), and documented DST rules for cron (see
   ``triggers``);

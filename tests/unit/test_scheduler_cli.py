@@ -56,6 +56,7 @@ def test_list_and_next_show_the_shipped_scenarios() -> None:
     names = {r["name"]: r for r in json.loads(proc.stdout)}
     assert names["lab-weekday-gameday"]["misfire"] == "run-once (grace 30m)"
     assert names["lab-monkey"]["kind"] == "monkey (leashed)"
+    assert names["lab-weekday-gameday"]["concurrency"] == "forbid"  # the default
     nxt = chaoslab("schedule", "next", "-s", "scenarios", "-n", "2", "--output", "json", env=env)
     assert nxt.returncode == 0 and len(json.loads(nxt.stdout)) == 4
 
