@@ -290,3 +290,32 @@ def test_status_codes_of_api_errors(api: httpx.Client, proxy: ProxyRef) -> None:
         assert resp.json() == {"error": message, "status": status}
     bad = api.post("/proxies", content=b"{not json", headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and bad.json()["error"].startswith("bad request body")
+
+
+def test_the_api_itself_can_listen_on_ipv6(echo_port: int) -> None:
+    if not _ipv6_loopback():
+        pytest.skip("this kernel has no IPv6 loopback")
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "[::1]:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        assert re.match(r"chaoslab-proxy api=\[::1\]:\d+ ", line), line
+        base = "http://" + line.split("api=")[1].split()[0]
+        with httpx.Client(base_url=base, timeout=10) as api:
+            assert api.get("/version").json() == {"version": "2.12.0"}
+            made = api.post(
+                "/proxies", json={"name": "v6", "upstream": f"127.0.0.1:{echo_port}", "listen": "[::1]:0"}
+            )
+            assert made.status_code == 201, made.text
+            port = int(made.json()["listen"].rsplit(":", 1)[1])
+            assert _echo_through(socket.AF_INET6, "::1", port) == b"hello"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()

@@ -1,7 +1,8 @@
 """``python -m chaoslab.drivers.proxy --api 127.0.0.1:8474 [--config proxies.json]``
 
 Runs the proxy server until SIGTERM/SIGINT. With ``--api HOST:0`` the OS picks the
-port. Once the API accepts requests, one line is printed on stdout::
+port; ``--api [::1]:8474`` serves the API over IPv6. Once the API accepts requests,
+one line is printed on stdout::
 
     chaoslab-proxy api=127.0.0.1:PORT pid=PID
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chaoslab.drivers.proxy.api import ApiServer
-from chaoslab.drivers.proxy.server import ProxyServer, split_address
+from chaoslab.drivers.proxy.server import ProxyServer, join_address, split_address
 from chaoslab.drivers.proxy.toxics import ApiError
 
 
@@ -37,7 +38,7 @@ async def serve(host: str, port: int, config: list[object] | None = None) -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     api_host, api_port = api.address
-    sys.stdout.write(f"chaoslab-proxy api={api_host}:{api_port} pid={os.getpid()}\n")
+    sys.stdout.write(f"chaoslab-proxy api={join_address(api_host, api_port)} pid={os.getpid()}\n")
     sys.stdout.flush()
     try:
         await stop.wait()
