@@ -13,9 +13,9 @@ fault's ledger record can hold a placeholder instead of the value, see
 - configuration keys marked secret: ``{"type": "env", "key": ..., "secret": true}``, or a
   key whose name says it (password, passwd, secret, token, api_key, apikey, credential,
   private_key, auth) — in the experiment, ``--var`` or a var file;
-- credentials in URLs anywhere in the experiment, its configuration and variables
-  (Prometheus, PostgreSQL DSNs, http provider URLs): the password, and ``user:password``
-  in base64 as HTTP Basic sends it.
+- credentials in URLs anywhere in the experiment, its configuration, variables, var
+  files and SLO files (Prometheus, PostgreSQL DSNs, http provider URLs): the password,
+  and ``user:password`` in base64 as HTTP Basic sends it.
 """
 
 from __future__ import annotations
@@ -154,6 +154,12 @@ def add_experiment_secrets(
             _configuration(masker, vconfig, None, env)
             for text in _strings(dict(vconfig)):
                 masker.add_url_credentials(text)
+    slo_files = raw.get("slo_files")
+    if file and isinstance(slo_files, list):  # their Prometheus URLs may carry credentials
+        for name in slo_files:
+            if isinstance(name, str):
+                for text in _strings(read_structured(Path(file).parent / name)):
+                    masker.add_url_credentials(text)
     for text in _strings(raw):
         masker.add_url_credentials(text)
     for text in _strings(dict(variables)):

@@ -66,7 +66,21 @@ def load_journal(path: str | Path) -> dict[str, Any]:
                 )
             ]
         )
-    return doc
+    return _masked(doc)
+
+
+def _masked(doc: dict[str, Any]) -> dict[str, Any]:
+    """A journal written by a chaoslab that did not mask yet still renders without the
+    secrets its experiment names (inline, env, URL credentials)."""
+    from chaoslab.engine.secrets import add_experiment_secrets
+    from chaoslab.masking import Masker, output_masker
+
+    exp = doc.get("experiment")
+    masker = add_experiment_secrets(
+        output_masker() or Masker(), raw=exp if isinstance(exp, dict) else {}, source=""
+    )
+    masked: dict[str, Any] = masker.deep(doc)
+    return masked
 
 
 def _ts(value: Any) -> float | None:

@@ -255,6 +255,33 @@ def test_success_every_source_every_output_format(tmp_path: Path) -> None:
     assert_no_leak(tmp_path, again)
 
 
+def test_report_of_a_journal_written_before_masking(tmp_path: Path) -> None:
+    """`chaoslab report` masks what an older, unmasked journal still holds."""
+    proc = run(tmp_path, experiment(tmp_path, method=[_py("leak-env", "leak", value="${env}")]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    journal["experiment"]["secrets"]["api"]["inline"] = INLINE
+    journal["run"][0]["output"] = {"plain": f"old chaoslab leaked {INLINE} and {DSN_PW}"}
+    journal["chaoslab"]["reason"] = f"see postgresql://chaos:{DSN_PW}@db/x"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "journal.json").write_text(json.dumps(journal))
+    out = tmp_path / "old-reports"
+    rendered = cli(
+        "report",
+        str(old / "journal.json"),
+        *("--html", str(out / "r.html"), "--markdown", str(out / "r.md")),
+        *("--junit", str(out / "r.xml"), "--summary", str(out / "s.md")),
+        *("--metrics-file", str(out / "m.prom")),
+        cwd=tmp_path,
+        environ=env(tmp_path / "home"),
+    )
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    assert len(list(out.iterdir())) == 5
+    found = leaks(rendered.stdout, rendered.stderr, out)
+    assert not found, "\n".join(found)
+
+
 def test_failure_deviated_run_on_the_rich_console(tmp_path: Path) -> None:
     exp = experiment(
         tmp_path, method=[_py("break-it", "touch", kind="action", path=str(tmp_path / "broken"))]

@@ -202,6 +202,8 @@ def test_experiment_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         },
     }
     exp.write_text(json.dumps(raw))
+    (tmp_path / "slo.yaml").write_text("prometheus: {url: 'http://prom:Slo-File-Pw-6@127.0.0.1:9090'}\n")
+    raw["slo_files"] = ["slo.yaml"]
     vf = tmp_path / "vars.yaml"
     vf.write_text("secrets:\n  s:\n    inline: VarFile-Sec-3\nconfiguration:\n  api_token: VarFile-Tok-4\n")
     m = add_experiment_secrets(
@@ -217,10 +219,11 @@ def test_experiment_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             "VarFile-Sec-3",
             "VarFile-Tok-4",
             "Var-Auth-5",
+            "Slo-File-Pw-6",
             "not-a-secret",
         ]
     )
-    assert m.text(text) == " ".join([MASK] * 8 + ["not-a-secret"])
+    assert m.text(text) == " ".join([MASK] * 9 + ["not-a-secret"])
     assert resolve_ref({"file": str(exp), "keys": ["secrets", "s", "inline"]}) == "Inline-0000"
     assert resolve_ref({"file": str(vf), "keys": ["secrets", "s", "inline"]}) == "VarFile-Sec-3"
 
