@@ -5,14 +5,25 @@ window, budgeting method, alert policies and data source resolved). Loading coll
 every problem of every file in one pass and raises ``InvalidInput``; each ``Problem``
 names the file, the line and the field path (``spec.objectives[0].target``).
 
-**OpenSLO v1** (``apiVersion: openslo/v1``; multi-document YAML, references resolved
-across every file loaded together): ``DataSource``, ``SLI``, ``SLO`` (``indicator`` or
-``indicatorRef``; ``timeWindow`` rolling or calendar-aligned; ``budgetingMethod``
-Occurrences or Timeslices; ``objectives`` with ``target``/``targetPercent`` and, for
-Timeslices, ``timeSliceTarget``/``timeSliceWindow``; ``alertPolicies`` inline or by
-``alertPolicyRef``), ``AlertPolicy`` and ``AlertCondition`` (``kind: burnrate``),
-``Service`` and ``AlertNotificationTarget`` (accepted, not used). An SLO with several
-objectives becomes one definition per objective, named ``<slo>:<objective>``.
+**OpenSLO v1** (``apiVersion: openslo/v1``; multi-document YAML, or a YAML sequence of
+objects as the Go SDK writes them; references resolved across every file loaded
+together): ``DataSource``, ``SLI``, ``SLO`` (``indicator`` or ``indicatorRef``;
+``timeWindow`` rolling or calendar-aligned, optional as in the spec: without it the SLO
+is judged over a rolling ``DEFAULT_WINDOW_TEXT`` (30d, Sloth's default period) and
+``window_declared`` is False; ``budgetingMethod`` Occurrences, Timeslices or
+RatioTimeslices (the mean of the slices' ratios); ``objectives`` with
+``target``/``targetPercent``, for Timeslices ``timeSliceTarget``/``timeSliceWindow``, for
+RatioTimeslices ``timeSliceWindow``; ``alertPolicies`` optional, inline or by
+``alertPolicyRef``), ``AlertPolicy`` and ``AlertCondition`` (``kind: burnrate``; ``op``
+lte | lt | gte | gt is required and honoured: the alert fires when the burn rate ``op``
+the threshold), ``Service`` and ``AlertNotificationTarget`` (checked, not used). Every
+object is checked, whether an SLO refers to it or not. Names are RFC 1123 labels, as
+the spec requires of every implementation and its Go SDK checks (63 characters of
+``[a-z0-9-]``, alphanumeric at both ends). Composite SLOs (an indicator per objective) are
+refused. An SLO with several objectives becomes one definition per objective, named
+``<slo>:<objective>``. ``op`` on a ratio objective may be gt or gte (the spec's own
+examples write it; for Timeslices it decides whether a slice exactly at its target is
+good); lt/lte would invert a ratio objective and are refused.
 
 Prometheus queries (``metricSource.spec.query``): with ``counter: true`` each query is a
 *series selector* of counters and chaoslab takes ``sum(increase(<query>[w]))``; a query
@@ -77,7 +88,18 @@ UNIT_SECONDS: Mapping[str, int] = {
 }
 _SHORTHAND = re.compile(r"^([1-9][0-9]*)([smhdwMQY])$")
 _THRESHOLD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*$")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._|/\\]{0,253}[a-z0-9])?$")
+# RFC 1123 DNS label, as the OpenSLO spec (metadata.name) and its Go SDK (StringDNSLabel) say.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME_HINT = (
+    "an RFC 1123 label: at most 63 lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit"
+)
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
+MAX_DESCRIPTION = 1050
+OPS = ("lte", "lt", "gte", "gt")
+# An SLO without ``timeWindow`` (the spec makes it optional) is judged over this rolling
+# window: Sloth's default SLO period, and the SRE Workbook's base for burn-rate alerts.
+DEFAULT_WINDOW_TEXT = "30d"
 _BUCKET_QUERY = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)_bucket\s*\{(.*)\}\s*$", re.S)
 _LE_MATCHER = re.compile(r"""\s*le\s*=\s*"([^"]*)"\s*,?""")
 WINDOW_PLACEHOLDER = re.compile(r"\{\{\s*\.window\s*\}\}")
@@ -86,6 +108,7 @@ WINDOW_PLACEHOLDER = re.compile(r"\{\{\s*\.window\s*\}\}")
 class Budgeting(StrEnum):
     OCCURRENCES = "Occurrences"
     TIMESLICES = "Timeslices"
+    RATIO_TIMESLICES = "RatioTimeslices"  # the SLI is the mean of the slices' ratios
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +248,7 @@ class AlertCondition:
     severity: str
     threshold: float  # burn rate
     lookback_s: float
+    op: str = "gt"  # alert when the burn rate <op> threshold (lte | lt | gte | gt)
     alert_after_s: float = 0.0
     description: str | None = None
 
@@ -272,6 +296,7 @@ class SLODefinition:
     labels: Mapping[str, str] = field(default_factory=dict)
     source_file: str = ""
     form: str = "openslo"  # openslo | concise
+    window_declared: bool = True  # False: no timeWindow in the file, DEFAULT_WINDOW_TEXT assumed
 
     @property
     def target(self) -> float:
@@ -352,40 +377,56 @@ def compile_docs(docs: Sequence[_Doc], check: _Checker) -> tuple[SLODefinition, 
     objects: dict[str, dict[str, tuple[_Doc, Mapping[str, Any], str]]] = {k: {} for k in KINDS}
     concise: list[_Doc] = []
     slo_docs: list[tuple[_Doc, Mapping[str, Any], str]] = []
+    items: list[tuple[_Doc, Any, str]] = []
     for doc in docs:
-        d = doc.data
+        if isinstance(doc.data, list):
+            # A YAML sequence of objects in one document (as the OpenSLO Go SDK writes them).
+            items += [(doc, d, f"[{i}]") for i, d in enumerate(doc.data)]
+        else:
+            items.append((doc, doc.data, ""))
+    for doc, d, base in items:
         if not isinstance(d, Mapping):
-            check.bad(doc, "", f"expected a mapping (an OpenSLO object or a file with 'slos:'), got {_t(d)}")
+            check.bad(
+                doc,
+                base,
+                f"expected a mapping (an OpenSLO object or a file with 'slos:'), got {_t(d)}",
+            )
             continue
-        if "apiVersion" not in d and "slos" in d:
+        if "apiVersion" not in d and "slos" in d and not base:
             concise.append(doc)
             continue
         if d.get("apiVersion") != API_VERSION:
             check.bad(
                 doc,
-                "apiVersion",
+                _p(base, "apiVersion"),
                 f"unsupported apiVersion {d.get('apiVersion')!r}",
                 hint=f"use apiVersion: {API_VERSION}, or the concise form (a mapping with 'slos:')",
             )
             continue
         kind = d.get("kind")
         if kind not in KINDS:
-            check.bad(doc, "kind", f"unknown kind {kind!r}", hint=f"one of: {', '.join(KINDS)}")
+            check.bad(doc, _p(base, "kind"), f"unknown kind {kind!r}", hint=f"one of: {', '.join(KINDS)}")
             continue
-        name = _meta_name(doc, d, "", check)
+        name = _meta_name(doc, d, base, check)
         if name is None:
             continue
         if name in objects[kind]:
             other = objects[kind][name][0]
-            check.bad(doc, "metadata.name", f"duplicate {kind} {name!r} (also in {other.file})")
+            check.bad(
+                doc,
+                _p(base, "metadata.name"),
+                f"duplicate {kind} {name!r} (also in {other.file}): references to it would be ambiguous",
+            )
             continue
-        objects[kind][name] = (doc, d, "")
+        objects[kind][name] = (doc, d, base)
         if kind == "SLO":
-            slo_docs.append((doc, d, ""))
+            slo_docs.append((doc, d, base))
     out: list[SLODefinition] = []
     resolver = _Resolver(objects, check)
     for doc, d, base in slo_docs:
         out += resolver.slo(doc, d, base)
+    # Objects no SLO refers to are still checked: a file is valid or not on its own.
+    resolver.check_unreferenced()
     for doc in concise:
         out += _concise_file(doc, check)
     names = [s.name for s in out]
@@ -411,18 +452,75 @@ def _meta_name(doc: _Doc, d: Mapping[str, Any], base: str, check: _Checker) -> s
         return None
     name = meta.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        check.bad(
-            doc,
-            _p(base, "metadata.name"),
-            f"invalid name {name!r}",
-            hint="lowercase letters, digits and '-', starting and ending with a letter or digit",
-        )
+        check.bad(doc, _p(base, "metadata.name"), f"invalid name {name!r}", hint=_NAME_HINT)
         return None
+    _check_meta(doc, meta, base, check)
     return name
+
+
+def _check_meta(doc: _Doc, meta: Mapping[str, Any], base: str, check: _Checker) -> None:
+    """labels (a string or a list of strings per key) and annotations (strings), as the spec says."""
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, Mapping):
+            check.bad(doc, _p(base, "metadata.labels"), "expected a mapping of label keys to values")
+        else:
+            for key, value in labels.items():
+                lp = _p(base, f"metadata.labels.{key}")
+                if not isinstance(key, str) or not _LABEL_KEY.match(key):
+                    check.bad(doc, lp, f"invalid label key {key!r}", hint="at most 63 of [a-zA-Z0-9-_.]")
+                ok = isinstance(value, str) or (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)
+                )
+                if not ok:
+                    check.bad(doc, lp, f"a label value is a string or a list of strings, got {_t(value)}")
+    annotations = meta.get("annotations")
+    if annotations is not None and (
+        not isinstance(annotations, Mapping) or any(not isinstance(v, str) for v in annotations.values())
+    ):
+        check.bad(doc, _p(base, "metadata.annotations"), "expected a mapping of keys to strings")
+
+
+def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    """metadata.labels as single strings (a list of values is joined with ',')."""
+    raw = meta.get("labels")
+    if not isinstance(raw, Mapping):
+        return {}
+    out = {}
+    for k, v in raw.items():
+        if isinstance(v, str):
+            out[str(k)] = v
+        elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+            out[str(k)] = ",".join(v)
+    return out
+
+
+def _description(doc: _Doc, spec: Mapping[str, Any], sp: str, check: _Checker) -> None:
+    text = spec.get("description")
+    if text is None:
+        return
+    if not isinstance(text, str):
+        check.bad(doc, f"{sp}.description", f"expected text, got {_t(text)}")
+    elif len(text) > MAX_DESCRIPTION:
+        check.bad(
+            doc, f"{sp}.description", f"at most {MAX_DESCRIPTION} characters (the spec), got {len(text)}"
+        )
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _connection(raw: Any) -> dict[str, Any] | None:
+    """connectionDetails: a mapping, or a list of mappings merged in order (the Go SDK's examples)."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, list) and all(isinstance(x, Mapping) for x in raw):
+        out: dict[str, Any] = {}
+        for x in raw:
+            out.update(x)
+        return out
+    return None
 
 
 class _Resolver:
@@ -431,13 +529,58 @@ class _Resolver:
     ) -> None:
         self.objects = objects
         self.check = check
+        self.seen: set[tuple[str, str]] = set()
 
     def _ref(self, kind: str, name: Any, doc: _Doc, path: str) -> tuple[_Doc, Mapping[str, Any], str] | None:
         found = self.objects[kind].get(name) if isinstance(name, str) else None
         if found is None:
             known = ", ".join(sorted(self.objects[kind])) or "none loaded"
             self.check.bad(doc, path, f"no {kind} named {name!r}", hint=f"known: {known}")
+        else:
+            self.seen.add((kind, str(name)))
         return found
+
+    def check_unreferenced(self) -> None:
+        """Check every object no SLO refers to, as if it were referred to."""
+        for kind in (
+            "SLI",
+            "AlertPolicy",
+            "AlertCondition",
+            "DataSource",
+            "AlertNotificationTarget",
+            "Service",
+        ):
+            for name, (doc, d, base) in self.objects[kind].items():
+                if (kind, name) in self.seen:
+                    continue
+                if kind == "SLI":
+                    self.sli(doc, d, base, inline=False)
+                elif kind == "AlertPolicy":
+                    self.policy(doc, d, base)
+                elif kind == "AlertCondition":
+                    self.condition(doc, d, base)
+                else:
+                    self.simple(kind, doc, d, base)
+
+    def simple(self, kind: str, doc: _Doc, d: Mapping[str, Any], base: str) -> None:
+        """DataSource, AlertNotificationTarget and Service: what the spec requires of them."""
+        check = self.check
+        spec = d.get("spec")
+        sp = _p(base, "spec")
+        if spec is None and kind == "Service":
+            return
+        if not isinstance(spec, Mapping):
+            check.bad(doc, sp, f"a {kind} needs a 'spec' mapping")
+            return
+        _description(doc, spec, sp, check)
+        if kind == "DataSource":
+            if not _str(spec.get("type")):
+                check.bad(doc, f"{sp}.type", "a DataSource needs a type (e.g. Prometheus)")
+            conn = spec.get("connectionDetails")
+            if conn is not None and _connection(conn) is None:
+                check.bad(doc, f"{sp}.connectionDetails", "expected a mapping (or a list of mappings)")
+        elif kind == "AlertNotificationTarget" and not _str(spec.get("target")):
+            check.bad(doc, f"{sp}.target", "an AlertNotificationTarget needs a target (e.g. email, slack)")
 
     def slo(self, doc: _Doc, d: Mapping[str, Any], base: str) -> list[SLODefinition]:
         check = self.check
@@ -449,9 +592,21 @@ class _Resolver:
             check.bad(doc, sp, "an SLO needs a 'spec' mapping")
             return []
         before = len(check.problems)
+        _description(doc, spec, sp, check)
         # Indicator.
         indicator: Indicator | None = None
-        if "indicator" in spec and "indicatorRef" in spec:
+        objectives_raw = spec.get("objectives")
+        composite = isinstance(objectives_raw, list) and any(
+            isinstance(o, Mapping) and ("indicator" in o or "indicatorRef" in o) for o in objectives_raw
+        )
+        if composite:
+            check.bad(
+                doc,
+                f"{sp}.objectives",
+                "composite SLOs (an indicator per objective) are not supported by chaoslab",
+                hint="one SLO per indicator, each with its own objectives",
+            )
+        elif "indicator" in spec and "indicatorRef" in spec:
             check.bad(doc, f"{sp}.indicatorRef", "give 'indicator' or 'indicatorRef', not both")
         elif "indicator" in spec:
             indicator = self.sli(doc, spec["indicator"], f"{sp}.indicator", inline=True)
@@ -461,21 +616,29 @@ class _Resolver:
                 indicator = self.sli(found[0], found[1], found[2], inline=False)
         else:
             check.bad(doc, f"{sp}.indicator", "an SLO needs 'indicator' or 'indicatorRef'")
-        window = self.time_window(doc, spec.get("timeWindow"), f"{sp}.timeWindow")
+        declared = spec.get("timeWindow") is not None
+        if declared:
+            window = self.time_window(doc, spec.get("timeWindow"), f"{sp}.timeWindow")
+        else:  # optional in the spec: judge over the default window, and say so where it shows
+            window = TimeWindow(duration=parse_shorthand(DEFAULT_WINDOW_TEXT), rolling=True)
         try:
             budgeting = Budgeting(str(spec.get("budgetingMethod")))
         except ValueError:
             check.bad(
                 doc,
                 f"{sp}.budgetingMethod",
-                f"expected Occurrences or Timeslices, got {spec.get('budgetingMethod')!r}",
+                f"expected Occurrences, Timeslices or RatioTimeslices, got {spec.get('budgetingMethod')!r}",
             )
             budgeting = Budgeting.OCCURRENCES
-        objectives = self.objectives(doc, spec.get("objectives"), f"{sp}.objectives", budgeting, indicator)
-        policies = self.alert_policies(doc, spec.get("alertPolicies", []), f"{sp}.alertPolicies")
+        objectives = (
+            []
+            if composite
+            else self.objectives(doc, objectives_raw, f"{sp}.objectives", budgeting, indicator)
+        )
+        # alertPolicies is optional: absent, null (an empty key) and [] all mean none.
+        policies = self.alert_policies(doc, spec.get("alertPolicies") or [], f"{sp}.alertPolicies")
         datasource = self.datasource_of(indicator, doc, sp)
         annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
-        labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
         runbook = None
         for key in ("chaoslab.dev/runbook", "runbook_url", "runbook"):
             if _str(annotations.get(key)):
@@ -499,9 +662,10 @@ class _Resolver:
                     alert_policies=tuple(policies),
                     datasource=datasource,
                     runbook=runbook,
-                    labels={str(k): str(v) for k, v in labels.items() if isinstance(v, str | int | float)},
+                    labels=_labels(meta),
                     source_file=doc.file,
                     form="openslo",
+                    window_declared=declared,
                 )
             )
         return out
@@ -518,6 +682,7 @@ class _Resolver:
         if not isinstance(spec, Mapping):
             check.bad(doc, sp, "an SLI needs a 'spec' with 'ratioMetric' or 'thresholdMetric'")
             return None
+        _description(doc, spec, sp, check)
         has_ratio, has_thr = "ratioMetric" in spec, "thresholdMetric" in spec
         if has_ratio == has_thr:
             check.bad(doc, sp, "give exactly one of 'ratioMetric' and 'thresholdMetric'")
@@ -576,18 +741,20 @@ class _Resolver:
             check.bad(doc, mp, "expected metricSource: {type, spec: {query}}")
             return None
         spec = ms.get("spec")
-        query = spec.get("query") if isinstance(spec, Mapping) else None
-        if not isinstance(query, str) or not query.strip():
-            check.bad(doc, f"{mp}.spec.query", "a Prometheus metric source needs spec.query (PromQL)")
-            return None
         ref = _str(ms.get("metricSourceRef"))
         mtype = _str(ms.get("type"))
         if ref is not None:
             found = self._ref("DataSource", ref, doc, f"{mp}.metricSourceRef")
-            if found:
-                mtype = mtype or _str(found[1].get("spec", {}).get("type"))
+            if found and isinstance(found[1].get("spec"), Mapping):
+                mtype = mtype or _str(found[1]["spec"].get("type"))
         if mtype is not None and mtype.lower() != "prometheus":
+            # The one true reason: whatever its spec holds, chaoslab cannot query this source.
             check.bad(doc, f"{mp}.type", f"chaoslab reads SLIs from Prometheus, not {mtype!r}")
+            return None
+        query = spec.get("query") if isinstance(spec, Mapping) else None
+        if not isinstance(query, str) or not query.strip():
+            check.bad(doc, f"{mp}.spec.query", "a Prometheus metric source needs spec.query (PromQL)")
+            return None
         return MetricSource(query=query.strip(), type=mtype, ref=ref, spec=dict(spec or {}))
 
     def datasource_of(self, indicator: Indicator | None, doc: _Doc, base: str) -> DataSource | None:
@@ -601,11 +768,11 @@ class _Resolver:
             if s.ref and s.ref in self.objects["DataSource"]:
                 _, d, _ = self.objects["DataSource"][s.ref]
                 spec: Mapping[str, Any] = d["spec"] if isinstance(d.get("spec"), Mapping) else {}
-                conn = spec.get("connectionDetails")
+                self.seen.add(("DataSource", s.ref))
                 return DataSource(
                     name=s.ref,
                     type=str(spec.get("type") or "Prometheus"),
-                    connection=dict(conn) if isinstance(conn, Mapping) else {},
+                    connection=_connection(spec.get("connectionDetails")) or {},
                 )
         return None
 
@@ -634,7 +801,7 @@ class _Resolver:
             target = _target(doc, o, op, check)
             kw: dict[str, Any] = {}
             if indicator is not None and indicator.threshold is not None:
-                if o.get("op") not in ("lte", "gte", "lt", "gt"):
+                if o.get("op") not in OPS:
                     check.bad(doc, f"{op}.op", "a thresholdMetric objective needs op: lte | gte | lt | gt")
                 value = o.get("value")
                 if isinstance(value, bool) or not isinstance(value, int | float):
@@ -642,8 +809,29 @@ class _Resolver:
                 else:
                     kw["value"] = float(value)
                 kw["op"] = o.get("op")
+            elif indicator is not None and "op" in o:
+                # The spec needs op only for thresholdMetric; its own ratio examples carry
+                # "op: gt" (the good ratio must exceed the slice target). lt/lte would turn
+                # the objective upside down, so they are refused rather than ignored.
+                if o["op"] not in ("gt", "gte"):
+                    check.bad(
+                        doc,
+                        f"{op}.op",
+                        f"op {o['op']!r} on a ratioMetric objective would invert it",
+                        hint="leave op out (it is for thresholdMetric), or gt/gte: good slices exceed "
+                        "timeSliceTarget",
+                    )
+                else:
+                    kw["op"] = o["op"]
             if budgeting is Budgeting.TIMESLICES:
                 kw.update(_timeslice(doc, o, op, check, "timeSliceTarget", "timeSliceWindow", False))
+            elif budgeting is Budgeting.RATIO_TIMESLICES:
+                # The mean of the slices' ratios: a slice window, and no per-slice target.
+                kw.update(
+                    _timeslice(
+                        doc, o, op, check, "timeSliceTarget", "timeSliceWindow", False, need_target=False
+                    )
+                )
             if target is not None:
                 out.append(Objective(target=target, display_name=_str(o.get("displayName")), **kw))
         return out
@@ -740,6 +928,14 @@ class _Resolver:
         thr = cond.get("threshold")
         if isinstance(thr, bool) or not isinstance(thr, int | float) or thr <= 0:
             check.bad(doc, f"{cp}.threshold", f"expected a positive burn rate, got {thr!r}")
+        cond_op = cond.get("op")
+        if cond_op not in OPS:
+            check.bad(
+                doc,
+                f"{cp}.op",
+                f"a burnrate condition needs op: lte | lt | gte | gt, got {cond_op!r}",
+                hint="op: gt alerts when the burn rate is above the threshold",
+            )
         lookback = after = None
         try:
             lookback = parse_shorthand(cond.get("lookbackWindow")).seconds
@@ -759,6 +955,7 @@ class _Resolver:
             name=_str(meta.get("name")) or "condition",
             severity=str(severity),
             threshold=float(thr or 0.0),
+            op=str(cond_op),
             lookback_s=lookback,
             alert_after_s=after or 0.0,
             description=_str(spec.get("description")),
@@ -787,11 +984,21 @@ def _target(doc: _Doc, o: Mapping[str, Any], op: str, check: _Checker) -> float 
 
 
 def _timeslice(
-    doc: _Doc, o: Mapping[str, Any], op: str, check: _Checker, tkey: str, wkey: str, allow_s: bool
+    doc: _Doc,
+    o: Mapping[str, Any],
+    op: str,
+    check: _Checker,
+    tkey: str,
+    wkey: str,
+    allow_s: bool,
+    *,
+    need_target: bool = True,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t = o.get(tkey)
-    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 1:
+    if not need_target and t is None:
+        pass
+    elif isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 1:
         check.bad(doc, f"{op}.{tkey}", f"Timeslices budgeting needs {tkey} in (0, 1], got {t!r}")
     else:
         out["time_slice_target"] = float(t)

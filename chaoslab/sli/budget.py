@@ -112,6 +112,7 @@ class BudgetStatus:
     burn_windows_s: Mapping[str, float]
     firing: tuple[str, ...]  # names of the alert pairs that fire now
     pairs: tuple[AlertPair, ...] = field(default_factory=tuple)
+    window_assumed: bool = False  # the SLO file gives no timeWindow: the default window is used
 
     @property
     def sli(self) -> float | None:
@@ -166,6 +167,7 @@ class BudgetStatus:
             "burn": {k: v for k, v in self.burn.items()},
             "burn_windows": {k: prom_duration(v) for k, v in self.burn_windows_s.items()},
             "firing": list(self.firing),
+            "window_assumed": self.window_assumed,
         }
 
 
@@ -206,6 +208,7 @@ def budget_status(sli: PrometheusSLI, at: float | None = None) -> BudgetStatus:
         burn_windows_s=dict(windows),
         firing=firing,
         pairs=pairs,
+        window_assumed=not slo.window_declared,
     )
 
 
@@ -222,7 +225,9 @@ def format_statuses(statuses: Sequence[BudgetStatus]) -> str:
         rem = "-" if not math.isfinite(remaining) else f"{remaining * 100:.1f}%"
         state = "EXHAUSTED" if st.exhausted else ("ok" if st.counts.total else "no traffic")
         lines = [
-            f"{st.slo}: target {st.target * 100:g}% over {prom_duration(st.window_s)}  "
+            f"{st.slo}: target {st.target * 100:g}% over {prom_duration(st.window_s)}"
+            + (" (no timeWindow in the file: assumed)" if st.window_assumed else "")
+            + "  "
             f"SLI {sli}  budget remaining {rem} ({state})",
             f"  {st.counts.unit}: {st.counts.total:.0f} total, {st.counts.bad:.0f} bad, "
             f"{st.budget_events:.1f} allowed",

@@ -331,6 +331,8 @@ class PrometheusSLI:
 
         A slice is good when its ratio (or its threshold metric) meets the objective's
         ``timeSliceTarget``; slices without traffic or data are left out of both counts.
+        RatioTimeslices: ``good`` is the sum of the slices' ratios, so ``good / total`` is
+        their mean, the SLI the spec defines.
         """
         obj = self.slo.objective
         step = obj.time_slice_window_s or 60.0
@@ -364,15 +366,18 @@ class PrometheusSLI:
         if not series and not self.client.range(t_q, first, end, step):
             raise SLIError(f"SLO {self.slo.name!r}: no data for {total.query} in the window")
         target = obj.time_slice_target if obj.time_slice_target is not None else obj.target
-        vals = [v for s in series for _, v in s.points if not math.isnan(v)]
-        return EventCounts(
-            good=float(sum(1 for v in vals if v >= target)), total=float(len(vals)), unit="slices"
-        )
+        vals = [min(max(v, 0.0), 1.0) for s in series for _, v in s.points if not math.isnan(v)]
+        if self.slo.budgeting is Budgeting.RATIO_TIMESLICES:
+            # RatioTimeslices: the SLI is the mean of the slices' ratios (good = their sum).
+            return EventCounts(good=float(sum(vals)), total=float(len(vals)), unit="slices")
+        strict = obj.op == "gt"  # the objective's op decides a slice exactly at its target
+        good_slices = sum(1 for v in vals if (v > target if strict else v >= target))
+        return EventCounts(good=float(good_slices), total=float(len(vals)), unit="slices")
 
     def budget_counts(self, window_s: float, at: float | None = None) -> EventCounts:
         """What the budget counts in ``[at − window_s, at]``: events or time slices."""
         now = time.time() if at is None else at
-        if self.slo.budgeting is Budgeting.TIMESLICES or self.slo.indicator.threshold is not None:
+        if self.slo.budgeting is not Budgeting.OCCURRENCES or self.slo.indicator.threshold is not None:
             return self.timeslices(now - window_s, now)
         return self.events(window_s, now)
 

@@ -12,6 +12,8 @@ computed from the generators' per-request records.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import subprocess
 import sys
@@ -230,6 +232,44 @@ def test_timeslices_count_the_bad_slices(lab: Lab, traffic: Traffic, tmp_path: P
         per_slice.append(sum(1 for r in rows if r[2] == 200) / len(rows))
     assert [v >= 0.9 for v in per_slice] == [True, True, True, True, False, False]
     assert ev.unit == "slices" and ev.total in (5.0, 6.0) and ev.bad == 2.0
+
+
+def test_ratio_timeslices_is_the_mean_of_the_slice_ratios(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
+    """OpenSLO RatioTimeslices (the spec's examples/budgeting-method/ratio-timeslices.yaml shape)."""
+    path = _write(
+        tmp_path,
+        "ratio-slices.yaml",
+        f"""apiVersion: openslo/v1
+kind: SLO
+metadata: {{name: ratio-slices}}
+spec:
+  service: lab
+  indicator:
+    metadata: {{name: lab-ok}}
+    spec:
+      ratioMetric:
+        good: {{metricSource: {{type: Prometheus, spec: {{query: '{GOOD}'}}}}}}
+        total: {{metricSource: {{type: Prometheus, spec: {{query: '{TOTAL}'}}}}}}
+  timeWindow: [{{duration: 1d, isRolling: true}}]
+  budgetingMethod: RatioTimeslices
+  objectives: [{{op: gt, target: 0.5, timeSliceWindow: 1m}}]
+""",
+    )
+    (slo,) = load_slo_files([path])
+    # 5 s slices (shorter than the spec's shorthand allows) so the run has several.
+    slo = dataclasses.replace(slo, objective=dataclasses.replace(slo.objective, time_slice_window_s=5.0))
+    with PrometheusClient(lab.url) as client:
+        ev = PrometheusSLI(client, slo).timeslices(traffic.t0, traffic.at)
+    per_slice = []
+    for k in range(1, 7):
+        lo, hi = traffic.t0 + 5 * (k - 1), traffic.t0 + 5 * k
+        rows = [r for r in traffic.records if lo <= r[0] < hi]
+        per_slice.append(sum(1 for r in rows if r[2] == 200) / len(rows))
+    assert ev.unit == "slices" and ev.total in (5.0, 6.0)
+    expected = sum(per_slice[-int(ev.total) :]) / ev.total
+    assert ev.ratio == pytest.approx(expected, abs=0.03)
+    # Two of the slices are at 0.8: the mean is below 1, unlike a count of good slices at 0.5.
+    assert ev.ratio is not None and ev.ratio < 0.97
 
 
 def test_budget_gate_refuses_with_numbers_and_override_lets_it_run(

@@ -192,7 +192,10 @@ spec:
     joined = "\n".join(problems)
     assert f"{path}:5 at spec.indicatorRef: no SLI named 'nope'" in joined
     assert f"{path}:7 at spec.timeWindow[0].duration: not a duration shorthand: '30D'" in joined
-    assert f"{path}:8 at spec.budgetingMethod: expected Occurrences or Timeslices, got 'Occurences'" in joined
+    assert (
+        f"{path}:8 at spec.budgetingMethod: expected Occurrences, Timeslices or RatioTimeslices, got 'Occurences'"
+        in joined
+    )
     assert f"{path}:10 at spec.objectives[0].target: expected a ratio in (0, 1), got 99.9" in joined
 
 
