@@ -13,7 +13,6 @@ computed from the generators' per-request records.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import subprocess
 import sys
