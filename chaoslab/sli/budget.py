@@ -7,12 +7,23 @@ Definitions (SRE Workbook, ch. 5):
 - burn rate over a window ``w`` = error ratio over ``w`` / ``(1 − target)``: 1 spends
   the budget exactly over the SLO window.
 
-The workbook's alert pairs are for a 30-day window: page at 14.4× over 1 h and 5 m, 6×
-over 6 h and 30 m; ticket at 3× over 1 d and 2 h, 1× over 3 d and 6 h. For another SLO
-window the *windows* scale with it (``w · window / 30 d``) and the factors stay, so each
-pair still means "2 % (5 %, 10 %, 10 %) of the budget spent in the long window". A pair
-fires when both its windows burn faster than its factor. ``chaoslab slo rules`` emits
-exactly these pairs, so status and the generated alerts agree.
+The workbook's alert pairs, as Sloth writes them: each pair spends a share of the budget
+in its long window (page 2 % in 1 h with a 5 m short window, page 5 % in 6 h / 30 m,
+ticket 10 % in 1 d / 2 h, ticket 10 % in 3 d / 6 h), and its burn-rate factor follows
+from that share, the SLO period and the long window, as in Sloth:
+``factor = share × period / long window`` (14.4, 6, 3 and 1 for 30 days; 13.44, 5.6,
+2.8 and 0.93 for 28 days).
+
+Windows: for 30- and 28-day SLOs the workbook's own (Sloth's built-in windows). For any
+other period Sloth needs a hand-written windows file; chaoslab scales the windows with
+the period (``w · period / 30 d``, whole seconds) so each pair keeps its budget share,
+then widens every window shorter than four scrape intervals to four: ``rate`` over fewer
+scrapes is empty or noise, so a page on it could never fire. A widened long window gets
+the lower factor that keeps its budget share. ``widened_windows`` says what was widened.
+The scrape interval defaults to Prometheus's own default, 1 m.
+
+A pair fires when both its windows burn faster than its factor. ``chaoslab slo rules``
+emits exactly these pairs, so status and the generated alerts agree.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ from chaoslab.model.openslo import SLODefinition
 from chaoslab.sli.prometheus import EventCounts, PrometheusSLI, prom_duration
 
 BASE_WINDOW_S = 30 * 86400.0
+DEFAULT_SCRAPE_INTERVAL_S = 60.0  # Prometheus's global scrape_interval default
+MIN_SCRAPES = 4  # a window must hold this many scrapes
+# The SLO periods Sloth ships windows for: the workbook's windows unscaled.
+SLOTH_PERIODS_S = (30 * 86400.0, 28 * 86400.0)
 # The windows `slo status` reports, named for a 30-day SLO (2h is the ticket pair's short one).
 BURN_WINDOWS: tuple[tuple[str, float], ...] = (
     ("5m", 300.0),
@@ -41,60 +56,88 @@ BURN_WINDOWS: tuple[tuple[str, float], ...] = (
 
 @dataclass(frozen=True, kw_only=True)
 class AlertPair:
-    """One multi-window burn-rate condition, with windows already scaled to the SLO."""
+    """One multi-window burn-rate condition, with windows already chosen for the SLO."""
 
     severity: str  # page | ticket
-    factor: float
+    budget_share: float  # of the whole budget, spent in the long window at exactly ``factor``
     long_name: str  # nominal (30-day) names: "1h", "5m"
     short_name: str
     long_s: float
     short_s: float
+    period_s: float
 
     @property
     def name(self) -> str:
         return f"{self.severity} {self.long_name}/{self.short_name}"
 
     @property
-    def budget_share(self) -> float:
-        """The share of the whole budget spent in the long window at exactly ``factor``."""
-        return self.factor * _nominal(self.long_name) / BASE_WINDOW_S
+    def speed(self) -> str:
+        """Sloth's name for the pair within its severity: quick (shorter) or slow."""
+        return "quick" if self.long_name in ("1h", "1d") else "slow"
+
+    @property
+    def factor(self) -> float:
+        """Burn-rate threshold: ``budget_share × period / long window`` (Sloth's formula)."""
+        return round(self.budget_share * self.period_s / self.long_s, 6)
 
 
 def _nominal(name: str) -> float:
     return dict(BURN_WINDOWS)[name]
 
 
-_PAIRS_30D = (
-    ("page", 14.4, "1h", "5m"),
-    ("page", 6.0, "6h", "30m"),
-    ("ticket", 3.0, "1d", "2h"),
-    ("ticket", 1.0, "3d", "6h"),
+# (severity, share of the budget spent in the long window, long, short): the workbook's.
+_PAIRS = (
+    ("page", 0.02, "1h", "5m"),
+    ("page", 0.05, "6h", "30m"),
+    ("ticket", 0.10, "1d", "2h"),
+    ("ticket", 0.10, "3d", "6h"),
 )
 
 
 def scale(window_s: float) -> float:
-    """How much the SLO window stretches the workbook's 30-day windows."""
-    return window_s / BASE_WINDOW_S
+    """How much the SLO window stretches the workbook's 30-day windows (1 for Sloth's periods)."""
+    return 1.0 if window_s in SLOTH_PERIODS_S else window_s / BASE_WINDOW_S
 
 
-def burn_windows(window_s: float) -> tuple[tuple[str, float], ...]:
-    """``(nominal name, scaled seconds)`` for each reported window (whole seconds, ≥ 1)."""
+def _scaled(window_s: float) -> dict[str, float]:
     k = scale(window_s)
-    return tuple((name, float(max(1, round(s * k)))) for name, s in BURN_WINDOWS)
+    return {name: float(max(1, round(s * k))) for name, s in BURN_WINDOWS}
 
 
-def alert_pairs(window_s: float) -> tuple[AlertPair, ...]:
-    scaled = dict(burn_windows(window_s))
+def burn_windows(
+    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+) -> tuple[tuple[str, float], ...]:
+    """``(nominal name, seconds)`` for each window: scaled, then at least four scrapes long."""
+    floor = MIN_SCRAPES * scrape_interval_s
+    return tuple((name, max(s, floor)) for name, s in _scaled(window_s).items())
+
+
+def widened_windows(window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S) -> tuple[str, ...]:
+    """One line per window that four scrapes made longer than the period's scaling asked for."""
+    floor = MIN_SCRAPES * scrape_interval_s
+    return tuple(
+        f"the {name} window (scaled to {prom_duration(s)} for a {prom_duration(window_s)} SLO) is shorter "
+        f"than {MIN_SCRAPES} scrapes at {prom_duration(scrape_interval_s)}: widened to {prom_duration(floor)}"
+        for name, s in _scaled(window_s).items()
+        if s < floor
+    )
+
+
+def alert_pairs(
+    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+) -> tuple[AlertPair, ...]:
+    windows = dict(burn_windows(window_s, scrape_interval_s))
     return tuple(
         AlertPair(
             severity=sev,
-            factor=factor,
+            budget_share=share,
             long_name=long,
             short_name=short,
-            long_s=scaled[long],
-            short_s=scaled[short],
+            long_s=windows[long],
+            short_s=windows[short],
+            period_s=window_s,
         )
-        for sev, factor, long, short in _PAIRS_30D
+        for sev, share, long, short in _PAIRS
     )
 
 
@@ -180,7 +223,9 @@ def burn_rate(counts: EventCounts, target: float) -> float | None:
     return None if ratio is None else ratio / (1.0 - target)
 
 
-def budget_status(sli: PrometheusSLI, at: float | None = None) -> BudgetStatus:
+def budget_status(
+    sli: PrometheusSLI, at: float | None = None, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+) -> BudgetStatus:
     """Budget, burn rates and firing pairs of ``sli.slo`` at ``at`` (default now).
 
     Raises SLIError when the data is missing or stale (never reports a healthy budget
@@ -191,11 +236,11 @@ def budget_status(sli: PrometheusSLI, at: float | None = None) -> BudgetStatus:
     sli.freshness(now)
     start, end = slo.window.bounds(now)
     counts = sli.budget_counts(max(end - start, 1.0), end)
-    windows = burn_windows(slo.window.seconds)
+    windows = burn_windows(slo.window.seconds, scrape_interval_s)
     burn: dict[str, float | None] = {}
     for name, seconds in windows:
         burn[name] = burn_rate(sli.budget_counts(seconds, now), slo.target)
-    pairs = alert_pairs(slo.window.seconds)
+    pairs = alert_pairs(slo.window.seconds, scrape_interval_s)
     firing = tuple(p.name for p in pairs if _fires(burn.get(p.long_name), burn.get(p.short_name), p.factor))
     return BudgetStatus(
         slo=slo.name,

@@ -34,7 +34,7 @@ from typing import Any
 from chaoslab.errors import InvalidInput, Problem, SLIError
 from chaoslab.model.openslo import SLODefinition, load_slo_files
 from chaoslab.sli.base import SLISource
-from chaoslab.sli.budget import BudgetStatus, budget_status, format_statuses
+from chaoslab.sli.budget import DEFAULT_SCRAPE_INTERVAL_S, BudgetStatus, budget_status, format_statuses
 from chaoslab.sli.prometheus import PrometheusClient, PrometheusSLI, PrometheusSource
 from chaoslab.sli.slo import SLO, SLIKind
 
@@ -205,8 +205,11 @@ def check_budget(
     override: bool = False,
     prometheus: str | None = None,
     at: float | None = None,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
 ) -> BudgetDecision:
     """The pre-run budget gate. Never raises for Prometheus trouble: that is a refusal.
+
+    ``scrape_interval_s`` sets the shortest burn window (four scrapes), as for ``slo status``.
 
     Raises ``InvalidInput`` for broken SLO files (the experiment is invalid, not unlucky).
     """
@@ -226,7 +229,7 @@ def check_budget(
         try:
             client = PrometheusClient(prometheus_url(experiment_raw, slo, prometheus))
             with client:
-                st = budget_status(PrometheusSLI(client, slo), now)
+                st = budget_status(PrometheusSLI(client, slo), now, scrape_interval_s)
         except SLIError as exc:
             errors.append(str(exc))
             reasons.append(f"{slo.name}: cannot read the error budget: {exc}")

@@ -1,25 +1,41 @@
 """Prometheus recording and alerting rules for multi-window, multi-burn-rate SLO alerts.
 
-Per SLO (Occurrences budgeting over a good/bad/total ratio or a latency histogram):
+Two shapes, one set of windows and factors (``chaoslab.sli.budget.alert_pairs``: the SRE
+Workbook's pairs, Sloth's factor formula, windows at least four scrapes long):
 
-- one recording rule per burn window, ``slo:sli_error:ratio_rate<w>{slo="<name>"}``,
-  the error ratio over ``w`` (the windows of ``chaoslab.sli.budget.burn_windows``:
-  the workbook's 5m, 30m, 1h, 2h, 6h, 1d, 3d scaled to the SLO window);
+**chaoslab** (the default), per SLO, one group ``slo-<name>``:
+
+- one recording rule per burn window, ``slo:sli_error:ratio_rate<w>{slo="<name>"}``;
 - four alerting rules ``SLOErrorBudgetBurn`` (the kubernetes-mixin shape: one alert
-  name, told apart by ``severity``, ``long_window`` and ``short_window`` labels), each
-  firing when both its windows burn faster than its factor:
-  page 14.4× (1h, 5m) and 6× (6h, 30m), ticket 3× (1d, 2h) and 1× (3d, 6h);
-- one ``SLOBurnRateCondition`` alert per OpenSLO ``AlertCondition`` (single window:
-  ``lookbackWindow``, ``threshold``, ``for: alertAfter``, its ``severity``).
+  name, told apart by ``severity``, ``long_window``, ``short_window`` and
+  ``burn_factor`` labels), each firing when both its windows burn faster than its
+  factor: page 14.4× (1h, 5m) and 6× (6h, 30m), ticket 3× (1d, 2h) and 1× (3d, 6h) for a
+  30-day SLO;
+- one ``SLOBurnRateCondition`` alert per OpenSLO ``AlertCondition`` of a policy with
+  ``alertWhenBreaching`` (single window: ``lookbackWindow``; the burn rate compared with
+  ``threshold`` by the condition's ``op``; ``for: alertAfter``; its ``severity``), and
+  ``SLOBurnRateNoData`` when the policy sets ``alertWhenNoData``.
+
+**sloth** (``--format sloth``): the rule shape Sloth generates, so dashboards and
+alert routes built for Sloth work unchanged. Per SLO three groups
+``sloth-slo-sli-recordings-<id>`` (``slo:sli_error:ratio_rate<w>`` per window and over
+the SLO period), ``sloth-slo-meta-recordings-<id>`` (``slo:objective:ratio``,
+``slo:error_budget:ratio``, ``slo:time_period:days``, ``slo:current_burn_rate:ratio``,
+``slo:period_burn_rate:ratio``, ``slo:period_error_budget_remaining:ratio``,
+``sloth_slo_info``) and ``sloth-slo-alerts-<id>`` (one page and one ticket alert, each
+the OR of its two pairs, labelled ``sloth_severity``), with Sloth's labels
+(``sloth_id`` = ``<service>-<slo>``, ``sloth_service``, ``sloth_slo``, ``sloth_window``).
 
 Every alert carries ``runbook_url`` when the SLO names a runbook (concise ``runbook:``,
 OpenSLO annotation ``chaoslab.dev/runbook`` or ``runbook_url``) and a summary with the
 numbers. Latency SLIs match the bucket with ``le=~"<boundary spellings>"`` because
-clients spell boundaries differently (Python "1.0", Go "1").
+clients spell boundaries differently (Python "1.0", Go "1"). SLO label names that
+Prometheus does not allow (``team-name``, ``app.kubernetes.io/name``) are written with
+``_`` in place of the other characters.
 
 SLOs the rules cannot express are returned in ``skipped`` with the reason (Timeslices
-budgeting, thresholdMetric, raw ratios): alerting on them needs per-slice recording
-that this module does not generate.
+and RatioTimeslices budgeting, thresholdMetric, raw ratios): alerting on them needs
+per-slice recording that this module does not generate.
 """
 
 from __future__ import annotations
@@ -31,13 +47,24 @@ from typing import Any
 
 import yaml
 
+from chaoslab import __version__
 from chaoslab.model.openslo import WINDOW_PLACEHOLDER, Budgeting, MetricSource, SLODefinition
-from chaoslab.sli.budget import alert_pairs, burn_windows
+from chaoslab.sli.budget import (
+    DEFAULT_SCRAPE_INTERVAL_S,
+    MIN_SCRAPES,
+    AlertPair,
+    alert_pairs,
+    burn_windows,
+    widened_windows,
+)
 from chaoslab.sli.prometheus import is_selector, prom_duration
 
 RECORD_PREFIX = "slo:sli_error:ratio_rate"
 ALERT = "SLOErrorBudgetBurn"
 CONDITION_ALERT = "SLOBurnRateCondition"
+NO_DATA_ALERT = "SLOBurnRateNoData"
+FORMATS = ("chaoslab", "sloth")
+_PROM_OP = {"lte": "<=", "lt": "<", "gte": ">=", "gt": ">"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +84,12 @@ def le_spellings(seconds: float) -> list[str]:
     """How exporters write a bucket boundary: Python ``str`` ("1.0") and Go ``%g`` ("1")."""
     out = [str(float(seconds)), f"{seconds:g}", repr(seconds)]
     return list(dict.fromkeys(out))
+
+
+def label_name(key: str) -> str:
+    """A Prometheus label name for ``key``: ``[a-zA-Z_][a-zA-Z0-9_]*``."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    return name if re.match(r"^[a-zA-Z_]", name) else f"_{name}"
 
 
 def _rate(src: MetricSource, window: str, counter: bool) -> str:
@@ -86,8 +119,8 @@ def error_ratio_expr(slo: SLODefinition, window: str) -> str:
 
 
 def _unsupported(slo: SLODefinition) -> str | None:
-    if slo.budgeting is Budgeting.TIMESLICES:
-        return "Timeslices budgeting (burn-rate alerts here count events)"
+    if slo.budgeting is not Budgeting.OCCURRENCES:
+        return f"{slo.budgeting.value} budgeting (burn-rate alerts count events, not time slices)"
     ratio = slo.indicator.ratio
     if ratio is None or ratio.total is None:
         return "thresholdMetric or raw ratio SLIs (no event counts to burn)"
@@ -97,8 +130,19 @@ def _unsupported(slo: SLODefinition) -> str | None:
     return None
 
 
-def generate_rules(slos: Sequence[SLODefinition]) -> RuleSet:
-    """Recording and alerting rules for every SLO that rules can express."""
+def generate_rules(
+    slos: Sequence[SLODefinition],
+    *,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    format: str = "chaoslab",
+) -> RuleSet:
+    """Recording and alerting rules for every SLO that rules can express.
+
+    ``scrape_interval_s`` is Prometheus's scrape interval for the SLI's series: no window
+    is shorter than four of them (see ``chaoslab.sli.budget``); every widening is a warning.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown rules format {format!r} (one of {', '.join(FORMATS)})")
     groups: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     warnings: list[str] = []
@@ -109,24 +153,101 @@ def generate_rules(slos: Sequence[SLODefinition]) -> RuleSet:
             continue
         if not slo.runbook:
             warnings.append(f"SLO {slo.name!r} names no runbook: its alerts carry no runbook_url")
-        labels = {"slo": slo.name, **({"service": slo.service} if slo.service else {}), **dict(slo.labels)}
-        windows = dict(burn_windows(slo.window.seconds))
-        extra = {prom_duration(c.lookback_s) for p in slo.alert_policies for c in p.conditions}
-        record_windows = dict.fromkeys([prom_duration(s) for s in windows.values()] + sorted(extra))
-        rules: list[dict[str, Any]] = [
-            {"record": f"{RECORD_PREFIX}{w}", "expr": error_ratio_expr(slo, w), "labels": dict(labels)}
-            for w in record_windows
-        ]
-        budget = 1.0 - slo.target
-        sel = f'{{slo="{slo.name}"}}'
-        for pair in alert_pairs(slo.window.seconds):
-            lw, sw = prom_duration(pair.long_s), prom_duration(pair.short_s)
-            threshold = f"({pair.factor:g} * {budget:.10g})"
-            rule: dict[str, Any] = {
+        if not slo.window_declared:
+            warnings.append(
+                f"SLO {slo.name!r} gives no timeWindow: its alerts assume a rolling "
+                f"{prom_duration(slo.window.seconds)} window"
+            )
+        warnings += [f"SLO {slo.name!r}: {w}" for w in widened_windows(slo.window.seconds, scrape_interval_s)]
+        if format == "sloth":
+            groups += _sloth_groups(slo, scrape_interval_s, warnings)
+        else:
+            groups.append(_chaoslab_group(slo, scrape_interval_s, warnings))
+    return RuleSet(groups=groups, skipped=tuple(skipped), warnings=tuple(warnings))
+
+
+def _lookback(slo: SLODefinition, seconds: float, scrape_interval_s: float, warnings: list[str]) -> str:
+    """An AlertCondition's lookback window, widened to four scrapes (and said) if shorter."""
+    floor = MIN_SCRAPES * scrape_interval_s
+    if seconds < floor:
+        warnings.append(
+            f"SLO {slo.name!r}: an AlertCondition's lookbackWindow {prom_duration(seconds)} is shorter than "
+            f"{MIN_SCRAPES} scrapes at {prom_duration(scrape_interval_s)}: widened to {prom_duration(floor)}"
+        )
+        return prom_duration(floor)
+    return prom_duration(seconds)
+
+
+def _condition_rules(
+    slo: SLODefinition,
+    labels: dict[str, str],
+    sel: str,
+    scrape_interval_s: float,
+    warnings: list[str],
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Extra windows to record, and one alert per OpenSLO AlertCondition."""
+    budget = 1.0 - slo.target
+    windows: list[str] = []
+    rules: list[dict[str, Any]] = []
+    for policy in slo.alert_policies:
+        for cond in policy.conditions:
+            w = _lookback(slo, cond.lookback_s, scrape_interval_s, warnings)
+            windows.append(w)
+            cond_labels = {**labels, "severity": cond.severity, "condition": cond.name, "window": w}
+            if policy.alert_when_breaching:
+                op = _PROM_OP[cond.op]
+                rule: dict[str, Any] = {
+                    "alert": CONDITION_ALERT,
+                    # burn rate <op> threshold, i.e. error ratio <op> threshold × budget.
+                    "expr": f"{RECORD_PREFIX}{w}{sel} {op} ({cond.threshold:g} * {budget:.10g})",
+                    "labels": {**cond_labels, "op": cond.op},
+                    "annotations": _annotations(
+                        slo,
+                        cond.description or f"SLO {slo.name} burn rate over {w} {op} {cond.threshold:g}x",
+                        f"Error ratio over {w} is {{{{ $value | humanizePercentage }}}}.",
+                    ),
+                }
+                if cond.alert_after_s > 0:
+                    rule["for"] = prom_duration(cond.alert_after_s)
+                rules.append(rule)
+            if policy.alert_when_no_data:
+                rules.append(
+                    {
+                        "alert": NO_DATA_ALERT,
+                        "expr": f"absent({RECORD_PREFIX}{w}{sel})",
+                        "labels": cond_labels,
+                        "annotations": _annotations(
+                            slo,
+                            f"SLO {slo.name} has no burn rate over {w}",
+                            "The SLI's series are missing: the burn rate cannot be computed.",
+                        ),
+                    }
+                )
+    return windows, rules
+
+
+def _chaoslab_group(slo: SLODefinition, scrape_interval_s: float, warnings: list[str]) -> dict[str, Any]:
+    labels = {
+        "slo": slo.name,
+        **({"service": slo.service} if slo.service else {}),
+        **{label_name(k): v for k, v in slo.labels.items()},
+    }
+    sel = f'{{slo="{slo.name}"}}'
+    extra_windows, condition_rules = _condition_rules(slo, labels, sel, scrape_interval_s, warnings)
+    windows = [prom_duration(s) for _, s in burn_windows(slo.window.seconds, scrape_interval_s)]
+    record_windows = dict.fromkeys([*windows, *sorted(extra_windows)])
+    rules: list[dict[str, Any]] = [
+        {"record": f"{RECORD_PREFIX}{w}", "expr": error_ratio_expr(slo, w), "labels": dict(labels)}
+        for w in record_windows
+    ]
+    budget = 1.0 - slo.target
+    for pair in alert_pairs(slo.window.seconds, scrape_interval_s):
+        lw, sw = prom_duration(pair.long_s), prom_duration(pair.short_s)
+        threshold = f"({pair.factor:g} * {budget:.10g})"
+        rules.append(
+            {
                 "alert": ALERT,
-                "expr": (
-                    f"{RECORD_PREFIX}{lw}{sel} > {threshold} and {RECORD_PREFIX}{sw}{sel} > {threshold}"
-                ),
+                "expr": f"{RECORD_PREFIX}{lw}{sel} > {threshold} and {RECORD_PREFIX}{sw}{sel} > {threshold}",
                 "labels": {
                     **labels,
                     "severity": pair.severity,
@@ -134,37 +255,151 @@ def generate_rules(slos: Sequence[SLODefinition]) -> RuleSet:
                     "short_window": sw,
                     "burn_factor": f"{pair.factor:g}",
                 },
+                "annotations": _pair_annotations(slo, pair),
+            }
+        )
+    rules += condition_rules
+    return {"name": f"slo-{slo.name}", "rules": rules}
+
+
+def _pair_annotations(slo: SLODefinition, pair: AlertPair) -> dict[str, str]:
+    lw, sw = prom_duration(pair.long_s), prom_duration(pair.short_s)
+    budget = 1.0 - slo.target
+    return _annotations(
+        slo,
+        f"SLO {slo.name} burns its error budget over {pair.factor:g}x in {lw} and {sw}",
+        f"Error ratio over {lw} is {{{{ $value | humanizePercentage }}}} (budget "
+        f"{budget * 100:.4g}% over {prom_duration(slo.window.seconds)}): at {pair.factor:g}x "
+        f"{pair.budget_share * 100:.3g}% of the budget goes in {lw}.",
+    )
+
+
+def sloth_id(slo: SLODefinition) -> str:
+    """Sloth's ``sloth_id``: ``<service>-<slo>`` (the SLO name alone without a service)."""
+    name = slo.name.replace(":", "-")
+    return f"{slo.service}-{name}" if slo.service else name
+
+
+def _sloth_groups(slo: SLODefinition, scrape_interval_s: float, warnings: list[str]) -> list[dict[str, Any]]:
+    sid = sloth_id(slo)
+    service = slo.service or ""
+    slo_name = slo.name.replace(":", "-")
+    extra = {label_name(k): v for k, v in slo.labels.items()}
+    ident = {"sloth_id": sid, "sloth_service": service, "sloth_slo": slo_name}
+    sel = "{" + ", ".join(f'{k}="{v}"' for k, v in ident.items()) + "}"
+    on = "on(sloth_id, sloth_slo, sloth_service) group_left"
+    budget = 1.0 - slo.target
+    period = prom_duration(slo.window.seconds)
+
+    windows = [prom_duration(s) for _, s in burn_windows(slo.window.seconds, scrape_interval_s)]
+    extra_windows, condition_rules = _condition_rules(
+        slo, {**extra, **ident}, sel, scrape_interval_s, warnings
+    )
+    record_windows = list(dict.fromkeys([*windows, *sorted(extra_windows)]))
+    shortest = windows[0]
+    sli_rules: list[dict[str, Any]] = [
+        {
+            "record": f"{RECORD_PREFIX}{w}",
+            "expr": error_ratio_expr(slo, w),
+            "labels": {**extra, **ident, "sloth_window": w},
+        }
+        for w in record_windows
+    ]
+    if period not in record_windows:
+        # The period's error ratio as Sloth records it: the mean of the shortest window's ratio.
+        sli_rules.append(
+            {
+                "record": f"{RECORD_PREFIX}{period}",
+                "expr": (
+                    f"sum_over_time({RECORD_PREFIX}{shortest}{sel}[{period}])\n"
+                    "/ ignoring (sloth_window)\n"
+                    f"count_over_time({RECORD_PREFIX}{shortest}{sel}[{period}])"
+                ),
+                "labels": {**extra, **ident, "sloth_window": period},
+            }
+        )
+    meta_labels = {**extra, **ident}
+    meta: list[dict[str, Any]] = [
+        {"record": "slo:objective:ratio", "expr": f"vector({slo.target!r})", "labels": dict(meta_labels)},
+        {
+            "record": "slo:error_budget:ratio",
+            "expr": f"vector(1-{slo.target!r})",
+            "labels": dict(meta_labels),
+        },
+        {
+            "record": "slo:time_period:days",
+            "expr": f"vector({slo.window.seconds / 86400:g})",
+            "labels": dict(meta_labels),
+        },
+        {
+            "record": "slo:current_burn_rate:ratio",
+            "expr": f"{RECORD_PREFIX}{shortest}{sel}\n/ {on}\nslo:error_budget:ratio{sel}",
+            "labels": dict(meta_labels),
+        },
+        {
+            "record": "slo:period_burn_rate:ratio",
+            "expr": f"{RECORD_PREFIX}{period}{sel}\n/ {on}\nslo:error_budget:ratio{sel}",
+            "labels": dict(meta_labels),
+        },
+        {
+            "record": "slo:period_error_budget_remaining:ratio",
+            "expr": f"1 - slo:period_burn_rate:ratio{sel}",
+            "labels": dict(meta_labels),
+        },
+        {
+            "record": "sloth_slo_info",
+            "expr": "vector(1)",
+            "labels": {
+                **meta_labels,
+                "sloth_mode": "chaoslab",
+                "sloth_objective": f"{slo.target * 100:.10g}",
+                "sloth_spec": "openslo/v1" if slo.form == "openslo" else "chaoslab/concise",
+                "sloth_version": __version__,
+            },
+        },
+    ]
+    alerts: list[dict[str, Any]] = []
+    pairs = alert_pairs(slo.window.seconds, scrape_interval_s)
+    for severity in ("page", "ticket"):
+        mine = [p for p in pairs if p.severity == severity]
+        branches = []
+        for p in mine:
+            threshold = f"({p.factor:g} * {budget:.10g})"
+            sw, lw = prom_duration(p.short_s), prom_duration(p.long_s)
+            branches.append(
+                "(\n"
+                f"    max({RECORD_PREFIX}{sw}{sel} > {threshold}) without (sloth_window)\n"
+                "    and\n"
+                f"    max({RECORD_PREFIX}{lw}{sel} > {threshold}) without (sloth_window)\n"
+                ")"
+            )
+        names = " and ".join(f"{p.factor:g}x over {prom_duration(p.long_s)}" for p in mine)
+        alerts.append(
+            {
+                "alert": ALERT,
+                "expr": "\nor\n".join(branches),
+                "labels": {"severity": severity, "sloth_severity": severity},
                 "annotations": _annotations(
                     slo,
-                    f"SLO {slo.name} burns its error budget over {pair.factor:g}x in {lw} and {sw}",
-                    f"Error ratio over {lw} is {{{{ $value | humanizePercentage }}}} (budget "
-                    f"{budget * 100:.4g}% over {prom_duration(slo.window.seconds)}): at {pair.factor:g}x "
-                    f"{pair.budget_share * 100:.3g}% of the budget goes in {lw}.",
+                    f"SLO {slo.name} burns its error budget too fast ({names})",
+                    f"({severity}) {{{{$labels.sloth_service}}}} {{{{$labels.sloth_slo}}}} SLO error budget "
+                    "burn rate is too fast.",
+                    title_key="title",
                 ),
             }
-            rules.append(rule)
-        for policy in slo.alert_policies:
-            for cond in policy.conditions:
-                w = prom_duration(cond.lookback_s)
-                rule = {
-                    "alert": CONDITION_ALERT,
-                    "expr": f"{RECORD_PREFIX}{w}{sel} > ({cond.threshold:g} * {budget:.10g})",
-                    "labels": {**labels, "severity": cond.severity, "condition": cond.name, "window": w},
-                    "annotations": _annotations(
-                        slo,
-                        cond.description or f"SLO {slo.name} burn rate over {w} above {cond.threshold:g}x",
-                        f"Error ratio over {w} is {{{{ $value | humanizePercentage }}}}.",
-                    ),
-                }
-                if cond.alert_after_s > 0:
-                    rule["for"] = prom_duration(cond.alert_after_s)
-                rules.append(rule)
-        groups.append({"name": f"slo-{slo.name}", "rules": rules})
-    return RuleSet(groups=groups, skipped=tuple(skipped), warnings=tuple(warnings))
+        )
+    alerts += condition_rules
+    return [
+        {"name": f"sloth-slo-sli-recordings-{sid}", "rules": sli_rules},
+        {"name": f"sloth-slo-meta-recordings-{sid}", "rules": meta},
+        {"name": f"sloth-slo-alerts-{sid}", "rules": alerts},
+    ]
 
 
-def _annotations(slo: SLODefinition, summary: str, description: str) -> dict[str, str]:
-    out = {"summary": summary, "description": description}
+def _annotations(
+    slo: SLODefinition, summary: str, description: str, *, title_key: str = "description"
+) -> dict[str, str]:
+    out = {"summary": summary, title_key: description}
     if slo.runbook:
         out["runbook_url"] = slo.runbook
     return out

@@ -1,16 +1,36 @@
 """``chaoslab slo status | rules``.
 
 Exit codes: 0 done; 2 (invalid input) for a broken SLO file, with every problem and
-its file, line and field; 5 (error) when Prometheus cannot answer or the data is
-missing or stale — reported per SLO, never as a healthy budget.
+its file, line and field, and for ``rules`` when the files hold no SLO the rules can
+express (never ``groups: []`` with exit 0); 5 (error) when Prometheus cannot answer or
+the data is missing or stale — reported per SLO, never as a healthy budget.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+
+SCRAPE_HELP = (
+    "Prometheus's scrape interval for the SLI's series: no burn window is shorter than "
+    "4 scrapes (shorter ones are widened, with a warning) [default: 1m, Prometheus's default]."
+)
+
+
+def _scrape_option[F: Callable[..., Any]](f: F) -> F:
+    from chaoslab.clitypes import Duration
+
+    return click.option(
+        "--scrape-interval",
+        "scrape_interval_s",
+        type=Duration(positive=True, max_s=86400.0),
+        default=60.0,
+        help=SCRAPE_HELP,
+    )(f)
 
 
 def register(main: click.Group) -> None:
@@ -33,7 +53,8 @@ def register(main: click.Group) -> None:
         default="text",
         help="text for people; json prints one machine-readable document on stdout.",
     )
-    def status(slo_files: tuple[str, ...], url: str | None, output: str) -> None:
+    @_scrape_option
+    def status(slo_files: tuple[str, ...], url: str | None, output: str, scrape_interval_s: float) -> None:
         """Per SLO: SLI over its window, budget remaining, burn rates, firing alert pairs."""
         from chaoslab.engine.verdict import ExitCode
         from chaoslab.errors import InvalidInput, SLIError
@@ -56,7 +77,7 @@ def register(main: click.Group) -> None:
                 continue
             try:
                 with PrometheusClient(target) as client:
-                    results.append(budget_status(PrometheusSLI(client, definition)))
+                    results.append(budget_status(PrometheusSLI(client, definition), None, scrape_interval_s))
             except SLIError as exc:
                 failures.append(str(exc))
         if output == "json":
@@ -86,8 +107,27 @@ def register(main: click.Group) -> None:
         hidden=True,
         help="Deprecated spelling of --out-file (--output is a format option in every other command).",
     )
-    def rules(slo_files: tuple[str, ...], out: str | None, legacy_out: str | None) -> None:
-        """Prometheus recording + multi-window multi-burn-rate alerting rules."""
+    @click.option(
+        "--format",
+        "rules_format",
+        type=click.Choice(["chaoslab", "sloth"]),
+        default="chaoslab",
+        show_default=True,
+        help="Rule shape: chaoslab's (one group per SLO, one alert per pair) or Sloth's "
+        "(its recording rules, sloth_* labels, one page and one ticket alert per SLO).",
+    )
+    @_scrape_option
+    def rules(
+        slo_files: tuple[str, ...],
+        out: str | None,
+        legacy_out: str | None,
+        scrape_interval_s: float,
+        rules_format: str,
+    ) -> None:
+        """Prometheus recording + multi-window multi-burn-rate alerting rules.
+
+        Exits 2, writing nothing, when no SLO in the files can be expressed as rules.
+        """
         from pathlib import Path
 
         from chaoslab.engine.verdict import ExitCode
@@ -101,7 +141,14 @@ def register(main: click.Group) -> None:
             for p in exc.problems:
                 click.echo(f"error: {p}", err=True)
             sys.exit(int(ExitCode.INVALID_INPUT))
-        ruleset = generate_rules(slos)
+        ruleset = generate_rules(slos, scrape_interval_s=scrape_interval_s, format=rules_format)
+        if not ruleset.groups:
+            if not slos:
+                why = "the files hold no SLO (only other OpenSLO objects)"
+            else:
+                why = "; ".join(f"{name}: {reason}" for name, reason in ruleset.skipped)
+            click.echo(f"error: no rules generated: {why}", err=True)
+            sys.exit(int(ExitCode.INVALID_INPUT))
         for name, reason in ruleset.skipped:
             click.echo(f"warning: no rules for SLO {name!r}: {reason}", err=True)
         for w in ruleset.warnings:

@@ -126,7 +126,8 @@ def _expected(traffic: Traffic, window_s: float) -> tuple[int, int]:
 def test_budget_and_burn_rates_match_the_request_records(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
     (slo,) = load_slo_files([_ratio_slo(tmp_path, "avail", 0.99)])
     with PrometheusClient(lab.url) as client:
-        st = budget_status(PrometheusSLI(client, slo), traffic.at)
+        # The lab's Prometheus scrapes every second: windows down to 4 s are usable.
+        st = budget_status(PrometheusSLI(client, slo), traffic.at, scrape_interval_s=1.0)
     # The SLO window (1 d) holds all the traffic.
     bad, total = _expected(traffic, 86400)
     print(f"records: {bad} bad of {total}; prometheus: {st.counts.bad:.1f} of {st.counts.total:.1f}")
@@ -276,7 +277,7 @@ def test_budget_gate_refuses_with_numbers_and_override_lets_it_run(
 ) -> None:
     _ratio_slo(tmp_path, "avail", 0.99)
     exp = {"slo_files": ["avail.yaml"], "prometheus": lab.url, "allowance": {"budget_share": 0.05}}
-    decision = check_budget(exp, tmp_path, at=traffic.at)
+    decision = check_budget(exp, tmp_path, at=traffic.at, scrape_interval_s=1.0)
     assert not decision.allowed and decision.refused
     text = decision.format()
     assert "avail: error budget exhausted: " in text and "remaining)" in text
@@ -338,7 +339,10 @@ def test_cli_status_and_rules(lab: Lab, traffic: Traffic, tmp_path: Path) -> Non
         str(REPO / "experiments/slos/lab-latency.yaml"),
     ]
     proc = subprocess.run(
-        [*CLI, "slo", "status", *files, "--prometheus", lab.url], capture_output=True, text=True, timeout=60
+        [*CLI, "slo", "status", *files, "--prometheus", lab.url, "--scrape-interval", "1s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

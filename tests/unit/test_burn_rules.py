@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from chaoslab.model.openslo import load_slo_files
-from chaoslab.sli.budget import alert_pairs, burn_windows
+from chaoslab.sli.budget import alert_pairs, burn_windows, widened_windows
 from chaoslab.sli.rules import ALERT, error_ratio_expr, generate_rules, le_spellings
 from tests.conftest import require
 from tests.integration import promfixture
@@ -94,7 +94,8 @@ def test_generated_rules_pass_promtool_check(tmp_path: Path) -> None:
     files = [REPO / "experiments/slos/lab-availability.yaml", REPO / "experiments/slos/lab-latency.yaml"]
     slo_file = tmp_path / "api.yaml"
     slo_file.write_text(SLO_30D, encoding="utf-8")
-    ruleset = generate_rules(load_slo_files([*files, slo_file]))
+    # The lab's Prometheus scrapes every second: the 1-day SLOs' windows need no widening.
+    ruleset = generate_rules(load_slo_files([*files, slo_file]), scrape_interval_s=1.0)
     assert not ruleset.skipped and not ruleset.warnings
     out = tmp_path / "rules.yaml"
     out.write_text(ruleset.to_yaml(), encoding="utf-8")
@@ -185,37 +186,66 @@ def test_broken_expectation_makes_promtool_fail(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("window_s", "expected"),
+    ("window_s", "scrape_s", "expected", "factors"),
     [
+        # 30 and 28 days: the workbook's windows as they are (Sloth's built-in windows);
+        # the factor follows the budget share: share × period / long window, as Sloth has it.
         (
             30 * 86400,
+            60,
             {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200},
+            [14.4, 6.0, 3.0, 1.0],
         ),
-        (86400, {"5m": 10, "30m": 60, "1h": 120, "2h": 240, "6h": 720, "1d": 2880, "3d": 8640}),
         (
             28 * 86400,
-            {"5m": 280, "30m": 1680, "1h": 3360, "2h": 6720, "6h": 20160, "1d": 80640, "3d": 241920},
+            60,
+            {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200},
+            [13.44, 5.6, 2.8, 0.933333],
+        ),
+        # 1 day, scraped every second: scaled windows, all at least 4 scrapes long.
+        (
+            86400,
+            1,
+            {"5m": 10, "30m": 60, "1h": 120, "2h": 240, "6h": 720, "1d": 2880, "3d": 8640},
+            [14.4, 6.0, 3.0, 1.0],
+        ),
+        # 1 day at Prometheus's default 1m scrape: 10 s, 1 m and 2 m are widened to 4 m,
+        # and the page pair whose long window grew gets the factor that keeps its 2% share.
+        (
+            86400,
+            60,
+            {"5m": 240, "30m": 240, "1h": 240, "2h": 240, "6h": 720, "1d": 2880, "3d": 8640},
+            [7.2, 6.0, 3.0, 1.0],
         ),
     ],
 )
-def test_windows_scale_with_the_slo_window_and_factors_stay(
-    window_s: float, expected: dict[str, float]
+def test_windows_and_factors(
+    window_s: float, scrape_s: float, expected: dict[str, float], factors: list[float]
 ) -> None:
-    assert dict(burn_windows(window_s)) == expected
-    pairs = alert_pairs(window_s)
-    assert [(p.severity, p.factor) for p in pairs] == [
-        ("page", 14.4),
-        ("page", 6.0),
-        ("ticket", 3.0),
-        ("ticket", 1.0),
-    ]
-    assert [round(p.budget_share, 4) for p in pairs] == [0.02, 0.05, 0.1, 0.1]  # the workbook's budget shares
+    assert dict(burn_windows(window_s, scrape_s)) == expected
+    pairs = alert_pairs(window_s, scrape_s)
+    assert [(p.severity, p.factor) for p in pairs] == list(
+        zip(["page", "page", "ticket", "ticket"], factors, strict=True)
+    )
+    assert [p.budget_share for p in pairs] == [0.02, 0.05, 0.1, 0.1]  # the workbook's budget shares
     assert [(p.long_s, p.short_s) for p in pairs] == [
         (expected["1h"], expected["5m"]),
         (expected["6h"], expected["30m"]),
         (expected["1d"], expected["2h"]),
         (expected["3d"], expected["6h"]),
     ]
+    # No window a page depends on is shorter than four scrapes.
+    assert min(expected.values()) >= 4 * scrape_s
+
+
+def test_widened_windows_are_said() -> None:
+    assert widened_windows(30 * 86400) == ()
+    lines = widened_windows(86400, 60)
+    assert len(lines) == 3
+    assert (
+        lines[0]
+        == "the 5m window (scaled to 10s for a 1d SLO) is shorter than 4 scrapes at 1m: widened to 4m"
+    )
 
 
 def test_error_ratio_expressions(tmp_path: Path) -> None:
@@ -230,3 +260,181 @@ def test_error_ratio_expressions(tmp_path: Path) -> None:
     assert le_spellings(0.25) == ["0.25"]
     (lat,) = load_slo_files([REPO / "experiments/slos/lab-latency.yaml"])
     assert 'le=~"0\\\\.1"' in error_ratio_expr(lat, "1m")
+
+
+SLOTH_RECORDS = {
+    "slo:objective:ratio",
+    "slo:error_budget:ratio",
+    "slo:time_period:days",
+    "slo:current_burn_rate:ratio",
+    "slo:period_burn_rate:ratio",
+    "slo:period_error_budget_remaining:ratio",
+    "sloth_slo_info",
+}
+
+
+def test_sloth_shape_passes_promtool_check_and_has_sloths_rules(tmp_path: Path) -> None:
+    require(promfixture.available(), "Debian package 'prometheus' (promtool)")
+    slo_file = tmp_path / "api.yaml"
+    slo_file.write_text(SLO_30D, encoding="utf-8")
+    files = [
+        REPO / "experiments/slos/lab-availability.yaml",
+        REPO / "experiments/slos/lab-latency.yaml",
+        slo_file,
+    ]
+    ruleset = generate_rules(load_slo_files(files), format="sloth")
+    out = tmp_path / "sloth.yaml"
+    out.write_text(ruleset.to_yaml(), encoding="utf-8")
+    proc = subprocess.run([promfixture.PROMTOOL, "check", "rules", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [g["name"] for g in ruleset.groups]
+    assert names[-3:] == [
+        "sloth-slo-sli-recordings-shop-api",
+        "sloth-slo-meta-recordings-shop-api",
+        "sloth-slo-alerts-shop-api",
+    ]
+    groups = {g["name"]: g["rules"] for g in ruleset.groups}
+    sli = groups["sloth-slo-sli-recordings-shop-api"]
+    assert [r["record"] for r in sli] == [
+        f"slo:sli_error:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d")
+    ]
+    assert all(r["labels"]["sloth_id"] == "shop-api" and r["labels"]["sloth_window"] for r in sli)
+    assert "sum_over_time(slo:sli_error:ratio_rate5m{" in sli[-1]["expr"]
+    meta = {r["record"]: r for r in groups["sloth-slo-meta-recordings-shop-api"]}
+    assert set(meta) == SLOTH_RECORDS
+    assert meta["slo:objective:ratio"]["expr"] == "vector(0.999)"
+    assert meta["sloth_slo_info"]["labels"]["sloth_objective"] == "99.9"
+    alerts = groups["sloth-slo-alerts-shop-api"]
+    assert [(a["alert"], a["labels"]["sloth_severity"]) for a in alerts] == [
+        (ALERT, "page"),
+        (ALERT, "ticket"),
+    ]
+    page = alerts[0]["expr"]
+    assert "(14.4 * 0.001)" in page and "(6 * 0.001)" in page and "\nor\n" in page
+    assert all(a["annotations"]["runbook_url"] == "https://runbooks.example/api" for a in alerts)
+
+
+def _condition_slo(tmp_path: Path, op: str) -> Path:
+    path = tmp_path / f"cond-{op}.yaml"
+    path.write_text(
+        f"""apiVersion: openslo/v1
+kind: SLO
+metadata: {{name: api}}
+spec:
+  service: shop
+  indicator:
+    metadata: {{name: api-errors}}
+    spec:
+      ratioMetric:
+        counter: true
+        bad: {{metricSource: {{type: Prometheus, spec: {{query: 'http_requests_total{{code=~"5.."}}'}}}}}}
+        total: {{metricSource: {{type: Prometheus, spec: {{query: http_requests_total}}}}}}
+  timeWindow: [{{duration: 30d, isRolling: true}}]
+  budgetingMethod: Occurrences
+  objectives: [{{target: 0.999}}]
+  alertPolicies:
+    - kind: AlertPolicy
+      metadata: {{name: burn}}
+      spec:
+        alertWhenBreaching: true
+        conditions:
+          - kind: AlertCondition
+            metadata: {{name: burn-{op}}}
+            spec:
+              severity: page
+              condition: {{kind: burnrate, op: {op}, threshold: 2, lookbackWindow: 1h, alertAfter: 5m}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(("op", "sign"), [("lte", "<="), ("lt", "<"), ("gte", ">="), ("gt", ">")])
+def test_alert_condition_op_is_honoured(tmp_path: Path, op: str, sign: str) -> None:
+    ruleset = generate_rules(load_slo_files([_condition_slo(tmp_path, op)]))
+    (cond,) = [r for g in ruleset.groups for r in g["rules"] if r.get("alert") == "SLOBurnRateCondition"]
+    assert cond["expr"] == f'slo:sli_error:ratio_rate1h{{slo="api"}} {sign} (2 * 0.001)'
+    assert cond["for"] == "5m" and cond["labels"]["op"] == op
+
+
+def test_an_lte_condition_fires_when_the_burn_rate_is_low(tmp_path: Path) -> None:
+    """promtool: op lte with threshold 2 fires on a healthy service (burn 0 <= 2), as written."""
+    require(promfixture.available(), "Debian package 'prometheus' (promtool)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(generate_rules(load_slo_files([_condition_slo(tmp_path, "lte")])).to_yaml())
+    gt_rules = tmp_path / "gt.yaml"
+    gt_rules.write_text(generate_rules(load_slo_files([_condition_slo(tmp_path, "gt")])).to_yaml())
+    series = [
+        {"series": 'http_requests_total{code="200"}', "values": "0+1000x200"},
+        {"series": 'http_requests_total{code="500"}', "values": "0x200"},
+    ]
+    for path, firing in ((rules, True), (gt_rules, False)):
+        exp = [
+            {
+                "exp_labels": {
+                    "slo": "api",
+                    "service": "shop",
+                    "severity": "page",
+                    "condition": "burn-lte",
+                    "window": "1h",
+                    "op": "lte",
+                }
+            }
+        ]
+        test = {
+            "rule_files": [str(path)],
+            "evaluation_interval": "1m",
+            "tests": [
+                {
+                    "interval": "1m",
+                    "input_series": series,
+                    "alert_rule_test": [
+                        {
+                            "eval_time": "120m",
+                            "alertname": "SLOBurnRateCondition",
+                            "exp_alerts": exp if firing else [],
+                        }
+                    ],
+                }
+            ],
+        }
+        doc = yaml.safe_load(path.read_text())
+        for g in doc["groups"]:
+            for r in g["rules"]:
+                r.pop("annotations", None)
+        path.write_text(yaml.safe_dump(doc))
+        test_file = tmp_path / "t.yaml"
+        test_file.write_text(yaml.safe_dump(test))
+        proc = subprocess.run(
+            [promfixture.PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_rules_command_never_exits_0_with_no_groups(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chaoslab.cli import main
+
+    only_condition = tmp_path / "cond.yaml"
+    only_condition.write_text(
+        "apiVersion: openslo/v1\nkind: AlertCondition\nmetadata: {name: c}\nspec:\n  severity: page\n"
+        "  condition: {kind: burnrate, op: gt, threshold: 2, lookbackWindow: 1h}\n"
+    )
+    slices = tmp_path / "slices.yaml"
+    slices.write_text(
+        "slos:\n  - name: s\n    objective: 0.99\n    window: 30d\n    budgeting: timeslices\n"
+        "    timeslice: {window: 1m, target: 0.9}\n    ratio: {good: ok_total, total: all_total}\n"
+    )
+    runner = CliRunner()
+    for path, why in (
+        (only_condition, "the files hold no SLO"),
+        (slices, "s: Timeslices budgeting (burn-rate alerts count events, not time slices)"),
+    ):
+        out = tmp_path / "rules.yaml"
+        result = runner.invoke(
+            main, ["slo", "rules", str(path), "--out-file", str(out)], prog_name="chaoslab"
+        )
+        assert result.exit_code == 2, result.output
+        assert f"error: no rules generated: {why}" in result.stderr
+        assert "groups: []" not in result.stdout and not out.exists()
