@@ -560,3 +560,23 @@ def test_names_are_rfc_1123_labels(tmp_path: Path, name: str, ok: bool) -> None:
         assert _load(path) == ()
     else:
         assert f"invalid name {name!r}" in _refused(path)
+
+
+def test_status_says_when_the_window_was_assumed() -> None:
+    from chaoslab.sli.budget import BudgetStatus, format_statuses
+    from chaoslab.sli.prometheus import EventCounts
+
+    st = BudgetStatus(
+        slo="demo-slo",
+        target=0.98,
+        window_s=30 * 86400,
+        window_start=0,
+        evaluated_at=30 * 86400,
+        counts=EventCounts(good=99, total=100),
+        burn={},
+        burn_windows_s={},
+        firing=(),
+        window_assumed=True,
+    )
+    assert "demo-slo: target 98% over 30d (no timeWindow in the file: assumed)" in format_statuses([st])
+    assert st.to_dict()["window_assumed"] is True
