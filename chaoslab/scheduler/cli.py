@@ -193,7 +193,7 @@ def register(main: click.Group) -> None:
         scenarios: tuple[str, ...], store: str | None, count: int, after: str | None, output: str
     ) -> None:
         """The next slots of every scenario, whether the calendar allows each, and how a
-        daylight-saving change moves one (marked ``[DST: …]``)."""
+        daylight-saving change moves one (marked [DST: …])."""
         from datetime import UTC, datetime
 
         from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
@@ -264,8 +264,8 @@ def register(main: click.Group) -> None:
     ) -> None:
         """Recorded slots, newest first: what ran, what was skipped, and why.
 
-        Filter by scenario name (``history lab-weekday-gameday``, ``--scenario NAME``) or
-        by scenario file or directory (``-s scenarios/lab-weekday-gameday.yaml``); no
+        Filter by scenario name ('history lab-weekday-gameday', --scenario NAME) or
+        by scenario file or directory (-s scenarios/lab-weekday-gameday.yaml); no
         filter shows every scenario.
         """
         wanted = _history_names((*names, *named), files)
