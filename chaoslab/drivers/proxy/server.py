@@ -71,7 +71,7 @@ def split_address(address: str, *, what: str) -> tuple[str, int]:
         bracketed = False
     if (
         not sep
-        or not port.isdigit()
+        or not (port.isascii() and port.isdigit())
         or not 0 <= int(port) <= 65535
         or (":" in host) != bracketed
         or "[" in host
