@@ -31,9 +31,10 @@ refused (a gate), or a run's outcome.
 
 Start-up: a scenario with history resumes right after its latest recorded slot (what
 fell due while no scheduler ran is decided by the misfire policy, and coalesced as
-above). A scenario without history starts with its latest slot within the on-time
-tolerance, if any: the slots before it predate the scenario and are not owed (a fresh
-store does not start every slot of the last minute).
+above). A scenario without history starts with its latest slot that the misfire policy
+would still run (on time, or within ``run-once``'s grace), if any: the slots before it
+predate the scenario and are not owed (a fresh store does not start every slot of the
+last minute).
 
 Failure semantics:
 
@@ -266,9 +267,14 @@ class Scheduler:
         heapq.heapify(self._heap)
 
     def _fresh_cursor(self, sc: Scenario, now: datetime) -> datetime:
-        """Where a scenario without history starts: just before its latest slot within the
-        on-time tolerance (that one is due now); the earlier ones predate it, not owed."""
-        before = now - timedelta(seconds=self.config.on_time_s)
+        """Where a scenario without history starts: just before its latest slot that the
+        misfire policy would still run (within the on-time tolerance, or ``run-once``'s
+        grace: a CronJob pod started late on a fresh store); the earlier ones predate the
+        scenario and are not owed."""
+        lookback = self.config.on_time_s
+        if sc.misfire.policy == "run-once":
+            lookback = max(lookback, sc.misfire.grace_s)
+        before = now - timedelta(seconds=lookback)
         slot = sc.trigger.next_after(before)
         for _ in range(_FRESH_SCAN_LIMIT):
             if slot is None or slot > now:
