@@ -5,8 +5,13 @@ chaoslab proxy server: proxies, toxics, down, reset, populate, version."""
 # test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
     connect,
@@ -14,6 +19,8 @@ from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
     median_rtt,
     proxy_api,
 )
+
+from tests.conftest import require
 
 toxiproxy = pytest.importorskip("toxiproxy", reason="pip install toxiproxy-python")
 
@@ -134,3 +141,88 @@ def test_chaostoolkit_toxiproxy_with_its_defaults(
     finally:
         proxy_actions.delete_proxy("ctk", configuration=config)
     assert proxy_probes.proxy_exist("ctk", configuration=config) is False
+
+
+def test_chaos_run_with_chaostoolkit_toxiproxy(proxy_api: str, echo_port: int, tmp_path: Path) -> None:
+    """The way a Chaos Toolkit user drives Toxiproxy: ``chaos run`` of an experiment whose
+    activities are chaostoolkit-toxiproxy's, with its defaults (listen on 0.0.0.0)."""
+    pytest.importorskip("chaostoxi", reason="pip install chaostoolkit-toxiproxy")
+    host, port = proxy_api.removeprefix("http://").split(":")
+
+    def call(kind: str, module: str, func: str, **arguments: object) -> dict[str, object]:
+        name = f"{func}-{len(arguments)}"
+        provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
+        return {"type": kind, "name": name, "provider": provider}
+
+    experiment = {
+        "title": "chaostoolkit-toxiproxy against chaoslab's proxy",
+        "description": "created with the extension's defaults, toxic added and removed",
+        "configuration": {"toxiproxy_host": host, "toxiproxy_port": int(port)},
+        "steady-state-hypothesis": {
+            "title": "the API answers",
+            "probes": [
+                {
+                    "type": "probe",
+                    "name": "api-up",
+                    "tolerance": 200,
+                    "provider": {"type": "http", "url": f"{proxy_api}/version"},
+                }
+            ],
+        },
+        "method": [
+            call(
+                "action",
+                "chaostoxi.proxy.actions",
+                "create_proxy",
+                proxy_name="ctkrun",
+                upstream_host="127.0.0.1",
+                upstream_port=echo_port,
+            ),
+            call(
+                "action",
+                "chaostoxi.toxic.actions",
+                "create_latency_toxic",
+                for_proxy="ctkrun",
+                toxic_name="lag",
+                latency=50,
+            ),
+            call(
+                "probe",
+                "chaostoxi.proxy.probes",
+                "get_proxy_attribute",
+                proxy_name="ctkrun",
+                attribute="listen",
+            ),
+            call("action", "chaostoxi.proxy.actions", "disable_proxy", proxy_name="ctkrun"),
+            call("action", "chaostoxi.proxy.actions", "enable_proxy", proxy_name="ctkrun"),
+        ],
+        "rollbacks": [call("action", "chaostoxi.proxy.actions", "delete_proxy", proxy_name="ctkrun")],
+    }
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(experiment), "utf-8")
+    chaos = Path(sys.executable).parent / "chaos"
+    require(chaos.exists(), "the chaos CLI (chaostoolkit, a dev dependency)")
+    done = subprocess.run(
+        [
+            str(chaos),
+            "--no-version-check",
+            "run",
+            "--rollback-strategy=always",
+            "--journal-path",
+            str(tmp_path / "journal.json"),
+            str(path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    journal = json.loads((tmp_path / "journal.json").read_text("utf-8"))
+    assert journal["status"] == "completed", done.stdout + done.stderr
+    runs = {r["activity"]["provider"]["func"]: r for r in journal["run"]}
+    assert all(r["status"] == "succeeded" for r in runs.values()), runs
+    assert str(runs["get_proxy_attribute"]["output"]).startswith("0.0.0.0:")
+    assert runs["create_latency_toxic"]["output"] is True
+    assert [r["status"] for r in journal["rollbacks"]] == ["succeeded"]
+    with httpx.Client(base_url=proxy_api, timeout=10) as api:
+        assert api.get("/proxies/ctkrun").status_code == 404  # the rollback removed it

@@ -252,6 +252,8 @@ def test_stream_is_case_insensitive_and_empty_is_invalid(proxy: ProxyRef) -> Non
         ("DELETE", "/proxies", 405),
         ("GET", "/reset", 405),
         ("POST", "/version", 405),
+        ("HEAD", "/proxies", 405),
+        ("OPTIONS", "/proxies/{name}", 405),
         ("GET", "/nope", 404),
         ("GET", "/proxies/", 404),
         ("GET", "/proxies/{name}/toxics/t/extra", 404),
@@ -260,11 +262,18 @@ def test_stream_is_case_insensitive_and_empty_is_invalid(proxy: ProxyRef) -> Non
 def test_router_answers_like_toxiproxy(proxy: ProxyRef, method: str, path: str, status: int) -> None:
     resp = proxy.http(method, path.format(name=proxy.name))
     assert resp.status_code == status
-    if status == 405:
+    if status == 405 or method == "HEAD":
         assert resp.content == b""
     else:
         assert resp.text == "404 page not found\n"
         assert resp.headers["content-type"].startswith("text/plain")
+
+
+def test_metrics_take_any_method_and_head_has_no_body(api: httpx.Client) -> None:
+    head = api.head("/metrics")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) > 0
+    assert api.post("/metrics").text.startswith("# HELP toxiproxy_proxy_received_bytes_total")
 
 
 def test_browsers_are_refused_on_routes_only(api: httpx.Client) -> None:

@@ -199,10 +199,11 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", answer.content_type)
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(answer.body)
+            if self.command != "HEAD":  # HEAD: the headers of the answer, no body
+                self.wfile.write(answer.body)
 
         # Every method reaches the router, which answers 404/405 as Toxiproxy's does.
-        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = do_OPTIONS = _serve
+        do_GET = do_HEAD = do_POST = do_PATCH = do_DELETE = do_PUT = do_OPTIONS = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
