@@ -183,7 +183,9 @@ def _guard_abort(
     run.release("held")  # the method now flips the service to 500s and blocks again
     run.wait_gate("breach")
     tripped = run.wait_event("guard-tripped", timeout_s=15)
-    assert "hard limit" in tripped["reason"], tripped
+    # The sequential test sees an all-500 service within a handful of requests, before
+    # the hard limit's 1 s window is full.
+    assert tripped["reason"].startswith("sequential test"), tripped
     # The brake reverts at once, and the runner abandons the still-blocked activity
     # instead of waiting for it: the run ends without the gate being released.
     _clean(case, target, record, driver, ctx, within_s=5.0)
