@@ -114,10 +114,9 @@ def one_run(exp_path: Path, work: Path, i: int) -> dict[str, float]:
     from chaoslab.engine.runner import RunOptions, new_run_id
     from chaoslab.model.compile import load_experiment
     from chaoslab.session import run_experiment
-    from chaoslab.sli.experiment import section_validators
 
     registry = DriverRegistry()
-    exp = load_experiment(str(exp_path), registry=registry, section_validators=section_validators())
+    exp = load_experiment(str(exp_path), registry=registry)
     result, _ = run_experiment(
         exp,
         registry=registry,

@@ -93,18 +93,12 @@ def _registry() -> DriverRegistry:
     return DriverRegistry()
 
 
-def _section_validators() -> dict[str, Any]:
-    from chaoslab.sli.experiment import section_validators
-
-    return dict(section_validators())
-
-
 def _load(path: str, output: str = "text") -> Experiment:
     from chaoslab.errors import InvalidInput
     from chaoslab.model.compile import load_experiment
 
     try:
-        return load_experiment(path, registry=_registry(), section_validators=_section_validators())
+        return load_experiment(path, registry=_registry())
     except InvalidInput as exc:
         _fail_invalid(exc, output)
 
@@ -393,7 +387,7 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
     for path in experiments:
         _run_masker(path, (), ())  # a problem quoting a secret prints it masked
         try:
-            load_experiment(path, registry=_registry(), section_validators=_section_validators())
+            load_experiment(path, registry=_registry())
         except InvalidInput as exc:
             problems.extend(exc.problems)
     if problems:

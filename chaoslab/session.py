@@ -18,8 +18,9 @@ import msgspec
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
 from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
-from chaoslab.errors import ChaoslabError, InvalidInput, RunInterrupted, SLIError
+from chaoslab.errors import ChaoslabError, RunInterrupted, SLIError
 from chaoslab.model.experiment import Experiment
+from chaoslab.model.sections import SLOFiles
 from chaoslab.safety.halt import check_not_halted, register_run
 
 # Imported where needed: a run without load or faults does not pay for them at start-up.
@@ -46,17 +47,14 @@ def fault_targets(exp: Experiment) -> list[str]:
 def guard_spec(exp: Experiment, observation: LoadObservation | None) -> GuardSpec | None:
     if observation is None or observation.spec is None:
         return None  # the load-based checks need the synthetic load
-    from chaoslab.safety.guard import parse_guard
+    from chaoslab.safety.guard import resolve_guard
 
     availability = [s.objective for s in observation.slos if s.sli.value == "availability" and s.objective]
-    spec = parse_guard(
+    return resolve_guard(
         exp.guard,
         default_objective=max(availability) if availability else None,
         load_timeout_s=observation.spec.timeout_s,
     )
-    if isinstance(spec, list):
-        raise InvalidInput([msgspec.structs.replace(p, file=exp.source) for p in spec])
-    return spec
 
 
 def run_experiment(
@@ -72,8 +70,8 @@ def run_experiment(
     observation = None
     budget_checks: tuple[Any, ...] = ()
     budget: dict[str, Any] | None = None
-    if exp.raw.get("slo_files"):
-        observation, budget_checks, budget = _slo_files(exp, options, session)
+    if exp.slo_files is not None:
+        observation, budget_checks, budget = _slo_files(exp, exp.slo_files, options, session)
     elif exp.load is not None or exp.sli_probes:
         from chaoslab.engine.observe import LoadObservation
 
@@ -150,7 +148,7 @@ def run_experiment(
 
 
 def _slo_files(
-    exp: Experiment, options: RunOptions, session: SessionOptions
+    exp: Experiment, section: SLOFiles, options: RunOptions, session: SessionOptions
 ) -> tuple[LoadObservation, tuple[Any, ...], dict[str, Any]]:
     """SLO files: the pre-run budget gate, their objectives as steady state, and the
     guard's allowance (a share of each SLO's remaining error budget)."""
@@ -160,10 +158,10 @@ def _slo_files(
     from chaoslab.sli.budget_gate import check_budget, spent_since, steady_state_from_files
 
     base = Path(exp.source).resolve().parent
-    decision = check_budget(exp.raw, base, override=session.ignore_budget)
+    decision = check_budget(section, base, override=session.ignore_budget)
     if not decision.allowed:
         raise BudgetRefused(decision.format() + "\n(override with --ignore-budget if this run is approved)")
-    slos, sources = steady_state_from_files(exp.raw, base)
+    slos, sources = steady_state_from_files(section, base)
     observation = LoadObservation(exp, options.run_dir, extra_slos=slos, extra_sources=sources)
     checks = []
     for allowance in decision.allowances:

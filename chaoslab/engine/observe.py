@@ -15,11 +15,11 @@ from pathlib import Path
 
 from chaoslab.engine import events as ev
 from chaoslab.engine.execute import Outcome
-from chaoslab.errors import InvalidInput, SLIError
+from chaoslab.errors import SLIError
 from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.sli.base import SLISource, series_to_dict
-from chaoslab.sli.loadgen import LoadGenerator, load_from_spec, parse_load
-from chaoslab.sli.slo import SLO, SLIKind, judge, parse_slos
+from chaoslab.sli.loadgen import LoadGenerator, load_from_spec
+from chaoslab.sli.slo import SLO, SLIKind, judge
 
 SERIES_ENV = "CHAOSLAB_SLI_SERIES"
 
@@ -36,16 +36,8 @@ class LoadObservation:
         extra_slos: tuple[SLO, ...] = (),
         extra_sources: Mapping[str, SLISource] | None = None,
     ) -> None:
-        self.spec = None
-        if experiment.load is not None:
-            spec = parse_load(experiment.load, "load")
-            if isinstance(spec, list):
-                raise InvalidInput(spec)
-            self.spec = spec
-        slos = parse_slos(list(experiment.slo), "slo")
-        if isinstance(slos, list):
-            raise InvalidInput(slos)
-        self.slos: tuple[SLO, ...] = slos + extra_slos
+        self.spec = experiment.load
+        self.slos: tuple[SLO, ...] = experiment.slo + extra_slos
         self.extra_sources = dict(extra_sources or {})
         self.series_path = run_dir / "sli-series.ndjson"
         self.probe_slis = experiment.sli_probes

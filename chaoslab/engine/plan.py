@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from chaoslab.drivers.base import DriverContext, LeaseKind, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.faults import LEASE_MARGIN_S
@@ -86,7 +88,7 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
         "title": exp.title,
         "source": exp.source,
         "needs_lab": exp.needs_lab,
-        "load": exp.load,
+        "load": msgspec.to_builtins(exp.load) if exp.load is not None else None,
         "slo": _describe_slos(exp),
         "strategy": rt.strategy.value,
         "rollback_strategy": rt.rollback.value,
@@ -99,14 +101,7 @@ def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
 
 
 def _describe_slos(exp: Experiment) -> list[str]:
-    if not exp.slo:
-        return []
-    from chaoslab.sli.slo import parse_slos
-
-    slos = parse_slos(list(exp.slo), "slo")
-    if isinstance(slos, list):  # validated at load time; keep the raw form if not
-        return [str(s) for s in exp.slo]
-    return [f"{s.name}: {s.describe()} in {', '.join(s.windows)}" for s in slos]
+    return [f"{s.name}: {s.describe()} in {', '.join(s.windows)}" for s in exp.slo]
 
 
 def render_plan(plan: dict[str, Any]) -> None:

@@ -16,23 +16,22 @@ chaoslab's concise activity form::
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from chaoslab.drivers.base import Kind, check_args
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
-from chaoslab.model import library
+from chaoslab.model import library, sections
 from chaoslab.model.experiment import (
     Activity,
     ActivityKind,
     Experiment,
     Hypothesis,
     ProbeSLI,
-    RollbackStrategy,
     Runtime,
-    Strategy,
 )
 from chaoslab.model.reader import Document, load_document, plain
 from chaoslab.units import parse_duration
@@ -55,35 +54,15 @@ CONCISE_KEYS = frozenset(
     }
 )
 
-# Extra validation hooks (e.g. the SLO section), keyed by top-level field.
-SectionValidator = Callable[[Any, str], list[Problem]]
 
-
-def load_experiment(
-    path: str,
-    *,
-    registry: DriverRegistry,
-    section_validators: Mapping[str, SectionValidator] | None = None,
-) -> Experiment:
+def load_experiment(path: str, *, registry: DriverRegistry) -> Experiment:
     """Load, validate and compile ``path``. Raises ``InvalidInput`` with every problem."""
-    doc = load_document(path)
-    return compile_document(doc, registry=registry, section_validators=section_validators)
+    return compile_document(load_document(path), registry=registry)
 
 
-def compile_document(
-    doc: Document,
-    *,
-    registry: DriverRegistry,
-    section_validators: Mapping[str, SectionValidator] | None = None,
-) -> Experiment:
+def compile_document(doc: Document, *, registry: DriverRegistry) -> Experiment:
     c = _Compiler(doc, registry)
     exp = c.experiment()
-    for key, validate in (section_validators or {}).items():
-        if key in doc.data:
-            for p in validate(doc.data[key], key):
-                c.problems.append(
-                    Problem(file=doc.path, path=p.path, line=doc.line(p.path), message=p.message, hint=p.hint)
-                )
     if c.problems:
         raise InvalidInput(c.problems)
     assert exp is not None
@@ -151,29 +130,30 @@ class _Compiler:
                 rollbacks = self.activities(d["rollbacks"], "rollbacks")
 
         controls = self.controls(d.get("controls", []))
-        runtime = self.runtime(d)
-        load = d.get("load")
-        if load is not None and not isinstance(load, dict):
-            self.bad("load", "'load' must be a mapping")
-            load = None
+        runtime = self.section(sections.decode_runtime(d))
+        load = self.section(sections.decode_load(d["load"])) if d.get("load") is not None else None
         lab = d.get("lab", False)
         if not isinstance(lab, bool):
             self.bad("lab", "'lab' must be true or false")
-            lab = False
-        slo = d.get("slo", [])
-        if not isinstance(slo, list):
-            self.bad("slo", "'slo' must be a list of objectives")
-            slo = []
+        slos = self.section(sections.decode_slos(d.get("slo", [])))
         sli_probes = self.sli_probes(d.get("sli", []))
-        known = {p.name for p in sli_probes} | ({"load"} if d.get("load") is not None else set())
-        for i, entry in enumerate(slo):
-            if not isinstance(entry, dict) or d.get("slo_files"):
-                continue  # shape errors are the slo validator's; SLO files add prom:* sources
-            source = entry.get("source", "load")
-            if isinstance(source, str) and source not in known:
+        guard = self.section(sections.decode_guard(d["guard"])) if "guard" in d else None
+        slo_files = self.section(sections.decode_slo_files(d))
+        runbook = self.section(sections.decode_runbook(d.get("runbook")))
+        compared = [i for i, o in enumerate(slos or ()) if o.compare is not None]
+        if compared and importlib.util.find_spec("scipy") is None:
+            self.bad(
+                f"slo[{compared[0]}].compare",
+                "comparative objectives need scipy, which is not installed",
+                hint="pip install 'chaoslab[stats]'",
+            )
+        known = {p.name for p in sli_probes} | ({"load"} if load is not None else set())
+        for i, objective in enumerate(slos or ()):
+            if slo_files is None and objective.source not in known:
+                where = f"slo[{i}].source" if "source" in d["slo"][i] else f"slo[{i}]"
                 self.bad(
-                    f"slo[{i}].source" if "source" in entry else f"slo[{i}]",
-                    f"objective {entry.get('name')!r} reads SLI source {source!r}, which this "
+                    where,
+                    f"objective {objective.name!r} reads SLI source {objective.source!r}, which this "
                     "experiment does not define",
                     hint="add a `load:` section, or a probe SLI under `sli:` with that name",
                 )
@@ -190,13 +170,14 @@ class _Compiler:
             method=method,
             rollbacks=rollbacks,
             controls=controls,
-            runtime=runtime,
-            needs_lab=lab,
+            runtime=Runtime(**runtime) if runtime else Runtime(),
+            needs_lab=lab is True,
             load=load,
-            slo=tuple(slo),
+            slo=slos or (),
             sli_probes=sli_probes,
-            runbook=d.get("runbook"),
-            guard=d.get("guard"),
+            runbook=runbook,
+            guard=guard,
+            slo_files=slo_files,
             raw=d,
         )
 
@@ -242,60 +223,13 @@ class _Compiler:
         compiled = self.activities(probes, f"{path}.probes", hypothesis=True)
         return Hypothesis(title=str(title or ""), probes=compiled)
 
-    def runtime(self, d: Mapping[str, Any]) -> Runtime:
-        rt = d.get("runtime", {}) or {}
-        if not isinstance(rt, dict):
-            self.bad("runtime", "'runtime' must be a mapping")
-            return Runtime()
-        kw: dict[str, Any] = {}
-        hyp = rt.get("hypothesis", {}) or {}
-        if "strategy" in hyp:
-            try:
-                kw["strategy"] = Strategy(hyp["strategy"])
-            except ValueError:
-                self.bad(
-                    "runtime.hypothesis.strategy",
-                    f"unknown strategy {hyp['strategy']!r}",
-                    hint=", ".join(s.value for s in Strategy),
-                )
-        if "frequency" in hyp:
-            kw["frequency_s"] = self.duration(hyp["frequency"], "runtime.hypothesis.frequency", positive=True)
-        if "fail_fast" in hyp:
-            if not isinstance(hyp["fail_fast"], bool):
-                self.bad("runtime.hypothesis.fail_fast", "must be true or false")
-            else:
-                kw["fail_fast"] = hyp["fail_fast"]
-        rb = rt.get("rollbacks", {}) or {}
-        if "strategy" in rb:
-            try:
-                kw["rollback"] = RollbackStrategy(rb["strategy"])
-            except ValueError:
-                self.bad(
-                    "runtime.rollbacks.strategy",
-                    f"unknown rollback strategy {rb['strategy']!r}",
-                    hint=", ".join(s.value for s in RollbackStrategy),
-                )
-        for key, attr in (("timeout", "timeout_s"), ("lease", "lease_s")):
-            if key in d:
-                kw[attr] = self.duration(d[key], key, positive=True)
-        if "activity_timeout" in rt:
-            kw["activity_timeout_s"] = self.duration(
-                rt["activity_timeout"], "runtime.activity_timeout", positive=True
-            )
-        windows = d.get("windows", {}) or {}
-        if not isinstance(windows, dict):
-            self.bad("windows", "'windows' must be a mapping: {baseline: 5s, recovery: 2s, after: 5s}")
-            windows = {}
-        has_load = d.get("load") is not None
-        defaults = {"baseline": 5.0 if has_load else 0.0, "recovery": 0.0, "after": 5.0 if has_load else 0.0}
-        for key, default in defaults.items():
-            kw[f"{key}_s"] = default
-            if key in windows:
-                kw[f"{key}_s"] = self.duration(windows[key], f"windows.{key}")
-        for key in windows:
-            if key not in defaults:
-                self.bad(f"windows.{key}", f"unknown window {key!r}", hint="baseline, recovery, after")
-        return Runtime(**{k: v for k, v in kw.items() if v is not None})
+    def section[T](self, decoded: T | list[Problem]) -> T | None:
+        """A decoded section (``chaoslab.model.sections``), its problems placed at their lines."""
+        if isinstance(decoded, list):
+            for p in decoded:
+                self.bad(p.path, p.message, p.hint)
+            return None
+        return decoded
 
     def duration(self, value: Any, path: str, *, positive: bool = False) -> float | None:
         try:

@@ -13,41 +13,22 @@ from typing import Any
 
 import msgspec
 
+from chaoslab.model.sections import (
+    SLO,
+    GuardSection,
+    LoadSpec,
+    RollbackStrategy,
+    Runbook,
+    SLOFiles,
+    Strategy,
+)
+
+__all__ = ["RollbackStrategy", "Strategy"]  # defined in sections, imported from here too
+
 
 class ActivityKind(StrEnum):
     PROVIDER = "provider"  # python / process / http, executed by chaostoolkit-lib
     DRIVER = "driver"  # a chaoslab driver operation
-
-
-class Strategy(StrEnum):
-    """Chaos Toolkit's hypothesis strategies."""
-
-    DEFAULT = "default"
-    BEFORE_ONLY = "before-method-only"
-    AFTER_ONLY = "after-method-only"
-    DURING_ONLY = "during-method-only"
-    CONTINUOUSLY = "continuously"
-
-    @property
-    def before(self) -> bool:
-        return self in (Strategy.DEFAULT, Strategy.BEFORE_ONLY, Strategy.CONTINUOUSLY)
-
-    @property
-    def after(self) -> bool:
-        return self in (Strategy.DEFAULT, Strategy.AFTER_ONLY, Strategy.CONTINUOUSLY)
-
-    @property
-    def during(self) -> bool:
-        return self in (Strategy.DURING_ONLY, Strategy.CONTINUOUSLY)
-
-
-class RollbackStrategy(StrEnum):
-    """Accepted for compatibility. chaoslab's default is ALWAYS (Chaos Toolkit: DEFAULT)."""
-
-    ALWAYS = "always"
-    DEFAULT = "default"
-    NEVER = "never"
-    DEVIATED = "deviated"
 
 
 class Activity(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,11 +94,12 @@ class Experiment(msgspec.Struct, frozen=True, kw_only=True):
     controls: tuple[Mapping[str, Any], ...] = ()
     runtime: Runtime = msgspec.field(default_factory=Runtime)
     needs_lab: bool = False
-    load: Mapping[str, Any] | None = None
-    slo: tuple[Any, ...] = ()
+    load: LoadSpec | None = None
+    slo: tuple[SLO, ...] = ()
     sli_probes: tuple[ProbeSLI, ...] = ()
-    runbook: Any = None
-    guard: Any = None
+    runbook: Runbook | None = None
+    guard: GuardSection | None = None
+    slo_files: SLOFiles | None = None
     raw: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
     def all_activities(self) -> tuple[Activity, ...]:

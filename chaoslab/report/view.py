@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.errors import InvalidInput, Problem
+from chaoslab.model.sections import Runbook, decode_runbook
 
 
 class JournalError(InvalidInput):
@@ -221,28 +222,6 @@ class ActivityRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Runbook:
-    url: str | None = None
-    steps: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, raw: Any) -> Runbook | None:
-        """``runbook:`` may be a URL string, a list of steps, or ``{url, steps}``."""
-        if isinstance(raw, str) and raw.strip():
-            return cls(url=raw.strip())
-        if isinstance(raw, list):
-            steps = tuple(str(s) for s in raw if str(s).strip())
-            return cls(steps=steps) if steps else None
-        if isinstance(raw, Mapping):
-            url = raw.get("url")
-            steps_raw = raw.get("steps")
-            steps = tuple(str(s) for s in steps_raw) if isinstance(steps_raw, list) else ()
-            if isinstance(url, str) or steps:
-                return cls(url=url if isinstance(url, str) else None, steps=steps)
-        return None
-
-
-@dataclass(frozen=True, kw_only=True)
 class RunView:
     title: str
     description: str
@@ -374,7 +353,7 @@ class RunView:
             ),
             environment={k: v for k, v in env.items() if v},
             halt_ts=halt_ts,
-            runbook=Runbook.parse(exp.get("runbook")),
+            runbook=_runbook(exp.get("runbook")),
             experiment=exp,
         )
 
@@ -419,15 +398,17 @@ def _faults(events: Sequence[Any]) -> tuple[FaultWindow, ...]:
 
 
 def _slo_specs(raw: Any) -> dict[str, Any]:
-    """The experiment's objectives by name (empty if they do not parse: reports still render)."""
-    from chaoslab.sli.slo import parse_slos
+    """The journal's objectives by name, decoded by the model (empty if they do not
+    decode: reports still render)."""
+    from chaoslab.model.sections import decode_slos
 
-    if not isinstance(raw, list):
-        return {}
-    parsed = parse_slos(raw)
-    if isinstance(parsed, list):
-        return {}
-    return {s.name: s for s in parsed}
+    parsed = decode_slos(raw) if raw is not None else []
+    return {} if isinstance(parsed, list) else {s.name: s for s in parsed}
+
+
+def _runbook(raw: Any) -> Runbook | None:
+    book = decode_runbook(raw)
+    return None if isinstance(book, list) else book
 
 
 def _slo_row(raw: Mapping[str, Any], specs: Mapping[str, Any]) -> SLORow:

@@ -42,20 +42,20 @@ probability is not controlled).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from chaoslab.engine import events as ev
-from chaoslab.errors import Problem
+from chaoslab.model.sections import DEFAULT_RISK as DEFAULT_RISK
+from chaoslab.model.sections import GuardSection, HardLimit
 from chaoslab.sli.base import SLISource
 from chaoslab.sli.sequential import Decision, MixtureSPRT
-from chaoslab.units import parse_duration
 
 MIN_BURN_SAMPLES = 20
-DEFAULT_RISK = 0.01
+
 DEFAULT_BURN_RATE = 10.0
 MAX_TOLERATED_RATE = 0.5
 
@@ -81,103 +81,25 @@ class GuardSpec:
         return min(MAX_TOLERATED_RATE, burn * (1.0 - self.objective))
 
 
-def parse_guard(
-    raw: Any, *, default_objective: float | None, load_timeout_s: float, path: str = "guard"
-) -> GuardSpec | list[Problem]:
-    problems: list[Problem] = []
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        return [Problem(path=path, message="'guard' must be a mapping")]
-    known = {
-        "allowance",
-        "burn_rate",
-        "burn_window",
-        "objective",
-        "hard_limit",
-        "silence",
-        "enabled",
-        "risk",
-        "sequential",
-        "slow",
-    }
-    for k in raw:
-        if k not in known:
-            problems.append(
-                Problem(
-                    path=f"{path}.{k}", message=f"unknown guard setting {k!r}", hint=", ".join(sorted(known))
-                )
-            )
-    kw: dict[str, Any] = {"objective": default_objective or 0.99, "silence_s": max(5.0, load_timeout_s + 2.0)}
-
-    def number(key: str, lo: float, hi: float | None = None, integer: bool = False) -> Any:
-        v = raw.get(key)
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and (not integer or isinstance(v, int))
-        if not ok or not isinstance(v, int | float) or v < lo or (hi is not None and v > hi):
-            rng = f"≥ {lo}" if hi is None else f"between {lo} and {hi}"
-            problems.append(Problem(path=f"{path}.{key}", message=f"must be a number {rng}, got {v!r}"))
-            return None
-        return v
-
-    def duration(value: Any, where: str) -> float | None:
-        try:
-            return parse_duration(value, positive=True, max_s=3600)
-        except ValueError as exc:
-            problems.append(Problem(path=where, message=f"{exc} (between 0 and 1h)"))
-            return None
-
-    for flag in ("enabled", "sequential"):
-        if flag in raw:
-            if not isinstance(raw[flag], bool):
-                problems.append(Problem(path=f"{path}.{flag}", message="must be true or false"))
-            else:
-                kw[flag] = raw[flag]
-    if "risk" in raw:
-        risk = raw["risk"]
-        if isinstance(risk, bool) or not isinstance(risk, int | float) or not 0 < risk <= 0.5:
-            problems.append(
-                Problem(
-                    path=f"{path}.risk",
-                    message=f"must be a probability in (0, 0.5], got {risk!r}",
-                    hint="0.01: at most 1 run in 100 is aborted while the system is within tolerance",
-                )
-            )
-        else:
-            kw["risk"] = float(risk)
-    if "allowance" in raw:
-        kw["allowance"] = number("allowance", 0, integer=True)
-    if "burn_rate" in raw:
-        kw["burn_rate"] = number("burn_rate", 1)
-    if "objective" in raw:
-        kw["objective"] = number("objective", 0.0, 0.99999)
-    if "burn_window" in raw:
-        kw["burn_window_s"] = duration(raw["burn_window"], f"{path}.burn_window")
-    if "silence" in raw:
-        kw["silence_s"] = duration(raw["silence"], f"{path}.silence")
-    if "slow" in raw:
-        kw["slow_s"] = duration(raw["slow"], f"{path}.slow")
-    if "hard_limit" in raw:
-        hl = raw["hard_limit"]
-        if hl is None or hl is False:
-            kw["hard_error_rate"] = None
-        elif not isinstance(hl, Mapping):
-            problems.append(Problem(path=f"{path}.hard_limit", message="must be {error_rate: 0.5, for: 2s}"))
-        else:
-            er = hl.get("error_rate")
-            if not isinstance(er, int | float) or isinstance(er, bool) or not 0 < er <= 1:
-                problems.append(Problem(path=f"{path}.hard_limit.error_rate", message="must be in (0, 1]"))
-            else:
-                kw["hard_error_rate"] = float(er)
-            if "for" in hl:
-                kw["hard_for_s"] = duration(hl["for"], f"{path}.hard_limit.for")
-    if problems:
-        return problems
+def resolve_guard(
+    section: GuardSection | None, *, default_objective: float | None, load_timeout_s: float
+) -> GuardSpec:
+    """The guard of a run: the experiment's ``guard:`` (decoded by ``chaoslab.model``)
+    with the defaults only the run knows (the SLOs' objective, the load's timeout)."""
+    g = section or GuardSection()
+    hard = g.hard_limit if isinstance(g.hard_limit, HardLimit) else None
     return GuardSpec(
-        **{
-            k: v
-            for k, v in kw.items()
-            if v is not None or k in ("allowance", "burn_rate", "hard_error_rate", "slow_s")
-        }
+        enabled=g.enabled,
+        sequential=g.sequential,
+        risk=g.risk,
+        allowance=g.allowance,
+        burn_rate=g.burn_rate,
+        burn_window_s=g.burn_window_s,
+        objective=g.objective if g.objective is not None else default_objective or 0.99,
+        hard_error_rate=hard.error_rate if hard else None,
+        hard_for_s=hard.for_s if hard else 2.0,
+        silence_s=g.silence_s if g.silence_s is not None else max(5.0, load_timeout_s + 2.0),
+        slow_s=g.slow_s,
     )
 
 

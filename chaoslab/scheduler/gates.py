@@ -225,9 +225,10 @@ class ErrorBudgetGate:
 
 
 def _prometheus_budget(files: tuple[Path, ...], url: str | None) -> Any:
+    from chaoslab.model.sections import SLOFiles
     from chaoslab.sli.budget_gate import check_budget
 
-    return check_budget({"slo_files": [str(p) for p in files]}, Path("/"), prometheus=url)
+    return check_budget(SLOFiles(files=tuple(str(p) for p in files)), Path("/"), prometheus=url)
 
 
 def default_gates() -> list[Gate]:

@@ -26,21 +26,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaoslab.errors import InvalidInput, Problem, SLIError
+from chaoslab.errors import SLIError
 from chaoslab.model.openslo import SLODefinition, load_slo_files
+from chaoslab.model.sections import DEFAULT_SHARE as DEFAULT_SHARE
+from chaoslab.model.sections import SLOFiles
 from chaoslab.sli.base import SLISource
 from chaoslab.sli.budget import DEFAULT_SCRAPE_INTERVAL_S, BudgetStatus, budget_status, format_statuses
 from chaoslab.sli.prometheus import PrometheusClient, PrometheusSLI, PrometheusSource
 from chaoslab.sli.slo import SLO, SLIKind
 
 ENV_URL = "CHAOSLAB_PROMETHEUS_URL"
-DEFAULT_SHARE = 0.05
-KEYS = ("slo_files", "prometheus", "allowance", "budget_gate")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,50 +115,14 @@ class BudgetDecision:
         return "\n".join(lines)
 
 
-def validate_section(raw: Any, key: str) -> list[Problem]:
-    """Section validator for ``compile_document`` (register it for each key in ``KEYS``)."""
-    problems: list[Problem] = []
-    if key == "slo_files":
-        if not isinstance(raw, list) or not raw or any(not isinstance(p, str) or not p for p in raw):
-            problems.append(Problem(path=key, message="expected a non-empty list of SLO file paths"))
-    elif key == "prometheus":
-        if not isinstance(raw, str) or not raw.startswith(("http://", "https://")):
-            problems.append(Problem(path=key, message=f"expected the Prometheus URL, got {raw!r}"))
-    elif key == "allowance":
-        if not isinstance(raw, Mapping) or set(raw) - {"budget_share"}:
-            problems.append(Problem(path=key, message="expected {budget_share: 0.05}"))
-        else:
-            share = raw.get("budget_share")
-            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
-                problems.append(
-                    Problem(
-                        path=f"{key}.budget_share",
-                        message=f"expected a share of the remaining budget in (0, 1], got {share!r}",
-                        hint="0.05 lets the run spend 5% of what is left",
-                    )
-                )
-    elif key == "budget_gate":
-        if not isinstance(raw, Mapping) or set(raw) - {"override", "reason"}:
-            problems.append(Problem(path=key, message="expected {override: true, reason: '...'}"))
-        elif not isinstance(raw.get("override", False), bool):
-            problems.append(Problem(path=f"{key}.override", message="expected true or false"))
-    return problems
-
-
-def slo_definitions(experiment_raw: Mapping[str, Any], base_dir: Path) -> tuple[SLODefinition, ...]:
+def slo_definitions(section: SLOFiles, base_dir: Path) -> tuple[SLODefinition, ...]:
     """The SLOs of the experiment's ``slo_files`` (paths relative to ``base_dir``)."""
-    files = experiment_raw.get("slo_files") or []
-    problems = validate_section(files, "slo_files") if files else []
-    if problems:
-        raise InvalidInput(problems)
-    return load_slo_files([p if Path(p).is_absolute() else base_dir / p for p in files])
+    return load_slo_files([p if Path(p).is_absolute() else base_dir / p for p in section.files])
 
 
-def prometheus_url(
-    experiment_raw: Mapping[str, Any], slo: SLODefinition | None, explicit: str | None = None
-) -> str:
+def prometheus_url(section: SLOFiles, slo: SLODefinition | None, explicit: str | None = None) -> str:
     """The URL: explicit, the experiment's ``prometheus``, the SLO's data source, the env."""
-    for url in (explicit, experiment_raw.get("prometheus"), slo.prometheus_url if slo else None):
+    for url in (explicit, section.prometheus, slo.prometheus_url if slo else None):
         if isinstance(url, str) and url:
             return url
     env = os.environ.get(ENV_URL)
@@ -170,12 +133,6 @@ def prometheus_url(
         f"no Prometheus URL{name}: give --prometheus, the experiment's 'prometheus:', the SLO file's "
         f"data source, or ${ENV_URL}"
     )
-
-
-def budget_share(experiment_raw: Mapping[str, Any]) -> float:
-    allowance = experiment_raw.get("allowance") or {}
-    share = allowance.get("budget_share", DEFAULT_SHARE) if isinstance(allowance, Mapping) else DEFAULT_SHARE
-    return float(share)
 
 
 def allowance_for(status: BudgetStatus, share: float) -> Allowance:
@@ -199,7 +156,7 @@ def spent_since(sli: PrometheusSLI, started_at: float, now: float | None = None)
 
 
 def check_budget(
-    experiment_raw: Mapping[str, Any],
+    section: SLOFiles,
     base_dir: Path,
     *,
     override: bool = False,
@@ -213,10 +170,9 @@ def check_budget(
 
     Raises ``InvalidInput`` for broken SLO files (the experiment is invalid, not unlucky).
     """
-    share = budget_share(experiment_raw)
-    gate = experiment_raw.get("budget_gate") or {}
-    overridden = bool(override or (isinstance(gate, Mapping) and gate.get("override") is True))
-    slos = slo_definitions(experiment_raw, base_dir)
+    share = section.budget_share
+    overridden = override or section.override
+    slos = slo_definitions(section, base_dir)
     if not slos:
         return BudgetDecision(
             allowed=True, refused=False, overridden=False, reasons=("no slo_files: no budget to check",)
@@ -227,7 +183,7 @@ def check_budget(
     errors: list[str] = []
     for slo in slos:
         try:
-            client = PrometheusClient(prometheus_url(experiment_raw, slo, prometheus))
+            client = PrometheusClient(prometheus_url(section, slo, prometheus))
             with client:
                 st = budget_status(PrometheusSLI(client, slo), now, scrape_interval_s)
         except SLIError as exc:
@@ -249,8 +205,7 @@ def check_budget(
     if not refused:
         reasons.append("every SLO has budget left and no page-level burn")
     elif overridden:
-        note = gate.get("reason") if isinstance(gate, Mapping) else None
-        reasons.append("overridden explicitly" + (f": {note}" if note else ""))
+        reasons.append("overridden explicitly" + (f": {section.reason}" if section.reason else ""))
     return BudgetDecision(
         allowed=not refused or overridden,
         refused=refused,
@@ -264,7 +219,7 @@ def check_budget(
 
 
 def steady_state_from_files(
-    experiment_raw: Mapping[str, Any], base_dir: Path, *, prometheus: str | None = None
+    section: SLOFiles, base_dir: Path, *, prometheus: str | None = None
 ) -> tuple[tuple[SLO, ...], dict[str, SLISource]]:
     """Objectives and sources for the experiment's SLO files (source names ``prom:<slo>``).
 
@@ -273,9 +228,9 @@ def steady_state_from_files(
     """
     objectives: list[SLO] = []
     sources: dict[str, SLISource] = {}
-    for slo in slo_definitions(experiment_raw, base_dir):
+    for slo in slo_definitions(section, base_dir):
         name = f"prom:{slo.name}"
-        client = PrometheusClient(prometheus_url(experiment_raw, slo, prometheus))
+        client = PrometheusClient(prometheus_url(section, slo, prometheus))
         sources[name] = PrometheusSource(name=name, sli=PrometheusSLI(client, slo))
         objectives.append(SLO(name=slo.name, sli=SLIKind.AVAILABILITY, objective=slo.target, source=name))
     return tuple(objectives), sources

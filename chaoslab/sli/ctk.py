@@ -34,8 +34,9 @@ from typing import Any
 
 from chaoslab.drivers.base import parse_duration
 from chaoslab.errors import InvalidInput, Problem, SLIError
+from chaoslab.model.sections import decode_slos
 from chaoslab.sli.series_file import SeriesFileSource
-from chaoslab.sli.slo import SLIKind, judge, parse_slos
+from chaoslab.sli.slo import SLIKind, judge
 
 SERIES_ENV = "CHAOSLAB_SLI_SERIES"
 
@@ -47,7 +48,7 @@ def slo_check(
 ) -> dict[str, Any]:
     """Judge one objective over the last ``last`` seconds; return the result as a dict."""
     raw = {"name": "check", **slo}
-    parsed = parse_slos([raw], path="arguments.slo")
+    parsed = decode_slos([raw], path="arguments.slo")
     if isinstance(parsed, list):
         raise InvalidInput(parsed)
     (objective,) = parsed

@@ -33,15 +33,13 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaoslab.drivers.base import parse_duration
-from chaoslab.errors import Problem, SLIError
+from chaoslab.errors import SLIError
 from chaoslab.lab.httpcore import ClientConnection, ErrorKind, build_request
+from chaoslab.model.sections import LoadSpec as LoadSpec
 from chaoslab.sli.base import (
     Counts,
     ExactLatencies,
@@ -62,83 +60,6 @@ def is_good(code: int) -> bool:
 
 def is_error(code: int) -> bool:
     return code < 0 or code >= 500
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoadSpec:
-    """The experiment's ``load:`` block (see ``parse_load``)."""
-
-    target: str  # "lab:lb", "lab:replica-1" or "http(s)://host:port"
-    path: str = "/"
-    rate: float = 100.0
-    timeout_s: float = 2.0
-    method: str = "GET"
-    max_duration_s: float = 3600.0
-    connections: int = 256
-
-
-_LOAD_KEYS = {"target", "path", "rate", "timeout", "method", "max_duration", "connections"}
-
-
-def parse_load(raw: Any, path: str = "load") -> LoadSpec | list[Problem]:
-    """Validate a ``load:`` mapping; return the spec or every problem with its field path."""
-    if not isinstance(raw, Mapping):
-        return [Problem(path=path, message="expected a mapping like {target: 'lab:lb', rate: 200}")]
-    problems: list[Problem] = []
-    for key in raw:
-        if key not in _LOAD_KEYS:
-            problems.append(
-                Problem(
-                    path=f"{path}.{key}",
-                    message=f"unknown key {key!r}",
-                    hint=f"known: {', '.join(sorted(_LOAD_KEYS))}",
-                )
-            )
-    target = raw.get("target")
-    if not isinstance(target, str) or not (
-        target.startswith("lab:") or target.startswith(("http://", "https://"))
-    ):
-        problems.append(
-            Problem(path=f"{path}.target", message=f"expected 'lab:<name>' or an http(s) URL, got {target!r}")
-        )
-    req_path = raw.get("path", "/")
-    if not isinstance(req_path, str) or not req_path.startswith("/"):
-        problems.append(
-            Problem(path=f"{path}.path", message=f"expected a path starting with '/', got {req_path!r}")
-        )
-    rate = raw.get("rate", 100)
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100_000:
-        problems.append(
-            Problem(path=f"{path}.rate", message=f"expected requests/s in (0, 100000], got {rate!r}")
-        )
-    durations: dict[str, float] = {}
-    for key, default in (("timeout", 2.0), ("max_duration", 3600.0)):
-        try:
-            durations[key] = parse_duration(raw.get(key, default))
-        except ValueError as exc:
-            problems.append(Problem(path=f"{path}.{key}", message=str(exc)))
-            continue
-        if durations[key] <= 0:
-            problems.append(Problem(path=f"{path}.{key}", message="must be positive"))
-    method = raw.get("method", "GET")
-    if method not in ("GET", "HEAD"):
-        problems.append(
-            Problem(path=f"{path}.method", message="only GET and HEAD are sent by the load generator")
-        )
-    conns = raw.get("connections", 256)
-    if isinstance(conns, bool) or not isinstance(conns, int) or not 1 <= conns <= 10_000:
-        problems.append(Problem(path=f"{path}.connections", message=f"expected 1..10000, got {conns!r}"))
-    if problems:
-        return problems
-    return LoadSpec(
-        target=str(target),
-        path=str(req_path),
-        rate=float(rate),
-        timeout_s=durations["timeout"],
-        method=str(method),
-        max_duration_s=durations["max_duration"],
-        connections=int(conns),
-    )
 
 
 def resolve_url(spec: LoadSpec, base_dir: Path | None = None) -> str:

@@ -1,4 +1,5 @@
-"""SLOs: the experiment's ``slo:`` list, and their verdicts per window.
+"""SLOs: the experiment's ``slo:`` list (decoded by ``chaoslab.model.sections``), and
+their verdicts per window.
 
 The concise form (each entry a mapping; durations are strings with a unit)::
 
@@ -52,67 +53,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from chaoslab.drivers.base import parse_duration
 from chaoslab.engine.verdict import Verdict
-from chaoslab.errors import Problem, SLIError
+from chaoslab.errors import SLIError
+from chaoslab.model.sections import DEFAULT_CONFIDENCE as DEFAULT_CONFIDENCE
+from chaoslab.model.sections import SLO as SLO
+from chaoslab.model.sections import WINDOWS as WINDOWS
+from chaoslab.model.sections import SLIKind as SLIKind
 from chaoslab.sli.base import Counts, ExactLatencies, HistogramLatencies, SecondStats, SLISource
 from chaoslab.sli.stats import Judgement, Outcome, judge_quantile, judge_ratio
-
-WINDOWS = ("baseline", "during", "after")
-DEFAULT_CONFIDENCE = 0.95
-DEFAULT_MAX_RATIO = 1.2
-DEFAULT_MAX_INCREASE = 0.01
-DEFAULT_MIN_SAMPLES = 20
-
-
-class SLIKind(StrEnum):
-    AVAILABILITY = "availability"
-    LATENCY = "latency"
-    ERROR_RATE = "error-rate"
-    TIME_TO_RECOVER = "time-to-recover"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SLO:
-    """One objective. Exactly the fields its kind needs are set (``parse_slos`` ensures it)."""
-
-    name: str
-    sli: SLIKind
-    objective: float | None = None  # a ratio in (0, 1)
-    threshold_s: float | None = None  # latency threshold, or the TTR limit
-    percentile: float | None = None  # 0 < p < 100, for "pXX ≤ T"
-    of: str | None = None  # TTR: name of the objective that must hold again
-    from_event: str = "start"  # TTR: "start" | "revert"
-    stable_s: float = 3.0  # TTR
-    windows: tuple[str, ...] = WINDOWS
-    confidence: float = DEFAULT_CONFIDENCE
-    source: str = "load"
-    critical: bool = True
-    compare: str | None = None  # "baseline": judged against the run's baseline window
-    max_ratio: float = DEFAULT_MAX_RATIO  # compare, latency: allowed slow-down factor
-    max_increase: float = DEFAULT_MAX_INCREASE  # compare, ratios: allowed rise of the bad ratio
-    min_samples: int = DEFAULT_MIN_SAMPLES  # compare: fewer on either side is "no data"
-    no_data: Outcome = Outcome.INCONCLUSIVE  # compare: the outcome with too few samples
-
-    def describe(self) -> str:
-        if self.compare is not None:
-            if self.sli is SLIKind.LATENCY:
-                return f"latency ≤ {self.max_ratio:g}× {self.compare}"
-            what = "unavailability" if self.sli is SLIKind.AVAILABILITY else "error rate"
-            return f"{what} ≤ {self.compare} + {self.max_increase:g}"
-        if self.sli is SLIKind.AVAILABILITY:
-            return f"availability ≥ {self.objective:g}"
-        if self.sli is SLIKind.ERROR_RATE:
-            return f"error rate ≤ {self.objective:g}"
-        if self.sli is SLIKind.LATENCY:
-            ms = f"{(self.threshold_s or 0) * 1000:g}ms"
-            if self.percentile is not None:
-                return f"p{self.percentile:g} ≤ {ms}"
-            return f"fraction ≤ {ms} is ≥ {self.objective:g}"
-        return f"time to recover {self.of} ≤ {self.threshold_s:g}s (from {self.from_event})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,290 +96,6 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or math.isinf(x) or math.isnan(x) else x
 
 
-# --- parsing -------------------------------------------------------------------------------
-
-_COMMON = {"name", "sli", "windows", "confidence", "source", "critical"}
-_KEYS = {
-    SLIKind.AVAILABILITY: _COMMON | {"objective"},
-    SLIKind.ERROR_RATE: _COMMON | {"objective"},
-    SLIKind.LATENCY: _COMMON | {"objective", "threshold", "percentile"},
-    SLIKind.TIME_TO_RECOVER: _COMMON | {"threshold", "of", "from", "stable"},
-}
-_COMPARE_COMMON = _COMMON | {"compare", "min_samples", "no_data"}
-_COMPARE_KEYS = {
-    SLIKind.AVAILABILITY: _COMPARE_COMMON | {"max_increase"},
-    SLIKind.ERROR_RATE: _COMPARE_COMMON | {"max_increase"},
-    SLIKind.LATENCY: _COMPARE_COMMON | {"max_ratio"},
-}
-
-
-def parse_slos(raw: Any, path: str = "slo") -> tuple[SLO, ...] | list[Problem]:
-    """Validate the ``slo:`` list; return frozen SLOs, or every problem with its field path."""
-    if not isinstance(raw, list):
-        return [Problem(path=path, message="expected a list of objectives")]
-    problems: list[Problem] = []
-    slos: list[SLO] = []
-    for i, entry in enumerate(raw):
-        result = _parse_one(entry, f"{path}[{i}]")
-        if isinstance(result, list):
-            problems += result
-        else:
-            slos.append(result)
-    names = [s.name for s in slos]
-    for i, s in enumerate(slos):
-        if names.count(s.name) > 1 and names.index(s.name) != i:
-            problems.append(Problem(path=f"{path}[{i}].name", message=f"duplicate objective name {s.name!r}"))
-    by_name = {s.name: s for s in slos}
-    for i, slo in enumerate(slos if not problems else []):
-        if slo.sli is SLIKind.TIME_TO_RECOVER:
-            target = by_name.get(slo.of or "")
-            if target is None:
-                problems.append(
-                    Problem(
-                        path=f"{path}[{i}].of",
-                        message=f"no objective named {slo.of!r}",
-                        hint=f"one of: {', '.join(n for n in names if n != slo.name) or 'none'}",
-                    )
-                )
-            elif target.sli is SLIKind.TIME_TO_RECOVER:
-                problems.append(
-                    Problem(
-                        path=f"{path}[{i}].of", message="must name an objective that is not time-to-recover"
-                    )
-                )
-    return problems if problems else tuple(slos)
-
-
-def _parse_one(entry: Any, path: str) -> SLO | list[Problem]:
-    if not isinstance(entry, Mapping):
-        return [
-            Problem(
-                path=path, message="expected a mapping like {name: ..., sli: availability, objective: 0.99}"
-            )
-        ]
-    problems: list[Problem] = []
-    name = entry.get("name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append(
-            Problem(path=f"{path}.name", message="every objective needs a name (a non-empty string)")
-        )
-    try:
-        sli = SLIKind(str(entry.get("sli")))
-    except ValueError:
-        return problems + [
-            Problem(
-                path=f"{path}.sli",
-                message=f"unknown sli {entry.get('sli')!r}",
-                hint=f"one of: {', '.join(k.value for k in SLIKind)}",
-            )
-        ]
-    if "critical" in entry and not isinstance(entry["critical"], bool):
-        problems.append(Problem(path=f"{path}.critical", message="must be true or false"))
-    if "compare" in entry:
-        compared = _parse_compare(entry, path, str(name), sli)
-        if isinstance(compared, list) or problems:
-            return problems + (compared if isinstance(compared, list) else [])
-        return compared
-    for key in entry:
-        if key not in _KEYS[sli]:
-            problems.append(
-                Problem(
-                    path=f"{path}.{key}",
-                    message=f"{key!r} does not apply to a {sli.value} objective",
-                    hint=f"allowed: {', '.join(sorted(_KEYS[sli]))}"
-                    + (
-                        "; max_ratio, max_increase, min_samples and no_data go with compare: baseline"
-                        if key in ("max_ratio", "max_increase", "min_samples", "no_data")
-                        else ""
-                    ),
-                )
-            )
-    kw: dict[str, Any] = {}
-    if isinstance(entry.get("critical"), bool):
-        kw["critical"] = entry["critical"]
-    if "objective" in entry:
-        obj = entry["objective"]
-        if isinstance(obj, bool) or not isinstance(obj, int | float) or not 0 < obj < 1:
-            problems.append(
-                Problem(
-                    path=f"{path}.objective",
-                    message=f"expected a ratio strictly between 0 and 1, got {obj!r}",
-                    hint="write 0.99 for 99%",
-                )
-            )
-        else:
-            kw["objective"] = float(obj)
-    elif sli in (SLIKind.AVAILABILITY, SLIKind.ERROR_RATE):
-        problems.append(
-            Problem(path=f"{path}.objective", message=f"a {sli.value} objective needs 'objective'")
-        )
-    for key, attr in (("threshold", "threshold_s"), ("stable", "stable_s")):
-        if key in entry:
-            value = entry[key]
-            if not isinstance(value, str):
-                problems.append(
-                    Problem(
-                        path=f"{path}.{key}",
-                        message=f"give {key} with a unit, got {value!r}",
-                        hint="e.g. 250ms or 10s",
-                    )
-                )
-                continue
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                problems.append(Problem(path=f"{path}.{key}", message=str(exc)))
-                continue
-            if seconds <= 0:
-                problems.append(Problem(path=f"{path}.{key}", message="must be positive"))
-            else:
-                kw[attr] = seconds
-    if sli in (SLIKind.LATENCY, SLIKind.TIME_TO_RECOVER) and "threshold" not in entry:
-        problems.append(
-            Problem(path=f"{path}.threshold", message=f"a {sli.value} objective needs 'threshold'")
-        )
-    if sli is SLIKind.LATENCY:
-        if "percentile" in entry:
-            pct = entry["percentile"]
-            if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 < pct < 100:
-                problems.append(
-                    Problem(
-                        path=f"{path}.percentile",
-                        message=f"expected a number in (0, 100), got {pct!r}",
-                        hint="99 for p99",
-                    )
-                )
-            else:
-                kw["percentile"] = float(pct)
-            if "objective" in entry:
-                problems.append(
-                    Problem(
-                        path=f"{path}.objective",
-                        message="give either 'percentile' (pXX ≤ threshold) or 'objective' "
-                        "(fraction within threshold), not both",
-                    )
-                )
-        elif "objective" not in entry:
-            problems.append(
-                Problem(
-                    path=f"{path}.percentile",
-                    message="a latency objective needs 'percentile' or 'objective'",
-                    hint="percentile: 99, or objective: 0.95",
-                )
-            )
-    if sli is SLIKind.TIME_TO_RECOVER:
-        of = entry.get("of")
-        if not isinstance(of, str):
-            problems.append(
-                Problem(
-                    path=f"{path}.of",
-                    message="name the objective that must hold again, e.g. of: availability",
-                )
-            )
-        kw["of"] = of
-        frm = entry.get("from", "start")
-        if frm not in ("start", "revert"):
-            problems.append(Problem(path=f"{path}.from", message=f"expected start or revert, got {frm!r}"))
-        kw["from_event"] = frm
-    problems += _common_options(entry, path, kw)
-    if problems:
-        return problems
-    return SLO(name=str(name), sli=sli, **kw)
-
-
-def _parse_compare(entry: Mapping[str, Any], path: str, name: str, sli: SLIKind) -> SLO | list[Problem]:
-    """An objective with ``compare: baseline``."""
-    problems: list[Problem] = []
-    if sli is SLIKind.TIME_TO_RECOVER:
-        return [Problem(path=f"{path}.compare", message="a time-to-recover objective cannot compare")]
-    if entry["compare"] != "baseline":
-        problems.append(
-            Problem(path=f"{path}.compare", message=f"expected baseline, got {entry['compare']!r}")
-        )
-    allowed = _COMPARE_KEYS[sli]
-    for key in entry:
-        if key not in allowed:
-            problems.append(
-                Problem(
-                    path=f"{path}.{key}",
-                    message=f"{key!r} does not apply to a {sli.value} objective with compare: baseline",
-                    hint=f"allowed: {', '.join(sorted(allowed))}",
-                )
-            )
-    kw: dict[str, Any] = {"compare": "baseline", "windows": ("during", "after")}
-    if isinstance(entry.get("critical"), bool):
-        kw["critical"] = entry["critical"]
-
-    def number(key: str, lo: float, hi: float, *, integer: bool = False) -> None:
-        if key not in entry:
-            return
-        v = entry[key]
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and (not integer or isinstance(v, int))
-        if not ok or not lo <= v <= hi:
-            kind = "an integer" if integer else "a number"
-            problems.append(
-                Problem(path=f"{path}.{key}", message=f"expected {kind} in [{lo:g}, {hi:g}], got {v!r}")
-            )
-        else:
-            kw[key] = int(v) if integer else float(v)
-
-    number("max_ratio", 1.0, 1000.0)
-    number("max_increase", 0.0, 0.99)
-    number("min_samples", 1, 1_000_000, integer=True)
-    if "no_data" in entry:
-        try:
-            kw["no_data"] = Outcome(str(entry["no_data"]))
-        except ValueError:
-            problems.append(
-                Problem(
-                    path=f"{path}.no_data",
-                    message=f"expected inconclusive, pass or fail, got {entry['no_data']!r}",
-                )
-            )
-    problems += _common_options(entry, path, kw)
-    if "baseline" in kw["windows"]:
-        problems.append(
-            Problem(
-                path=f"{path}.windows",
-                message="the baseline is what a comparative objective compares with: "
-                "judge it in during or after",
-            )
-        )
-    if problems:
-        return problems
-    return SLO(name=name, sli=sli, **kw)
-
-
-def _common_options(entry: Mapping[str, Any], path: str, kw: dict[str, Any]) -> list[Problem]:
-    """``windows``, ``confidence`` and ``source`` (every objective)."""
-    problems: list[Problem] = []
-    if "windows" in entry:
-        wins = entry["windows"]
-        if not isinstance(wins, list) or not wins or any(w not in WINDOWS for w in wins):
-            problems.append(
-                Problem(
-                    path=f"{path}.windows",
-                    message=f"expected a non-empty list from {list(WINDOWS)}, got {wins!r}",
-                )
-            )
-        else:
-            kw["windows"] = tuple(w for w in WINDOWS if w in wins)
-    if "confidence" in entry:
-        conf = entry["confidence"]
-        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.5 <= conf < 1:
-            problems.append(
-                Problem(path=f"{path}.confidence", message=f"expected a number in [0.5, 1), got {conf!r}")
-            )
-        else:
-            kw["confidence"] = float(conf)
-    if "source" in entry:
-        if not isinstance(entry["source"], str):
-            problems.append(Problem(path=f"{path}.source", message="expected the name of an SLI source"))
-        else:
-            kw["source"] = entry["source"]
-    return problems
-
-
 # --- judging -----------------------------------------------------------------------------------
 
 
@@ -459,7 +125,7 @@ def judge_against(
             max_ratio=slo.max_ratio,
             confidence=slo.confidence,
             min_samples=slo.min_samples,
-            no_data=slo.no_data,
+            no_data=Outcome(slo.no_data),
         )
     base, win = source.counts(r0, r1), source.counts(t0, t1)
 
@@ -474,7 +140,7 @@ def judge_against(
         max_increase=slo.max_increase,
         confidence=slo.confidence,
         min_samples=slo.min_samples,
-        no_data=slo.no_data,
+        no_data=Outcome(slo.no_data),
     )
 
 
@@ -635,7 +301,7 @@ def judge(
                 j = judge_window(slo, source, t0, t1)
             elif reference is None:
                 j = Judgement(
-                    outcome=slo.no_data,
+                    outcome=Outcome(slo.no_data),
                     estimate=None,
                     lower=None,
                     upper=None,

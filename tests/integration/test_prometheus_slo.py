@@ -20,12 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaoslab.errors import SLIError
 from chaoslab.lab import control
 from chaoslab.model.openslo import load_slo_files
+from chaoslab.model.sections import SLOFiles, decode_slo_files
 from chaoslab.sli.budget import budget_status
 from chaoslab.sli.budget_gate import allowance_for, check_budget, spent_since, steady_state_from_files
 from chaoslab.sli.loadgen import LoadGenerator
@@ -55,6 +57,13 @@ class Traffic:
     records: list[tuple[float, float, int, str]]  # (unix scheduled time, latency, code, path)
     t0: float
     at: float  # evaluation time, inside the error phase
+
+
+def section(raw: dict[str, Any]) -> SLOFiles:
+    """The experiment's SLO-file keys, decoded as the loader does."""
+    decoded = decode_slo_files(raw)
+    assert isinstance(decoded, SLOFiles), decoded
+    return decoded
 
 
 @pytest.fixture(scope="module")
@@ -277,27 +286,27 @@ def test_budget_gate_refuses_with_numbers_and_override_lets_it_run(
 ) -> None:
     _ratio_slo(tmp_path, "avail", 0.99)
     exp = {"slo_files": ["avail.yaml"], "prometheus": lab.url, "allowance": {"budget_share": 0.05}}
-    decision = check_budget(exp, tmp_path, at=traffic.at, scrape_interval_s=1.0)
+    decision = check_budget(section(exp), tmp_path, at=traffic.at, scrape_interval_s=1.0)
     assert not decision.allowed and decision.refused
     text = decision.format()
     assert "avail: error budget exhausted: " in text and "remaining)" in text
     assert "avail: page-level burn active (page 6h/30m;" in text
     assert decision.statuses[0].counts.bad > 0
     overridden = check_budget(
-        {**exp, "budget_gate": {"override": True, "reason": "drill"}}, tmp_path, at=traffic.at
+        section({**exp, "budget_gate": {"override": True, "reason": "drill"}}), tmp_path, at=traffic.at
     )
     assert (
         overridden.allowed and overridden.overridden and "overridden explicitly: drill" in overridden.format()
     )
     # Prometheus down: not knowing is a refusal too.
-    down = check_budget({**exp, "prometheus": "http://127.0.0.1:9"}, tmp_path, at=traffic.at)
+    down = check_budget(section({**exp, "prometheus": "http://127.0.0.1:9"}), tmp_path, at=traffic.at)
     assert not down.allowed and "cannot reach Prometheus" in down.format()
 
 
 def test_allowance_is_a_share_of_the_remaining_budget(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
     _ratio_slo(tmp_path, "loose", 0.8)
     exp = {"slo_files": ["loose.yaml"], "prometheus": lab.url, "allowance": {"budget_share": 0.05}}
-    decision = check_budget(exp, tmp_path, at=traffic.at)
+    decision = check_budget(section(exp), tmp_path, at=traffic.at)
     assert decision.allowed and not decision.refused, decision.format()
     (allow,) = decision.allowances
     bad, total = _expected(traffic, 86400)
@@ -317,7 +326,7 @@ def test_allowance_is_a_share_of_the_remaining_budget(lab: Lab, traffic: Traffic
 def test_prometheus_source_serves_experiment_objectives(lab: Lab, traffic: Traffic, tmp_path: Path) -> None:
     _ratio_slo(tmp_path, "avail", 0.99)
     objectives, sources = steady_state_from_files(
-        {"slo_files": ["avail.yaml"], "prometheus": lab.url}, tmp_path
+        section({"slo_files": ["avail.yaml"], "prometheus": lab.url}), tmp_path
     )
     (obj,) = objectives
     src = sources[obj.source]

@@ -18,7 +18,8 @@ from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
 from chaoslab.model.compile import load_experiment
-from chaoslab.safety.guard import GuardSpec, SendOrder, SLOGuard, parse_guard
+from chaoslab.model.sections import GuardSection, decode_guard
+from chaoslab.safety.guard import GuardSpec, SendOrder, SLOGuard, resolve_guard
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
 from tests.fakedriver import FakeDriver
 
@@ -101,14 +102,14 @@ def test_requests_before_the_first_fault_are_not_judged() -> None:
 
 
 def test_guard_section_risk_and_slow_are_parsed_and_checked() -> None:
-    spec = parse_guard(
-        {"risk": 0.05, "slow": "150ms", "burn_rate": 5}, default_objective=0.99, load_timeout_s=2
-    )
+    section = decode_guard({"risk": 0.05, "slow": "150ms", "burn_rate": 5})
+    assert isinstance(section, GuardSection)
+    spec = resolve_guard(section, default_objective=0.99, load_timeout_s=2)
     assert isinstance(spec, GuardSpec)
     assert spec.risk == 0.05 and spec.slow_s == pytest.approx(0.15) and spec.sequential
     assert spec.tolerated_rate == pytest.approx(0.05)
     for bad in ({"risk": 0}, {"risk": 0.9}, {"risk": "low"}, {"risk": float("nan")}, {"sequential": "yes"}):
-        problems = parse_guard(bad, default_objective=None, load_timeout_s=2)
+        problems = decode_guard(bad)
         assert isinstance(problems, list) and problems, bad
         assert problems[0].path.startswith("guard.")
 
@@ -235,9 +236,5 @@ method:
 def test_invalid_guard_risk_is_invalid_input(tmp_path: Path) -> None:
     f = tmp_path / "exp.yaml"
     f.write_text("title: t\ndescription: d\nguard: {risk: 2}\nmethod: []\n")
-    from chaoslab.sli.experiment import section_validators
-
     with pytest.raises(InvalidInput, match=r"guard\.risk"):
-        load_experiment(
-            str(f), registry=DriverRegistry(load_installed=False), section_validators=section_validators()
-        )
+        load_experiment(str(f), registry=DriverRegistry(load_installed=False))

@@ -11,8 +11,9 @@ import pytest
 
 from chaoslab.errors import InvalidInput
 from chaoslab.model.openslo import Budgeting, load_slo_files, parse_shorthand
+from chaoslab.model.sections import SLOFiles, decode_slo_files
 from chaoslab.sli.budget import BudgetStatus
-from chaoslab.sli.budget_gate import allowance_for, validate_section
+from chaoslab.sli.budget_gate import allowance_for
 from chaoslab.sli.prometheus import EventCounts, prom_duration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,11 +318,17 @@ def test_budget_and_allowance_arithmetic() -> None:
 
 
 def test_experiment_section_validation() -> None:
-    assert validate_section(["a.yaml"], "slo_files") == []
-    assert validate_section({"budget_share": 0.05}, "allowance") == []
-    (p,) = validate_section({"budget_share": 5}, "allowance")
-    assert p.path == "allowance.budget_share" and "(0, 1]" in p.message
-    (p,) = validate_section("a.yaml", "slo_files")
+    assert decode_slo_files({"slo_files": ["a.yaml"], "allowance": {"budget_share": 0.5}}) == SLOFiles(
+        files=("a.yaml",), budget_share=0.5
+    )
+    assert decode_slo_files({"title": "no SLO files"}) is None
+    problems = decode_slo_files({"slo_files": ["a.yaml"], "allowance": {"budget_share": 5}})
+    assert isinstance(problems, list)
+    (p,) = problems
+    assert p.path == "allowance.budget_share" and "<= 1" in p.message
+    (p,) = decode_slo_files({"slo_files": "a.yaml"})  # type: ignore[misc]
     assert p.path == "slo_files"
-    (p,) = validate_section({"override": "yes"}, "budget_gate")
+    (p,) = decode_slo_files({"slo_files": ["a"], "budget_gate": {"override": "yes"}})  # type: ignore[misc]
     assert p.path == "budget_gate.override"
+    (p,) = decode_slo_files({"prometheus": "http://127.0.0.1:9090"})  # type: ignore[misc]
+    assert p.path == "prometheus" and "only with slo_files" in p.message

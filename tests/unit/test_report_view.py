@@ -14,7 +14,8 @@ import pytest
 
 from chaoslab.engine import events as ev
 from chaoslab.engine.journal import JournalBuilder
-from chaoslab.report.view import JournalError, Runbook, RunView, load_journal
+from chaoslab.model.sections import Runbook, decode_runbook
+from chaoslab.report.view import JournalError, RunView, load_journal
 
 T0 = 1_800_000_000.0
 RUN = "20270115-080000-abcdef"
@@ -275,7 +276,7 @@ def test_error_budget_consumed_per_objective() -> None:
     ],
 )
 def test_runbook_forms(raw: Any, expected: Runbook | None) -> None:
-    assert Runbook.parse(raw) == expected
+    assert decode_runbook(raw) == expected
 
 
 def test_load_journal_rejects_what_is_not_a_journal(tmp_path: Path) -> None:

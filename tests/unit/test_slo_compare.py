@@ -12,8 +12,9 @@ import pytest
 from chaoslab.engine import events as ev
 from chaoslab.engine.console import ConsoleProgress, PlainSink
 from chaoslab.engine.verdict import Verdict
+from chaoslab.model.sections import decode_slos
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
-from chaoslab.sli.slo import SLIKind, judge, overall, parse_slos
+from chaoslab.sli.slo import SLIKind, judge, overall
 
 pytest.importorskip("scipy")
 
@@ -73,7 +74,7 @@ SLOS = [
 
 
 def test_compare_parses_with_defaults() -> None:
-    slos = parse_slos(SLOS)
+    slos = decode_slos(SLOS)
     assert isinstance(slos, tuple)
     slower, errors, avail = slos
     assert slower.compare == "baseline" and slower.max_ratio == 1.5 and slower.windows == ("during", "after")
@@ -101,12 +102,12 @@ def test_compare_parses_with_defaults() -> None:
     ],
 )
 def test_compare_problems_name_the_field(entry: dict[str, object], path: str) -> None:
-    problems = parse_slos([entry], "slo")
+    problems = decode_slos([entry], "slo")
     assert isinstance(problems, list) and path in {p.path for p in problems}, problems
 
 
 def test_a_slower_window_fails_against_the_baseline_and_recovers_after() -> None:
-    slos = parse_slos(SLOS)
+    slos = decode_slos(SLOS)
     assert isinstance(slos, tuple)
     results = {(r.objective, r.window): r for r in judge(slos, stream(1, slow_from=10.0), WINDOWS)}
     assert ("slower", "baseline") not in results
@@ -121,7 +122,7 @@ def test_a_slower_window_fails_against_the_baseline_and_recovers_after() -> None
 
 
 def test_a_non_critical_failure_informs_but_does_not_decide() -> None:
-    slos = parse_slos(SLOS[1:])
+    slos = decode_slos(SLOS[1:])
     assert isinstance(slos, tuple)
     results = judge(slos, stream(2, errors_from=10.0), WINDOWS)
     by = {(r.objective, r.window): r for r in results}
@@ -135,14 +136,14 @@ def test_a_non_critical_failure_informs_but_does_not_decide() -> None:
 
 
 def test_no_baseline_window_applies_the_no_data_policy() -> None:
-    slos = parse_slos([{**SLOS[0], "no_data": "fail"}])
+    slos = decode_slos([{**SLOS[0], "no_data": "fail"}])
     assert isinstance(slos, tuple)
     [result] = [r for r in judge(slos, stream(3), {"during": (10.0, 20.0)}) if r.window == "during"]
     assert result.verdict == "fail" and "no baseline" in result.detail["reason"]
 
 
 def test_console_shows_ratios_and_changes() -> None:
-    slos = parse_slos(SLOS)
+    slos = decode_slos(SLOS)
     assert isinstance(slos, tuple)
     out = io.StringIO()
     console = ConsoleProgress(PlainSink(out))

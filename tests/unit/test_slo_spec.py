@@ -10,11 +10,11 @@ import pytest
 
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, SLIError
+from chaoslab.model.sections import LoadSpec, decode_load, decode_slos
 from chaoslab.sli.base import SecondStats, hist_index
 from chaoslab.sli.ctk import slo_check, slo_ok
-from chaoslab.sli.loadgen import LoadSpec, parse_load
 from chaoslab.sli.series_file import SeriesFileSource
-from chaoslab.sli.slo import SLIKind, judge, overall, parse_slos
+from chaoslab.sli.slo import SLIKind, judge, overall
 
 EXAMPLE = [
     {"name": "availability", "sli": "availability", "objective": 0.99},
@@ -26,13 +26,13 @@ EXAMPLE = [
 
 
 def paths(raw: Any) -> set[str]:
-    result = parse_slos(raw)
+    result = decode_slos(raw)
     assert isinstance(result, list), f"expected problems, got {result}"
     return {p.path for p in result}
 
 
 def test_example_parses_into_frozen_models() -> None:
-    slos = parse_slos(EXAMPLE)
+    slos = decode_slos(EXAMPLE)
     assert isinstance(slos, tuple)
     avail, p99, fast, errors, heal = slos
     assert avail.sli is SLIKind.AVAILABILITY and avail.objective == 0.99
@@ -65,7 +65,7 @@ def test_problems_carry_field_paths() -> None:
     }
     assert paths(
         [{"name": "a", "sli": "availability", "objective": 0.9, "windows": ["during", "later"]}]
-    ) == {"slo[0].windows"}
+    ) == {"slo[0].windows[1]"}
     assert paths([{"name": "a", "sli": "availability", "objective": 0.9, "confidence": 1}]) == {
         "slo[0].confidence"
     }
@@ -92,9 +92,9 @@ def test_cross_references_are_checked() -> None:
 
 
 def test_load_spec() -> None:
-    spec = parse_load({"target": "lab:lb", "path": "/", "rate": 200, "timeout": "2s"})
+    spec = decode_load({"target": "lab:lb", "path": "/", "rate": 200, "timeout": "2s"})
     assert spec == LoadSpec(target="lab:lb", path="/", rate=200.0, timeout_s=2.0)
-    problems = parse_load({"target": "lb", "rate": 0, "timeout": "soon", "burst": 3})
+    problems = decode_load({"target": "lb", "rate": 0, "timeout": "soon", "burst": 3})
     assert isinstance(problems, list)
     assert {p.path for p in problems} == {"load.target", "load.rate", "load.timeout", "load.burst"}
 
@@ -126,7 +126,7 @@ WINDOWS = {"baseline": (T0, T0 + 20), "during": (T0 + 20, T0 + 30), "after": (T0
 
 
 def test_judge_windows_and_overall(tmp_path: Path) -> None:
-    slos = parse_slos(EXAMPLE)
+    slos = decode_slos(EXAMPLE)
     assert isinstance(slos, tuple)
     results = judge(slos, scenario(tmp_path, bad_seconds=4), WINDOWS)
     got = {(r.objective, r.window): r for r in results}
@@ -147,7 +147,7 @@ def test_judge_windows_and_overall(tmp_path: Path) -> None:
 
 
 def test_time_to_recover_too_slow_and_too_short(tmp_path: Path) -> None:
-    slos = parse_slos(
+    slos = decode_slos(
         [EXAMPLE[0], {"name": "heal", "sli": "time-to-recover", "threshold": "3s", "of": "availability"}]
     )
     assert isinstance(slos, tuple)
@@ -155,7 +155,7 @@ def test_time_to_recover_too_slow_and_too_short(tmp_path: Path) -> None:
     assert heal.verdict == "fail" and heal.estimate == pytest.approx(6.0)
     # The run ends one second after the damage: recovery cannot be confirmed.
     short = {"baseline": WINDOWS["baseline"], "during": (T0 + 20, T0 + 27)}
-    lenient = parse_slos([EXAMPLE[0], EXAMPLE[4]])  # 10 s allowed, 3 s of stability needed
+    lenient = decode_slos([EXAMPLE[0], EXAMPLE[4]])  # 10 s allowed, 3 s of stability needed
     assert isinstance(lenient, tuple)
     heal = [r for r in judge(lenient, scenario(tmp_path, bad_seconds=6), short) if r.objective == "heal"][0]
     assert heal.verdict == "inconclusive"
@@ -164,7 +164,7 @@ def test_time_to_recover_too_slow_and_too_short(tmp_path: Path) -> None:
 def test_baseline_that_does_not_hold_is_inconclusive(tmp_path: Path) -> None:
     path = tmp_path / "series.ndjson"
     write_series(path, [(200, 150, 50, 0.005)] * 30)
-    slos = parse_slos([EXAMPLE[0]])
+    slos = decode_slos([EXAMPLE[0]])
     assert isinstance(slos, tuple)
     verdict, reason = overall(judge(slos, SeriesFileSource(path), WINDOWS))
     assert verdict is Verdict.INCONCLUSIVE and "baseline" in reason
@@ -173,7 +173,7 @@ def test_baseline_that_does_not_hold_is_inconclusive(tmp_path: Path) -> None:
 def test_few_samples_are_inconclusive(tmp_path: Path) -> None:
     path = tmp_path / "series.ndjson"
     write_series(path, [(1, 1, 0, 0.005)] * 50)  # 20 samples in the baseline
-    slos = parse_slos(EXAMPLE[:3])
+    slos = decode_slos(EXAMPLE[:3])
     assert isinstance(slos, tuple)
     results = judge(slos, SeriesFileSource(path), {"baseline": WINDOWS["baseline"]})
     assert [r.verdict for r in results] == ["inconclusive"] * 3
