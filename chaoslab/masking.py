@@ -308,8 +308,26 @@ class Masker:
                 "salt": salt,
                 "sha256": _digest(salt, s),
             }
-        # Whatever else matches (an encoding, a URL password) is masked outright.
-        return self.deep(sealed), table
+        # Whatever else matches (an encoding, a URL password) is masked outright; the
+        # placeholders themselves are left alone (a secret could be part of their text).
+        rx_all = self._compiled()
+
+        def outside(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {outside(k): outside(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [outside(v) for v in value]
+            if not isinstance(value, str):
+                return self._deep(value, rx_all)
+            if _PLACEHOLDER_RE.fullmatch(value):
+                return value
+            pieces, last = [], 0
+            for m in _PLACEHOLDER_RE.finditer(value):
+                pieces += [self._deep(value[last : m.start()], rx_all), m.group(0)]
+                last = m.end()
+            return "".join([*pieces, self._deep(value[last:], rx_all)])
+
+        return outside(sealed), table
 
 
 class Unsealable(Exception):

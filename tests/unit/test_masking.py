@@ -255,3 +255,30 @@ def test_scheduler_history_reason_and_webhook_body_are_masked(
     )
     body = json.dumps(Notifier(targets=(), masker=Masker(["Step-Env-Secret-1"])).body(notice))
     assert "Step-Env-Secret-1" not in body and "webhook saw ***" in body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secret=secrets.filter(lambda s: "${" not in s),
+    before=texts.filter(lambda t: "${" not in t),
+    after=texts.filter(lambda t: "${" not in t),
+    other=texts.filter(lambda t: "${" not in t),
+)
+def test_seal_then_unseal_gives_back_the_record_and_seals_every_copy(
+    secret: str, before: str, after: str, other: str
+) -> None:
+    m = Masker()
+    m.add(secret, ref={"env": "H15_PROP"})
+    record = {
+        "target": before + secret + after,
+        "args": {"list": [secret, other], "n": 1, "flag": True},
+        "data": {"k": other},
+    }
+    sealed, table = m.seal(record)
+    strings = [sealed["target"], *sealed["args"]["list"], sealed["data"]["k"]]
+    assert all(secret not in x for x in strings)
+    back, values, problems = unseal(sealed, table, lambda ref: secret)
+    assert problems == [] and values == [secret]
+    assert back["args"]["list"][0] == secret and secret in back["target"]
+    if all(m.text(x) == x for x in (before, after, other)):
+        assert back == record  # nothing else secret-like: the record comes back whole
