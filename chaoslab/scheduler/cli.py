@@ -315,7 +315,14 @@ def register(main: click.Group) -> None:
             type=click.Path(file_okay=False),
             help="Where run directories go [default: CHAOSLAB_HOME/scheduler/runs].",
         )(f)
-        f = click.option("--max-parallel", default=4, show_default=True, help="Slots run at once.")(f)
+        f = click.option(
+            "--max-parallel",
+            default=4,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Slots run at once; a due slot that finds no free worker is recorded skipped"
+            " (over max-parallel) once it may no longer run (at once with --once).",
+        )(f)
         f = click.option(
             "--on-time",
             default="60s",
