@@ -147,15 +147,6 @@ class Masker:
                 continue
             self.add(live)
 
-    def __bool__(self) -> bool:
-        return True
-
-    @property
-    def count(self) -> int:
-        self._refresh()
-        with self._lock:
-            return len(self._long) + len(self._short)
-
     def _compiled(self) -> re.Pattern[str] | None:
         with self._lock:
             if self._regex is None and self._long:
@@ -254,10 +245,6 @@ class Masker:
             if new is not old and new != old:
                 changed[name] = new
         return msgspec.structs.replace(event, **changed) if changed else event
-
-    def contains(self, value: Any) -> bool:
-        """Whether masking ``value`` would change it."""
-        return bool(self.deep(value) != value)
 
     # --- records that must be revertible from another process --------------------------
 

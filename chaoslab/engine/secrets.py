@@ -109,7 +109,7 @@ def add_experiment_secrets(
     *,
     raw: Mapping[str, Any],
     source: str,
-    variables: Mapping[str, Any] = {},
+    variables: Mapping[str, Any] | None = None,
     var_files: Sequence[str] = (),
     var_values: Any = None,
     environ: Mapping[str, str] | None = None,
@@ -120,6 +120,7 @@ def add_experiment_secrets(
     ``chaoslab.model.varfile.read_var_files`` read from them (``.env`` values included).
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
+    variables = variables or {}
     if var_values is not None:
         env = {**env, **dict(getattr(var_values, "env", {}) or {})}
     file = str(Path(source).resolve()) if source and Path(source).is_file() else None
