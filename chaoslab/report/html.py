@@ -120,6 +120,7 @@ def _kpis(view: RunView) -> str:
         ("time to detect", fmt_seconds(view.time_to_detect_s)),
         ("time to recover", fmt_seconds(view.time_to_recover_s)),
         ("breach → clean", fmt_seconds(view.breach_to_clean_s)),
+        ("first bad request → clean", fmt_seconds(view.onset_to_clean_s)),
         ("faults", str(len(view.faults))),
         ("not clean", str(len(view.not_clean))),
         ("max error budget used", "–" if budget is None else f"{budget * 100:.0f}%"),
@@ -128,7 +129,13 @@ def _kpis(view: RunView) -> str:
         f'<div class="kpi"><span class="muted">{html.escape(k)}</span><b>{html.escape(v)}</b></div>'
         for k, v in items
     )
-    return f'<div class="kpis">{cells}</div>'
+    guard = (
+        f'<p class="muted">guard: {html.escape(view.guard_test)}; first bad request → detected '
+        f"{html.escape(fmt_seconds(view.onset_to_detect_s))}</p>"
+        if view.guard_test
+        else ""
+    )
+    return f'<div class="kpis">{cells}</div>{guard}'
 
 
 def _verdict_cell(v: str) -> str:

@@ -249,6 +249,11 @@ class RunView:
     # When an operator pressed ``chaoslab halt`` during the run (None: no halt). A halt is
     # not the guard: the guard decides on the SLIs, a halt is a person's decision.
     halt_ts: float | None = None
+    # The guard's sequential test and its timing from the first bad request (onset);
+    # None for journals of runs without a guard.
+    guard_test: str | None = None
+    onset_to_detect_s: float | None = None
+    onset_to_clean_s: float | None = None
     runbook: Runbook | None
     experiment: Mapping[str, Any]
 
@@ -316,6 +321,15 @@ class RunView:
             if isinstance(i, Mapping) and str(i.get("signal", "")).upper() == "HALT"
         ]
         halt_ts = (_num(halts[0].get("ts")) or end) if halts else None
+        timing = cl.get("guard_timing") if isinstance(cl.get("guard_timing"), Mapping) else {}
+        test = cl.get("guard_test") if isinstance(cl.get("guard_test"), Mapping) else {}
+        assert isinstance(timing, Mapping) and isinstance(test, Mapping)
+        guard_test = (
+            f"{test['test']}, tolerated rate {_num(test.get('tolerated_rate')) or 0:.3g}, "
+            f"false-abort risk {_num(test.get('risk')) or 0:g}"
+            if test.get("test")
+            else None
+        )
         env = {
             "chaoslab": str(cl.get("version", "")),
             "chaostoolkit-lib": str(journal.get("chaoslib-version") or "-"),
@@ -353,6 +367,9 @@ class RunView:
             ),
             environment={k: v for k, v in env.items() if v},
             halt_ts=halt_ts,
+            guard_test=guard_test,
+            onset_to_detect_s=_num(timing.get("time_to_detect_s")),
+            onset_to_clean_s=_num(timing.get("time_to_clean_s")),
             runbook=_runbook(exp.get("runbook")),
             experiment=exp,
         )

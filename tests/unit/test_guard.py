@@ -227,6 +227,14 @@ method:
     assert timing["tripped"] and timing["onset_ts"] is not None
     assert 0 <= timing["time_to_detect_s"] < 0.5
     assert timing["time_to_detect_s"] <= timing["time_to_clean_s"] < 5
+    from chaoslab.report.html import render_html
+    from chaoslab.report.view import RunView, fmt_seconds
+
+    view = RunView.from_journal(result.journal)
+    assert view.onset_to_clean_s == timing["time_to_clean_s"]
+    assert view.guard_test is not None and "false-abort risk 0.01" in view.guard_test
+    page = render_html(view)
+    assert "first bad request → clean" in page and fmt_seconds(view.onset_to_clean_s) in page
     text = out.getvalue()
     assert "false-abort risk 0.01" in text
     assert "onset → detected" in text and "onset → clean" in text
