@@ -23,9 +23,6 @@ encodings; the matching is one compiled alternation, rebuilt only when a secret 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import json
 import os
 import re
@@ -34,7 +31,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import IO, Any
-from urllib.parse import quote, quote_plus, unquote
 
 import msgspec
 
@@ -59,12 +55,23 @@ def url_credentials(text: str) -> list[tuple[str, str]]:
     out = []
     for m in _URL_CREDENTIALS.finditer(text):
         user = m.group("head").split("://", 1)[1][:-1]
-        out.append((unquote(user), unquote(m.group("pw"))))
+        out.append((_unquote(user), _unquote(m.group("pw"))))
     return out
+
+
+def _unquote(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)
 
 
 def _encodings(secret: str) -> tuple[set[str], set[str]]:
     """(plain forms matched anywhere, base64 forms matched as whole tokens)."""
+    # Imported here: a run that knows no secret never pays for them at start-up.
+    import base64
+    import html
+    from urllib.parse import quote, quote_plus
+
     plain = {secret}
     for enc in (quote(secret, safe=""), quote(secret), quote_plus(secret)):
         plain.add(enc)
@@ -123,6 +130,8 @@ class Masker:
                 self._add_basic(user, pw)
 
     def _add_basic(self, user: str, pw: str) -> None:
+        import base64
+
         basic = base64.b64encode(f"{user}:{pw}".encode("utf-8", "surrogatepass")).decode()
         with self._lock:
             if basic not in self._long:
@@ -367,6 +376,8 @@ def unseal(
 
 
 def _digest(salt_hex: str, value: str) -> str:
+    import hashlib
+
     return hashlib.sha256(bytes.fromhex(salt_hex) + value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
