@@ -12,7 +12,8 @@
     ├── LedgerError             the ledger is unreadable, from a newer version, locked
     ├── LockHeld                another live run holds a blast-radius lock
     ├── SLIError                an SLI source is missing, stale or silent
-    └── RunInterrupted          SIGINT/SIGTERM reached the runner
+    └── RunInterrupted          SIGINT/SIGTERM, ``chaoslab halt`` or chaoslib.exit reached the runner
+        └── ControlInterrupted  a Chaos Toolkit control raised InterruptExecution or SystemExit
 
 Third-party errors are translated at the boundary: ``raise DriverError(...) from exc``.
 """
@@ -102,8 +103,33 @@ class SLIError(ChaoslabError):
 
 
 class RunInterrupted(ChaoslabError):
-    """The run was interrupted by a signal."""
+    """The run was interrupted by a signal.
 
-    def __init__(self, signame: str) -> None:
+    ``signame`` is ``SIGINT``, ``SIGTERM``, ``HALT`` (``chaoslab halt``), ``SIGUSR1``
+    (chaoslib.exit.exit_gracefully: running activities are waited for) or ``SIGUSR2``
+    (chaoslib.exit.exit_ungracefully: nothing is waited for).
+    """
+
+    def __init__(self, signame: str, message: str | None = None) -> None:
         self.signame = signame
-        super().__init__(f"interrupted by {signame}")
+        super().__init__(message or f"interrupted by {signame}")
+
+    @property
+    def graceful(self) -> bool:
+        """Whether activities still running are waited for (Chaos Toolkit's rule: every
+        interruption but SIGUSR2), once every fault is reverted."""
+        return self.signame in ("SIGUSR1", "CONTROL")
+
+
+class ControlInterrupted(RunInterrupted):
+    """A Chaos Toolkit control ended the run (``InterruptExecution`` or ``SystemExit``)."""
+
+    def __init__(self, control: str, hook: str, detail: str, *, graceful: bool = True) -> None:
+        self.control = control
+        self.hook = hook
+        self._graceful = graceful  # SystemExit(30) is chaoslib's "ungraceful" code
+        super().__init__("CONTROL", f"interrupted by control {control!r} in {hook}: {detail}")
+
+    @property
+    def graceful(self) -> bool:
+        return self._graceful

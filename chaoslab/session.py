@@ -21,7 +21,7 @@ from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
 from chaoslab.errors import ChaoslabError, RunInterrupted, SLIError
 from chaoslab.model.experiment import Experiment
 from chaoslab.model.sections import SLOFiles
-from chaoslab.safety.halt import check_not_halted, register_run
+from chaoslab.safety.halt import check_not_halted, is_halted, register_run
 
 # Imported where needed: a run without load or faults does not pay for them at start-up.
 if TYPE_CHECKING:
@@ -78,6 +78,10 @@ def run_experiment(
         observation = LoadObservation(exp, options.run_dir)
     spec = guard_spec(exp, observation)
     targets = fault_targets(exp)
+    if options.halt_requested is None:
+        # `chaoslab halt` writes HALT before it signals: a SIGUSR1 without it is
+        # chaoslib.exit.exit_gracefully() (a safeguard), not a halt.
+        options = msgspec.structs.replace(options, halt_requested=_halt_pressed)
     previous = _halt_handler_until_runner_starts(options.handle_signals)
     recovered: RecoverReport | None = None
     try:
@@ -143,8 +147,12 @@ def run_experiment(
             )
             return runner.run(), recovered
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGUSR1, previous)
+        for signum, handler in (previous or {}).items():
+            signal.signal(signum, handler)
+
+
+def _halt_pressed() -> bool:
+    return is_halted() is not None
 
 
 def _slo_files(
@@ -189,12 +197,15 @@ def _slo_files(
     return observation, tuple(checks), decision.to_dict()
 
 
-def _halt_handler_until_runner_starts(install: bool) -> Any:
-    """A halt arriving before the runner installs its own handlers still stops us cleanly."""
+def _halt_handler_until_runner_starts(install: bool) -> dict[int, Any] | None:
+    """A halt (or a chaoslib exit) arriving before the runner installs its own handlers
+    still stops us cleanly: nothing was injected yet."""
     if not install:
         return None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise RunInterrupted("HALT")
+        if signum == signal.SIGUSR1 and _halt_pressed():
+            raise RunInterrupted("HALT")
+        raise RunInterrupted(signal.Signals(signum).name)
 
-    return signal.signal(signal.SIGUSR1, handler)
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGUSR1, signal.SIGUSR2)}

@@ -101,7 +101,12 @@ _VERDICT_STYLE = {
     "not-clean": "bold white on red",
 }
 
-_MARKS = {"succeeded": ("✓", "green"), "failed": ("✗", "red"), "timed-out": ("⏱", "red")}
+_MARKS = {
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "timed-out": ("⏱", "red"),
+    "abandoned": ("⏹", "red"),
+}
 
 
 class ConsoleProgress:
@@ -186,6 +191,8 @@ class ConsoleProgress:
             out((f"■ guard tripped: {event.reason} — reverting every fault now", "bold red"))
         elif isinstance(event, ev.GuardArmed):
             out(("  guard: ", "dim"), (guard_armed_line(event.test), "dim"))
+        elif isinstance(event, ev.ControlFailed):
+            out((f"  ! control {event.control}.{event.hook} failed: {event.error[:300]}", "yellow"))
         elif isinstance(event, ev.Interrupted):
             out((f"■ {event.signal}: reverting and running rollbacks before exit", "bold red"))
         elif isinstance(event, ev.RunFinished):

@@ -98,6 +98,8 @@ class ActivityFinished(Event, frozen=True, kw_only=True):
     error: str | None = None
     tolerance_met: bool | None = None
     activity: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    # keys Chaos Toolkit controls added to or changed in this run's journal entry
+    written: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
 class HypothesisChecked(Event, frozen=True, kw_only=True):
@@ -105,6 +107,8 @@ class HypothesisChecked(Event, frozen=True, kw_only=True):
     phase: Phase
     met: bool
     title: str = ""
+    # keys Chaos Toolkit controls added to or changed in this steady-state block
+    written: Mapping[str, Any] = msgspec.field(default_factory=dict)
 
 
 class FaultInjected(Event, frozen=True, kw_only=True):
@@ -210,6 +214,24 @@ class Interrupted(Event, frozen=True, kw_only=True):
     signal: str
     during: str
     pending: tuple[str, ...] = ()
+
+
+class ControlFailed(Event, frozen=True, kw_only=True):
+    """A Chaos Toolkit control's hook raised; as in Chaos Toolkit the run carries on."""
+
+    kind: ClassVar[str] = "control-failed"
+    control: str
+    hook: str
+    error: str
+
+
+class ControlsWrote(Event, frozen=True, kw_only=True):
+    """What ``after_<level>_control`` hooks wrote into the state they were given: for
+    ``experiment`` journal keys, for ``method``/``rollback`` per run index."""
+
+    kind: ClassVar[str] = "controls-wrote"
+    level: str
+    values: Mapping[str, Any]
 
 
 class RunFinished(Event, frozen=True, kw_only=True):

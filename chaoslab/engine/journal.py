@@ -134,7 +134,20 @@ def _run_entry(e: ev.ActivityFinished) -> dict[str, Any]:
         entry["tolerance_met"] = e.tolerance_met
     if e.status == "timed-out":
         entry["chaoslab"] = {"timed_out": True}
+    elif e.status == "abandoned":
+        entry["chaoslab"] = {"abandoned": True}
+    entry.update(ev.jsonable(e.written))
     return entry
+
+
+def run_entry(e: ev.ActivityFinished) -> dict[str, Any]:
+    """The Chaos Toolkit journal entry of one finished activity (what an
+    ``after_activity_control`` hook is given as ``state``)."""
+    return _run_entry(e)
+
+
+# Journal keys a control's after_experiment hook may not overwrite: the verdict owns them.
+_VERDICT_KEYS = frozenset({"status", "deviated", "chaoslab"})
 
 
 class JournalBuilder:
@@ -174,11 +187,22 @@ class JournalBuilder:
             elif isinstance(e, ev.HypothesisChecked):
                 key = {"baseline": "before", "after": "after"}.get(str(e.phase))
                 block = {"steady_state_met": e.met, "probes": probes.pop(str(e.phase), [])}
+                block.update(ev.jsonable(e.written))
                 if key:
                     steady[key] = block
                 else:
                     steady["during"].append(block)
+            elif isinstance(e, ev.ControlsWrote) and e.level in ("method", "rollback"):
+                runs.sort(key=lambda r: r["start"])
+                target = runs if e.level == "method" else rollbacks
+                for index, values in e.values.items():
+                    if index.isdigit() and int(index) < len(target) and isinstance(values, Mapping):
+                        target[int(index)].update(ev.jsonable(values))
         runs.sort(key=lambda r: r["start"])  # Chaos Toolkit lists runs by start time
+        top_written: dict[str, Any] = {}
+        for e in events:
+            if isinstance(e, ev.ControlsWrote) and e.level == "experiment":
+                top_written.update({k: v for k, v in e.values.items() if k not in _VERDICT_KEYS})
         start = started.ts if started else 0.0
         end = finished.ts if finished else start
         verdict = finished.verdict if finished else "interrupted"
@@ -203,9 +227,12 @@ class JournalBuilder:
             "guard_timing": guard_timing(events),
             "interruptions": [e.to_dict() for e in events if isinstance(e, ev.Interrupted)],
             "phases": [e.to_dict() for e in events if isinstance(e, ev.PhaseStarted | ev.PhaseFinished)],
+            "controls_errors": [
+                f"control {e.control}.{e.hook}: {e.error}" for e in events if isinstance(e, ev.ControlFailed)
+            ],
             **(extra or {}),
         }
-        return {
+        doc = {
             "chaoslib-version": _ctk_version(),
             "platform": platform.platform(),
             "node": platform.node(),
@@ -218,8 +245,10 @@ class JournalBuilder:
             "steady_states": steady,
             "run": runs,
             "rollbacks": rollbacks,
-            "chaoslab": chaoslab,
         }
+        doc.update(ev.jsonable(top_written))
+        doc["chaoslab"] = chaoslab
+        return doc
 
 
 def guard_timing(events: Sequence[ev.Event]) -> dict[str, Any] | None:

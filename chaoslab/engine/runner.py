@@ -14,6 +14,7 @@ and checks that every target is clean.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -27,15 +28,16 @@ import msgspec
 from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
-from chaoslab.engine.controls import Controls
+from chaoslab.engine.controls import Controls, written
 from chaoslab.engine.execute import Outcome, execute, substitute
 from chaoslab.engine.faults import FaultManager, Ledger
-from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, write_journal
+from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, run_entry, write_journal
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.errors import (
     ChaoslabError,
+    ControlInterrupted,
     DriverError,
     InvalidInput,
     LedgerError,
@@ -75,6 +77,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     # The CLI exits right after the run: ignore signals then instead of restoring the
     # default handlers, so a late Ctrl-C never turns into a traceback or a lost journal.
     ignore_signals_after: bool = False
+    # Whether a SIGUSR1 that arrives now comes from `chaoslab halt` (which writes its
+    # HALT file before signalling); otherwise SIGUSR1 is chaoslib.exit.exit_gracefully().
+    halt_requested: Callable[[], bool] | None = None
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +100,8 @@ class Aborted(ChaoslabError):
 class _State(msgspec.Struct):
     verdicts: list[tuple[Verdict, str]] = msgspec.field(default_factory=list)
     method_ran: bool = False
+    configured: bool = False  # configuration and secrets loaded: the run really started
+    hypothesis_checked: bool = False
     deviated: bool = False
     during_failed: bool = False
     abort_reason: str | None = None
@@ -104,6 +111,27 @@ class _State(msgspec.Struct):
 
     def add(self, verdict: Verdict, reason: str) -> None:
         self.verdicts.append((verdict, reason))
+
+
+class _Background:
+    """A background activity's thread; exactly one of its finish and its abandonment is
+    recorded."""
+
+    def __init__(self, activity: Activity) -> None:
+        self.activity = activity
+        self.thread: threading.Thread | None = None
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.done = False
+        self.abandoned = False
+
+    def settle(self) -> bool:
+        """Claim the right to record the activity's finish (False once abandoned)."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            self.done = True
+            return True
 
 
 def new_run_id() -> str:
@@ -156,6 +184,13 @@ class Runner:
             var_values=options.var_values,
         )
         track_loaded(self.masker, lambda: self.secrets, lambda: self.configuration)
+        # One Controls per run (no module-level state), one shared document for its hooks.
+        self.controls = Controls(experiment.raw, report=self._control_failed)
+        self._interruption: RunInterrupted | None = None
+        self._control_interrupt: ControlInterrupted | None = None
+        self._background: list[_Background] = []
+        self._method_runs: list[dict[str, Any]] = []
+        self._rollback_runs: list[dict[str, Any]] = []
         self.faults = FaultManager(
             registry=registry,
             ctx=self.ctx,
@@ -184,7 +219,7 @@ class Runner:
         journal = JournalBuilder()
         self.bus.subscribe(log)
         self.bus.subscribe(journal)
-        interrupts = Interrupts(self.faults.pending_labels)
+        interrupts = Interrupts(self.faults.pending_labels, is_halt=self.options.halt_requested)
         t0 = time.time()
         self.bus.emit(
             ev.RunStarted(
@@ -195,29 +230,20 @@ class Runner:
                 experiment=self.exp.raw,
             )
         )
-        controls = Controls(self.exp.controls)
+        controls = self.controls
         if self.options.handle_signals:
             interrupts.install()
         try:
             try:
                 try:
                     self._load_configuration()
-                    controls.call(
-                        "configure_control",
-                        configuration=self.configuration,
-                        secrets=self.secrets,
-                        experiment=dict(self.exp.raw),
-                    )
-                    controls.call(
-                        "before_experiment_control",
-                        context=dict(self.exp.raw),
-                        configuration=self.configuration,
-                        secrets=self.secrets,
-                    )
+                    self.state.configured = True
+                    controls.configure(self.configuration, self.secrets)
+                    controls.apply("experiment", controls.experiment, "before")
                     if self.observation is not None:
                         self.observation.bind(self._execute)
                         self.observation.start(self.bus, self.run_id)
-                    self._phases(controls)
+                    self._phases()
                 except RunInterrupted as exc:
                     self._interrupted(exc)
                 except Aborted as exc:
@@ -232,24 +258,37 @@ class Runner:
                     self.state.add(Verdict.ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
             finally:
                 interrupts.shielded = True
-                self._wind_down(controls)
+                self._wind_down()
         except RunInterrupted as exc:
             # The first signal landed in an instant no handler above covers (inside an
             # except clause, or just before the shield went up): record it, and make sure
             # the wind-down happened — it is idempotent and now shielded.
             self._interrupted(exc)
             if not self._wound_down:
-                self._wind_down(controls)
+                self._wind_down()
         try:
             self._report_late_signals(interrupts)
-            result = self._finish(t0, log, journal, controls, run_dir)
+            result = self._finish(t0, log, journal, run_dir)
         finally:
             interrupts.restore(ignore=self.options.ignore_signals_after)
         return result
 
+    def _control_failed(self, control: str, hook: str, error: str) -> None:
+        self.bus.emit(ev.ControlFailed(run_id=self.run_id, control=control, hook=hook, error=error))
+
     def _interrupted(self, exc: RunInterrupted) -> None:
+        if self._interruption is not None and exc is self._interruption:
+            return
+        if self._interruption is None:
+            self._interruption = exc
         if exc.signame == "HALT":
             self.state.add(Verdict.ABORTED, "halted by `chaoslab halt`")
+        elif exc.signame == "SIGUSR1":
+            self.state.add(Verdict.INTERRUPTED, "interrupted by chaoslib.exit.exit_gracefully() (SIGUSR1)")
+        elif exc.signame == "SIGUSR2":
+            self.state.add(Verdict.INTERRUPTED, "interrupted by chaoslib.exit.exit_ungracefully() (SIGUSR2)")
+        elif isinstance(exc, ControlInterrupted):
+            self.state.add(Verdict.INTERRUPTED, str(exc))
         else:
             self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
         self.bus.emit(
@@ -269,9 +308,7 @@ class Runner:
                     ev.Interrupted(run_id=self.run_id, signal=name, during="revert", pending=pending)
                 )
 
-    def _finish(
-        self, t0: float, log: EventLog, journal: JournalBuilder, controls: Controls, run_dir: Path
-    ) -> RunResult:
+    def _finish(self, t0: float, log: EventLog, journal: JournalBuilder, run_dir: Path) -> RunResult:
         if self._abort.is_set():
             self.state.add(Verdict.ABORTED, f"aborted by the guard: {self.state.abort_reason}")
         verdict, reason = self._verdict()
@@ -287,22 +324,38 @@ class Runner:
         breach = None
         if self.state.breach_ts and self.state.clean_ts:
             breach = self.state.clean_ts - self.state.breach_ts
-        doc = journal.build(
-            experiment=ctk_experiment(self.exp),
-            extra={
-                "breach_to_clean_s": breach,
-                "windows": {k: list(v) for k, v in self.state.windows.items()},
-                "seed": self.ctx.seed,
-                "controls_errors": controls.errors,
-                "consumer_errors": [repr(e) for _, e in self.bus.errors],
-                "cleanup_errors": self.cleanup_errors,
-                "events_path": str(log.path),
-                "source": self.exp.source,
-                **self.journal_extra,
-            },
-        )
-        # The events in it are masked already; the experiment and the extras are not.
-        doc = self.masker.deep(doc)
+
+        def build() -> dict[str, Any]:
+            doc = journal.build(
+                experiment=ctk_experiment(self.exp),
+                extra={
+                    "breach_to_clean_s": breach,
+                    "windows": {k: list(v) for k, v in self.state.windows.items()},
+                    "seed": self.ctx.seed,
+                    "consumer_errors": [repr(e) for _, e in self.bus.errors],
+                    "cleanup_errors": self.cleanup_errors,
+                    "events_path": str(log.path),
+                    "source": self.exp.source,
+                    **self.journal_extra,
+                },
+            )
+            # The events in it are masked already; the experiment and the extras are not.
+            return self.masker.deep(doc)
+
+        doc = build()
+        if self.state.configured and self.controls.active:
+            # As `chaos run`: after_experiment_control gets the journal as its state (a
+            # safeguard writes which probe tripped it there), then cleanup_control.
+            before = copy.deepcopy(doc)
+            try:
+                self.controls.apply("experiment", self.controls.experiment, "after", doc)
+            except ControlInterrupted as exc:  # the run is over: nothing left to interrupt
+                self._control_failed(exc.control, exc.hook, str(exc))
+            changed = written(before, doc)
+            if changed:
+                self.bus.emit(ev.ControlsWrote(run_id=self.run_id, level="experiment", values=changed))
+            self.controls.cleanup()
+            doc = build()
         reason = self.masker.text(reason)
         journal_path = run_dir / "journal.json"
         write_journal(journal_path, doc)
@@ -352,8 +405,10 @@ class Runner:
 
             self.configuration = load_dynamic_configuration(self.configuration, self.secrets)
 
-    def _phases(self, controls: Controls) -> None:
+    def _phases(self) -> None:
         exp, rt = self.exp, self.exp.runtime
+        # As Chaos Toolkit: a hypothesis without probes is not run at all ("just exploring").
+        has_hypothesis = bool(exp.hypothesis and exp.hypothesis.probes)
         baseline_start = time.time()
         if rt.baseline_s:
             self._phase_start(Phase.BASELINE)
@@ -361,8 +416,8 @@ class Runner:
         self.state.windows["baseline"] = (baseline_start, time.time())
         if self.observation is not None and not self._baseline_slos_hold():
             return
-        if exp.hypothesis and self.strategy.before:
-            met = self._hypothesis(Phase.BASELINE, controls)
+        if has_hypothesis and self.strategy.before:
+            met = self._hypothesis(Phase.BASELINE)
             if not met:
                 self.state.add(
                     Verdict.INCONCLUSIVE,
@@ -370,7 +425,7 @@ class Runner:
                 )
                 return
         self._check_abort()
-        self._method(controls)
+        self._method()
         self._check_abort()
         if rt.recovery_s:
             self._phase_start(Phase.RECOVERY)
@@ -381,8 +436,8 @@ class Runner:
             self._phase_start(Phase.AFTER)
             self._sleep(rt.after_s)
         self.state.windows["after"] = (after_start, time.time())
-        if exp.hypothesis and self.strategy.after:
-            met = self._hypothesis(Phase.AFTER, controls)
+        if has_hypothesis and self.strategy.after:
+            met = self._hypothesis(Phase.AFTER)
             if not met:
                 self.state.deviated = True
                 self.state.add(Verdict.DEVIATED, "the steady state did not hold after the method")
@@ -411,6 +466,10 @@ class Runner:
     def _check_abort(self) -> None:
         if self._abort.is_set():
             raise Aborted(f"aborted by the guard: {self.state.abort_reason}")
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main and self._control_interrupt is not None:  # raised by a hook on another thread
+            exc, self._control_interrupt = self._control_interrupt, None
+            raise exc
 
     def _sleep(self, seconds: float) -> None:
         """Sleep in slices: faults due for revert are reverted, aborts are seen at once."""
@@ -427,66 +486,92 @@ class Runner:
     def _revert_due(self) -> None:
         self.faults.dispatch_due(time.time())
 
-    def _hypothesis(self, phase: Phase, controls: Controls) -> bool:
+    def _hypothesis(self, phase: Phase) -> bool:
+        """The steady-state hypothesis once, wrapped by its controls (state: the block)."""
         assert self.exp.hypothesis is not None
-        self._phase_start(phase)
-        controls.call(
-            "before_hypothesis_control",
-            context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
+        controls = self.controls
+        context = controls.hypothesis
+        if phase is not Phase.DURING:
+            self._phase_start(phase)
+        state: dict[str, Any] | None = None
         met = True
-        for probe in self.exp.hypothesis.probes:
-            outcome = self._activity(probe, phase, controls)
-            if outcome.status != "succeeded" or outcome.tolerance_met is False:
-                met = False
-                break  # as Chaos Toolkit: the first probe out of tolerance decides
-        self.bus.emit(
-            ev.HypothesisChecked(run_id=self.run_id, phase=phase, met=met, title=self.exp.hypothesis.title)
-        )
-        controls.call(
-            "after_hypothesis_control",
-            context=dict(self.exp.raw.get("steady-state-hypothesis") or {}),
-            state={"steady_state_met": met},
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
-        self._phase_end(phase, met)
+        completed = False
+        try:
+            controls.apply("hypothesis", context, "before")
+            state = {"steady_state_met": None, "probes": []}
+            for probe in self.exp.hypothesis.probes:
+                outcome, entry = self._activity(probe, phase)
+                state["probes"].append(entry)
+                if outcome.status != "succeeded" or outcome.tolerance_met is False:
+                    met = False
+                    break  # as Chaos Toolkit: the first probe out of tolerance decides
+            state["steady_state_met"] = met
+            completed = True
+        finally:
+            snapshot = copy.deepcopy(state)
+            try:
+                controls.apply("hypothesis", context, "after", state)
+            finally:
+                if completed:
+                    self.state.hypothesis_checked = True
+                    self.bus.emit(
+                        ev.HypothesisChecked(
+                            run_id=self.run_id,
+                            phase=phase,
+                            met=met,
+                            title=self.exp.hypothesis.title,
+                            written=written(snapshot, state),
+                        )
+                    )
+                    if phase is not Phase.DURING:
+                        self._phase_end(phase, met)
         return met
 
-    def _activity(self, activity: Activity, phase: Phase, controls: Controls) -> Outcome:
-        self.bus.emit(
-            ev.ActivityStarted(
-                run_id=self.run_id,
-                phase=phase,
-                name=activity.name,
-                activity_type=activity.type,
-                background=activity.background,
+    def _activity(
+        self, activity: Activity, phase: Phase, bg: _Background | None = None
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """One activity wrapped by its controls, as chaoslib's ``execute_activity``: the
+        after hook gets the run's journal entry as ``state`` and what it writes there is
+        kept; pauses belong to the activity."""
+        controls = self.controls
+        context = controls.activity_context(activity.path, activity.ctk)
+        finished: ev.ActivityFinished | None = None
+        entry: dict[str, Any] | None = None
+        outcome: Outcome | None = None
+        try:
+            controls.apply("activity", context, "before")
+            self.bus.emit(
+                ev.ActivityStarted(
+                    run_id=self.run_id,
+                    phase=phase,
+                    name=activity.name,
+                    activity_type=activity.type,
+                    background=activity.background,
+                )
             )
-        )
-        controls.call(
-            "before_activity_control",
-            context=dict(activity.ctk),
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
-        if activity.pause_before_s:
-            self._sleep(activity.pause_before_s)
-        outcome = self._inject(activity) if activity.is_fault else self._execute(activity)
-        self._report(activity, phase, outcome)
-        controls.call(
-            "after_activity_control",
-            context=dict(activity.ctk),
-            state={"status": outcome.status, "output": outcome.output},
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
-        if activity.pause_after_s:
-            self._sleep(activity.pause_after_s)
+            if activity.pause_before_s:
+                self._sleep(activity.pause_before_s)
+            outcome = self._inject(activity) if activity.is_fault else self._execute(activity)
+            finished = self._finished(activity, phase, outcome)
+            entry = run_entry(finished)
+            if activity.pause_after_s and not isinstance(outcome.exception, RunInterrupted | Aborted):
+                self._sleep(activity.pause_after_s)
+        finally:
+            snapshot = copy.deepcopy(entry)
+            try:
+                controls.apply("activity", context, "after", entry)
+            finally:
+                if finished is not None and (bg is None or bg.settle()):
+                    changed = written(snapshot, entry)
+                    self.bus.emit(msgspec.structs.replace(finished, written=changed))
+                    if entry is not None and phase is Phase.METHOD:
+                        self._method_runs.append(entry)
+                    elif entry is not None and phase is Phase.ROLLBACK:
+                        self._rollback_runs.append(entry)
+        assert outcome is not None and entry is not None
         if isinstance(outcome.exception, InvalidInput | RunInterrupted | Aborted):
             raise outcome.exception
-        return outcome
+        return outcome, entry
 
     def _execute(self, activity: Activity) -> Outcome:
         return execute(
@@ -504,25 +589,26 @@ class Runner:
         mid-activity, and after a guard abort the main thread abandons the activity at
         once instead of waiting for it (its faults are already reverted)."""
         self._revert_due()
-        if self._abort.is_set() and threading.current_thread() is threading.main_thread():
-            raise Aborted(f"aborted by the guard: {self.state.abort_reason}")
+        if threading.current_thread() is threading.main_thread():
+            self._check_abort()
+
+    def _finished(self, activity: Activity, phase: Phase, outcome: Outcome) -> ev.ActivityFinished:
+        return ev.ActivityFinished(
+            run_id=self.run_id,
+            phase=phase,
+            name=activity.name,
+            activity_type=activity.type,
+            status=outcome.status,
+            start=outcome.start,
+            end=outcome.end,
+            output=outcome.output,
+            error=outcome.error,
+            tolerance_met=outcome.tolerance_met,
+            activity=activity.ctk,
+        )
 
     def _report(self, activity: Activity, phase: Phase, outcome: Outcome) -> None:
-        self.bus.emit(
-            ev.ActivityFinished(
-                run_id=self.run_id,
-                phase=phase,
-                name=activity.name,
-                activity_type=activity.type,
-                status=outcome.status,
-                start=outcome.start,
-                end=outcome.end,
-                output=outcome.output,
-                error=outcome.error,
-                tolerance_met=outcome.tolerance_met,
-                activity=activity.ctk,
-            )
-        )
+        self.bus.emit(self._finished(activity, phase, outcome))
 
     def _inject(self, activity: Activity) -> Outcome:
         start = time.time()
@@ -542,53 +628,49 @@ class Runner:
             end=time.time(),
         )
 
-    def _method(self, controls: Controls) -> None:
+    def _method(self) -> None:
+        controls = self.controls
+        context = controls.experiment
         self._phase_start(Phase.METHOD)
         method_start = time.time()
         self.state.method_ran = True
-        controls.call(
-            "before_method_control",
-            context=dict(self.exp.raw),
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
         stop_during = threading.Event()
         during_thread = None
-        if self.exp.hypothesis and self.strategy.during:
-            during_thread = threading.Thread(
-                target=self._during_loop, args=(stop_during, controls), name="hypothesis-during", daemon=True
-            )
-            during_thread.start()
         guard_stop = threading.Event()
         guard_thread = None
-        if self.guard_factory is not None:
-            guard = self.guard_factory(self)
-            guard_thread = threading.Thread(
-                target=self._guard_loop, args=(guard, guard_stop), name="guard", daemon=True
-            )
-            guard_thread.start()
-        background: list[threading.Thread] = []
+        state: list[dict[str, Any]] | None = None
         try:
+            controls.apply("method", context, "before")
+            state = self._method_runs
+            if self.exp.hypothesis and self.exp.hypothesis.probes and self.strategy.during:
+                during_thread = threading.Thread(
+                    target=self._during_loop, args=(stop_during,), name="hypothesis-during", daemon=True
+                )
+                during_thread.start()
+            if self.guard_factory is not None:
+                guard = self.guard_factory(self)
+                guard_thread = threading.Thread(
+                    target=self._guard_loop, args=(guard, guard_stop), name="guard", daemon=True
+                )
+                guard_thread.start()
             for activity in self.exp.method:
                 self._check_abort()
                 if self.state.during_failed and self.exp.runtime.fail_fast:
                     break
                 self._revert_due()
                 if activity.background and not activity.is_fault:
-                    t = threading.Thread(
-                        target=self._activity,
-                        args=(activity, Phase.METHOD, controls),
+                    bg = _Background(activity)
+                    bg.thread = threading.Thread(
+                        target=self._run_background,
+                        args=(bg,),
                         name=f"background:{activity.name}",
                         daemon=True,
                     )
-                    t.start()
-                    background.append(t)
+                    self._background.append(bg)
+                    bg.thread.start()
                     continue
-                self._activity(activity, Phase.METHOD, controls)
-            deadline = time.monotonic() + self.exp.runtime.activity_timeout_s
-            for t in background:
-                while t.is_alive() and time.monotonic() < deadline:
-                    t.join(0.05)
+                self._activity(activity, Phase.METHOD)
+            self._join_background(time.monotonic() + self.exp.runtime.activity_timeout_s)
             # Hold timed faults until their duration ends (the "during" window).
             while (due := self.faults.next_due()) is not None:
                 if self.state.during_failed and self.exp.runtime.fail_fast:
@@ -606,22 +688,65 @@ class Runner:
             if guard_thread is not None:
                 guard_thread.join(timeout=2.0)
             self.state.windows["during"] = (method_start, time.time())
-            controls.call(
-                "after_method_control",
-                context=dict(self.exp.raw),
-                configuration=self.configuration,
-                secrets=self.secrets,
-            )
-            self._phase_end(Phase.METHOD, not self.state.during_failed)
+            if state is not None:
+                state.sort(key=lambda r: str(r.get("start", "")))
+            snapshot = copy.deepcopy(state)
+            try:
+                controls.apply("method", context, "after", state)
+            finally:
+                changed = written(snapshot, state)
+                if changed:
+                    self.bus.emit(ev.ControlsWrote(run_id=self.run_id, level="method", values=changed))
+                self._phase_end(Phase.METHOD, not self.state.during_failed)
         if self.state.during_failed:
             self.state.deviated = True
             self.state.add(Verdict.DEVIATED, "the steady state did not hold during the method")
 
-    def _during_loop(self, stop: threading.Event, controls: Controls) -> None:
+    def _run_background(self, bg: _Background) -> None:
+        try:
+            self._activity(bg.activity, Phase.METHOD, bg)
+        except ControlInterrupted as exc:
+            # Chaos Toolkit loses an interruption raised around a background activity (it
+            # stays in the activity's future); chaoslab does the same but says so.
+            detail = f"{exc} (ignored: raised around a background activity)"
+            self._control_failed(exc.control, exc.hook, detail)
+        except (ChaoslabError, Exception):  # recorded in the activity's own journal entry
+            pass
+
+    def _join_background(self, deadline: float) -> None:
+        for bg in self._background:
+            while bg.thread is not None and bg.thread.is_alive() and time.monotonic() < deadline:
+                bg.thread.join(0.05)
+
+    def _abandon_background(self, why: str) -> None:
+        """Background activities still running are recorded, not lost: ``abandoned``."""
+        for bg in self._background:
+            with bg.lock:
+                if bg.done or bg.abandoned:
+                    continue
+                bg.abandoned = True
+            self.bus.emit(
+                ev.ActivityFinished(
+                    run_id=self.run_id,
+                    phase=Phase.METHOD,
+                    name=bg.activity.name,
+                    activity_type=bg.activity.type,
+                    status="abandoned",
+                    start=bg.started,
+                    end=time.time(),
+                    error=f"still running when the run ended ({why}); abandoned",
+                    activity=bg.activity.ctk,
+                )
+            )
+
+    def _during_loop(self, stop: threading.Event) -> None:
         freq = self.exp.runtime.frequency_s
         while not stop.is_set():
             try:
-                met = self._during_check()
+                met = self._hypothesis(Phase.DURING)
+            except ControlInterrupted as exc:
+                self._control_interrupt = exc  # the main thread ends the run with it
+                return
             except Exception:
                 met = False
             if not met:
@@ -629,22 +754,6 @@ class Runner:
                 if self.exp.runtime.fail_fast:
                     return
             stop.wait(freq)
-
-    def _during_check(self) -> bool:
-        assert self.exp.hypothesis is not None
-        met = True
-        for probe in self.exp.hypothesis.probes:
-            outcome = self._execute(probe)
-            self._report(probe, Phase.DURING, outcome)
-            if outcome.status != "succeeded" or outcome.tolerance_met is False:
-                met = False
-                break
-        self.bus.emit(
-            ev.HypothesisChecked(
-                run_id=self.run_id, phase=Phase.DURING, met=met, title=self.exp.hypothesis.title
-            )
-        )
-        return met
 
     def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
         try:
@@ -665,33 +774,27 @@ class Runner:
                 except Exception as exc:  # reporting must never change the run
                     self.cleanup_errors.append(f"guard.close: {exc}")
 
-    def _wind_down(self, controls: Controls) -> None:
+    def _wind_down(self) -> None:
         """Always: revert every fault, run rollbacks, verify clean. Never skipped."""
         self._wound_down = True
         if self.faults.active():
             self._phase_start(Phase.REVERT)
             self.faults.revert_all()
             self._phase_end(Phase.REVERT, not self.faults.not_clean())
+        # Faults are reverted: now, as Chaos Toolkit, wait for background activities still
+        # running unless the exit was ungraceful (SIGUSR2, a halt, a guard abort, Ctrl-C);
+        # whatever still runs is recorded as abandoned, never lost from the journal.
+        interruption = self._interruption
+        if not self._abort.is_set() and (interruption is None or interruption.graceful):
+            self._join_background(time.monotonic() + self.exp.runtime.activity_timeout_s)
+        why = "the activity outlived its deadline"
+        if interruption is not None:
+            why = f"{interruption}"
+        elif self._abort.is_set():
+            why = "aborted by the guard"
+        self._abandon_background(why)
         if self._should_rollback():
-            self._phase_start(Phase.ROLLBACK)
-            controls.call(
-                "before_rollback_control",
-                context=dict(self.exp.raw),
-                configuration=self.configuration,
-                secrets=self.secrets,
-            )
-            for activity in self.exp.rollbacks:
-                try:
-                    self._activity(activity, Phase.ROLLBACK, controls)
-                except ChaoslabError as exc:
-                    self.state.add(Verdict.ERROR, f"rollback {activity.name} failed: {exc}")
-            controls.call(
-                "after_rollback_control",
-                context=dict(self.exp.raw),
-                configuration=self.configuration,
-                secrets=self.secrets,
-            )
-            self._phase_end(Phase.ROLLBACK, True)
+            self._rollbacks()
         if self.observation is not None:
             try:
                 self.observation.stop()
@@ -704,6 +807,7 @@ class Runner:
                     windows["during"] = self.faults.during_window() or self.state.windows["during"]
                     self.state.windows["during"] = windows["during"]
                 for result in self.observation.judge(windows):
+                    self.state.hypothesis_checked = True
                     self.bus.emit(result)
                     self._fold_slo(result)
             except ChaoslabError as exc:
@@ -714,19 +818,42 @@ class Runner:
             residue = "; ".join(fault.clean.residue) if fault.clean else (fault.error or "not verified")
             self.state.add(Verdict.NOT_CLEAN, f"{fault.label} is not clean after revert: {residue}")
         self._phase_end(Phase.VERIFY, not dirty)
-        controls.call(
-            "after_experiment_control",
-            context=dict(self.exp.raw),
-            state={"verdicts": [v.value for v, _ in self.state.verdicts]},
-            configuration=self.configuration,
-            secrets=self.secrets,
-        )
-        controls.call("cleanup_control")
         for driver in self.registry.loaded():
             try:
                 driver.end_run(self.ctx)
             except Exception as exc:  # releasing resources must not change the verdict
                 self.cleanup_errors.append(f"{driver.name}.end_run: {exc}")
+
+    def _rollbacks(self) -> None:
+        """The rollbacks, wrapped by the rollback-level controls (state: their runs). A
+        control that interrupts here ends the rollbacks, as in Chaos Toolkit; every fault
+        was already reverted by then."""
+        controls = self.controls
+        context = controls.experiment
+        self._phase_start(Phase.ROLLBACK)
+        state: list[dict[str, Any]] | None = None
+        try:
+            controls.apply("rollback", context, "before")
+            state = self._rollback_runs
+            for activity in self.exp.rollbacks:
+                try:
+                    self._activity(activity, Phase.ROLLBACK)
+                except ControlInterrupted:
+                    raise
+                except ChaoslabError as exc:
+                    self.state.add(Verdict.ERROR, f"rollback {activity.name} failed: {exc}")
+        except ControlInterrupted as exc:
+            self._interrupted(exc)
+        finally:
+            snapshot = copy.deepcopy(state)
+            try:
+                controls.apply("rollback", context, "after", state)
+            except ControlInterrupted as exc:
+                self._interrupted(exc)
+            changed = written(snapshot, state)
+            if changed:
+                self.bus.emit(ev.ControlsWrote(run_id=self.run_id, level="rollback", values=changed))
+            self._phase_end(Phase.ROLLBACK, True)
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
         if result.detail.get("critical", True) is False:
@@ -746,6 +873,8 @@ class Runner:
 
     def _should_rollback(self) -> bool:
         rs = self.rollback_strategy
+        if not self.state.configured:
+            return False  # the configuration could not be loaded: nothing ran, nothing to undo
         if not self.exp.rollbacks or rs is RollbackStrategy.NEVER:
             return False
         if rs is RollbackStrategy.ALWAYS:
@@ -757,7 +886,9 @@ class Runner:
 
     def _verdict(self) -> tuple[Verdict, str]:
         if not self.state.verdicts:
-            return Verdict.PASSED, "the steady state held"
+            if self.state.hypothesis_checked or self._baseline_judged:
+                return Verdict.PASSED, "the steady state held"
+            return Verdict.PASSED, "the method ran; no steady state was checked (no hypothesis probes)"
         verdict = worst(*(v for v, _ in self.state.verdicts))
         reasons = [r for v, r in self.state.verdicts if v is verdict]
         return verdict, "; ".join(dict.fromkeys(reasons))

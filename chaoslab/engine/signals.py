@@ -1,4 +1,9 @@
-"""Turning SIGINT, SIGTERM and SIGUSR1 (``chaoslab halt``) into run interruptions.
+"""Turning SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 into run interruptions.
+
+SIGUSR1 means two things: ``chaoslab halt`` (which writes its HALT file before it
+signals) and chaostoolkit-lib's ``chaoslib.exit.exit_gracefully()`` (used by
+chaostoolkit-addons' safeguards). The handler asks ``is_halt`` which one it is. SIGUSR2 is
+``chaoslib.exit.exit_ungracefully()``. Neither kind of exit skips a revert or a rollback.
 
 The handler does as little as a signal handler safely can: it records the signal and,
 the first time only, raises ``RunInterrupted`` in the main thread so that the runner's
@@ -25,16 +30,29 @@ from typing import Any
 
 from chaoslab.errors import RunInterrupted
 
-HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def signal_name(signum: int) -> str:
-    return "HALT" if signum == signal.SIGUSR1 else signal.Signals(signum).name
+def signal_name(signum: int, is_halt: Callable[[], bool] | None = None) -> str:
+    """``HALT`` for a SIGUSR1 from ``chaoslab halt``; otherwise the signal's name."""
+    if signum == signal.SIGUSR1 and (is_halt is None or _safely(is_halt)):
+        return "HALT"
+    return signal.Signals(signum).name
+
+
+def _safely(is_halt: Callable[[], bool]) -> bool:
+    try:
+        return bool(is_halt())
+    except Exception:  # cannot tell: a halt is the safer reading (it stops the run too)
+        return True
 
 
 class Interrupts:
-    def __init__(self, pending: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, pending: Callable[[], list[str]], *, is_halt: Callable[[], bool] | None = None
+    ) -> None:
         self._pending = pending
+        self._is_halt = is_halt
         self._previous: dict[int, Any] = {}
         self.shielded = False
         self.raised = False
@@ -55,7 +73,7 @@ class Interrupts:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal_name(signum)
+        name = signal_name(signum, self._is_halt)
         try:
             pending = self._pending()
         except Exception:  # never let the acknowledgement itself fail
