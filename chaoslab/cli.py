@@ -260,6 +260,10 @@ def run(
     variables_d = _parse_vars(variables)
     try:
         var_values = read_var_files(var_files) if var_files else None
+        # Before anything runs: a configuration the run would refuse is invalid input now.
+        from chaoslab.engine.configuration import load_configuration
+
+        load_configuration(exp, variables_d, var_values)
     except InvalidInput as exc:
         _fail_invalid(exc, output)
     run_id = new_run_id()
@@ -380,6 +384,7 @@ def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
 )
 def validate(experiments: tuple[str, ...], output: str) -> None:
     """Check experiment files; report every problem with file, line and field path."""
+    from chaoslab.engine.configuration import load_configuration
     from chaoslab.errors import InvalidInput, Problem
     from chaoslab.model.compile import load_experiment
 
@@ -387,7 +392,8 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
     for path in experiments:
         _run_masker(path, (), ())  # a problem quoting a secret prints it masked
         try:
-            load_experiment(path, registry=_registry())
+            exp = load_experiment(path, registry=_registry())
+            load_configuration(exp)  # as `chaos validate`: a missing environment key is invalid
         except InvalidInput as exc:
             problems.extend(exc.problems)
     if problems:

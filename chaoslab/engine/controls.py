@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from chaoslab.errors import ControlInterrupted
+from chaoslab.model.controls import declared
 
 LEVELS = ("experiment", "hypothesis", "method", "rollback", "activity")
-ACTIVITY_SECTIONS = ("steady-state-hypothesis.probes", "method", "rollbacks")
 
 ErrorReport = Callable[[str, str, str], None]  # (control name, hook, error)
 
@@ -55,32 +55,6 @@ def _activities(doc: Mapping[str, Any]) -> list[Any]:
 
 def _named(activity: Any, name: Any) -> bool:
     return isinstance(activity, dict) and "ref" not in activity and activity.get("name") == name
-
-
-def declared(doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Every control declared anywhere in the experiment, with its field path (the places
-    ``chaoslib.control.get_controls`` looks at)."""
-    found: list[tuple[str, Any]] = []
-
-    def add(where: str, value: Any) -> None:
-        if isinstance(value, list):
-            prefix = f"{where}.controls" if where else "controls"
-            found.extend((f"{prefix}[{i}]", c) for i, c in enumerate(value))
-
-    add("", doc.get("controls"))
-    ssh = doc.get("steady-state-hypothesis")
-    if isinstance(ssh, Mapping):
-        add("steady-state-hypothesis", ssh.get("controls"))
-        if isinstance(ssh.get("probes"), list):
-            for i, a in enumerate(ssh["probes"]):
-                if isinstance(a, Mapping):
-                    add(f"steady-state-hypothesis.probes[{i}]", a.get("controls"))
-    for section in ("method", "rollbacks"):
-        if isinstance(doc.get(section), list):
-            for i, a in enumerate(doc[section]):
-                if isinstance(a, Mapping):
-                    add(f"{section}[{i}]", a.get("controls"))
-    return found
 
 
 def context_controls(level: str, experiment: Mapping[str, Any], context: Mapping[str, Any]) -> list[Any]:

@@ -42,7 +42,6 @@ from chaoslab.errors import (
     InvalidInput,
     LedgerError,
     LockHeld,
-    Problem,
     RunInterrupted,
 )
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
@@ -132,6 +131,18 @@ class _Background:
                 return False
             self.done = True
             return True
+
+
+def interruption_reason(exc: RunInterrupted) -> str:
+    if exc.signame == "HALT":
+        return "halted by `chaoslab halt`"
+    if exc.signame == "SIGUSR1":
+        return "interrupted by chaoslib.exit.exit_gracefully() (SIGUSR1)"
+    if exc.signame == "SIGUSR2":
+        return "interrupted by chaoslib.exit.exit_ungracefully() (SIGUSR2)"
+    if isinstance(exc, ControlInterrupted):
+        return str(exc)
+    return f"interrupted by {exc.signame}"
 
 
 def new_run_id() -> str:
@@ -281,16 +292,8 @@ class Runner:
             return
         if self._interruption is None:
             self._interruption = exc
-        if exc.signame == "HALT":
-            self.state.add(Verdict.ABORTED, "halted by `chaoslab halt`")
-        elif exc.signame == "SIGUSR1":
-            self.state.add(Verdict.INTERRUPTED, "interrupted by chaoslib.exit.exit_gracefully() (SIGUSR1)")
-        elif exc.signame == "SIGUSR2":
-            self.state.add(Verdict.INTERRUPTED, "interrupted by chaoslib.exit.exit_ungracefully() (SIGUSR2)")
-        elif isinstance(exc, ControlInterrupted):
-            self.state.add(Verdict.INTERRUPTED, str(exc))
-        else:
-            self.state.add(Verdict.INTERRUPTED, f"interrupted by {exc.signame}")
+        verdict = Verdict.ABORTED if exc.signame == "HALT" else Verdict.INTERRUPTED
+        self.state.add(verdict, interruption_reason(exc))
         self.bus.emit(
             ev.Interrupted(
                 run_id=self.run_id,
@@ -340,7 +343,8 @@ class Runner:
                 },
             )
             # The events in it are masked already; the experiment and the extras are not.
-            return self.masker.deep(doc)
+            masked: dict[str, Any] = self.masker.deep(doc)
+            return masked
 
         doc = build()
         if self.state.configured and self.controls.active:
@@ -374,36 +378,11 @@ class Runner:
     # --- phases ------------------------------------------------------------------------
 
     def _load_configuration(self) -> None:
-        if not (
-            self.exp.configuration or self.exp.secrets or self.options.variables or self.options.var_values
-        ):
-            return  # nothing to load: no need to import chaostoolkit-lib at all
-        from chaoslib.configuration import load_configuration
-        from chaoslib.secret import load_secrets
+        from chaoslab.engine.configuration import load_configuration
 
-        files = self.options.var_values
-        # as chaoslib.merge_vars: .env values go to the environment; --var overrides files
-        for key, value in (files.env if files else {}).items():
-            os.environ[key] = value
-        config_vars = {**(files.configuration if files else {}), **self.options.variables}
-        secret_vars = dict(files.secrets) if files else {}
-        try:
-            self.configuration = load_configuration(dict(self.exp.configuration), config_vars) or {}
-            self.secrets = load_secrets(dict(self.exp.secrets), self.configuration, secret_vars) or {}
-        except Exception as exc:
-            raise InvalidInput(
-                [
-                    Problem(
-                        file=self.exp.source,
-                        path="configuration",
-                        message=f"cannot load configuration/secrets: {exc}",
-                    )
-                ]
-            ) from exc
-        if any(isinstance(v, dict) and v.get("type") == "probe" for v in self.exp.configuration.values()):
-            from chaoslib.configuration import load_dynamic_configuration
-
-            self.configuration = load_dynamic_configuration(self.configuration, self.secrets)
+        self.configuration, self.secrets = load_configuration(
+            self.exp, self.options.variables, self.options.var_values, dynamic=True
+        )
 
     def _phases(self) -> None:
         exp, rt = self.exp, self.exp.runtime
@@ -509,22 +488,21 @@ class Runner:
             completed = True
         finally:
             snapshot = copy.deepcopy(state)
-            try:
-                controls.apply("hypothesis", context, "after", state)
-            finally:
-                if completed:
-                    self.state.hypothesis_checked = True
-                    self.bus.emit(
-                        ev.HypothesisChecked(
-                            run_id=self.run_id,
-                            phase=phase,
-                            met=met,
-                            title=self.exp.hypothesis.title,
-                            written=written(snapshot, state),
-                        )
-                    )
-                    if phase is not Phase.DURING:
-                        self._phase_end(phase, met)
+            # An after hook that raises leaves the block unrecorded, as in Chaos Toolkit.
+            controls.apply("hypothesis", context, "after", state)
+        if completed:
+            self.state.hypothesis_checked = True
+            self.bus.emit(
+                ev.HypothesisChecked(
+                    run_id=self.run_id,
+                    phase=phase,
+                    met=met,
+                    title=self.exp.hypothesis.title,
+                    written=written(snapshot, state),
+                )
+            )
+            if phase is not Phase.DURING:
+                self._phase_end(phase, met)
         return met
 
     def _activity(
@@ -789,12 +767,12 @@ class Runner:
             self._join_background(time.monotonic() + self.exp.runtime.activity_timeout_s)
         why = "the activity outlived its deadline"
         if interruption is not None:
-            why = f"{interruption}"
+            why = interruption_reason(interruption)
         elif self._abort.is_set():
             why = "aborted by the guard"
         self._abandon_background(why)
-        if self._should_rollback():
-            self._rollbacks()
+        if self._should_rollback() and (self.exp.rollbacks or self.controls.active):
+            self._rollbacks()  # with no rollbacks declared, Chaos Toolkit still calls the hooks
         if self.observation is not None:
             try:
                 self.observation.stop()
@@ -830,7 +808,8 @@ class Runner:
         was already reverted by then."""
         controls = self.controls
         context = controls.experiment
-        self._phase_start(Phase.ROLLBACK)
+        if self.exp.rollbacks:
+            self._phase_start(Phase.ROLLBACK)
         state: list[dict[str, Any]] | None = None
         try:
             controls.apply("rollback", context, "before")
@@ -853,7 +832,8 @@ class Runner:
             changed = written(snapshot, state)
             if changed:
                 self.bus.emit(ev.ControlsWrote(run_id=self.run_id, level="rollback", values=changed))
-            self._phase_end(Phase.ROLLBACK, True)
+            if self.exp.rollbacks:
+                self._phase_end(Phase.ROLLBACK, True)
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
         if result.detail.get("critical", True) is False:
@@ -875,7 +855,7 @@ class Runner:
         rs = self.rollback_strategy
         if not self.state.configured:
             return False  # the configuration could not be loaded: nothing ran, nothing to undo
-        if not self.exp.rollbacks or rs is RollbackStrategy.NEVER:
+        if rs is RollbackStrategy.NEVER:
             return False
         if rs is RollbackStrategy.ALWAYS:
             return True

@@ -25,6 +25,7 @@ from chaoslab.drivers.base import Kind, check_args
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model import library, sections
+from chaoslab.model.controls import control_problems
 from chaoslab.model.experiment import (
     Activity,
     ActivityKind,
@@ -129,7 +130,7 @@ class _Compiler:
             else:
                 rollbacks = self.activities(d["rollbacks"], "rollbacks")
 
-        controls = self.controls(d.get("controls", []))
+        controls = self.controls(d)
         runtime = self.section(sections.decode_runtime(d))
         load = self.section(sections.decode_load(d["load"])) if d.get("load") is not None else None
         lab = d.get("lab", False)
@@ -238,27 +239,16 @@ class _Compiler:
             self.bad(path, str(exc))
             return None
 
-    def controls(self, raw: Any) -> tuple[Mapping[str, Any], ...]:
-        if not isinstance(raw, list):
-            self.bad("controls", "'controls' must be a list")
+    def controls(self, d: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+        """Every control, wherever declared, checked as ``chaos validate`` does (its own
+        ``validate_control`` included); the top-level ones are kept on the model."""
+        problems = control_problems(d)
+        for path, message in problems:
+            self.bad(path, message)
+        raw = d.get("controls", [])
+        if problems or not isinstance(raw, list):
             return ()
-        out = []
-        for i, c in enumerate(raw):
-            path = f"controls[{i}]"
-            if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-                self.bad(path, "a control needs a name and a provider")
-                continue
-            prov = c.get("provider")
-            if not isinstance(prov, dict) or prov.get("type") != "python" or not prov.get("module"):
-                self.bad(f"{path}.provider", "a control's provider must be {type: python, module: ...}")
-                continue
-            try:
-                __import__(prov["module"])
-            except ImportError as exc:
-                self.bad(f"{path}.provider.module", f"cannot import control module: {exc}")
-                continue
-            out.append(c)
-        return tuple(out)
+        return tuple(raw)
 
     # --- activities --------------------------------------------------------------------
 

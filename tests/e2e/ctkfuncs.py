@@ -107,3 +107,43 @@ def before_rollback_control(context: Any, **kwargs: Any) -> None:
 
 def after_rollback_control(context: Any, **kwargs: Any) -> None:
     record("after_rollback_control")
+
+
+# --- leaving a run as chaostoolkit-lib lets python code leave it ------------------------
+
+
+def leave_gracefully() -> str:
+    """``chaoslib.exit.exit_gracefully()`` from a provider (SIGUSR1 to this process)."""
+    from chaoslib.exit import exit_gracefully
+
+    record("leave_gracefully")
+    exit_gracefully()
+    time.sleep(5)  # the signal ends the run first; a runner that ignored it waits here
+    record("leave_gracefully_ignored")
+    return "ignored"
+
+
+def leave_ungracefully() -> str:
+    """``chaoslib.exit.exit_ungracefully()`` from a provider (SIGUSR2 to this process)."""
+    from chaoslib.exit import exit_ungracefully
+
+    record("leave_ungracefully")
+    exit_ungracefully()
+    time.sleep(5)
+    record("leave_ungracefully_ignored")
+    return "ignored"
+
+
+def raise_error() -> None:
+    raise RuntimeError("this probe raises")
+
+
+def set_flag(name: str = "flag") -> bool:
+    (_state() / name).write_text("1")
+    record("set_flag", name=name)
+    return True
+
+
+def flag_absent(name: str = "flag") -> bool:
+    """A safeguard probe: healthy (True) until ``set_flag`` raised the flag."""
+    return not (_state() / name).exists()

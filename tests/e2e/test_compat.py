@@ -4,6 +4,12 @@ Each experiment in ``compat/`` runs in a subprocess under both tools; we compare
 status, the deviation, which activities ran (method and rollbacks) and the steady-state
 results. Where chaoslab deliberately differs (README, "Where chaoslab differs from Chaos
 Toolkit"), the test asserts chaoslab's documented behaviour instead.
+
+The controls-and-exits cases (``CONTROL_CASES``) also compare every control hook call
+(``ctkcontrols`` records its arguments' types, context, state and the shared context),
+what the hooks wrote into the journal, and chaostoolkit-addons' safeguards. chaoslab runs
+them with a real fault added at the start of the method (a SIGSTOPped sleeper) and must
+also revert it, verify it clean and write its journal, however the run ended.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPAT = Path(__file__).parent / "compat"
@@ -161,3 +170,280 @@ def test_baseline_failure_never_runs_the_method(tmp_path: Path) -> None:
 
 def test_chaos_toolkit_is_installed() -> None:
     assert shutil.which("chaos", path=str(BIN)), "chaostoolkit must be installed in the test environment"
+
+
+# --- controls, safeguards and chaoslib.exit ------------------------------------------------
+
+FAULT = "h22-fault"
+STATUS_MID_WAY = {"status_of_interrupted": "failed"}
+
+
+def _interrupted_status(ctk_run: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """Chaos Toolkit leaves `status` out of an activity that an exit signal interrupted
+    mid-way; chaoslab records it as failed (README, table of differences)."""
+    return [(name, "failed" if status is None else status, w) for name, status, w in ctk_run]
+
+
+# name: (chaoslab exit code, what chaoslab does differently, trace order matters)
+CONTROL_CASES: dict[str, tuple[int, dict[str, Any], bool]] = {
+    "controls_levels.yaml": (0, {}, True),
+    "controls_interrupt.yaml": (130, {}, True),
+    "controls_hypothesis_interrupt.yaml": (130, {}, True),
+    "controls_systemexit.yaml": (130, {}, True),
+    "controls_error.yaml": (0, {}, True),
+    "safeguard.yaml": (130, STATUS_MID_WAY, False),
+    "exit_gracefully.yaml": (130, STATUS_MID_WAY, False),
+    # chaoslab differs: SIGUSR2 still runs the rollbacks (per strategy); Chaos Toolkit skips them.
+    "exit_ungracefully.yaml": (
+        130,
+        {**STATUS_MID_WAY, "rollbacks": [("undo", "succeeded")], "trace_extra": ["rolled-back"]},
+        False,
+    ),
+    "no_probes.yaml": (0, {}, True),
+    # chaoslab differs: a baseline that does not hold is inconclusive (exit 4); CTK exits 1
+    # here too (the probe raised, so its status is "failed").
+    "baseline_raises.yaml": (4, {}, True),
+}
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.kill()
+    proc.wait()
+
+
+def with_fault(experiment: Path, pid: int, tmp: Path) -> Path:
+    """The same experiment with a real fault first in its method (chaoslab's form)."""
+    doc = yaml.safe_load(experiment.read_text())
+    fault = {"do": "process.suspend", "target": f"pid:{pid}", "duration": "1s", "name": FAULT}
+    doc["method"] = [fault, *doc.get("method", [])]
+    out = tmp / experiment.name
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def control_summary(journal: dict[str, Any]) -> dict[str, Any]:
+    def written(entry: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if k.startswith("written_")}
+
+    def block(key: str) -> Any:
+        b = journal["steady_states"].get(key)
+        if b is None:
+            return None
+        return {
+            "met": b["steady_state_met"],
+            "probes": [p["activity"]["name"] for p in b["probes"]],
+            **written(b),
+        }
+
+    safeguards = journal.get("safeguards")
+    return {
+        "status": journal["status"],
+        "deviated": journal["deviated"],
+        "run": [
+            (r["activity"]["name"], r.get("status"), written(r))
+            for r in journal["run"]
+            if r["activity"].get("name") != FAULT
+        ],
+        "rollbacks": [(r["activity"]["name"], r.get("status")) for r in journal["rollbacks"]],
+        "before": block("before"),
+        "after": block("after"),
+        "written": written(journal),
+        "safeguards": None
+        if safeguards is None
+        else (safeguards["triggered_by"], safeguards["run"]["status"], safeguards["run"]["output"]),
+    }
+
+
+def without_fault(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in trace:
+        if e.get("name") == FAULT:
+            continue
+        state = e.get("state")
+        if isinstance(state, list):
+            e = {**e, "state": [s for s in state if s[0] != FAULT]}
+        out.append(e)
+    return out
+
+
+def assert_fault_reverted(journal: dict[str, Any], pid: int, *, method_ran: bool) -> None:
+    """Every fault injected was reverted and checked clean; the target runs again."""
+    faults = journal["chaoslab"]["faults"]
+    injected = [f for f in faults if f["kind"] == "fault-injected"]
+    assert len(injected) == (1 if method_ran else 0), faults
+    assert [f["ok"] for f in faults if f["kind"] == "fault-reverted"] == [True] * len(injected), faults
+    assert [f["clean"] for f in faults if f["kind"] == "clean-checked"] == [True] * len(injected), faults
+    assert psutil.Process(pid).status() != psutil.STATUS_STOPPED, "the suspended process must be resumed"
+
+
+@pytest.mark.parametrize("name", sorted(CONTROL_CASES))
+def test_controls_and_exits_as_chaos_toolkit(name: str, tmp_path: Path, sleeper: int) -> None:
+    expected_exit, differences, ordered = CONTROL_CASES[name]
+    ctk_tmp, lab_tmp = tmp_path / "ctk", tmp_path / "lab"
+    ctk_tmp.mkdir()
+    lab_tmp.mkdir()
+    _, ctk_journal, ctk_trace = run_tool("chaos", COMPAT / name, ctk_tmp, [], {}, {})
+    variant = with_fault(COMPAT / name, sleeper, lab_tmp)
+    code, lab_journal, lab_trace = run_tool("chaoslab", variant, lab_tmp, [], {}, {})
+
+    ctk, lab = control_summary(ctk_journal), control_summary(lab_journal)
+    expected = dict(ctk)
+    if "status_of_interrupted" in differences:
+        expected["run"] = _interrupted_status(ctk["run"])
+    if "rollbacks" in differences:
+        expected["rollbacks"] = differences["rollbacks"]
+    if not ordered:  # background activities start on their own threads: either may be first
+        lab["run"], expected["run"] = sorted(lab["run"]), sorted(expected["run"])
+    if not ordered:  # background activities start on their own threads: either may be first
+        lab["run"], expected["run"] = sorted(lab["run"]), sorted(expected["run"])
+    assert lab == expected, f"chaoslab {lab}\nchaos    {ctk}"
+    assert code == expected_exit
+    assert lab_journal["chaoslab"]["exit_code"] == expected_exit
+    method_ran = bool(ctk_journal["run"]) or "before_method_control" in [e["event"] for e in ctk_trace]
+    assert_fault_reverted(lab_journal, sleeper, method_ran=method_ran)
+    assert (lab_tmp / "run" / "journal.json").exists() and (lab_tmp / "run" / "events.ndjson").exists()
+
+    # Every control hook: same order, same argument types, same context and state, and
+    # the shared context (what before_experiment_control stored) seen by every later hook.
+    ctk_events = ctk_trace + [{"event": e} for e in differences.get("trace_extra", [])]
+    lab_events = without_fault(lab_trace)
+    if ordered:
+        assert lab_events == ctk_events
+    else:  # background activities and safeguards run on their own threads
+        key = json.dumps
+        assert sorted(map(key, lab_events)) == sorted(map(key, ctk_events))
+    hooks = [e for e in lab_events if e["event"].endswith("_control") and "types" in e and "name" in e]
+    after_first = [e for e in hooks if e["event"] != "before_experiment_control"]
+    if any(e["event"] == "before_experiment_control" for e in hooks):
+        assert after_first and all(e["shared"] for e in after_first)
+    assert "halt" not in lab_journal["chaoslab"]["reason"]
+
+
+def test_a_failing_hook_is_reported_and_the_run_carries_on(tmp_path: Path, sleeper: int) -> None:
+    variant = with_fault(COMPAT / "controls_error.yaml", sleeper, tmp_path)
+    code, journal, _ = run_tool("chaoslab", variant, tmp_path, [], {}, {})
+    assert code == 0
+    error = (
+        "control tracer.before_method_control: RuntimeError: control failure asked at before_method_control"
+    )
+    assert journal["chaoslab"]["controls_errors"] == [error]
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.ndjson").read_text().splitlines()]
+    assert [e["hook"] for e in events if e["kind"] == "control-failed"] == ["before_method_control"]
+
+
+def test_ungraceful_exit_records_the_abandoned_background_activity(tmp_path: Path, sleeper: int) -> None:
+    variant = with_fault(COMPAT / "exit_ungracefully.yaml", sleeper, tmp_path)
+    code, journal, trace = run_tool("chaoslab", variant, tmp_path, [], {}, {})
+    assert code == 130
+    background = next(r for r in journal["run"] if r["activity"]["name"] == "in-background")
+    assert background["status"] == "failed" and background["chaoslab"] == {"abandoned": True}
+    assert "exit_ungracefully" in background["exception"][0]
+    assert "sleep_end" not in [e["event"] for e in trace], "an ungraceful exit waits for nothing"
+    assert "SIGUSR2" in journal["chaoslab"]["reason"]
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    f = tmp / name
+    f.write_text(text)
+    return f
+
+
+INVALID_CONTROLS = {
+    "top-level": (
+        "controls[0]",
+        "controls: [{name: bad, provider: {type: python, module: tests.e2e.ctkcontrols, "
+        "arguments: {invalid: true}}}]\n",
+    ),
+    "activity": ("method[0].controls[0]", ""),
+    "missing-ref": ("method[0].controls[0].ref", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_CONTROLS))
+def test_an_invalid_control_fails_validation_before_anything_runs(case: str, tmp_path: Path) -> None:
+    where, top = INVALID_CONTROLS[case]
+    local = ""
+    if case == "activity":
+        local = (
+            ", controls: [{name: bad, provider: {type: python, module: tests.e2e.ctkcontrols, "
+            "arguments: {invalid: true}}}]"
+        )
+    elif case == "missing-ref":
+        local = ", controls: [{ref: nowhere}]"
+    exp = write(
+        tmp_path,
+        "invalid.yaml",
+        "title: t\ndescription: d\n"
+        + top
+        + "method:\n  - {type: action, name: act, provider: {type: python, module: tests.e2e.ctkfuncs, "
+        "func: record, arguments: {event: act-ran}}"
+        + local
+        + "}\nrollbacks:\n  - {type: action, name: undo, provider: {type: python, module: tests.e2e.ctkfuncs, "
+        "func: record, arguments: {event: rolled-back}}}\n",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CTK_STATE": str(tmp_path / "state")}
+    ctk = subprocess.run(
+        [str(BIN / "chaos"), "--no-version-check", "validate", str(exp)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ctk.returncode == 1  # Chaos Toolkit refuses it too (its exit code for everything)
+    for command in (["validate"], ["run", "--run-dir", str(tmp_path / "run")]):
+        lab = subprocess.run(
+            [str(BIN / "chaoslab"), *command, str(exp)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert lab.returncode == 2, lab.stdout + lab.stderr
+        assert "invalid.yaml:" in lab.stderr and where in lab.stderr, lab.stderr
+        assert "Traceback" not in lab.stderr + lab.stdout
+    assert not (tmp_path / "state" / "trace.ndjson").exists(), "nothing may run"
+    assert not (tmp_path / "run").exists()
+
+
+def test_configuration_from_a_missing_environment_key_is_invalid_before_anything_runs(tmp_path: Path) -> None:
+    exp = write(
+        tmp_path,
+        "env.yaml",
+        "title: t\ndescription: d\nconfiguration:\n  token: {type: env, key: CHAOSLAB_COMPAT_SURELY_UNSET}\n"
+        "method:\n  - {type: action, name: act, provider: {type: python, module: tests.e2e.ctkfuncs, "
+        "func: record, arguments: {event: act-ran}}}\n"
+        "rollbacks:\n  - {type: action, name: undo, provider: {type: python, module: tests.e2e.ctkfuncs, "
+        "func: record, arguments: {event: rolled-back}}}\n",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CHAOSLAB_COMPAT_SURELY_UNSET"}
+    env.update(PYTHONPATH=str(ROOT), CTK_STATE=str(tmp_path / "state"))
+    for tool, command, code in (
+        ("chaos", ["--no-version-check", "validate"], 1),
+        ("chaos", ["--no-version-check", "run", "--journal-path", str(tmp_path / "j.json")], 1),
+        ("chaoslab", ["validate"], 2),
+        ("chaoslab", ["run", "--run-dir", str(tmp_path / "run")], 2),
+    ):
+        proc = subprocess.run(
+            [str(BIN / tool), *command, str(exp)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == code, (tool, command, proc.stdout, proc.stderr)
+        if tool == "chaoslab":
+            assert (
+                "CHAOSLAB_COMPAT_SURELY_UNSET" in proc.stderr and "env.yaml at configuration" in proc.stderr
+            )
+            assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "state" / "trace.ndjson").exists(), (
+        "neither tool may run anything, rollbacks included"
+    )
+    assert not (tmp_path / "run").exists()
