@@ -118,3 +118,26 @@ def test_series_file_percentiles_and_ctk_check(replica: str, tmp_path: Path) -> 
         assert reported.value_at_rank(rank) == pytest.approx(exact.value_at_rank(rank), rel=0.006)
     result = slo_check({"sli": "availability", "objective": 0.99}, last="2s", series_file=str(path))
     assert result["verdict"] == "pass" and result["samples"] == 800
+
+
+def test_records_since_gives_every_request_once_with_its_send_index(replica: str) -> None:
+    """What the guard reads: each scheduled request exactly once, its index i sent at
+    epoch + i / rate, in pages that resume where the last one ended."""
+    gen = LoadGenerator(url=replica + "/", rate=400, max_duration_s=1.0, timeout_s=2.0)
+    gen.start()
+    seen: list[tuple[int, int, float]] = []
+    position = 0
+    deadline = time.monotonic() + 10
+    while gen.running and time.monotonic() < deadline:
+        position, page = gen.records_since(position)
+        seen += page
+        time.sleep(0.01)
+    gen.stop()
+    position, page = gen.records_since(position)
+    seen += page
+    assert sorted(i for i, _, _ in seen) == list(range(400))
+    assert all(code == 200 and 0 < lat < 1 for _, code, lat in seen)
+    assert gen.records_since(position) == (position, [])
+    by_index = {i: lat for i, _, lat in seen}
+    for offset, lat in zip(gen.sched, gen.latency, strict=True):
+        assert by_index[round(offset * 400)] == lat

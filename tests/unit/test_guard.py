@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
@@ -246,3 +248,29 @@ def test_invalid_guard_risk_is_invalid_input(tmp_path: Path) -> None:
     f.write_text("title: t\ndescription: d\nguard: {risk: 2}\nmethod: []\n")
     with pytest.raises(InvalidInput, match=r"guard\.risk"):
         load_experiment(str(f), registry=DriverRegistry(load_installed=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    latencies=st.lists(st.floats(0.0005, 0.5), min_size=5, max_size=60),
+    failed=st.sets(st.integers(0, 59)),
+    slow=st.floats(0.01, 0.3),
+)
+def test_send_order_judges_every_request_once_in_order_whatever_the_completion_order(
+    latencies: list[float], failed: set[int], slow: float
+) -> None:
+    """Whatever order answers arrive in, each request is judged once, in send order, and
+    bad exactly when it failed or was slower than ``slow``."""
+    n = len(latencies)
+    load = FakeLoad(lambda i: (500 if i in failed else 200, latencies[i % n]), rate=100.0, epoch=1000.0)
+    load.max_requests = n
+    clock = [1000.0]
+    load.now = lambda: clock[0]
+    order = SendOrder(load, since=1000.0, slow_s=slow)
+    judged: list[tuple[int, bool]] = []
+    for _ in range(200):
+        clock[0] += 0.007
+        judged += [(i, bad) for i, _, bad in order.advance(clock[0])]
+    assert [i for i, _ in judged] == list(range(n))
+    for i, bad in judged:
+        assert bad == (i in failed or latencies[i] > slow), (i, latencies[i], slow)
