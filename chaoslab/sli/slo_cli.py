@@ -68,6 +68,11 @@ def register(main: click.Group) -> None:
             for p in exc.problems:
                 click.echo(f"error: {p}", err=True)
             sys.exit(int(ExitCode.INVALID_INPUT))
+        if not slos:
+            click.echo(
+                "error: the files hold no SLO (only other OpenSLO objects): no budget to show", err=True
+            )
+            sys.exit(int(ExitCode.INVALID_INPUT))
         results = []
         failures = []
         for definition in slos:

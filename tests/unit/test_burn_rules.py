@@ -438,3 +438,21 @@ def test_rules_command_never_exits_0_with_no_groups(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert f"error: no rules generated: {why}" in result.stderr
         assert "groups: []" not in result.stdout and not out.exists()
+
+
+def test_status_with_no_slo_in_the_files_is_not_a_silent_success(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chaoslab.cli import main
+
+    only_condition = tmp_path / "cond.yaml"
+    only_condition.write_text(
+        "apiVersion: openslo/v1\nkind: AlertCondition\nmetadata: {name: c}\nspec:\n  severity: page\n"
+        "  condition: {kind: burnrate, op: gt, threshold: 2, lookbackWindow: 1h}\n"
+    )
+    result = CliRunner().invoke(
+        main,
+        ["slo", "status", str(only_condition), "--prometheus", "http://127.0.0.1:9"],
+        prog_name="chaoslab",
+    )
+    assert result.exit_code == 2 and "the files hold no SLO" in result.stderr
