@@ -15,7 +15,8 @@ from that share, the SLO period and the long window, as in Sloth:
 2.8 and 0.93 for 28 days).
 
 Windows: for 30- and 28-day SLOs the workbook's own (Sloth's built-in windows). For any
-other period Sloth needs a hand-written windows file; chaoslab scales the windows with
+other period Sloth needs a hand-written windows file; chaoslab reads the same files
+(``chaoslab.sli.alertwindows``, the ``custom`` argument) and without one scales the windows with
 the period (``w · period / 30 d``, whole seconds) so each pair keeps its budget share,
 then widens every window shorter than four scrape intervals to four: ``rate`` over fewer
 scrapes is empty or noise, so a page on it could never fire. A widened long window gets
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaoslab.model.openslo import SLODefinition
+from chaoslab.sli.alertwindows import AlertWindows
 from chaoslab.sli.prometheus import EventCounts, PrometheusSLI, prom_duration
 
 BASE_WINDOW_S = 30 * 86400.0
@@ -99,46 +101,80 @@ def scale(window_s: float) -> float:
     return 1.0 if window_s in SLOTH_PERIODS_S else window_s / BASE_WINDOW_S
 
 
-def _scaled(window_s: float) -> dict[str, float]:
+CustomWindows = Mapping[float, "AlertWindows"]  # SLO period (s) → windows from a Sloth file
+_SPEEDS = ("quick", "slow", "quick", "slow")  # of _PAIRS, in order
+
+
+def _custom(window_s: float, custom: CustomWindows | None) -> AlertWindows | None:
+    return custom.get(window_s) if custom else None
+
+
+def _scaled(window_s: float, custom: CustomWindows | None = None) -> dict[str, float]:
+    aw = _custom(window_s, custom)
+    if aw is not None:  # named after the workbook's windows they stand for
+        w = aw.windows
+        pq, ps, tq, ts = (w[(sev, sp)] for (sev, *_), sp in zip(_PAIRS, _SPEEDS, strict=True))
+        return {"5m": pq[2], "30m": ps[2], "1h": pq[1], "2h": tq[2], "6h": ps[1], "1d": tq[1], "3d": ts[1]}
     k = scale(window_s)
     return {name: float(max(1, round(s * k))) for name, s in BURN_WINDOWS}
 
 
 def burn_windows(
-    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S, custom: CustomWindows | None = None
 ) -> tuple[tuple[str, float], ...]:
     """``(nominal name, seconds)`` for each window: scaled, then at least four scrapes long."""
     floor = MIN_SCRAPES * scrape_interval_s
-    return tuple((name, max(s, floor)) for name, s in _scaled(window_s).items())
+    return tuple((name, max(s, floor)) for name, s in _scaled(window_s, custom).items())
 
 
-def widened_windows(window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S) -> tuple[str, ...]:
+def widened_windows(
+    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S, custom: CustomWindows | None = None
+) -> tuple[str, ...]:
     """One line per window that four scrapes made longer than the period's scaling asked for."""
     floor = MIN_SCRAPES * scrape_interval_s
+    aw = _custom(window_s, custom)
+    seconds = dict(_scaled(window_s, custom))
+    if aw is not None:
+        seconds["6h (ticket)"] = aw.windows[("ticket", "slow")][2]
+
+    def origin(seconds: float) -> str:
+        if aw is not None:
+            return f"{prom_duration(seconds)} in {aw.source}"
+        return f"scaled to {prom_duration(seconds)} for a {prom_duration(window_s)} SLO"
+
     return tuple(
-        f"the {name} window (scaled to {prom_duration(s)} for a {prom_duration(window_s)} SLO) is shorter "
-        f"than {MIN_SCRAPES} scrapes at {prom_duration(scrape_interval_s)}: widened to {prom_duration(floor)}"
-        for name, s in _scaled(window_s).items()
+        f"the {name} window ({origin(s)}) is shorter than {MIN_SCRAPES} scrapes at "
+        f"{prom_duration(scrape_interval_s)}: widened to {prom_duration(floor)}"
+        for name, s in seconds.items()
         if s < floor
     )
 
 
 def alert_pairs(
-    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+    window_s: float, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S, custom: CustomWindows | None = None
 ) -> tuple[AlertPair, ...]:
-    windows = dict(burn_windows(window_s, scrape_interval_s))
-    return tuple(
-        AlertPair(
-            severity=sev,
-            budget_share=share,
-            long_name=long,
-            short_name=short,
-            long_s=windows[long],
-            short_s=windows[short],
-            period_s=window_s,
+    floor = MIN_SCRAPES * scrape_interval_s
+    aw = _custom(window_s, custom)
+    windows = dict(burn_windows(window_s, scrape_interval_s, custom))
+    out = []
+    for (sev, share, long, short), speed in zip(_PAIRS, _SPEEDS, strict=True):
+        if aw is not None:
+            share, long_s, short_s = aw.windows[(sev, speed)]
+            long_s, short_s = max(long_s, floor), max(short_s, floor)
+        else:
+            long_s, short_s = windows[long], windows[short]
+        out.append(
+            AlertPair(
+                severity=sev,
+                budget_share=share,
+                long_name=long,
+                short_name=short,
+                long_s=long_s,
+                short_s=short_s,
+                period_s=window_s,
+            )
         )
-        for sev, share, long, short in _PAIRS
-    )
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +260,10 @@ def burn_rate(counts: EventCounts, target: float) -> float | None:
 
 
 def budget_status(
-    sli: PrometheusSLI, at: float | None = None, scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S
+    sli: PrometheusSLI,
+    at: float | None = None,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    custom: CustomWindows | None = None,
 ) -> BudgetStatus:
     """Budget, burn rates and firing pairs of ``sli.slo`` at ``at`` (default now).
 
@@ -236,12 +275,13 @@ def budget_status(
     sli.freshness(now)
     start, end = slo.window.bounds(now)
     counts = sli.budget_counts(max(end - start, 1.0), end)
-    windows = burn_windows(slo.window.seconds, scrape_interval_s)
-    burn: dict[str, float | None] = {}
-    for name, seconds in windows:
-        burn[name] = burn_rate(sli.budget_counts(seconds, now), slo.target)
-    pairs = alert_pairs(slo.window.seconds, scrape_interval_s)
-    firing = tuple(p.name for p in pairs if _fires(burn.get(p.long_name), burn.get(p.short_name), p.factor))
+    windows = burn_windows(slo.window.seconds, scrape_interval_s, custom)
+    pairs = alert_pairs(slo.window.seconds, scrape_interval_s, custom)
+    # Burn per distinct window length: a pair's windows need not have a name of their own.
+    lengths = dict.fromkeys([s for _, s in windows] + [s for p in pairs for s in (p.long_s, p.short_s)])
+    by_length = {s: burn_rate(sli.budget_counts(s, now), slo.target) for s in lengths}
+    burn: dict[str, float | None] = {name: by_length[s] for name, s in windows}
+    firing = tuple(p.name for p in pairs if _fires(by_length[p.long_s], by_length[p.short_s], p.factor))
     return BudgetStatus(
         slo=slo.name,
         target=slo.target,

@@ -53,6 +53,7 @@ from chaoslab.sli.budget import (
     DEFAULT_SCRAPE_INTERVAL_S,
     MIN_SCRAPES,
     AlertPair,
+    CustomWindows,
     alert_pairs,
     burn_windows,
     widened_windows,
@@ -135,11 +136,13 @@ def generate_rules(
     *,
     scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
     format: str = "chaoslab",
+    windows: CustomWindows | None = None,
 ) -> RuleSet:
     """Recording and alerting rules for every SLO that rules can express.
 
     ``scrape_interval_s`` is Prometheus's scrape interval for the SLI's series: no window
     is shorter than four of them (see ``chaoslab.sli.budget``); every widening is a warning.
+    ``windows`` are Sloth AlertWindows by SLO period (``chaoslab.sli.alertwindows``).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown rules format {format!r} (one of {', '.join(FORMATS)})")
@@ -158,11 +161,19 @@ def generate_rules(
                 f"SLO {slo.name!r} gives no timeWindow: its alerts assume a rolling "
                 f"{prom_duration(slo.window.seconds)} window"
             )
-        warnings += [f"SLO {slo.name!r}: {w}" for w in widened_windows(slo.window.seconds, scrape_interval_s)]
+        warnings += [
+            f"SLO {slo.name!r}: {w}" for w in widened_windows(slo.window.seconds, scrape_interval_s, windows)
+        ]
+        pairs = alert_pairs(slo.window.seconds, scrape_interval_s, windows)
+        named = [s for _, s in burn_windows(slo.window.seconds, scrape_interval_s, windows)]
+        lengths = [
+            prom_duration(s)
+            for s in dict.fromkeys([*named, *(x for p in pairs for x in (p.long_s, p.short_s))])
+        ]
         if format == "sloth":
-            groups += _sloth_groups(slo, scrape_interval_s, warnings)
+            groups += _sloth_groups(slo, scrape_interval_s, warnings, pairs, lengths)
         else:
-            groups.append(_chaoslab_group(slo, scrape_interval_s, warnings))
+            groups.append(_chaoslab_group(slo, scrape_interval_s, warnings, pairs, lengths))
     return RuleSet(groups=groups, skipped=tuple(skipped), warnings=tuple(warnings))
 
 
@@ -226,7 +237,13 @@ def _condition_rules(
     return windows, rules
 
 
-def _chaoslab_group(slo: SLODefinition, scrape_interval_s: float, warnings: list[str]) -> dict[str, Any]:
+def _chaoslab_group(
+    slo: SLODefinition,
+    scrape_interval_s: float,
+    warnings: list[str],
+    pairs: Sequence[AlertPair],
+    windows: list[str],
+) -> dict[str, Any]:
     labels = {
         "slo": slo.name,
         **({"service": slo.service} if slo.service else {}),
@@ -234,14 +251,13 @@ def _chaoslab_group(slo: SLODefinition, scrape_interval_s: float, warnings: list
     }
     sel = f'{{slo="{slo.name}"}}'
     extra_windows, condition_rules = _condition_rules(slo, labels, sel, scrape_interval_s, warnings)
-    windows = [prom_duration(s) for _, s in burn_windows(slo.window.seconds, scrape_interval_s)]
     record_windows = dict.fromkeys([*windows, *sorted(extra_windows)])
     rules: list[dict[str, Any]] = [
         {"record": f"{RECORD_PREFIX}{w}", "expr": error_ratio_expr(slo, w), "labels": dict(labels)}
         for w in record_windows
     ]
     budget = 1.0 - slo.target
-    for pair in alert_pairs(slo.window.seconds, scrape_interval_s):
+    for pair in pairs:
         lw, sw = prom_duration(pair.long_s), prom_duration(pair.short_s)
         threshold = f"({pair.factor:g} * {budget:.10g})"
         rules.append(
@@ -274,13 +290,25 @@ def _pair_annotations(slo: SLODefinition, pair: AlertPair) -> dict[str, str]:
     )
 
 
+def _seconds(duration: str) -> float:
+    """Seconds of a Prometheus duration as ``prom_duration`` writes it (``2h24m``)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+    return float(sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|[smhdwy])", duration)))
+
+
 def sloth_id(slo: SLODefinition) -> str:
     """Sloth's ``sloth_id``: ``<service>-<slo>`` (the SLO name alone without a service)."""
     name = slo.name.replace(":", "-")
     return f"{slo.service}-{name}" if slo.service else name
 
 
-def _sloth_groups(slo: SLODefinition, scrape_interval_s: float, warnings: list[str]) -> list[dict[str, Any]]:
+def _sloth_groups(
+    slo: SLODefinition,
+    scrape_interval_s: float,
+    warnings: list[str],
+    pairs: Sequence[AlertPair],
+    windows: list[str],
+) -> list[dict[str, Any]]:
     sid = sloth_id(slo)
     service = slo.service or ""
     slo_name = slo.name.replace(":", "-")
@@ -291,12 +319,11 @@ def _sloth_groups(slo: SLODefinition, scrape_interval_s: float, warnings: list[s
     budget = 1.0 - slo.target
     period = prom_duration(slo.window.seconds)
 
-    windows = [prom_duration(s) for _, s in burn_windows(slo.window.seconds, scrape_interval_s)]
     extra_windows, condition_rules = _condition_rules(
         slo, {**extra, **ident}, sel, scrape_interval_s, warnings
     )
     record_windows = list(dict.fromkeys([*windows, *sorted(extra_windows)]))
-    shortest = windows[0]
+    shortest = min(windows, key=_seconds)
     sli_rules: list[dict[str, Any]] = [
         {
             "record": f"{RECORD_PREFIX}{w}",
@@ -359,7 +386,6 @@ def _sloth_groups(slo: SLODefinition, scrape_interval_s: float, warnings: list[s
         },
     ]
     alerts: list[dict[str, Any]] = []
-    pairs = alert_pairs(slo.window.seconds, scrape_interval_s)
     for severity in ("page", "ticket"):
         mine = [p for p in pairs if p.severity == severity]
         branches = []

@@ -33,6 +33,30 @@ def _scrape_option[F: Callable[..., Any]](f: F) -> F:
     )(f)
 
 
+def _windows_option[F: Callable[..., Any]](f: F) -> F:
+    return click.option(
+        "--windows",
+        "windows_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="Sloth AlertWindows file (apiVersion sloth.slok.dev/v1) with the burn windows of an SLO "
+        "period, as sloth --slo-period-windows-path takes; repeatable.",
+    )(f)
+
+
+def _load_windows(files: tuple[str, ...]) -> Any:
+    from chaoslab.engine.verdict import ExitCode
+    from chaoslab.errors import InvalidInput
+    from chaoslab.sli.alertwindows import load_alert_windows
+
+    try:
+        return load_alert_windows(files)
+    except InvalidInput as exc:
+        for p in exc.problems:
+            click.echo(f"error: {p}", err=True)
+        sys.exit(int(ExitCode.INVALID_INPUT))
+
+
 def register(main: click.Group) -> None:
     @main.group()
     def slo() -> None:
@@ -54,7 +78,14 @@ def register(main: click.Group) -> None:
         help="text for people; json prints one machine-readable document on stdout.",
     )
     @_scrape_option
-    def status(slo_files: tuple[str, ...], url: str | None, output: str, scrape_interval_s: float) -> None:
+    @_windows_option
+    def status(
+        slo_files: tuple[str, ...],
+        url: str | None,
+        output: str,
+        scrape_interval_s: float,
+        windows_files: tuple[str, ...],
+    ) -> None:
         """Per SLO: SLI over its window, budget remaining, burn rates, firing alert pairs."""
         from chaoslab.engine.verdict import ExitCode
         from chaoslab.errors import InvalidInput, SLIError
@@ -73,6 +104,7 @@ def register(main: click.Group) -> None:
                 "error: the files hold no SLO (only other OpenSLO objects): no budget to show", err=True
             )
             sys.exit(int(ExitCode.INVALID_INPUT))
+        custom = _load_windows(windows_files)
         results = []
         failures = []
         for definition in slos:
@@ -82,7 +114,9 @@ def register(main: click.Group) -> None:
                 continue
             try:
                 with PrometheusClient(target) as client:
-                    results.append(budget_status(PrometheusSLI(client, definition), None, scrape_interval_s))
+                    results.append(
+                        budget_status(PrometheusSLI(client, definition), None, scrape_interval_s, custom)
+                    )
             except SLIError as exc:
                 failures.append(str(exc))
         if output == "json":
@@ -122,12 +156,14 @@ def register(main: click.Group) -> None:
         "(its recording rules, sloth_* labels, one page and one ticket alert per SLO).",
     )
     @_scrape_option
+    @_windows_option
     def rules(
         slo_files: tuple[str, ...],
         out: str | None,
         legacy_out: str | None,
         scrape_interval_s: float,
         rules_format: str,
+        windows_files: tuple[str, ...],
     ) -> None:
         """Prometheus recording + multi-window multi-burn-rate alerting rules.
 
@@ -146,7 +182,10 @@ def register(main: click.Group) -> None:
             for p in exc.problems:
                 click.echo(f"error: {p}", err=True)
             sys.exit(int(ExitCode.INVALID_INPUT))
-        ruleset = generate_rules(slos, scrape_interval_s=scrape_interval_s, format=rules_format)
+        custom = _load_windows(windows_files)
+        ruleset = generate_rules(
+            slos, scrape_interval_s=scrape_interval_s, format=rules_format, windows=custom
+        )
         if not ruleset.groups:
             if not slos:
                 why = "the files hold no SLO (only other OpenSLO objects)"

@@ -248,3 +248,111 @@ def test_the_old_scaling_could_never_page_at_a_1m_scrape(tmp_path: Path) -> None
         [promfixture.PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr  # no alert, with 1000 errors a minute
+
+
+# A Sloth AlertWindows file for 7-day SLOs (the shape of Sloth's examples/windows/7d.yaml):
+# factors 8% × 168h / 1h = 13.44, 12.5% × 168h / 6h = 3.5, 20% × 168h / 24h = 1.4, 42% × 168h / 72h = 0.98.
+WINDOWS_7D = """apiVersion: sloth.slok.dev/v1
+kind: AlertWindows
+spec:
+  sloPeriod: 7d
+  page:
+    quick: {errorBudgetPercent: 8, shortWindow: 5m, longWindow: 1h}
+    slow: {errorBudgetPercent: 12.5, shortWindow: 30m, longWindow: 6h}
+  ticket:
+    quick: {errorBudgetPercent: 20, shortWindow: 2h, longWindow: 1d}
+    slow: {errorBudgetPercent: 42, shortWindow: 6h, longWindow: 3d}
+"""
+
+
+def test_sloth_alert_windows_file_sets_a_7_day_slos_pairs(tmp_path: Path) -> None:
+    from chaoslab.sli.alertwindows import load_alert_windows
+
+    path = tmp_path / "7d.yaml"
+    path.write_text(WINDOWS_7D)
+    custom = load_alert_windows([path])
+    pairs = alert_pairs(7 * 86400, 60.0, custom)
+    assert [(p.severity, p.speed, p.factor, p.long_s, p.short_s) for p in pairs] == [
+        ("page", "quick", 13.44, 3600, 300),
+        ("page", "slow", 3.5, 21600, 1800),
+        ("ticket", "quick", 1.4, 86400, 7200),
+        ("ticket", "slow", 0.98, 259200, 21600),
+    ]
+    # Without the file a 7-day SLO's windows scale with its period instead (1h → 14m).
+    assert alert_pairs(7 * 86400, 60.0)[0].long_s == 840
+
+
+def test_a_broken_alert_windows_file_names_file_and_field(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chaoslab.cli import main
+
+    slo = tmp_path / "api.yaml"
+    slo.write_text(SLO.format(window="7d"))
+    broken = tmp_path / "w.yaml"
+    broken.write_text(WINDOWS_7D.replace("errorBudgetPercent: 42", "errorBudgetPercent: 420"))
+    result = CliRunner().invoke(
+        main, ["slo", "rules", str(slo), "--windows", str(broken)], prog_name="chaoslab"
+    )
+    assert result.exit_code == 2
+    assert (
+        f"{broken}:10 at spec.ticket.slow.errorBudgetPercent: expected a percentage in (0, 100], got 420"
+        in result.stderr
+    )
+
+
+def test_7_day_slo_with_sloth_windows_pages_at_the_right_minute(tmp_path: Path) -> None:
+    """Sloth shape, the 7d windows file: e = 15 (burn 14.8 > 13.44) for an hour from minute 4400
+    (after more than 3 days of health, so the 3-day ticket window holds real history)."""
+    require(promfixture.available(), "Debian package 'prometheus' (promtool)")
+    from chaoslab.sli.alertwindows import load_alert_windows
+
+    windows = tmp_path / "7d.yaml"
+    windows.write_text(WINDOWS_7D)
+    slo_file = tmp_path / "api.yaml"
+    slo_file.write_text(SLO.format(window="7d"))
+    (slo,) = load_slo_files([slo_file])
+    ruleset = generate_rules([slo], format="sloth", windows=load_alert_windows([windows]))
+    assert not [w for w in ruleset.warnings if "widened" in w]
+    doc = yaml.safe_load(ruleset.to_yaml())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    page = [
+        {
+            "exp_labels": {
+                "sloth_id": "shop-api",
+                "sloth_service": "shop",
+                "sloth_slo": "api",
+                "severity": "page",
+                "sloth_severity": "page",
+            }
+        }
+    ]
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'http_requests_total{code="200"}', "values": "0+1000x4600"},
+                    {"series": 'http_requests_total{code="500"}', "values": "0x4400 15+15x59 900x200"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4440m", "alertname": ALERT, "exp_alerts": []},  # burn1h 9.9 < 13.44
+                    # burn1h = burn5m = 14.8 > 13.44; 6h 2.5 < 3.5; 1d 0.62 < 1.4; 3d 0.21 < 0.98
+                    {"eval_time": "4460m", "alertname": ALERT, "exp_alerts": page},
+                    {"eval_time": "4470m", "alertname": ALERT, "exp_alerts": []},  # burn5m 0 clears it
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "t.yaml"
+    test_file.write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = subprocess.run(
+        [promfixture.PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
