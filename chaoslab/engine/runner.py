@@ -734,6 +734,9 @@ class Runner:
             stop.wait(freq)
 
     def _guard_loop(self, guard: Guard, stop: threading.Event) -> None:
+        # A guard may ask to be asked more often than every 100 ms (the sequential guard
+        # reads only what is new, so it can look every 20 ms).
+        interval = float(getattr(guard, "interval_s", 0.1))
         try:
             while not stop.is_set() and not self._abort.is_set():
                 try:
@@ -743,7 +746,7 @@ class Runner:
                 if reason is not None:
                     self.abort(reason, breach_ts=time.time())
                     return
-                stop.wait(0.1)
+                stop.wait(interval)
         finally:
             close = getattr(guard, "close", None)  # optional: a guard that reports what it saw
             if close is not None:

@@ -1,6 +1,7 @@
 """The guard: while faults are active, watch the SLIs and brake.
 
-Checked every 100 ms from the runner's guard thread; the first breach calls
+Checked every 20 ms from the runner's guard thread (the window brakes every 100 ms); the
+first breach calls
 ``Runner.abort``, which reverts every active fault at once (in parallel).
 
 **It decides on evidence.** Every request the synthetic load sent since the first fault
@@ -55,6 +56,7 @@ from chaoslab.sli.base import SLISource
 from chaoslab.sli.sequential import Decision, MixtureSPRT
 
 MIN_BURN_SAMPLES = 20
+WINDOW_CHECK_EVERY_S = 0.1
 
 DEFAULT_BURN_RATE = 10.0
 MAX_TOLERATED_RATE = 0.5
@@ -178,6 +180,7 @@ class SLOGuard:
         self.budget_checks = budget_checks
         self.budget_every_s = budget_every_s
         self._last_budget_check = 0.0
+        self._last_window_check = 0.0
         self._emit = emit
         self._run_id = run_id
         self._order: SendOrder | None = None
@@ -188,6 +191,9 @@ class SLOGuard:
             epoch = max(50, math.ceil(self.stream.rate * 2.0))
             self.test = MixtureSPRT(p0=spec.tolerated_rate, risk=spec.risk, epoch=epoch)
         self.slow_s: float | None = spec.slow_s
+        # The runner asks every interval_s: the sequential test reads only what is new, so
+        # it looks every 20 ms; the window brakes (which scan their window) every 100 ms.
+        self.interval_s = 0.02 if self.test is not None else WINDOW_CHECK_EVERY_S
         self.requests = 0
         self.bad = 0
         self.onset_ts: float | None = None
@@ -279,6 +285,9 @@ class SLOGuard:
             return None
         if self.stream is not None and (reason := self._observe(t0, now)) is not None:
             return reason
+        if now - self._last_window_check < WINDOW_CHECK_EVERY_S - 1e-3:
+            return None
+        self._last_window_check = now
         last = self.source.last_sample_at()
         if now - t0 > spec.silence_s and (last is None or now - last > spec.silence_s):
             return f"the SLI source has been silent for more than {spec.silence_s:g}s"
