@@ -201,3 +201,52 @@ def test_a_baseline_that_is_not_critical_does_not_stop_the_run(tmp_path: Path) -
     result = runner.run()
     assert result.verdict is Verdict.PASSED, result.reason
     assert result.journal["chaoslab"]["slo"][0]["detail"]["critical"] is False
+
+
+def test_gate_json_lists_comparative_results_like_the_others(tmp_path: Path) -> None:
+    """A run's SLO results, comparative and non-critical ones included, in gate.json."""
+    from chaoslab.report import baseline as bl
+    from chaoslab.report.gate import GateExit, GateResult, Outcome, Suite, SuiteEntry, snapshot_of
+    from chaoslab.report.score import Scored, Thresholds, score
+    from chaoslab.report.view import RunView
+
+    slos = decode_slos(SLOS)
+    assert isinstance(slos, tuple)
+    results = [r.to_dict() for r in judge(slos, stream(5, slow_from=10.0), WINDOWS)]
+    journal = {
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T00:00:30+00:00",
+        "experiment": {"title": "t", "slo": SLOS},
+        "chaoslab": {"verdict": "deviated", "slo": [{"kind": "slo-evaluated", **r} for r in results]},
+    }
+    view = RunView.from_journal(journal)
+    entry = SuiteEntry(path=tmp_path / "e.yaml", name="e", weight=1, key=False)
+    out = Outcome(entry=entry, verdict="deviated", reason="", run_dir=tmp_path, duration_s=1.0, view=view)
+    sc = score([Scored(name="e", weight=1, verdict="deviated")])
+    suite = Suite(name="s", entries=(entry,))
+    result = GateResult(
+        suite=suite,
+        outcomes=(out,),
+        score=sc,
+        klass=sc.classify(Thresholds()),
+        comparison=bl.Comparison(status="no-baseline"),
+        exit=GateExit.FAIL,
+        reason="x",
+        started=0.0,
+        finished=1.0,
+        output_dir=tmp_path,
+        snapshot=snapshot_of(suite, (out,), sc),
+    )
+    rows = {(r["objective"], r["window"]): r for r in result.to_dict()["experiments"][0]["slo"]}
+    slower = rows[("slower", "during")]
+    assert (
+        slower["verdict"] == "fail"
+        and slower["unit"] == "×"
+        and slower["target"] == "latency ≤ 1.5× baseline"
+    )
+    assert slower["lower"] > 1.5 and slower["critical"] is True
+    assert rows[("less-available", "during")]["critical"] is False
+    json.dumps(result.to_dict())
+    # The gate's baseline snapshot keeps the ratio, lower is better: a later run can regress on it.
+    point = result.snapshot.experiments["e"].sli["slower[during]"]
+    assert point.unit == "×" and point.better == "lower"
