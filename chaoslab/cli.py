@@ -35,7 +35,8 @@ Exit codes:
   4   inconclusive  too few samples, or the baseline did not hold
   5   error         a driver or the infrastructure failed
   6   not clean     a target still shows a fault after revert (the worst)
-  130 interrupted   SIGINT/SIGTERM; everything was reverted first
+  130 interrupted   SIGINT/SIGTERM, chaoslib.exit (SIGUSR1/SIGUSR2) or a control's
+                    InterruptExecution/SystemExit; everything was reverted first
 """
 
 

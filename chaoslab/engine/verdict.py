@@ -9,7 +9,8 @@ Exit codes are a public, documented contract (README and ``chaoslab --help``)::
     4  inconclusive  the samples could not support a claim, or the baseline did not hold
     5  error         a driver or the infrastructure failed
     6  not clean     a revert ran but the target still shows the fault (the worst)
-    130 interrupted  SIGINT / SIGTERM; everything was reverted
+    130 interrupted  SIGINT / SIGTERM, chaoslib.exit (SIGUSR1/SIGUSR2), a control's
+                     InterruptExecution/SystemExit; everything was reverted
 """
 
 from __future__ import annotations
