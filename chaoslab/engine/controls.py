@@ -60,6 +60,8 @@ def _named(activity: Any, name: Any) -> bool:
 def context_controls(level: str, experiment: Mapping[str, Any], context: Mapping[str, Any]) -> list[Any]:
     """The controls that apply at ``level`` for ``context``: chaoslib's
     ``get_context_controls`` rule, quirks included, without its global controls."""
+    if not experiment:
+        return []
     top_level = experiment.get("controls") or []
     controls = list(context.get("controls") or [])
     if not top_level:
