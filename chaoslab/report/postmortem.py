@@ -193,6 +193,7 @@ def _resolution(view: RunView, add: _Add) -> None:
         add("The run was interrupted by a signal; chaoslab reverted every fault before it exited.")
     elif view.faults:
         add("The faults ended as the experiment planned: each was reverted at the end of its step.")
+    add("")
     for f in view.faults:
         state = (
             "never reverted"
@@ -294,8 +295,10 @@ def _timeline(view: RunView, add: _Add) -> None:
 def _supporting(view: RunView, add: _Add) -> None:
     add("## Supporting Information")
     add("")
-    add(f"- Run `{view.run_id}`: `journal.json` and `events.ndjson` in its run directory; ")
-    add("  `chaoslab report` renders the HTML report with the SLI charts from the journal.")
+    add(
+        f"- Run `{view.run_id}`: `journal.json` and `events.ndjson` in its run directory; "
+        "`chaoslab report` renders the HTML report with the SLI charts from the journal."
+    )
     for k, v in view.environment.items():
         if k != "run id":
             add(f"- {k}: `{_md(v)}`")
