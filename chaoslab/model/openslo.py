@@ -94,6 +94,13 @@ _NAME_HINT = (
     "an RFC 1123 label: at most 63 lowercase letters, digits and '-', "
     "starting and ending with a letter or digit"
 )
+
+
+def valid_name(name: str) -> bool:
+    """An RFC 1123 label (``fullmatch``: ``$`` alone would let a trailing newline through)."""
+    return _NAME.fullmatch(name) is not None
+
+
 _LABEL_KEY = re.compile(r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
 MAX_DESCRIPTION = 1050
 OPS = ("lte", "lt", "gte", "gt")
@@ -451,7 +458,7 @@ def _meta_name(doc: _Doc, d: Mapping[str, Any], base: str, check: _Checker) -> s
         check.bad(doc, _p(base, "metadata"), "missing 'metadata' with a 'name'")
         return None
     name = meta.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not valid_name(name):
         check.bad(doc, _p(base, "metadata.name"), f"invalid name {name!r}", hint=_NAME_HINT)
         return None
     _check_meta(doc, meta, base, check)
@@ -467,7 +474,7 @@ def _check_meta(doc: _Doc, meta: Mapping[str, Any], base: str, check: _Checker) 
         else:
             for key, value in labels.items():
                 lp = _p(base, f"metadata.labels.{key}")
-                if not isinstance(key, str) or not _LABEL_KEY.match(key):
+                if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
                     check.bad(doc, lp, f"invalid label key {key!r}", hint="at most 63 of [a-zA-Z0-9-_.]")
                 ok = isinstance(value, str) or (
                     isinstance(value, list) and all(isinstance(v, str) for v in value)
@@ -1179,7 +1186,7 @@ def _concise_slo(
                 hint=f"known: {', '.join(sorted(_CONCISE_KEYS))}",
             )
     name = e.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not valid_name(name):
         check.bad(doc, f"{base}.name", f"invalid SLO name {name!r}", hint="lowercase letters, digits and '-'")
     objective = e.get("objective")
     if isinstance(objective, bool) or not isinstance(objective, int | float) or not 0 < objective < 1:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaoslab.model.openslo import load_slo_files
 from chaoslab.sli.budget import alert_pairs, burn_windows, widened_windows
@@ -456,3 +458,23 @@ def test_status_with_no_slo_in_the_files_is_not_a_silent_success(tmp_path: Path)
         prog_name="chaoslab",
     )
     assert result.exit_code == 2 and "the files hold no SLO" in result.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    period_s=st.integers(min_value=3600, max_value=400 * 86400).map(float),
+    scrape_s=st.sampled_from([1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0]),
+)
+def test_every_pair_can_fire_and_keeps_its_budget_share(period_s: float, scrape_s: float) -> None:
+    """Any SLO period, any scrape interval: no window under four scrapes, short ≤ long, and
+    each factor is the budget share the pair stands for (share × period / long window)."""
+    pairs = alert_pairs(period_s, scrape_s)
+    for p in pairs:
+        assert p.short_s >= 4 * scrape_s and p.long_s >= 4 * scrape_s
+        assert p.short_s <= p.long_s
+        assert p.factor == pytest.approx(p.budget_share * period_s / p.long_s, rel=1e-5, abs=1e-6)
+    assert [p.budget_share for p in pairs] == [0.02, 0.05, 0.1, 0.1]
+    assert all(s >= 4 * scrape_s for _, s in burn_windows(period_s, scrape_s))
+    # What was widened is said, and only that.
+    widened = widened_windows(period_s, scrape_s)
+    assert len(widened) == sum(1 for _, s in burn_windows(period_s, 0.0) if s < 4 * scrape_s)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaoslab.errors import InvalidInput
 from chaoslab.model.openslo import Budgeting, SLODefinition, load_slo_files
@@ -580,3 +582,17 @@ def test_status_says_when_the_window_was_assumed() -> None:
     )
     assert "demo-slo: target 98% over 30d (no timeWindow in the file: assumed)" in format_statuses([st])
     assert st.to_dict()["window_assumed"] is True
+
+
+def _rfc1123_label(name: str) -> bool:
+    """The spec's words, written out independently of the loader's regex."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    return 0 < len(name) <= 63 and set(name) <= allowed and name[0] != "-" and name[-1] != "-"
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(alphabet="ab0-._Z|/ \n", min_size=1, max_size=70))
+def test_name_rule_matches_the_spec_words(name: str) -> None:
+    from chaoslab.model.openslo import valid_name
+
+    assert valid_name(name) == _rfc1123_label(name)
