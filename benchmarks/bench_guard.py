@@ -204,6 +204,57 @@ def simulate(streams: int, stream_s: float, p: float, p0: float, seed: int) -> d
     }
 
 
+def fixed_window_delay(bad: list[bool], rate: float, window_s: float, limit: float) -> int | None:
+    """Requests until the old rule trips (checks every 100 ms), or None."""
+    per_check = max(1, round(rate * 0.1))
+    width = max(1, round(rate * window_s))
+    prefix = [0]
+    for b in bad:
+        prefix.append(prefix[-1] + b)
+    for end in range(per_check, len(bad) + 1, per_check):
+        start = max(0, end - width)
+        if end - start >= 20 and (prefix[end] - prefix[start]) / (end - start) > limit:
+            return end
+    return None
+
+
+def detection_by_severity(streams: int, p0: float) -> list[tuple[float, float, float, float | None, int]]:
+    """(severity, sequential median ms, p95 ms, fixed median ms or None, fixed trips) from
+    the onset of an outage of each severity, 2 s of healthy traffic before it; requests
+    judged at once (the lab adds ``slow`` and the check interval on top)."""
+    from chaoslab.sli.sequential import MixtureSPRT
+
+    out = []
+    ms = 1000.0 / RATE
+    for severity in (1.0, 0.8, 0.5, 0.3, 0.2):
+        seq: list[int] = []
+        fixed: list[int] = []
+        for s in range(streams):
+            rng = random.Random(77_000 + s)
+            healthy = [rng.random() < 0.001 for _ in range(2 * RATE)]
+            outage = [rng.random() < severity for _ in range(10 * RATE)]
+            test = MixtureSPRT(p0=p0, risk=RISK, epoch=max(50, math.ceil(RATE * 2.0)))
+            for i, b in enumerate(healthy + outage):
+                if test.add(b) is not None:
+                    seq.append(i + 1 - len(healthy))
+                    break
+            trip = fixed_window_delay(healthy + outage, RATE, 1.0, 0.5)
+            if trip is not None:
+                fixed.append(trip - len(healthy))
+        seq.sort()
+        fixed.sort()
+        out.append(
+            (
+                severity,
+                statistics.median(seq) * ms if seq else math.nan,
+                percentile([float(x) for x in seq], 95) * ms if seq else math.nan,
+                statistics.median(fixed) * ms if fixed else None,
+                len(fixed),
+            )
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20, help="lab runs per guard")
@@ -273,6 +324,14 @@ def main() -> None:
         r = simulate(args.streams, args.stream_s, p, p0, seed=i + 1)
         worst = max(worst, r["sequential"]) if p <= p0 else worst
         print(f"  {p:12g} {r['sequential']:11.4f} {r['fixed 50%/1s']:13.4f} {r['fixed burn/5s']:14.4f}")
+    print(
+        f"detection delay from onset by outage severity, simulated ({args.streams // 5} outages each, "
+        f"10 s long, at {RATE} req/s):"
+    )
+    print(f"  {'bad rate':>9s} {'sequential p50/p95':>20s} {'fixed 50%/1s p50 (trips)':>28s}")
+    for severity, med, p95, fixed, trips in detection_by_severity(max(20, args.streams // 5), p0):
+        fixed_txt = f"{fixed:.0f} ms ({trips})" if fixed is not None else f"never ({trips})"
+        print(f"  {severity:9g} {med:9.0f} / {p95:5.0f} ms {fixed_txt:>28s}")
     print(
         f"  worst sequential false-abort rate {worst:.4f} vs risk {RISK:g}: "
         f"{'OK' if worst <= RISK else 'OVER'}"

@@ -1,15 +1,15 @@
 """The guard: while faults are active, watch the SLIs and brake.
 
 Checked every 20 ms from the runner's guard thread (the window brakes every 100 ms); the
-first breach calls
-``Runner.abort``, which reverts every active fault at once (in parallel).
+first breach calls ``Runner.abort``, which reverts every active fault at once (in
+parallel).
 
 **It decides on evidence.** Every request the synthetic load sent since the first fault
 is judged good or bad, in the order it was sent — bad when it failed or took longer
 than ``slow`` (a request still unanswered after ``slow`` counts as bad then, not when it
-finally times out) — and fed to a
-sequential test (``chaoslab.sli.sequential``: a mixture SPRT) of "the bad-request rate is
-at most the tolerated rate ``burn_rate × (1 − objective)``". It trips as soon as the
+finally times out) — and fed to a sequential test (``chaoslab.sli.sequential``: a mixture
+SPRT) of "the bad-request rate is at most the tolerated rate ``burn_rate × (1 −
+objective)``". It trips as soon as the
 evidence says the rate is above it: a total outage within a handful of requests, a mild
 burn when the evidence suffices. While the rate is within tolerance it trips with
 probability at most ``risk`` (the false-abort probability), however long the run.
