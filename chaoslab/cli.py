@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from chaoslab import __version__
+from chaoslab.clitypes import OutputDir, OutputFile
 from chaoslab.engine.verdict import ExitCode
 
 if TYPE_CHECKING:  # the commands import what they need: `chaoslab --help` stays fast
@@ -172,13 +173,13 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option(
     "--run-dir",
-    type=click.Path(file_okay=False),
+    type=OutputDir(),
     default=None,
     help="Where events.ndjson and journal.json go [default: ./chaoslab-runs/RUN_ID].",
 )
 @click.option(
     "--journal-path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     default=None,
     help="Also copy the final journal.json here (like chaos run --journal-path).",
 )
@@ -198,17 +199,15 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--seed", type=int, default=None, help="Seed for random target selection (recorded in the journal)."
 )
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--html", "html_path", type=OutputFile(), help="Write the HTML report here.")
 @click.option(
     "--markdown",
     "markdown_path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     help="Write the blameless postmortem draft (Markdown) here.",
 )
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
-@click.option(
-    "--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a Markdown job summary here."
-)
+@click.option("--junit", "junit_path", type=OutputFile(), help="Write JUnit XML here.")
+@click.option("--summary", "summary_path", type=OutputFile(), help="Write a Markdown job summary here.")
 @click.option(
     "--ignore-budget",
     is_flag=True,

@@ -8,6 +8,9 @@ A bad value is a usage error: exit code 2, the option named, no traceback.
 from __future__ import annotations
 
 import math
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,3 +48,60 @@ class FiniteRange(click.FloatRange):
         if rv is not None and not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return rv
+
+
+def _first_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists() or parent.is_symlink():
+            return parent
+    return Path("/")
+
+
+class OutputFile(click.ParamType):  # type: ignore[type-arg]
+    """A file chaoslab will write: checked before anything runs (its directory exists and
+    is writable; the path is not a directory, FIFO or device), so a run never ends in a
+    traceback after the work is done. ``-`` (stdout) passes when ``allow_dash``."""
+
+    name = "file"
+
+    def __init__(self, *, allow_dash: bool = False) -> None:
+        self.allow_dash = allow_dash
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if self.allow_dash and text == "-":
+            return text
+        if not text or "\0" in text:
+            self.fail(f"{text!r} is not a usable file name", param, ctx)
+        path = Path(text)
+        if path.exists():
+            mode = path.stat().st_mode
+            if not stat.S_ISREG(mode) and text != os.devnull:
+                self.fail(f"{text} exists and is not a regular file", param, ctx)
+            if not os.access(path, os.W_OK):
+                self.fail(f"{text} is not writable", param, ctx)
+            return text
+        parent = path.parent
+        if not parent.is_dir():
+            self.fail(f"cannot write {text}: directory {parent} does not exist", param, ctx)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(f"cannot write {text}: directory {parent} is not writable", param, ctx)
+        return text
+
+
+class OutputDir(click.ParamType):  # type: ignore[type-arg]
+    """A directory chaoslab will create and write into: checked before anything runs."""
+
+    name = "directory"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text or "\0" in text:
+            self.fail(f"{text!r} is not a usable directory name", param, ctx)
+        path = Path(text)
+        existing = _first_existing(path)
+        if not existing.is_dir():
+            self.fail(f"cannot create {text}: {existing} is not a directory", param, ctx)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"cannot write into {text}: {existing} is not writable", param, ctx)
+        return text

@@ -67,6 +67,10 @@ def run_experiment(
     session: SessionOptions | None = None,
 ) -> tuple[RunResult, RecoverReport | None]:
     session = session or SessionOptions()
+    if exp.faults():
+        from chaoslab.engine.plan import check_runnable
+
+        check_runnable(exp, registry=registry)  # before anything is touched
     observation = None
     budget_checks: tuple[Any, ...] = ()
     budget: dict[str, Any] | None = None

@@ -143,6 +143,17 @@ class StressDriver(Driver):
             given = [a for a in amount if a in args]
             if len(given) != 1:
                 problems.append(Problem(path=op.name, message=f"give exactly one of {' or '.join(amount)}"))
+        mib = args.get("mib")
+        total = psutil.virtual_memory().total if op.name == "memory" else 0
+        if isinstance(mib, int) and not isinstance(mib, bool) and mib * MIB > total * MAX_MEMORY_SHARE > 0:
+            # can never work on this machine, whatever else runs (prepare checks what is free)
+            problems.append(
+                Problem(
+                    path="mib",
+                    message=f"{mib} MiB is not possible: this machine has {total // MIB} MiB "
+                    f"and at most {int(MAX_MEMORY_SHARE * 100)}% of it may be taken",
+                )
+            )
         if target is not None:
             try:
                 _proc.parse_selector(target)

@@ -13,7 +13,7 @@ import msgspec
 from chaoslab.drivers.base import DriverContext, LeaseKind, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.faults import LEASE_MARGIN_S
-from chaoslab.errors import ChaoslabError, InvalidInput
+from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model.experiment import Activity, ActivityKind, Experiment
 from chaoslab.paths import home
 
@@ -47,42 +47,97 @@ def _describe(a: Activity) -> dict[str, Any]:
     return d
 
 
+def _substituted_later(a: Activity) -> bool:
+    """Arguments with ``${...}`` are known only once the run has its configuration."""
+    return any(isinstance(v, str) and "${" in v for v in a.args.values()) or "${" in str(a.target or "")
+
+
+def _prepare(
+    exp: Experiment, a: Activity, registry: DriverRegistry, ctx: DriverContext
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Plan one fault with ``Driver.prepare`` (no side effect on any target)."""
+    assert a.driver and a.operation
+    d: dict[str, Any] = {}
+    driver = registry.get(a.driver)
+    op = driver.operation(a.operation)
+    assert op is not None
+    args = dict(a.args)
+    problems = [_at(exp, a, p) for p in check_args(op, args, "")]
+    lease = None
+    if op.lease is LeaseKind.TARGET:
+        lease = (a.duration_s or exp.runtime.lease_s) + LEASE_MARGIN_S
+    try:
+        if _substituted_later(a):
+            raise _LaterResolved("its arguments are substituted when the run starts")
+        if exp.needs_lab and str(a.target).startswith("lab:") and not _lab_running():
+            raise _LaterResolved("resolved when the run has started the lab")
+        record = driver.prepare(ctx, op, with_defaults(op, args), a.target, lease)
+    except _LaterResolved as later:
+        d["resolved_target"] = f"{a.target} ({later})"
+    except ChaoslabError as exc:
+        d["error"] = str(exc)
+        if isinstance(exc, InvalidInput):
+            problems.extend(_at(exp, a, p) for p in exc.problems)
+    else:
+        d["resolved"] = record.data
+        d["resolved_target"] = record.target
+    d["duration_s"] = a.duration_s
+    d["lease"] = "heals by itself (no lease)" if op.lease is LeaseKind.NONE else f"{lease:g}s on the target"
+    return d, problems
+
+
+def _at(exp: Experiment, a: Activity, p: Problem) -> Problem:
+    """A driver's problem placed at the activity's field path in the experiment file."""
+    if p.file:
+        return p
+    if not p.path or p.path == "target":
+        where = f"{a.path}.{p.path}" if p.path else a.path
+    else:
+        where = f"{a.path}.with.{p.path}"
+    return msgspec.structs.replace(p, file=exp.source, path=where)
+
+
+def _with_lines(exp: Experiment, problems: list[Problem]) -> list[Problem]:
+    """Line numbers for problems found after loading (the file is read again, bounded)."""
+    from chaoslab.model.reader import load_document
+
+    try:
+        doc = load_document(exp.source)
+    except InvalidInput:
+        return problems
+    return [
+        msgspec.structs.replace(p, line=doc.line(p.path)) if p.file == exp.source and p.line is None else p
+        for p in problems
+    ]
+
+
+def check_runnable(exp: Experiment, *, registry: DriverRegistry) -> None:
+    """Before the first fault of a run: every fault's arguments and target are checked as
+    ``plan`` does (``Driver.prepare``, no side effect). A problem raises ``InvalidInput``,
+    so "invalid input" still means that nothing was touched. Targets that do not exist
+    yet are left to the run (an earlier step or the lab may start them)."""
+    ctx = DriverContext(run_id="precheck", state_dir=home() / "plan", dry=True)
+    problems: list[Problem] = []
+    for a in exp.method:
+        if a.is_fault:
+            problems += _prepare(exp, a, registry, ctx)[1]
+    if problems:
+        raise InvalidInput(_with_lines(exp, problems))
+
+
 def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
     ctx = DriverContext(run_id="plan", state_dir=home() / "plan", dry=True)
     method = []
-    problems = []
+    problems: list[Problem] = []
     for a in exp.method:
         d = _describe(a)
         if a.is_fault:
-            assert a.driver and a.operation
-            driver = registry.get(a.driver)
-            op = driver.operation(a.operation)
-            assert op is not None
-            args = dict(a.args)
-            problems.extend(check_args(op, args, f"{a.path}.with"))
-            lease = None
-            if op.lease is LeaseKind.TARGET:
-                lease = (a.duration_s or exp.runtime.lease_s) + LEASE_MARGIN_S
-            try:
-                if exp.needs_lab and str(a.target).startswith("lab:") and not _lab_running():
-                    raise _LaterResolved()
-                record = driver.prepare(ctx, op, with_defaults(op, args), a.target, lease)
-            except _LaterResolved:
-                d["resolved_target"] = f"{a.target} (resolved when the run has started the lab)"
-            except ChaoslabError as exc:
-                d["error"] = str(exc)
-                if isinstance(exc, InvalidInput):
-                    problems.extend(exc.problems)
-            else:
-                d["resolved"] = record.data
-                d["resolved_target"] = record.target
-            d["duration_s"] = a.duration_s
-            d["lease"] = (
-                "heals by itself (no lease)" if op.lease is LeaseKind.NONE else f"{lease:g}s on the target"
-            )
+            planned, found = _prepare(exp, a, registry, ctx)
+            d.update(planned)
+            problems += found
         method.append(d)
     if problems:
-        raise InvalidInput(problems)
+        raise InvalidInput(_with_lines(exp, problems))
     rt = exp.runtime
     return {
         "title": exp.title,

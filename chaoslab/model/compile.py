@@ -447,8 +447,11 @@ class _Compiler:
         if op.needs_target and not isinstance(target, str):
             self.bad(f"{path}.target", f"{do} needs a target")
         if len(self.problems) == before and not has_subst:
+            params = {param.name for param in op.params}
             for p in driver.validate(op, args, target):
-                where = f"{path}.{p.path}" if p.path else path
+                where = (
+                    f"{path}.with.{p.path}" if p.path in params else f"{path}.{p.path}" if p.path else path
+                )
                 self.problems.append(self.doc.problem(where, p.message, p.hint))
         expected = "action" if op.kind is Kind.FAULT else "probe"
         atype = a.get("type", expected)

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from chaoslab.clitypes import FiniteRange
+from chaoslab.clitypes import FiniteRange, OutputDir, OutputFile
 from chaoslab.report.exitcodes import GATE_EXIT_HELP, GateExit
 
 DEFAULT_GATE_DIR = "chaoslab-gate"
@@ -73,19 +73,17 @@ def register(main: click.Group) -> None:
 
     @main.command("report")
     @click.argument("journal", type=click.Path())
-    @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Self-contained HTML report.")
-    @click.option(
-        "--markdown", type=click.Path(dir_okay=False), help="Blameless postmortem draft (Markdown)."
-    )
-    @click.option("--junit", type=click.Path(dir_okay=False), help="JUnit XML.")
+    @click.option("--html", "html_path", type=OutputFile(), help="Self-contained HTML report.")
+    @click.option("--markdown", type=OutputFile(), help="Blameless postmortem draft (Markdown).")
+    @click.option("--junit", type=OutputFile(), help="JUnit XML.")
     @click.option(
         "--summary",
-        type=click.Path(dir_okay=False),
+        type=OutputFile(),
         help='Markdown for a CI job summary (e.g. "$GITHUB_STEP_SUMMARY").',
     )
     @click.option(
         "--metrics-file",
-        type=click.Path(dir_okay=False),
+        type=OutputFile(),
         help="Prometheus text exposition file (node_exporter textfile collector).",
     )
     @click.option(
@@ -167,14 +165,14 @@ def register(main: click.Group) -> None:
     )
     @click.option(
         "--output-dir",
-        type=click.Path(file_okay=False),
+        type=OutputDir(),
         default=DEFAULT_GATE_DIR,
         show_default=True,
         help="Run directories, gate.json, JUnit and summary go here.",
     )
-    @click.option("--junit", type=click.Path(dir_okay=False), help="[default: OUTPUT_DIR/junit.xml]")
-    @click.option("--summary", type=click.Path(dir_okay=False), help="[default: OUTPUT_DIR/summary.md]")
-    @click.option("--metrics-file", type=click.Path(dir_okay=False), help="Prometheus text exposition file.")
+    @click.option("--junit", type=OutputFile(), help="[default: OUTPUT_DIR/junit.xml]")
+    @click.option("--summary", type=OutputFile(), help="[default: OUTPUT_DIR/summary.md]")
+    @click.option("--metrics-file", type=OutputFile(), help="Prometheus text exposition file.")
     @click.option("--pushgateway", metavar="URL", help="Push the gate's metrics to a Pushgateway.")
     @click.option(
         "--timeout",

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from chaoslab.clitypes import Duration
+from chaoslab.clitypes import Duration, OutputDir, OutputFile
 
 EXIT_INVALID = 2
 EXIT_ABORTED = 3
@@ -312,7 +312,7 @@ def register(main: click.Group) -> None:
         f = click.option(
             "--runs-dir",
             default=None,
-            type=click.Path(file_okay=False),
+            type=OutputDir(),
             help="Where run directories go [default: CHAOSLAB_HOME/scheduler/runs].",
         )(f)
         f = click.option(
@@ -433,7 +433,7 @@ def register(main: click.Group) -> None:
     @click.option(
         "--runs-dir",
         default=None,
-        type=click.Path(file_okay=False),
+        type=OutputDir(),
         help="Where run directories go [default: CHAOSLAB_HOME/scheduler/runs].",
     )
     def gameday_run(
@@ -504,7 +504,7 @@ def register(main: click.Group) -> None:
         "--out-file",
         "out_file",
         default=None,
-        type=click.Path(dir_okay=False, allow_dash=True),
+        type=OutputFile(allow_dash=True),
         help="Write the manifests here [default: stdout].",
     )
     @click.option(
@@ -513,7 +513,7 @@ def register(main: click.Group) -> None:
         "legacy_out",
         default=None,
         hidden=True,
-        type=click.Path(dir_okay=False, allow_dash=True),
+        type=OutputFile(allow_dash=True),
         help="Deprecated spelling of --out-file (--output is a format option in every other command).",
     )
     def export_cronjob(

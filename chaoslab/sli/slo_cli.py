@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from chaoslab.clitypes import OutputFile
+
 SCRAPE_HELP = (
     "Prometheus's scrape interval for the SLI's series: no burn window is shorter than "
     "4 scrapes (shorter ones are widened, with a warning) [default: 1m, Prometheus's default]."
@@ -133,7 +135,7 @@ def register(main: click.Group) -> None:
     @click.option(
         "--out-file",
         "out",
-        type=click.Path(dir_okay=False),
+        type=OutputFile(),
         default=None,
         help="Write the rule file here [default: stdout].",
     )
@@ -141,7 +143,7 @@ def register(main: click.Group) -> None:
         "-o",
         "--output",
         "legacy_out",
-        type=click.Path(dir_okay=False),
+        type=OutputFile(),
         default=None,
         hidden=True,
         help="Deprecated spelling of --out-file (--output is a format option in every other command).",
