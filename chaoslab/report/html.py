@@ -130,8 +130,7 @@ def _kpis(view: RunView) -> str:
         for k, v in items
     )
     guard = (
-        f'<p class="muted">guard: {html.escape(view.guard_test)}; first bad request → detected '
-        f"{html.escape(fmt_seconds(view.onset_to_detect_s))}</p>"
+        f'<p class="muted">guard: {html.escape(view.guard_test)}; {html.escape(view.guard_timing or "")}</p>'
         if view.guard_test
         else ""
     )

@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from chaoslab.engine.console import guard_timing_line
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.sections import Runbook, decode_runbook
 
@@ -252,6 +253,7 @@ class RunView:
     # The guard's sequential test and its timing from the first bad request (onset);
     # None for journals of runs without a guard.
     guard_test: str | None = None
+    guard_timing: str | None = None  # one line: onset → detected → clean, as the console says it
     onset_to_detect_s: float | None = None
     onset_to_clean_s: float | None = None
     runbook: Runbook | None
@@ -368,6 +370,7 @@ class RunView:
             environment={k: v for k, v in env.items() if v},
             halt_ts=halt_ts,
             guard_test=guard_test,
+            guard_timing=guard_timing_line(timing) if timing else None,
             onset_to_detect_s=_num(timing.get("time_to_detect_s")),
             onset_to_clean_s=_num(timing.get("time_to_clean_s")),
             runbook=_runbook(exp.get("runbook")),

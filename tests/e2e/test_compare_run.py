@@ -56,4 +56,4 @@ def test_slow_replica_is_worse_than_the_baseline(tmp_path: Path) -> None:
     assert "latency ≤ 1.2× baseline" in page and "×" in page
     assert "(non-critical)" in page
     assert "guard: mixture SPRT on the bad-request rate" in page and "false-abort risk 0.01" in page
-    assert "first bad request → clean" in page
+    assert "first bad request → clean" in page and "no bad request among" in page
