@@ -215,9 +215,9 @@ def register(main: click.Group) -> None:
         """
         import dataclasses
 
+        from chaoslab import gate as g
         from chaoslab.errors import InvalidInput, Problem
         from chaoslab.report import baseline as bl
-        from chaoslab.report import gate as g
         from chaoslab.report.junit import invalid_junit, write_junit
         from chaoslab.report.metrics import MetricsError, gate_runs
         from chaoslab.report.score import Thresholds

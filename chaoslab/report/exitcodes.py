@@ -2,7 +2,7 @@
 
 Kept in a module of their own, importing nothing, because ``chaoslab.report.cli`` needs
 them when it registers the command, on every start of ``chaoslab`` (start-up time is
-benchmarked). The decision order is in ``chaoslab.report.gate``.
+benchmarked). The decision order is in ``chaoslab.gate``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from chaoslab.report.view import RunView, SLORow, fmt_value
 
 if TYPE_CHECKING:
-    from chaoslab.report.gate import GateResult
+    from chaoslab.report.gateresult import GateResult
 
 _ERROR_VERDICTS = {"error", "not-clean", "interrupted", "invalid-input"}
 _FAIL_VERDICTS = {"deviated", "aborted"}

@@ -38,7 +38,7 @@ from chaoslab.report.view import RunView
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from chaoslab.report.gate import GateResult
+    from chaoslab.report.gateresult import GateResult
 
 
 class MetricsError(ChaoslabError):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from chaoslab.report.view import RunView, fmt_seconds, fmt_value
 
 if TYPE_CHECKING:
-    from chaoslab.report.gate import GateResult
+    from chaoslab.report.gateresult import GateResult
 
 _ICON = {
     "passed": "✅",

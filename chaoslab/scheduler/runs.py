@@ -1,11 +1,12 @@
 """Running a slot's experiments: one ``chaoslab run`` subprocess per step.
 
 Each step runs ``[sys.executable, "-m", "chaoslab.cli", "run", "--output", "json",
-"--run-dir", DIR, EXPERIMENT, --var …]`` in its own session (a signal to the scheduler's
-process group does not reach it; the scheduler forwards SIGTERM itself, so the run
-reverts and writes its journal). Its stdout (the JSON result) goes to ``DIR/result.json``
-and its stderr to ``DIR/run.log``: both outlive the scheduler, so a scheduler that adopts
-a dead scheduler's slot reads the outcome from the directory alone.
+"--run-dir", DIR, EXPERIMENT, --var …]`` through ``chaoslab.engine.child.run_child``,
+in its own session (a signal to the scheduler's process group does not reach it; the
+scheduler forwards SIGTERM itself, so the run reverts and writes its journal). Its stdout
+(the JSON result) goes to ``DIR/result.json`` and its stderr to ``DIR/run.log``: both
+outlive the scheduler, so a scheduler that adopts a dead scheduler's slot reads the
+outcome from the directory alone.
 
 Directory layout (deterministic from the slot, so an adopter finds it)::
 
@@ -18,28 +19,18 @@ renamed ``…crashed-N`` before the step runs again, never overwritten.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from chaoslab.engine.verdict import ExitCode, Verdict, worst
+from chaoslab.engine.child import StopFlag, chaoslab_command, run_child, verdict_of_exit
+from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.masking import Masker
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"
-_POLL_S = 0.1
-
-
-class StopFlag(Protocol):
-    """What a running step polls to know it must stop (a ``threading.Event`` is one)."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +69,7 @@ def step_dir(slot_root: Path, index: int, step: StepPlan) -> Path:
 
 
 def command(step: StepPlan, run_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "chaoslab.cli", "run", "--output", "json", "--run-dir", str(run_dir)]
+    cmd = chaoslab_command("run", "--output", "json", "--run-dir", str(run_dir))
     for k, v in sorted(step.vars.items()):
         cmd += ["--var", f"{k}={v}"]
     cmd.append(str(step.experiment))
@@ -113,7 +104,7 @@ def read_result(step: StepPlan, run_dir: Path, returncode: int | None = None) ->
         if returncode is None:
             return None
         # No journal but an exit code: the CLI failed before the engine (e.g. invalid input).
-        verdict = _verdict_of(returncode).value
+        verdict = verdict_of_exit(returncode).value
         raw = {"reason": _tail(run_dir / LOG_FILE) or f"chaoslab run exited with {returncode}"}
     return StepResult(
         name=step.name,
@@ -136,70 +127,25 @@ def run_step(
     stop_grace_s: float = 60.0,
     stream_stderr: bool = False,
 ) -> StepResult:
-    """Run one step to its end. ``stop`` set → SIGTERM to the run (it reverts), then
-    SIGKILL after ``stop_grace_s``; the same on the step's timeout."""
+    """Run one step to its end (``chaoslab.engine.child.run_child``). ``stop`` set → SIGTERM
+    to the run (it reverts), then SIGKILL after ``stop_grace_s``; the same on the step's timeout."""
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(run_dir / RESULT_FILE, "wb") as out, open(run_dir / LOG_FILE, "wb") as err:
-        proc = subprocess.Popen(
+        ended = run_child(
             command(step, run_dir),
-            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=None if stream_stderr else err,
-            start_new_session=True,
-            env=dict(os.environ),
+            stop=stop,
+            timeout_s=step.timeout_s,
+            grace_s=stop_grace_s,
+            on_child=on_child,
         )
-        try:
-            on_child(proc.pid)
-            _supervise(proc, stop, step.timeout_s, stop_grace_s, started)
-        finally:
-            if proc.poll() is None:  # we are unwinding on an error of our own: never orphan it
-                proc.kill()
-                proc.wait()
-            reap_group(proc.pid)
-    result = read_result(step, run_dir, proc.returncode)
+    result = read_result(step, run_dir, ended.returncode)
     assert result is not None  # a return code always yields a result
     if result.duration_s is None:
         result = StepResult(**{**result.to_dict(), "duration_s": round(time.monotonic() - started, 3)})
     return result
-
-
-def _supervise(
-    proc: subprocess.Popen[bytes],
-    stop: StopFlag,
-    timeout_s: float | None,
-    grace_s: float,
-    started: float,
-) -> None:
-    termed_at: float | None = None
-    while True:
-        try:
-            proc.wait(timeout=_POLL_S)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        overdue = timeout_s is not None and now - started > timeout_s
-        if termed_at is None and (stop.is_set() or overdue):
-            proc.send_signal(signal.SIGTERM)  # the engine reverts everything on SIGTERM
-            termed_at = now
-        elif termed_at is not None and now - termed_at > grace_s:
-            proc.kill()  # its ledger entries are left for recover()
-
-
-def reap_group(pgid: int) -> None:
-    """SIGKILL what is left in a finished run's process group (its session, led by the run).
-
-    The run is over: anything still in its group is a stray activity process (a Chaos
-    Toolkit process provider's child an interrupted run did not wait for). Fault
-    watchdogs, stressors and the lab call ``setsid`` and live in sessions of their own,
-    so their leases are not touched. The kernel does not hand out a pid that is still a
-    live group's id, so while strays exist ``pgid`` names only them.
-    """
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # nothing left (the usual case)
 
 
 def overall(results: Sequence[StepResult]) -> Verdict:
@@ -219,15 +165,6 @@ def step_masker(step: StepPlan) -> Masker:
         source=str(step.experiment),
         variables=dict(step.vars),
     )
-
-
-def _verdict_of(code: int) -> Verdict:
-    if code in (-signal.SIGTERM, -signal.SIGINT):
-        return Verdict.INTERRUPTED  # stopped before the engine could catch the signal
-    try:
-        return Verdict[ExitCode(code).name]
-    except ValueError:
-        return Verdict.ERROR
 
 
 def _tail(path: Path, limit: int = 400) -> str:

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
+from chaoslab.gate import GateExit
 from chaoslab.lab import control
 from chaoslab.paths import lab_dir
-from chaoslab.report.gate import GateExit
 
 BOOT = (
     "from chaoslab.cli import main; from chaoslab.report.cli import register; "

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from chaoslab.gate import GateExit, GateResult, Suite, SuiteEntry, SuiteRun
 from chaoslab.report import baseline as bl
-from chaoslab.report.gate import GateExit, GateResult, Outcome, Suite, SuiteEntry
 from chaoslab.report.junit import gate_junit, invalid_junit, run_junit, write_junit
 from chaoslab.report.score import Scored, Thresholds, score
 from chaoslab.report.view import RunView
@@ -127,7 +127,7 @@ def _gate_result(tmp_path: Path) -> GateResult:
     ):
         journal = make_journal(verdict=verdict, title=name)
         outcomes.append(
-            Outcome(
+            SuiteRun(
                 entry=SuiteEntry(path=tmp_path / f"{name}.yaml", name=name, weight=1, key=name == "b"),
                 verdict=verdict,
                 reason=f"{name} reason",
@@ -137,7 +137,7 @@ def _gate_result(tmp_path: Path) -> GateResult:
             )
         )
     outcomes.append(
-        Outcome(
+        SuiteRun(
             entry=SuiteEntry(path=tmp_path / "d.yaml", name="d", weight=1, key=False),
             verdict="error",
             reason="crashed",

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from chaoslab.errors import InvalidInput
+from chaoslab.gate import GateExit, SuiteEntry, SuiteRun, decide, load_suite
 from chaoslab.report import baseline as bl
-from chaoslab.report.gate import GateExit, Outcome, SuiteEntry, decide, load_suite
 from chaoslab.report.score import Scored, Thresholds, score
 
 
@@ -152,8 +152,8 @@ def test_store_path_is_under_chaoslab_home(chaoslab_home: Path) -> None:
 
 def outcome(
     name: str, verdict: str, *, key: bool = False, weight: float = 1, infra: str | None = None
-) -> Outcome:
-    return Outcome(
+) -> SuiteRun:
+    return SuiteRun(
         entry=SuiteEntry(path=Path(f"/x/{name}.yaml"), name=name, weight=weight, key=key),
         verdict=verdict,
         reason="",
@@ -163,7 +163,7 @@ def outcome(
     )
 
 
-def run_decide(outcomes: list[Outcome], comp: bl.Comparison | None = None, **kw: bool) -> GateExit:
+def run_decide(outcomes: list[SuiteRun], comp: bl.Comparison | None = None, **kw: bool) -> GateExit:
     sc = score([Scored(name=o.entry.name, weight=o.entry.weight, verdict=o.verdict) for o in outcomes])
     comp = comp or bl.Comparison(status="ok", baseline_score=100)
     return decide(outcomes, sc, sc.classify(Thresholds()), comp, **kw)[0]
