@@ -205,8 +205,8 @@ def test_a_baseline_that_is_not_critical_does_not_stop_the_run(tmp_path: Path) -
 
 def test_gate_json_lists_comparative_results_like_the_others(tmp_path: Path) -> None:
     """A run's SLO results, comparative and non-critical ones included, in gate.json."""
+    from chaoslab.gate import GateExit, GateResult, Suite, SuiteEntry, SuiteRun, snapshot_of
     from chaoslab.report import baseline as bl
-    from chaoslab.report.gate import GateExit, GateResult, Outcome, Suite, SuiteEntry, snapshot_of
     from chaoslab.report.score import Scored, Thresholds, score
     from chaoslab.report.view import RunView
 
@@ -221,7 +221,7 @@ def test_gate_json_lists_comparative_results_like_the_others(tmp_path: Path) -> 
     }
     view = RunView.from_journal(journal)
     entry = SuiteEntry(path=tmp_path / "e.yaml", name="e", weight=1, key=False)
-    out = Outcome(entry=entry, verdict="deviated", reason="", run_dir=tmp_path, duration_s=1.0, view=view)
+    out = SuiteRun(entry=entry, verdict="deviated", reason="", run_dir=tmp_path, duration_s=1.0, view=view)
     sc = score([Scored(name="e", weight=1, verdict="deviated")])
     suite = Suite(name="s", entries=(entry,))
     result = GateResult(
