@@ -65,3 +65,15 @@ def finite(value: float | None) -> float | None:
     if value is None or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def finite_tree(value: Any) -> Any:
+    """A copy of ``value`` (dicts, lists, tuples) with every non-finite float as None:
+    what goes into a JSON file is always valid JSON (``json.dumps`` would write ``NaN``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_tree(v) for v in value]
+    return value

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from chaoslab import __version__
 from chaoslab.engine import events as ev
 from chaoslab.model.experiment import Activity, Experiment
+from chaoslab.units import finite_tree
 
 
 def iso(ts: float) -> str:
@@ -301,5 +302,5 @@ def _ctk_version() -> str | None:
 
 def write_journal(path: Path, journal: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(journal, indent=2, default=repr), "utf-8")
+    tmp.write_text(json.dumps(finite_tree(journal), indent=2, default=repr, allow_nan=False), "utf-8")
     os.replace(tmp, path)

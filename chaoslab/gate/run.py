@@ -22,6 +22,7 @@ from chaoslab.report.exitcodes import GateExit
 from chaoslab.report.gateresult import GateResult, Suite, SuiteEntry, SuiteRun
 from chaoslab.report.score import Class, Score, Scored, score
 from chaoslab.report.view import JournalError, RunView, load_journal
+from chaoslab.units import finite_tree
 
 
 class GateInterrupted(Exception):
@@ -326,7 +327,7 @@ def write_outputs(result: GateResult, *, junit_path: Path, summary_path: Path) -
         with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(summary + "\n")
     gate_json = result.output_dir / "gate.json"
-    gate_json.write_text(json.dumps(result.to_dict(), indent=2), "utf-8")
+    gate_json.write_text(json.dumps(finite_tree(result.to_dict()), indent=2, allow_nan=False), "utf-8")
     written["json"] = gate_json
     for o in result.outcomes:
         if o.view is not None:

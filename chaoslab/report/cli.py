@@ -17,6 +17,7 @@ import click
 
 from chaoslab.clitypes import FiniteRange, OutputDir, OutputFile
 from chaoslab.report.exitcodes import GATE_EXIT_HELP, GateExit
+from chaoslab.units import finite_tree
 
 DEFAULT_GATE_DIR = "chaoslab-gate"
 
@@ -242,11 +243,13 @@ def register(main: click.Group) -> None:
                     "utf-8",
                 )
                 out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "gate.json").write_text(json.dumps(doc, indent=2), "utf-8")
+                (out_dir / "gate.json").write_text(
+                    json.dumps(finite_tree(doc), indent=2, allow_nan=False), "utf-8"
+                )
             except OSError as exc:
                 doc["problems"].append(f"cannot write the gate's reports: {exc}")
             if output == "json":
-                click.echo(json.dumps(doc, indent=2))
+                click.echo(json.dumps(finite_tree(doc), indent=2, allow_nan=False))
             _invalid(texts, int(GateExit.INVALID_INPUT))
 
         if bool(experiments) == bool(suite_path):
@@ -311,7 +314,7 @@ def register(main: click.Group) -> None:
                 exit_code = GateExit.INFRA_ERROR
         comp = result.comparison
         if output == "json":
-            click.echo(json.dumps(result.to_dict(), indent=2))
+            click.echo(json.dumps(finite_tree(result.to_dict()), indent=2, allow_nan=False))
         else:
             colour = {GateExit.PASS: "green", GateExit.WARNING: "yellow"}.get(result.exit, "red")
             console.print(

@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from chaoslab.report.text import safe_output
 from chaoslab.report.view import ActivityRow, RunView, fmt_seconds, fmt_value
 
 COLOURS = {
@@ -71,6 +72,7 @@ svg text{font:11px system-ui,sans-serif;fill:#3c4043}
 """
 
 
+@safe_output
 def render_html(view: RunView) -> str:
     """The whole report as one HTML document (UTF-8 text)."""
     e = html.escape

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chaoslab.report.text import xml_tree
 from chaoslab.report.view import RunView, SLORow, fmt_value
 
 if TYPE_CHECKING:
@@ -228,5 +229,6 @@ def invalid_junit(suite_name: str, problems: Sequence[str]) -> ET.ElementTree[ET
 
 def write_junit(tree: ET.ElementTree[ET.Element], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    xml_tree(tree.getroot())  # names and messages with control characters stay valid XML
     ET.indent(tree)
     tree.write(path, encoding="utf-8", xml_declaration=True)

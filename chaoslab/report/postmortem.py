@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from chaoslab.report.text import safe_output
 from chaoslab.report.view import RunView, fmt_seconds, fmt_value
 
 TO_FILL = "_to fill in_"
@@ -65,6 +66,7 @@ def outcome(view: RunView) -> str:
     return _OUTCOME.get(view.verdict, view.verdict)
 
 
+@safe_output
 def render_postmortem(view: RunView) -> str:
     lines: list[str] = []
     add = lines.append

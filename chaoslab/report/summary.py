@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chaoslab.report.text import safe_output
 from chaoslab.report.view import RunView, fmt_seconds, fmt_value
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def _slo_table(view: RunView) -> list[str]:
     return out
 
 
+@safe_output
 def run_summary(view: RunView) -> str:
     lines = [
         f"### {_ICON.get(view.verdict, '')} chaoslab: {_cell(view.title)} — **{view.verdict}**",
@@ -68,6 +70,7 @@ def run_summary(view: RunView) -> str:
     return "\n".join(lines)
 
 
+@safe_output
 def gate_summary(result: GateResult) -> str:
     res = result.exit.name.lower()
     sc = result.score
