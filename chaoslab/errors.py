@@ -13,7 +13,8 @@
     ├── LockHeld                another live run holds a blast-radius lock
     ├── SLIError                an SLI source is missing, stale or silent
     └── RunInterrupted          SIGINT/SIGTERM, ``chaoslab halt`` or chaoslib.exit reached the runner
-        └── ControlInterrupted  a Chaos Toolkit control raised InterruptExecution or SystemExit
+        ├── ControlInterrupted  a Chaos Toolkit control raised InterruptExecution or SystemExit
+        └── ActivityInterrupted a python provider raised InterruptExecution or SystemExit
 
 Third-party errors are translated at the boundary: ``raise DriverError(...) from exc``.
 """
@@ -118,7 +119,7 @@ class RunInterrupted(ChaoslabError):
     def graceful(self) -> bool:
         """Whether activities still running are waited for (Chaos Toolkit's rule: every
         interruption but SIGUSR2), once every fault is reverted."""
-        return self.signame in ("SIGUSR1", "CONTROL")
+        return self.signame in ("SIGUSR1", "CONTROL", "ACTIVITY")
 
 
 class ControlInterrupted(RunInterrupted):
@@ -129,6 +130,20 @@ class ControlInterrupted(RunInterrupted):
         self.hook = hook
         self._graceful = graceful  # SystemExit(30) is chaoslib's "ungraceful" code
         super().__init__("CONTROL", f"interrupted by control {control!r} in {hook}: {detail}")
+
+    @property
+    def graceful(self) -> bool:
+        return self._graceful
+
+
+class ActivityInterrupted(RunInterrupted):
+    """A python provider ended the run (``InterruptExecution`` or ``SystemExit``), as
+    chaostoolkit-lib lets it."""
+
+    def __init__(self, activity: str, detail: str, *, graceful: bool = True) -> None:
+        self.activity = activity
+        self._graceful = graceful
+        super().__init__("ACTIVITY", f"interrupted by activity {activity!r}: {detail}")
 
     @property
     def graceful(self) -> bool:

@@ -36,6 +36,7 @@ from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.errors import (
+    ActivityInterrupted,
     ChaoslabError,
     ControlInterrupted,
     DriverError,
@@ -140,7 +141,7 @@ def interruption_reason(exc: RunInterrupted) -> str:
         return "interrupted by chaoslib.exit.exit_gracefully() (SIGUSR1)"
     if exc.signame == "SIGUSR2":
         return "interrupted by chaoslib.exit.exit_ungracefully() (SIGUSR2)"
-    if isinstance(exc, ControlInterrupted):
+    if isinstance(exc, ControlInterrupted | ActivityInterrupted):
         return str(exc)
     return f"interrupted by {exc.signame}"
 
@@ -198,7 +199,7 @@ class Runner:
         # One Controls per run (no module-level state), one shared document for its hooks.
         self.controls = Controls(experiment.raw, report=self._control_failed)
         self._interruption: RunInterrupted | None = None
-        self._control_interrupt: ControlInterrupted | None = None
+        self._control_interrupt: RunInterrupted | None = None  # raised on another thread
         self._background: list[_Background] = []
         self._method_runs: list[dict[str, Any]] = []
         self._rollback_runs: list[dict[str, Any]] = []
@@ -529,7 +530,7 @@ class Runner:
             )
             if activity.pause_before_s:
                 self._sleep(activity.pause_before_s)
-            outcome = self._inject(activity) if activity.is_fault else self._execute(activity)
+            outcome = self._inject(activity) if activity.is_fault else self._execute_interruptible(activity)
             finished = self._finished(activity, phase, outcome)
             entry = run_entry(finished)
             if activity.pause_after_s and not isinstance(outcome.exception, RunInterrupted | Aborted):
@@ -561,6 +562,28 @@ class Runner:
             default_timeout_s=self.exp.runtime.activity_timeout_s,
             tick=self._tick,
         )
+
+    def _execute_interruptible(self, activity: Activity) -> Outcome:
+        """As chaostoolkit-lib: a python provider that raises ``InterruptExecution`` or
+        ``SystemExit`` ends the run (here through the wind-down); the activity failed."""
+        start = time.time()
+        try:
+            outcome = self._execute(activity)
+        except SystemExit as exc:
+            detail = f"SystemExit({exc.code})"
+            return Outcome(
+                status="failed",
+                output=None,
+                error=detail,
+                start=start,
+                end=time.time(),
+                exception=ActivityInterrupted(activity.name, detail, graceful=exc.code != 30),
+            )
+        if type(outcome.exception).__name__ == "InterruptExecution":
+            detail = f"InterruptExecution: {outcome.exception}"
+            interrupted = ActivityInterrupted(activity.name, detail)
+            return msgspec.structs.replace(outcome, error=detail, exception=interrupted)
+        return outcome
 
     def _tick(self) -> None:
         """Called every 50 ms while an activity runs: a timed fault ends on time even
@@ -722,7 +745,7 @@ class Runner:
         while not stop.is_set():
             try:
                 met = self._hypothesis(Phase.DURING)
-            except ControlInterrupted as exc:
+            except (ControlInterrupted, ActivityInterrupted) as exc:
                 self._control_interrupt = exc  # the main thread ends the run with it
                 return
             except Exception:

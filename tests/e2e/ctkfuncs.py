@@ -147,3 +147,16 @@ def set_flag(name: str = "flag") -> bool:
 def flag_absent(name: str = "flag") -> bool:
     """A safeguard probe: healthy (True) until ``set_flag`` raised the flag."""
     return not (_state() / name).exists()
+
+
+def interrupt_now() -> None:
+    """A provider ending the run as chaostoolkit-lib lets it: ``InterruptExecution``."""
+    from chaoslib.exceptions import InterruptExecution
+
+    record("interrupt_now")
+    raise InterruptExecution("the provider interrupts the run")
+
+
+def exit_now(code: int = 20) -> None:
+    record("exit_now", code=code)
+    raise SystemExit(code)

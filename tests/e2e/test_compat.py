@@ -179,8 +179,9 @@ STATUS_MID_WAY = {"status_of_interrupted": "failed"}
 
 
 def _interrupted_status(ctk_run: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
-    """Chaos Toolkit leaves `status` out of an activity that an exit signal interrupted
-    mid-way; chaoslab records it as failed (README, table of differences)."""
+    """Chaos Toolkit leaves `status` out of an activity that was interrupted (an exit
+    signal mid-way, or it raised InterruptExecution/SystemExit); chaoslab records it as
+    failed (README, table of differences)."""
     return [(name, "failed" if status is None else status, w) for name, status, w in ctk_run]
 
 
@@ -196,9 +197,11 @@ CONTROL_CASES: dict[str, tuple[int, dict[str, Any], bool]] = {
     # chaoslab differs: SIGUSR2 still runs the rollbacks (per strategy); Chaos Toolkit skips them.
     "exit_ungracefully.yaml": (
         130,
-        {**STATUS_MID_WAY, "rollbacks": [("undo", "succeeded")], "trace_extra": ["rolled-back"]},
+        {**STATUS_MID_WAY, "rollbacks": [("undo", "succeeded", {})], "trace_extra": ["rolled-back"]},
         False,
     ),
+    "provider_interrupts.yaml": (130, STATUS_MID_WAY, True),
+    "provider_exits.yaml": (130, STATUS_MID_WAY, True),
     "no_probes.yaml": (0, {}, True),
     # chaoslab differs: a baseline that does not hold is inconclusive (exit 4); CTK exits 1
     # here too (the probe raised, so its status is "failed").
@@ -248,7 +251,7 @@ def control_summary(journal: dict[str, Any]) -> dict[str, Any]:
             for r in journal["run"]
             if r["activity"].get("name") != FAULT
         ],
-        "rollbacks": [(r["activity"]["name"], r.get("status")) for r in journal["rollbacks"]],
+        "rollbacks": [(r["activity"]["name"], r.get("status"), written(r)) for r in journal["rollbacks"]],
         "before": block("before"),
         "after": block("after"),
         "written": written(journal),
