@@ -112,7 +112,7 @@ _LAZY_COMMANDS = {
     "recover": "chaoslab.safety.cli",
     "halt": "chaoslab.safety.cli",
     "report": "chaoslab.report.cli",
-    "gate": "chaoslab.report.cli",
+    "gate": "chaoslab.gate.cli",
     "slo": "chaoslab.sli.slo_cli",
     "schedule": "chaoslab.scheduler.cli",
     "gameday": "chaoslab.scheduler.cli",

@@ -1,6 +1,6 @@
 """The gate's exit codes: a public, documented contract (``chaoslab gate --help``).
 
-Kept in a module of their own, importing nothing, because ``chaoslab.report.cli`` needs
+Kept in a module of their own, importing nothing, because ``chaoslab.gate.cli`` needs
 them when it registers the command, on every start of ``chaoslab`` (start-up time is
 benchmarked). The decision order is in ``chaoslab.gate``.
 """

@@ -30,7 +30,7 @@ from chaoslab.lab import control
 from chaoslab.paths import lab_dir
 
 BOOT = (
-    "from chaoslab.cli import main; from chaoslab.report.cli import register; "
+    "from chaoslab.cli import main; from chaoslab.gate.cli import register; "
     "'gate' in main.commands or register(main); main(prog_name='chaoslab')"
 )
 

@@ -1,0 +1,1 @@
+"""SLI sources (synthetic load, Prometheus, any probe), objectives and their statistics."""
