@@ -29,7 +29,10 @@ classes the guard runs (``MixtureSPRT``) and the fixed-window rule replayed on t
 streams. At p = the tolerated rate (the worst case the risk is stated for) the
 sequential guard must abort at most ``risk`` of the streams.
 
-    .venv/bin/python benchmarks/bench_guard.py [--runs 20] [--streams 1000]
+    .venv/bin/python benchmarks/bench_guard.py [--runs 20] [--healthy-runs 100] [--streams 1000]
+
+``--healthy-runs N`` adds N healthy lab runs (a 1 ms latency fault on one replica, the
+sequential guard with ``slow: 100ms``) and counts the ones it aborted.
 """
 
 from __future__ import annotations
@@ -147,6 +150,54 @@ def one_run(exp_path: Path, work: Path, i: int) -> dict[str, float]:
     }
 
 
+HEALTHY: dict[str, Any] = {
+    "title": "guard on a healthy system",
+    "description": "a fault that harms nobody (1 ms of latency on one replica): the guard must not abort",
+    "load": {"target": "lab:lb", "path": "/", "rate": RATE, "timeout": "2s"},
+    "windows": {"baseline": "0.5s", "after": "0s"},
+    "guard": EXPERIMENT["guard"],
+    "lease": "20s",
+    "method": [
+        {
+            "do": "proxy.latency",
+            "target": "lab:replica-1",
+            "name": "one-ms",
+            "with": {"latency": "1ms"},
+            "duration": "2s",
+        }
+    ],
+}
+
+
+def healthy_runs(runs: int, work: Path) -> tuple[int, int, dict[str, int]]:
+    """(aborted, runs, verdicts) of the sequential guard on healthy lab runs."""
+    from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.events import EventBus
+    from chaoslab.engine.runner import RunOptions, new_run_id
+    from chaoslab.lab.control import lb_url, running_lab
+    from chaoslab.model.compile import load_experiment
+    from chaoslab.session import run_experiment
+
+    path = work / "healthy.json"
+    path.write_text(json.dumps(HEALTHY))
+    verdicts: dict[str, int] = {}
+    with running_lab(n_replicas=3) as state:
+        status = lb_url(state, "/__lb/status")
+        for i in range(runs):
+            wait_healthy(status)
+            registry = DriverRegistry()
+            exp = load_experiment(str(path), registry=registry)
+            result, _ = run_experiment(
+                exp,
+                registry=registry,
+                options=RunOptions(run_dir=work / f"healthy-{i}"),
+                bus=EventBus(),
+                run_id=new_run_id(),
+            )
+            verdicts[result.verdict.value] = verdicts.get(result.verdict.value, 0) + 1
+    return verdicts.get("aborted", 0), runs, verdicts
+
+
 def lab_runs(runs: int, work: Path) -> dict[str, list[dict[str, Any]]]:
     from chaoslab.lab.control import lb_url, running_lab
 
@@ -261,9 +312,11 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1000, help="simulated healthy streams per rate")
     ap.add_argument("--stream-s", type=float, default=30.0, help="seconds of requests per stream")
     ap.add_argument("--skip-lab", action="store_true", help="only the simulation")
+    ap.add_argument("--healthy-runs", type=int, default=0, help="healthy lab runs (false aborts)")
     args = ap.parse_args()
     load1 = os.getloadavg()[0]
     results: dict[str, list[dict[str, Any]]] = {}
+    healthy: tuple[int, int, dict[str, int]] | None = None
     t0 = time.monotonic()
     if not args.skip_lab:
         with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
@@ -271,7 +324,10 @@ def main() -> None:
             # Our own state directory: our own lab, ledger and locks, none of the user's.
             os.environ["CHAOSLAB_HOME"] = str(work / "home")
             results = lab_runs(args.runs, work)
-    wall = time.monotonic() - t0
+            wall = time.monotonic() - t0
+            if args.healthy_runs:
+                healthy = healthy_runs(args.healthy_runs, work)
+    wall = time.monotonic() - t0 if not results else wall
     print(
         f"machine: {os.cpu_count()} cores, load average {load1:.1f} at start, {os.getloadavg()[0]:.1f} at end"
     )
@@ -313,6 +369,12 @@ def main() -> None:
                 f"{percentile([x[1] for x in slowest], 95) * 1000:.0f} ms "
                 f"(by driver: {sorted({x[0] for x in slowest})})"
             )
+    if healthy is not None:
+        aborted, n, verdicts = healthy
+        print(
+            f"false aborts on healthy lab runs (sequential guard, risk {RISK:g}, slow 100 ms; a 1 ms "
+            f"latency fault for 2 s at {RATE} req/s): {aborted} of {n} ({verdicts})"
+        )
     p0 = 10 * (1 - 0.99)  # the default tolerated rate: burn rate 10 on a 99% objective
     print(
         f"false aborts, simulated: {args.streams} healthy streams of {args.stream_s:g} s at {RATE} req/s "
@@ -325,7 +387,7 @@ def main() -> None:
         worst = max(worst, r["sequential"]) if p <= p0 else worst
         print(f"  {p:12g} {r['sequential']:11.4f} {r['fixed 50%/1s']:13.4f} {r['fixed burn/5s']:14.4f}")
     print(
-        f"detection delay from onset by outage severity, simulated ({args.streams // 5} outages each, "
+        f"detection delay from onset by outage severity, simulated ({max(20, args.streams // 5)} outages each, "
         f"10 s long, at {RATE} req/s):"
     )
     print(f"  {'bad rate':>9s} {'sequential p50/p95':>20s} {'fixed 50%/1s p50 (trips)':>28s}")
