@@ -387,8 +387,8 @@ def main() -> None:
         worst = max(worst, r["sequential"]) if p <= p0 else worst
         print(f"  {p:12g} {r['sequential']:11.4f} {r['fixed 50%/1s']:13.4f} {r['fixed burn/5s']:14.4f}")
     print(
-        f"detection delay from onset by outage severity, simulated ({max(20, args.streams // 5)} outages each, "
-        f"10 s long, at {RATE} req/s):"
+        "detection delay from onset by outage severity, simulated "
+        f"({max(20, args.streams // 5)} outages each, 10 s long, at {RATE} req/s):"
     )
     print(f"  {'bad rate':>9s} {'sequential p50/p95':>20s} {'fixed 50%/1s p50 (trips)':>28s}")
     for severity, med, p95, fixed, trips in detection_by_severity(max(20, args.streams // 5), p0):
