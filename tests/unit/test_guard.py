@@ -274,3 +274,26 @@ def test_send_order_judges_every_request_once_in_order_whatever_the_completion_o
     assert [i for i, _ in judged] == list(range(n))
     for i, bad in judged:
         assert bad == (i in failed or latencies[i] > slow), (i, latencies[i], slow)
+
+
+def test_fixed_window_burn_rate_applies_only_without_the_sequential_test() -> None:
+    """30% of requests fail: burn 30× a 99% objective. The old windowed burn check trips
+    once 20 requests are in the window; with the sequential test on, burn_rate is its
+    tolerated rate instead (here 50%: 30% is within it, so nothing trips)."""
+    epoch = time.time() - 1.0
+    load = FakeLoad(lambda i: (503, 0.001) if i % 10 < 3 else (200, 0.001), epoch=epoch)
+    clock = [epoch + 1.0]
+    load.now = lambda: clock[0]
+    old = SLOGuard(
+        GuardSpec(sequential=False, burn_rate=20, burn_window_s=1.0, hard_error_rate=None),
+        load,
+        lambda: epoch + 1.0,
+    )
+    new = SLOGuard(GuardSpec(burn_rate=50, hard_error_rate=None), load, lambda: epoch + 1.0)
+    assert new.spec.tolerated_rate == pytest.approx(0.5)
+    tripped_old = None
+    for _ in range(100):
+        clock[0] += 0.02
+        tripped_old = tripped_old or old.check(clock[0])
+        assert new.check(clock[0]) is None
+    assert tripped_old is not None and tripped_old.startswith("burn rate")
