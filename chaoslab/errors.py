@@ -117,8 +117,10 @@ class RunInterrupted(ChaoslabError):
 
     @property
     def graceful(self) -> bool:
-        """Whether activities still running are waited for (Chaos Toolkit's rule: every
-        interruption but SIGUSR2), once every fault is reverted."""
+        """Whether background activities still running are waited for once every fault
+        is reverted: after chaoslib's exit_gracefully() and an interruption by a control or
+        a provider, as Chaos Toolkit does; not after Ctrl-C, SIGTERM, a halt or SIGUSR2
+        (Chaos Toolkit waits on Ctrl-C and SIGTERM too: README, table of differences)."""
         return self.signame in ("SIGUSR1", "CONTROL", "ACTIVITY")
 
 
