@@ -450,3 +450,23 @@ def test_configuration_from_a_missing_environment_key_is_invalid_before_anything
         "neither tool may run anything, rollbacks included"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_graceful_exit_is_not_a_halt_in_the_journal_or_the_reports(tmp_path: Path, sleeper: int) -> None:
+    variant = with_fault(COMPAT / "exit_gracefully.yaml", sleeper, tmp_path)
+    code, journal, _ = run_tool("chaoslab", variant, tmp_path, [], {}, {})
+    assert code == 130 and journal["chaoslab"]["verdict"] == "interrupted"
+    assert [i["signal"] for i in journal["chaoslab"]["interruptions"]] == ["SIGUSR1"]
+    assert journal["chaoslab"]["reason"] == "interrupted by chaoslib.exit.exit_gracefully() (SIGUSR1)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rendered = subprocess.run(
+        [str(BIN / "chaoslab"), "report", str(tmp_path / "run")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "chaoslab halt" not in (tmp_path / "run" / "postmortem.md").read_text()
+    assert 'id="halted"' not in (tmp_path / "run" / "report.html").read_text()
