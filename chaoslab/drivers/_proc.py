@@ -292,7 +292,7 @@ def _read_pidfile(path: str) -> int:
 
 def lab_pid(name: str) -> int | None:
     """The pid the lab state file names for component ``name`` (it may be stale)."""
-    from chaoslab.lab.state import LabState  # the lab is optional for most drivers
+    from chaoslab.drivers.targets import LabState
 
     comp = LabState.load(paths.lab_dir()).component(name)
     return comp.pid

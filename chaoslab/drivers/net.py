@@ -306,7 +306,7 @@ def _ns_gone(netns: str | None) -> bool:
 
 
 def _lab_port(target: str) -> int:
-    from chaoslab.lab.state import LabState  # only lab targets need the lab
+    from chaoslab.drivers.targets import LabState
 
     name = target.partition(":")[2]
     port = LabState.load(paths.lab_dir()).component(name).port

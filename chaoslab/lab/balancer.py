@@ -29,7 +29,7 @@ import signal
 from collections import deque
 from dataclasses import dataclass, field
 
-from chaoslab.lab.httpcore import (
+from chaoslab.httpcore import (
     ClientConnection,
     ErrorKind,
     ProtocolError,

@@ -11,7 +11,7 @@ time (seconds after ``epoch``), latency (seconds) and outcome (HTTP status, or a
 any transport failure.
 
 Runs in its own thread with its own asyncio loop, on the raw protocols of
-``chaoslab.lab.httpcore`` (callbacks, no task per request), so one core sends thousands
+``chaoslab.httpcore`` (callbacks, no task per request), so one core sends thousands
 of requests per second; a hand-written client because general clients (httpx, aiohttp)
 spend several times more CPU per request and would become the bottleneck they measure.
 
@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chaoslab.errors import SLIError
-from chaoslab.lab.httpcore import ClientConnection, ErrorKind, build_request
+from chaoslab.httpcore import ClientConnection, ErrorKind, build_request
 from chaoslab.model.sections import LoadSpec as LoadSpec
 from chaoslab.sli.base import (
     Counts,
@@ -65,7 +65,7 @@ def is_error(code: int) -> bool:
 def resolve_url(spec: LoadSpec, base_dir: Path | None = None) -> str:
     """``lab:lb`` → ``http://127.0.0.1:<port><path>`` through the lab's state file."""
     if spec.target.startswith("lab:"):
-        from chaoslab.lab.state import LabState
+        from chaoslab.drivers.targets import LabState
         from chaoslab.paths import lab_dir
 
         comp = LabState.load(lab_dir(base_dir)).component(spec.target[4:])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chaoslab.lab.httpcore import ErrorKind
+from chaoslab.httpcore import ErrorKind
 from chaoslab.lab.supervisor import free_port, wait_port
 from chaoslab.sli.base import ExactLatencies
 from chaoslab.sli.ctk import slo_check

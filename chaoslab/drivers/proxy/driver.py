@@ -38,8 +38,8 @@ from chaoslab.drivers.base import (
     parse_duration,
     with_defaults,
 )
+from chaoslab.drivers.targets import LabState
 from chaoslab.errors import DriverError, Problem, TargetNotFound
-from chaoslab.lab.state import LabState
 
 TOXIC_PREFIX = "chaoslab-"
 HTTP_TIMEOUT_S = 5.0
