@@ -112,10 +112,24 @@ def after_rollback_control(context: Any, **kwargs: Any) -> None:
 # --- leaving a run as chaostoolkit-lib lets python code leave it ------------------------
 
 
-def leave_gracefully() -> str:
-    """``chaoslib.exit.exit_gracefully()`` from a provider (SIGUSR1 to this process)."""
+def _wait_for(event: str, timeout: float = 20.0) -> None:
+    """Readiness handshake: wait (bounded) until ``event`` is in the trace."""
+    trace = _state() / "trace.ndjson"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if trace.exists() and any(
+            json.loads(line)["event"] == event for line in trace.read_text().splitlines()
+        ):
+            return
+        time.sleep(0.01)
+
+
+def leave_gracefully(after: str = "sleep_start") -> str:
+    """``chaoslib.exit.exit_gracefully()`` from a provider (SIGUSR1 to this process), once
+    the background activity has started."""
     from chaoslib.exit import exit_gracefully
 
+    _wait_for(after)
     record("leave_gracefully")
     exit_gracefully()
     time.sleep(5)  # the signal ends the run first; a runner that ignored it waits here
@@ -123,10 +137,12 @@ def leave_gracefully() -> str:
     return "ignored"
 
 
-def leave_ungracefully() -> str:
-    """``chaoslib.exit.exit_ungracefully()`` from a provider (SIGUSR2 to this process)."""
+def leave_ungracefully(after: str = "sleep_start") -> str:
+    """``chaoslib.exit.exit_ungracefully()`` from a provider (SIGUSR2 to this process),
+    once the background activity has started."""
     from chaoslib.exit import exit_ungracefully
 
+    _wait_for(after)
     record("leave_ungracefully")
     exit_ungracefully()
     time.sleep(5)
