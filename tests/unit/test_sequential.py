@@ -105,11 +105,12 @@ def false_aborts(p: float, p0: float, risk: float, streams: int, length: int, se
     return trips
 
 
-@pytest.mark.parametrize(("p0", "risk"), [(0.1, 0.01), (0.3, 0.2)])
-def test_simulated_false_abort_rate_stays_within_the_risk(p0: float, risk: float) -> None:
+@pytest.mark.parametrize(("p0", "risk", "streams", "length"), [(0.1, 0.01, 1000, 500), (0.3, 0.2, 200, 500)])
+def test_simulated_false_abort_rate_stays_within_the_risk(
+    p0: float, risk: float, streams: int, length: int
+) -> None:
     """Healthy streams at exactly the tolerated rate (the worst case of 'within
     tolerance'): the share the test aborts is at most the risk."""
-    streams, length = 400, 1000
     trips = false_aborts(p0, p0, risk, streams, length, seed=1)
     rate = trips / streams
     print(f"\nfalse aborts at p = p0 = {p0}: {trips}/{streams} = {rate:.4f} (risk {risk})")
