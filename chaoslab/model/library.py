@@ -54,7 +54,7 @@ def find(name: str, experiment_file: str | None) -> LibraryEntry | None:
             continue
         for ext in (".yaml", ".yml", ".json"):
             f = d / f"{stem}{ext}"
-            if f.is_file():
+            if f.exists() or f.is_symlink():  # the reader refuses a FIFO, device, directory...
                 doc = load_document(f)
                 data = dict(doc.data)
                 data.setdefault("name", stem)

@@ -133,7 +133,9 @@ def read_bytes(path: str | Path, *, max_bytes: int = MAX_BYTES, what: str = "fil
     except OSError as exc:
         raise _bad(name, f"cannot read the {what}: {exc.strerror}") from None
     if kind := _not_regular(mode):
-        raise _bad(name, f"is {kind}, not a {what}", hint="give the path of a regular file")
+        raise _bad(
+            name, f"is {kind}; the {what} must be a regular file", hint="give the path of a regular file"
+        )
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -143,7 +145,7 @@ def read_bytes(path: str | Path, *, max_bytes: int = MAX_BYTES, what: str = "fil
     try:
         st = os.fstat(fd)
         if kind := _not_regular(st.st_mode):  # swapped between stat and open
-            raise _bad(name, f"is {kind}, not a {what}")
+            raise _bad(name, f"is {kind}; the {what} must be a regular file")
         if st.st_size > max_bytes:
             raise _bad(name, f"the {what} is {_size(st.st_size)}; the limit is {_size(max_bytes)}")
         chunks: list[bytes] = []
@@ -204,7 +206,9 @@ def load_documents(path: str | Path, *, max_bytes: int = MAX_BYTES, what: str = 
     for node in _compose(text, name, multi=True):
         data = _construct(node, name)
         if data is not None:
-            out.append(Document(path=name, data=data, text=text, node=node))
+            doc = Document(path=name, data=data, text=text, node=node)
+            _check_values(doc)
+            out.append(doc)
     return out
 
 
@@ -286,8 +290,11 @@ def _compose(text: str, name: str, *, multi: bool = False) -> list[yaml.Node]:
     each checked against the bounds."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
     nodes: list[yaml.Node] = []
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters: may raise already
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, name) from None
     try:
         while loader.check_node():
             node = loader.get_node()
