@@ -389,6 +389,7 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
     from chaoslab.model.compile import load_experiment
 
     problems: list[Problem] = []
+    warnings: list[str] = []
     for path in experiments:
         _run_masker(path, (), ())  # a problem quoting a secret prints it masked
         try:
@@ -396,11 +397,15 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
             load_configuration(exp)  # as `chaos validate`: a missing environment key is invalid
         except InvalidInput as exc:
             problems.extend(exc.problems)
+        else:
+            warnings.extend(exp.warnings)
     if problems:
         _fail_invalid(InvalidInput(problems), output)
     if output == "json":
-        click.echo(json.dumps({"valid": list(experiments)}))
+        click.echo(json.dumps({"valid": list(experiments), "warnings": warnings}))
     else:
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
         for path in experiments:
             click.echo(f"{path}: valid")
 
@@ -413,7 +418,13 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
     default="text",
     help="text for people; json prints one machine-readable document on stdout.",
 )
-def plan(experiment: str, output: str) -> None:
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for random target selection: `run --seed` with the same seed picks the same targets.",
+)
+def plan(experiment: str, output: str, seed: int | None) -> None:
     """Show what a run would do (targets resolved, leases, rollbacks), touching nothing."""
     from chaoslab.engine.plan import make_plan, render_plan
     from chaoslab.errors import ChaoslabError, InvalidInput
@@ -421,7 +432,7 @@ def plan(experiment: str, output: str) -> None:
     _run_masker(experiment, (), ())  # resolved arguments may hold secrets
     exp = _load(experiment, output)
     try:
-        the_plan = make_plan(exp, registry=_registry())
+        the_plan = make_plan(exp, registry=_registry(), seed=seed)
     except InvalidInput as exc:
         _fail_invalid(exc, output)
     except ChaoslabError as exc:
@@ -446,7 +457,9 @@ def plan(experiment: str, output: str) -> None:
     help="text for people; json prints one machine-readable document on stdout.",
 )
 def drivers(output: str) -> None:
-    """List installed drivers and their operations."""
+    """The fault vocabulary (operation x platform, target syntax per platform), then
+    installed drivers and their operations (the `driver.operation` spellings)."""
+    from chaoslab.drivers import vocabulary
     from chaoslab.errors import ChaoslabError
 
     reg = _registry()
@@ -477,11 +490,30 @@ def drivers(output: str) -> None:
             }
         )
     if output == "json":
-        click.echo(json.dumps(listing, indent=2, default=str))
+        doc = {
+            "operations": vocabulary.matrix(),
+            "platforms": {
+                p: {"schemes": list(schemes), "syntax": vocabulary.TARGET_SYNTAX[p]}
+                for p, schemes in vocabulary.PLATFORMS.items()
+            },
+            "drivers": listing,
+        }
+        click.echo(json.dumps(doc, indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
 
+    platforms = list(vocabulary.PLATFORMS)
+    grid = Table("operation", *platforms, "parameters", box=None, title="operation x platform")
+    for row in vocabulary.matrix():
+        cells = [row["platforms"][p]["driver"] if p in row["platforms"] else "—" for p in platforms]
+        params = ", ".join(f"{p['name']} ({p['unit']})" for p in row["params"])
+        grid.add_row(row["operation"], *cells, params)
+    Console().print(grid)
+    syntax = Table("platform", "target syntax", box=None)
+    for p in platforms:
+        syntax.add_row(p, vocabulary.TARGET_SYNTAX[p])
+    Console().print(syntax)
     table = Table("driver", "operation", "kind", "lease", "summary", box=None)
     for entry in listing:
         if "error" in entry:

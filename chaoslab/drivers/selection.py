@@ -6,8 +6,13 @@ Invariants:
 - Candidates are sorted by a stable key before sampling, so the same seed over the same
   candidate set always picks the same targets, whatever order the OS listed them in.
 - A percentage rounds up and never picks zero of a non-empty set ("10% of 3" is 1).
-- ``pick`` never picks more than there are; asking for more is not an error (it picks all
-  and says so in ``Picked.requested``), because fleets shrink between plan and run.
+- One target by default, on every platform (``count: 1``).
+- Asking for more than match is an error (``TargetNotFound``, nothing touched) unless the
+  step says ``allow_fewer: true``: then every match is picked and ``Picked.requested``
+  says how many were asked for. A silent "all" hides a shrunken fleet.
+- ``max`` is a hard cap on the selector (FIS's and Steadybit's quantity restriction):
+  when more candidates match than ``max``, the fault refuses to start (``UnsafeTarget``),
+  whatever ``count``/``percent``/``all`` would pick.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaoslab.drivers.base import DriverContext, Param
-from chaoslab.errors import Problem
+from chaoslab.errors import Problem, TargetNotFound, UnsafeTarget
 
 SELECTION_PARAMS: tuple[Param, ...] = (
     Param(name="count", type=int, help="pick this many targets (default 1)", minimum=1),
@@ -33,6 +38,13 @@ SELECTION_PARAMS: tuple[Param, ...] = (
     ),
     Param(name="all", type=bool, help="pick every matching target"),
     Param(name="seed", type=int, help="random seed for the pick (default: the run's seed)"),
+    Param(
+        name="max",
+        type=int,
+        help="refuse to start when more than this many targets match the selector",
+        minimum=1,
+    ),
+    Param(name="allow_fewer", type=bool, help="pick what matches when fewer match than count"),
 )
 SELECTION_NAMES = frozenset(p.name for p in SELECTION_PARAMS)
 
@@ -43,15 +55,19 @@ class Selection:
 
     mode: str = "count"
     value: float = 1
+    max: int | None = None
+    allow_fewer: bool = False
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> Selection:
         """Build from operation args; call ``problems`` first for user-facing errors."""
+        cap = int(args["max"]) if args.get("max") is not None else None
+        fewer = bool(args.get("allow_fewer", False))
         if args.get("all"):
-            return cls(mode="all", value=100)
+            return cls(mode="all", value=100, max=cap, allow_fewer=fewer)
         if "percent" in args:
-            return cls(mode="percent", value=float(args["percent"]))
-        return cls(mode="count", value=int(args.get("count", 1)))
+            return cls(mode="percent", value=float(args["percent"]), max=cap, allow_fewer=fewer)
+        return cls(mode="count", value=int(args.get("count", 1)), max=cap, allow_fewer=fewer)
 
     @staticmethod
     def problems(args: Mapping[str, Any], path: str = "") -> list[Problem]:
@@ -76,7 +92,23 @@ class Selection:
         return min(n, int(self.value))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "value": self.value}
+        out: dict[str, Any] = {"mode": self.mode, "value": self.value}
+        if self.max is not None:
+            out["max"] = self.max
+        if self.allow_fewer:
+            out["allow_fewer"] = True
+        return out
+
+    def refusal(self, candidates: int) -> str | None:
+        """Why a pick over ``candidates`` matches must not start, or None. Pure."""
+        if self.max is not None and candidates > self.max:
+            return f"the selector matches {candidates} targets, more than max {self.max}"
+        if self.mode == "count" and candidates < self.value and not self.allow_fewer:
+            return (
+                f"count {int(self.value)} asked, only {candidates} match "
+                "(allow_fewer: true picks what matches)"
+            )
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,8 +143,16 @@ def resolve_seed(args: Mapping[str, Any], ctx: DriverContext) -> int:
 def pick[T](
     candidates: Sequence[T], selection: Selection, seed: int, *, key: Callable[[T], Any]
 ) -> Picked[T]:
-    """Pick ``selection.size(len(candidates))`` items at random with ``seed``."""
+    """Pick ``selection.size(len(candidates))`` items at random with ``seed``.
+
+    Raises ``UnsafeTarget`` past ``max`` and ``TargetNotFound`` when fewer match than
+    ``count`` without ``allow_fewer``: both before anything is touched."""
     ordered = sorted(candidates, key=key)
+    why = selection.refusal(len(ordered))
+    if why is not None:
+        if selection.max is not None and len(ordered) > selection.max:
+            raise UnsafeTarget(why)
+        raise TargetNotFound(why)
     k = selection.size(len(ordered))
     chosen = random.Random(seed).sample(ordered, k) if k < len(ordered) else ordered
     requested = len(ordered) if selection.mode == "all" else k

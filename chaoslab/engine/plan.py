@@ -125,8 +125,9 @@ def check_runnable(exp: Experiment, *, registry: DriverRegistry) -> None:
         raise InvalidInput(_with_lines(exp, problems))
 
 
-def make_plan(exp: Experiment, *, registry: DriverRegistry) -> dict[str, Any]:
-    ctx = DriverContext(run_id="plan", state_dir=home() / "plan", dry=True)
+def make_plan(exp: Experiment, *, registry: DriverRegistry, seed: int | None = None) -> dict[str, Any]:
+    """``seed``: the one ``run --seed`` is given; the same seed picks the same targets."""
+    ctx = DriverContext(run_id="plan", state_dir=home() / "plan", dry=True, seed=seed or 0)
     method = []
     problems: list[Problem] = []
     for a in exp.method:

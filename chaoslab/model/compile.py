@@ -21,7 +21,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from chaoslab.drivers.base import Kind, check_args
+from chaoslab.drivers import vocabulary
+from chaoslab.drivers.base import Kind, Operation, check_args
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model import library, sections
@@ -76,6 +77,17 @@ class _Compiler:
         self.registry = registry
         self.problems: list[Problem] = []
         self.named: dict[str, tuple[dict[str, Any], str]] = {}
+        self.warnings: list[str] = []
+
+    def _driver_op(self, driver: str, operation: str) -> Operation | None:
+        """A driver's operation for the vocabulary (its extra parameters); None when the
+        driver is not installed (the step's driver check reports that)."""
+        if driver not in self.registry:
+            return None
+        try:
+            return self.registry.get(driver).operation(operation)
+        except ChaoslabError:
+            return None
 
     def bad(self, path: str, message: str, hint: str | None = None) -> None:
         self.problems.append(self.doc.problem(path, message, hint))
@@ -180,6 +192,7 @@ class _Compiler:
             guard=guard,
             slo_files=slo_files,
             raw=d,
+            warnings=tuple(self.warnings),
         )
 
     def sli_probes(self, raw: Any) -> tuple[ProbeSLI, ...]:
@@ -411,10 +424,40 @@ class _Compiler:
                     hint="do, target, with, duration, name, timeout, pauses, background, tolerance",
                 )
         do = a["do"]
-        if not isinstance(do, str) or do.count(".") != 1:
-            self.bad(f"{path}.do", f"'do' must be 'driver.operation', got {do!r}")
+        args = a.get("with", {}) or {}
+        if not isinstance(args, dict):
+            self.bad(f"{path}.with", "'with' must be a mapping of arguments")
+            args = {}
+        target = a.get("target")
+        has_subst = any(isinstance(v, str) and "${" in v for v in args.values())
+        vocab = None
+        if isinstance(do, str) and do in vocabulary.BY_NAME:
+            # one vocabulary on every target: the target's scheme picks the driver
+            vocab, found = vocabulary.resolve(
+                do,
+                target if isinstance(target, str) else None,
+                args,
+                driver_op=self._driver_op,
+                check=not has_subst,
+            )
+            for p in found:
+                self.problems.append(self.doc.problem(f"{path}.{p.path}", p.message, p.hint))
+            if vocab is None:
+                return None
+        elif not isinstance(do, str) or do.count(".") != 1:
+            self.bad(
+                f"{path}.do",
+                f"'do' must be an operation ({', '.join(vocabulary.BY_NAME)}) or 'driver.operation',"
+                f" got {do!r}",
+            )
             return None
-        driver_name, op_name = do.split(".")
+        if vocab is not None:
+            driver_name, op_name = vocab.driver, vocab.driver_operation
+            args, target = vocab.args, vocab.target
+        else:
+            driver_name, op_name = do.split(".")
+            if (advice := vocabulary.suggest(driver_name, op_name, target)) is not None:
+                self.warnings.append(f"{self.doc.path}: {path}.do: {advice}")
         if driver_name not in self.registry:
             self.bad(
                 f"{path}.do",
@@ -435,15 +478,9 @@ class _Compiler:
                 hint=", ".join(o.name for o in driver.operations()),
             )
             return None
-        args = a.get("with", {}) or {}
-        if not isinstance(args, dict):
-            self.bad(f"{path}.with", "'with' must be a mapping of arguments")
-            args = {}
-        has_subst = any(isinstance(v, str) and "${" in v for v in args.values())
         if not has_subst:
             for p in check_args(op, args, f"{path}.with"):
                 self.problems.append(self.doc.problem(p.path, p.message, p.hint))
-        target = a.get("target")
         if op.needs_target and not isinstance(target, str):
             self.bad(f"{path}.target", f"{do} needs a target")
         if len(self.problems) == before and not has_subst:

@@ -101,6 +101,8 @@ class Experiment(msgspec.Struct, frozen=True, kw_only=True):
     guard: GuardSection | None = None
     slo_files: SLOFiles | None = None
     raw: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    # advice that does not stop a run (a legacy ``driver.operation`` spelling)
+    warnings: tuple[str, ...] = ()
 
     def all_activities(self) -> tuple[Activity, ...]:
         probes = self.hypothesis.probes if self.hypothesis else ()

@@ -50,7 +50,12 @@ def test_version_and_help_list_exit_codes(tmp_path: Path) -> None:
 def test_drivers_lists_every_installed_driver_with_operations(tmp_path: Path) -> None:
     proc = chaoslab("drivers", "--output", "json", cwd=tmp_path)
     assert proc.returncode == 0
-    listing = {d["name"]: d for d in json.loads(proc.stdout)}
+    doc = json.loads(proc.stdout)
+    listing = {d["name"]: d for d in doc["drivers"]}
+    matrix = {row["operation"]: row for row in doc["operations"]}
+    assert set(matrix["kill"]["platforms"]) == {"local", "docker", "ssh", "kubernetes"}
+    assert matrix["kill"]["platforms"]["kubernetes"]["driver"] == "kubernetes.delete_pods"
+    assert doc["platforms"]["docker"]["schemes"] == ["docker"]
     assert {"process", "proxy", "stress", "net", "docker", "ssh", "kubernetes"} <= set(listing)
     ops = {o["name"]: o for o in listing["process"]["operations"]}
     assert ops["kill"]["kind"] == "fault" and ops["kill"]["lease"] == "none"

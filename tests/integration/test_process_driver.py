@@ -146,7 +146,11 @@ def test_selection_count_percent_all_with_recorded_seed(ctx: DriverContext) -> N
         assert len(picked({"percent": 50})) == 2
         assert len(picked({"percent": 1})) == 1  # rounds up, never zero
         assert sorted(picked({"all": True})) == sorted(p.pid for p in procs)
-        assert len(picked({"count": 10})) == 4
+        assert len(picked({"count": 10, "allow_fewer": True})) == 4
+        with pytest.raises(TargetNotFound):
+            picked({"count": 10})  # fewer than asked: an error, not a silent "all"
+        with pytest.raises(UnsafeTarget):
+            picked({"count": 1, "max": 3})  # the selector matches 4: refused
         rec = DRIVER.prepare(ctx, _op("suspend"), {"count": 2, "seed": 42}, target, 5)
         assert rec.data["pick"]["seed"] == 42 and rec.data["pick"]["candidates"] == 4
         run_seeded = DriverContext(run_id="t", state_dir=ctx.state_dir, seed=99)

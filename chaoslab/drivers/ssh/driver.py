@@ -72,9 +72,25 @@ DEFAULT_LEASE_S = 300.0  # a leased fault without a lease still ends by itself
 SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ABRT")
 _IFACE = re.compile(r"^[^\s/]{1,15}$")
 
+
+def _seed(a: Mapping[str, Any], ctx: DriverContext) -> str:
+    """The pick's seed: the step's, else the run's (``plan --seed`` and ``run --seed``
+    with the same seed pick the same hosts), else one per run."""
+    if a.get("seed") is not None:
+        return str(a["seed"])
+    return str(ctx.seed) if ctx.seed else f"{ctx.seed}:{ctx.run_id}"
+
+
+def _limits(a: Mapping[str, Any]) -> dict[str, Any]:
+    return {"cap": a.get("max"), "allow_fewer": bool(a.get("allow_fewer", False))}
+
+
 _COMMON = (
     Param(name="inventory", type=str, help="inventory file (default: $CHAOSLAB_SSH_INVENTORY)"),
     Param(name="pick", type=(str, int), help="all, one, N or 'N%' of the matched hosts", default="all"),
+    Param(name="seed", type=int, help="random seed for the pick (default: the run's seed)"),
+    Param(name="max", type=int, help="refuse to start when more hosts than this match", minimum=1),
+    Param(name="allow_fewer", type=bool, help="pick what matches when fewer hosts match than pick N"),
     Param(name="concurrency", type=int, help="hosts worked on at once", minimum=1, maximum=256),
     Param(name="timeout", type=(str, int, float), help="per remote command", duration=True),
     Param(name="trust_new_host_keys", type=bool, help="accept UNKNOWN host keys (never changed ones)"),
@@ -257,7 +273,7 @@ class SSHDriver(Driver):
         """A mapping host name → value. Raises if any host cannot answer."""
         a = self._checked(op, args, target)
         inv = _load(a)
-        hosts = pick_hosts(inv.match(str(target)), a["pick"], f"{ctx.seed}:{ctx.run_id}")
+        hosts = pick_hosts(inv.match(str(target)), a["pick"], _seed(a, ctx), **_limits(a))
         pool = self._pool(ctx, inv.settings.connect_timeout_s, inv.settings.connect_attempts)
         timeout_s = _timeout(a, inv.settings.command_timeout_s)
         concurrency = int(a.get("concurrency") or inv.settings.concurrency)
@@ -298,8 +314,8 @@ class SSHDriver(Driver):
     ) -> RevertRecord:
         a = self._checked(op, args, target)
         inv = _load(a)
-        seed = f"{ctx.seed}:{ctx.run_id}"
-        hosts = pick_hosts(inv.match(str(target)), a["pick"], seed)
+        seed = _seed(a, ctx)
+        hosts = pick_hosts(inv.match(str(target)), a["pick"], seed, **_limits(a))
         if op.lease is LeaseKind.NONE:
             lease: float | None = None
         else:

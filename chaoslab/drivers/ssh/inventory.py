@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.drivers.base import parse_duration
-from chaoslab.errors import InvalidInput, Problem, TargetNotFound
+from chaoslab.errors import InvalidInput, Problem, TargetNotFound, UnsafeTarget
 
 ENV_INVENTORY = "CHAOSLAB_SSH_INVENTORY"
 TARGET_PREFIX = "ssh:"
@@ -369,13 +369,31 @@ def check_pick(pick: Any) -> str | None:
     return f"bad pick {pick!r} (use all, one, a count like 3, or a percentage like '25%')"
 
 
-def pick_hosts(hosts: Sequence[HostSpec], pick: Any, seed: str) -> list[HostSpec]:
+def pick_hosts(
+    hosts: Sequence[HostSpec], pick: Any, seed: str, *, cap: int | None = None, allow_fewer: bool = False
+) -> list[HostSpec]:
     """Choose among ``hosts`` as ``pick`` says; random but reproducible from ``seed``.
 
     Invariant: the result is never empty when ``hosts`` is not, and keeps inventory order.
+    ``cap`` (the step's ``max``): more matching hosts than this refuses the fault
+    (``UnsafeTarget``); a count ``N`` above the matches is ``TargetNotFound`` unless
+    ``allow_fewer`` (the rules of ``chaoslab.drivers.selection``).
     """
     if (problem := check_pick(pick)) is not None:
         raise InvalidInput([Problem(path="pick", message=problem)])
+    if cap is not None and len(hosts) > cap:
+        raise UnsafeTarget(f"the selector matches {len(hosts)} hosts, more than max {cap}", driver="ssh")
+    if (
+        isinstance(pick, int)
+        and not isinstance(pick, bool)
+        and pick > len(hosts)
+        and hosts
+        and not allow_fewer
+    ):
+        raise TargetNotFound(
+            f"pick {pick} asked, only {len(hosts)} hosts match (allow_fewer: true picks what matches)",
+            driver="ssh",
+        )
     if pick == "all" or not hosts:
         return list(hosts)
     if pick == "one":
