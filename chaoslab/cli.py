@@ -422,7 +422,7 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
     "--seed",
     type=int,
     default=None,
-    help="Seed for random target selection: `run --seed` with the same seed picks the same targets.",
+    help="Seed for random target selection: run --seed with the same seed picks the same targets.",
 )
 def plan(experiment: str, output: str, seed: int | None) -> None:
     """Show what a run would do (targets resolved, leases, rollbacks), touching nothing."""
@@ -458,7 +458,7 @@ def plan(experiment: str, output: str, seed: int | None) -> None:
 )
 def drivers(output: str) -> None:
     """The fault vocabulary (operation x platform, target syntax per platform), then
-    installed drivers and their operations (the `driver.operation` spellings)."""
+    installed drivers and their operations (the driver.operation spellings)."""
     from chaoslab.drivers import vocabulary
     from chaoslab.errors import ChaoslabError
 
