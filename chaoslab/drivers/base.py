@@ -119,6 +119,9 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
     # uid, a host resource): locks and the open-ledger check key on these, never on
     # ``target``'s text. Stamped by the engine from ``Driver.identities``.
     keys: tuple[str, ...] = ()
+    # Absolute path of the file the runner renews while it lives (``drivers.lease``);
+    # empty: the lease ends only at ``lease_expires_at``.
+    heartbeat: str = ""
 
     def with_data(self, **data: Any) -> RevertRecord:
         return msgspec.structs.replace(self, data={**self.data, **data})
@@ -137,6 +140,7 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
             "lease_expires_at": self.lease_expires_at,
             "created_at": self.created_at,
             "keys": list(self.keys),
+            "heartbeat": self.heartbeat,
         }
 
     def to_json(self) -> str:
@@ -157,6 +161,7 @@ class RevertRecord(msgspec.Struct, frozen=True, kw_only=True):
             lease_expires_at=raw.get("lease_expires_at"),
             created_at=float(raw.get("created_at", 0.0)),
             keys=tuple(str(k) for k in (raw.get("keys") or ())),
+            heartbeat=str(raw.get("heartbeat") or ""),
         )
 
     def identity_keys(self) -> tuple[str, ...]:
@@ -183,6 +188,9 @@ class Driver(ABC):
     name: str = ""
     summary: str = ""
     install_hint: str = ""  # e.g. "pip install 'chaoslab[docker]'"
+    # Fault operations whose lease reads ``RevertRecord.heartbeat`` (``drivers.lease``):
+    # the engine renews those while the run lives instead of fixing a lease length.
+    heartbeat_ops: frozenset[str] = frozenset()
 
     @abstractmethod
     def operations(self) -> Sequence[Operation]:

@@ -11,8 +11,10 @@ and why. Disk fill is always built-in: stress-ng has no fill-to-size stressor.
 
 The lease lives in the stressor: every stressor process ends itself at the lease's
 absolute deadline. Disk fill also arms a watchdog, because files outlive a SIGKILLed
-stressor. An optional process ``target`` (same grammar as the process driver) places the
-stressor in that process's cgroups, so the target's own CPU/memory share is squeezed.
+stressor; so does any fault the engine renews by heartbeat (``drivers.lease``), since
+the watchdog is what notices that the run stopped renewing it. An optional process
+``target`` (same grammar as the process driver) places the stressor in that process's
+cgroups, so the target's own CPU/memory share is squeezed.
 
 Invariant: revert and check_clean touch exactly this fault's processes — the stressor
 keeper's session (its sid) and processes tagged ``CHAOSLAB_FAULT_ID=<fault_id>`` — and
@@ -131,6 +133,8 @@ class StressDriver(Driver):
     """CPU, memory and disk stress with self-ending stressors. Stateless."""
 
     name = "stress"
+    # Leased by the watchdog, which reads the run\'s heartbeat (drivers.lease).
+    heartbeat_ops = frozenset({"cpu", "memory", "disk"})
     summary = "CPU, memory and disk pressure (stress-ng or built-in), bounded by the lease"
 
     def operations(self) -> Sequence[Operation]:
@@ -216,7 +220,9 @@ class StressDriver(Driver):
         }
         if data["kind"] == "disk":
             spec["fill_dir"] = str(fill_dir(data["path"], record.fault_id))
-            # Files outlive a killed stressor: a watchdog removes them when the lease ends.
+        if data["kind"] == "disk" or record.heartbeat:
+            # Files outlive a killed stressor, and a stressor knows only its deadline: the
+            # watchdog ends the fault when the lease ends or the run stops renewing it.
             record = record.with_data(watchdog=spawn_watchdog(ctx, record).to_dict())
         if data["backend"] == "stress-ng":
             spec["command"] = _stress_ng_command(data, deadline)

@@ -11,7 +11,8 @@ identity as one JSON line and exits. So the watchdog is not the runner's child: 
 runner's death (even SIGKILL, even of its whole process group) does not reach it, and the
 runner never has to reap it.
 
-The watchdog sleeps until ``record.lease_expires_at``, then loads the record's driver
+The watchdog waits until the lease ends — ``record.lease_expires_at``, or as soon as the
+runner stops renewing ``record.heartbeat`` (``chaoslab.drivers.lease``) — then loads the record's driver
 through the entry-point registry and calls ``revert(record)`` — the same code path as any
 revert, using only the record. It then writes the outcome and a ``check_clean`` report to
 ``<state dir>/watchdogs/<fault_id>.json``. SIGTERM (sent by a revert that got there
@@ -47,6 +48,7 @@ from chaoslab.drivers.base import (
     parse_duration,
     with_defaults,
 )
+from chaoslab.drivers.lease import POLL_S, lapse_reason
 from chaoslab.errors import DriverError, InvalidInput, Problem
 
 SPAWN_TIMEOUT_S = 15.0
@@ -145,8 +147,16 @@ def outcome_path(state_dir: Path, fault_id: str) -> Path:
     return state_dir / "watchdogs" / f"{fault_id}.json"
 
 
+def lapse_path(state_dir: Path, fault_id: str) -> Path:
+    """Written the moment the lease ends the fault (before the revert), with the reason."""
+    return state_dir / "watchdogs" / f"{fault_id}.lapsed.json"
+
+
 def _write_outcome(state_dir: Path, fault_id: str, outcome: dict[str, Any]) -> None:
-    path = outcome_path(state_dir, fault_id)
+    _write_json(outcome_path(state_dir, fault_id), outcome)
+
+
+def _write_json(path: Path, outcome: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(outcome, sort_keys=True), "utf-8")
@@ -157,7 +167,6 @@ def _guard(record: RevertRecord, state_dir: Path) -> None:
     """Runs in the detached child: wait for the lease, revert, record the outcome."""
     from chaoslab.drivers.registry import DriverRegistry
 
-    expires = float(record.lease_expires_at or 0.0)
     ctx = DriverContext(run_id=record.run_id, state_dir=state_dir)
     driver = None
     try:
@@ -167,9 +176,11 @@ def _guard(record: RevertRecord, state_dir: Path) -> None:
         driver.check_clean(ctx, record)
     except Exception:
         pass  # retried below, where a failure is recorded
-    while (left := expires - time.time()) > 0:
-        time.sleep(min(left, 1.0))
-    outcome: dict[str, Any] = {"fault_id": record.fault_id, "lease_expired_at": time.time()}
+    while (why := lapse_reason(record)) is None:
+        time.sleep(POLL_S)
+    outcome: dict[str, Any] = {"fault_id": record.fault_id, "lease_expired_at": time.time(), "reason": why}
+    # Said at once, before the revert: a live runner reports a lease that ended its fault.
+    _write_json(lapse_path(state_dir, record.fault_id), outcome)
     try:
         driver = driver or DriverRegistry().get(record.driver)
         result = driver.revert(ctx, record)

@@ -169,6 +169,18 @@ class SLITick(Event, frozen=True, kw_only=True):
     p99_ms: float | None = None
 
 
+class LeaseLapsed(Event, frozen=True, kw_only=True):
+    """A fault's lease ended it before the run reverted it (the run stopped renewing,
+    or the lease ceiling passed): the method did not run under that fault throughout."""
+
+    kind: ClassVar[str] = "lease-lapsed"
+    fault_id: str
+    driver: str
+    operation: str
+    target: str
+    reason: str
+
+
 class LockReclaimed(Event, frozen=True, kw_only=True):
     """A blast-radius lock left by a dead run was taken over."""
 

@@ -8,6 +8,7 @@ when speed matters most.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -16,7 +17,9 @@ from typing import Any, Protocol
 
 import msgspec
 
+from chaoslab.drivers import lease
 from chaoslab.drivers.base import (
+    MAX_LEASE_S,
     CleanReport,
     DriverContext,
     LeaseKind,
@@ -26,6 +29,7 @@ from chaoslab.drivers.base import (
     with_defaults,
 )
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.engine import events as ev
 from chaoslab.errors import DriverError, InvalidInput
 from chaoslab.model.experiment import Activity
@@ -54,6 +58,7 @@ class ActiveFault(msgspec.Struct, kw_only=True):
     reverted_at: float | None = None
     clean_at: float | None = None
     reverting: bool = False  # a revert was dispatched (its duration ended)
+    lapsed: str | None = None  # the lease ended the fault before the runner did: why
     lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
 
     @property
@@ -80,6 +85,8 @@ class FaultManager:
         self.revert_timeout_s = revert_timeout_s
         self._faults: list[ActiveFault] = []
         self._lock = threading.Lock()
+        self._beater: threading.Thread | None = None
+        self._stop_beats = threading.Event()
 
     # --- inject --------------------------------------------------------------------------
 
@@ -94,12 +101,24 @@ class FaultManager:
             raise InvalidInput(problems)
         duration = activity.duration_s
         lease_s = None
+        renewed = op.lease is LeaseKind.TARGET and op.name in driver.heartbeat_ops
         if op.lease is LeaseKind.TARGET:
-            lease_s = (duration if duration is not None else self.default_lease_s) + LEASE_MARGIN_S
+            if duration is not None:
+                lease_s = duration + LEASE_MARGIN_S
+            elif renewed:
+                # Renewed by heartbeats: the fault lasts as long as the method, and ends
+                # within LAPSE_S of the run's death. The ceiling is only a backstop.
+                lease_s = MAX_LEASE_S
+            else:
+                lease_s = self.default_lease_s + LEASE_MARGIN_S
         record = driver.prepare(self.ctx, op, with_defaults(op, args), target, lease_s)
         now = time.time()
         record = _stamp(record, run_id=self.ctx.run_id, lease_s=lease_s, now=now)
         record = msgspec.structs.replace(record, keys=tuple(sorted(set(driver.identities(record)))))
+        if renewed and not self.ctx.dry:
+            path = lease.beat_path(self.ctx.state_dir, record.fault_id)
+            lease.beat(path)  # the first heartbeat, before the lease is armed
+            record = msgspec.structs.replace(record, heartbeat=str(path))
         if self.ledger is not None:
             # Locks and the open-ledger check key on what the fault resolved to.
             self.ledger.claim(record)
@@ -113,6 +132,8 @@ class FaultManager:
         )
         with self._lock:
             self._faults.append(fault)
+        if record.heartbeat:
+            self._start_heartbeats()
         try:
             record = driver.inject(self.ctx, record)
         except Exception:
@@ -171,6 +192,7 @@ class FaultManager:
         with fault.lock:
             if fault.reverted is not None:
                 return
+            self._notice_lapse(fault)  # before our revert: was the fault still on?
             driver = self.registry.get(fault.record.driver)
             t0 = time.monotonic()
             try:
@@ -206,6 +228,8 @@ class FaultManager:
                 )
             )
             fault.clean_at = time.time()
+            if fault.clean.clean and fault.record.heartbeat:
+                lease.retire(fault.record.heartbeat)  # only after a verified revert
             if self.ledger is not None and fault.clean.clean:
                 self.ledger.close_entry(fault.record.fault_id, fault.clean)
 
@@ -248,6 +272,65 @@ class FaultManager:
     def not_clean(self) -> list[ActiveFault]:
         return [f for f in self.all() if f.clean is None or not f.clean.clean]
 
+    # --- heartbeats ------------------------------------------------------------------------
+
+    def _renewed(self) -> list[ActiveFault]:
+        """Faults whose lease the run still renews: every one not yet verified clean."""
+        with self._lock:
+            return [f for f in self._faults if f.record.heartbeat and not (f.clean and f.clean.clean)]
+
+    def _start_heartbeats(self) -> None:
+        with self._lock:
+            if self._beater is not None or self._stop_beats.is_set():
+                return
+            self._beater = threading.Thread(target=self._heartbeats, name="lease-heartbeat", daemon=True)
+        self._beater.start()
+
+    def _heartbeats(self) -> None:
+        """Renew every lease each HEARTBEAT_S, and notice a lease that ended a fault early."""
+        while not self._stop_beats.is_set():
+            for fault in self._renewed():
+                try:
+                    lease.beat(fault.record.heartbeat)
+                except OSError:
+                    pass  # a missed beat: the next one, or the lease, takes over
+                self._notice_lapse(fault)
+            self._stop_beats.wait(lease.HEARTBEAT_S)
+
+    def _notice_lapse(self, fault: ActiveFault) -> None:
+        if fault.lapsed is not None:
+            return
+        path = lapse_path(self.ctx.state_dir, fault.record.fault_id)
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        fault.lapsed = str(raw.get("reason") or "its lease ended")
+        self.bus.emit(
+            ev.LeaseLapsed(
+                run_id=self.ctx.run_id,
+                fault_id=fault.record.fault_id,
+                driver=fault.record.driver,
+                operation=fault.record.operation,
+                target=fault.record.target,
+                reason=fault.lapsed,
+            )
+        )
+
+    def lapsed(self) -> list[ActiveFault]:
+        """Faults their lease ended before the run reverted them (checked once more now)."""
+        for fault in self.all():
+            if fault.record.heartbeat or fault.record.lease_expires_at is not None:
+                self._notice_lapse(fault)
+        return [f for f in self.all() if f.lapsed is not None]
+
+    def stop_heartbeats(self) -> None:
+        """The run is over: stop renewing. A fault not verified clean is left to its lease."""
+        self._stop_beats.set()
+        beater = self._beater
+        if beater is not None and beater is not threading.current_thread():
+            beater.join(timeout=5.0)
+
     def __enter__(self) -> FaultManager:
         return self
 
@@ -255,6 +338,7 @@ class FaultManager:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.revert_all()
+        self.stop_heartbeats()
 
 
 def _stamp(record: RevertRecord, *, run_id: str, lease_s: float | None, now: float) -> RevertRecord:

@@ -816,6 +816,13 @@ class Runner:
                     self._fold_slo(result)
             except ChaoslabError as exc:
                 self.state.add(Verdict.ERROR, f"SLI measurement failed: {exc}")
+        self.faults.stop_heartbeats()  # reverted faults are retired; a dirty one keeps its lease
+        for fault in self.faults.lapsed():
+            self.state.add(
+                Verdict.INCONCLUSIVE,
+                f"{fault.label} was ended early by its lease ({fault.lapsed}): the method did not"
+                " run under it throughout",
+            )
         self._phase_start(Phase.VERIFY)
         dirty = self.faults.not_clean()
         for fault in dirty:
