@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,22 +51,36 @@ def run_process(
             arguments = itertools.chain.from_iterable(arguments.items())
         argv = [str(p) for p in arguments if p not in (None, "")]
         argv.insert(0, path)
-    # Popen + communicate is what subprocess.run does; we need the handle first.
+    # Popen + communicate is what subprocess.run does; we need the handle first. Its own
+    # session: the whole tree (what a shell backgrounds too) is one process group, ended
+    # as one, so nothing it started can outlive it holding our stdout.
     with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ, shell=shell
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ,
+        shell=shell,
+        start_new_session=True,
     ) as proc:
         if started is not None:
             started(proc)
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             proc.communicate()
             raise ProcessActivityFailed("process activity took too long to complete") from None
         except BaseException:
-            proc.kill()
+            _kill_group(proc)
             raise
     return {"status": proc.returncode, "stdout": _decode(stdout), "stderr": _decode(stderr)}
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def validate_process(activity: Mapping[str, Any]) -> str | None:

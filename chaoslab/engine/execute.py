@@ -22,6 +22,7 @@ import msgspec
 
 from chaoslab.drivers.base import DriverContext, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.proctree import ActivityTrees
 from chaoslab.errors import ChaoslabError, InvalidInput
 from chaoslab.model.experiment import Activity, ActivityKind
 
@@ -179,13 +180,6 @@ def scalar_tolerance(tolerance: Any, value: Any) -> bool:
     return False
 
 
-def _end(children: list[subprocess.Popen[bytes]]) -> None:
-    """Kill the processes of an abandoned or interrupted activity (never left behind)."""
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-
-
 def execute(
     activity: Activity,
     *,
@@ -195,38 +189,44 @@ def execute(
     secrets: Mapping[str, Any],
     default_timeout_s: float,
     tick: Callable[[], None] | None = None,
+    trees: ActivityTrees | None = None,
 ) -> Outcome:
     """Run a provider activity or a driver probe (faults go through ``FaultManager``).
 
     ``tick`` is called every 50 ms while the activity runs (the runner ends timed faults
-    on time with it)."""
+    on time with it). ``trees`` holds the run's activity process trees: whatever the
+    activity started is ended at its deadline, on an interruption, and by
+    ``trees.end_all()`` when the run winds down with the activity still running."""
     timeout = activity.timeout_s or default_timeout_s
     start = time.time()
+    provider = activity.kind is ActivityKind.PROVIDER
+    python = provider and (activity.ctk.get("provider") or {}).get("type") == "python"
+    with (trees or ActivityTrees()).activity(python) as tree:
 
-    children: list[subprocess.Popen[bytes]] = []
+        def body() -> Any:
+            if provider:
+                return run_provider(activity, configuration, secrets, lambda p: tree.started(p.pid))
+            return run_driver_probe(activity, registry, ctx, configuration, secrets)
 
-    def body() -> Any:
-        if activity.kind is ActivityKind.PROVIDER:
-            return run_provider(activity, configuration, secrets, children.append)
-        return run_driver_probe(activity, registry, ctx, configuration, secrets)
+        try:
+            output = call_with_deadline(body, timeout, activity.name, tick)
+        except Deadline as exc:
+            tree.end()
+            return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())
+        except ChaoslabError as exc:
+            tree.end()  # e.g. RunInterrupted: the activity's processes must not outlive the run
+            return Outcome(
+                status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc
+            )
+        except Exception as exc:
+            import traceback  # the error path only
 
-    try:
-        output = call_with_deadline(body, timeout, activity.name, tick)
-    except Deadline as exc:
-        _end(children)
-        return Outcome(status="timed-out", output=None, error=str(exc), start=start, end=time.time())
-    except ChaoslabError as exc:
-        _end(children)  # e.g. RunInterrupted: the activity's process must not outlive the run
-        return Outcome(
-            status="failed", output=None, error=str(exc), start=start, end=time.time(), exception=exc
-        )
-    except Exception as exc:
-        import traceback  # the error path only
-
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if type(exc).__name__ in ("ActivityFailed", "ProcessActivityFailed"):
-            error = f"chaoslib.exceptions.ActivityFailed: {exc}"
-        return Outcome(status="failed", output=None, error=error, start=start, end=time.time(), exception=exc)
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if type(exc).__name__ in ("ActivityFailed", "ProcessActivityFailed"):
+                error = f"chaoslib.exceptions.ActivityFailed: {exc}"
+            return Outcome(
+                status="failed", output=None, error=error, start=start, end=time.time(), exception=exc
+            )
     met = None
     if activity.has_tolerance:
         try:

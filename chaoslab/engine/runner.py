@@ -32,6 +32,7 @@ from chaoslab.engine.controls import Controls, written
 from chaoslab.engine.execute import Outcome, execute, substitute
 from chaoslab.engine.faults import FaultManager, Ledger
 from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, run_entry, write_journal
+from chaoslab.engine.proctree import ActivityTrees
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
 from chaoslab.engine.verdict import Verdict, worst
@@ -203,6 +204,7 @@ class Runner:
         self._background: list[_Background] = []
         self._method_runs: list[dict[str, Any]] = []
         self._rollback_runs: list[dict[str, Any]] = []
+        self.activity_trees = ActivityTrees()
         self.faults = FaultManager(
             registry=registry,
             ctx=self.ctx,
@@ -561,6 +563,7 @@ class Runner:
             secrets=self.secrets,
             default_timeout_s=self.exp.runtime.activity_timeout_s,
             tick=self._tick,
+            trees=self.activity_trees,
         )
 
     def _execute_interruptible(self, activity: Activity) -> Outcome:
@@ -817,6 +820,7 @@ class Runner:
             except ChaoslabError as exc:
                 self.state.add(Verdict.ERROR, f"SLI measurement failed: {exc}")
         self.faults.stop_heartbeats()  # reverted faults are retired; a dirty one keeps its lease
+        self.activity_trees.end_all()  # an abandoned activity leaves no process behind
         for fault in self.faults.lapsed():
             self.state.add(
                 Verdict.INCONCLUSIVE,
