@@ -529,7 +529,7 @@ class DockerDriver(Driver):
     """Faults and probes on Docker containers. Stateless: everything lives in the record."""
 
     name = NAME
-    # Leased by the watchdog, which reads the run\'s heartbeat (drivers.lease).
+    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
     heartbeat_ops = _LEASED
     summary = "Kill, stop, pause, restart, throttle, stress or disconnect Docker containers"
     install_hint = INSTALL_HINT

@@ -610,7 +610,7 @@ class KubernetesDriver(Driver):
     """Pods, workloads and nodes through the Kubernetes API. Stateless: all in the record."""
 
     name = NAME
-    # Leased by the watchdog, which reads the run\'s heartbeat (drivers.lease).
+    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
     heartbeat_ops = frozenset({"scale", "cordon"})
     summary = "Kubernetes: delete pods, scale workloads, cordon nodes; readiness probes"
     install_hint = INSTALL_HINT

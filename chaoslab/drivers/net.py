@@ -167,9 +167,8 @@ class NetDriver(Driver):
     """iptables and tc netem faults on this host or a named network namespace."""
 
     name = "net"
-    heartbeat_ops = frozenset(
-        op.name for op in OPERATIONS if op.kind is Kind.FAULT
-    )  # leased by the watchdog, which reads the heartbeat
+    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
+    heartbeat_ops = frozenset(op.name for op in OPERATIONS if op.kind is Kind.FAULT)
     summary = "Drop or partition traffic (iptables), delay or lose packets (tc netem)"
 
     def operations(self) -> Sequence[Operation]:

@@ -117,7 +117,7 @@ class ProcessDriver(Driver):
     """Kill and suspend local processes. Stateless: everything lives in the record."""
 
     name = "process"
-    # Leased by the watchdog, which reads the run\'s heartbeat (drivers.lease).
+    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
     heartbeat_ops = frozenset({"suspend"})
     summary = "Kill or suspend local processes (pid, pid file, name, pattern, lab component)"
 

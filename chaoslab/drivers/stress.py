@@ -133,7 +133,7 @@ class StressDriver(Driver):
     """CPU, memory and disk stress with self-ending stressors. Stateless."""
 
     name = "stress"
-    # Leased by the watchdog, which reads the run\'s heartbeat (drivers.lease).
+    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
     heartbeat_ops = frozenset({"cpu", "memory", "disk"})
     summary = "CPU, memory and disk pressure (stress-ng or built-in), bounded by the lease"
 
