@@ -45,6 +45,7 @@ from chaoslab.errors import (
     LedgerError,
     LockHeld,
     RunInterrupted,
+    TargetNotFound,
 )
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
 from chaoslab.model.varfile import VarValues
@@ -555,7 +556,7 @@ class Runner:
         return outcome, entry
 
     def _execute(self, activity: Activity) -> Outcome:
-        return execute(
+        outcome = execute(
             activity,
             registry=self.registry,
             ctx=self.ctx,
@@ -565,6 +566,12 @@ class Runner:
             tick=self._tick,
             trees=self.activity_trees,
         )
+        exc = outcome.exception
+        if isinstance(exc, DriverError) and not isinstance(exc, TargetNotFound) and activity.driver:
+            # A probe that cannot reach its driver's infrastructure (a dead dockerd, an API
+            # server down) measured nothing: an infrastructure error, not a failed hypothesis.
+            self.state.add(Verdict.ERROR, f"probe {activity.name} could not run: {exc}")
+        return outcome
 
     def _execute_interruptible(self, activity: Activity) -> Outcome:
         """As chaostoolkit-lib: a python provider that raises ``InterruptExecution`` or

@@ -319,11 +319,53 @@ def lb_url(state: LabState, path: str = "/") -> str:
 def running_lab(
     n_replicas: int = 3, restart_delay_s: float = 1.0, base_dir: Path | None = None
 ) -> Iterator[LabState]:
-    """The lab for the duration of a block; taken down afterwards only if we started it."""
+    """The lab for the duration of a block; taken down afterwards only if we started it.
+
+    A lab we start is marked with our identity (pid + start time), so that if we die
+    without taking it down (SIGKILL), ``stop_orphaned_lab`` (run by ``chaoslab recover``)
+    knows it is nobody's and stops it."""
     was_running = _live(lab_dir(base_dir)) is not None
     state = up(n_replicas, restart_delay_s, base_dir)
+    marker = _starter_file(base_dir)
+    if not was_running:
+        me = psutil.Process()
+        marker.write_text(json.dumps({"pid": me.pid, "create_time": me.create_time()}), "utf-8")
     try:
         yield state
     finally:
         if not was_running:
             down(base_dir)
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+
+def _starter_file(base_dir: Path | None) -> Path:
+    directory = lab_dir(base_dir)
+    return directory.with_name(directory.name + ".started-by.json")
+
+
+def stop_orphaned_lab(base_dir: Path | None = None) -> str | None:
+    """Stop the lab if a run started it and died without taking it down; say so.
+
+    Returns None when there is nothing to do (no marker, or its run is still alive).
+    """
+    marker = _starter_file(base_dir)
+    try:
+        raw = json.loads(marker.read_text("utf-8"))
+        pid, created = int(raw["pid"]), float(raw["create_time"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        pid, created = 0, 0.0  # unreadable: nobody can claim it
+    try:
+        proc = psutil.Process(pid) if pid > 0 else None
+        if proc is not None and abs(proc.create_time() - created) < 0.01 and proc.status() != "zombie":
+            return None  # the run that started it is alive: its lab
+    except psutil.Error:
+        pass
+    stopped = down(base_dir)
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
+    if not stopped:
+        return None
+    return f"stopped the lab that a dead run (pid {pid}) started and left running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -38,6 +39,10 @@ def register(main: click.Group) -> None:
         except LedgerError as exc:
             click.echo(f"recover: {exc}", err=True)
             sys.exit(5)
+        from chaoslab.lab.control import stop_orphaned_lab
+
+        if note := stop_orphaned_lab():  # a lab a dead run started is part of what it left
+            report = dataclasses.replace(report, notes=(*report.notes, note))
         if output == "json":
             click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         else:

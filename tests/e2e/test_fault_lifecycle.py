@@ -64,3 +64,45 @@ def test_relative_disk_path_then_sigkill_then_recover_from_elsewhere(tmp_path: P
         assert [o["status"] for o in report["outcomes"]] == ["closed"]
         assert list((here / "fill").iterdir()) == [], "recover removed the fill it said it removed"
         assert Ledger().open_entries() == []
+
+
+def test_a_docker_probe_that_cannot_reach_dockerd_is_an_infrastructure_error(tmp_path: Path) -> None:
+    exp = tmp_path / "probe.yaml"
+    exp.write_text(
+        "title: t\ndescription: d\nsteady-state-hypothesis:\n  title: web runs\n  probes:\n"
+        "    - {name: web-running, do: docker.running, target: 'name:web', tolerance: true}\n"
+        "method:\n  - {type: action, name: noop, provider: {type: process, path: 'true'}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "chaoslab.cli", "run", "--run-dir", str(tmp_path / "r"), str(exp)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "could not run" in done.stdout + done.stderr
+
+
+def test_recover_stops_the_lab_a_sigkilled_run_started(tmp_path: Path) -> None:
+    from chaoslab.lab.control import status
+
+    exp = tmp_path / "lab.yaml"
+    exp.write_text(
+        "title: t\ndescription: d\nlab: true\nmethod:\n  - {do: process.suspend, target: 'lab:replica-1', duration: 60s}\n"
+    )
+    with adopting_orphans():
+        run = start("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=tmp_path)
+        try:
+            wait_for(tmp_path / "r" / "events.ndjson", "fault-injected", timeout=60)
+        finally:
+            run.kill()
+            run.communicate(timeout=30)
+        assert status().get("running"), "the dead run's lab is still up"
+        recovered = run_cli("recover", "--output", "json", cwd=tmp_path)
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        notes = json.loads(recovered.stdout)["notes"]
+        assert any("stopped the lab" in n for n in notes), notes
+        assert not status().get("running")
