@@ -60,11 +60,20 @@ class InvalidInput(ChaoslabError):
 
 
 class DriverError(ChaoslabError):
-    """A driver failed to probe, inject, revert or check a target."""
+    """A driver failed to probe, inject, revert or check a target.
 
-    def __init__(self, message: str, *, driver: str = "", target: str = "") -> None:
+    ``not_applied`` (raised by ``inject`` only): the driver is certain nothing of the fault
+    reached the target (it could not connect, the host key was refused, the preflight
+    stopped it). The engine then closes the fault's ledger entry as "not applied" with
+    this reason instead of reverting and calling the target not clean.
+    """
+
+    def __init__(
+        self, message: str, *, driver: str = "", target: str = "", not_applied: bool = False
+    ) -> None:
         self.driver = driver
         self.target = target
+        self.not_applied = not_applied
         prefix = ".".join(x for x in (driver,) if x)
         where = f" on {target}" if target else ""
         super().__init__(f"{prefix + ': ' if prefix else ''}{message}{where}")

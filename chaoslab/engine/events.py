@@ -169,6 +169,18 @@ class SLITick(Event, frozen=True, kw_only=True):
     p99_ms: float | None = None
 
 
+class FaultNotApplied(Event, frozen=True, kw_only=True):
+    """A fault that never reached its target (could not connect, refused): its ledger
+    entry is closed as "not applied" with the reason."""
+
+    kind: ClassVar[str] = "fault-not-applied"
+    fault_id: str
+    driver: str
+    operation: str
+    target: str
+    reason: str
+
+
 class LeaseLapsed(Event, frozen=True, kw_only=True):
     """A fault's lease ended it before the run reverted it (the run stopped renewing,
     or the lease ceiling passed): the method did not run under that fault throughout."""

@@ -43,7 +43,7 @@ class Ledger(Protocol):
     def claim(self, record: RevertRecord) -> Any: ...
     def open_entry(self, record: RevertRecord) -> Any: ...
     def update_entry(self, record: RevertRecord) -> Any: ...
-    def close_entry(self, fault_id: str, outcome: CleanReport) -> Any: ...
+    def close_entry(self, fault_id: str, outcome: CleanReport, *, detail: str = "") -> Any: ...
 
 
 class ActiveFault(msgspec.Struct, kw_only=True):
@@ -136,6 +136,12 @@ class FaultManager:
             self._start_heartbeats()
         try:
             record = driver.inject(self.ctx, record)
+        except DriverError as exc:
+            if exc.not_applied:
+                self._not_applied(fault, str(exc))
+            else:
+                self.revert_one(fault)  # half-applied faults are reverted like any other
+            raise
         except Exception:
             # Half-applied faults are reverted like any other.
             self.revert_one(fault)
@@ -232,6 +238,29 @@ class FaultManager:
                 lease.retire(fault.record.heartbeat)  # only after a verified revert
             if self.ledger is not None and fault.clean.clean:
                 self.ledger.close_entry(fault.record.fault_id, fault.clean)
+
+    def _not_applied(self, fault: ActiveFault, reason: str) -> None:
+        """The driver is certain nothing reached the target: close the entry as "not
+        applied" with the reason (never NOT-CLEAN, never left open for recover)."""
+        with fault.lock:
+            detail = f"not applied: {reason}"
+            fault.reverted = RevertResult(reverted=True, detail=detail)
+            fault.clean = CleanReport(clean=True, detail=detail)
+            fault.reverted_at = fault.clean_at = time.time()
+            if fault.record.heartbeat:
+                lease.retire(fault.record.heartbeat)
+            self.bus.emit(
+                ev.FaultNotApplied(
+                    run_id=self.ctx.run_id,
+                    fault_id=fault.record.fault_id,
+                    driver=fault.record.driver,
+                    operation=fault.record.operation,
+                    target=fault.record.target,
+                    reason=reason,
+                )
+            )
+            if self.ledger is not None:
+                self.ledger.close_entry(fault.record.fault_id, fault.clean, detail="not applied")
 
     def revert_all(self) -> float:
         """Revert every active fault at once, each under its own deadline. Returns seconds."""

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from chaoslab.safety.ledger import Ledger
-from tests.conftest import run_cli
+from tests.conftest import require, run_cli
 from tests.contract.targets import adopting_orphans
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +106,31 @@ def test_recover_stops_the_lab_a_sigkilled_run_started(tmp_path: Path) -> None:
         notes = json.loads(recovered.stdout)["notes"]
         assert any("stopped the lab" in n for n in notes), notes
         assert not status().get("running")
+
+
+def test_a_fault_that_never_reached_its_host_closes_as_not_applied(tmp_path: Path) -> None:
+    import importlib.util
+    import socket
+
+    require(importlib.util.find_spec("paramiko") is not None, "paramiko (the ssh extra)")
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "known_hosts").write_text("")
+    (tmp_path / "key").write_text("")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(
+        f"known_hosts: {tmp_path / 'known_hosts'}\nconnect_attempts: 1\nconnect_timeout: 2s\nhosts:\n"
+        f"  dead: {{address: 127.0.0.1, port: {port}, user: root, key_file: {tmp_path / 'key'}}}\n"
+    )
+    exp = tmp_path / "ssh.yaml"
+    exp.write_text(
+        "title: t\ndescription: d\nmethod:\n  - {do: ssh.stress_cpu, target: 'ssh:dead', with: "
+        f"{{inventory: '{inv}', workers: 1, backend: shell}}, duration: 2s}}\n"
+    )
+    done = run_cli("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=tmp_path)
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == 5, done.stdout + done.stderr  # infrastructure, never 6 NOT-CLEAN
+    assert Ledger().open_entries() == []  # nothing for recover to chase
+    kinds = [json.loads(x)["kind"] for x in (tmp_path / "r" / "events.ndjson").read_text().splitlines()]
+    assert "fault-not-applied" in kinds and "fault-injected" not in kinds

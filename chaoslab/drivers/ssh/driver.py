@@ -365,35 +365,11 @@ class SSHDriver(Driver):
             ctx.log(f"ssh: dry run, would {op.name} on {', '.join(h.name for h in hosts)}")
             return record
         if op.name in ("kill", "suspend"):
-            # Read-only preflight on every host first, so a selector that matches nothing
-            # somewhere fails before any host is touched.
-            by, value = _selector(a)
-            counts = fan_out(
-                hosts,
-                lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
-                concurrency=concurrency,
-            )
-            _raise_failures(counts, "count matching processes")
-            found = {
-                o.host.name: int(remote.parse_kv(o.value.stdout).get("count", ["0"])[0])
-                for o in counts
-                if o.value
-            }
-            empty = [name for name, n in found.items() if n == 0]
-            crowded = [f"{name} ({n})" for name, n in found.items() if n > int(a["max_processes"])]
-            if crowded:
-                raise UnsafeTarget(
-                    f"{by} {value!r} matches more than max_processes={a['max_processes']} processes "
-                    f"on {', '.join(crowded)} (nothing was changed)",
-                    driver="ssh",
-                    target=record.target,
-                )
-            if empty:
-                raise TargetNotFound(
-                    f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
-                    driver="ssh",
-                    target=record.target,
-                )
+            try:
+                self._preflight(pool, hosts, record, a, timeout_s, concurrency)
+            except DriverError as exc:
+                exc.not_applied = True  # read-only: nothing was changed on any host
+                raise
         started = time.time()
         outcomes = fan_out(
             hosts,
@@ -407,7 +383,13 @@ class SSHDriver(Driver):
             if op.lease is not LeaseKind.NONE:
                 # All or nothing: undo the hosts where the fault took (and any half-done).
                 self._revert_hosts(pool, record.with_data(host_keys=pinned), hosts, timeout_s, concurrency)
-            raise _inject_error(op.name, record.target, failed)
+            err = _inject_error(op.name, record.target, failed)
+            # No host was even reached (connect refused, unknown key): nothing was applied.
+            err.not_applied = len(failed) == len(outcomes) and all(
+                o.value is None and o.error is not None and not isinstance(o.error, CommandTimeout)
+                for o in failed
+            )
+            raise err
         per_host: dict[str, Any] = {}
         for o in outcomes:
             assert o.value is not None
@@ -421,6 +403,45 @@ class SSHDriver(Driver):
         if record.lease_s is not None:
             enriched = msgspec.structs.replace(enriched, lease_expires_at=started + lease)
         return enriched
+
+    def _preflight(
+        self,
+        pool: Any,
+        hosts: Sequence[Any],
+        record: RevertRecord,
+        a: Mapping[str, Any],
+        timeout_s: float,
+        concurrency: int,
+    ) -> None:
+        """Read-only, on every host first, so a selector that matches nothing somewhere
+        fails before any host is touched."""
+        by, value = _selector(a)
+        counts = fan_out(
+            hosts,
+            lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
+            concurrency=concurrency,
+        )
+        _raise_failures(counts, "count matching processes")
+        found = {
+            o.host.name: int(remote.parse_kv(o.value.stdout).get("count", ["0"])[0])
+            for o in counts
+            if o.value
+        }
+        empty = [name for name, n in found.items() if n == 0]
+        crowded = [f"{name} ({n})" for name, n in found.items() if n > int(a["max_processes"])]
+        if crowded:
+            raise UnsafeTarget(
+                f"{by} {value!r} matches more than max_processes={a['max_processes']} processes "
+                f"on {', '.join(crowded)} (nothing was changed)",
+                driver="ssh",
+                target=record.target,
+            )
+        if empty:
+            raise TargetNotFound(
+                f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
+                driver="ssh",
+                target=record.target,
+            )
 
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
         op = self._op(record)
