@@ -277,7 +277,18 @@ class NetDriver(Driver):
             elif _our_qdisc(netns, record):
                 argv = ["tc", "qdisc", "del", "dev", record.data["interface"], "root"]
                 removed += _run(netns, argv).returncode == 0
-        _proc.kill_watchdogs(record.fault_id)
+        left: list[str] = []
+        if not _ns_gone(netns):
+            if "rules" in record.data:
+                left = [line for _f, line in _our_rules(netns, record.fault_id)]
+            elif _our_qdisc(netns, record):
+                left = [f"netem qdisc on {record.data['interface']}"]
+        if left:
+            # A failed revert keeps its lease: the watchdog still ends the fault later.
+            return RevertResult(
+                reverted=False, detail=f"removed {removed}; still there: {'; '.join(left)} (lease kept)"
+            )
+        _proc.kill_watchdogs(record.fault_id)  # retired only once nothing is left
         return RevertResult(reverted=True, detail=f"removed {removed} rule(s)/qdisc(s)")
 
     def identities(self, record: RevertRecord) -> tuple[str, ...]:

@@ -245,16 +245,23 @@ class StressDriver(Driver):
                 refs.append(ref)
         left = _proc.wait_gone(refs, 5.0)
         removed = False
+        fill_left = False
         if "path" in record.data:
             directory = fill_dir(str(record.data["path"]), record.fault_id)
             if directory.exists():
                 shutil.rmtree(directory, ignore_errors=True)
                 removed = True
-        _proc.kill_watchdogs(record.fault_id)
+                fill_left = directory.exists()
         detail = f"killed {len(refs)} stressor process(es)" + (", removed fill" if removed else "")
         if left:
             detail += f"; still alive: {[r.pid for r in left]}"
-        return RevertResult(reverted=not left, detail=detail)
+        if fill_left:
+            detail += "; the fill directory could not be removed"
+        if left or fill_left:
+            # A failed revert keeps its lease: the watchdog is not retired.
+            return RevertResult(reverted=False, detail=detail + " (lease kept)")
+        _proc.kill_watchdogs(record.fault_id)  # retired only once nothing is left
+        return RevertResult(reverted=True, detail=detail)
 
     def identities(self, record: RevertRecord) -> tuple[str, ...]:
         """The host resource under pressure (its CPU, its memory, an absolute disk path),
