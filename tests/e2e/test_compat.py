@@ -450,6 +450,21 @@ def test_configuration_from_a_missing_environment_key_is_invalid_before_anything
         "neither tool may run anything, rollbacks included"
     )
     assert not (tmp_path / "run").exists()
+    # chaoslab differs (README): given with --var, chaoslab runs it; Chaos Toolkit's run
+    # validates without --var and still refuses.
+    with_var = ["--var", "token=given"]
+    ctk_run = [str(BIN / "chaos"), "--no-version-check", "run", "--journal-path", str(tmp_path / "j.json")]
+    ctk = subprocess.run(
+        [*ctk_run, *with_var, str(exp)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ctk.returncode == 1 and not (tmp_path / "j.json").exists()
+    lab_run = [str(BIN / "chaoslab"), "run", "--run-dir", str(tmp_path / "run")]
+    lab = subprocess.run(
+        [*lab_run, *with_var, str(exp)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert lab.returncode == 0, lab.stdout + lab.stderr
+    trace = (tmp_path / "state" / "trace.ndjson").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in trace] == ["act-ran", "rolled-back"]
 
 
 def test_a_graceful_exit_is_not_a_halt_in_the_journal_or_the_reports(tmp_path: Path, sleeper: int) -> None:
