@@ -258,6 +258,16 @@ class ControlsWrote(Event, frozen=True, kw_only=True):
     values: Mapping[str, Any]
 
 
+class VerdictNoted(Event, frozen=True, kw_only=True):
+    """Something the run found that bears on its verdict (an SLO failed, a fault is not
+    clean, the guard aborted…). The verdict is the fold of these over the stream
+    (``chaoslab.engine.verdict.fold_verdict``): the worst wins, its reasons are joined."""
+
+    kind: ClassVar[str] = "verdict-noted"
+    verdict: str  # a chaoslab.engine.verdict.Verdict value
+    reason: str
+
+
 class RunFinished(Event, frozen=True, kw_only=True):
     kind: ClassVar[str] = "run-finished"
     verdict: str
@@ -267,6 +277,30 @@ class RunFinished(Event, frozen=True, kw_only=True):
 
 
 Consumer = Callable[[Event], None]
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by its ``kind`` (computed on each call: no module-level registry)."""
+    out: dict[str, type[Event]] = {}
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        out[cls.kind] = cls
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def decode_event(raw: Mapping[str, Any], types: Mapping[str, type[Event]] | None = None) -> Event | None:
+    """An event back from its JSON form (a line of ``events.ndjson``); None when the kind is
+    unknown or the fields do not fit (an older or newer chaoslab wrote it)."""
+    cls = (types or event_types()).get(str(raw.get("kind")))
+    if cls is None or cls is Event:
+        return None
+    fields = {k: v for k, v in raw.items() if k != "kind"}
+    try:
+        return msgspec.convert(fields, type=cls, strict=False)
+    except msgspec.ValidationError:
+        return None
 
 
 class EventBus:

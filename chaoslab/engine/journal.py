@@ -206,16 +206,17 @@ class JournalBuilder:
                 top_written.update({k: v for k, v in e.values.items() if k not in _VERDICT_KEYS})
         start = started.ts if started else 0.0
         end = finished.ts if finished else start
-        verdict = finished.verdict if finished else "interrupted"
-        from chaoslab.engine.verdict import Verdict
+        from chaoslab.engine.verdict import fold_verdict
 
-        v = Verdict(verdict)
+        # The one verdict: the fold of the events (for a run that ended, what it reported).
+        v, reason = fold_verdict(events)
+        verdict = v.value
         chaoslab: dict[str, Any] = {
             "version": __version__,
             "run_id": started.run_id if started else "",
             "verdict": verdict,
-            "exit_code": finished.exit_code if finished else None,
-            "reason": finished.reason if finished else "",
+            "exit_code": int(v.exit_code),
+            "reason": reason,
             "faults": [
                 e.to_dict()
                 for e in events
@@ -304,3 +305,21 @@ def write_journal(path: Path, journal: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(finite_tree(journal), indent=2, default=repr, allow_nan=False), "utf-8")
     os.replace(tmp, path)
+
+
+def journal_from_log(path: Path) -> dict[str, Any]:
+    """``journal.json``'s content rebuilt from a run's ``events.ndjson`` alone: for a run
+    that was killed before it wrote its journal. Its verdict is the fold of the events
+    (``chaoslab.engine.verdict.VerdictFold``): NOT CLEAN when a fault was never verified
+    clean, interrupted otherwise."""
+    types = ev.event_types()
+    builder = JournalBuilder()
+    started: ev.RunStarted | None = None
+    for raw in read_events(path):
+        event = ev.decode_event(raw, types)
+        if event is None:
+            continue
+        if started is None and isinstance(event, ev.RunStarted):
+            started = event
+        builder(event)
+    return builder.build(experiment=dict(started.experiment) if started else {})

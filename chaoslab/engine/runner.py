@@ -35,7 +35,7 @@ from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, ru
 from chaoslab.engine.proctree import ActivityTrees
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
-from chaoslab.engine.verdict import Verdict, worst
+from chaoslab.engine.verdict import Verdict, VerdictFold, slo_note
 from chaoslab.errors import (
     ActivityInterrupted,
     ChaoslabError,
@@ -111,8 +111,13 @@ class _State(msgspec.Struct):
     clean_ts: float | None = None
     windows: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 
+    # Set by the runner: each finding goes out as a VerdictNoted event, and the verdict
+    # is the fold of those events (chaoslab.engine.verdict.VerdictFold), not of this list.
+    note: Callable[[Verdict, str], None] = lambda _verdict, _reason: None
+
     def add(self, verdict: Verdict, reason: str) -> None:
         self.verdicts.append((verdict, reason))
+        self.note(verdict, reason)
 
 
 class _Background:
@@ -176,6 +181,11 @@ class Runner:
         self.guard_factory = guard_factory
         self.run_id = run_id or new_run_id()
         self.state = _State()
+        self.verdict_fold = VerdictFold()
+        self.bus.subscribe(self.verdict_fold)
+        self.state.note = lambda verdict, reason: self.bus.emit(
+            ev.VerdictNoted(run_id=self.run_id, verdict=verdict, reason=reason)
+        )
         self.strategy = options.strategy or experiment.runtime.strategy
         self.rollback_strategy = options.rollback_strategy or experiment.runtime.rollback
         self.ctx = DriverContext(
@@ -880,20 +890,8 @@ class Runner:
                 self._phase_end(Phase.ROLLBACK, True)
 
     def _fold_slo(self, result: ev.SLOEvaluated) -> None:
-        if result.detail.get("critical", True) is False:
-            return  # a non-critical objective informs; it does not decide the run
-        label = f"SLO {result.objective} [{result.window}]"
-        if result.verdict == "fail":
-            if result.window == "baseline":
-                self.state.add(Verdict.INCONCLUSIVE, f"{label} failed at baseline: the system was not steady")
-            else:
-                unit = str(result.detail.get("unit", ""))
-                est = "—" if result.estimate is None else f"{result.estimate:.4g}{unit}"
-                self.state.add(
-                    Verdict.DEVIATED, f"{label} failed: {est} against {result.detail.get('slo', '')}"
-                )
-        elif result.verdict == "inconclusive":
-            self.state.add(Verdict.INCONCLUSIVE, f"{label} inconclusive with {result.samples} samples")
+        if (note := slo_note(result)) is not None:
+            self.state.add(*note)
 
     def _should_rollback(self) -> bool:
         rs = self.rollback_strategy
@@ -909,10 +907,5 @@ class Runner:
         return self.state.method_ran and not interrupted
 
     def _verdict(self) -> tuple[Verdict, str]:
-        if not self.state.verdicts:
-            if self.state.hypothesis_checked or self._baseline_judged:
-                return Verdict.PASSED, "the steady state held"
-            return Verdict.PASSED, "the method ran; no steady state was checked (no hypothesis probes)"
-        verdict = worst(*(v for v, _ in self.state.verdicts))
-        reasons = [r for v, r in self.state.verdicts if v is verdict]
-        return verdict, "; ".join(dict.fromkeys(reasons))
+        """The fold of this run's events (the run is winding down: ended)."""
+        return self.verdict_fold.result(ended=True)

@@ -94,17 +94,20 @@ def register(main: click.Group) -> None:
     ) -> None:
         """Render reports from a run's journal.json (or its run directory), on any machine.
 
+        A run directory with only events.ndjson (the run was SIGKILLed) is judged from its
+        events: NOT CLEAN when a fault was never verified clean, interrupted otherwise.
+
         With no output option, writes report.html and postmortem.md next to the journal.
         Exit 0 when written, 2 if the journal is unusable, 5 if metrics cannot be pushed.
         """
         from chaoslab.errors import InvalidInput
         from chaoslab.report import write_reports
         from chaoslab.report.metrics import MetricsError
-        from chaoslab.report.view import RunView, load_journal
+        from chaoslab.report.view import RunView, load_run
 
         path = _journal_path(journal)
         try:
-            doc = load_journal(path)
+            doc = load_run(journal)
             outputs = {"html": html_path, "markdown": markdown, "junit": junit, "summary": summary}
             if not any(outputs.values()) and not metrics_file and not pushgateway:
                 outputs = {

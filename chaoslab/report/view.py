@@ -71,6 +71,20 @@ def load_journal(path: str | Path) -> dict[str, Any]:
     return _masked(doc)
 
 
+def load_run(path: str | Path) -> dict[str, Any]:
+    """A run's journal from its ``journal.json``, or its run directory. A run directory
+    with only ``events.ndjson`` (the run was killed before it wrote its journal) gets its
+    journal rebuilt from the events, verdict included."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "journal.json").exists() and (p / "events.ndjson").is_file():
+            from chaoslab.engine.journal import journal_from_log
+
+            return _masked(journal_from_log(p / "events.ndjson"))
+        p = p / "journal.json"
+    return load_journal(p)
+
+
 def _masked(doc: dict[str, Any]) -> dict[str, Any]:
     """A journal written by a chaoslab that did not mask yet still renders without the
     secrets its experiment names (inline, env, URL credentials)."""

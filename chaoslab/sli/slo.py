@@ -42,10 +42,8 @@ after the event, minus the event time (0 if no second failed). It fails when tha
 above the threshold, passes when it is within and at least ``stable`` good seconds
 follow, and is inconclusive otherwise (the run ended too soon to tell).
 
-The run's verdict (``overall``), from the critical objectives: a baseline that did not
-pass makes the run inconclusive (the steady state was never shown to hold); otherwise any
-fail is a deviation; otherwise any inconclusive window makes the run inconclusive;
-otherwise it passed. Non-critical results are named in the reason.
+What a result means for the run's verdict is ``chaoslab.engine.verdict.slo_note``; the
+verdict itself is a fold over the run's events (``chaoslab.engine.verdict.VerdictFold``).
 """
 
 from __future__ import annotations
@@ -55,7 +53,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import SLIError
 from chaoslab.model.sections import DEFAULT_CONFIDENCE as DEFAULT_CONFIDENCE
 from chaoslab.model.sections import SLO as SLO
@@ -334,41 +331,6 @@ def _source(sources: SLISource | Mapping[str, SLISource], slo: SLO) -> SLISource
     if slo.source not in sources:
         raise SLIError(f"objective {slo.name!r} needs SLI source {slo.source!r}; have {sorted(sources)}")
     return sources[slo.source]
-
-
-def is_critical(detail: Mapping[str, Any]) -> bool:
-    """Does this result decide the run? (Non-critical objectives mark their results.)"""
-    return detail.get("critical", True) is not False
-
-
-def overall(results: Sequence[SLOResult]) -> tuple[Verdict, str]:
-    """The run's verdict from its critical SLO results, with a one-line reason."""
-    if not results:
-        return Verdict.INCONCLUSIVE, "no objective was judged"
-    advisory = [r for r in results if not is_critical(r.detail) and r.verdict != Outcome.PASS]
-    results = [r for r in results if is_critical(r.detail)]
-    verdict, reason = _overall(results)
-    if advisory:
-        reason += "; non-critical: " + ", ".join(f"{r.objective} {r.verdict} in {r.window}" for r in advisory)
-    return verdict, reason
-
-
-def _overall(results: Sequence[SLOResult]) -> tuple[Verdict, str]:
-    if not results:
-        return Verdict.PASSED, "no critical objective failed"
-    base_bad = [r for r in results if r.window == "baseline" and r.verdict != Outcome.PASS]
-    if base_bad:
-        names = ", ".join(f"{r.objective} ({r.verdict})" for r in base_bad)
-        return Verdict.INCONCLUSIVE, f"the baseline did not hold: {names}"
-    failed = [r for r in results if r.verdict == Outcome.FAIL]
-    if failed:
-        return Verdict.DEVIATED, "failed: " + ", ".join(f"{r.objective} in {r.window}" for r in failed)
-    unsure = [r for r in results if r.verdict == Outcome.INCONCLUSIVE]
-    if unsure:
-        return Verdict.INCONCLUSIVE, "inconclusive: " + ", ".join(
-            f"{r.objective} in {r.window}" for r in unsure
-        )
-    return Verdict.PASSED, "every objective held"
 
 
 def format_results(results: Sequence[SLOResult]) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from chaoslab.engine.verdict import Verdict, verdict_of_log
+
 ROOT = Path(__file__).resolve().parents[2]
 CHAOSLAB = [sys.executable, "-m", "chaoslab.cli"]
 
@@ -116,6 +118,9 @@ def test_signal_mid_method_reverts_runs_rollbacks_and_writes_journal(
     assert journal["chaoslab"]["verdict"] == "interrupted"
     assert [r["activity"]["name"] for r in journal["rollbacks"]] == ["slow-rollback", "mark"]
     assert any(f["kind"] == "clean-checked" and f["clean"] for f in journal["chaoslab"]["faults"])
+    # The verdict is a fold of the events: the log alone gives the journal's.
+    verdict, reason = verdict_of_log(events)
+    assert (verdict.value, reason) == (journal["chaoslab"]["verdict"], journal["chaoslab"]["reason"])
 
 
 def test_second_ctrl_c_during_rollback_does_not_skip_it(
@@ -151,6 +156,17 @@ def test_sigkill_leaves_a_readable_event_log_and_the_lease_resumes_the_target(
     assert [e["kind"] for e in parsed][:2] == ["run-started", "phase-started"]
     assert "fault-injected" in [e["kind"] for e in parsed]
     assert not (tmp_path / "run" / "journal.json").exists()
+    # A killed run still has a verdict, folded from its log: the fault was never verified clean.
+    verdict, reason = verdict_of_log(events)
+    assert verdict is Verdict.NOT_CLEAN
+    assert "process.suspend" in reason and "chaoslab recover" in reason
+    rep = subprocess.run(
+        [*CHAOSLAB, "report", str(tmp_path / "run")], capture_output=True, text=True, timeout=120
+    )
+    assert rep.returncode == 0, rep.stderr
+    assert "Traceback" not in rep.stdout + rep.stderr
+    postmortem = (tmp_path / "run" / "postmortem.md").read_text()
+    assert "not-clean" in postmortem
     # lease = duration (1 s) + margin (5 s); the watchdog resumes it without the runner
     deadline = time.monotonic() + 1 + 5 + 3
     while is_stopped(sleeper.pid) and time.monotonic() < deadline:

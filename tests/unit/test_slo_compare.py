@@ -14,7 +14,8 @@ from chaoslab.engine.console import ConsoleProgress, PlainSink
 from chaoslab.engine.verdict import Verdict
 from chaoslab.model.sections import decode_slos
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
-from chaoslab.sli.slo import SLIKind, judge, overall
+from chaoslab.sli.slo import SLIKind, judge
+from tests.verdicts import verdict_of_slos
 
 pytest.importorskip("scipy")
 
@@ -117,8 +118,8 @@ def test_a_slower_window_fails_against_the_baseline_and_recovers_after() -> None
     assert during.detail["p_value"] < 0.05
     assert after.verdict == "pass" and after.upper is not None and after.upper <= 1.5
     assert results[("more-errors", "during")].verdict == "pass"
-    verdict, reason = overall(judge(slos, stream(1, slow_from=10.0), WINDOWS))
-    assert verdict is Verdict.DEVIATED and "slower in during" in reason
+    verdict, reason = verdict_of_slos(judge(slos, stream(1, slow_from=10.0), WINDOWS))
+    assert verdict is Verdict.DEVIATED and "SLO slower [during] failed" in reason
 
 
 def test_a_non_critical_failure_informs_but_does_not_decide() -> None:
@@ -129,10 +130,11 @@ def test_a_non_critical_failure_informs_but_does_not_decide() -> None:
     assert by[("less-available", "during")].verdict == "fail"
     assert by[("less-available", "during")].detail["critical"] is False
     assert by[("more-errors", "during")].verdict == "fail"  # critical: decides the run
-    verdict, reason = overall(results)
-    assert verdict is Verdict.DEVIATED and "non-critical: less-available fail in during" in reason
+    verdict, reason = verdict_of_slos(results)
+    assert verdict is Verdict.DEVIATED and "SLO more-errors [during] failed" in reason
+    assert "less-available" not in reason  # informs (journal, reports), does not decide
     only_advisory = [r for r in results if r.objective == "less-available"]
-    assert overall(only_advisory)[0] is Verdict.PASSED
+    assert verdict_of_slos(only_advisory)[0] is Verdict.PASSED
 
 
 def test_no_baseline_window_applies_the_no_data_policy() -> None:

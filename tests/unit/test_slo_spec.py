@@ -14,7 +14,8 @@ from chaoslab.model.sections import LoadSpec, decode_load, decode_slos
 from chaoslab.sli.base import SecondStats, hist_index
 from chaoslab.sli.ctk import slo_check, slo_ok
 from chaoslab.sli.series_file import SeriesFileSource
-from chaoslab.sli.slo import SLIKind, judge, overall
+from chaoslab.sli.slo import SLIKind, judge
+from tests.verdicts import verdict_of_slos
 
 EXAMPLE = [
     {"name": "availability", "sli": "availability", "objective": 0.99},
@@ -125,7 +126,7 @@ def scenario(tmp_path: Path, bad_seconds: int) -> SeriesFileSource:
 WINDOWS = {"baseline": (T0, T0 + 20), "during": (T0 + 20, T0 + 30), "after": (T0 + 30, T0 + 50)}
 
 
-def test_judge_windows_and_overall(tmp_path: Path) -> None:
+def test_judge_windows_and_the_verdict(tmp_path: Path) -> None:
     slos = decode_slos(EXAMPLE)
     assert isinstance(slos, tuple)
     results = judge(slos, scenario(tmp_path, bad_seconds=4), WINDOWS)
@@ -142,8 +143,8 @@ def test_judge_windows_and_overall(tmp_path: Path) -> None:
     heal = got[("heal", "during")]
     assert heal.verdict == "pass" and heal.estimate == pytest.approx(4.0)
     assert all(json.dumps(r.to_dict()) for r in results)
-    verdict, reason = overall(results)
-    assert verdict is Verdict.DEVIATED and "availability in during" in reason
+    verdict, reason = verdict_of_slos(results)
+    assert verdict is Verdict.DEVIATED and "SLO availability [during] failed" in reason
 
 
 def test_time_to_recover_too_slow_and_too_short(tmp_path: Path) -> None:
@@ -166,8 +167,9 @@ def test_baseline_that_does_not_hold_is_inconclusive(tmp_path: Path) -> None:
     write_series(path, [(200, 150, 50, 0.005)] * 30)
     slos = decode_slos([EXAMPLE[0]])
     assert isinstance(slos, tuple)
-    verdict, reason = overall(judge(slos, SeriesFileSource(path), WINDOWS))
-    assert verdict is Verdict.INCONCLUSIVE and "baseline" in reason
+    # The runner judges the baseline first and, when it does not hold, runs no method.
+    verdict, reason = verdict_of_slos(judge(slos, SeriesFileSource(path), {"baseline": WINDOWS["baseline"]}))
+    assert verdict is Verdict.INCONCLUSIVE and "failed at baseline" in reason
 
 
 def test_few_samples_are_inconclusive(tmp_path: Path) -> None:
