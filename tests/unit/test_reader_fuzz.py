@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -189,3 +190,53 @@ def test_the_fuzzer_generates_every_defect_the_reader_guards() -> None:
         "<<: *a",
     ):
         assert needed in PIECES
+
+
+OTHER_KEYS = st.sampled_from(
+    [
+        "name",
+        "steps",
+        "trigger",
+        "experiments",
+        "weight",
+        "thresholds",
+        "hosts",
+        "apiVersion",
+        "kind",
+        "spec",
+        "slos",
+        "objective",
+        "x",
+    ]
+)
+OTHER_DOCUMENTS = st.lists(st.tuples(OTHER_KEYS, _yaml(3)), min_size=0, max_size=6).map(
+    lambda kv: "\n".join(f"{k}: {v}" for k, v in kv) + "\n"
+)
+
+
+def _loaders() -> dict[str, Any]:
+    from chaoslab.drivers.ssh.inventory import load_inventory
+    from chaoslab.gate.suite import load_suite
+    from chaoslab.model.openslo import load_slo_files
+    from chaoslab.scheduler.scenario import load_scenario
+
+    return {
+        "scenario": load_scenario,
+        "suite": load_suite,
+        "slo": lambda p: load_slo_files([p]),
+        "inventory": load_inventory,
+    }
+
+
+@FUZZ
+@given(OTHER_DOCUMENTS, st.sampled_from(["scenario", "suite", "slo", "inventory"]))
+def test_every_file_kind_loads_or_is_invalid_input(text: str, kind: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "fuzz.yaml"
+        f.write_text(text, "utf-8", errors="surrogatepass")
+        try:
+            _bounded(_loaders()[kind], f)
+        except InvalidInput as exc:
+            assert exc.problems
