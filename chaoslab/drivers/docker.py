@@ -66,6 +66,7 @@ nanosecond RFC 3339 timestamps are parsed by hand (``datetime`` stops at microse
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 import os
 import re
@@ -252,13 +253,20 @@ class Target:
             return {"label": [k if v is None else f"{k}={v}" for k, v in self.labels().items()]}
         if self.kind == "id":
             return {"id": self.value}
-        if self.kind == "name":
+        if self.kind == "name" and not self.is_pattern():
             return {"name": self.value}
         return {}
 
+    def is_pattern(self) -> bool:
+        """``name:web-*``: a glob over container names."""
+        return self.kind == "name" and any(c in self.value for c in "*?[")
+
     def matches(self, attrs: Mapping[str, Any], image_tags: Sequence[str]) -> bool:
         if self.kind == "name":
-            return str(attrs.get("Name", "")).lstrip("/") == self.value.lstrip("/")
+            name = str(attrs.get("Name", "")).lstrip("/")
+            if self.is_pattern():
+                return fnmatch.fnmatchcase(name, self.value.lstrip("/"))
+            return name == self.value.lstrip("/")
         if self.kind == "id":
             return str(attrs.get("Id", "")).startswith(self.value)
         if self.kind == "label":
@@ -282,7 +290,7 @@ def _normal_ref(ref: str) -> str:
 
 def parse_target(target: str | None, *, path: str = "target") -> Target:
     """Parse a container target; raises InvalidInput with a hint when malformed."""
-    hint = "use name:NAME, id:ID, label:KEY=VALUE[,KEY=VALUE] or image:REF"
+    hint = "use name:NAME (or a glob, name:web-*), id:ID, label:KEY=VALUE[,KEY=VALUE] or image:REF"
     text = (target or "").strip()
     if text.startswith(f"{NAME}:"):
         text = text[len(NAME) + 1 :]

@@ -165,3 +165,19 @@ def pick[T](
         candidates=len(ordered),
         requested=requested,
     )
+
+
+def picked_targets(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every target a fault picked, by name, read from its revert record's ``data``
+    (containers, processes, pods, hosts). Empty for faults on one resource (a host's
+    CPU, a proxy). Pure: what the console, the journal and ``plan`` show."""
+    out: list[str] = []
+    for c in data.get("containers") or ():
+        out.append(f"container {c.get('name') or c.get('id', '?')}")
+    for p in data.get("procs") or ():
+        out.append(f"pid {p.get('pid')} ({p.get('name', '?')})")
+    for v in data.get("victims") or ():
+        out.append(f"pod {data.get('namespace', '?')}/{v.get('name')}")
+    for h in data.get("hosts") or ():
+        out.append(f"host {h.get('name') or h.get('address', '?')}")
+    return tuple(out)

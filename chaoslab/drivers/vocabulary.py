@@ -50,7 +50,7 @@ TARGET_SYNTAX: dict[str, str] = {
     "local": "pid:N, pidfile:/path, name:NAME, pattern:REGEX, lab:COMPONENT, host, netns:NAME",
     "docker": "docker:NAME, docker:name=GLOB, docker:label=KEY=VALUE[,KEY=VALUE], docker:image=REF, "
     "docker:id=ID",
-    "ssh": "ssh:HOST, ssh:tag=TAG, ssh:group=GROUP, ssh:pattern=GLOB (over the inventory)",
+    "ssh": "ssh:HOST[,HOST], ssh:GLOB (host names), ssh:tag=TAG[+TAG], ssh:* (over the inventory)",
     "kubernetes": "pod:NAMESPACE/LABEL_SELECTOR, k8s:NAMESPACE/deployment/NAME, "
     "k8s:NAMESPACE/statefulset/NAME, k8s:node/NAME",
     "proxy": "proxy:NAME@127.0.0.1:PORT, lab:COMPONENT",

@@ -160,6 +160,8 @@ class ConsoleProgress:
         elif isinstance(event, ev.FaultInjected):
             lease = f", lease {event.lease_s:g}s" if event.lease_s else ", no lease (heals by itself)"
             out("  ", ("⚡", "magenta"), f" {event.driver}.{event.operation} on {event.target}{lease}")
+            if event.picked:
+                out(f"      picked {len(event.picked)}: {', '.join(event.picked)}")
         elif isinstance(event, ev.FaultReverted):
             ttr = (
                 f", recovered in {event.time_to_recover_s:.2f}s"

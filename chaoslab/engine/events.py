@@ -119,6 +119,8 @@ class FaultInjected(Event, frozen=True, kw_only=True):
     target: str
     lease_s: float | None
     record: Mapping[str, Any]
+    # every target the fault picked, by name (containers, pids, pods, hosts)
+    picked: tuple[str, ...] = ()
 
 
 class FaultReverted(Event, frozen=True, kw_only=True):

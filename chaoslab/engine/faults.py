@@ -29,6 +29,7 @@ from chaoslab.drivers.base import (
     with_defaults,
 )
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.selection import picked_targets
 from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.engine import events as ev
 from chaoslab.errors import DriverError, InvalidInput
@@ -158,6 +159,7 @@ class FaultManager:
                 target=record.target,
                 lease_s=lease_s,
                 record=record.to_dict(),
+                picked=picked_targets(record.data),
             )
         )
         return fault

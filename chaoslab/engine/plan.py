@@ -12,6 +12,7 @@ import msgspec
 
 from chaoslab.drivers.base import DriverContext, LeaseKind, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.selection import picked_targets
 from chaoslab.engine.faults import LEASE_MARGIN_S
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model.experiment import Activity, ActivityKind, Experiment
@@ -81,6 +82,7 @@ def _prepare(
     else:
         d["resolved"] = record.data
         d["resolved_target"] = record.target
+        d["picked"] = list(picked_targets(record.data))
     d["duration_s"] = a.duration_s
     d["lease"] = "heals by itself (no lease)" if op.lease is LeaseKind.NONE else f"{lease:g}s on the target"
     return d, problems
@@ -189,6 +191,8 @@ def render_plan(plan: dict[str, Any]) -> None:
             if a.get("duration_s"):
                 line += f"; held {a['duration_s']:g}s"
         c.print(line)
+        if a.get("picked"):
+            c.print(f"      picked {len(a['picked'])}: {escape(', '.join(a['picked']))}")
         if a.get("resolved"):
             c.print(f"      resolved: {escape(str(a['resolved']))}")
         if a.get("error"):

@@ -28,6 +28,7 @@ Target syntax (after the ``ssh:`` prefix), terms separated by commas are a union
 - ``ssh:tag=web``          every host tagged ``web``
 - ``ssh:tag=web+eu``       every host tagged both ``web`` and ``eu``
 - ``ssh:*``                every host in the inventory
+- ``ssh:web-*``            every host whose name matches the glob
 
 Then ``pick`` chooses among the matched hosts: ``all`` (default), ``one``, a count ``N``
 or a percentage ``"N%"`` (rounded up, at least one), randomly with the run's seed.
@@ -38,6 +39,7 @@ exist when this driver was written; it should move there.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import random
@@ -163,6 +165,13 @@ class Inventory:
                 wanted |= hits
             elif term in self.hosts:
                 wanted.add(term)
+            elif any(c in term for c in "*?["):  # a name pattern: web-*, db-[12]
+                hits = {n for n in self.hosts if fnmatch.fnmatchcase(n, term)}
+                if not hits:
+                    raise TargetNotFound(
+                        f"no host in {self.path} matches {term!r}", driver="ssh", target=target
+                    )
+                wanted |= hits
             else:
                 raise TargetNotFound(
                     f"no host {term!r} in {self.path} (have: {', '.join(sorted(self.hosts)) or 'none'})",
