@@ -159,3 +159,32 @@ def test_sigusr1_is_a_halt_only_when_halt_was_pressed() -> None:
     assert signal_name(signal.SIGUSR1, lambda: False) == "SIGUSR1"
     assert signal_name(signal.SIGUSR2, lambda: True) == "SIGUSR2"
     assert signal_name(signal.SIGUSR1, None) == "HALT"  # an embedder without halt files
+
+
+def test_controls_wrap_the_hypothesis_while_it_runs_during_the_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = """
+    title: t
+    description: d
+    runtime: {hypothesis: {strategy: continuously, frequency: 0.05}}
+    controls:
+      - name: tracer
+        provider: {type: python, module: tests.e2e.ctkcontrols, arguments: {tag: during}}
+    steady-state-hypothesis:
+      title: h
+      probes:
+        - {type: probe, name: p, tolerance: true, provider: {type: python, module: tests.e2e.ctkfuncs, func: "yes"}}
+    method:
+      - {do: fake.touch, target: "@TARGET@", duration: 0.4}
+    """
+    result, target, trace = run(tmp_path, body, monkeypatch)
+    assert result.verdict is Verdict.PASSED
+    assert list(target.iterdir()) == []
+    hypothesis = [e for e in trace if e["event"] == "after_hypothesis_control"]
+    # before and after the method, and at least twice while the fault was held
+    assert len(hypothesis) >= 4
+    assert all(e["state"] == {"met": True, "probes": 1} and e["shared"] for e in hypothesis)
+    probes = [e for e in trace if e["event"] == "after_activity_control" and e["name"] == "p"]
+    assert len(probes) == len(hypothesis)
+    assert len(result.journal["steady_states"]["during"]) == len(hypothesis) - 2
