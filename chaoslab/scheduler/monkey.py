@@ -2,9 +2,12 @@
 
 A monkey scenario lists its candidate targets with labels; only those whose labels match
 ``select`` are opted in. Kills follow ``MonkeyTrigger`` and each kill is an ordinary
-chaoslab run of a one-step experiment (``process.kill`` on the victim), so it goes through
-the ledger, the locks and the verdict like any other run. ``leashed: true`` only records
-what the monkey would have done.
+chaoslab run of a one-step experiment (the vocabulary's ``kill``, or another kill-like
+``fault:`` such as ``restart``, on the victim), so it goes through the ledger, the locks
+and the verdict like any other run. Victims may be on any platform the fault is offered
+on: ``pattern:worker``, ``lab:replica-1``, ``docker:web-1``, ``ssh:eu-1``,
+``pod:shop/app=web``; ``with:`` passes platform arguments (``inventory``,
+``kubeconfig``). ``leashed: true`` only records what the monkey would have done.
 
 Why the kill times are hand-written rather than ``random.expovariate``: every scheduler
 sharing a store must agree on the kill slots (that is how a slot runs exactly once), and
@@ -51,6 +54,8 @@ class MonkeySpec:
     leashed: bool = False
     seed: str = ""
     heal_timeout_s: float = 30.0
+    fault: str = "kill"  # a kill-like operation of chaoslab.drivers.vocabulary
+    args: Mapping[str, Any] = field(default_factory=dict)  # platform arguments (inventory...)
 
     def opted_in(self) -> tuple[str, ...]:
         """Targets whose labels carry every ``select`` label, sorted (victim order)."""
@@ -114,35 +119,50 @@ def pick_victim(spec: MonkeySpec, scenario: str, slot: datetime) -> str | None:
 
 def kill_experiment(spec: MonkeySpec, scenario: str, victim: str, slot: datetime) -> dict[str, Any]:
     """The one-step experiment that kills ``victim`` (chaoslab's concise form)."""
-    return {
+    from chaoslab.drivers import vocabulary
+
+    vop = vocabulary.BY_NAME[spec.fault]
+    binding = next((b for b in vop.bindings if b.accepts(vocabulary.scheme_of(victim))), None)
+    args: dict[str, Any] = {**spec.args, "timeout": f"{spec.heal_timeout_s:g}s"}
+    if vop.canon("signal") is not None and binding is not None and "signal" not in binding.unsupported:
+        args["signal"] = spec.signal
+    exp: dict[str, Any] = {
         "title": f"Chaos Monkey ({scenario}) kills {victim}",
         "description": f"Scheduled kill for slot {slot_key(slot)} of scenario {scenario}.",
         "tags": ["chaos-monkey", scenario],
-        # Before: there is a victim to kill. After the kill's revert (which waits up to
-        # heal_timeout for a replacement): it runs again, or the run deviates.
-        "steady-state-hypothesis": {
-            "title": f"{victim} runs",
-            "probes": [
-                {
-                    "do": "process.count",
-                    "name": "victim-runs",
-                    "target": victim,
-                    "tolerance": {"type": "range", "range": [1, 1_000_000]},
-                }
-            ],
-        },
-        "method": [
-            {
-                "do": "process.kill",
-                "name": "monkey-kill",
-                "target": victim,
-                "with": {"signal": spec.signal, "timeout": f"{spec.heal_timeout_s:g}s"},
-            }
-        ],
+        "method": [{"do": spec.fault, "name": "monkey-kill", "target": victim, "with": args}],
     }
+    # Before: there is a victim to kill. After the kill's revert (which waits up to
+    # heal_timeout for a replacement): it runs again, or the run deviates. Platforms
+    # without a counting probe rely on that revert's heal check alone.
+    probe = _victim_probe(victim, spec.args, binding.platform if binding else "")
+    if probe is not None:
+        exp["steady-state-hypothesis"] = {"title": f"{victim} runs", "probes": [probe]}
+    return exp
+
+
+_K8S_CONN = ("kubeconfig", "context", "in_cluster", "request_timeout")
+
+
+def _victim_probe(victim: str, args: Mapping[str, Any], platform: str) -> dict[str, Any] | None:
+    """A probe counting the victim's live instances on its platform, or None."""
+    at_least_one = {"type": "range", "range": [1, 1_000_000]}
+    if platform == "local":
+        return {"do": "process.count", "name": "victim-runs", "target": victim, "tolerance": at_least_one}
+    if platform == "kubernetes":
+        return {
+            "do": "kubernetes.ready_pods",
+            "name": "victim-runs",
+            "target": "k8s:" + victim.removeprefix("pod:").removeprefix("k8s:"),
+            "with": {k: v for k, v in args.items() if k in _K8S_CONN},
+            "tolerance": at_least_one,
+        }
+    return None
 
 
 def leashed_line(spec: MonkeySpec, victim: str) -> str:
+    if spec.fault != "kill":
+        return f"leashed: would have done {spec.fault} on {victim}"
     return f"leashed: would have sent {spec.signal} to {victim}"
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chaoslab.drivers.vocabulary import KILL_LIKE, resolve
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.reader import Document, load_document
@@ -610,9 +611,20 @@ class _Loader:
             self.bad(p, "monkey must be a mapping (targets, select, mean_time_between_kills, min_gap)")
             return None
         known = {"targets", "select", "mean_time_between_kills", "min_gap", "signal", "leashed", "seed",
-                 "heal_timeout"}  # fmt: skip
+                 "heal_timeout", "fault", "with"}  # fmt: skip
         for key in sorted(set(m) - known):
             self.bad(f"{p}.{key}", f"unknown field {key!r}", hint=", ".join(sorted(known)))
+        fault = m.get("fault", "kill")
+        if fault not in KILL_LIKE:
+            self.bad(
+                f"{p}.fault",
+                f"the monkey's fault must be kill-like, got {fault!r}",
+                hint=", ".join(KILL_LIKE),
+            )
+        extra = m.get("with", {})
+        if not isinstance(extra, Mapping):
+            self.bad(f"{p}.with", "with must be a mapping of platform arguments (inventory, kubeconfig...)")
+            extra = {}
         targets: list[MonkeyTarget] = []
         raw_targets = m.get("targets")
         if not isinstance(raw_targets, list) or not raw_targets:
@@ -633,6 +645,11 @@ class _Loader:
             targets.append(
                 MonkeyTarget(target=t["target"], labels={str(k): str(v) for k, v in labels.items()})
             )
+            if fault in KILL_LIKE:
+                # the fault must exist on the victim's platform (pod:, docker:, ssh:, pid:...)
+                _, found = resolve(fault, t["target"], {}, check=False)
+                for problem in found:
+                    self.bad(f"{tp}.target", problem.message, problem.hint)
         select = m.get("select")
         if not isinstance(select, Mapping) or not select:
             self.bad(f"{p}.select", "select the opted-in targets by label, e.g. {chaos: opt-in}")
@@ -666,6 +683,8 @@ class _Loader:
             leashed=bool(leashed),
             seed=str(m.get("seed", name)),
             heal_timeout_s=heal or 30.0,
+            fault=str(fault),
+            args={str(k): v for k, v in extra.items()},
         )
         return spec
 
