@@ -91,7 +91,9 @@ class ActivityFinished(Event, frozen=True, kw_only=True):
     phase: Phase
     name: str
     activity_type: str
-    status: str  # succeeded | failed | timed-out | skipped
+    # succeeded | failed | timed-out | skipped | abandoned (a background activity still
+    # running when the run ended)
+    status: str
     start: float
     end: float
     output: Any = None

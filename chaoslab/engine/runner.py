@@ -10,6 +10,11 @@
 Reverting is structural: the phases run inside ``try``/``finally`` and the ``finally``
 shields itself from further signals before it reverts every fault, runs the rollbacks
 and checks that every target is clean.
+
+Chaos Toolkit controls (``engine/controls.py``) wrap the experiment, the hypothesis, the
+method, the rollbacks and every activity as ``chaos run`` does. Whatever ends a run early
+— a signal, ``chaoslab halt``, chaoslib's exits, a control's or a provider's
+``InterruptExecution``/``SystemExit``, the guard — ends it through that same ``finally``.
 """
 
 from __future__ import annotations
