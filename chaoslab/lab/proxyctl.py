@@ -78,6 +78,9 @@ def create_proxy(api_port: int, name: str, listen_port: int, upstream_port: int)
         "listen": f"127.0.0.1:{listen_port}",
         "upstream": f"127.0.0.1:{upstream_port}",
         "enabled": True,
+        # HTTP mode: request-level faults (http.abort, http.delay...) on the replicas as
+        # well as the TCP ones. A real Toxiproxy ignores the field and forwards bytes.
+        "mode": "http",
     }
     status, body = api_request(api_port, "POST", "/proxies", spec)
     if status == 409:  # already exists (a restarted supervisor): replace it

@@ -30,7 +30,14 @@ from chaoslab.httpcore import ProtocolError, parse_request, response
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_WORK_MS = 10_000
-PATHS = ("/", "/work", "/health", "/metrics")
+PATHS = (
+    "/",
+    "/work",
+    "/health",
+    "/metrics",
+    "/checkout",
+    "/catalogue",
+)  # the last two: routes for per-route examples
 
 
 class Metrics:

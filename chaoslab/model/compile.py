@@ -170,6 +170,15 @@ class _Compiler:
                     "experiment does not define",
                     hint="add a `load:` section, or a probe SLI under `sli:` with that name",
                 )
+            if objective.route is not None and (
+                objective.source != "load" or load is None or objective.route not in load.routes
+            ):
+                self.bad(
+                    f"slo[{i}].route",
+                    f"objective {objective.name!r} reads route {objective.route!r}, "
+                    "which the load does not define",
+                    hint="name it under load.routes, e.g. routes: {checkout: /checkout}",
+                )
         if self.problems:
             return None
         return Experiment(

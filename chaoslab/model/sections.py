@@ -203,6 +203,12 @@ class LoadSpec(_Frozen, frozen=True, kw_only=True):
     method: Literal["GET", "HEAD"] = "GET"
     max_duration_s: PositiveSeconds = msgspec.field(default=3600.0, name="max_duration")
     connections: Annotated[int, Meta(ge=1, le=10_000)] = 256
+    # Named routes (name → path): requests take them in turn instead of ``path``, and
+    # objectives with ``route: NAME`` are judged on that route's requests only.
+    routes: Annotated[
+        dict[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,40}$")], Annotated[str, Meta(pattern=r"^/")]],
+        Meta(max_length=32),
+    ] = msgspec.field(default_factory=dict)
 
 
 LOAD_HINT = "e.g. {target: 'lab:lb', rate: 200, timeout: 2s}; target is lab:<name> or an http(s) URL"
@@ -249,8 +255,13 @@ class SLO(_Frozen, frozen=True, kw_only=True):
     max_increase: Annotated[float, Meta(ge=0, le=0.99)] = DEFAULT_MAX_INCREASE  # compare, ratios
     min_samples: Annotated[int, Meta(ge=1, le=1_000_000)] = DEFAULT_MIN_SAMPLES  # compare, each side
     no_data: Literal["inconclusive", "pass", "fail"] = "inconclusive"  # compare: too few samples
+    route: str | None = None  # judged on the load's requests of this route only (load.routes)
 
     def describe(self) -> str:
+        what = self._describe()
+        return what if self.route is None else f"{what} on route {self.route}"
+
+    def _describe(self) -> str:
         if self.compare is not None:
             if self.sli is SLIKind.LATENCY:
                 return f"latency ≤ {self.max_ratio:g}× {self.compare}"
@@ -268,7 +279,7 @@ class SLO(_Frozen, frozen=True, kw_only=True):
         return f"time to recover {self.of} ≤ {self.threshold_s:g}s (from {self.from_event})"
 
 
-_COMMON = {"name", "sli", "windows", "confidence", "source", "critical"}
+_COMMON = {"name", "sli", "windows", "confidence", "source", "critical", "route"}
 SLO_KEYS = {
     SLIKind.AVAILABILITY: _COMMON | {"objective"},
     SLIKind.ERROR_RATE: _COMMON | {"objective"},

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaoslab.errors import SLIError
+
 # Log-bucketed histogram: bucket i holds values in (MIN·γ^(i−1), MIN·γ^i]; reporting the
 # bucket's geometric middle bounds the relative error of any quantile by (γ − 1) / 2.
 HIST_MIN_S = 1e-6
@@ -223,3 +225,8 @@ class SLISource(ABC):
     @abstractmethod
     def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
         """Per-second statistics, oldest first."""
+
+    def route(self, name: str) -> SLISource:
+        """The same SLI restricted to one named route (a view, sharing the samples).
+        Default: this source has no routes."""
+        raise SLIError(f"SLI source {self.name!r} has no route {name!r} (only a load with routes has)")

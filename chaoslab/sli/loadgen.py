@@ -19,6 +19,12 @@ Bounded: stops at ``max_duration_s`` or ``max_requests``; at most ``max_connecti
 sockets; requests that cannot get a connection wait in a queue and time out from their
 scheduled time like the rest.
 
+Routes: with ``routes`` (name → path), request ``i`` goes to route ``i mod len(routes)``,
+so every route gets an equal, interleaved share of the rate and a request's route follows
+from its index alone (nothing more is stored than a byte per request). ``route(name)`` is
+a view of the same samples restricted to one route, which an objective with ``route:``
+is judged on: "checkout breaks, catalogue holds" in one run.
+
 Live series for other threads and processes: with ``series_path`` set, each completed
 second is appended to that file as one JSON line (``SecondStats.to_dict``). A Chaos
 Toolkit probe in the same run reads it through ``chaoslab.sli.ctk``.
@@ -33,6 +39,7 @@ import threading
 import time
 from array import array
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +95,7 @@ class LoadGenerator(SLISource):
         max_connections: int = 256,
         series_path: Path | None = None,
         name: str = "load",
+        routes: Sequence[tuple[str, str]] = (),
     ) -> None:
         split = urlsplit(url)
         if split.scheme not in ("http", "https") or not split.hostname:
@@ -102,6 +110,11 @@ class LoadGenerator(SLISource):
         target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         host_header = split.netloc
         self.raw_request = build_request(method, host_header, target)
+        self.routes = tuple(name for name, _ in routes)
+        base = split.path.rstrip("/")
+        self.raw_requests = [build_request(method, host_header, base + path) for _, path in routes] or [
+            self.raw_request
+        ]
         self.head_only = method == "HEAD"
         self.rate = float(rate)
         self.timeout_s = float(timeout_s)
@@ -115,6 +128,7 @@ class LoadGenerator(SLISource):
         self.sched = array("d")
         self.latency = array("d")
         self.code = array("h")
+        self.route_of = array("B")  # route index of each request (0 without routes)
         self._seconds: dict[int, list[Any]] = {}  # second → [n, good, errors, hist]
         self._written = 0  # seconds [0, _written) are in the series file
         self.epoch = 0.0  # Unix time of scheduled offset 0
@@ -184,7 +198,9 @@ class LoadGenerator(SLISource):
         pending: deque[float] = deque()  # scheduled times waiting for a connection
         all_conns: set[ClientConnection] = set()
         opening = 0
-        raw, head_only = self.raw_request, self.head_only
+        raws, head_only = self.raw_requests, self.head_only
+        n_routes = len(raws)
+        rate = self.rate
         record = self._record
         tasks: set[asyncio.Task[None]] = set()
 
@@ -192,7 +208,7 @@ class LoadGenerator(SLISource):
             conn.tag = sched
             conn.deadline = sched + timeout
             inflight.add(conn)
-            conn.send(raw, head_only=head_only)
+            conn.send(raws[round((sched - mono0) * rate) % n_routes], head_only=head_only)
 
         def pump() -> None:
             nonlocal opening
@@ -334,6 +350,7 @@ class LoadGenerator(SLISource):
             self.sched.append(offset)
             self.latency.append(latency)
             self.code.append(code)
+            self.route_of.append(round(offset * self.rate) % len(self.raw_requests))
             acc = self._seconds.get(second)
             if acc is None:
                 acc = self._seconds[second] = [0, 0, 0, {}]
@@ -401,27 +418,33 @@ class LoadGenerator(SLISource):
     def last_sample_at(self) -> float | None:
         return self._last or None
 
-    def _window(self, t0: float, t1: float) -> tuple[array[float], array[int], int]:
-        """Copies of the latencies and codes whose scheduled time is in ``[t0, t1)``."""
+    def _window(self, t0: float, t1: float, route: int | None = None) -> tuple[array[float], array[int], int]:
+        """Copies of the latencies and codes whose scheduled time is in ``[t0, t1)`` (of
+        one route's requests only, when ``route`` is its index)."""
         lo, hi = t0 - self.epoch, t1 - self.epoch
         lat: array[float] = array("d")
         codes: array[int] = array("h")
         with self._lock:
-            sched, latency, code = self.sched, self.latency, self.code
+            sched, latency, code, routes = self.sched, self.latency, self.code, self.route_of
             for i in range(len(sched)):
-                if lo <= sched[i] < hi:
+                if lo <= sched[i] < hi and (route is None or routes[i] == route):
                     lat.append(latency[i])
                     codes.append(code[i])
         return lat, codes, len(codes)
 
-    def counts(self, t0: float, t1: float) -> Counts:
-        _, codes, n = self._window(t0, t1)
+    def route(self, name: str) -> SLISource:
+        if name not in self.routes:
+            raise SLIError(f"the load has no route {name!r} (routes: {', '.join(self.routes) or 'none'})")
+        return _RouteView(self, self.routes.index(name), name)
+
+    def counts(self, t0: float, t1: float, route: int | None = None) -> Counts:
+        _, codes, n = self._window(t0, t1, route)
         good = sum(1 for c in codes if 200 <= c < 400)
         errors = sum(1 for c in codes if c < 0 or c >= 500)
         return Counts(total=n, good=good, errors=errors)
 
-    def latencies(self, t0: float, t1: float) -> LatencyView:
-        lat, codes, _ = self._window(t0, t1)
+    def latencies(self, t0: float, t1: float, route: int | None = None) -> LatencyView:
+        lat, codes, _ = self._window(t0, t1, route)
         return ExactLatencies(lat[i] if 200 <= codes[i] < 400 else math.inf for i in range(len(codes)))
 
     def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
@@ -461,6 +484,71 @@ class LoadGenerator(SLISource):
         return out
 
 
+class _RouteView(SLISource):
+    """One route of a ``LoadGenerator``: the same samples, filtered by route index."""
+
+    def __init__(self, load: LoadGenerator, index: int, name: str) -> None:
+        self.load = load
+        self.index = index
+        self.name = f"{load.name}[{name}]"
+
+    def start(self) -> None:
+        """The load runs the view's requests; nothing of its own to start."""
+
+    def stop(self) -> None:
+        """Idem: the load stops them."""
+
+    def last_sample_at(self) -> float | None:
+        return self.load.last_sample_at()
+
+    def counts(self, t0: float, t1: float) -> Counts:
+        return self.load.counts(t0, t1, self.index)
+
+    def latencies(self, t0: float, t1: float) -> LatencyView:
+        return self.load.latencies(t0, t1, self.index)
+
+    def overdue(self, t0: float, t1: float) -> int:
+        load = self.load
+        n = len(load.raw_requests)
+        with load._lock:
+            late = list(load._overdue)
+        return sum(1 for t in late if t0 <= t < t1 and round((t - load.epoch) * load.rate) % n == self.index)
+
+    def series(self, t0: float | None = None, t1: float | None = None) -> list[SecondStats]:
+        """Per-second rows of this route, built from its samples (complete as the load's)."""
+        load = self.load
+        complete = {r.t: r.complete for r in load.series(t0, t1)}
+        acc: dict[int, list[Any]] = {}
+        with load._lock:
+            for i in range(len(load.sched)):
+                if load.route_of[i] != self.index:
+                    continue
+                row = acc.setdefault(int(load.sched[i]), [0, 0, 0, {}])
+                code = load.code[i]
+                row[0] += 1
+                if 200 <= code < 400:
+                    row[1] += 1
+                    idx = hist_index(load.latency[i])
+                    row[3][idx] = row[3].get(idx, 0) + 1
+                elif code < 0 or code >= 500:
+                    row[2] += 1
+        rows = [
+            SecondStats(
+                t=load.epoch + s,
+                n=n,
+                good=good,
+                errors=errors,
+                p50=hist_quantile(hist, 0.50),
+                p95=hist_quantile(hist, 0.95),
+                p99=hist_quantile(hist, 0.99),
+                hist=dict(hist),
+                complete=complete.get(load.epoch + s, False),
+            )
+            for s, (n, good, errors, hist) in sorted(acc.items())
+        ]
+        return [r for r in rows if (t0 is None or r.t >= t0) and (t1 is None or r.t < t1)]
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
@@ -476,4 +564,5 @@ def load_from_spec(
         max_duration_s=spec.max_duration_s,
         max_connections=spec.connections,
         series_path=series_path,
+        routes=tuple(spec.routes.items()),
     )

@@ -327,10 +327,11 @@ def judge(
 
 def _source(sources: SLISource | Mapping[str, SLISource], slo: SLO) -> SLISource:
     if isinstance(sources, SLISource):
-        return sources
+        return sources if slo.route is None else sources.route(slo.route)
     if slo.source not in sources:
         raise SLIError(f"objective {slo.name!r} needs SLI source {slo.source!r}; have {sorted(sources)}")
-    return sources[slo.source]
+    source = sources[slo.source]
+    return source if slo.route is None else source.route(slo.route)
 
 
 def format_results(results: Sequence[SLOResult]) -> str:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, cast
 
+from chaoslab.drivers.proxy.httpfaults import Rule
 from chaoslab.drivers.proxy.toxics import (
     ApiError,
     Behaviour,
@@ -58,6 +59,7 @@ QUEUE_HIGH = 1 << 20  # bytes queued in a toxic pipe before the source is paused
 QUEUE_LOW = 1 << 18
 DEFAULT_LISTEN = "127.0.0.1:0"  # when a client sends no listen address (safer than Toxiproxy's all)
 TIMER_SLACK_S = 0.0005
+MODES = ("tcp", "http")  # chaoslab's ``mode`` field of a proxy (absent means tcp, as Toxiproxy)
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
@@ -438,8 +440,11 @@ class _Connection:
 class Proxy:
     """One named proxy: a listener, its live connections, its toxics and leases."""
 
-    def __init__(self, server: ProxyServer, name: str, listen: str, upstream: str, *, enabled: bool) -> None:
+    def __init__(
+        self, server: ProxyServer, name: str, listen: str, upstream: str, *, enabled: bool, mode: str = "tcp"
+    ) -> None:
         self.server = server
+        self.mode = mode  # "tcp", or "http": connections parsed by httpmode.py, http_* toxics
         self.loop: asyncio.AbstractEventLoop = server.loop
         self.name = name
         self.listen_host, self.listen_port = split_address(listen, what="listen")
@@ -456,6 +461,8 @@ class Proxy:
         self._leases: dict[str, asyncio.TimerHandle] = {}
         self._down_lease: asyncio.TimerHandle | None = None
         self.down_lease_expires_at: float | None = None
+        self._rules: list[Rule] | None = None  # the http_* toxics compiled, rebuilt on change
+        self._compiled: dict[int, Rule] = {}  # by toxic uid, so counters survive other changes
 
     def same_address(self, listen: str, upstream: str) -> bool:
         """Toxiproxy's ``Differs``, negated: ``listen`` names the address this proxy is
@@ -465,7 +472,21 @@ class Proxy:
         return upstream == self.upstream and port == bound_port and _same_host(host, bound_host)
 
     def specs(self) -> list[ToxicSpec]:
-        return list(self.toxics.values())
+        """The TCP toxics (what the byte pipes act on; http_* toxics act in httpmode.py)."""
+        return [t for t in self.toxics.values() if not t.type.startswith("http_")]
+
+    def http_rules(self) -> list[Rule]:
+        """The http_* toxics, compiled, in the order they were added."""
+        rules = self._rules
+        if rules is None:
+            compiled = {
+                t.uid: self._compiled.get(t.uid) or Rule.compile(t.name, t.type, t.toxicity, t.attributes)
+                for t in self.toxics.values()
+                if t.type.startswith("http_")
+            }
+            self._compiled = compiled
+            rules = self._rules = list(compiled.values())
+        return rules
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -475,6 +496,8 @@ class Proxy:
             "enabled": self.enabled,
             "toxics": [t.to_json() for t in self.toxics.values()],
         }
+        if self.mode != "tcp":
+            out["mode"] = self.mode  # chaoslab's extension; Toxiproxy clients ignore it
         if self.down_lease_expires_at is not None:
             out["lease_expires_at"] = self.down_lease_expires_at
         return out
@@ -487,7 +510,7 @@ class Proxy:
             sock = await _listen_socket(self.loop, self.listen_host, self.listen_port)
             try:
                 self._listener = await self.loop.create_server(
-                    lambda: _Connection(self).client, sock=sock, backlog=1024
+                    self._protocol_factory(), sock=sock, backlog=1024
                 )
             except BaseException:
                 sock.close()
@@ -498,6 +521,13 @@ class Proxy:
         self.listen_port = int(bound[1])
         self.listen = join_address(str(bound[0]), self.listen_port)
         self.enabled = True
+
+    def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        if self.mode == "http":
+            from chaoslab.drivers.proxy.httpmode import connection_factory  # it imports this module
+
+            return connection_factory(self)
+        return lambda: _Connection(self).client
 
     def stop(self) -> None:
         """Stop listening and close every connection (Toxiproxy's "down")."""
@@ -568,6 +598,7 @@ class Proxy:
         self._sync()
 
     def _sync(self) -> None:
+        self._rules = None
         specs = self.specs()
         for conn in list(self.connections):
             conn.sync(specs)
@@ -643,12 +674,15 @@ class ProxyServer:
             enabled = True
         if not isinstance(enabled, bool) or not isinstance(listen, str):
             raise ApiError(400, "bad request body: enabled must be a boolean, listen a string")
-        proxy = Proxy(self, name, listen, upstream, enabled=enabled)
+        mode = body.get("mode") or "tcp"
+        if mode not in MODES:
+            raise ApiError(400, f"bad request body: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        proxy = Proxy(self, name, listen, upstream, enabled=enabled, mode=mode)
         existing = self.proxies.get(name)
         if existing is not None:
             if not replace_existing:
                 raise ApiError(409, "proxy already exists")
-            if existing.same_address(listen, upstream):
+            if existing.same_address(listen, upstream) and existing.mode == mode:
                 return existing
             existing.destroy()
             del self.proxies[name]
@@ -731,6 +765,10 @@ class ProxyServer:
     async def create_toxic(self, name: str, body: Any) -> dict[str, Any]:
         proxy = self._get(name)
         spec = parse_toxic(body, uid=next(self._uids))
+        if spec.type.startswith("http_") and proxy.mode != "http":
+            raise ApiError(
+                400, f"{spec.type} needs a proxy in HTTP mode; proxy {name!r} is in {proxy.mode} mode"
+            )
         if spec.name in proxy.toxics:
             raise ApiError(409, "toxic already exists")
         return proxy.put_toxic(spec).to_json()

@@ -69,7 +69,7 @@ class ToxicSpec:
     type: str
     stream: str  # as the client spelled it (Toxiproxy echoes it); ``direction`` is canonical
     toxicity: float
-    attributes: Mapping[str, int] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # ints, or JSON values for http_* toxics
     uid: int
     lease_s: float | None = None
     lease_expires_at: float | None = None  # Unix time, for humans and the driver
@@ -155,15 +155,21 @@ def parse_toxic(body: Any, *, uid: int) -> ToxicSpec:
     if kind is not None and not isinstance(kind, str):
         raise ApiError(400, "bad request body: type must be a string")
     name = name or f"{kind or ''}_{stream}"
-    if kind not in ATTRIBUTES:
-        raise ApiError(400, f"invalid toxic type {kind!r} (known: {', '.join(ATTRIBUTES)})")
+    from chaoslab.drivers.proxy.httpfaults import HTTP_TYPES, check_http_attributes  # it imports this module
+
+    if kind not in ATTRIBUTES and kind not in HTTP_TYPES:
+        raise ApiError(400, f"invalid toxic type {kind!r} (known: {', '.join((*ATTRIBUTES, *HTTP_TYPES))})")
     raw_attrs = body.get("attributes") or {}
+    if kind in HTTP_TYPES:
+        attributes: dict[str, Any] = check_http_attributes(str(kind), raw_attrs)
+    else:
+        attributes = _attributes(str(kind), raw_attrs, {})
     return ToxicSpec(
         name=name,
         type=str(kind),
         stream=stream,
         toxicity=1.0 if body.get("toxicity") is None else _toxicity(body["toxicity"]),
-        attributes=_attributes(str(kind), raw_attrs, {}),
+        attributes=attributes,
         uid=uid,
         lease_s=_lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {}),
     )
@@ -176,10 +182,18 @@ def update_toxic(spec: ToxicSpec, body: Any, *, uid: int) -> ToxicSpec:
         raise ApiError(400, "bad request body: expected a JSON object")
     raw_attrs = body.get("attributes") or {}
     lease = _lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {})
+    if spec.type.startswith("http_"):
+        from chaoslab.drivers.proxy.httpfaults import check_http_attributes  # it imports this module
+
+        if not isinstance(raw_attrs, Mapping):
+            raise ApiError(400, "bad request body: attributes must be an object")
+        attributes: Mapping[str, Any] = check_http_attributes(spec.type, {**spec.attributes, **raw_attrs})
+    else:
+        attributes = _attributes(spec.type, raw_attrs, spec.attributes)
     return replace(
         spec,
         toxicity=spec.toxicity if body.get("toxicity") is None else _toxicity(body["toxicity"]),
-        attributes=_attributes(spec.type, raw_attrs, spec.attributes),
+        attributes=attributes,
         uid=uid,
         lease_s=lease if lease is not None else spec.lease_s,
     )

@@ -1,0 +1,227 @@
+"""The ``http`` driver: request-level faults (``http.abort``, ``http.delay``,
+``http.rewrite``, ``http.truncate``) through a fault proxy in HTTP mode.
+
+Targets are the proxy driver's: ``proxy:NAME@127.0.0.1:PORT`` or ``lab:replica-N`` (the
+lab's proxies run in HTTP mode). Each fault is one ``http_*`` toxic named
+``chaoslab-<fault_id>`` carrying the lease (``lease_s``): the proxy server removes it by
+itself when the lease ends, so a SIGKILLed runner leaves nothing behind. Revert deletes
+that toxic (404: already clean); the clean check reads the proxy's toxics. The lifecycle
+(record, ledger, lease, apply, revert, verify) is the proxy driver's, inherited.
+
+Which requests: ``method``, ``path`` (prefix), ``path_regex``, ``headers`` (name → regex
+of the whole value); then ``first`` N of them (fail-first-N, for retry tests) or
+``every`` N-th; then a ``share`` of those, drawn per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chaoslab.drivers.base import (
+    DriverContext,
+    Kind,
+    Operation,
+    Param,
+    RevertRecord,
+    parse_duration,
+    with_defaults,
+)
+from chaoslab.drivers.proxy.driver import TOXIC_PREFIX, ProxyDriver
+from chaoslab.errors import InvalidInput, Problem, TargetNotFound
+
+_MATCH = (
+    Param(name="method", type=(str, list), help="only these methods (GET, or [GET, POST])"),
+    Param(name="path", type=str, help="only paths starting with this prefix, e.g. /checkout"),
+    Param(name="path_regex", type=str, help="only paths this regular expression finds a match in"),
+    Param(name="headers", type=dict, help="only requests whose header NAME matches the whole regex"),
+    Param(name="first", type=int, minimum=1, help="only the first N matching requests, then pass"),
+    Param(name="every", type=int, minimum=1, help="only every N-th matching request"),
+    Param(
+        name="share",
+        type=(int, float),
+        default=1.0,
+        minimum=0.0,
+        maximum=1.0,
+        help="probability (0..1) that a selected request is hit, drawn per request",
+    ),
+)
+
+
+def _ms(args: Mapping[str, Any], key: str) -> float:
+    return round(parse_duration(args.get(key, 0)) * 1000.0, 6)
+
+
+def _attributes(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The operation's arguments as the ``http_*`` toxic's attributes."""
+    out: dict[str, Any] = {}
+    if "method" in args:
+        out["method"] = args["method"]
+    if "path" in args:
+        out["path_prefix"] = args["path"]
+    if "path_regex" in args:
+        out["path_regex"] = args["path_regex"]
+    if "headers" in args:
+        out["match_headers"] = dict(args["headers"])
+    for key in ("first", "every"):
+        if key in args:
+            out[key] = int(args[key])
+    match op:
+        case "abort":
+            out["status"] = int(args.get("status", 503))
+            out["body"] = str(args.get("body", ""))
+            out["headers"] = dict(args.get("response_headers") or {})
+        case "delay":
+            out["delay"] = _ms(args, "delay")
+            out["jitter"] = _ms(args, "jitter")
+            out["distribution"] = args.get("distribution", "uniform")
+            out["where"] = args.get("where", "request")
+        case "rewrite":
+            out["set_headers"] = dict(args.get("set_headers") or {})
+            out["remove_headers"] = list(args.get("remove_headers") or [])
+        case "truncate":
+            out["bytes"] = int(args["bytes"])
+    return out
+
+
+class HttpDriver(ProxyDriver):
+    """Request-level HTTP faults through an HTTP-mode fault proxy, each bounded by a lease."""
+
+    name = "http"
+    summary = (
+        "HTTP request faults (abort, delay, rewrite, truncate) by route, through a fault proxy in HTTP mode"
+    )
+
+    def operations(self) -> Sequence[Operation]:
+        fault = Kind.FAULT
+        return (
+            Operation(
+                name="abort",
+                kind=fault,
+                summary="answer matching requests with a status instead of forwarding them",
+                params=(
+                    Param(name="status", type=int, default=503, minimum=200, maximum=599, help="status code"),
+                    Param(name="body", type=str, default="", help="response body"),
+                    Param(name="response_headers", type=dict, help="extra response headers"),
+                    *_MATCH,
+                ),
+            ),
+            Operation(
+                name="delay",
+                kind=fault,
+                summary="hold matching requests (or their responses) for delay ± jitter",
+                params=(
+                    Param(
+                        name="delay", type=(int, float, str), duration=True, required=True, help="e.g. 200ms"
+                    ),
+                    Param(name="jitter", type=(int, float, str), duration=True, default=0, help="e.g. 20ms"),
+                    Param(
+                        name="distribution",
+                        type=str,
+                        default="uniform",
+                        choices=("uniform", "normal", "exponential"),
+                        help="of the jitter: uniform ±, normal σ, exponential mean",
+                    ),
+                    Param(
+                        name="where",
+                        type=str,
+                        default="request",
+                        choices=("request", "response"),
+                        help="hold the request before forwarding, or the response before sending",
+                    ),
+                    *_MATCH,
+                ),
+            ),
+            Operation(
+                name="rewrite",
+                kind=fault,
+                summary="set or remove response headers of matching requests",
+                params=(
+                    Param(name="set_headers", type=dict, help="header name → value"),
+                    Param(name="remove_headers", type=list, help="header names"),
+                    *_MATCH,
+                ),
+            ),
+            Operation(
+                name="truncate",
+                kind=fault,
+                summary="send only the first N bytes of matching responses' bodies, then close",
+                params=(
+                    Param(name="bytes", type=int, required=True, minimum=0, help="body bytes kept"),
+                    *_MATCH,
+                ),
+            ),
+            Operation(name="toxics", kind=Kind.PROBE, summary="list the toxics active on the proxy"),
+        )
+
+    def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
+        problems = super().validate(op, args, target)
+        if "first" in args and "every" in args:
+            problems.append(Problem(path="first", message="first and every exclude each other"))
+        if op.name == "rewrite" and not args.get("set_headers") and not args.get("remove_headers"):
+            problems.append(
+                Problem(path="set_headers", message="rewrite needs set_headers or remove_headers")
+            )
+        if op.name == "delay":
+            for key in ("delay", "jitter"):
+                try:
+                    if key in args and parse_duration(args[key]) > 600:
+                        problems.append(Problem(path=key, message="an HTTP delay above 600 s is absurd"))
+                except ValueError:
+                    pass  # check_args reports it
+        if op.kind is Kind.FAULT:
+            # The proxy server checks every attribute again; checking here too makes a
+            # mistake an "invalid input" before anything is touched.
+            from chaoslab.drivers.proxy.httpfaults import check_http_attributes
+            from chaoslab.drivers.proxy.toxics import ApiError
+
+            try:
+                check_http_attributes(f"http_{op.name}", _attributes(op.name, with_defaults(op, args)))
+            except ApiError as exc:
+                problems.append(Problem(path=op.name, message=exc.message.removeprefix("bad request body: ")))
+            except (KeyError, TypeError, ValueError):
+                pass  # check_args reports missing or mistyped arguments
+        return problems
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        api, name = self.resolve(target)
+        resp = self._request(api, "GET", f"/proxies/{name}", str(target))
+        if resp.status_code == 404:
+            raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
+        if resp.status_code != 200:
+            raise self._fail(resp, "reading the proxy", str(target))
+        if resp.json().get("mode") != "http":
+            raise InvalidInput(
+                [
+                    Problem(
+                        path="target",
+                        message=f"proxy {name!r} forwards TCP bytes; "
+                        f"http.{op.name} needs a proxy in HTTP mode",
+                        hint='create the proxy with "mode": "http"',
+                    )
+                ]
+            )
+        record = RevertRecord(
+            driver=self.name,
+            operation=op.name,
+            target=str(target),
+            run_id=ctx.run_id,
+            args=dict(args),
+            lease_s=lease_s,
+        )
+        merged = with_defaults(op, args)
+        toxic = {
+            "name": TOXIC_PREFIX + record.fault_id,
+            "type": f"http_{op.name}",
+            "stream": "downstream",
+            "toxicity": float(merged["share"]),
+            "attributes": _attributes(op.name, merged),
+        }
+        return record.with_data(api=api, proxy=name, toxic=toxic)
