@@ -306,6 +306,7 @@ def run(
     if journal_path:
         import shutil
 
+        Path(journal_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.journal_path, journal_path)
     if html_path or markdown_path or junit_path or summary_path:
         from chaoslab.report import write_reports

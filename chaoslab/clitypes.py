@@ -58,9 +58,10 @@ def _first_existing(path: Path) -> Path:
 
 
 class OutputFile(click.ParamType):  # type: ignore[type-arg]
-    """A file chaoslab will write: checked before anything runs (its directory exists and
-    is writable; the path is not a directory, FIFO or device), so a run never ends in a
-    traceback after the work is done. ``-`` (stdout) passes when ``allow_dash``."""
+    """A file chaoslab will write: checked before anything runs (its directory exists or
+    can be created, and is writable; the path is not a directory, FIFO or device), so a
+    run never ends in a traceback after the work is done. Writers create missing
+    directories. ``-`` (stdout) passes when ``allow_dash``."""
 
     name = "file"
 
@@ -81,11 +82,11 @@ class OutputFile(click.ParamType):  # type: ignore[type-arg]
             if not os.access(path, os.W_OK):
                 self.fail(f"{text} is not writable", param, ctx)
             return text
-        parent = path.parent
-        if not parent.is_dir():
-            self.fail(f"cannot write {text}: directory {parent} does not exist", param, ctx)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            self.fail(f"cannot write {text}: directory {parent} is not writable", param, ctx)
+        existing = _first_existing(path.parent)  # missing directories are created
+        if not existing.is_dir():
+            self.fail(f"cannot write {text}: {existing} is not a directory", param, ctx)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"cannot write {text}: directory {existing} is not writable", param, ctx)
         return text
 
 

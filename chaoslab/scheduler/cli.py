@@ -561,6 +561,7 @@ def register(main: click.Group) -> None:
         if output == "-":
             click.echo(text, nl=False)
         else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
             Path(output).write_text(text, "utf-8")
             click.echo(f"wrote {output}", err=True)
 

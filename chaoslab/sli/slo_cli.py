@@ -204,6 +204,7 @@ def register(main: click.Group) -> None:
             click.echo("warning: -o/--output FILE is deprecated; use --out-file FILE", err=True)
             out = out or legacy_out
         if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(text, encoding="utf-8")
             click.echo(f"wrote {len(ruleset.groups)} rule group(s) to {out}", err=True)
         else:

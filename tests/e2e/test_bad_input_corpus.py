@@ -271,33 +271,43 @@ OPTIONS: dict[str, Callable[[Path, Path], list[str]]] = {
     ],
     "schedule run --lease .nan": lambda t, m: ["schedule", "run", "--once", "--lease", ".nan", "-s", str(t)],
     "gate --pass-threshold nan": lambda t, m: ["gate", _ok(t, m), "--pass-threshold", "nan"],
-    "run --journal-path missing dir": lambda t, m: [
+    "run --journal-path under a file": lambda t, m: [
         "run",
         _ok(t, m),
         "--journal-path",
-        str(t / "missing" / "journal.json"),
+        str(t / "exp.yaml" / "journal.json"),
     ],
     "run --run-dir /dev/null/x": lambda t, m: ["run", _ok(t, m), "--run-dir", "/dev/null/x"],
     "run --html a directory": lambda t, m: ["run", _ok(t, m), "--html", str(t)],
     "run --junit a FIFO": lambda t, m: ["run", _ok(t, m), "--junit", str(_mkfifo(t / "pipe.xml"))],
-    "run --markdown missing dir": lambda t, m: ["run", _ok(t, m), "--markdown", str(t / "no" / "pm.md")],
-    "run --summary missing dir": lambda t, m: ["run", _ok(t, m), "--summary", str(t / "no" / "s.md")],
+    "run --markdown under a file": lambda t, m: [
+        "run",
+        _ok(t, m),
+        "--markdown",
+        str(t / "exp.yaml" / "pm.md"),
+    ],
+    "run --summary under a file": lambda t, m: ["run", _ok(t, m), "--summary", str(t / "exp.yaml" / "s.md")],
     "gate --output-dir a file": lambda t, m: ["gate", _ok(t, m), "--output-dir", _ok(t, m)],
-    "gate --junit missing dir": lambda t, m: ["gate", _ok(t, m), "--junit", str(t / "no" / "j.xml")],
-    "report --html missing dir": lambda t, m: ["report", _ok(t, m), "--html", str(t / "no" / "r.html")],
-    "export cronjob --out-file missing dir": lambda t, m: [
+    "gate --junit under a file": lambda t, m: ["gate", _ok(t, m), "--junit", str(t / "exp.yaml" / "j.xml")],
+    "report --html under a file": lambda t, m: [
+        "report",
+        _ok(t, m),
+        "--html",
+        str(t / "exp.yaml" / "r.html"),
+    ],
+    "export cronjob --out-file under a file": lambda t, m: [
         "export",
         "cronjob",
         _ok(t, m),
         "--out-file",
-        str(t / "no" / "k.yaml"),
+        str(t / "exp.yaml" / "k.yaml"),
     ],
-    "slo rules --out-file missing dir": lambda t, m: [
+    "slo rules --out-file under a file": lambda t, m: [
         "slo",
         "rules",
         _ok(t, m),
         "--out-file",
-        str(t / "no/r"),
+        str(t / "exp.yaml" / "r"),
     ],
     "gameday run --runs-dir /dev/null/x": lambda t, m: [
         "gameday",
