@@ -113,10 +113,10 @@ def wait_healthy(status_url: str, timeout_s: float = 15.0) -> None:
 
 def one_run(exp_path: Path, work: Path, i: int) -> dict[str, Any]:
     from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.compile import load_experiment
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.journal import read_events
     from chaoslab.engine.runner import RunOptions, new_run_id
-    from chaoslab.model.compile import load_experiment
     from chaoslab.session import run_experiment
 
     registry = DriverRegistry()
@@ -175,10 +175,10 @@ HEALTHY: dict[str, Any] = {
 def healthy_runs(runs: int, work: Path) -> tuple[int, int, dict[str, int]]:
     """(aborted, runs, verdicts) of the sequential guard on healthy lab runs."""
     from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.compile import load_experiment
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.runner import RunOptions, new_run_id
     from chaoslab.lab.control import lb_url, running_lab
-    from chaoslab.model.compile import load_experiment
     from chaoslab.session import run_experiment
 
     path = work / "healthy.json"

@@ -96,8 +96,8 @@ def _registry() -> DriverRegistry:
 
 
 def _load(path: str, output: str = "text") -> Experiment:
+    from chaoslab.engine.compile import load_experiment
     from chaoslab.errors import InvalidInput
-    from chaoslab.model.compile import load_experiment
 
     try:
         return load_experiment(path, registry=_registry())
@@ -385,9 +385,9 @@ def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
 )
 def validate(experiments: tuple[str, ...], output: str) -> None:
     """Check experiment files; report every problem with file, line and field path."""
+    from chaoslab.engine.compile import load_experiment
     from chaoslab.engine.configuration import load_configuration
     from chaoslab.errors import InvalidInput, Problem
-    from chaoslab.model.compile import load_experiment
 
     problems: list[Problem] = []
     warnings: list[str] = []

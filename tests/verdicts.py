@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chaoslab.engine import events as ev
-from chaoslab.engine.verdict import JudgedSLO, Verdict, fold_verdict, slo_note
+from chaoslab.engine.fold import JudgedSLO, fold_verdict, slo_note
+from chaoslab.engine.verdict import Verdict
 
 
 def verdict_of_slos(results: Iterable[JudgedSLO]) -> tuple[Verdict, str]:

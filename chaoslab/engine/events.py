@@ -265,7 +265,7 @@ class ControlsWrote(Event, frozen=True, kw_only=True):
 class VerdictNoted(Event, frozen=True, kw_only=True):
     """Something the run found that bears on its verdict (an SLO failed, a fault is not
     clean, the guard aborted…). The verdict is the fold of these over the stream
-    (``chaoslab.engine.verdict.fold_verdict``): the worst wins, its reasons are joined."""
+    (``chaoslab.engine.fold.fold_verdict``): the worst wins, its reasons are joined."""
 
     kind: ClassVar[str] = "verdict-noted"
     verdict: str  # a chaoslab.engine.verdict.Verdict value

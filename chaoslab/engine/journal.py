@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 from chaoslab import __version__
 from chaoslab.engine import events as ev
+from chaoslab.engine.fold import fold_verdict
+from chaoslab.engine.verdict import Verdict
 from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.units import finite_tree
 
@@ -206,8 +208,6 @@ class JournalBuilder:
                 top_written.update({k: v for k, v in e.values.items() if k not in _VERDICT_KEYS})
         start = started.ts if started else 0.0
         end = finished.ts if finished else start
-        from chaoslab.engine.verdict import fold_verdict
-
         # The one verdict: the fold of the events (for a run that ended, what it reported).
         v, reason = fold_verdict(events)
         verdict = v.value
@@ -310,7 +310,7 @@ def write_journal(path: Path, journal: Mapping[str, Any]) -> None:
 def journal_from_log(path: Path) -> dict[str, Any]:
     """``journal.json``'s content rebuilt from a run's ``events.ndjson`` alone: for a run
     that was killed before it wrote its journal. Its verdict is the fold of the events
-    (``chaoslab.engine.verdict.VerdictFold``): NOT CLEAN when a fault was never verified
+    (``chaoslab.engine.fold.VerdictFold``): NOT CLEAN when a fault was never verified
     clean, interrupted otherwise."""
     types = ev.event_types()
     builder = JournalBuilder()
@@ -323,3 +323,9 @@ def journal_from_log(path: Path) -> dict[str, Any]:
             started = event
         builder(event)
     return builder.build(experiment=dict(started.experiment) if started else {})
+
+
+def verdict_of_log(path: Path) -> tuple[Verdict, str]:
+    """The verdict of a run from its ``events.ndjson`` (a torn last line is ignored)."""
+    types = ev.event_types()
+    return fold_verdict(e for raw in read_events(path) if (e := ev.decode_event(raw, types)) is not None)

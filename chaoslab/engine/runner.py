@@ -36,11 +36,12 @@ from chaoslab.engine import events as ev
 from chaoslab.engine.controls import Controls, written
 from chaoslab.engine.execute import Outcome, execute, substitute
 from chaoslab.engine.faults import FaultManager, Ledger
+from chaoslab.engine.fold import VerdictFold, slo_note
 from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, run_entry, write_journal
 from chaoslab.engine.proctree import ActivityTrees
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
-from chaoslab.engine.verdict import Verdict, VerdictFold, slo_note
+from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import (
     ActivityInterrupted,
     ChaoslabError,
@@ -117,7 +118,7 @@ class _State(msgspec.Struct):
     windows: dict[str, tuple[float, float]] = msgspec.field(default_factory=dict)
 
     # Set by the runner: each finding goes out as a VerdictNoted event, and the verdict
-    # is the fold of those events (chaoslab.engine.verdict.VerdictFold), not of this list.
+    # is the fold of those events (chaoslab.engine.fold.VerdictFold), not of this list.
     note: Callable[[Verdict, str], None] = lambda _verdict, _reason: None
 
     def add(self, verdict: Verdict, reason: str) -> None:

@@ -42,8 +42,8 @@ after the event, minus the event time (0 if no second failed). It fails when tha
 above the threshold, passes when it is within and at least ``stable`` good seconds
 follow, and is inconclusive otherwise (the run ended too soon to tell).
 
-What a result means for the run's verdict is ``chaoslab.engine.verdict.slo_note``; the
-verdict itself is a fold over the run's events (``chaoslab.engine.verdict.VerdictFold``).
+What a result means for the run's verdict is ``chaoslab.engine.fold.slo_note``; the
+verdict itself is a fold over the run's events (``chaoslab.engine.fold.VerdictFold``).
 """
 
 from __future__ import annotations

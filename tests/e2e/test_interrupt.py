@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaoslab.engine.verdict import Verdict, verdict_of_log
+from chaoslab.engine.journal import verdict_of_log
+from chaoslab.engine.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOSLAB = [sys.executable, "-m", "chaoslab.cli"]

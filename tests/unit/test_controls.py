@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.controls import context_controls, written
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.signals import signal_name
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
-from chaoslab.model.compile import load_experiment
 from tests.fakedriver import FakeDriver
 
 NAMES = st.sampled_from(["a", "b", "c"])

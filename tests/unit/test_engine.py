@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.events import EventBus, FaultInjected
 from chaoslab.engine.journal import read_events
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.verdict import ExitCode, Verdict
 from chaoslab.errors import InvalidInput
-from chaoslab.model.compile import load_experiment
 from chaoslab.session import run_experiment
 from tests.fakedriver import FakeDriver
 

@@ -83,7 +83,7 @@ def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: P
     ).read_text()
     # ...and its experiments load there, library references included.
     from chaoslab.drivers.registry import DriverRegistry
-    from chaoslab.model.compile import load_experiment
+    from chaoslab.engine.compile import load_experiment
 
     cwd = os.getcwd()
     os.chdir(tmp_path)  # not the repository: only the mount may satisfy `ref:`

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine import events as ev
+from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.console import ConsoleProgress, PlainSink
 from chaoslab.engine.journal import guard_timing
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
-from chaoslab.model.compile import load_experiment
 from chaoslab.model.sections import GuardSection, decode_guard
 from chaoslab.safety.guard import GuardSpec, SendOrder, SLOGuard, resolve_guard
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource

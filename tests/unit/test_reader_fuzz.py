@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.compile import compile_document
 from chaoslab.errors import InvalidInput
-from chaoslab.model.compile import compile_document
 from chaoslab.model.reader import Document, parse_document
 
 EXAMPLES = int(os.environ.get("CHAOSLAB_FUZZ_EXAMPLES", "60"))

@@ -161,8 +161,8 @@ def test_console_shows_ratios_and_changes() -> None:
 
 def test_a_baseline_that_is_not_critical_does_not_stop_the_run(tmp_path: Path) -> None:
     from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.engine.compile import load_experiment
     from chaoslab.engine.runner import Runner, RunOptions
-    from chaoslab.model.compile import load_experiment
     from tests.fakedriver import FakeDriver
 
     class Obs:

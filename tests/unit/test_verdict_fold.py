@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chaoslab.engine import events as ev
-from chaoslab.engine.verdict import SEVERITY, Verdict, VerdictFold, fold_verdict, verdict_of_log
+from chaoslab.engine.fold import VerdictFold, fold_verdict
+from chaoslab.engine.journal import verdict_of_log
+from chaoslab.engine.verdict import SEVERITY, Verdict
 
 RUN = "r1"
 
