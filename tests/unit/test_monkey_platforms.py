@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.engine.compile import compile_document
 from chaoslab.errors import InvalidInput
-from chaoslab.model.compile import compile_document
 from chaoslab.model.reader import load_document
 from chaoslab.scheduler.monkey import kill_experiment, leashed_line
 from chaoslab.scheduler.scenario import load_scenario
