@@ -280,7 +280,12 @@ class Runner:
                 except Aborted as exc:
                     self.state.add(Verdict.ABORTED, str(exc))
                 except InvalidInput as exc:
-                    self.state.add(Verdict.INVALID_INPUT, str(exc))
+                    if self._method_runs or self.faults.during_window() is not None:
+                        # found only at run time (arguments substituted then): something
+                        # ran, so this is not "invalid input, nothing ran"
+                        self.state.add(Verdict.ERROR, f"invalid input found after the method started: {exc}")
+                    else:
+                        self.state.add(Verdict.INVALID_INPUT, str(exc))
                 except DriverError as exc:
                     self.state.add(Verdict.ERROR, f"driver error: {exc}")
                 except (LockHeld, LedgerError) as exc:  # a fault's resolved target is taken

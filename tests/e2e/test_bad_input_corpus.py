@@ -339,3 +339,69 @@ def test_bad_cli_option_is_a_usage_error(case: str, tmp_path: Path) -> None:
     assert elapsed < LIMIT_S
     assert not marker.exists()
     assert not (tmp_path / "chaoslab-runs").exists()
+
+
+# --- nothing runs until everything is known to be runnable --------------------------------------
+
+
+def test_a_fault_that_can_never_work_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    f = _experiment(
+        tmp_path,
+        marker,
+        method="  - {do: stress.disk, with: {path: /nonexistent/dir, mib: 1}, duration: 2s}\n",
+    )
+    proc = run_cli("run", str(f), "--run-dir", str(tmp_path / "rd"), cwd=tmp_path, timeout=LIMIT_S)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert f"{f}:5 at method[1].with.path" in out and "not a directory" in out
+    assert not marker.exists(), "an earlier activity ran before the refusal"
+    assert not (tmp_path / "rd").exists()
+
+
+def test_validate_refuses_more_memory_than_the_machine_has(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    f = _experiment(
+        tmp_path,
+        marker,
+        method="  - {do: stress.memory, with: {mib: 99999999999}, duration: 2s}\n",
+    )
+    for command in ("validate", "run"):
+        proc = run_cli(command, str(f), cwd=tmp_path, timeout=LIMIT_S)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2, out
+        assert "method[1].with.mib" in out and "MiB is not possible" in out
+        assert "Traceback" not in out
+    assert not marker.exists()
+
+
+def test_input_found_bad_only_after_the_method_started_is_not_called_invalid(tmp_path: Path) -> None:
+    """A substituted argument is known only at run time: the run is an error (exit 5),
+    since exit 2 promises that nothing ran."""
+    marker = tmp_path / "marker"
+    f = _experiment(
+        tmp_path,
+        marker,
+        extra="configuration: {p: /nonexistent/dir}\n",
+        method="  - {do: stress.disk, with: {path: '${p}', mib: 1}, duration: 2s}\n",
+    )
+    proc = run_cli("run", str(f), "--run-dir", str(tmp_path / "rd"), cwd=tmp_path, timeout=LIMIT_S)
+    out = proc.stdout + proc.stderr
+    assert marker.exists()
+    assert proc.returncode == 5, out
+    assert "invalid input found after the method started" in out
+
+
+def test_mistyped_runtime_is_a_clear_error_not_a_type_error(tmp_path: Path) -> None:
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        "title: t\ndescription: d\nruntime: {rollbacks: true}\nwindows: {baseline: .nan}\nmethod: []\n"
+    )
+    proc = run_cli("validate", str(f), cwd=tmp_path, timeout=LIMIT_S)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert f"{f}:4 at windows.baseline" in out and "not a finite number" in out
+    f.write_text("title: t\ndescription: d\nruntime: {rollbacks: true}\nmethod: []\n")
+    proc = run_cli("validate", str(f), cwd=tmp_path, timeout=LIMIT_S)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and f"{f}:3 at runtime.rollbacks" in out and "Traceback" not in out
