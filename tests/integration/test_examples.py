@@ -115,3 +115,20 @@ def test_kubernetes_example_deletes_one_pod_and_waits_for_its_replacement(tmp_pa
         (victim,) = fault["picked"]
         assert victim.removeprefix("pod shop/") not in emu.pods("shop")  # deleted ...
         assert len(controller.created) == 1 and len(emu.pods("shop")) == 3  # ... and replaced
+
+
+# --- ssh -----------------------------------------------------------------------------------------
+
+
+def test_ssh_example_stresses_one_eu_host_of_the_fleet(tmp_path: Path) -> None:
+    from tests.integration.sshfleet import fleet, sshd_available
+
+    require(sshd_available(), "OpenSSH server (apt-get install openssh-server) and root")
+    with fleet(tmp_path / "fleet", 3) as f:
+        inventory = f.inventory(tmp_path / "inventory.yaml", tags={"h0": ["eu"], "h1": ["eu"], "h2": ["us"]})
+        journal = plan_then_run("ssh-cpu-stress.yaml", tmp_path, {"CHAOSLAB_SSH_INVENTORY": str(inventory)})
+    (fault,) = [e for e in journal["chaoslab"]["faults"] if e["kind"] == "fault-injected"]
+    assert (fault["driver"], fault["operation"]) == ("ssh", "stress_cpu")
+    (host,) = fault["picked"]  # one host by default, as on every platform
+    assert host in ("host h0", "host h1")
+    assert fault["record"]["args"]["pick"] == 1
