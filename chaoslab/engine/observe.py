@@ -7,7 +7,6 @@ series at the end (journal, charts), and the SLO verdicts per window.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,8 +19,6 @@ from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.sli.base import SLISource, series_to_dict
 from chaoslab.sli.loadgen import LoadGenerator, load_from_spec
 from chaoslab.sli.slo import SLO, SLIKind, judge
-
-SERIES_ENV = "CHAOSLAB_SLI_SERIES"
 
 
 class LoadObservation:
@@ -85,8 +82,6 @@ class LoadObservation:
             self.source = load_from_spec(self.spec, series_path=self.series_path)
         except (ValueError, OSError) as exc:
             raise SLIError(f"cannot start the synthetic load: {exc}") from exc
-        # CTK steady-state probes (chaoslab.sli.ctk) read the live series from this file.
-        os.environ[SERIES_ENV] = str(self.series_path)
         self.source.start()
         self.started_at = time.time()
         self._ticker = threading.Thread(target=self._tick, name="sli-ticker", daemon=True)
@@ -124,7 +119,6 @@ class LoadObservation:
                         series=series_to_dict(self.source.series()),
                     )
                 )
-        os.environ.pop(SERIES_ENV, None)
 
     def judge(self, windows: Mapping[str, tuple[float, float]]) -> list[ev.SLOEvaluated]:
         if self.source is None and not self.extra_sources:

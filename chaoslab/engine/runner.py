@@ -55,12 +55,18 @@ from chaoslab.errors import (
 )
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
 from chaoslab.model.varfile import VarValues
+from chaoslab.sli.ctk import SERIES_KEY
 
 Phase = ev.Phase
 
 
 class Observation(Protocol):
     """SLI measurement around a run (synthetic load, Prometheus...). Optional."""
+
+    @property
+    def series_path(self) -> Path:
+        """The per-second series file CTK steady-state probes read (``chaoslab.sli.ctk``)."""
+        ...
 
     def bind(self, run_probe: Callable[[Activity], Outcome]) -> None: ...
     def start(self, bus: ev.EventBus, run_id: str) -> None: ...
@@ -268,6 +274,10 @@ class Runner:
             try:
                 try:
                     self._load_configuration()
+                    if self.observation is not None:
+                        # CTK steady-state probes (chaoslab.sli.ctk) read the live series
+                        # from this run's file: passed in, never through os.environ.
+                        self.configuration.setdefault(SERIES_KEY, str(self.observation.series_path))
                     self.state.configured = True
                     controls.configure(self.configuration, self.secrets)
                     controls.apply("experiment", controls.experiment, "before")

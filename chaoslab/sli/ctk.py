@@ -18,15 +18,17 @@ So that CTK-format experiments get SLO verdicts too, a steady-state probe can ca
 range tolerances. Both judge the last ``last`` seconds of *complete* seconds.
 
 Where the samples come from: the run's load generator appends its per-second series to
-a file (``LoadGenerator(series_path=...)``); the runner exports that path as
-``CHAOSLAB_SLI_SERIES`` before running activities, or the probe passes ``series_file``.
-A file works across threads (CTK runs activities in a thread pool, where context
-variables do not follow) and across processes, and it survives a runner crash.
+a file (``LoadGenerator(series_path=...)``); the runner puts that path in the run's
+configuration under ``chaoslab_sli_series`` (chaostoolkit-lib hands the configuration
+to a python provider whose function takes a ``configuration`` argument), or the probe
+passes ``series_file``. Nothing goes through the environment, so two runs in one
+process never read each other's series. A file works across threads (CTK runs
+activities in a thread pool, where context variables do not follow) and survives a
+runner crash.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,13 +40,14 @@ from chaoslab.model.sections import decode_slos
 from chaoslab.sli.series_file import SeriesFileSource
 from chaoslab.sli.slo import SLIKind, judge
 
-SERIES_ENV = "CHAOSLAB_SLI_SERIES"
+SERIES_KEY = "chaoslab_sli_series"  # in the run's configuration
 
 
 def slo_check(
     slo: Mapping[str, Any],
     last: str | float = "10s",
     series_file: str | None = None,
+    configuration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Judge one objective over the last ``last`` seconds; return the result as a dict."""
     raw = {"name": "check", **slo}
@@ -63,9 +66,9 @@ def slo_check(
                 )
             ]
         )
-    path = series_file or os.environ.get(SERIES_ENV)
+    path = series_file or (configuration or {}).get(SERIES_KEY)
     if not path:
-        raise SLIError(f"no SLI series: pass series_file or set {SERIES_ENV}")
+        raise SLIError(f"no SLI series: pass series_file, or run under chaoslab (configuration {SERIES_KEY})")
     source = SeriesFileSource(Path(path))
     last_s = parse_duration(last)
     rows = [r for r in source.series() if r.complete]
@@ -84,6 +87,7 @@ def slo_ok(
     slo: Mapping[str, Any],
     last: str | float = "10s",
     series_file: str | None = None,
+    configuration: Mapping[str, Any] | None = None,
 ) -> bool:
     """True iff the objective passes (with confidence) over the last ``last`` seconds."""
-    return bool(slo_check(slo, last, series_file)["verdict"] == "pass")
+    return bool(slo_check(slo, last, series_file, configuration)["verdict"] == "pass")

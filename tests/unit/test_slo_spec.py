@@ -182,6 +182,7 @@ def test_few_samples_are_inconclusive(tmp_path: Path) -> None:
 
 
 def test_ctk_probe_reads_the_series_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run passes its series file in the configuration chaostoolkit-lib hands over."""
     import time
 
     now = float(int(time.time()))
@@ -190,9 +191,14 @@ def test_ctk_probe_reads_the_series_file(tmp_path: Path, monkeypatch: pytest.Mon
         for i in range(12):
             row = SecondStats(t=now - 12 + i, n=300, good=300, errors=0, hist={hist_index(0.004): 300})
             fh.write(json.dumps(row.to_dict()) + "\n")
-    monkeypatch.setenv("CHAOSLAB_SLI_SERIES", str(path))
-    assert slo_ok({"sli": "availability", "objective": 0.99}, last="10s") is True
-    result = slo_check({"sli": "latency", "percentile": 99, "threshold": "3ms"}, last="10s")
+    monkeypatch.setenv("CHAOSLAB_SLI_SERIES", str(path))  # the old channel: no longer read
+    with pytest.raises(SLIError, match="no SLI series"):
+        slo_ok({"sli": "availability", "objective": 0.99}, last="10s")
+    config = {"chaoslab_sli_series": str(path)}
+    assert slo_ok({"sli": "availability", "objective": 0.99}, last="10s", configuration=config) is True
+    result = slo_check(
+        {"sli": "latency", "percentile": 99, "threshold": "3ms"}, last="10s", configuration=config
+    )
     assert result["verdict"] == "fail" and result["samples"] == 3000
     with pytest.raises(InvalidInput):
         slo_check({"sli": "availability", "objective": 2})
