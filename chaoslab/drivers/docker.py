@@ -224,6 +224,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 _LEASED = frozenset({"stop", "pause", "throttle", "disconnect"})
+STOP_SETTLE_S = 2.0  # after a stop's grace period, how long the daemon may take to finish it
 
 
 # --- targets ---------------------------------------------------------------------------
@@ -658,6 +659,9 @@ class DockerDriver(Driver):
                 self._check_local(entries, str(sel))
         if op.name in ("stop", "restart"):
             data["grace_s"] = parse_duration(full["grace"])
+        if op.name == "stop" and lease is not None:
+            # The stop itself (its grace period included) must fit inside the lease.
+            lease = max(lease, float(data["grace_s"]) + STOP_SETTLE_S + 5.0)
         if op.name == "throttle":
             data["cpus"] = float(full["cpus"])
         if op.name == "stress":
@@ -908,7 +912,16 @@ class DockerDriver(Driver):
         op, name, state = record.operation, e["name"], _state(c.attrs)
         if op == "stop":
             if state.get("Running"):
-                return True, f"{name} already running"
+                # The stop may still be in its grace period (a lease that ended while the
+                # runner's stop was under way): wait it out, bounded, then start it.
+                began = float(record.lease_expires_at or 0.0) - float(record.lease_s or 0.0)
+                settle = began + float(record.data.get("grace_s", 10.0)) + STOP_SETTLE_S
+                while state.get("Running") and time.time() < settle:
+                    time.sleep(0.1)
+                    c.reload()
+                    state = _state(c.attrs)
+                if state.get("Running"):
+                    return True, f"{name} already running"
             c.start()
             return True, f"{name} started"
         if op == "pause":

@@ -12,6 +12,7 @@ Containers use ``--network none``, ``--network host`` (busybox httpd on 127.0.0.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from chaoslab.drivers import _proc
 from chaoslab.drivers.base import Driver, DriverContext, RevertRecord
 from chaoslab.drivers.docker import parse_size, parse_target, parse_timestamp
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
 from tests.conftest import require
 from tests.integration.dockerlab import DockerLab, docker_lab
@@ -324,6 +326,7 @@ import json, sys
 from pathlib import Path
 from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.watchdog import outcome_path
 record = RevertRecord.from_dict(json.loads(sys.argv[1]))
 driver = DriverRegistry().get(record.driver)
 ctx = DriverContext(run_id=record.run_id, state_dir=Path(sys.argv[2]))
@@ -359,6 +362,7 @@ import json, sys, time
 from pathlib import Path
 from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.watchdog import outcome_path
 spec = json.loads(sys.stdin.readline())
 driver = DriverRegistry().get("docker")
 ctx = DriverContext(run_id="docker-runner", state_dir=Path(spec["state_dir"]))
@@ -612,3 +616,31 @@ def test_one_container_named_by_name_and_by_label_is_one_lock(
         with pytest.raises(LockHeld, match=c.id):
             b.claim(msgspec.structs.replace(by_label, run_id="run-b", keys=driver.identities(by_label)))
     assert state(c)["Status"] == "running", "prepare and claim touch nothing"
+
+
+def test_a_lease_ending_mid_stop_waits_for_the_grace_period_then_starts_it(
+    lab: DockerLab, driver: Driver, ctx: DriverContext, tmp_path: Path
+) -> None:
+    """docker.stop on a container that ignores SIGTERM (its PID 1): the stop takes its whole
+    grace period. A lease ending meanwhile (here: heartbeats that stopped at once) must not
+    call the still-running container clean and leave: it waits the stop out, then starts it."""
+    c = lab.run()  # `sleep` as PID 1: SIGTERM is ignored, the stop waits for SIGKILL
+    op = driver.operation("stop")
+    assert op is not None
+    record = driver.prepare(ctx, op, {"grace": "4s"}, f"name:{c.name}", 2.0)
+    assert (record.lease_s or 0) >= 4.0 + 2.0, "the stop's grace period fits inside the lease"
+    beat = tmp_path / "stale.beat"
+    beat.touch()
+    os.utime(beat, (time.time() - 60, time.time() - 60))  # a runner that stopped renewing
+    record = msgspec.structs.replace(record, heartbeat=str(beat))
+    stopper = threading.Thread(target=driver.inject, args=(ctx, record), daemon=True)
+    stopper.start()
+    try:
+        assert wait_for(lambda: outcome_path(ctx.state_dir, record.fault_id).exists(), 20)
+        stopper.join(timeout=20)
+        outcome = json.loads(outcome_path(ctx.state_dir, record.fault_id).read_text())
+        assert outcome["reverted"] and outcome["clean"], outcome
+        assert state(c)["Running"], "the watchdog started the container once the stop completed"
+    finally:
+        stopper.join(timeout=20)
+        driver.revert(ctx, record)
