@@ -983,9 +983,12 @@ class DockerDriver(Driver):
                     break
                 time.sleep(0.05)
         detail = "; ".join(h.detail for h in heals)
+        if pending and all(not h.possible for h in pending):
+            # Nothing can bring it back and nothing of chaoslab's remains: the same verdict
+            # as a killed bare pid on the process driver (done, no time to recover).
+            return RevertResult(reverted=True, detail=f"cannot heal, nothing to wait for: {detail}")
         if pending:
-            why = "cannot heal" if any(not h.possible for h in pending) else f"not healed within {timeout:g}s"
-            return RevertResult(reverted=False, detail=f"{why}: {detail}")
+            return RevertResult(reverted=False, detail=f"not healed within {timeout:g}s: {detail}")
         ttr = max(0.0, max((h.recovered_at or since) for h in heals) - since)
         return RevertResult(reverted=True, detail=detail, time_to_recover_s=ttr)
 
@@ -1010,7 +1013,9 @@ class DockerDriver(Driver):
         with _api(f"check {op}", record.target) as client:
             if op in ("kill", "restart"):
                 since = float(record.data.get("killed_at") or record.created_at)
-                residue += [h.detail for h in self._heals(client, record, since) if not h.healed]
+                heals = self._heals(client, record, since)
+                residue += [h.detail for h in heals if not h.healed and h.possible]
+                notes += [h.detail for h in heals if not h.possible]
             for e in record.data["containers"] if op not in ("kill", "restart") else ():
                 c = _container(client, e["id"])
                 if c is None:

@@ -549,10 +549,13 @@ def test_kill_without_restart_policy_says_it_cannot_heal(
     record = inject(driver, ctx, "kill", f"name:{c.name}", {"timeout": "5s"}, lease_s=None)
     t0 = time.monotonic()
     result = driver.revert(ctx, record)
-    assert not result.reverted and "no restart policy" in result.detail
+    # The same verdict as a killed bare pid on the process driver: done, nothing to wait
+    # for, no time to recover, and nothing of chaoslab's left (clean), the reason said.
+    assert result.reverted and result.time_to_recover_s is None
+    assert "no restart policy" in result.detail and "cannot heal" in result.detail
     assert time.monotonic() - t0 < 2, "it knows at once that nothing will heal it"
     report = driver.check_clean(ctx, record)
-    assert not report.clean and "no restart policy" in report.residue[0]
+    assert report.clean and "no restart policy" in report.detail
 
 
 def test_kill_via_api_disables_the_restart_policy(lab: DockerLab, driver: Driver, ctx: DriverContext) -> None:
