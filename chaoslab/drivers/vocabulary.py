@@ -543,6 +543,81 @@ OPERATIONS: tuple[VOperation, ...] = (
         ),
     ),
 )
+
+# Request-level faults need a proxy in HTTP mode in front of the target (the lab's are).
+_HTTP_MATCH = (
+    _p("method", (str, list), TEXT, "only these methods (GET, or [GET, POST])"),
+    _p("path", str, TEXT, "only paths starting with this prefix, e.g. /checkout"),
+    _p("path_regex", str, TEXT, "only paths this regular expression finds a match in"),
+    _p("headers", dict, TEXT, "only requests whose header NAME matches the whole regex"),
+    _p("first", int, COUNT, "only the first N matching requests, then pass", minimum=1),
+    _p("every", int, COUNT, "only every N-th matching request", minimum=1),
+    _p(
+        "share",
+        (int, float),
+        FRACTION,
+        "probability a selected request is hit, drawn per request",
+        default=1.0,
+        minimum=0.0,
+        maximum=1.0,
+    ),
+)
+
+
+def _http(name: str, summary: str, *params: Canon) -> VOperation:
+    return VOperation(
+        name=f"http.{name}",
+        summary=summary,
+        params=(*params, *_HTTP_MATCH),
+        bindings=(
+            Binding(platform="proxy", driver="http", operation=name),
+            Binding(platform="local", driver="http", operation=name, schemes=("lab",)),
+        ),
+    )
+
+
+OPERATIONS += (
+    _http(
+        "abort",
+        "Answer matching HTTP requests with a status instead of forwarding them",
+        _p("status", int, COUNT, "status code", default=503, minimum=200, maximum=599),
+        _p("body", str, TEXT, "response body", default=""),
+        _p("response_headers", dict, TEXT, "extra response headers"),
+    ),
+    _http(
+        "delay",
+        "Hold matching HTTP requests (or their responses) for delay ± jitter",
+        _p("delay", _DUR, DURATION, "e.g. 200ms", required=True),
+        _p("jitter", _DUR, DURATION, "e.g. 20ms", default=0),
+        _p(
+            "distribution",
+            str,
+            TEXT,
+            "of the jitter: uniform ±, normal σ, exponential mean",
+            default="uniform",
+            choices=("uniform", "normal", "exponential"),
+        ),
+        _p(
+            "where",
+            str,
+            TEXT,
+            "hold the request before forwarding, or the response before sending",
+            default="request",
+            choices=("request", "response"),
+        ),
+    ),
+    _http(
+        "rewrite",
+        "Set or remove response headers of matching HTTP requests",
+        _p("set_headers", dict, TEXT, "header name → value"),
+        _p("remove_headers", list, TEXT, "header names"),
+    ),
+    _http(
+        "truncate",
+        "Send only the first N body bytes of matching HTTP responses, then close",
+        _p("bytes", int, BYTES, "body bytes kept", required=True, minimum=0),
+    ),
+)
 BY_NAME: dict[str, VOperation] = {op.name: op for op in OPERATIONS}
 
 # Kill-like operations: the ones the Chaos Monkey may use.

@@ -47,6 +47,20 @@ SAMPLE: dict[str, Any] = {
     "bytes": 100,
     "stream": "upstream",
     "toxicity": 0.5,
+    # http.* (request-level faults)
+    "method": ["GET", "POST"],
+    "path_regex": "^/api/",
+    "headers": {"X-Canary": "yes"},
+    "first": 3,
+    "every": 2,
+    "share": 0.25,
+    "status": 502,
+    "body": "down",
+    "response_headers": {"Retry-After": "1"},
+    "distribution": "normal",
+    "where": "response",
+    "set_headers": {"Cache-Control": "no-store"},
+    "remove_headers": ["ETag"],
 }
 
 
