@@ -10,7 +10,7 @@ arguments are flattened key, value; the provider's ``timeout`` bounds the proces
 result is ``{"status", "stdout", "stderr"}``. Output that is not UTF-8 is decoded by
 chaostoolkit-lib's own ``decode_bytes`` (charset detection). ``${}`` substitution, the
 python and http providers, configuration and secrets always go through chaostoolkit-lib;
-``tests/unit/test_ctkprocess.py`` checks this module against chaostoolkit-lib's.
+``tests/unit/test_ctk_equivalence.py`` checks this module against chaostoolkit-lib's.
 """
 
 from __future__ import annotations

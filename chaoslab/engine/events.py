@@ -8,6 +8,7 @@ event log.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -307,11 +308,23 @@ def decode_event(raw: Mapping[str, Any], types: Mapping[str, type[Event]] | None
         return None
 
 
+def _report_consumer_error(consumer: Consumer, exc: Exception) -> None:
+    name = getattr(consumer, "__qualname__", None) or type(consumer).__qualname__
+    try:
+        sys.stderr.write(
+            f"chaoslab: event consumer {name} failed ({type(exc).__name__}: {exc}); "
+            "the run goes on without it\n"
+        )
+    except (OSError, ValueError):
+        pass  # stderr closed: nowhere left to say it
+
+
 class EventBus:
     """Delivers each event to every consumer, in order, from any thread.
 
-    A consumer that raises is reported once on stderr-facing ``errors`` and otherwise
-    ignored: a broken console must never stop a revert.
+    A consumer that raises is recorded in ``errors`` and reported on stderr the first
+    time it fails (once per consumer), and otherwise ignored: a broken console must never
+    stop a revert.
 
     Every event passes through ``masker`` before any consumer sees it: this is the one
     place secrets are masked for the journal, the event log, the console, metrics and
@@ -335,4 +348,6 @@ class EventBus:
                 try:
                     consumer(event)
                 except Exception as exc:  # a consumer must never break the run
+                    if not any(c is consumer for c, _ in self.errors):
+                        _report_consumer_error(consumer, exc)
                     self.errors.append((consumer, exc))

@@ -159,7 +159,7 @@ def judge_tolerance(
 def scalar_tolerance(tolerance: Any, value: Any) -> bool:
     """Chaos Toolkit's bool/int/str/list tolerance rules, without importing
     ``chaoslib.hypothesis`` (which pulls in ``requests`` and ``jsonpath2``: ~80 ms of
-    start-up on every run). ``tests/unit/test_tolerance.py`` checks this against
+    start-up on every run). ``tests/unit/test_ctk_equivalence.py`` checks this against
     chaostoolkit-lib's ``within_tolerance`` on every case; dict tolerances (regex,
     jsonpath, range, probe) always go to chaostoolkit-lib.
     """

@@ -1,7 +1,9 @@
 """Active faults of one run: inject through the ledger, revert all in parallel, verify.
 
-The revert guarantee is structural: the runner enters ``FaultManager`` as a context
-manager and its ``__exit__`` reverts every fault still active, whatever happened.
+The revert guarantee is structural: ``Runner.run`` winds down in a ``finally``
+(``Runner._wind_down``), which calls ``FaultManager.revert_all`` whatever happened; a
+caller that drives a ``FaultManager`` alone can enter it as a context manager, whose
+``__exit__`` does the same.
 Reverts run in parallel, each under its own deadline, because the moment of a breach is
 when speed matters most.
 """
