@@ -40,6 +40,11 @@ def _describe(a: Activity) -> dict[str, Any]:
     else:
         d["driver"] = f"{a.driver}.{a.operation}"
         d["target"] = a.target
+        written = a.ctk.get("chaoslab") or {}
+        if written.get("do") and written.get("do") != d["driver"]:
+            # a vocabulary step (do: kill, target: docker:...): shown as written, then resolved
+            d["do"] = written["do"]
+            d["written_target"] = written.get("target")
         d["args"] = dict(a.args)
     if a.timeout_s:
         d["timeout_s"] = a.timeout_s
@@ -185,7 +190,10 @@ def render_plan(plan: dict[str, Any]) -> None:
     for a in plan["method"]:
         line = f"  • {a['type']} {escape(a['name'])}"
         if "driver" in a:
-            line += f" → {a['driver']} on {escape(str(a.get('resolved_target') or a['target']))}"
+            if "do" in a:  # a vocabulary step: as written, then the driver operation it is
+                line += f" → {escape(a['do'])} on {escape(str(a['written_target']))} ="
+            arrow = " " if "do" in a else " → "
+            line += f"{arrow}{a['driver']} on {escape(str(a.get('resolved_target') or a['target']))}"
             if "lease" in a:
                 line += f"; lease: {a['lease']}"
             if a.get("duration_s"):

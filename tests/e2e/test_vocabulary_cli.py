@@ -48,6 +48,8 @@ def test_plan_and_run_with_one_seed_pick_the_same_targets_and_name_them(tmp_path
         assert plans[0]["driver"] == "process.suspend"
         text = chaoslab("plan", "--seed", "7", str(f), cwd=tmp_path)
         assert "picked 2: " + ", ".join(plans[0]["picked"]) in text.stdout
+        assert f"→ suspend on pattern:{marker} = process.suspend on pattern:{marker}" in text.stdout
+        assert plans[0]["do"] == "suspend" and plans[0]["written_target"] == f"pattern:{marker}"
         run = chaoslab("run", "--seed", "7", "--run-dir", str(tmp_path / "run"), str(f), cwd=tmp_path)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "picked 2: " + ", ".join(plans[0]["picked"]) in run.stdout  # the console names them
