@@ -141,3 +141,40 @@ def test_records_since_gives_every_request_once_with_its_send_index(replica: str
     by_index = {i: lat for i, _, lat in seen}
     for offset, lat in zip(gen.sched, gen.latency, strict=True):
         assert by_index[round(offset * 400)] == lat
+
+
+def test_routes_take_turns_and_each_route_is_a_view_of_its_own_requests(replica: str) -> None:
+    """Two routes at 400 req/s: 200 each, interleaved; one answers 404 (not good), the
+    other 200; each route's view counts, times and charts only its own requests, and an
+    objective with ``route:`` is judged on that view."""
+    from chaoslab.errors import SLIError
+    from chaoslab.model.sections import SLO, SLIKind
+    from chaoslab.sli.slo import judge
+
+    gen = LoadGenerator(
+        url=replica + "/", rate=400, max_duration_s=1.0, routes=(("checkout", "/checkout"), ("gone", "/nope"))
+    )
+    gen.start()
+    assert gen.wait(10)
+    gen.stop()
+    assert len(gen.code) == 400 and sorted(set(gen.code)) == [200, 404]
+    # route = request index mod 2: the codes alternate exactly with the send order
+    by_index = sorted(zip(gen.sched, gen.code, strict=True))
+    assert [c for _, c in by_index] == [200, 404] * 200
+    t0, t1 = gen.epoch, gen.epoch + 5
+    checkout, gone = gen.route("checkout"), gen.route("gone")
+    assert (checkout.counts(t0, t1).total, checkout.counts(t0, t1).good) == (200, 200)
+    assert (gone.counts(t0, t1).total, gone.counts(t0, t1).good) == (200, 0)
+    assert sum(r.n for r in checkout.series()) == 200 and all(r.good == r.n for r in checkout.series())
+    assert all(r.good == 0 for r in gone.series())
+    assert gone.latencies(t0, t1).count_le(10.0) == 0  # not served: slower than any threshold
+    with pytest.raises(SLIError, match="no route 'cart'"):
+        gen.route("cart")
+    slos = [
+        SLO(name=f"{r}-availability", sli=SLIKind.AVAILABILITY, objective=0.9, route=r)
+        for r in ("checkout", "gone")
+    ]
+    results = {r.objective: r for r in judge(slos, {"load": gen}, {"during": (t0, t1)})}
+    assert results["checkout-availability"].verdict == "pass"
+    assert results["gone-availability"].verdict == "fail"
+    assert results["gone-availability"].detail["slo"] == "availability ≥ 0.9 on route gone"

@@ -411,3 +411,47 @@ def test_sigkilled_runner_http_fault_ends_with_the_lease(
     with _client(web) as client:
         resp = client.get(path)
         assert resp.status_code == 200 and resp.headers["x-service"] == "up" and resp.text == "path=/k;" * 4
+
+
+def test_curl_expect_100_continue_passes_through(web: ProxyRef, tmp_path: Path) -> None:
+    """curl sends ``Expect: 100-continue`` for a large body: the interim 100 answer goes
+    back and the final answer is still the one owed for the request."""
+    require(shutil.which("curl") is not None, "curl is not installed")
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"z" * 200_000)
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            f"@{body}",
+            f"http://127.0.0.1:{web.port}/up",
+        ],
+        capture_output=True,
+        timeout=10,
+    )
+    assert out.stdout == b"echo:" + b"z" * 200_000
+
+
+def test_pipelined_head_is_refused_rather_than_misread(web: ProxyRef) -> None:
+    """A HEAD answer coalesced with the answer before it cannot be cut by the parser: the
+    connection closes (logged) instead of mixing answers up."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nHEAD /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        for _ in range(100):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if got.count(b"\r\n\r\n") >= 2:  # both heads: the HEAD answer came in its own read
+                break
+    # Either both answers came back whole (the HEAD answer arrived in its own read) or
+    # the connection closed after the GET's answer: never a HEAD answer with a body.
+    assert got.startswith(b"HTTP/1.1 200")
+    assert got.count(b"HTTP/1.1 200") in (1, 2)
+    assert b"path=/b;" not in got

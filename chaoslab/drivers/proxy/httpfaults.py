@@ -57,7 +57,12 @@ def _bad(where: str, what: str) -> ApiError:
 
 def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
         raise _bad(key, "must be an integer")
     if not lo <= value <= hi:
         raise _bad(key, f"must be between {lo} and {hi}")
