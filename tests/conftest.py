@@ -1,4 +1,8 @@
-"""Shared test fixtures.
+"""Shared test fixtures and the one readiness helper.
+
+Waiting: ``poll`` / ``wait_until`` (a condition, bounded in time and count) and
+``wait_for_event`` (a handshake on a run's ``events.ndjson``) are the only ways tests
+wait for something to become true; a test never sleeps to let something happen.
 
 Real components: a test that needs one calls ``require(ok, reason)``. Locally a missing
 component skips with a loud reason; in CI (``CI=true``) it fails, because a green CI
@@ -7,11 +11,14 @@ must mean the real thing was exercised.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +35,68 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def poll[T](cond: Callable[[], T], *, timeout_s: float, interval_s: float = 0.02) -> T | None:
+    """The first truthy value ``cond`` returns within ``timeout_s``, or None (checked once
+    more at the deadline, so a slow machine never loses a last-moment success)."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(max(1, int(timeout_s / interval_s) * 4 + 2)):  # bounded in count too
+        value = cond()
+        if value:
+            return value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(interval_s, left))
+    return cond() or None
+
+
+def wait_until[T](cond: Callable[[], T], *, timeout_s: float, interval_s: float = 0.02, what: str = "") -> T:
+    """``poll`` that fails the test (naming ``what``) when the condition never holds."""
+    value = poll(cond, timeout_s=timeout_s, interval_s=interval_s)
+    if value is None:
+        raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what or cond}")
+    return value
+
+
+def read_events_tolerant(events: Path) -> list[dict[str, Any]]:
+    """The whole JSON lines of a (possibly still written) event log."""
+    out: list[dict[str, Any]] = []
+    try:
+        lines = events.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            break  # a line being written
+    return out
+
+
+def wait_for_event(
+    events: Path,
+    kind: str,
+    *,
+    timeout_s: float = 30.0,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """Readiness handshake on a run's event log: the first ``kind`` event (``where`` it
+    matches), once the run has written it."""
+    return wait_until(
+        lambda: next(
+            (
+                e
+                for e in read_events_tolerant(events)
+                if e.get("kind") == kind and (where is None or where(e))
+            ),
+            None,
+        ),
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"a {kind} event in {events}",
     )
 
 

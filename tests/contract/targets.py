@@ -23,19 +23,15 @@ from typing import Any
 
 import psutil
 
+from tests.conftest import poll
+
 MAX_LIFE_S = 120
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll ``cond`` until true or ``timeout_s``; returns the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
+    """Whether ``cond`` held within ``timeout_s`` (``tests.conftest.poll``)."""
+    return poll(cond, timeout_s=timeout_s, interval_s=interval_s) is not None
 
 
 def stop(proc: subprocess.Popen[Any], *, sig: int = signal.SIGTERM) -> None:

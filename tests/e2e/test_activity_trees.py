@@ -8,12 +8,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.conftest import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,12 +71,7 @@ def shell_activity(tmp: Path, marker: str, timeout: str = "") -> Path:
 
 
 def wait_for(cond: object, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
+    return poll(cond, timeout_s=timeout, interval_s=0.05) is not None  # type: ignore[arg-type]
 
 
 def test_a_process_activity_past_its_deadline_takes_its_whole_tree(tmp_path: Path, marker: str) -> None:

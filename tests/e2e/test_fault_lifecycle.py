@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from chaoslab.safety.ledger import Ledger
-from tests.conftest import require, run_cli
+from tests.conftest import require, run_cli, wait_for_event
 from tests.contract.targets import adopting_orphans
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +27,6 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(events: Path, kind: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and f'"kind": "{kind}"' in events.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {events}")
-
-
 def test_relative_disk_path_then_sigkill_then_recover_from_elsewhere(tmp_path: Path) -> None:
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     (here / "fill").mkdir(parents=True)
@@ -49,7 +39,7 @@ def test_relative_disk_path_then_sigkill_then_recover_from_elsewhere(tmp_path: P
     with adopting_orphans():
         run = start("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=here)
         try:
-            wait_for(tmp_path / "r" / "events.ndjson", "fault-injected")
+            wait_for_event(tmp_path / "r" / "events.ndjson", "fault-injected")
         finally:
             run.kill()
             run.communicate(timeout=30)
@@ -96,7 +86,7 @@ def test_recover_stops_the_lab_a_sigkilled_run_started(tmp_path: Path) -> None:
     with adopting_orphans():
         run = start("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=tmp_path)
         try:
-            wait_for(tmp_path / "r" / "events.ndjson", "fault-injected", timeout=60)
+            wait_for_event(tmp_path / "r" / "events.ndjson", "fault-injected", timeout_s=60)
         finally:
             run.kill()
             run.communicate(timeout=30)

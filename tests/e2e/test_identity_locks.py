@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from chaoslab.errors import LockHeld
 from chaoslab.safety.claims import ClaimingLedger
 from chaoslab.safety.locks import acquire, locks_dir
 from chaoslab.safety.owner import Owner
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,15 +38,6 @@ def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for(events: Path, kind: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and f'"kind": "{kind}"' in events.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {events}")
 
 
 def journal_reason(run_dir: Path) -> str:
@@ -88,7 +78,7 @@ def test_a_variable_and_its_value_are_one_target(tmp_path: Path, sleeper: int) -
     var_file.write_text(f"configuration:\n  t: {TAG}\n")
     first = start("run", "--run-dir", str(tmp_path / "ra"), str(by_value), cwd=tmp_path)
     try:
-        wait_for(tmp_path / "ra" / "events.ndjson", "fault-injected")
+        wait_for_event(tmp_path / "ra" / "events.ndjson", "fault-injected")
         second = run_cli(
             "run", "--run-dir", str(tmp_path / "rb"), "--var-file", str(var_file), str(by_var), cwd=tmp_path
         )
@@ -109,7 +99,7 @@ def test_two_cpu_stress_runs_on_one_host_the_second_is_refused(tmp_path: Path) -
         "run", "--run-dir", str(tmp_path / "ra"), str(experiment(tmp_path, "a", step % "4s")), cwd=tmp_path
     )
     try:
-        wait_for(tmp_path / "ra" / "events.ndjson", "fault-injected")
+        wait_for_event(tmp_path / "ra" / "events.ndjson", "fault-injected")
         second = run_cli(
             "run",
             "--run-dir",

@@ -21,6 +21,7 @@ import pytest
 
 from chaoslab.engine.journal import verdict_of_log
 from chaoslab.engine.verdict import Verdict
+from tests.conftest import wait_for_event
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOSLAB = [sys.executable, "-m", "chaoslab.cli"]
@@ -73,29 +74,6 @@ def start(tmp: Path, exp: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_event(events: Path, kind: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and any(
-            json.loads(line)["kind"] == kind for line in events.read_text().splitlines() if line.strip()
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} event in {events}")
-
-
-def wait_for_activity(events: Path, name: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                e = json.loads(line)
-                if e["kind"] == "activity-started" and e["name"] == name:
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"activity {name} never started")
-
-
 def is_stopped(pid: int) -> bool:
     return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
@@ -106,7 +84,7 @@ def test_signal_mid_method_reverts_runs_rollbacks_and_writes_journal(
 ) -> None:
     proc = start(tmp_path, experiment(tmp_path, sleeper.pid))
     events = tmp_path / "run" / "events.ndjson"
-    wait_for_activity(events, "block")
+    wait_for_event(events, "activity-started", where=lambda e: e["name"] == "block")
     assert is_stopped(sleeper.pid), "the fault must be active mid-method"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -129,9 +107,9 @@ def test_second_ctrl_c_during_rollback_does_not_skip_it(
 ) -> None:
     proc = start(tmp_path, experiment(tmp_path, sleeper.pid, rollback_sleep=2.0))
     events = tmp_path / "run" / "events.ndjson"
-    wait_for_activity(events, "block")
+    wait_for_event(events, "activity-started", where=lambda e: e["name"] == "block")
     proc.send_signal(signal.SIGINT)
-    wait_for_activity(events, "slow-rollback")
+    wait_for_event(events, "activity-started", where=lambda e: e["name"] == "slow-rollback")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -182,7 +160,9 @@ def test_sigterm_ends_a_running_process_activity(tmp_path: Path) -> None:
         "  - {type: action, name: block, provider: {type: process, path: sleep, arguments: ['297']}}\n"
     )
     proc = start(tmp_path, f)
-    wait_for_activity(tmp_path / "run" / "events.ndjson", "block")
+    wait_for_event(
+        tmp_path / "run" / "events.ndjson", "activity-started", where=lambda e: e["name"] == "block"
+    )
     deadline = time.monotonic() + 10
     children: list[psutil.Process] = []
     while not children and time.monotonic() < deadline:

@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,15 +59,6 @@ def suspend_experiment(tmp: Path, pid: int, duration: str = "60s", after: str = 
     return f
 
 
-def wait_for(events: Path, kind: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and f'"kind": "{kind}"' in events.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {events}")
-
-
 def stopped(pid: int) -> bool:
     return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
@@ -76,7 +66,7 @@ def stopped(pid: int) -> bool:
 def test_open_ledger_entry_refuses_the_run_until_recovered(tmp_path: Path, sleeper: int) -> None:
     exp = suspend_experiment(tmp_path, sleeper)
     proc = start("run", "--run-dir", str(tmp_path / "r1"), str(exp), cwd=tmp_path)
-    wait_for(tmp_path / "r1" / "events.ndjson", "fault-injected")
+    wait_for_event(tmp_path / "r1" / "events.ndjson", "fault-injected")
     proc.kill()  # SIGKILL: the suspend stays (its lease is 65 s), the ledger entry stays open
     proc.communicate(timeout=30)
     assert stopped(sleeper)
@@ -99,7 +89,7 @@ def test_open_ledger_entry_refuses_the_run_until_recovered(tmp_path: Path, sleep
 
 def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path, sleeper: int) -> None:
     first = start(*suspend_run(tmp_path, "a", sleeper, "3s"), cwd=tmp_path)
-    wait_for(tmp_path / "a" / "events.ndjson", "fault-injected")
+    wait_for_event(tmp_path / "a" / "events.ndjson", "fault-injected")
     second = chaoslab(*suspend_run(tmp_path, "b", sleeper, "1s"), cwd=tmp_path)
     assert second.returncode == 5
     assert f"pid:{sleeper}" in second.stderr and "locked by" in second.stderr
@@ -111,7 +101,7 @@ def test_second_run_on_a_locked_target_is_refused_with_the_holder(tmp_path: Path
 
 def test_halt_reverts_a_live_run_and_blocks_new_ones(tmp_path: Path, sleeper: int) -> None:
     run = start(*suspend_run(tmp_path, "live", sleeper), cwd=tmp_path)
-    wait_for(tmp_path / "live" / "events.ndjson", "fault-injected")
+    wait_for_event(tmp_path / "live" / "events.ndjson", "fault-injected")
     halted = chaoslab("halt", "--reason", "incident INC-42", "--grace", "10", cwd=tmp_path)
     assert halted.returncode == 0, halted.stdout + halted.stderr
     run.communicate(timeout=60)

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from urllib.parse import quote, quote_plus
 import psutil
 import pytest
 import yaml
+
+from tests.conftest import wait_for_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -353,15 +354,6 @@ def stopped(pid: int) -> bool:
     return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
 
-def wait_for(events: Path, kind: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and f'"kind": "{kind}"' in events.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {events}")
-
-
 def suspend(duration: str) -> dict[str, Any]:
     return {
         "do": "process.suspend",
@@ -384,7 +376,7 @@ def test_sigkill_then_recover_with_a_secret_in_the_fault_record(
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(tmp_path / "run" / "events.ndjson", "fault-injected")
+    wait_for_event(tmp_path / "run" / "events.ndjson", "fault-injected")
     assert stopped(sleeper.pid)
     proc.kill()
     out, err = proc.communicate(timeout=30)

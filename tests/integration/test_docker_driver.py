@@ -32,7 +32,7 @@ from chaoslab.drivers.docker import parse_size, parse_target, parse_timestamp
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
-from tests.conftest import require
+from tests.conftest import poll, require
 from tests.integration.dockerlab import DockerLab, docker_lab
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -41,13 +41,7 @@ LEASE_S = 3.0
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if cond():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
+    return poll(cond, timeout_s=timeout_s, interval_s=interval_s) is not None
 
 
 # --- fixtures ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
 from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
-from tests.conftest import require
+from tests.conftest import poll, require
 
 HAVE = all(importlib.util.find_spec(m) is not None for m in ("kmock", "kubernetes"))
 pytestmark = pytest.mark.timeout(120)
@@ -68,12 +68,7 @@ def _op(driver: KubernetesDriver, name: str) -> Any:
 
 
 def _wait(cond: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
+    return poll(cond, timeout_s=timeout, interval_s=0.05) is not None
 
 
 def _alive(pid: int) -> bool:

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import poll
+
 _names = itertools.count()
 
 
@@ -160,9 +162,4 @@ def median_rtt(port: int, n: int = 10, sock: socket.socket | None = None) -> flo
 
 
 def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
+    return poll(predicate, timeout_s=timeout, interval_s=step) is not None

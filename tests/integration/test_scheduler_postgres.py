@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -152,13 +151,7 @@ def _rows(url: str, scenario: str) -> list[Any]:
 
 
 def _wait(cond: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(cond, timeout_s=timeout, interval_s=0.1, what=what)
 
 
 def _running_of(url: str, scenario: str, pid: int) -> Any:

@@ -28,7 +28,7 @@ from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.ssh.driver import SSHDriver
 from chaoslab.drivers.ssh.pool import CommandTimeout, HostKeyRefused
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
-from tests.conftest import require
+from tests.conftest import poll, require
 from tests.integration.sshfleet import SSHFleet, free_port, sshd_available
 
 pytestmark = [pytest.mark.sshd, pytest.mark.root]
@@ -138,12 +138,7 @@ def state(pid: int) -> str:
 
 
 def wait_for(pred: Any, timeout_s: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+    return poll(pred, timeout_s=timeout_s, interval_s=step) is not None
 
 
 def fault_processes(record: RevertRecord) -> list[int]:

@@ -6,13 +6,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from chaoslab.engine.child import chaoslab_command, run_child, verdict_of_exit
 from chaoslab.engine.verdict import ExitCode, Verdict
+from tests.conftest import wait_until
 
 
 def _alive(pid: int) -> bool:
@@ -28,12 +28,9 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_file(path: Path, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} was never written")
+    return wait_until(
+        lambda: path.exists() and path.read_text().strip(), timeout_s=timeout_s, what=f"{path} to be written"
+    )
 
 
 STRAY = """
@@ -51,10 +48,7 @@ def test_a_stray_grandchild_in_the_childs_group_is_killed(tmp_path: Path) -> Non
     ended = run_child([sys.executable, "-c", STRAY, str(pid_file)], timeout_s=30)
     assert ended.returncode == 0 and not ended.timed_out and not ended.stopped
     stray = int(_wait_file(pid_file))
-    deadline = time.monotonic() + 5
-    while _alive(stray) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(stray)
+    wait_until(lambda: not _alive(stray), timeout_s=5, what=f"stray pid {stray} to be killed")
 
 
 TERM_AWARE = """

@@ -27,6 +27,7 @@ from chaoslab.scheduler.runs import run_step, step_dir
 from chaoslab.scheduler.scenario import Scenario, load_scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, SQLStore, open_store
 from chaoslab.scheduler.triggers import slot_key
+from tests.conftest import wait_until
 
 # Monday 2025-01-13 10:00 UTC.
 MONDAY_10 = datetime(2025, 1, 13, 10, 0, tzinfo=UTC)
@@ -365,10 +366,7 @@ def test_sigterm_interrupts_runs_which_revert_and_are_recorded(tmp_path: Path, s
 
 
 def _wait_until(cond: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    wait_until(cond, timeout_s=timeout, interval_s=0.05)
 
 
 def _wait_for_child(store: SQLStore, scenario: str, slot: str, timeout: float = 30.0) -> Owner:

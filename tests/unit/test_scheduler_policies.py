@@ -31,6 +31,7 @@ from chaoslab.scheduler.daemon import Scheduler
 from chaoslab.scheduler.gates import GateContext, GateResult
 from chaoslab.scheduler.store import Claim, SlotRecord, SQLStore, open_store
 from chaoslab.scheduler.triggers import CronTrigger, parse_slot_key, slot_key
+from tests.conftest import wait_until
 from tests.unit.test_scheduler_daemon import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
@@ -42,10 +43,7 @@ def store(tmp_path: Path) -> Iterator[SQLStore]:
 
 
 def _wait_until(cond: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    wait_until(cond, timeout_s=timeout, interval_s=0.05)
 
 
 class Refuse:
