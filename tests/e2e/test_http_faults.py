@@ -46,3 +46,96 @@ def test_objective_on_an_unknown_route_is_invalid_input(tmp_path: Path) -> None:
     proc = chaoslab("validate", str(bad), cwd=tmp_path)
     assert proc.returncode == 2
     assert "slo[1].route" in proc.stdout + proc.stderr and "catalog" in proc.stdout + proc.stderr
+
+
+def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> None:
+    """``chaoslab run`` injects http.abort (duration 3 s, so a lease of 8 s) and is
+    SIGKILLed: nobody reverts, the proxy alone ends the fault when the lease does, and
+    ``chaoslab recover`` then finds the target clean."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from tests.integration.test_proxy_helpers import proxy_process
+
+    class Ok(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    service = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    service.daemon_threads = True
+    thread = threading.Thread(target=service.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with proxy_process() as api:
+            upstream = f"127.0.0.1:{service.server_address[1]}"
+            made = httpx.post(f"{api}/proxies", json={"name": "web", "upstream": upstream, "mode": "http"})
+            url = f"http://{made.json()['listen']}/checkout"
+            experiment = tmp_path / "exp.yaml"
+            experiment.write_text(
+                "title: killed mid-fault\n"
+                "description: the runner dies while checkout is aborted\n"
+                "method:\n"
+                "  - name: abort-checkout\n"
+                "    do: http.abort\n"
+                f"    target: proxy:web@{api.removeprefix('http://')}\n"
+                "    with: {path: /checkout, status: 503}\n"
+                "    duration: 3s\n"
+            )
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            runner = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "chaoslab.cli",
+                    "run",
+                    "--run-dir",
+                    str(tmp_path / "run"),
+                    str(experiment),
+                ],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline = time.monotonic() + 30
+                toxics: list[dict[str, object]] = []
+                while time.monotonic() < deadline and not toxics:
+                    toxics = httpx.get(f"{api}/proxies/web/toxics").json()
+                    time.sleep(0.02)
+                assert toxics, "the run never injected its fault"
+                os.kill(runner.pid, signal.SIGKILL)
+            finally:
+                runner.wait(timeout=10)
+            expires = float(str(toxics[0]["lease_expires_at"]))
+            assert httpx.get(url).status_code == 503  # nobody reverted it
+            time.sleep(3.5)  # past the planned duration: only the lease ends it now
+            assert httpx.get(url).status_code == 503, "the fault ended before its lease"
+            while time.time() < expires + 1.5 and httpx.get(f"{api}/proxies/web/toxics").json():
+                time.sleep(0.05)
+            assert httpx.get(f"{api}/proxies/web/toxics").json() == []
+            assert time.time() <= expires + 1.5
+            assert httpx.get(url).status_code == 200
+            recovered = chaoslab("recover", cwd=tmp_path)
+            assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+            assert "1 reverted and verified clean" in recovered.stdout
+            assert "http.abort" in recovered.stdout and "already clean" in recovered.stdout
+    finally:
+        service.shutdown()
+        service.server_close()
+        thread.join(timeout=5)
