@@ -23,7 +23,7 @@ from chaoslab.lab import control
 from chaoslab.paths import lab_dir
 from chaoslab.report.html import COLOURS
 from tests.conftest import require
-from tests.unit.test_report_view import make_journal
+from tests.journals import make_journal
 
 pytestmark = pytest.mark.chromium
 

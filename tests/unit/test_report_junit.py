@@ -17,7 +17,7 @@ from chaoslab.report import baseline as bl
 from chaoslab.report.junit import gate_junit, invalid_junit, run_junit, write_junit
 from chaoslab.report.score import Scored, Thresholds, score
 from chaoslab.report.view import RunView
-from tests.unit.test_report_view import make_journal
+from tests.journals import make_journal
 
 xmlschema = pytest.importorskip("xmlschema", reason="pip install xmlschema (a dev dependency)")
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chaoslab.report.metrics import MetricsError, build_registry, exposition, push, write_metrics_file
 from chaoslab.report.view import RunView
 from tests.conftest import require
-from tests.unit.test_report_view import make_journal
+from tests.journals import make_journal
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -16,7 +16,7 @@ from chaoslab.report.junit import run_junit
 from chaoslab.report.postmortem import render_postmortem
 from chaoslab.report.summary import run_summary
 from chaoslab.report.view import RunView
-from tests.unit.test_report_view import make_journal
+from tests.journals import make_journal
 
 # The CLI with the report commands registered (idempotent once chaoslab.cli registers them).
 BOOT = (

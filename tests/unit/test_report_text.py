@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chaoslab.report import write_reports
 from chaoslab.report.text import safe_text, xml_text
-from tests.unit.test_report_view import make_journal
+from tests.journals import make_journal
 
 NASTY = "bell\x07 nul\x00 esc\x1b del\x7f c1\x85 lone\ud800 ok-ü-✓"
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,33 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from chaoslab.errors import SLIError
 from chaoslab.safety.owner import Owner
-from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
+from chaoslab.scheduler.daemon import Scheduler
 from chaoslab.scheduler.gates import ErrorBudgetGate, GateContext, GateResult
 from chaoslab.scheduler.runs import run_step, step_dir
-from chaoslab.scheduler.scenario import Scenario, load_scenario
+from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, SQLStore, open_store
 from chaoslab.scheduler.triggers import slot_key
 from tests.conftest import wait_until
-
-# Monday 2025-01-13 10:00 UTC.
-MONDAY_10 = datetime(2025, 1, 13, 10, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    """The scheduler's clock, moved by the test."""
-
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def now(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += timedelta(**kw)
+from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
 @dataclass
@@ -59,46 +42,6 @@ class FakeBudgetGate:
         self.calls += 1
         ok = self.remaining >= self.minimum
         return GateResult(gate=self.name, ok=ok, detail=f"{self.remaining:.0%} of the budget left")
-
-
-TRIVIAL = {
-    "title": "trivial",
-    "description": "a process probe",
-    "steady-state-hypothesis": {
-        "title": "true exits 0",
-        "probes": [{"type": "probe", "name": "ok", "tolerance": 0, "provider": {"type": "process", "path": "true"}}],
-    },
-    "method": [{"type": "action", "name": "nap", "provider": {"type": "process", "path": "sleep",
-                                                              "arguments": "${nap}"}}],
-    "configuration": {"nap": "0"},
-}  # fmt: skip
-
-
-def write_scenario(tmp_path: Path, body: str, *, nap: str = "0", name: str = "s.yaml") -> Scenario:
-    exp = dict(TRIVIAL, configuration={"nap": nap})
-    (tmp_path / "trivial.json").write_text(json.dumps(exp))
-    path = tmp_path / name
-    path.write_text(body)
-    return load_scenario(path)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    s.close()
-
-
-def make(
-    scenarios: list[Scenario], store: SQLStore, clock: FakeClock, tmp_path: Path, **kw: Any
-) -> Scheduler:
-    gates = kw.pop("gates_for", None)
-    config = SchedulerConfig(runs_root=tmp_path / "runs", **kw)
-    return Scheduler(scenarios, store, config, clock=clock, gates_for=gates)
-
-
-def rows(store: SQLStore, name: str) -> list[SlotRecord]:
-    return store.all_slots(name)
 
 
 def test_windows_and_blackouts_skip_slots_with_the_reason(tmp_path: Path, store: SQLStore) -> None:

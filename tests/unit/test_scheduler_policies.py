@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,7 @@ from chaoslab.scheduler.gates import GateContext, GateResult
 from chaoslab.scheduler.store import Claim, SlotRecord, SQLStore, open_store
 from chaoslab.scheduler.triggers import CronTrigger, parse_slot_key, slot_key
 from tests.conftest import wait_until
-from tests.unit.test_scheduler_daemon import MONDAY_10, FakeClock, make, rows, write_scenario
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    s.close()
+from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
 def _wait_until(cond: Any, timeout: float = 60.0) -> None:
