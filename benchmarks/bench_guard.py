@@ -198,6 +198,12 @@ def healthy_runs(runs: int, work: Path) -> tuple[int, int, dict[str, int]]:
                 run_id=new_run_id(),
             )
             verdicts[result.verdict.value] = verdicts.get(result.verdict.value, 0) + 1
+            if result.verdict.value == "aborted":
+                timing = result.journal["chaoslab"].get("guard_timing") or {}
+                print(
+                    f"  healthy run {i} aborted: {result.reason}; "
+                    f"{timing.get('bad')} of {timing.get('requests')} bad"
+                )
     return verdicts.get("aborted", 0), runs, verdicts
 
 
@@ -341,7 +347,7 @@ def main() -> None:
     print(
         f"machine: {os.cpu_count()} cores, load average {load1:.1f} at start, {os.getloadavg()[0]:.1f} at end"
     )
-    if results:
+    if results and results["sequential"]:
         print(
             f"total outage at {RATE} req/s, 3 concurrent faults, "
             f"{args.runs} lab runs per guard ({wall:.0f} s)"

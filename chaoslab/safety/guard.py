@@ -139,6 +139,10 @@ class SendOrder:
 
     def advance(self, now: float) -> Iterator[tuple[int, float, bool]]:
         stream = self.stream
+        # "Still unanswered" is judged on the generator's clock (its last sweep), read
+        # before the records: a generator thread that was stalled (a busy machine) has
+        # answers it has not recorded yet, and they must not count as missing.
+        horizon = min(now, float(getattr(stream, "progress_at", now)))
         self.position, records = stream.records_since(self.position)
         for index, code, latency in records:
             if index >= self.next:
@@ -147,7 +151,7 @@ class SendOrder:
             j = self.next
             bad = self.outcomes.pop(j, None)
             if bad is None:
-                if self.sent_at(j) + self.slow_s > now:
+                if self.sent_at(j) + self.slow_s > horizon:
                     return
                 bad = True
             self.next += 1

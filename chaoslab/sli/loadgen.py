@@ -137,6 +137,9 @@ class LoadGenerator(SLISource):
         self.connections_opened = 0
         self.overdue_s = min(1.0, timeout_s)
         self._overdue: list[float] = []  # Unix send times of requests unanswered > overdue_s
+        # Unix time of the last sweep, on the generator's own clock: a request unanswered
+        # then was really unanswered. Behind the wall clock when this thread was stalled.
+        self.progress_at = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -287,6 +290,9 @@ class LoadGenerator(SLISource):
             overdue += [s for s in pending if s <= late]
             with self._lock:
                 self._overdue = [self.epoch + (t - mono0) for t in overdue]
+                # Everything answered before this sweep is recorded by now: a reader may
+                # take a request unanswered at this time as unanswered (progress_at).
+                self.progress_at = self.epoch + (now - mono0)
             self._flush_series(now - mono0, final=False)
 
         mono0 = loop.time() + 0.001

@@ -297,3 +297,15 @@ def test_fixed_window_burn_rate_applies_only_without_the_sequential_test() -> No
         tripped_old = tripped_old or old.check(clock[0])
         assert new.check(clock[0]) is None
     assert tripped_old is not None and tripped_old.startswith("burn rate")
+
+
+def test_unanswered_is_judged_on_the_generators_clock() -> None:
+    """A generator thread stalled by a busy machine has answers it has not recorded yet:
+    requests are judged missing only up to its last sweep (progress_at), not the wall clock."""
+    load = FakeLoad(lambda i: (200, 0.001), rate=100.0, epoch=1000.0)
+    load.now = lambda: 1000.05  # the generator last recorded (and swept) at 1000.05
+    load.progress_at = 1000.05  # type: ignore[attr-defined]
+    order = SendOrder(load, since=1000.0, slow_s=0.1)
+    # The guard wakes at 1000.5: on the wall clock requests 1..39 look 100 ms overdue.
+    judged = list(order.advance(1000.5))
+    assert [(i, bad) for i, _, bad in judged] == [(i, False) for i in range(5)]
