@@ -435,23 +435,28 @@ def test_curl_expect_100_continue_passes_through(web: ProxyRef, tmp_path: Path) 
     assert out.stdout == b"echo:" + b"z" * 200_000
 
 
-def test_pipelined_head_is_refused_rather_than_misread(web: ProxyRef) -> None:
-    """A HEAD answer coalesced with the answer before it cannot be cut by the parser: the
-    connection closes (logged) instead of mixing answers up."""
+def test_pipelined_head_waits_for_the_answers_before_it(web: ProxyRef, service: _Service) -> None:
+    """GET, HEAD, GET in one write: the HEAD request reaches the service only after the
+    first answer came back, the last GET only after the HEAD answer, and the client gets
+    three whole answers in order (the HEAD one without a body)."""
     import socket
 
     with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
-        sock.sendall(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nHEAD /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nHEAD /b HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        want = b"path=/a;" * 4 + b"path=/c;" * 4
         got = b""
         for _ in range(100):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             got += chunk
-            if got.count(b"\r\n\r\n") >= 2:  # both heads: the HEAD answer came in its own read
+            if got.endswith(b"path=/c;" * 4):
                 break
-    # Either both answers came back whole (the HEAD answer arrived in its own read) or
-    # the connection closed after the GET's answer: never a HEAD answer with a body.
-    assert got.startswith(b"HTTP/1.1 200")
-    assert got.count(b"HTTP/1.1 200") in (1, 2)
-    assert b"path=/b;" not in got
+    heads = got.split(b"HTTP/1.1 200 OK")[1:]
+    assert len(heads) == 3, got
+    assert b"path=/b;" not in got and got.count(b"path=") == 8
+    assert b"".join(part.split(b"\r\n\r\n", 1)[1] for part in heads) == want
+    assert [p for _, p in service.requests] == ["/a", "/b", "/c"]

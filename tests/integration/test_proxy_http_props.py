@@ -52,9 +52,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Echo", self.headers.get("X-Value", ""))
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(answer)
+        if self.command != "HEAD":
+            self.wfile.write(answer)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -93,7 +94,7 @@ _PATH = st.builds(
 )
 _REQUEST = st.fixed_dictionaries(
     {
-        "method": st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        "method": st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
         "path": _PATH,
         "value": st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(str.strip),
         "body": st.binary(max_size=3000),
@@ -113,9 +114,11 @@ def _wire(req: dict[str, Any]) -> bytes:
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def _read_answers(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str], bytes]]:
+def _read_answers(sock: socket.socket, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """Read one answer per method; an answer to HEAD has no body, whatever its length says."""
     buf = b""
     out: list[tuple[int, dict[str, str], bytes]] = []
+    n = len(methods)
     for _ in range(10_000):
         if len(out) == n:
             return out
@@ -123,7 +126,7 @@ def _read_answers(sock: socket.socket, n: int) -> list[tuple[int, dict[str, str]
         if end >= 0:
             lines = buf[:end].decode("latin-1").split("\r\n")
             headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-            size = int(headers.get("content-length", "0"))
+            size = 0 if methods[len(out)] == "HEAD" else int(headers.get("content-length", "0"))
             if len(buf) >= end + 4 + size:
                 out.append((int(lines[0].split()[1]), headers, buf[end + 4 : end + 4 + size]))
                 buf = buf[end + 4 + size :]
@@ -144,12 +147,12 @@ def test_requests_arrive_as_sent_and_answers_come_back_in_order(
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         if pipelined:
             sock.sendall(b"".join(_wire(r) for r in requests))
-            answers = _read_answers(sock, len(requests))
+            answers = _read_answers(sock, [r["method"] for r in requests])
         else:
             answers = []
             for r in requests:
                 sock.sendall(_wire(r))
-                answers += _read_answers(sock, 1)
+                answers += _read_answers(sock, [r["method"]])
     forwarded = [r for r in requests if not r["path"].startswith("/abort/")]
     assert recorder.seen == [(r["method"], r["path"], r["body"]) for r in forwarded]
     for r, (status, headers, body) in zip(requests, answers, strict=True):
@@ -157,7 +160,9 @@ def test_requests_arrive_as_sent_and_answers_come_back_in_order(
             assert status == 503 and headers["x-chaoslab-fault"] == "ab"
         else:
             assert status == 200 and headers["x-echo"] == r["value"]
-            assert body == f"{r['method']} {r['path']} {len(r['body'])}".encode() + r["body"]
+            answer = f"{r['method']} {r['path']} {len(r['body'])}".encode() + r["body"]
+            assert body == (b"" if r["method"] == "HEAD" else answer)
+            assert headers["content-length"] == str(len(answer))
 
 
 _JSON = st.recursive(

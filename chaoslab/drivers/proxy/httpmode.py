@@ -23,9 +23,10 @@ without a task per request. ``h11`` was the alternative: pure Python and very co
 but its per-message cost (tens of µs each way) alone would spend most of the 150 µs
 budget of an added request. What httptools cannot do: tell the parser a response answers
 a HEAD request (it would wait for the announced body), so a HEAD response's head is cut
-at its blank line here and fed to the parser with a zero length; a HEAD response that
-arrives in the same read as the previous response (pipelined HEAD) cannot be cut and
-closes the connection, logged.
+at its blank line here and fed to the parser with a zero length. To make the cut
+certain, a pipelined HEAD request is sent to the service only once every answer before
+it has come back, and the requests after it wait for its answer (a service that sends
+bytes nobody asked for gets the connection closed, logged).
 
 HTTP/2 and gRPC are not offered: httptools parses HTTP/1.x only, and faults on HTTP/2
 streams need a frame-level implementation (h2 is sans-IO but would put an HPACK codec
@@ -71,11 +72,13 @@ class _Timed:
     """An ordered queue of writes, each released no earlier than its time (loop clock).
 
     Items go straight to ``sink`` while nothing is waiting; a held item holds everything
-    behind it, so order is kept. Bytes held are bounded: past ``QUEUE_HIGH`` the source is
-    paused until they drain below ``QUEUE_LOW``.
+    behind it, so order is kept. An item may carry a tag that ``gate`` must let through
+    besides its time (a HEAD request waits for the answers before it); whoever opens the
+    gate calls ``kick``. Bytes held are bounded: past ``QUEUE_HIGH`` the source is paused
+    until they drain below ``QUEUE_LOW``.
     """
 
-    __slots__ = ("_paused", "_timer", "held", "loop", "pause", "queue", "resume", "sink")
+    __slots__ = ("_paused", "_timer", "gate", "held", "loop", "pause", "queue", "resume", "sink")
 
     def __init__(
         self,
@@ -87,16 +90,17 @@ class _Timed:
         self.loop = loop
         self.sink = sink
         self.pause, self.resume = pause, resume
-        self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self.queue: collections.deque[tuple[float, bytes | None, object]] = collections.deque()
+        self.gate: Callable[[object], bool] = lambda _tag: True
         self.held = 0
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
 
-    def put(self, at: float, item: bytes | None) -> None:
-        if not self.queue and (at == 0.0 or at - TIMER_SLACK_S <= self.loop.time()):
+    def put(self, at: float, item: bytes | None, tag: object = None) -> None:
+        if not self.queue and (at == 0.0 or at - TIMER_SLACK_S <= self.loop.time()) and self.gate(tag):
             self.sink(item)
             return
-        self.queue.append((at, item))
+        self.queue.append((at, item, tag))
         if item is not None:
             self.held += len(item)
             if self.held > QUEUE_HIGH and not self._paused:
@@ -108,11 +112,18 @@ class _Timed:
         if self._timer is None and self.queue:
             self._timer = self.loop.call_at(self.queue[0][0] - TIMER_SLACK_S, self._fire)
 
+    def kick(self) -> None:
+        """The gate may have opened: release what is due."""
+        if self._timer is None and self.queue:
+            self._fire()
+
     def _fire(self) -> None:
         self._timer = None
         now = self.loop.time()
         queue = self.queue
         while queue and queue[0][0] - TIMER_SLACK_S <= now:
+            if not self.gate(queue[0][2]):
+                return  # closed: ``kick`` comes when it opens
             item = queue.popleft()[1]
             if item is not None:
                 self.held -= len(item)
@@ -197,6 +208,8 @@ class _Requests:
         if p is not None and p.abort is not None:
             self.drop = True
             local = p.abort.abort
+            if method == _HEAD:  # the head of the answer a GET would get, no body
+                local = local[: local.index(b"\r\n\r\n") + 4]
             if not ex.keep_alive:
                 local = local.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
             ex.local = local
@@ -206,7 +219,11 @@ class _Requests:
         self.drop = False
         self.at = now + p.request_delay if p is not None and p.request_delay else 0.0
         head = b"%s %s HTTP/%s\r\n" % (method, self.url, parser.get_http_version().encode())
-        conn.to_server(self.at, head + _serialise_headers(self.headers) + b"\r\n")
+        # A HEAD answer can only be cut from the service's stream when it comes alone:
+        # the request waits for the answers before it, and holds the requests after it.
+        conn.to_server(
+            self.at, head + _serialise_headers(self.headers) + b"\r\n", ex if method == _HEAD else None
+        )
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
@@ -305,6 +322,9 @@ class _Responses:
         if conn.pending and conn.pending[0] is ex:
             conn.pending.popleft()
         conn.advance()
+        if conn.head_sent is ex:
+            conn.head_sent = None
+        conn.up_q.kick()
 
 
 class _HttpClientSide(_Side):
@@ -373,6 +393,8 @@ class HttpConnection(_Connection):
         self.down_q = _Timed(
             self.loop, self._write_down, lambda: self.server.pause("http"), lambda: self.server.resume("http")
         )
+        self.head_sent: _Exchange | None = None  # a HEAD request sent, its answer not yet cut
+        self.up_q.gate = self._may_send
 
     # -- client → service -------------------------------------------------------------
     def feed_request(self, data: bytes) -> None:
@@ -395,8 +417,21 @@ class HttpConnection(_Connection):
             self.to_client(0.0, _CLOSE)
             self.client.pause("bad-request")
 
-    def to_server(self, at: float, data: bytes | None) -> None:
-        self.up_q.put(at, data)
+    def to_server(self, at: float, data: bytes | None, head: _Exchange | None = None) -> None:
+        self.up_q.put(at, data, head)
+
+    def _may_send(self, tag: object) -> bool:
+        """Nothing passes a HEAD request whose answer is owed; a HEAD request passes once
+        it is the first exchange the service owes an answer for."""
+        if self.head_sent is not None:
+            return False
+        if tag is None:
+            return True
+        if self.next_upstream() is not tag:
+            return False
+        assert isinstance(tag, _Exchange)
+        self.head_sent = tag
+        return True
 
     def _write_up(self, data: bytes | None) -> None:
         if self.closed:
