@@ -61,12 +61,11 @@ Phase = ev.Phase
 
 
 class Observation(Protocol):
-    """SLI measurement around a run (synthetic load, Prometheus...). Optional."""
+    """SLI measurement around a run (synthetic load, Prometheus...). Optional.
 
-    @property
-    def series_path(self) -> Path:
-        """The per-second series file CTK steady-state probes read (``chaoslab.sli.ctk``)."""
-        ...
+    One that keeps a per-second series file has it as ``series_path``; the runner hands
+    it to CTK steady-state probes (``chaoslab.sli.ctk``) through the run's configuration.
+    """
 
     def bind(self, run_probe: Callable[[Activity], Outcome]) -> None: ...
     def start(self, bus: ev.EventBus, run_id: str) -> None: ...
@@ -274,10 +273,11 @@ class Runner:
             try:
                 try:
                     self._load_configuration()
-                    if self.observation is not None:
+                    series = getattr(self.observation, "series_path", None)
+                    if series is not None:
                         # CTK steady-state probes (chaoslab.sli.ctk) read the live series
                         # from this run's file: passed in, never through os.environ.
-                        self.configuration.setdefault(SERIES_KEY, str(self.observation.series_path))
+                        self.configuration.setdefault(SERIES_KEY, str(series))
                     self.state.configured = True
                     controls.configure(self.configuration, self.secrets)
                     controls.apply("experiment", controls.experiment, "before")
