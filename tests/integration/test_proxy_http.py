@@ -160,6 +160,19 @@ def test_abort_share_is_binomial_and_aborted_requests_never_reach_the_service(
     assert set(codes) == {200, 503}
     assert _inside_binomial(aborted, n, 0.3), aborted
     assert len(service.requests) == n - aborted
+    metrics = httpx.get(f"{web.api}/metrics").text
+    assert f'chaoslab_proxy_http_requests_total{{proxy="web"}} {n}' in metrics
+    assert (
+        f'chaoslab_proxy_http_toxic_hits_total{{proxy="web",toxic="a",type="http_abort"}} {aborted}'
+        in metrics
+    )
+    promtool = shutil.which("promtool")
+    require(promtool is not None, "promtool is not installed (Debian: prometheus)")
+    assert promtool is not None
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_abort_answer_carries_status_body_and_headers(web: ProxyRef) -> None:

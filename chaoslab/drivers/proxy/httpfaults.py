@@ -205,7 +205,8 @@ class Rule:
     first: int | None
     every: int | None
     attrs: Mapping[str, Any]
-    count: int = 0
+    count: int = 0  # requests matched
+    hit_count: int = 0  # requests acted on
     abort: bytes = b""
     set_headers: tuple[tuple[bytes, bytes], ...] = ()
     drop: frozenset[bytes] = field(default_factory=frozenset)
@@ -270,7 +271,10 @@ class Rule:
             return False
         if self.every is not None and self.count % self.every:
             return False
-        return self.toxicity >= 1.0 or random.random() < self.toxicity
+        if self.toxicity >= 1.0 or random.random() < self.toxicity:
+            self.hit_count += 1
+            return True
+        return False
 
     def delay_s(self) -> float:
         base, jitter = float(self.attrs["delay"]), float(self.attrs["jitter"])

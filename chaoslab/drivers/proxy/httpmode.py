@@ -198,7 +198,9 @@ class _Requests:
         conn = self.conn
         parser = conn.req_parser
         method = parser.get_method()
-        rules = conn.proxy.http_rules()
+        proxy = conn.proxy
+        proxy.http_requests += 1
+        rules = proxy.http_rules()
         p = plan(rules, method, _path(self.url), self.headers) if rules else None
         ex = _Exchange(method, p, parser.should_keep_alive())
         ex.chunked = _is_chunked(self.headers)

@@ -463,6 +463,7 @@ class Proxy:
         self.down_lease_expires_at: float | None = None
         self._rules: list[Rule] | None = None  # the http_* toxics compiled, rebuilt on change
         self._compiled: dict[int, Rule] = {}  # by toxic uid, so counters survive other changes
+        self.http_requests = 0  # requests parsed in HTTP mode (``/metrics``)
 
     def same_address(self, listen: str, upstream: str) -> bool:
         """Toxiproxy's ``Differs``, negated: ``listen`` names the address this proxy is
@@ -822,6 +823,20 @@ class ProxyServer:
         for metric, help_text, read in gauges:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
             lines += [f"{metric}{{{_labels(proxy=p.name)}}} {read(p)}" for p in self.proxies.values()]
+        http = [p for p in self.proxies.values() if p.mode == "http"]
+        metric = "chaoslab_proxy_http_requests_total"
+        lines += [f"# HELP {metric} Requests parsed by a proxy in HTTP mode.", f"# TYPE {metric} counter"]
+        lines += [f"{metric}{{{_labels(proxy=p.name)}}} {p.http_requests}" for p in http]
+        metric = "chaoslab_proxy_http_toxic_hits_total"
+        lines += [
+            f"# HELP {metric} Requests an HTTP toxic acted on (since it was set).",
+            f"# TYPE {metric} counter",
+        ]
+        lines += [
+            f"{metric}{{{_labels(proxy=p.name, toxic=r.name, type=r.kind)}}} {r.hit_count}"
+            for p in http
+            for r in p.http_rules()
+        ]
         return "\n".join(lines) + "\n"
 
     async def reset(self) -> None:
