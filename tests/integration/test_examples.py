@@ -132,3 +132,40 @@ def test_ssh_example_stresses_one_eu_host_of_the_fleet(tmp_path: Path) -> None:
     (host,) = fault["picked"]  # one host by default, as on every platform
     assert host in ("host h0", "host h1")
     assert fault["record"]["args"]["pick"] == 1
+
+
+def test_docker_name_globs_and_max_on_a_real_engine(docker_session: Any, tmp_path: Path) -> None:
+    """A name pattern picks among containers; max refuses before anything is touched."""
+    require(HAVE_DOCKER and bool(docker_session.image), f"Docker Engine: {docker_session.problem}")
+    from chaoslab.drivers import vocabulary
+    from chaoslab.drivers.base import DriverContext, with_defaults
+    from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.errors import TargetNotFound, UnsafeTarget
+
+    registry = DriverRegistry()
+
+    def prepare(target: str, args: dict[str, Any]) -> Any:
+        resolved, problems = vocabulary.resolve(
+            "suspend", target, args, driver_op=lambda d, o: registry.get(d).operation(o)
+        )
+        assert resolved is not None, problems
+        driver = registry.get(resolved.driver)
+        op = driver.operation(resolved.driver_operation)
+        ctx = DriverContext(run_id="glob", state_dir=tmp_path / "state", seed=3)
+        return driver.prepare(ctx, op, with_defaults(op, resolved.args), resolved.target, 10)
+
+    prefix = f"chaoslab-glob-{docker_session.session}"
+    try:
+        for i in range(3):
+            docker_session.run(name=f"{prefix}-{i}", command=["sleep", "3600"])
+        docker_session.run(name=f"{prefix}-other", command=["sleep", "3600"])
+        record = prepare(f"docker:{prefix}-[0-9]", {"all": True})
+        assert sorted(c["name"] for c in record.data["containers"]) == [f"{prefix}-{i}" for i in range(3)]
+        assert len(prepare(f"docker:name={prefix}-*", {}).data["containers"]) == 1  # one by default
+        with pytest.raises(UnsafeTarget, match="matches 4 targets, more than max 3"):
+            prepare(f"docker:{prefix}-*", {"max": 3})
+        with pytest.raises(TargetNotFound, match="count 5 asked, only 4 match"):
+            prepare(f"docker:{prefix}-*", {"count": 5})
+        assert all(not c.attrs["State"]["Paused"] for c in docker_session.containers())  # untouched
+    finally:
+        docker_session.cleanup()

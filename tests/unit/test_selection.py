@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,3 +57,26 @@ def test_picked_targets_names_every_kind() -> None:
     }
     assert picked_targets(data) == ("container web-1", "pid 42 (sleep)", "pod shop/web-7f", "host eu-1")
     assert picked_targets({}) == ()
+
+
+def test_ssh_name_globs_max_and_fewer(tmp_path: Path) -> None:
+    from chaoslab.drivers.ssh.inventory import load_inventory, pick_hosts
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "hosts:\n"
+        + "".join(
+            f"  {n}: {{address: 127.0.0.1, agent: true, tags: [{t}]}}\n"
+            for n, t in [("web-1", "eu"), ("web-2", "us"), ("db-1", "eu")]
+        )
+    )
+    hosts = load_inventory(inv).match("ssh:web-*")
+    assert [h.name for h in hosts] == ["web-1", "web-2"]
+    with pytest.raises(TargetNotFound):
+        load_inventory(inv).match("ssh:cache-*")
+    with pytest.raises(UnsafeTarget, match="more than max 1"):
+        pick_hosts(hosts, 1, "7", cap=1)
+    with pytest.raises(TargetNotFound, match="only 2 hosts match"):
+        pick_hosts(hosts, 3, "7")
+    assert len(pick_hosts(hosts, 3, "7", allow_fewer=True)) == 2
+    assert pick_hosts(hosts, 1, "7") == pick_hosts(hosts, 1, "7")  # same seed, same host
