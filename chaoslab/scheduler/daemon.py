@@ -98,7 +98,7 @@ from typing import Protocol
 
 from chaoslab import paths
 from chaoslab.engine.verdict import Verdict
-from chaoslab.scheduler.gates import Gate, GateContext, first_refusal
+from chaoslab.scheduler.checks import Check, CheckContext, first_refusal
 from chaoslab.scheduler.monkey import kill_experiment, leashed_line, pick_victim
 from chaoslab.scheduler.notify import Notice, Notifier
 from chaoslab.scheduler.runs import StepPlan, StepResult, overall, read_result, run_step, step_dir
@@ -188,7 +188,7 @@ class _SlotStop:
         return self._scheduler.is_set() or self._own.is_set()
 
 
-GatesFor = Callable[[Scenario], Sequence[Gate]]
+GatesFor = Callable[[Scenario], Sequence[Check]]
 
 
 def scheduler_owner_dict() -> dict[str, object]:
@@ -692,7 +692,7 @@ class Scheduler:
             if sc.monkey is not None:
                 victim = pick_victim(sc.monkey, sc.name, slot)
                 targets = (victim,) if victim else ()
-            ctx = GateContext(
+            ctx = CheckContext(
                 scenario=sc.name, slot=slot, now=self.clock.now(), targets=targets, home=self.config.home
             )
             refusal, _ = first_refusal(list(self._gates_for(sc)), ctx)

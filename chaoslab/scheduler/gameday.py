@@ -27,7 +27,7 @@ from typing import TextIO
 
 from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import ChaoslabError
-from chaoslab.scheduler.gates import GateContext, GateResult, first_refusal
+from chaoslab.scheduler.checks import CheckContext, CheckResult, first_refusal
 from chaoslab.scheduler.runs import StepPlan, StepResult, overall, run_step, step_dir
 from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, Store, Update
@@ -40,8 +40,8 @@ class GamedayResult:
     slot: str
     started: datetime
     finished: datetime
-    gates: tuple[GateResult, ...]
-    refused: GateResult | None
+    gates: tuple[CheckResult, ...]
+    refused: CheckResult | None
     results: tuple[StepResult, ...]
     skipped: tuple[str, ...] = ()
     quit_early: bool = False
@@ -120,10 +120,10 @@ def run_gameday(
     for i, st in enumerate(steps, 1):
         title, desc = experiment_title(st.experiment)
         say(f"  {i}. {st.name}: {title}" + (f" — {desc}" if desc else ""))
-    gates: list[GateResult] = []
-    refused: GateResult | None = None
+    gates: list[CheckResult] = []
+    refused: CheckResult | None = None
     if check_gates:
-        ctx = GateContext(
+        ctx = CheckContext(
             scenario=scenario.name, slot=started, now=started, targets=scenario.lock_targets(), home=home
         )
         refused, gates = first_refusal(scenario.gates(), ctx)

@@ -57,7 +57,7 @@ from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.reader import Document, load_document
 from chaoslab.scheduler.calendar import Blackout, Calendar, Window, day_range, whole_days
-from chaoslab.scheduler.gates import ErrorBudgetGate, Gate, NoFiringAlertsGate, default_gates
+from chaoslab.scheduler.checks import Check, ErrorBudgetCheck, NoFiringAlertsCheck, default_checks
 from chaoslab.scheduler.monkey import MonkeySpec, MonkeyTarget, MonkeyTrigger
 from chaoslab.scheduler.triggers import DST_GAP_POLICIES, CronTrigger, IntervalTrigger, Trigger
 from chaoslab.units import parse_duration
@@ -108,22 +108,22 @@ class Notify:
 
 @dataclass(frozen=True, kw_only=True)
 class GateSpec:
-    """A gate as written in the file; ``build`` makes the ``Gate``."""
+    """A gate as written in the file; ``build`` makes the ``Check``."""
 
     type: str
     options: Mapping[str, Any]
     base: Path
 
-    def build(self) -> Gate:
+    def build(self) -> Check:
         if self.type == "no-firing-alerts":
-            return NoFiringAlertsGate(
+            return NoFiringAlertsCheck(
                 url=str(self.options["prometheus"]),
                 match={str(k): str(v) for k, v in (self.options.get("match") or {}).items()},
             )
         slo = self.options.get("slo") or []
         files = tuple((self.base / str(p)).resolve() for p in ([slo] if isinstance(slo, str) else slo))
         prom = self.options.get("prometheus")
-        return ErrorBudgetGate(
+        return ErrorBudgetCheck(
             slo_files=files,
             min_remaining=_ratio(self.options.get("min_remaining", 0.0)),
             prometheus_url=str(prom) if prom else None,
@@ -153,9 +153,9 @@ class Scenario:
     def kind(self) -> str:
         return "monkey" if self.monkey is not None else "gameday"
 
-    def gates(self) -> list[Gate]:
+    def gates(self) -> list[Check]:
         """Always-on safety gates first, then the scenario's own."""
-        return [*default_gates(), *(g.build() for g in self.gate_specs)]
+        return [*default_checks(), *(g.build() for g in self.gate_specs)]
 
     def lock_targets(self) -> tuple[str, ...]:
         if self.monkey is not None:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from chaoslab.errors import SLIError
-from chaoslab.sli.stats import Judgement, Outcome, wilson, z_one_sided
+from chaoslab.sli.stats import Judgement, SLOVerdict, wilson, z_one_sided
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,7 +139,7 @@ def newcombe(bad_w: int, n_w: int, bad_b: int, n_b: int, z: float) -> tuple[floa
     return d, max(-1.0, lower), min(1.0, upper)
 
 
-def _no_data(policy: Outcome, n: int, detail: dict[str, Any]) -> Judgement:
+def _no_data(policy: SLOVerdict, n: int, detail: dict[str, Any]) -> Judgement:
     return Judgement(outcome=policy, estimate=None, lower=None, upper=None, n=n, detail=detail)
 
 
@@ -150,7 +150,7 @@ def judge_latency_vs_baseline(
     max_ratio: float,
     confidence: float,
     min_samples: int,
-    no_data: Outcome,
+    no_data: SLOVerdict,
 ) -> Judgement:
     """Are the window's latencies slower than the baseline's by more than ``max_ratio``?
 
@@ -190,11 +190,11 @@ def judge_latency_vs_baseline(
     upper = math.exp(hi) if hi is not None else None
     alpha = 1.0 - confidence
     if lower is not None and lower > max_ratio and p_value < alpha:
-        outcome = Outcome.FAIL
+        outcome = SLOVerdict.FAIL
     elif upper is not None and upper <= max_ratio:
-        outcome = Outcome.PASS
+        outcome = SLOVerdict.PASS
     else:
-        outcome = Outcome.INCONCLUSIVE
+        outcome = SLOVerdict.INCONCLUSIVE
     detail.update(
         {
             "u": float(test.statistic),
@@ -215,7 +215,7 @@ def judge_ratio_vs_baseline(
     max_increase: float,
     confidence: float,
     min_samples: int,
-    no_data: Outcome,
+    no_data: SLOVerdict,
 ) -> Judgement:
     """Did the bad ratio rise above the baseline's by more than ``max_increase``?
 
@@ -238,11 +238,11 @@ def judge_ratio_vs_baseline(
         return _no_data(no_data, n_window, detail)
     d, lower, upper = newcombe(bad_window, n_window, bad_baseline, n_baseline, z_one_sided(confidence))
     if lower > max_increase:
-        outcome = Outcome.FAIL
+        outcome = SLOVerdict.FAIL
     elif upper <= max_increase:
-        outcome = Outcome.PASS
+        outcome = SLOVerdict.PASS
     else:
-        outcome = Outcome.INCONCLUSIVE
+        outcome = SLOVerdict.INCONCLUSIVE
     detail["baseline_ratio"] = bad_baseline / n_baseline
     detail["window_ratio"] = bad_window / n_window
     return Judgement(outcome=outcome, estimate=d, lower=lower, upper=upper, n=n_window, detail=detail)

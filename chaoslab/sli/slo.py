@@ -59,7 +59,7 @@ from chaoslab.model.sections import SLO as SLO
 from chaoslab.model.sections import WINDOWS as WINDOWS
 from chaoslab.model.sections import SLIKind as SLIKind
 from chaoslab.sli.base import Counts, ExactLatencies, HistogramLatencies, SecondStats, SLISource
-from chaoslab.sli.stats import Judgement, Outcome, judge_quantile, judge_ratio
+from chaoslab.sli.stats import Judgement, SLOVerdict, judge_quantile, judge_ratio
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +122,7 @@ def judge_against(
             max_ratio=slo.max_ratio,
             confidence=slo.confidence,
             min_samples=slo.min_samples,
-            no_data=Outcome(slo.no_data),
+            no_data=SLOVerdict(slo.no_data),
         )
     base, win = source.counts(r0, r1), source.counts(t0, t1)
 
@@ -137,7 +137,7 @@ def judge_against(
         max_increase=slo.max_increase,
         confidence=slo.confidence,
         min_samples=slo.min_samples,
-        no_data=Outcome(slo.no_data),
+        no_data=SLOVerdict(slo.no_data),
     )
 
 
@@ -223,7 +223,7 @@ def judge_ttr(
         return SLOResult(
             window=window_name,
             objective=slo.name,
-            verdict=Outcome.INCONCLUSIVE.value,
+            verdict=SLOVerdict.INCONCLUSIVE.value,
             estimate=None,
             lower=None,
             upper=None,
@@ -240,16 +240,16 @@ def judge_ttr(
     stable_needed = max(1, math.ceil(slo.stable_s))
     observed = (rows[-1].t + 1 - event) if rows else 0.0
     if ttr > slo.threshold_s:
-        verdict, reason = Outcome.FAIL, "still failing after the threshold"
+        verdict, reason = SLOVerdict.FAIL, "still failing after the threshold"
     elif len(good_after) >= stable_needed:
-        verdict, reason = Outcome.PASS, "recovered" if failing else "never degraded"
+        verdict, reason = SLOVerdict.PASS, "recovered" if failing else "never degraded"
     else:
-        verdict, reason = Outcome.INCONCLUSIVE, "the run ended before recovery could be confirmed"
+        verdict, reason = SLOVerdict.INCONCLUSIVE, "the run ended before recovery could be confirmed"
     return SLOResult(
         window=window_name,
         objective=slo.name,
         verdict=verdict.value,
-        estimate=ttr if verdict is not Outcome.INCONCLUSIVE else None,
+        estimate=ttr if verdict is not SLOVerdict.INCONCLUSIVE else None,
         lower=None,
         upper=None,
         samples=sum(r.n for r in rows),
@@ -298,7 +298,7 @@ def judge(
                 j = judge_window(slo, source, t0, t1)
             elif reference is None:
                 j = Judgement(
-                    outcome=Outcome(slo.no_data),
+                    outcome=SLOVerdict(slo.no_data),
                     estimate=None,
                     lower=None,
                     upper=None,

@@ -31,7 +31,7 @@ from statistics import NormalDist
 from typing import Any
 
 
-class Outcome(StrEnum):
+class SLOVerdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
@@ -41,7 +41,7 @@ class Outcome(StrEnum):
 class Judgement:
     """One statistical verdict. ``lower``/``upper`` are None when no bound exists."""
 
-    outcome: Outcome
+    outcome: SLOVerdict
     estimate: float | None
     lower: float | None
     upper: float | None
@@ -86,22 +86,22 @@ def judge_ratio(good: int, n: int, *, objective: float, at_least: bool, confiden
     lower, upper = wilson(good, n, z)
     estimate = good / n if n else None
     if n == 0:
-        outcome = Outcome.INCONCLUSIVE
+        outcome = SLOVerdict.INCONCLUSIVE
     elif at_least:
         outcome = (
-            Outcome.PASS
+            SLOVerdict.PASS
             if lower >= objective
-            else Outcome.FAIL
+            else SLOVerdict.FAIL
             if upper < objective
-            else Outcome.INCONCLUSIVE
+            else SLOVerdict.INCONCLUSIVE
         )
     else:
         outcome = (
-            Outcome.PASS
+            SLOVerdict.PASS
             if upper <= objective
-            else Outcome.FAIL
+            else SLOVerdict.FAIL
             if lower > objective
-            else Outcome.INCONCLUSIVE
+            else SLOVerdict.INCONCLUSIVE
         )
     return Judgement(
         outcome=outcome,
@@ -220,13 +220,13 @@ def judge_quantile(
     # that more than a fraction p of samples exceed T, i.e. the claim is false.
     m = _first_k_reaching(n, p, confidence) if n else 0
     if n == 0:
-        outcome = Outcome.INCONCLUSIVE
+        outcome = SLOVerdict.INCONCLUSIVE
     elif above <= allowed:
-        outcome = Outcome.PASS
+        outcome = SLOVerdict.PASS
     elif above > m:  # P(Bin(n, p) ≥ above) = 1 − CDF(above − 1) ≤ 1 − confidence
-        outcome = Outcome.FAIL
+        outcome = SLOVerdict.FAIL
     else:
-        outcome = Outcome.INCONCLUSIVE
+        outcome = SLOVerdict.INCONCLUSIVE
     estimate = lower = upper = None
     if rank_value is not None and n:
         estimate = rank_value(max(1, math.ceil(quantile * n)))

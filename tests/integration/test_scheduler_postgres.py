@@ -385,9 +385,9 @@ class _Refuse:
     name = "test-gate"
 
     def check(self, ctx: Any) -> Any:
-        from chaoslab.scheduler.gates import GateResult
+        from chaoslab.scheduler.checks import CheckResult
 
-        return GateResult(gate=self.name, ok=False, detail="closed for the test")
+        return CheckResult(gate=self.name, ok=False, detail="closed for the test")
 
 
 def test_two_schedulers_through_both_dst_changes_claim_each_day_once(postgres: str, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from chaoslab.sli.compare import (
     kth_difference,
     newcombe,
 )
-from chaoslab.sli.stats import Outcome, wilson
+from chaoslab.sli.stats import SLOVerdict, wilson
 
 np = pytest.importorskip("numpy")
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -99,28 +99,28 @@ def test_latency_same_distribution_passes_slower_fails_few_samples_follow_the_po
     base = [rng.lognormvariate(-5, 0.3) for _ in range(800)]
     same = [rng.lognormvariate(-5, 0.3) for _ in range(800)]
     slow = [v * 2.0 for v in (rng.lognormvariate(-5, 0.3) for _ in range(800))]
-    kw = {"max_ratio": 1.2, "confidence": 0.95, "min_samples": 20, "no_data": Outcome.INCONCLUSIVE}
+    kw = {"max_ratio": 1.2, "confidence": 0.95, "min_samples": 20, "no_data": SLOVerdict.INCONCLUSIVE}
     ok = judge_latency_vs_baseline(base, same, **kw)  # type: ignore[arg-type]
-    assert ok.outcome is Outcome.PASS and ok.upper is not None and ok.upper <= 1.2
+    assert ok.outcome is SLOVerdict.PASS and ok.upper is not None and ok.upper <= 1.2
     bad = judge_latency_vs_baseline(base, slow, **kw)  # type: ignore[arg-type]
-    assert bad.outcome is Outcome.FAIL
+    assert bad.outcome is SLOVerdict.FAIL
     assert bad.estimate == pytest.approx(2.0, rel=0.1) and bad.lower is not None and bad.lower > 1.2
     assert bad.detail["p_value"] < 0.05
     faster = judge_latency_vs_baseline(base, [v / 2 for v in slow], **kw)  # type: ignore[arg-type]
-    assert faster.outcome is Outcome.PASS  # direction-aware: only "worse" fails
+    assert faster.outcome is SLOVerdict.PASS  # direction-aware: only "worse" fails
     few = judge_latency_vs_baseline(base, slow[:5], **kw)  # type: ignore[arg-type]
-    assert few.outcome is Outcome.INCONCLUSIVE and "fewer than 20" in few.detail["reason"]
-    strict = judge_latency_vs_baseline(base, slow[:5], **{**kw, "no_data": Outcome.FAIL})  # type: ignore[arg-type]
-    assert strict.outcome is Outcome.FAIL
+    assert few.outcome is SLOVerdict.INCONCLUSIVE and "fewer than 20" in few.detail["reason"]
+    strict = judge_latency_vs_baseline(base, slow[:5], **{**kw, "no_data": SLOVerdict.FAIL})  # type: ignore[arg-type]
+    assert strict.outcome is SLOVerdict.FAIL
 
 
 def test_ratio_against_baseline() -> None:
-    kw = {"max_increase": 0.01, "confidence": 0.95, "min_samples": 20, "no_data": Outcome.INCONCLUSIVE}
+    kw = {"max_increase": 0.01, "confidence": 0.95, "min_samples": 20, "no_data": SLOVerdict.INCONCLUSIVE}
     same = judge_ratio_vs_baseline(bad_baseline=2, n_baseline=2000, bad_window=3, n_window=2000, **kw)  # type: ignore[arg-type]
-    assert same.outcome is Outcome.PASS
+    assert same.outcome is SLOVerdict.PASS
     worse = judge_ratio_vs_baseline(bad_baseline=2, n_baseline=2000, bad_window=200, n_window=2000, **kw)  # type: ignore[arg-type]
-    assert worse.outcome is Outcome.FAIL and worse.estimate == pytest.approx(0.099)
+    assert worse.outcome is SLOVerdict.FAIL and worse.estimate == pytest.approx(0.099)
     unsure = judge_ratio_vs_baseline(bad_baseline=0, n_baseline=30, bad_window=1, n_window=30, **kw)  # type: ignore[arg-type]
-    assert unsure.outcome is Outcome.INCONCLUSIVE
+    assert unsure.outcome is SLOVerdict.INCONCLUSIVE
     empty = judge_ratio_vs_baseline(bad_baseline=0, n_baseline=0, bad_window=0, n_window=100, **kw)  # type: ignore[arg-type]
-    assert empty.outcome is Outcome.INCONCLUSIVE and "fewer than" in empty.detail["reason"]
+    assert empty.outcome is SLOVerdict.INCONCLUSIVE and "fewer than" in empty.detail["reason"]

@@ -19,8 +19,8 @@ import psutil
 
 from chaoslab.errors import SLIError
 from chaoslab.safety.owner import Owner
+from chaoslab.scheduler.checks import CheckContext, CheckResult, ErrorBudgetCheck
 from chaoslab.scheduler.daemon import Scheduler
-from chaoslab.scheduler.gates import ErrorBudgetGate, GateContext, GateResult
 from chaoslab.scheduler.runs import run_step, step_dir
 from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, SQLStore, open_store
@@ -30,18 +30,18 @@ from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scen
 
 
 @dataclass
-class FakeBudgetGate:
-    """A gate implementing the Gate protocol: refuses when ``remaining`` < ``minimum``."""
+class FakeBudgetCheck:
+    """A pre-run check implementing the Check protocol: refuses when ``remaining`` < ``minimum``."""
 
     remaining: float
     minimum: float
     calls: int = 0
     name: str = "error-budget"
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         self.calls += 1
         ok = self.remaining >= self.minimum
-        return GateResult(gate=self.name, ok=ok, detail=f"{self.remaining:.0%} of the budget left")
+        return CheckResult(gate=self.name, ok=ok, detail=f"{self.remaining:.0%} of the budget left")
 
 
 def test_windows_and_blackouts_skip_slots_with_the_reason(tmp_path: Path, store: SQLStore) -> None:
@@ -175,7 +175,7 @@ def test_budget_gate_refuses_and_the_abort_is_notified(tmp_path: Path, store: SQ
             tmp_path,
             f"name: gated\ntrigger: {{interval: 1h}}\nnotify: [{{webhook: '{url}'}}]\nsteps: [trivial.json]\n",
         )
-        low = FakeBudgetGate(remaining=0.10, minimum=0.25)
+        low = FakeBudgetCheck(remaining=0.10, minimum=0.25)
         clock = FakeClock(MONDAY_10)
         sched = make([sc], store, clock, tmp_path, gates_for=lambda s: [low])
         try:
@@ -223,15 +223,15 @@ class _Decision:
 
 
 def test_error_budget_gate_applies_the_scenarios_threshold() -> None:
-    ctx = GateContext(scenario="s", slot=MONDAY_10, now=MONDAY_10)
+    ctx = CheckContext(scenario="s", slot=MONDAY_10, now=MONDAY_10)
 
-    def gate(answer: Any) -> GateResult:
+    def gate(answer: Any) -> CheckResult:
         def reader(files: tuple[Path, ...], url: str | None) -> Any:
             if isinstance(answer, Exception):
                 raise answer
             return answer
 
-        return ErrorBudgetGate(slo_files=(Path("/x.yaml"),), min_remaining=0.25, reader=reader).check(ctx)
+        return ErrorBudgetCheck(slo_files=(Path("/x.yaml"),), min_remaining=0.25, reader=reader).check(ctx)
 
     ok = gate(_Decision(True, [_Status("avail", 0.30), _Status("latency", 0.9)]))
     assert ok.ok and "avail 30.0% left" in ok.detail

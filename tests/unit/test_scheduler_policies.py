@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaoslab.safety.owner import Owner
+from chaoslab.scheduler.checks import CheckContext, CheckResult
 from chaoslab.scheduler.daemon import Scheduler
-from chaoslab.scheduler.gates import GateContext, GateResult
 from chaoslab.scheduler.store import Claim, SlotRecord, SQLStore, open_store
 from chaoslab.scheduler.triggers import CronTrigger, parse_slot_key, slot_key
 from tests.conftest import wait_until
@@ -43,8 +43,8 @@ class Refuse:
 
     name = "test-gate"
 
-    def check(self, ctx: GateContext) -> GateResult:
-        return GateResult(gate=self.name, ok=False, detail="closed for the test")
+    def check(self, ctx: CheckContext) -> CheckResult:
+        return CheckResult(gate=self.name, ok=False, detail="closed for the test")
 
 
 # --- concurrency policies ----------------------------------------------------------------

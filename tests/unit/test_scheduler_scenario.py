@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab.errors import InvalidInput
-from chaoslab.scheduler.gates import ErrorBudgetGate, LedgerClearGate, LocksFreeGate, NotHaltedGate
+from chaoslab.scheduler.checks import ErrorBudgetCheck, LedgerClearCheck, LocksFreeCheck, NotHaltedCheck
 from chaoslab.scheduler.monkey import MonkeyTrigger
 from chaoslab.scheduler.scenario import load_scenario, load_scenarios
 from chaoslab.scheduler.triggers import CronTrigger
@@ -32,7 +32,7 @@ def test_shipped_scenarios_load() -> None:
     assert monkey.monkey.leashed
     assert monkey.lock_targets() == ("lab:replica-1", "lab:replica-2", "lab:replica-3")
     kinds = [type(g) for g in gameday.gates()]
-    assert kinds[:3] == [NotHaltedGate, LedgerClearGate, LocksFreeGate]
+    assert kinds[:3] == [NotHaltedCheck, LedgerClearCheck, LocksFreeCheck]
 
 
 def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -145,7 +145,7 @@ steps:
     assert s.notify[0].events == frozenset({"abort"}) and s.notify[0].url_env == "HOOK"
     assert len(s.calendar.blackouts) == 2 and s.calendar.blackouts[1].reason == "party"
     budget = s.gate_specs[0].build()
-    assert isinstance(budget, ErrorBudgetGate) and budget.min_remaining == 0.25
+    assert isinstance(budget, ErrorBudgetCheck) and budget.min_remaining == 0.25
     assert budget.slo_files == ((tmp_path / "slo.yaml").resolve(),)
 
 

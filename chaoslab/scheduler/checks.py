@@ -1,11 +1,14 @@
-"""Gates: checks made right before a slot runs. Every gate fails closed.
+"""Pre-run checks made right before a slot runs. Every check fails closed.
 
-The contract (``Gate``) is one method, ``check(ctx) -> GateResult``; a gate never raises
+(A scenario file lists its own under ``gates:``, the key it always had; in the code
+"gate" is only the CI gate, ``chaoslab.gate``.)
+
+The contract (``Check``) is one method, ``check(ctx) -> CheckResult``; a check never raises
 for a "no" and turns its own failures (Prometheus unreachable, an unreadable ledger) into
 a refusal that says why: a scheduler that cannot tell whether it is safe to run must not
-run. Gates are checked in order and the first refusal stops the slot.
+run. Checks are made in order and the first refusal stops the slot.
 
-Built-in gates:
+Built-in checks:
 
 - ``not-halted`` (always on): ``chaoslab halt`` is not in force;
 - ``ledger-clear`` (always on): the ledger has no open or damaged entry (an earlier run
@@ -16,7 +19,7 @@ Built-in gates:
   labels match (e.g. ``{severity: page}``);
 - ``error-budget``: at least ``min_remaining`` of the error budget is left for the SLO
   files given, and no page-level burn is active. The budget arithmetic belongs to
-  ``chaoslab.sli.budget_gate.check_budget``; this gate adds the threshold.
+  ``chaoslab.sli.budget_gate.check_budget``; this check adds the threshold.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from chaoslab.errors import ChaoslabError
 
 
 @dataclass(frozen=True, kw_only=True)
-class GateContext:
+class CheckContext:
     """What a gate may look at: which scenario, which slot, which targets, when."""
 
     scenario: str
@@ -43,7 +46,7 @@ class GateContext:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GateResult:
+class CheckResult:
     gate: str
     ok: bool
     detail: str = ""
@@ -54,23 +57,23 @@ class GateResult:
         )
 
 
-class Gate(Protocol):
+class Check(Protocol):
     """One pre-run check. ``check`` must not raise: failures are refusals (fail closed)."""
 
     @property
     def name(self) -> str: ...
 
-    def check(self, ctx: GateContext) -> GateResult: ...
+    def check(self, ctx: CheckContext) -> CheckResult: ...
 
 
-def first_refusal(gates: Sequence[Gate], ctx: GateContext) -> tuple[GateResult | None, list[GateResult]]:
+def first_refusal(gates: Sequence[Check], ctx: CheckContext) -> tuple[CheckResult | None, list[CheckResult]]:
     """Check ``gates`` in order; return the first refusal (or None) and every result seen."""
-    seen: list[GateResult] = []
+    seen: list[CheckResult] = []
     for gate in gates:
         try:
             result = gate.check(ctx)
         except Exception as exc:  # a gate broke its contract: still fail closed
-            result = GateResult(gate=gate.name, ok=False, detail=f"gate failed: {type(exc).__name__}: {exc}")
+            result = CheckResult(gate=gate.name, ok=False, detail=f"gate failed: {type(exc).__name__}: {exc}")
         seen.append(result)
         if not result.ok:
             return result, seen
@@ -78,53 +81,53 @@ def first_refusal(gates: Sequence[Gate], ctx: GateContext) -> tuple[GateResult |
 
 
 @dataclass(frozen=True, kw_only=True)
-class NotHaltedGate:
+class NotHaltedCheck:
     name: str = "not-halted"
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         from chaoslab.safety.halt import is_halted
 
         state = is_halted(ctx.home)
         if state is not None:
-            return GateResult(gate=self.name, ok=False, detail=f"chaoslab is {state.describe()}")
-        return GateResult(gate=self.name, ok=True)
+            return CheckResult(gate=self.name, ok=False, detail=f"chaoslab is {state.describe()}")
+        return CheckResult(gate=self.name, ok=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LedgerClearGate:
+class LedgerClearCheck:
     name: str = "ledger-clear"
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         from chaoslab.safety.ledger import Ledger
 
         try:
             scan = Ledger(paths.ledger_dir(ctx.home)).scan()
         except ChaoslabError as exc:
-            return GateResult(gate=self.name, ok=False, detail=f"cannot read the ledger: {exc}")
+            return CheckResult(gate=self.name, ok=False, detail=f"cannot read the ledger: {exc}")
         if scan.entries or scan.problems:
             what = [e.describe() for e in scan.entries[:3]] + [str(p) for p in scan.problems[:3]]
             n = len(scan.entries) + len(scan.problems)
-            return GateResult(
+            return CheckResult(
                 gate=self.name,
                 ok=False,
                 detail=f"{n} open ledger entr{'y' if n == 1 else 'ies'} (run `chaoslab recover`): "
                 + "; ".join(what),
             )
-        return GateResult(gate=self.name, ok=True)
+        return CheckResult(gate=self.name, ok=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LocksFreeGate:
+class LocksFreeCheck:
     name: str = "locks-free"
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         from chaoslab.safety.locks import holders, locks_dir
         from chaoslab.safety.owner import Life
 
         try:
             held = holders(locks_dir(ctx.home))
         except ChaoslabError as exc:
-            return GateResult(gate=self.name, ok=False, detail=f"cannot read the locks: {exc}")
+            return CheckResult(gate=self.name, ok=False, detail=f"cannot read the locks: {exc}")
         busy: list[str] = []
         for info in held:
             if isinstance(info, str):
@@ -136,12 +139,12 @@ class LocksFreeGate:
                 continue  # reclaimable by the next run: not in the way
             busy.append(f"{info.target} held by {info.holder()}")
         if busy:
-            return GateResult(gate=self.name, ok=False, detail="; ".join(busy))
-        return GateResult(gate=self.name, ok=True)
+            return CheckResult(gate=self.name, ok=False, detail="; ".join(busy))
+        return CheckResult(gate=self.name, ok=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class NoFiringAlertsGate:
+class NoFiringAlertsCheck:
     """No firing alert in Prometheus matching every label in ``match`` (empty: any alert)."""
 
     url: str
@@ -149,7 +152,7 @@ class NoFiringAlertsGate:
     timeout_s: float = 5.0
     name: str = "no-firing-alerts"
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         import httpx
 
         endpoint = self.url.rstrip("/") + "/api/v1/alerts"
@@ -161,7 +164,7 @@ class NoFiringAlertsGate:
             if body.get("status") != "success" or not isinstance(alerts, list):
                 raise ValueError(f"unexpected answer: {str(body)[:200]}")
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            return GateResult(
+            return CheckResult(
                 gate=self.name,
                 ok=False,
                 detail=f"cannot ask Prometheus at {endpoint} ({exc}); failing closed",
@@ -174,14 +177,14 @@ class NoFiringAlertsGate:
             if all(labels.get(k) == v for k, v in self.match.items()):
                 firing.append(str(labels.get("alertname", "?")))
         if firing:
-            return GateResult(
+            return CheckResult(
                 gate=self.name, ok=False, detail=f"{len(firing)} firing alert(s): {', '.join(sorted(firing))}"
             )
-        return GateResult(gate=self.name, ok=True, detail=f"no firing alerts at {self.url}")
+        return CheckResult(gate=self.name, ok=True, detail=f"no firing alerts at {self.url}")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ErrorBudgetGate:
+class ErrorBudgetCheck:
     """At least ``min_remaining`` (a fraction) of each SLO's error budget is left, and no
     page-level burn is active.
 
@@ -200,18 +203,18 @@ class ErrorBudgetGate:
     # None: chaoslab.sli.budget_gate.check_budget. Injected by tests and other sources.
     reader: Callable[[tuple[Path, ...], str | None], Any] | None = None
 
-    def check(self, ctx: GateContext) -> GateResult:
+    def check(self, ctx: CheckContext) -> CheckResult:
         reader = self.reader or _prometheus_budget
         try:
             decision = reader(self.slo_files, self.prometheus_url)
         except ImportError:
-            return GateResult(
+            return CheckResult(
                 gate=self.name, ok=False, detail="chaoslab.sli.budget_gate is not installed; failing closed"
             )
         except ChaoslabError as exc:
-            return GateResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
+            return CheckResult(gate=self.name, ok=False, detail=f"cannot read the error budget: {exc}")
         if not decision.allowed:
-            return GateResult(gate=self.name, ok=False, detail="; ".join(decision.reasons))
+            return CheckResult(gate=self.name, ok=False, detail="; ".join(decision.reasons))
         low = [
             f"{st.slo}: {st.budget_remaining * 100:.1f}% of the error budget left,"
             f" below the scenario's {self.min_remaining * 100:g}%"
@@ -219,9 +222,9 @@ class ErrorBudgetGate:
             if st.budget_remaining < self.min_remaining
         ]
         if low:
-            return GateResult(gate=self.name, ok=False, detail="; ".join(low))
+            return CheckResult(gate=self.name, ok=False, detail="; ".join(low))
         left = ", ".join(f"{st.slo} {st.budget_remaining * 100:.1f}% left" for st in decision.statuses)
-        return GateResult(gate=self.name, ok=True, detail=left)
+        return CheckResult(gate=self.name, ok=True, detail=left)
 
 
 def _prometheus_budget(files: tuple[Path, ...], url: str | None) -> Any:
@@ -231,6 +234,6 @@ def _prometheus_budget(files: tuple[Path, ...], url: str | None) -> Any:
     return check_budget(SLOFiles(files=tuple(str(p) for p in files)), Path("/"), prometheus=url)
 
 
-def default_gates() -> list[Gate]:
+def default_checks() -> list[Check]:
     """The gates every scheduled run passes, whatever its scenario says."""
-    return [NotHaltedGate(), LedgerClearGate(), LocksFreeGate()]
+    return [NotHaltedCheck(), LedgerClearCheck(), LocksFreeCheck()]
