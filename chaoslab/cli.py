@@ -507,7 +507,17 @@ def drivers(output: str) -> None:
     platforms = list(vocabulary.PLATFORMS)
     grid = Table("operation", *platforms, "parameters", box=None, title="operation x platform")
     for row in vocabulary.matrix():
-        cells = [row["platforms"][p]["driver"] if p in row["platforms"] else "—" for p in platforms]
+        cells = [
+            " ".join(
+                [
+                    row["platforms"][p]["driver"],
+                    *(f"{k}={v}" for k, v in row["platforms"][p]["fixed"].items()),
+                ]
+            )
+            if p in row["platforms"]
+            else "—"
+            for p in platforms
+        ]
         params = ", ".join(f"{p['name']} ({p['unit']})" for p in row["params"])
         grid.add_row(row["operation"], *cells, params)
     Console().print(grid)

@@ -802,6 +802,7 @@ def matrix() -> list[dict[str, Any]]:
                 "platforms": {
                     b.platform: {
                         "driver": f"{b.driver}.{b.operation}",
+                        "fixed": dict(b.fixed),
                         "schemes": list(b.schemes or PLATFORMS[b.platform]),
                         "unsupported": sorted(b.unsupported),
                     }

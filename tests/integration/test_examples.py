@@ -169,3 +169,60 @@ def test_docker_name_globs_and_max_on_a_real_engine(docker_session: Any, tmp_pat
         assert all(not c.attrs["State"]["Paused"] for c in docker_session.containers())  # untouched
     finally:
         docker_session.cleanup()
+
+
+# --- the Chaos Monkey's kill on other platforms, run for real --------------------------------------
+
+
+def _monkey_run(victim: str, tmp_path: Path, args: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    """The experiment the monkey's scheduler runs for one slot, run as it runs it."""
+    from datetime import UTC, datetime
+
+    from chaoslab.scheduler.monkey import MonkeySpec, MonkeyTarget, kill_experiment
+
+    spec = MonkeySpec(
+        targets=(MonkeyTarget(target=victim, labels={"chaos": "opt-in"}),),
+        select={"chaos": "opt-in"},
+        mean_s=600,
+        min_gap_s=60,
+        heal_timeout_s=30.0,
+        args=args,
+    )
+    exp = tmp_path / "monkey-kill.json"
+    exp.write_text(json.dumps(kill_experiment(spec, "monkey", victim, datetime(2026, 12, 7, 10, tzinfo=UTC))))
+    run = chaoslab("run", "--run-dir", str(tmp_path / "monkey-run"), str(exp), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    journal = json.loads(next((tmp_path / "monkey-run").rglob("journal.json")).read_text())
+    (fault,) = [e for e in journal["chaoslab"]["faults"] if e["kind"] == "fault-injected"]
+    return fault
+
+
+def test_the_monkey_kills_a_docker_container(docker_session: Any, tmp_path: Path) -> None:
+    require(HAVE_DOCKER and bool(docker_session.image), f"Docker Engine: {docker_session.problem}")
+    name = f"chaoslab-monkey-{docker_session.session}"
+    try:
+        docker_session.run(name=name, command=["sleep", "3600"], restart="always")
+        fault = _monkey_run(f"docker:{name}", tmp_path, {})
+        assert (fault["driver"], fault["operation"], fault["picked"]) == (
+            "docker",
+            "kill",
+            [f"container {name}"],
+        )
+        (container,) = docker_session.containers()
+        assert container.attrs["RestartCount"] == 1 and container.attrs["State"]["Running"]
+    finally:
+        docker_session.cleanup()
+
+
+def test_the_monkey_deletes_a_kubernetes_pod(tmp_path: Path) -> None:
+    require(HAVE_K8S, "kmock and kubernetes: pip install kmock 'chaoslab[kubernetes]'")
+    from tests.integration.k8semu import K8sEmulator, ReplicaController
+
+    (tmp_path / "emu").mkdir()
+    with K8sEmulator(tmp_path / "emu") as emu:
+        for i in range(2):
+            emu.create_pod("shop", f"web-{i}", {"app": "web"})
+        with ReplicaController(emu, "shop", {"app": "web"}, replicas=2, delay_s=0.3, max_s=120) as controller:
+            fault = _monkey_run("pod:shop/app=web", tmp_path, emu.conn_args())
+        assert (fault["driver"], fault["operation"]) == ("kubernetes", "delete_pods")
+        assert len(fault["picked"]) == 1 and len(controller.created) == 1
