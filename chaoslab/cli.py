@@ -117,6 +117,7 @@ _LAZY_COMMANDS = {
     "schedule": "chaoslab.scheduler.cli",
     "gameday": "chaoslab.scheduler.cli",
     "export": "chaoslab.scheduler.cli",
+    "serve": "chaoslab.serve.cli",
 }
 
 

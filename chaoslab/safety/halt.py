@@ -215,16 +215,19 @@ def halt(
     grace_s: float = 10.0,
     home: Path | None = None,
     ledger: Ledger | None = None,
+    by: str | None = None,
 ) -> HaltReport:
     """Block new runs, signal every live run to revert, and revert what they leave.
 
+    ``by`` says who pressed the button (default: this process, host and user); the
+    control room passes the authenticated user and their address.
     Idempotent: halting while halted keeps the original halt and signals again.
     """
     started = time.monotonic()
     from chaoslab.safety.ledger import Ledger
 
     ledger = ledger or Ledger(paths.ledger_dir(home))
-    state, already = _press(home, reason)
+    state, already = _press(home, reason, by)
     actions: list[RunAction] = []
     signalled: list[RunRegistration] = []
     for reg in active_runs(home):
@@ -264,7 +267,7 @@ def release(home: Path | None = None) -> HaltState | None:
     return state
 
 
-def _press(home: Path | None, reason: str) -> tuple[HaltState, bool]:
+def _press(home: Path | None, reason: str, by: str | None = None) -> tuple[HaltState, bool]:
     path = halt_path(home)
     existing = is_halted(home)
     if existing is not None:
@@ -273,7 +276,7 @@ def _press(home: Path | None, reason: str) -> tuple[HaltState, bool]:
     raw = {
         "reason": reason,
         "since": time.time(),
-        "by": f"pid {os.getpid()} on {os.uname().nodename} ({user})",
+        "by": (f"{by}, " if by else "") + f"pid {os.getpid()} on {os.uname().nodename} ({user})",
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
