@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -240,7 +240,7 @@ def create_app(control: Control) -> ASGIApp:
             return page(
                 request, "login.html", next=_safe_next(request.query_params.get("next", "/")), error=""
             )
-        form = await request.form()
+        form = await _form(request)
         name = clean_name(str(form.get("name", "")))
         nxt = _safe_next(str(form.get("next", "/")))
         if not control.auth.token_ok(str(form.get("token", ""))):
@@ -269,7 +269,7 @@ def create_app(control: Control) -> ASGIApp:
         request: Request, action: str, do: Callable[[Identity, str], Awaitable[dict[str, Any]]]
     ) -> Response:
         me = who(request)
-        form = await request.form()
+        form = await _form(request)
         refusal = _refusal(request, me, control.auth, str(form.get("csrf", "")))
         if refusal is not None:
             control.audit.record(
@@ -381,6 +381,20 @@ def create_app(control: Control) -> ASGIApp:
 
     inner = Starlette(routes=routes)
     return guard
+
+
+async def _form(request: Request, limit: int = 64 << 10) -> dict[str, str]:
+    """An url-encoded form body (the only kind these pages send), at most ``limit`` bytes.
+
+    Parsed here rather than by Starlette's ``request.form()``, which needs
+    python-multipart for a job ``parse_qsl`` does."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return {}
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
+    return dict(pairs)
 
 
 def _remote(request: Request) -> str:

@@ -59,7 +59,7 @@ class Auth:
         return hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def token_ok(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode("utf-8"))
 
     def session_cookie(self, name: str, now: float | None = None) -> str:
         expires = int((now or time.time()) + SESSION_S)
@@ -86,8 +86,9 @@ class Auth:
             if len(parts) == 3:
                 name, expires, sig = parts
                 body = f"{name}|{expires}"
-                fresh = expires.isdigit() and int(expires) > (now or time.time())
-                if fresh and hmac.compare_digest(sig, self._sign(body)):
+                # isascii: str.isdigit accepts '²', which int() refuses
+                fresh = expires.isascii() and expires.isdigit() and int(expires) > (now or time.time())
+                if fresh and hmac.compare_digest(sig.encode("utf-8"), self._sign(body).encode("utf-8")):
                     return Identity(name=name, method="session")
         return None
 
@@ -95,7 +96,7 @@ class Auth:
         return self._sign(f"csrf|{who.method}|{who.name}")
 
     def csrf_ok(self, who: Identity, given: str) -> bool:
-        return hmac.compare_digest(given.encode("utf-8"), self.csrf(who).encode("utf-8"))
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.csrf(who).encode("utf-8"))
 
 
 class AuditLog:
