@@ -277,8 +277,6 @@ def create_app(control: Control) -> ASGIApp:
             )
             status = 401 if me is None else 403
             resp = page(request, "error.html", status=status, message=f"{action} refused: {refusal}")
-            if me is None:
-                resp.headers["www-authenticate"] = 'Basic realm="chaoslab control room"'
             return resp
         assert me is not None
         if form.get("confirm") != "yes":
@@ -357,10 +355,13 @@ def create_app(control: Control) -> ASGIApp:
                 resp: Response = RedirectResponse("/login?" + urlencode({"next": path}), 303)
             else:
                 resp = PlainTextResponse(
-                    "authentication required\n",
-                    status_code=401,
-                    headers={"www-authenticate": 'Basic realm="chaoslab control room"'},
+                    "authentication required: log in at /login, or send the token\n", 401
                 )
+                if "sec-fetch-mode" not in request.headers:
+                    # A script or curl: offer Basic. Never to a browser, whose fetch would
+                    # wait on a password prompt instead of seeing the 401.
+                    resp.headers["www-authenticate"] = 'Basic realm="chaoslab control room"'
+
             await with_headers(resp)(scope, receive, send)
             return
 
