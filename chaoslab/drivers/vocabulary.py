@@ -83,16 +83,28 @@ def _sig_prefixed(value: Any) -> str:
 
 
 def _mib_to_size(value: Any) -> str:
-    return f"{int(value)}m"
+    """MiB -> docker's size text; ``${var}`` stays a template (``${var}m``), so the value
+    substituted at run time keeps its unit."""
+    return f"{value}m" if isinstance(value, str) else f"{int(value)}m"
+
+
+# converters that keep a ``${variable}`` meaningful (the others see it only after
+# substitution, through the driver's own checks)
+_TEMPLATE_SAFE: frozenset[Callable[[Any], Any]] = frozenset({_mib_to_size})
 
 
 def _percent_to_pick(args: Mapping[str, Any]) -> dict[str, Any]:
-    """count/percent/all (the canonical selection) -> the ssh driver's ``pick``."""
-    if args.get("all"):
+    """count/percent/all (the canonical selection) -> the ssh driver's ``pick``. Never
+    raises: a value it cannot read is passed on for the driver's checks to name, and a
+    ``${variable}`` percentage stays a template (``${p}%``)."""
+    if args.get("all") is True:
         return {"pick": "all"}
     if "percent" in args:
-        return {"pick": f"{float(args['percent']):g}%"}
-    return {"pick": int(args.get("count", 1))}
+        value = args["percent"]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"pick": f"{float(value):g}%"}
+        return {"pick": f"{value}%" if isinstance(value, str) and "${" in value else value}
+    return {"pick": args.get("count", 1)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -756,8 +768,12 @@ def translate(vop: VOperation, binding: Binding, args: Mapping[str, Any]) -> dic
     for key, value in full.items():
         if vop.canon(key) is not None:
             conv = binding.convert.get(key)
-            if conv is not None and not (isinstance(value, str) and "${" in value):
-                value = conv(value)
+            templated = isinstance(value, str) and "${" in value
+            if conv is not None and (not templated or conv in _TEMPLATE_SAFE):
+                try:
+                    value = conv(value)
+                except (ValueError, TypeError, OverflowError):
+                    pass  # left as given: the driver's own checks name what is wrong with it
             out[binding.rename.get(key, key)] = value
         else:
             out[binding.extra_rename.get(key, key)] = value

@@ -200,3 +200,50 @@ def test_legacy_names_suggest_the_vocabulary() -> None:
     assert "do: kill" in str(v.suggest("docker", "kill", "name:web"))
     assert "pod:shop/app=web" in str(v.suggest("kubernetes", "delete_pods", "k8s:shop/app=web"))
     assert v.suggest("stress", "cpu", None) is None  # already the vocabulary's spelling
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.just("${var}"),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_NAMES = sorted(
+    {c.param.name for op in v.OPERATIONS for c in op.params} | SELECTION_NAMES | {"pick", "bogus"}
+)
+
+
+@given(
+    name=st.sampled_from([*v.BY_NAME, "nope", "kill.now"]),
+    target=st.one_of(
+        st.none(),
+        st.sampled_from(
+            [
+                "host",
+                "pid:1",
+                "docker:web",
+                "ssh:eu",
+                "pod:ns/a=b",
+                "k8s:n/deployment/w",
+                "proxy:x@127.0.0.1:1",
+                "lab:x",
+                "zz:1",
+                "",
+            ]
+        ),
+        st.text(max_size=20),
+    ),
+    args=st.dictionaries(st.sampled_from(_NAMES), _VALUES, max_size=5),
+    check=st.booleans(),
+)
+def test_resolve_never_raises_on_any_input(
+    name: str, target: str | None, args: dict[str, Any], check: bool
+) -> None:
+    resolved, problems = v.resolve(name, target, args, driver_op=_driver_op, check=check)
+    assert (resolved is None) == bool(problems)
+    for p in problems:
+        assert p.path and p.message
