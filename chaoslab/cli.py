@@ -272,8 +272,12 @@ def run(
     bus = EventBus(masker)
     sink = sink_for(sys.stderr if output == "json" else sys.stdout)
     bus.subscribe(ConsoleProgress(sink))
+    from chaoslab.paths import StatePaths
+
+    state = StatePaths.from_environment()  # the one read of CHAOSLAB_HOME; passed down from here
     options = RunOptions(
         run_dir=rdir,
+        state=state,
         variables=variables_d,
         var_values=var_values,
         strategy=Strategy(hypothesis_strategy) if hypothesis_strategy else None,
@@ -288,7 +292,7 @@ def run(
             options=options,
             bus=bus,
             run_id=run_id,
-            session=SessionOptions(recover_first=recover_first, ignore_budget=ignore_budget),
+            session=SessionOptions(state=state, recover_first=recover_first, ignore_budget=ignore_budget),
         )
     except InvalidInput as exc:
         _fail_invalid(exc, output)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 from contextlib import ExitStack
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from chaoslab.engine.runner import Guard, Runner, RunOptions, RunResult
 from chaoslab.errors import ChaoslabError, RunInterrupted, SLIError
 from chaoslab.model.experiment import Experiment
 from chaoslab.model.sections import SLOFiles
+from chaoslab.paths import StatePaths
 from chaoslab.safety.halt import check_not_halted, is_halted, register_run
 
 # Imported where needed: a run without load or faults does not pay for them at start-up.
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 
 
 class SessionOptions(msgspec.Struct, frozen=True, kw_only=True):
+    # Where chaoslab's state lives (halt file, ledger, locks, lab). The CLI passes
+    # StatePaths.from_environment(); None reads the environment here, once, for library
+    # callers that do not say.
+    state: StatePaths | None = None
     recover_first: bool = False
     ignore_budget: bool = False
     lab_replicas: int = 3
@@ -67,6 +73,9 @@ def run_experiment(
     session: SessionOptions | None = None,
 ) -> tuple[RunResult, RecoverReport | None]:
     session = session or SessionOptions()
+    state = session.state or StatePaths.from_environment()
+    if options.state is None:
+        options = msgspec.structs.replace(options, state=state)
     if exp.faults():
         from chaoslab.engine.plan import check_runnable
 
@@ -75,31 +84,34 @@ def run_experiment(
     budget_checks: tuple[Any, ...] = ()
     budget: dict[str, Any] | None = None
     if exp.slo_files is not None:
-        observation, budget_checks, budget = _slo_files(exp, exp.slo_files, options, session)
+        observation, budget_checks, budget = _slo_files(exp, exp.slo_files, options, session, state)
     elif exp.load is not None or exp.sli_probes:
         from chaoslab.engine.observe import LoadObservation
 
-        observation = LoadObservation(exp, options.run_dir)
+        observation = LoadObservation(exp, options.run_dir, home=state.home)
     spec = guard_spec(exp, observation)
     targets = fault_targets(exp)
     if options.halt_requested is None:
         # `chaoslab halt` writes HALT before it signals: a SIGUSR1 without it is
         # chaoslib.exit.exit_gracefully() (a safeguard), not a halt.
-        options = msgspec.structs.replace(options, halt_requested=_halt_pressed)
-    previous = _halt_handler_until_runner_starts(options.handle_signals)
+        options = msgspec.structs.replace(options, halt_requested=lambda: _halt_pressed(state.home))
+    previous = _halt_handler_until_runner_starts(options.handle_signals, state.home)
     recovered: RecoverReport | None = None
     try:
-        check_not_halted()
+        check_not_halted(state.home)
         with ExitStack() as stack:
-            stack.enter_context(register_run(run_id))
+            stack.enter_context(register_run(run_id, home=state.home))
             ledger = None
             if exp.faults():
                 from chaoslab.safety.claims import ClaimingLedger
+                from chaoslab.safety.ledger import Ledger
                 from chaoslab.safety.locks import Reclaimed, acquire
                 from chaoslab.safety.recover import recover
 
                 if targets:
-                    stack.enter_context(acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60))
+                    stack.enter_context(
+                        acquire(targets, run_id, lease_s=exp.runtime.lease_s + 60, directory=state.locks)
+                    )
 
                 def reclaimed(r: Reclaimed) -> None:
                     bus.emit(
@@ -112,18 +124,20 @@ def run_experiment(
                 ledger = stack.enter_context(
                     ClaimingLedger(
                         run_id,
+                        directory=state.ledger,
+                        locks_directory=state.locks,
                         lease_s=exp.runtime.lease_s + 60,
                         on_reclaimed=reclaimed,
                         masker=bus.masker,
                     )
                 )
                 if session.recover_first:
-                    recovered = recover(registry)
+                    recovered = recover(registry, ledger=Ledger(state.ledger))
                 ledger.check_targets_clear(targets)
             if exp.needs_lab:  # after the refusals above: a refused run starts nothing
                 from chaoslab.lab.control import running_lab
 
-                stack.enter_context(running_lab(n_replicas=session.lab_replicas))
+                stack.enter_context(running_lab(n_replicas=session.lab_replicas, base_dir=state.home))
 
             def guard_factory(runner: Runner) -> Guard:
                 from chaoslab.safety.guard import GuardSpec, SLOGuard
@@ -155,16 +169,15 @@ def run_experiment(
             signal.signal(signum, handler)
 
 
-def _halt_pressed() -> bool:
-    return is_halted() is not None
+def _halt_pressed(home: Path | None = None) -> bool:
+    return is_halted(home) is not None
 
 
 def _slo_files(
-    exp: Experiment, section: SLOFiles, options: RunOptions, session: SessionOptions
+    exp: Experiment, section: SLOFiles, options: RunOptions, session: SessionOptions, state: StatePaths
 ) -> tuple[LoadObservation, tuple[Any, ...], dict[str, Any]]:
     """SLO files: the pre-run budget gate, their objectives as steady state, and the
     guard's allowance (a share of each SLO's remaining error budget)."""
-    from pathlib import Path
 
     from chaoslab.engine.observe import LoadObservation
     from chaoslab.sli.budget_gate import check_budget, spent_since, steady_state_from_files
@@ -174,7 +187,9 @@ def _slo_files(
     if not decision.allowed:
         raise BudgetRefused(decision.format() + "\n(override with --ignore-budget if this run is approved)")
     slos, sources = steady_state_from_files(section, base)
-    observation = LoadObservation(exp, options.run_dir, extra_slos=slos, extra_sources=sources)
+    observation = LoadObservation(
+        exp, options.run_dir, extra_slos=slos, extra_sources=sources, home=state.home
+    )
     checks = []
     for allowance in decision.allowances:
         source = sources.get(f"prom:{allowance.slo}")
@@ -201,14 +216,14 @@ def _slo_files(
     return observation, tuple(checks), decision.to_dict()
 
 
-def _halt_handler_until_runner_starts(install: bool) -> dict[int, Any] | None:
+def _halt_handler_until_runner_starts(install: bool, home: Path | None = None) -> dict[int, Any] | None:
     """A halt (or a chaoslib exit) arriving before the runner installs its own handlers
     still stops us cleanly: nothing was injected yet."""
     if not install:
         return None
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGUSR1 and _halt_pressed():
+        if signum == signal.SIGUSR1 and _halt_pressed(home):
             raise RunInterrupted("HALT")
         raise RunInterrupted(signal.Signals(signum).name)
 

@@ -290,11 +290,11 @@ def _read_pidfile(path: str) -> int:
     return int(text.split()[0])
 
 
-def lab_pid(name: str) -> int | None:
+def lab_pid(name: str, lab_dir: Path | None = None) -> int | None:
     """The pid the lab state file names for component ``name`` (it may be stale)."""
     from chaoslab.drivers.targets import LabState
 
-    comp = LabState.load(paths.lab_dir()).component(name)
+    comp = LabState.load(lab_dir or paths.lab_dir()).component(name)
     return comp.pid
 
 
@@ -304,14 +304,14 @@ def _all_user_processes() -> Iterator[psutil.Process]:
             yield proc
 
 
-def matches(sel: Selector) -> list[psutil.Process]:
+def matches(sel: Selector, lab_dir: Path | None = None) -> list[psutil.Process]:
     """Every live process the selector names, protected ones included. No filtering."""
     if sel.kind == "pid":
         return _from_pid(int(sel.value))
     if sel.kind == "pidfile":
         return _from_pid(_read_pidfile(sel.value))
     if sel.kind == "lab":
-        pid = lab_pid(sel.value)
+        pid = lab_pid(sel.value, lab_dir)
         return _from_pid(pid) if pid else []
     if sel.kind == "name":
         out = []
@@ -328,7 +328,9 @@ def matches(sel: Selector) -> list[psutil.Process]:
     return [p for p in _all_user_processes() if regex.search(" ".join(_cmdline(p)))]
 
 
-def resolve(target: str | None, *, driver: str, refuse_protected: bool) -> list[psutil.Process]:
+def resolve(
+    target: str | None, *, driver: str, refuse_protected: bool, lab_dir: Path | None = None
+) -> list[psutil.Process]:
     """Resolve a process target to live processes, sorted by pid.
 
     With ``refuse_protected`` (faults), a match on a protected process raises
@@ -336,7 +338,7 @@ def resolve(target: str | None, *, driver: str, refuse_protected: bool) -> list[
     heal checks) protected processes are silently left out and an empty list is fine.
     """
     sel = parse_selector(target)
-    found = matches(sel)
+    found = matches(sel, lab_dir)
     protected = protected_pids()
     hit = sorted(p.pid for p in found if p.pid in protected)
     if hit and refuse_protected:

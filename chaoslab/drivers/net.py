@@ -216,7 +216,7 @@ class NetDriver(Driver):
                     "iptables is not installed (Debian: apt-get install iptables)", driver=self.name
                 )
             if op.name == "drop" and "port" not in full:
-                full["port"] = _lab_port(target or "")
+                full["port"] = _lab_port(target or "", ctx.lab_dir)
             data["rules"] = _rules(op.name, full, host=netns is None)
         else:
             ok, reason = netem_support()
@@ -318,11 +318,11 @@ def _ns_gone(netns: str | None) -> bool:
     return netns is not None and not (NETNS_DIR / netns).exists()
 
 
-def _lab_port(target: str) -> int:
+def _lab_port(target: str, lab_dir: Path | None = None) -> int:
     from chaoslab.drivers.targets import LabState
 
     name = target.partition(":")[2]
-    port = LabState.load(paths.lab_dir()).component(name).port
+    port = LabState.load(lab_dir or paths.lab_dir()).component(name).port
     if not port:
         raise TargetNotFound(f"lab component {name!r} has no port", driver="net", target=target)
     return int(port)

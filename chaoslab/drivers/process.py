@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -150,7 +151,7 @@ class ProcessDriver(Driver):
 
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         validated(self, op, args, target, Kind.PROBE)
-        return len(_proc.resolve(target, driver=self.name, refuse_protected=False))
+        return len(_proc.resolve(target, driver=self.name, refuse_protected=False, lab_dir=ctx.lab_dir))
 
     # --- faults --------------------------------------------------------------------------
 
@@ -164,13 +165,15 @@ class ProcessDriver(Driver):
     ) -> RevertRecord:
         full = validated(self, op, args, target, Kind.FAULT)
         assert target is not None  # validate() rejects a missing target
-        found = _proc.resolve(target, driver=self.name, refuse_protected=True)
+        found = _proc.resolve(target, driver=self.name, refuse_protected=True, lab_dir=ctx.lab_dir)
         seed = resolve_seed(args, ctx)
         picked = pick(found, Selection.from_args(args), seed, key=lambda p: p.pid)
         data: dict[str, Any] = {
             "procs": [_proc.describe(p) for p in picked.items],
             "pick": picked.to_dict(),
         }
+        if ctx.lab_dir is not None and target.startswith("lab:"):
+            data["lab_dir"] = str(ctx.lab_dir)  # the heal check finds the restarted component
         lease: float | None = None
         if op.name == "kill":
             data["signal"] = parse_signal(full["signal"]).name
@@ -296,7 +299,8 @@ class ProcessDriver(Driver):
             )
         if sel.kind in ("lab", "pidfile"):
             try:
-                live = _proc.matches(sel)
+                lab = record.data.get("lab_dir")
+                live = _proc.matches(sel, Path(lab) if lab else None)
             except TargetNotFound as exc:
                 return Heal(healed=False, detail=str(exc))
             if not live:

@@ -187,7 +187,7 @@ class StressDriver(Driver):
             path = str(Path(str(full.get("path") or tempfile.gettempdir())).resolve())
             data.update(path=path, fill_bytes=_fill_bytes(path, full))
         if target is not None:
-            found = _proc.resolve(target, driver=self.name, refuse_protected=True)
+            found = _proc.resolve(target, driver=self.name, refuse_protected=True, lab_dir=ctx.lab_dir)
             picked = pick(found, Selection(), resolve_seed(args, ctx), key=lambda p: p.pid)
             of = picked.items[0]
             data["cgroup"] = {

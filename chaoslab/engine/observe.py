@@ -32,7 +32,9 @@ class LoadObservation:
         *,
         extra_slos: tuple[SLO, ...] = (),
         extra_sources: Mapping[str, SLISource] | None = None,
+        home: Path | None = None,
     ) -> None:
+        self.home = home  # chaoslab's home, where `lab:` load targets resolve (None: default)
         self.spec = experiment.load
         self.slos: tuple[SLO, ...] = experiment.slo + extra_slos
         self.extra_sources = dict(extra_sources or {})
@@ -79,7 +81,7 @@ class LoadObservation:
             return
         self.series_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.source = load_from_spec(self.spec, series_path=self.series_path)
+            self.source = load_from_spec(self.spec, series_path=self.series_path, base_dir=self.home)
         except (ValueError, OSError) as exc:
             raise SLIError(f"cannot start the synthetic load: {exc}") from exc
         self.source.start()

@@ -55,6 +55,7 @@ from chaoslab.errors import (
 )
 from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, Strategy
 from chaoslab.model.varfile import VarValues
+from chaoslab.paths import StatePaths
 from chaoslab.sli.ctk import SERIES_KEY
 
 Phase = ev.Phase
@@ -93,6 +94,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     # Whether a SIGUSR1 that arrives now comes from `chaoslab halt` (which writes its
     # HALT file before signalling); otherwise SIGUSR1 is chaoslib.exit.exit_gracefully().
     halt_requested: Callable[[], bool] | None = None
+    # Where this run's chaoslab state lives (lab, ledger, locks), passed in by the caller;
+    # drivers get its lab directory through their DriverContext. None: the default home.
+    state: StatePaths | None = None
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,6 +206,7 @@ class Runner:
         self.ctx = DriverContext(
             run_id=self.run_id,
             state_dir=options.run_dir,
+            lab_dir=options.state.lab if options.state is not None else None,
             seed=options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big"),
         )
         self._abort = threading.Event()

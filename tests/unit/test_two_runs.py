@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.journal import read_events, verdict_of_log
@@ -92,3 +94,52 @@ def test_two_concurrent_runs_in_one_process_never_see_each_other(tmp_path: Path)
     # The stubborn marker is B's to clean up, and only B's.
     for marker in target_b.iterdir():
         marker.unlink()
+
+
+def test_two_sessions_with_their_own_state_paths_keep_to_them(
+    tmp_path: Path, chaoslab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State is passed in: each session's ledger and locks live under the StatePaths it
+    was given, and the environment's home (CHAOSLAB_HOME) is never touched."""
+    from chaoslab.engine.events import EventBus
+    from chaoslab.paths import StatePaths
+    from chaoslab.session import SessionOptions, run_experiment
+
+    homes = {name: StatePaths(tmp_path / f"home-{name}") for name in ("a", "b")}
+    start = threading.Barrier(2, timeout=30)
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def go(name: str) -> None:
+        target = tmp_path / name / "target"
+        target.mkdir(parents=True)
+        f = tmp_path / name / "exp.yaml"
+        f.write_text(EXPERIMENT.format(title=name, target=target, stubborn="false"))
+        reg = DriverRegistry(extra={"fake": FakeDriver()}, load_installed=False)
+        try:
+            exp = load_experiment(str(f), registry=reg)
+            start.wait()
+            results[name], _ = run_experiment(
+                exp,
+                registry=reg,
+                options=RunOptions(run_dir=tmp_path / name / "run", handle_signals=False),
+                bus=EventBus(),
+                run_id=f"session-{name}",
+                session=SessionOptions(state=homes[name]),
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in homes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    for name, state in homes.items():
+        assert results[name].verdict is Verdict.PASSED, results[name].reason
+        ledger = "".join(p.read_text() for p in state.ledger.rglob("*") if p.is_file())
+        assert f"session-{name}" in ledger  # this run's fault was recorded in its own home
+        other = "b" if name == "a" else "a"
+        assert f"session-{other}" not in ledger
+    assert not any(chaoslab_home.iterdir()), "the environment's home must stay untouched"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -249,12 +250,12 @@ class ProxyDriver(Driver):
         return problems
 
     # -- targets ------------------------------------------------------------------------
-    def resolve(self, target: str | None) -> tuple[str, str]:
+    def resolve(self, target: str | None, lab_dir: Path | None = None) -> tuple[str, str]:
         """``target`` → (API base URL, proxy name). Reads the lab state; touches nothing."""
         if target and (m := _TARGET.match(target)):
             return f"http://{m['host']}:{int(m['port'])}", m["name"]
         if target and target.startswith("lab:"):
-            state = LabState.load(paths.lab_dir())
+            state = LabState.load(lab_dir or paths.lab_dir())
             component = state.component(target.removeprefix("lab:"))
             proxy_name = component.extra.get("proxy")
             api_port = (state.raw.get("proxy") or {}).get("api_port")
@@ -287,7 +288,7 @@ class ProxyDriver(Driver):
 
     # -- probe --------------------------------------------------------------------------
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
-        api, name = self.resolve(target)
+        api, name = self.resolve(target, ctx.lab_dir)
         resp = self._request(api, "GET", f"/proxies/{name}/toxics", str(target))
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
@@ -304,7 +305,7 @@ class ProxyDriver(Driver):
         target: str | None,
         lease_s: float | None,
     ) -> RevertRecord:
-        api, name = self.resolve(target)
+        api, name = self.resolve(target, ctx.lab_dir)
         resp = self._request(api, "GET", f"/proxies/{name}", str(target))
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
