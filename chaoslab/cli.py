@@ -157,7 +157,7 @@ def _parse_vars(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.argument("experiment", type=click.Path(dir_okay=False, readable=False))
 @click.option(
     "--var",
     "variables",
@@ -381,7 +381,7 @@ def _refuse(message: str, code: ExitCode, output: str) -> NoReturn:
 
 
 @main.command(epilog=VALIDATE_EXIT_HELP)
-@click.argument("experiments", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("experiments", nargs=-1, required=True, type=click.Path(dir_okay=False, readable=False))
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
@@ -417,7 +417,7 @@ def validate(experiments: tuple[str, ...], output: str) -> None:
 
 
 @main.command(epilog=PLAN_EXIT_HELP)
-@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.argument("experiment", type=click.Path(dir_okay=False, readable=False))
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),

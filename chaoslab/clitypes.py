@@ -3,6 +3,10 @@
 ``click.FloatRange`` accepts ``nan`` (every comparison with it is false) and ``inf``;
 these types refuse both, and durations use the one grammar of ``chaoslab.units``.
 A bad value is a usage error: exit code 2, the option named, no traceback.
+
+Input files are declared ``click.Path(readable=False)`` throughout the CLI: whether a
+file can be read (permission, kind, size, encoding) is for ``chaoslab.model.reader`` to
+say, so every command words it the same way.
 """
 
 from __future__ import annotations

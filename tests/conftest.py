@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``chaoslab ARGS`` in a child process (this checkout first on the path), captured."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 120, wrapper: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``chaoslab ARGS`` in a child process (this checkout first on the path), captured.
+
+    ``wrapper`` is a command prefix (e.g. ``setpriv ...``) the child is started under."""
     return subprocess.run(
-        [sys.executable, "-m", "chaoslab.cli", *args],
+        [*wrapper, sys.executable, "-m", "chaoslab.cli", *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

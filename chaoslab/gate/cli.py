@@ -27,11 +27,11 @@ def register(main: click.Group) -> None:
     """Add ``gate`` to ``main``."""
 
     @main.command("gate", epilog=GATE_EXIT_HELP)
-    @click.argument("experiments", nargs=-1, type=click.Path(dir_okay=False))
+    @click.argument("experiments", nargs=-1, type=click.Path(dir_okay=False, readable=False))
     @click.option(
         "--suite",
         "suite_path",
-        type=click.Path(dir_okay=False),
+        type=click.Path(dir_okay=False, readable=False),
         help="Suite file: {name, experiments: [{path, weight, key}], thresholds, tolerance}.",
     )
     @click.option(
@@ -45,7 +45,7 @@ def register(main: click.Group) -> None:
     @click.option(
         "--baseline",
         "baseline_file",
-        type=click.Path(dir_okay=False),
+        type=click.Path(dir_okay=False, readable=False),
         help="Baseline JSON the pipeline keeps [default: chaoslab's store, HOME/gate/SUITE/].",
     )
     @click.option(

@@ -66,7 +66,7 @@ def register(main: click.Group) -> None:
     """Add ``report`` to the ``chaoslab`` command group."""
 
     @main.command("report")
-    @click.argument("journal", type=click.Path())
+    @click.argument("journal", type=click.Path(readable=False))
     @click.option("--html", "html_path", type=OutputFile(), help="Self-contained HTML report.")
     @click.option("--markdown", type=OutputFile(), help="Blameless postmortem draft (Markdown).")
     @click.option("--junit", type=OutputFile(), help="JUnit XML.")

@@ -90,7 +90,7 @@ def _common[G: Callable[..., Any]](f: G) -> G:
         "--scenarios",
         "-s",
         multiple=True,
-        type=click.Path(),
+        type=click.Path(readable=False),
         help="Scenario files or directories [default: $CHAOSLAB_SCENARIOS or ./scenarios].",
     )(f)
     f = click.option(
@@ -240,7 +240,7 @@ def register(main: click.Group) -> None:
         "-s",
         "files",
         multiple=True,
-        type=click.Path(),
+        type=click.Path(readable=False),
         help="Only the scenarios in these files or directories.",
     )
     @click.option(
@@ -424,7 +424,7 @@ def register(main: click.Group) -> None:
         """Facilitated game days."""
 
     @gameday.command("run")
-    @click.argument("scenario", type=click.Path(dir_okay=False))
+    @click.argument("scenario", type=click.Path(dir_okay=False, readable=False))
     @click.option("--confirm", is_flag=True, help="Ask on stdin before each step (y / s(kip) / q(uit)).")
     @click.option(
         "--no-gates", is_flag=True, help="Do not check the scenario's gates first (not recommended)."
@@ -472,7 +472,7 @@ def register(main: click.Group) -> None:
         """Export scenarios to other schedulers."""
 
     @export.command("cronjob")
-    @click.argument("scenario", type=click.Path(dir_okay=False))
+    @click.argument("scenario", type=click.Path(dir_okay=False, readable=False))
     @click.option(
         "--image", default="chaoslab:latest", show_default=True, help="Container image with chaoslab."
     )

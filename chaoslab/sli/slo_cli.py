@@ -40,7 +40,7 @@ def _windows_option[F: Callable[..., Any]](f: F) -> F:
         "--windows",
         "windows_files",
         multiple=True,
-        type=click.Path(dir_okay=False),
+        type=click.Path(dir_okay=False, readable=False),
         help="Sloth AlertWindows file (apiVersion sloth.slok.dev/v1) with the burn windows of an SLO "
         "period, as sloth --slo-period-windows-path takes; repeatable.",
     )(f)
@@ -65,7 +65,7 @@ def register(main: click.Group) -> None:
         """SLO files (OpenSLO v1 or concise): error budgets, burn rates, alert rules."""
 
     @slo.command()
-    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False, readable=False))
     @click.option(
         "--prometheus",
         "url",
@@ -131,7 +131,7 @@ def register(main: click.Group) -> None:
         sys.exit(int(ExitCode.ERROR) if failures else 0)
 
     @slo.command()
-    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.argument("slo_files", nargs=-1, required=True, type=click.Path(dir_okay=False, readable=False))
     @click.option(
         "--out-file",
         "out",

@@ -11,6 +11,7 @@ own (the child is killed after ``LIMIT_S``; an alias bomb used to hang for ever)
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import require, run_cli
 
 LIMIT_S = 30.0  # per command, generous for a loaded CI machine; a hang is what it catches
 
@@ -211,8 +212,12 @@ def _check(
 def test_bad_file_of_every_kind_is_refused_cleanly(
     kind: str, defect: str, command: int, tmp_path: Path
 ) -> None:
+    wrapper: list[str] = []
     if defect == "unreadable" and os.geteuid() == 0:
-        pytest.skip("root reads files without read permission")
+        # root reads any file through CAP_DAC_OVERRIDE: drop it (and DAC_READ_SEARCH) from
+        # the child, so the mode-000 file is unreadable to it as to any other user
+        require(shutil.which("setpriv") is not None, "setpriv (Debian: util-linux)")
+        wrapper = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
     name, commands = KINDS[kind]
     marker = tmp_path / "marker"
     bad = tmp_path / name
@@ -221,7 +226,7 @@ def test_bad_file_of_every_kind_is_refused_cleanly(
     make(bad, marker)
     argv, outputs = commands[command](tmp_path, bad, marker)
     started = time.monotonic()
-    proc = run_cli(*argv, cwd=tmp_path, timeout=LIMIT_S)
+    proc = run_cli(*argv, cwd=tmp_path, timeout=LIMIT_S, wrapper=wrapper)
     elapsed = time.monotonic() - started
     # the inventory is named as resolved (a symlink to /dev/zero is named /dev/zero)
     names = "/dev/zero" if (kind == "inventory" and defect == "device") else str(bad)
