@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from chaoslab.engine.verdict import Verdict
 from chaoslab.masking import Masker
 
 
@@ -269,13 +270,13 @@ class VerdictNoted(Event, frozen=True, kw_only=True):
     (``chaoslab.engine.fold.fold_verdict``): the worst wins, its reasons are joined."""
 
     kind: ClassVar[str] = "verdict-noted"
-    verdict: str  # a chaoslab.engine.verdict.Verdict value
+    verdict: Verdict
     reason: str
 
 
 class RunFinished(Event, frozen=True, kw_only=True):
     kind: ClassVar[str] = "run-finished"
-    verdict: str
+    verdict: Verdict
     exit_code: int
     reason: str
     duration_s: float

@@ -358,7 +358,7 @@ class Runner:
         self.bus.emit(
             ev.RunFinished(
                 run_id=self.run_id,
-                verdict=verdict.value,
+                verdict=verdict,
                 exit_code=int(verdict.exit_code),
                 reason=reason,
                 duration_s=time.time() - t0,

@@ -259,7 +259,7 @@ def run_gate(
                 view = None
             outcome = SuiteRun(
                 entry=entry,
-                verdict="interrupted",
+                verdict=Verdict.INTERRUPTED,
                 reason="the gate was interrupted",
                 run_dir=run_dir,
                 duration_s=0.0,
@@ -274,7 +274,7 @@ def run_gate(
         outcomes.append(
             SuiteRun(
                 entry=entry,
-                verdict="interrupted",
+                verdict=Verdict.INTERRUPTED,
                 reason="not run",
                 run_dir=options.output_dir,
                 duration_s=0.0,

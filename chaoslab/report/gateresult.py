@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaoslab.engine.verdict import Verdict
 from chaoslab.report import baseline as bl
 from chaoslab.report.exitcodes import GateExit
 from chaoslab.report.score import FAILED, INFRASTRUCTURE, Class, Score, Thresholds
@@ -39,7 +40,7 @@ class SuiteRun:
     """One experiment's run in the gate, as the gate read it back."""
 
     entry: SuiteEntry
-    verdict: str
+    verdict: Verdict
     reason: str
     run_dir: Path
     duration_s: float

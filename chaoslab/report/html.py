@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import safe_output
 from chaoslab.report.view import ActivityRow, RunView, fmt_seconds, fmt_value
 
@@ -38,14 +39,14 @@ COLOURS = {
 }
 
 VERDICT_COLOURS = {
-    "passed": ("#e6f4ea", "#137333"),
-    "deviated": ("#fce8e6", "#a50e0e"),
-    "aborted": ("#fce8e6", "#a50e0e"),
-    "not-clean": ("#3c0a0a", "#ffffff"),
-    "error": ("#fce8e6", "#a50e0e"),
-    "invalid-input": ("#fef7e0", "#7a4f01"),
-    "inconclusive": ("#fef7e0", "#7a4f01"),
-    "interrupted": ("#fef7e0", "#7a4f01"),
+    Verdict.PASSED: ("#e6f4ea", "#137333"),
+    Verdict.DEVIATED: ("#fce8e6", "#a50e0e"),
+    Verdict.ABORTED: ("#fce8e6", "#a50e0e"),
+    Verdict.NOT_CLEAN: ("#3c0a0a", "#ffffff"),
+    Verdict.ERROR: ("#fce8e6", "#a50e0e"),
+    Verdict.INVALID_INPUT: ("#fef7e0", "#7a4f01"),
+    Verdict.INCONCLUSIVE: ("#fef7e0", "#7a4f01"),
+    Verdict.INTERRUPTED: ("#fef7e0", "#7a4f01"),
 }
 
 CHART_W = 1100

@@ -31,14 +31,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import xml_tree
 from chaoslab.report.view import RunView, SLORow, fmt_value
 
 if TYPE_CHECKING:
     from chaoslab.report.gateresult import GateResult
 
-_ERROR_VERDICTS = {"error", "not-clean", "interrupted", "invalid-input"}
-_FAIL_VERDICTS = {"deviated", "aborted"}
+_ERROR_VERDICTS = frozenset({Verdict.ERROR, Verdict.NOT_CLEAN, Verdict.INTERRUPTED, Verdict.INVALID_INPUT})
+_FAIL_VERDICTS = frozenset({Verdict.DEVIATED, Verdict.ABORTED})
 
 
 def slo_line(r: SLORow) -> str:

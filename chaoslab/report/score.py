@@ -36,22 +36,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-CREDIT: dict[str, float] = {
-    "passed": 1.0,
-    "inconclusive": 0.5,
-    "deviated": 0.0,
-    "aborted": 0.0,
-    "not-clean": 0.0,
-    "error": 0.0,
-    "interrupted": 0.0,
-    "invalid-input": 0.0,
+from chaoslab.engine.verdict import Verdict
+
+CREDIT: dict[Verdict, float] = {
+    Verdict.PASSED: 1.0,
+    Verdict.INCONCLUSIVE: 0.5,
+    Verdict.DEVIATED: 0.0,
+    Verdict.ABORTED: 0.0,
+    Verdict.NOT_CLEAN: 0.0,
+    Verdict.ERROR: 0.0,
+    Verdict.INTERRUPTED: 0.0,
+    Verdict.INVALID_INPUT: 0.0,
 }
 
 # Verdicts that mean the experiment's result is about the tooling or the environment,
 # not about the system under test.
-INFRASTRUCTURE = frozenset({"error", "not-clean", "invalid-input", "interrupted"})
+INFRASTRUCTURE = frozenset({Verdict.ERROR, Verdict.NOT_CLEAN, Verdict.INVALID_INPUT, Verdict.INTERRUPTED})
 # Verdicts that mean the system under test did not hold.
-FAILED = frozenset({"deviated", "aborted"})
+FAILED = frozenset({Verdict.DEVIATED, Verdict.ABORTED})
 
 
 class Class(StrEnum):
@@ -79,7 +81,7 @@ class Scored:
 
     name: str
     weight: float
-    verdict: str
+    verdict: Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,9 +100,12 @@ class Score:
         return Class.INCONCLUSIVE
 
 
-def credit(verdict: str) -> float:
+def credit(verdict: Verdict | str) -> float:
     """Credit of one verdict; an unknown verdict earns nothing (never a silent pass)."""
-    return CREDIT.get(verdict, 0.0)
+    try:
+        return CREDIT[Verdict(verdict)]
+    except ValueError:
+        return 0.0
 
 
 def score(entries: Sequence[Scored]) -> Score:
@@ -112,7 +117,7 @@ def score(entries: Sequence[Scored]) -> Score:
 
     def pct(inconclusive_credit: float) -> float:
         earned = sum(
-            e.weight * (inconclusive_credit if e.verdict == "inconclusive" else credit(e.verdict))
+            e.weight * (inconclusive_credit if e.verdict == Verdict.INCONCLUSIVE else credit(e.verdict))
             for e in entries
         )
         return round(100.0 * earned / total, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import safe_output
 from chaoslab.report.view import RunView, fmt_seconds, fmt_value
 
@@ -16,16 +17,16 @@ if TYPE_CHECKING:
     from chaoslab.report.gateresult import GateResult
 
 _ICON = {
-    "passed": "✅",
+    Verdict.PASSED: "✅",
     "pass": "✅",
-    "deviated": "❌",
+    Verdict.DEVIATED: "❌",
     "fail": "❌",
-    "aborted": "🛑",
-    "not-clean": "☣️",
-    "error": "⚠️",
-    "invalid-input": "⚠️",
-    "inconclusive": "❔",
-    "interrupted": "⏹️",
+    Verdict.ABORTED: "🛑",
+    Verdict.NOT_CLEAN: "☣️",
+    Verdict.ERROR: "⚠️",
+    Verdict.INVALID_INPUT: "⚠️",
+    Verdict.INCONCLUSIVE: "❔",
+    Verdict.INTERRUPTED: "⏹️",
     "warning": "🟡",
     "regression": "📉",
     "infra_error": "⚠️",

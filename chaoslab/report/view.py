@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.engine.console import guard_timing_line
+from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.sections import Runbook, decode_runbook
 
@@ -97,6 +98,16 @@ def _masked(doc: dict[str, Any]) -> dict[str, Any]:
     )
     masked: dict[str, Any] = masker.deep(doc)
     return masked
+
+
+def _run_verdict(value: Any) -> Verdict:
+    """The journal's verdict; none is an interrupted run, one chaoslab does not know an error."""
+    if value is None:
+        return Verdict.INTERRUPTED
+    try:
+        return Verdict(str(value))
+    except ValueError:
+        return Verdict.ERROR
 
 
 def _ts(value: Any) -> float | None:
@@ -241,7 +252,7 @@ class RunView:
     title: str
     description: str
     run_id: str
-    verdict: str
+    verdict: Verdict
     exit_code: int | None
     reason: str
     start: float
@@ -358,7 +369,7 @@ class RunView:
             title=str(exp.get("title") or "untitled experiment"),
             description=str(exp.get("description") or ""),
             run_id=str(cl.get("run_id", "")),
-            verdict=str(cl.get("verdict", "interrupted")),
+            verdict=_run_verdict(cl.get("verdict")),
             exit_code=cl.get("exit_code") if isinstance(cl.get("exit_code"), int) else None,
             reason=str(cl.get("reason", "")),
             start=start,
