@@ -44,7 +44,14 @@ import psutil
 from chaoslab.drivers.base import RevertRecord
 from chaoslab.engine.journal import read_events
 from chaoslab.safety.ledger import Ledger
-from tests.contract import cases_net, cases_process, cases_stress
+from tests.contract import (
+    cases_docker,
+    cases_kubernetes,
+    cases_net,
+    cases_process,
+    cases_ssh,
+    cases_stress,
+)
 from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import wait_for
 
@@ -301,7 +308,7 @@ def _proxy(
 
 
 def op_cases() -> list[OpCase]:
-    """Every fault operation of the local drivers, in matrix order."""
+    """Every fault operation of every driver, in matrix order."""
     proc, stress, net = cases_process.CASES, cases_stress.CASES, cases_net.CASES
     return [
         _from_contract(_contract(proc, "process.kill"), took_effect=_killed),
@@ -320,6 +327,10 @@ def op_cases() -> list[OpCase]:
         _proxy("slow_close", {"delay": "2s"}),
         _proxy("limit_data", {"bytes": 0}, _no_echo),
         _proxy("down", {}, _no_echo),
+        # Remote and container drivers: the same columns on their contract targets.
+        *(_from_contract(c) for c in cases_docker.CASES),
+        *(_from_contract(c) for c in cases_ssh.CASES),
+        *(_from_contract(c) for c in cases_kubernetes.CASES),
     ]
 
 

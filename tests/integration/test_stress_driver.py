@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
+from chaoslab.drivers import _proc
 from chaoslab.drivers.base import DriverContext, Operation, RevertRecord
 from chaoslab.drivers.stress import StressDriver, fill_dir, stressors
 from chaoslab.errors import InvalidInput, UnsafeTarget, Unsupported
@@ -257,3 +258,19 @@ def test_stressor_in_the_target_cgroup_squeezes_the_target(ctx: DriverContext) -
             assert squeezed <= 0.7 * alone, (alone, squeezed)
         finally:
             stop(busy)
+
+
+@pytest.mark.root
+def test_a_revert_that_fails_keeps_the_lease(ctx: DriverContext, tmp_path: Path) -> None:
+    """A fill directory that cannot be removed (a mount inside it: EBUSY): the revert
+    says so, and the watchdog (the lease) stays armed; once removable, a revert retires it."""
+    record = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("disk"), {"path": str(tmp_path), "mib": 1}, None, 60))
+    directory = fill_dir(str(tmp_path), record.fault_id)
+    with _tmpfs(directory, 1):  # mounted at <fill dir>/fs
+        result = DRIVER.revert(ctx, record)
+        assert not result.reverted and "lease kept" in result.detail, result
+        assert _proc.watchdog_processes(record.fault_id), "a failed revert must not retire the lease"
+        assert not DRIVER.check_clean(ctx, record).clean
+    assert DRIVER.revert(ctx, record).reverted
+    assert not _proc.watchdog_processes(record.fault_id)
+    assert DRIVER.check_clean(ctx, record).clean
