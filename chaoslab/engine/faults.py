@@ -202,7 +202,7 @@ class FaultManager:
         with fault.lock:
             if fault.reverted is not None:
                 return
-            self._notice_lapse(fault)  # before our revert: was the fault still on?
+            self._notice_lapse(fault, reverting=True)  # before our revert: was it still on?
             driver = self.registry.get(fault.record.driver)
             t0 = time.monotonic()
             try:
@@ -330,15 +330,21 @@ class FaultManager:
                 self._notice_lapse(fault)
             self._stop_beats.wait(lease.HEARTBEAT_S)
 
-    def _notice_lapse(self, fault: ActiveFault) -> None:
+    def _notice_lapse(self, fault: ActiveFault, *, reverting: bool = False) -> None:
+        """Record (once) that the fault's lease ended it before the run did: the watchdog
+        said so, or — for any lease, the proxy's and SSH hosts' too — the run is only now
+        reverting a fault whose lease had already expired."""
         if fault.lapsed is not None:
             return
         path = lapse_path(self.ctx.state_dir, fault.record.fault_id)
+        expires = fault.record.lease_expires_at
         try:
             raw = json.loads(path.read_text("utf-8"))
+            fault.lapsed = str(raw.get("reason") or "its lease ended")
         except (OSError, ValueError):
-            return
-        fault.lapsed = str(raw.get("reason") or "its lease ended")
+            if not (reverting and expires is not None and time.time() >= expires):
+                return
+            fault.lapsed = f"its lease expired {time.time() - expires:.1f}s before the run reverted it"
         self.bus.emit(
             ev.LeaseLapsed(
                 run_id=self.ctx.run_id,

@@ -283,3 +283,25 @@ def test_an_objective_on_an_undefined_source_is_invalid(tmp_path: Path) -> None:
     text = str(info.value)
     assert "slo[0].source" in text and "'nowhere'" in text
     assert "slo[1]" in text and "'load'" in text
+
+
+def test_a_fixed_lease_that_expired_before_the_revert_is_reported_never_a_silent_pass(
+    tmp_path: Path,
+) -> None:
+    # The fake driver's leases are not renewed by heartbeats: 0.1 s + the 5 s margin, and
+    # the method outlives it. The run must say the fault was not held throughout.
+    result, _target = run(
+        tmp_path,
+        """
+title: t
+description: d
+lease: 0.1s
+method:
+  - {do: fake.touch, target: "@TARGET@"}
+  - {type: action, name: long, provider: {type: process, path: sleep, arguments: "5.5"}}
+""",
+    )
+    assert result.verdict is Verdict.INCONCLUSIVE, result.reason
+    assert "ended early by its lease" in result.reason
+    lapsed = [e for e in read_events(result.events_path) if e["kind"] == "lease-lapsed"]
+    assert len(lapsed) == 1 and "expired" in lapsed[0]["reason"]
