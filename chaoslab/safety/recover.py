@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab import paths
+from chaoslab.drivers import lease
 from chaoslab.drivers.base import CleanReport, DriverContext, RevertResult
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import ChaoslabError
@@ -303,6 +304,8 @@ def _recover_entry(
             elapsed_s=time.monotonic() - started,
             **common,
         )
+    if record.heartbeat:
+        lease.retire(record.heartbeat)  # verified clean: its lease has nothing left to end
     try:
         ledger.close_entry(record.fault_id, report, closed_by=me, detail="closed by recover")
     except ChaoslabError as exc:
