@@ -169,3 +169,23 @@ def test_a_reclaimed_stale_lock_is_an_event(tmp_path: Path) -> None:
     assert [e.key for e in seen] == ["docker:zzz"]
     assert "run-gone" in seen[0].former_holder
     acquire(["docker:zzz"], "after").release()  # released at the end of the run
+
+
+def test_one_ssh_host_named_by_name_and_by_tag_is_one_key(tmp_path: Path) -> None:
+    from chaoslab.drivers.base import DriverContext
+    from chaoslab.drivers.ssh.driver import SSHDriver
+
+    (tmp_path / "key").write_text("")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(
+        f"known_hosts: {tmp_path / 'kh'}\nhosts:\n"
+        f"  h0: {{address: 127.0.0.1, port: 2222, user: root, key_file: {tmp_path / 'key'}, tags: [eu]}}\n"
+        f"  h1: {{address: 127.0.0.2, port: 2222, user: root, key_file: {tmp_path / 'key'}, tags: [us]}}\n"
+    )
+    driver = SSHDriver()
+    op = driver.operation("stress_cpu")
+    assert op is not None
+    ctx = DriverContext(run_id="r", state_dir=tmp_path)
+    by_name = driver.prepare(ctx, op, {"inventory": str(inv), "workers": 1}, "ssh:h0", 10)
+    by_tag = driver.prepare(ctx, op, {"inventory": str(inv), "workers": 1}, "ssh:tag=eu", 10)
+    assert driver.identities(by_name) == driver.identities(by_tag) == ("ssh:127.0.0.1:2222:cpu",)
