@@ -16,6 +16,7 @@ lock of a dead run is reclaimed and reported through ``on_reclaimed`` (the run w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from chaoslab.drivers.base import RevertRecord
 from chaoslab.masking import Masker
 from chaoslab.safety.ledger import Ledger
 from chaoslab.safety.locks import LockSet, Reclaimed, acquire, locks_dir
+
+IDENTITY_PREFIX = "identity:"
 
 
 class ClaimingLedger(Ledger):
@@ -51,11 +54,19 @@ class ClaimingLedger(Ledger):
         one), then refuse keys that another run's open entry still holds."""
         new = sorted(set(record.identity_keys()) - self._keys)
         if new:
-            locks = acquire(new, self.run_id, lease_s=self.lease_s, directory=self.locks_directory)
+            # Their own namespace: an identity may read like a target text the run's
+            # target-text locks already hold (``k8s:ns/deployment/web``).
+            locks = acquire(
+                [IDENTITY_PREFIX + k for k in new],
+                self.run_id,
+                lease_s=self.lease_s,
+                directory=self.locks_directory,
+            )
             self._held.append(locks)
             self._keys.update(new)
             for reclaimed in locks.reclaimed:
-                self.on_reclaimed(reclaimed)
+                key = reclaimed.target.removeprefix(IDENTITY_PREFIX)
+                self.on_reclaimed(dataclasses.replace(reclaimed, target=key))
         super().claim(record)
 
     @property

@@ -147,7 +147,7 @@ def test_a_reclaimed_stale_lock_is_an_event(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from chaoslab.safety.locks import acquire; acquire(['docker:zzz'], 'run-gone')",
+            "from chaoslab.safety.locks import acquire; acquire(['identity:docker:zzz'], 'run-gone')",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -168,7 +168,7 @@ def test_a_reclaimed_stale_lock_is_an_event(tmp_path: Path) -> None:
         ledger.claim(_record("run-next", ("docker:zzz",), "id:zzz"))
     assert [e.key for e in seen] == ["docker:zzz"]
     assert "run-gone" in seen[0].former_holder
-    acquire(["docker:zzz"], "after").release()  # released at the end of the run
+    acquire(["identity:docker:zzz"], "after").release()  # released at the end of the run
 
 
 def test_one_ssh_host_named_by_name_and_by_tag_is_one_key(tmp_path: Path) -> None:
