@@ -2,11 +2,11 @@
 
 The target is a proxy server process of its own (``python -m chaoslab.drivers.proxy``)
 with one proxy in front of the threaded echo service of
-``tests/integration/test_proxy_helpers``. "Visible" is what a client of that proxy
+``tests/integration/proxykit``. "Visible" is what a client of that proxy
 measures on its own socket (a round-trip time, a reset, an early EOF, a refused
 connect), never what the proxy's API says about its toxics.
 
-``test_proxy_helpers`` offers the server and the echo service as pytest fixtures, which
+``proxykit`` offers the server and the echo service as pytest fixtures, which
 cannot be entered from a ``make_target``; the two context managers below are the thin
 wrappers around its echo classes and the server's documented start line.
 """
@@ -29,7 +29,7 @@ import httpx
 from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import stop
-from tests.integration.test_proxy_helpers import _Echo, _EchoServer, connect, recv_exactly
+from tests.integration.proxykit import _Echo, _EchoServer, connect, recv_exactly
 
 LEASE_S = 2.0
 PROXY_NAME = "contract"

@@ -62,7 +62,7 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
 
     import httpx
 
-    from tests.integration.test_proxy_helpers import proxy_process
+    from tests.integration.proxykit import proxy_process
 
     class Ok(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

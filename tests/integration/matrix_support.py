@@ -182,7 +182,7 @@ class OpCase:
     """One fault operation in the matrix.
 
     - ``make_target``: the contract suite's target factory; ``None`` for proxy cases,
-      whose target is the ``proxy`` fixture of tests/integration/test_proxy_helpers.py;
+      whose target is the ``proxy`` fixture of tests/integration/proxykit.py;
     - ``observe(target, record)``: True while any sign of the fault shows on the target;
     - ``took_effect(target, record)``: True once the fault is seen to have happened (for
       a kill the process is dead even after the supervisor restarted it); defaults to

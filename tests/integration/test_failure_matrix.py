@@ -20,7 +20,7 @@ Every cell asserts:
    the fault's lease would have ended it, and closed the ledger entry.
 
 Targets are the contract suite's (tests/contract/cases_*.py) and, for proxy faults,
-the proxy server + echo fixtures of tests/integration/test_proxy_helpers.py.
+the proxy server + echo fixtures of tests/integration/proxykit.py.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from tests.integration.matrix_support import (
     recover_cli,
     start_run,
 )
-from tests.integration.test_proxy_helpers import echo_port, proxy, proxy_api  # noqa: F401 - fixtures used via getfixturevalue
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -1,8 +1,6 @@
 """The fault proxy server on real sockets: forwarding, each toxic observed from a client,
 leases enforced by the server alone, and Toxiproxy's API shapes."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import os
@@ -13,12 +11,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
+
+from tests.integration.proxykit import (
     ProxyRef,
     connect,
-    echo_port,
     median_rtt,
-    proxy,
     proxy_process,
     recv_all,
     recv_exactly,

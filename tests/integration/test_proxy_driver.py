@@ -2,8 +2,6 @@
 checked clean; revert idempotent and from another process; a SIGKILLed runner's fault
 ended by the server's lease; lab targets; bad input refused before any change."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import json
@@ -17,15 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
-    ProxyRef,
-    connect,
-    echo_port,
-    median_rtt,
-    proxy,
-    proxy_api,
-    wait_until,
-)
 
 from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
 from chaoslab.drivers.proxy.driver import ProxyDriver
@@ -33,6 +22,7 @@ from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import DriverError, TargetNotFound
 from chaoslab.lab.state import write_state
 from chaoslab.paths import lab_dir
+from tests.integration.proxykit import ProxyRef, connect, median_rtt, wait_until
 
 
 @pytest.fixture

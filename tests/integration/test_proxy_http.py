@@ -4,8 +4,6 @@ method and header matching, fail-first-N and every-Nth, header rewrite, truncati
 keep-alive and chunked bodies passing through, TCP toxics still acting, and the lease
 ending each HTTP fault with the runner SIGKILLed."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import json
@@ -25,16 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
-    ProxyRef,
-    proxy_api,
-    wait_until,
-)
 
 from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
 from chaoslab.drivers.proxy.http_driver import HttpDriver
 from chaoslab.errors import InvalidInput
 from tests.conftest import require
+from tests.integration.proxykit import ProxyRef, wait_until
 
 Z_999 = 3.2905  # two-sided 99.9 % normal quantile: a correct proxy fails 1 run in 1000
 

@@ -4,8 +4,6 @@ in one write) and the service must see exactly what was sent, the client exactly
 the service answered, in order, with an abort fault taking some of them out of line; and
 ``http_*`` attributes drawn at random are either accepted or refused with a 400."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import socket
@@ -18,7 +16,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_proxy_helpers import proxy_api  # noqa: F401  (fixtures are used by name)
 
 from chaoslab.drivers.proxy.httpfaults import HTTP_TYPES, check_http_attributes
 from chaoslab.drivers.proxy.toxics import ApiError

@@ -2,8 +2,6 @@
 chaoslab proxy server unchanged. The package is installed from the npm registry into a
 temporary directory once per session; in CI a missing node/npm or a failed install fails."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import json
@@ -12,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_proxy_helpers import echo_port, proxy_api  # noqa: F401  (fixtures are used by name)
 
 from tests.conftest import require
 

@@ -1,8 +1,6 @@
 """An unmodified Toxiproxy client library from PyPI (``toxiproxy-python``) drives the
 chaoslab proxy server: proxies, toxics, down, reset, populate, version."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import json
@@ -13,14 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
-    connect,
-    echo_port,
-    median_rtt,
-    proxy_api,
-)
 
 from tests.conftest import require
+from tests.integration.proxykit import connect, median_rtt
 
 toxiproxy = pytest.importorskip("toxiproxy", reason="pip install toxiproxy-python")
 

@@ -4,8 +4,6 @@ listen addresses of any form, atomic updates, ``/version``, ``/metrics``, every 
 type, stream parsing, and the router's status codes. Listeners may bind the wildcard;
 the tests only ever connect through 127.0.0.1 or ::1."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_proxy_helpers are re-bound as
-# test parameters by name; that is how pytest shares them)
 from __future__ import annotations
 
 import re
@@ -17,17 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_proxy_helpers import (  # noqa: F401  (fixtures are used by name)
-    ProxyRef,
-    connect,
-    echo_port,
-    median_rtt,
-    proxy,
-    proxy_api,
-    round_trip,
-)
 
 from tests.conftest import require
+from tests.integration.proxykit import ProxyRef, connect, median_rtt, round_trip
 
 # Every toxic Toxiproxy registers, with the attribute names of its Go struct (toxics/*.go).
 TOXIPROXY_TOXICS: dict[str, set[str]] = {
