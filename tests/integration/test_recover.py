@@ -40,7 +40,7 @@ from chaoslab.safety.halt import Halted, active_runs, check_not_halted, halt, is
 from chaoslab.safety.ledger import LEDGER_VERSION, Ledger
 from chaoslab.safety.owner import Owner
 from chaoslab.safety.recover import EntryStatus, recover
-from tests.conftest import require
+from tests.conftest import require, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -283,6 +283,7 @@ def test_two_recovers_at_once_revert_each_entry_exactly_once(tmp_path: Path) -> 
         mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
         from chaoslab.drivers.registry import DriverRegistry
         from chaoslab.safety.recover import recover
+        open(sys.argv[2] + "-ready-" + sys.argv[3], "w").close()  # readiness handshake
         while not os.path.exists(sys.argv[2]):
             time.sleep(0.001)
         reg = DriverRegistry(extra={"marker": mod.MarkerDriver()}, load_installed=False)
@@ -291,15 +292,19 @@ def test_two_recovers_at_once_revert_each_entry_exactly_once(tmp_path: Path) -> 
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, __file__, str(go)],
+            [sys.executable, "-c", code, __file__, str(go), str(i)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for i in range(2)
     ]
-    time.sleep(1.0)  # both interpreters up and polling
+    wait_until(
+        lambda: all((tmp_path / f"go-ready-{i}").exists() for i in range(2)),
+        timeout_s=60,
+        what="both recovers at their start line",
+    )
     go.touch()
     reports = []
     for p in procs:

@@ -20,6 +20,7 @@ import pytest
 from chaoslab.errors import LockHeld
 from chaoslab.safety.locks import LockInfo, acquire, holders, lock_path, locks_dir
 from chaoslab.safety.owner import Owner
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -197,6 +198,7 @@ def test_processes_racing_for_one_target_yield_exactly_one_winner(tmp_path: Path
         from chaoslab.errors import LockHeld
         from chaoslab.safety.locks import acquire
         go, i = sys.argv[1], sys.argv[2]
+        open(go + "-ready-" + i, "w").close()  # readiness handshake: imported and waiting
         while not os.path.exists(go):
             time.sleep(0.001)
         try:
@@ -221,7 +223,11 @@ def test_processes_racing_for_one_target_yield_exactly_one_winner(tmp_path: Path
         for i in range(6)
     ]
     try:
-        time.sleep(1.0)  # let every child reach its wait loop
+        wait_until(
+            lambda: all((tmp_path / f"go-ready-{i}").exists() for i in range(6)),
+            timeout_s=60,
+            what="every child at its start line",
+        )
         go.touch()
         results = []
         for p in procs:
