@@ -19,7 +19,7 @@ from chaoslab.lab.proxyctl import proxy_module_available
 from chaoslab.lab.state import LabState
 from chaoslab.paths import lab_dir
 from chaoslab.sli.loadgen import LoadGenerator
-from tests.conftest import require
+from tests.conftest import poll, require, wait_until
 
 RESTART_DELAY_S = 2.0
 
@@ -111,12 +111,17 @@ def test_lb_survives_sigkill_and_supervisor_heals(lab: tuple[Path, LabState]) ->
     assert lb_port is not None
     gen = LoadGenerator(url=f"http://127.0.0.1:{lb_port}/", rate=300, max_duration_s=4.0, timeout_s=2.0)
     gen.start()
-    time.sleep(1.0)
+    # Readiness: the load is flowing through the balancer before the kill.
+    wait_until(lambda: len(gen.code) >= 100, timeout_s=10, what="load through the balancer")
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.time()
-    time.sleep(0.3)
+
     # Before the restart, status tells the truth: replica-2 is down.
-    st = control.status(base)
+    def down() -> dict[str, Any] | None:
+        now = control.status(base)
+        return None if now["components"]["replica-2"]["alive"] else now
+
+    st = wait_until(down, timeout_s=RESTART_DELAY_S, what="status to show replica-2 down")
     assert not st["components"]["replica-2"]["alive"] and not st["components"]["replica-2"]["healthy"]
     assert not st["healthy"]
     assert gen.wait(15)
@@ -127,9 +132,7 @@ def test_lb_survives_sigkill_and_supervisor_heals(lab: tuple[Path, LabState]) ->
     lb = json.loads(get(lb_port, "/__lb/status")[2])
     assert lb["upstreams"]["replica-2"]["failed"] >= 1
 
-    deadline = time.monotonic() + RESTART_DELAY_S + 10
-    while time.monotonic() < deadline and not control.status(base)["healthy"]:
-        time.sleep(0.1)
+    poll(lambda: control.status(base)["healthy"], timeout_s=RESTART_DELAY_S + 10, interval_s=0.1)
     st = control.status(base)
     assert st["healthy"], st
     restarted = LabState.load(lab_dir(base)).component("replica-2")
