@@ -434,11 +434,12 @@ def plan(experiment: str, output: str, seed: int | None) -> None:
     """Show what a run would do (targets resolved, leases, rollbacks), touching nothing."""
     from chaoslab.engine.plan import make_plan, render_plan
     from chaoslab.errors import ChaoslabError, InvalidInput
+    from chaoslab.paths import StatePaths
 
     _run_masker(experiment, (), ())  # resolved arguments may hold secrets
     exp = _load(experiment, output)
     try:
-        the_plan = make_plan(exp, registry=_registry(), seed=seed)
+        the_plan = make_plan(exp, registry=_registry(), seed=seed, state=StatePaths.from_environment())
     except InvalidInput as exc:
         _fail_invalid(exc, output)
     except ChaoslabError as exc:

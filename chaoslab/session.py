@@ -79,7 +79,7 @@ def run_experiment(
     if exp.faults():
         from chaoslab.engine.plan import check_runnable
 
-        check_runnable(exp, registry=registry)  # before anything is touched
+        check_runnable(exp, registry=registry, state=state)  # before anything is touched
     observation = None
     budget_checks: tuple[Any, ...] = ()
     budget: dict[str, Any] | None = None
@@ -132,7 +132,7 @@ def run_experiment(
                     )
                 )
                 if session.recover_first:
-                    recovered = recover(registry, ledger=Ledger(state.ledger))
+                    recovered = recover(registry, ledger=Ledger(state.ledger), home=state.home)
                 ledger.check_targets_clear(targets)
             if exp.needs_lab:  # after the refusals above: a refused run starts nothing
                 from chaoslab.lab.control import running_lab

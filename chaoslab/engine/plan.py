@@ -6,6 +6,7 @@ builds the revert record without any side effect on a target.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,17 +17,17 @@ from chaoslab.drivers.selection import picked_targets
 from chaoslab.engine.faults import LEASE_MARGIN_S
 from chaoslab.errors import ChaoslabError, InvalidInput, Problem
 from chaoslab.model.experiment import Activity, ActivityKind, Experiment
-from chaoslab.paths import home
+from chaoslab.paths import StatePaths
 
 
 class _LaterResolved(Exception):
     """A lab target while the lab is down: the run starts the lab, then resolves it."""
 
 
-def _lab_running() -> bool:
-    from chaoslab.paths import lab_dir
+def _lab_running(lab_dir: Path | None) -> bool:
+    from chaoslab.paths import lab_dir as default_lab_dir
 
-    return (lab_dir() / "lab.json").exists()
+    return ((lab_dir or default_lab_dir()) / "lab.json").exists()
 
 
 def _describe(a: Activity) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def _prepare(
     try:
         if _substituted_later(a):
             raise _LaterResolved("its arguments are substituted when the run starts")
-        if exp.needs_lab and str(a.target).startswith("lab:") and not _lab_running():
+        if exp.needs_lab and str(a.target).startswith("lab:") and not _lab_running(ctx.lab_dir):
             raise _LaterResolved("resolved when the run has started the lab")
         record = driver.prepare(ctx, op, with_defaults(op, args), a.target, lease)
     except _LaterResolved as later:
@@ -118,12 +119,14 @@ def _with_lines(exp: Experiment, problems: list[Problem]) -> list[Problem]:
     ]
 
 
-def check_runnable(exp: Experiment, *, registry: DriverRegistry) -> None:
+def check_runnable(exp: Experiment, *, registry: DriverRegistry, state: StatePaths | None = None) -> None:
     """Before the first fault of a run: every fault's arguments and target are checked as
     ``plan`` does (``Driver.prepare``, no side effect). A problem raises ``InvalidInput``,
     so "invalid input" still means that nothing was touched. Targets that do not exist
-    yet are left to the run (an earlier step or the lab may start them)."""
-    ctx = DriverContext(run_id="precheck", state_dir=home() / "plan", dry=True)
+    yet are left to the run (an earlier step or the lab may start them). ``state``: where
+    chaoslab's state lives (the session passes its own)."""
+    state = state or StatePaths.from_environment()
+    ctx = DriverContext(run_id="precheck", state_dir=state.home / "plan", lab_dir=state.lab, dry=True)
     problems: list[Problem] = []
     for a in exp.method:
         if a.is_fault:
@@ -132,9 +135,14 @@ def check_runnable(exp: Experiment, *, registry: DriverRegistry) -> None:
         raise InvalidInput(_with_lines(exp, problems))
 
 
-def make_plan(exp: Experiment, *, registry: DriverRegistry, seed: int | None = None) -> dict[str, Any]:
+def make_plan(
+    exp: Experiment, *, registry: DriverRegistry, seed: int | None = None, state: StatePaths | None = None
+) -> dict[str, Any]:
     """``seed``: the one ``run --seed`` is given; the same seed picks the same targets."""
-    ctx = DriverContext(run_id="plan", state_dir=home() / "plan", dry=True, seed=seed or 0)
+    state = state or StatePaths.from_environment()
+    ctx = DriverContext(
+        run_id="plan", state_dir=state.home / "plan", lab_dir=state.lab, dry=True, seed=seed or 0
+    )
     method = []
     problems: list[Problem] = []
     for a in exp.method:

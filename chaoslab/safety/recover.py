@@ -158,6 +158,7 @@ def recover(
     ledger: Ledger | None = None,
     lock_timeout_s: float = 60.0,
     recover_run_id: str = "recover",
+    home: Path | None = None,
 ) -> RecoverReport:
     """Revert, verify and close the open entries of dead runs; report each entry.
 
@@ -165,6 +166,9 @@ def recover(
     runs that did not revert in time). ``run_ids`` restricts recovery to those runs'
     entries; ``force_run_ids`` reverts those runs' entries even though their owners are
     alive, and the other entries only if their owners are dead.
+
+    ``home``: chaoslab's home the entries' runs used (drivers' run state, the lab); the
+    session passes its own, None is the default home.
 
     Raises ``LedgerError`` only if the ledger cannot be listed or another recover holds
     the lock past ``lock_timeout_s``; everything about single entries is in the report.
@@ -182,7 +186,7 @@ def recover(
             if run_ids is not None and entry.record.run_id not in run_ids:
                 continue
             dead_only = only_dead_owners and entry.record.run_id not in force_run_ids
-            outcomes.append(_recover_entry(ledger, registry, entry, dead_only, me))
+            outcomes.append(_recover_entry(ledger, registry, entry, dead_only, me, home))
     return RecoverReport(outcomes=tuple(outcomes), elapsed_s=time.monotonic() - started)
 
 
@@ -217,6 +221,7 @@ def _recover_entry(
     entry: LedgerEntry,
     only_dead_owners: bool,
     me: Owner,
+    home: Path | None = None,
 ) -> EntryOutcome:
     record = entry.record
     started = time.monotonic()
@@ -264,7 +269,9 @@ def _recover_entry(
             **base,
         )
     ctx = DriverContext(
-        run_id=record.run_id or me.run_id, state_dir=paths.runs_dir() / (record.run_id or me.run_id)
+        run_id=record.run_id or me.run_id,
+        state_dir=paths.runs_dir(home) / (record.run_id or me.run_id),
+        lab_dir=paths.lab_dir(home) if home is not None else None,
     )
     result: RevertResult | None = None
     errors: list[str] = []
