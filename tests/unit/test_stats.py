@@ -9,7 +9,7 @@ from statistics import NormalDist
 import pytest
 
 from chaoslab.sli.stats import (
-    Outcome,
+    SLOVerdict,
     binom_cdf,
     judge_quantile,
     judge_ratio,
@@ -59,39 +59,44 @@ def test_wilson_no_samples_is_no_information() -> None:
 
 def test_availability_zero_errors_in_1000() -> None:
     j = judge_ratio(1000, 1000, objective=0.99, at_least=True, confidence=0.95)
-    assert j.outcome is Outcome.PASS
+    assert j.outcome is SLOVerdict.PASS
     assert j.estimate == 1.0 and j.n == 1000
     assert j.lower == pytest.approx(1000 / (1000 + NormalDist().inv_cdf(0.95) ** 2))
     # 99.9% cannot be claimed from 1,000 requests, even with none failing.
     assert (
         judge_ratio(1000, 1000, objective=0.999, at_least=True, confidence=0.95).outcome
-        is Outcome.INCONCLUSIVE
+        is SLOVerdict.INCONCLUSIVE
     )
 
 
 def test_too_few_samples_never_pass() -> None:
-    assert judge_ratio(0, 0, objective=0.5, at_least=True, confidence=0.95).outcome is Outcome.INCONCLUSIVE
-    assert judge_ratio(10, 10, objective=0.9, at_least=True, confidence=0.95).outcome is Outcome.INCONCLUSIVE
-    assert judge_ratio(0, 0, objective=0.01, at_least=False, confidence=0.95).outcome is Outcome.INCONCLUSIVE
+    assert judge_ratio(0, 0, objective=0.5, at_least=True, confidence=0.95).outcome is SLOVerdict.INCONCLUSIVE
+    assert (
+        judge_ratio(10, 10, objective=0.9, at_least=True, confidence=0.95).outcome is SLOVerdict.INCONCLUSIVE
+    )
+    assert (
+        judge_ratio(0, 0, objective=0.01, at_least=False, confidence=0.95).outcome is SLOVerdict.INCONCLUSIVE
+    )
 
 
 def test_fail_needs_evidence_too() -> None:
     # 98.5% observed against a 99% objective: not enough evidence either way at n=1000.
     assert (
-        judge_ratio(985, 1000, objective=0.99, at_least=True, confidence=0.95).outcome is Outcome.INCONCLUSIVE
+        judge_ratio(985, 1000, objective=0.99, at_least=True, confidence=0.95).outcome
+        is SLOVerdict.INCONCLUSIVE
     )
     j = judge_ratio(980, 1000, objective=0.99, at_least=True, confidence=0.95)
-    assert j.outcome is Outcome.FAIL and j.upper is not None and j.upper < 0.99
+    assert j.outcome is SLOVerdict.FAIL and j.upper is not None and j.upper < 0.99
 
 
 def test_error_rate_3_in_5000() -> None:
     j = judge_ratio(3, 5000, objective=0.01, at_least=False, confidence=0.95)
-    assert j.outcome is Outcome.PASS and j.estimate == pytest.approx(0.0006)
+    assert j.outcome is SLOVerdict.PASS and j.estimate == pytest.approx(0.0006)
     assert (
         judge_ratio(3, 5000, objective=0.0005, at_least=False, confidence=0.95).outcome
-        is Outcome.INCONCLUSIVE
+        is SLOVerdict.INCONCLUSIVE
     )
-    assert judge_ratio(100, 5000, objective=0.01, at_least=False, confidence=0.95).outcome is Outcome.FAIL
+    assert judge_ratio(100, 5000, objective=0.01, at_least=False, confidence=0.95).outcome is SLOVerdict.FAIL
 
 
 @pytest.mark.parametrize(
@@ -134,29 +139,30 @@ def test_large_n_does_not_underflow() -> None:
 
 def test_p99_quantile_judgement() -> None:
     assert (
-        judge_quantile(n=299, above=0, quantile=0.99, threshold=0.25, confidence=0.95).outcome is Outcome.PASS
+        judge_quantile(n=299, above=0, quantile=0.99, threshold=0.25, confidence=0.95).outcome
+        is SLOVerdict.PASS
     )
     # One sample short of the table: never a pass, however good the samples look.
     assert (
         judge_quantile(n=298, above=0, quantile=0.99, threshold=0.25, confidence=0.95).outcome
-        is Outcome.INCONCLUSIVE
+        is SLOVerdict.INCONCLUSIVE
     )
     assert (
         judge_quantile(n=1000, above=4, quantile=0.99, threshold=0.25, confidence=0.95).outcome
-        is Outcome.PASS
+        is SLOVerdict.PASS
     )
     assert (
         judge_quantile(n=1000, above=5, quantile=0.99, threshold=0.25, confidence=0.95).outcome
-        is Outcome.INCONCLUSIVE
+        is SLOVerdict.INCONCLUSIVE
     )
     # 20 of 1000 above T: P(Bin(1000, 1%) ≥ 20) ≈ 0.003, evidence that p99 > T.
     assert (
         judge_quantile(n=1000, above=20, quantile=0.99, threshold=0.25, confidence=0.95).outcome
-        is Outcome.FAIL
+        is SLOVerdict.FAIL
     )
     assert (
         judge_quantile(n=0, above=0, quantile=0.99, threshold=0.25, confidence=0.95).outcome
-        is Outcome.INCONCLUSIVE
+        is SLOVerdict.INCONCLUSIVE
     )
 
 
