@@ -63,7 +63,8 @@ def _suspend(ctx: DriverContext, target: str, lease: float = 10, **args: Any) ->
         ("suspend", {"colour": "red"}, 5, "unknown argument"),
         ("suspend", {}, -1, "negative duration"),
         ("suspend", {}, 0, "lease must be positive"),
-        ("suspend", {}, 10**9, "absurd lease"),
+        ("suspend", {}, 10**9, "longer than the limit"),  # the duration grammar's bound
+        ("suspend", {}, 2 * 86400, "absurd lease"),  # a valid duration, but no lease lasts that long
         ("kill", {"signal": "SIGNOPE"}, None, "unknown signal"),
         ("kill", {"signal": True}, None, "expected str or int"),
         ("kill", {"signal": "STOP"}, None, "no lease"),
