@@ -99,6 +99,7 @@ def register(main: click.Group) -> None:
         "--prometheus",
         envvar="CHAOSLAB_PROMETHEUS_URL",
         default=None,
+        metavar="URL",
         help="Prometheus base URL for the budgets [default: each SLO file's data source].",
     )
     @click.option(

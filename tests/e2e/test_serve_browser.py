@@ -214,6 +214,9 @@ def test_now_page_charts_a_live_run_and_shows_its_fault_come_and_go(
         text = row.text_content() or ""
         assert "lab:replica-1" in text and "proxy.latency" in text
         injected = wait_event(runs / "live", "fault-injected")
+        # Phase and guard follow the stream too, without a reload.
+        until(lambda: page.text_content("#running .guard") == "armed", 10)
+        assert page.text_content("#running .phase") in ("method", "during", "recovery")
         assert injected["fault_id"] in text
         # ...and disappears when it is reverted, while the run is still going (after window).
         page.wait_for_selector("#faults tbody tr[data-fault]", state="detached", timeout=30_000)

@@ -88,9 +88,15 @@ function liveChart(fig) {
     }
     draw();
   });
-  es.addEventListener("phase-started", (m) => {
-    const el = document.getElementById("phase");
-    if (el) el.textContent = JSON.parse(m.data).phase;
+  // Phase and guard of this run: in the chart's article (Now page) or the run page.
+  const scope = fig.closest("article") || document;
+  const setText = (sel, text) => { const el = scope.querySelector(sel); if (el) el.textContent = text; };
+  es.addEventListener("phase-started", (m) => setText(".phase", JSON.parse(m.data).phase));
+  es.addEventListener("guard-armed", () => setText(".guard", "armed"));
+  es.addEventListener("guard-tripped", (m) => setText(".guard", "tripped: " + JSON.parse(m.data).reason));
+  es.addEventListener("guard-stopped", (m) => {
+    const e = JSON.parse(m.data);
+    setText(".guard", e.tripped ? "tripped: " + e.reason : "stopped (did not trip)");
   });
   es.addEventListener("run-finished", (m) => {
     const e = JSON.parse(m.data);
