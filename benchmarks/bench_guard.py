@@ -32,7 +32,8 @@ sequential guard must abort at most ``risk`` of the streams.
     .venv/bin/python benchmarks/bench_guard.py [--runs 20] [--healthy-runs 100] [--streams 1000]
 
 ``--healthy-runs N`` adds N healthy lab runs (a 1 ms latency fault on one replica, the
-sequential guard with ``slow: 100ms``) and counts the ones it aborted.
+sequential guard with the default ``slow``, or ``--healthy-slow 100ms``) and counts the
+ones it aborted.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ HEALTHY: dict[str, Any] = {
 }
 
 
-def healthy_runs(runs: int, work: Path) -> tuple[int, int, dict[str, int]]:
+def healthy_runs(runs: int, work: Path, slow: str | None) -> tuple[int, int, dict[str, int]]:
     """(aborted, runs, verdicts) of the sequential guard on healthy lab runs."""
     from chaoslab.drivers.registry import DriverRegistry
     from chaoslab.engine.compile import load_experiment
@@ -182,7 +183,8 @@ def healthy_runs(runs: int, work: Path) -> tuple[int, int, dict[str, int]]:
     from chaoslab.session import run_experiment
 
     path = work / "healthy.json"
-    path.write_text(json.dumps(HEALTHY))
+    guard: dict[str, Any] = {"risk": RISK, **({"slow": slow} if slow else {})}
+    path.write_text(json.dumps({**HEALTHY, "guard": guard}))
     verdicts: dict[str, int] = {}
     with running_lab(n_replicas=3) as state:
         status = lb_url(state, "/__lb/status")
@@ -329,6 +331,9 @@ def main() -> None:
     ap.add_argument("--stream-s", type=float, default=30.0, help="seconds of requests per stream")
     ap.add_argument("--skip-lab", action="store_true", help="only the simulation")
     ap.add_argument("--healthy-runs", type=int, default=0, help="healthy lab runs (false aborts)")
+    ap.add_argument(
+        "--healthy-slow", default=None, help="guard.slow of the healthy runs (default: the guard's, 1 s)"
+    )
     args = ap.parse_args()
     load1 = os.getloadavg()[0]
     results: dict[str, list[dict[str, Any]]] = {}
@@ -342,7 +347,7 @@ def main() -> None:
             results = lab_runs(args.runs, work)
             wall = time.monotonic() - t0
             if args.healthy_runs:
-                healthy = healthy_runs(args.healthy_runs, work)
+                healthy = healthy_runs(args.healthy_runs, work, args.healthy_slow)
     wall = time.monotonic() - t0 if not results else wall
     print(
         f"machine: {os.cpu_count()} cores, load average {load1:.1f} at start, {os.getloadavg()[0]:.1f} at end"
@@ -392,7 +397,8 @@ def main() -> None:
     if healthy is not None:
         aborted, n, verdicts = healthy
         print(
-            f"false aborts on healthy lab runs (sequential guard, risk {RISK:g}, slow 100 ms; a 1 ms "
+            f"false aborts on healthy lab runs (sequential guard, risk {RISK:g}, "
+            f"slow {args.healthy_slow or 'default (1 s)'}; a 1 ms "
             f"latency fault for 2 s at {RATE} req/s): {aborted} of {n} ({verdicts})"
         )
     p0 = 10 * (1 - 0.99)  # the default tolerated rate: burn rate 10 on a 99% objective
