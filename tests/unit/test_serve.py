@@ -350,3 +350,63 @@ def test_chaoslab_run_never_imports_the_web_stack(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("IMPORTED []")
+
+
+def test_history_shows_gate_results_with_their_score_trend(home: Path, tmp_path: Path) -> None:
+    for n, score in ((1, 62.5), (2, 71.0), (3, 88.25)):
+        out = tmp_path / f"gate-{n}"
+        out.mkdir()
+        (out / "gate.json").write_text(
+            json.dumps({"suite": "lab-suite", "result": "pass", "score": score, "class": "B"})
+        )
+        os.utime(out / "gate.json", (1_800_000_000 + n, 1_800_000_000 + n))
+    page = client(home, tmp_path).get("/history").text
+    table = page[page.index('id="gates"') :]
+    assert table.index("88.2") < table.index("71.0") < table.index("62.5")  # newest first
+    trend = page.split('class="trend" data-points="', 1)[1].split('"', 1)[0]
+    assert json.loads(trend.replace("&#34;", '"')) == [
+        [1_800_000_001.0, 62.5],
+        [1_800_000_002.0, 71.0],
+        [1_800_000_003.0, 88.25],
+    ]
+
+
+def test_calendar_shows_slots_windows_blackouts_and_misfires(home: Path, tmp_path: Path) -> None:
+    from chaoslab.scheduler.store import SlotRecord, default_url, open_store
+
+    store = open_store(default_url(home))
+    try:
+        store.insert(
+            SlotRecord(
+                scenario="lab-weekday-gameday",
+                slot="2026-11-30T09:30:00Z",
+                run_at="2026-11-30T09:30:00Z",
+                kind="gameday",
+                status="missed",
+                scheduler="s1",
+                token="t1",
+                detail="found 3h late (misfire grace 10m)",
+            )
+        )
+    finally:
+        store.close()
+    page = client(home, tmp_path, scenarios=(REPO / "scenarios",)).get("/calendar").text
+    upcoming = page[page.index('id="upcoming"') : page.index('id="scenarios"')]
+    assert "lab-weekday-gameday" in upcoming and "lab-monkey" in upcoming
+    scenarios = page[page.index('id="scenarios"') : page.index('id="misfires"')]
+    assert "mon,tue,wed,thu,fri 10:00-16:00" in scenarios and "year-end change freeze" in scenarios
+    misfires = page[page.index('id="misfires"') :]
+    assert "2026-11-30T09:30:00Z" in misfires and "found 3h late" in misfires and "missed" in misfires
+
+
+def test_budgets_say_what_is_missing_instead_of_a_healthy_budget(home: Path, tmp_path: Path) -> None:
+    page = client(home, tmp_path).get("/budgets").text
+    assert "no SLO files (give --slo FILE)" in page
+    slo = tmp_path / "slo.yaml"
+    slo.write_text(
+        "slos:\n  - name: lab-latency\n    service: lab\n    objective: 0.99\n    window: 1d\n"
+        "    latency: {metric: lab_request_duration_seconds, threshold: 100ms}\n"
+    )
+    page = client(home, tmp_path, slo_files=(slo,)).get("/budgets").text
+    assert "lab-latency: no Prometheus URL (give --prometheus)" in page
+    assert "of the budget left" not in page
