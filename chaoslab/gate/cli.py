@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from chaoslab.clitypes import FiniteRange, OutputDir, OutputFile
+from chaoslab.paths import StatePaths
 from chaoslab.report.cli import console_err, exit_invalid, write_metrics
 from chaoslab.report.exitcodes import GATE_EXIT_HELP, GateExit
 from chaoslab.units import finite_tree
@@ -177,6 +178,7 @@ def register(main: click.Group) -> None:
                 suite,
                 g.GateOptions(
                     output_dir=out_dir,
+                    home=StatePaths.from_environment().home,
                     baseline_path=Path(baseline_file) if baseline_file else None,
                     update_baseline=update_baseline,
                     require_baseline=require_baseline,

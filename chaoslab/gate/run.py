@@ -214,6 +214,7 @@ def snapshot_of(suite: Suite, outcomes: Sequence[SuiteRun], sc: Score, label: st
 @dataclass(frozen=True, kw_only=True)
 class GateOptions:
     output_dir: Path
+    home: Path | None = None  # chaoslab's home, whose store keeps the baseline (None: the default)
     baseline_path: Path | None = None  # None: chaoslab's store
     update_baseline: bool = True
     require_baseline: bool = False
@@ -234,7 +235,7 @@ def run_gate(
     written by the caller (``write_outputs``), so they are written even on interruption.
     """
     say = progress or (lambda _msg: None)
-    baseline_path = options.baseline_path or bl.store_path(suite.name)
+    baseline_path = options.baseline_path or bl.store_path(suite.name, options.home)
     stored = bl.load(baseline_path)  # a corrupt baseline is invalid input, before anything runs
     if options.validate:
         validate_all(suite)
