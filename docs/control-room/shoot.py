@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,7 @@ def main() -> None:
             server.terminate()
             server.wait(30)
         control.down(home)
+        shutil.rmtree(tmp, ignore_errors=True)
     for png in HERE.glob("*.png"):
         shrink(png)
         print(f"{png.name}: {png.stat().st_size // 1024} KiB")
