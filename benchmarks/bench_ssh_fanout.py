@@ -275,7 +275,7 @@ def one_round(inventory: Path, marker: str, concurrency: int) -> Round:
     ctx = DriverContext(run_id=uuid.uuid4().hex[:8], state_dir=Path(tempfile.gettempdir()))
     op = driver.operation("suspend")
     assert op is not None
-    args = {"inventory": str(inventory), "pattern": marker, "concurrency": concurrency}
+    args = {"inventory": str(inventory), "pattern": marker, "concurrency": concurrency, "pick": "all"}
     phases: dict[str, float] = {}
     with counting() as wire:
         started = time.perf_counter()

@@ -273,7 +273,9 @@ def test_suspend_and_revert_twice(
     driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
 ) -> None:
     marker, proc = markers.by_pattern()
-    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:tag=web")
+    rec = fault(
+        driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker, "pick": "all"}, "ssh:tag=web"
+    )
     assert state(proc.pid) == "T"
     assert rec.data["results"]["h0"]["pids"] == [proc.pid]
     assert rec.lease_expires_at is not None
@@ -282,6 +284,25 @@ def test_suspend_and_revert_twice(
     assert state(proc.pid) in ("S", "R")
     assert driver.revert(ctx, rec).reverted  # idempotent
     assert_clean(driver, ctx, rec)
+
+
+def test_a_fault_hits_one_matching_host_by_default(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    # one blast-radius default on every platform: the old ``ssh.*`` names included
+    marker, proc = markers.by_pattern()
+    record = driver.prepare(
+        ctx, driver.operation("suspend"), {"inventory": str(inventory), "pattern": marker}, "ssh:h0,h2", 30
+    )  # type: ignore[arg-type]
+    assert len(record.data["hosts"]) == 1, record.data
+    everywhere = driver.prepare(
+        ctx,
+        driver.operation("suspend"),
+        {"inventory": str(inventory), "pattern": marker, "pick": "all"},
+        "ssh:h0,h2",
+        30,
+    )  # type: ignore[arg-type]
+    assert len(everywhere.data["hosts"]) == 2
 
 
 def test_output_written_just_before_exit_is_never_lost(inventory: Path) -> None:
@@ -308,7 +329,9 @@ def test_inject_revert_and_check_share_one_connection_per_host(
     import psutil
 
     marker, _proc = markers.by_pattern()
-    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:tag=web")
+    rec = fault(
+        driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker, "pick": "all"}, "ssh:tag=web"
+    )
     assert driver.revert(ctx, rec).reverted
     assert driver.check_clean(ctx, rec).clean
     names = {h.port: h.name for h in fleet.hosts}
@@ -366,7 +389,13 @@ def test_process_fault_matching_nothing_changes_nothing(
     # h0 has the marker, the pattern also requires a second one that nobody has: the
     # preflight fails on every host before any process is stopped.
     with pytest.raises(TargetNotFound, match="nothing was changed"):
-        fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": f"{marker}-absent"}, "ssh:*")
+        fault(
+            driver,
+            ctx,
+            "suspend",
+            {"inventory": str(inventory), "pattern": f"{marker}-absent", "pick": "all"},
+            "ssh:*",
+        )
     assert state(proc.pid) in ("S", "R")
 
 
@@ -545,7 +574,9 @@ def test_revert_from_a_new_process_with_only_the_record(
     driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
 ) -> None:
     marker, proc = markers.by_pattern()
-    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:h0,h2")
+    rec = fault(
+        driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker, "pick": "all"}, "ssh:h0,h2"
+    )
     assert state(proc.pid) == "T"
     inventory.unlink()  # the record alone must suffice
     out = subprocess.run(
@@ -825,7 +856,7 @@ def test_a_fault_is_all_or_nothing(
     record = driver.prepare(
         ctx,
         driver.operation("stress_cpu"),
-        {"inventory": str(inv), "workers": 1, "backend": "shell"},
+        {"inventory": str(inv), "workers": 1, "backend": "shell", "pick": "all"},
         "ssh:h0,h1,dead",
         20,  # type: ignore[arg-type]
     )

@@ -95,6 +95,9 @@ _COMMON = (
     Param(name="timeout", type=(str, int, float), help="per remote command", duration=True),
     Param(name="trust_new_host_keys", type=bool, help="accept UNKNOWN host keys (never changed ones)"),
 )
+# Faults hit one host unless asked for more (one blast-radius default on every platform,
+# chaoslab.drivers.selection); probes read every matched host.
+_FAULT_COMMON = tuple(msgspec.structs.replace(p, default="one") if p.name == "pick" else p for p in _COMMON)
 _SELECT = (
     Param(name="name", type=str, help="exact process name (comm, at most 15 chars)"),
     Param(name="pattern", type=str, help="regex over the full command line (pgrep -f)"),
@@ -129,7 +132,7 @@ OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.FAULT,
         summary="send a signal to matching processes (cannot be undone; revert may wait to heal)",
         params=(
-            *_COMMON,
+            *_FAULT_COMMON,
             *_SELECT,
             _MAX,
             Param(name="signal", type=str, help="signal name", default="KILL", choices=SIGNALS),
@@ -146,14 +149,14 @@ OPERATIONS: tuple[Operation, ...] = (
         name="suspend",
         kind=Kind.FAULT,
         summary="SIGSTOP matching processes; SIGCONT on revert or when the lease ends",
-        params=(*_COMMON, *_SELECT, _MAX),
+        params=(*_FAULT_COMMON, *_SELECT, _MAX),
     ),
     Operation(
         name="stress_cpu",
         kind=Kind.FAULT,
         summary="CPU load on the host (stress-ng if installed, else busy shell loops)",
         params=(
-            *_COMMON,
+            *_FAULT_COMMON,
             Param(
                 name="workers", type=int, help="workers (default: host's CPU count)", minimum=1, maximum=1024
             ),
@@ -166,7 +169,7 @@ OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.FAULT,
         summary="drop packets to a port (rule tagged chaoslab:<fault id>)",
         params=(
-            *_COMMON,
+            *_FAULT_COMMON,
             Param(name="port", type=int, help="destination port", required=True, minimum=1, maximum=65535),
             Param(name="protocol", type=str, help="", default="tcp", choices=("tcp", "udp")),
             Param(name="direction", type=str, help="", default="in", choices=("in", "out", "both")),
@@ -179,7 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.FAULT,
         summary="tc netem latency/loss on an interface (needs sch_netem in the host's kernel)",
         params=(
-            *_COMMON,
+            *_FAULT_COMMON,
             Param(name="interface", type=str, help="network interface", required=True),
             Param(name="delay", type=(str, int, float), help="added latency", duration=True),
             Param(name="jitter", type=(str, int, float), help="latency jitter", duration=True),

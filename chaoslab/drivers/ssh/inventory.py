@@ -30,8 +30,10 @@ Target syntax (after the ``ssh:`` prefix), terms separated by commas are a union
 - ``ssh:*``                every host in the inventory
 - ``ssh:web-*``            every host whose name matches the glob
 
-Then ``pick`` chooses among the matched hosts: ``all`` (default), ``one``, a count ``N``
-or a percentage ``"N%"`` (rounded up, at least one), randomly with the run's seed.
+Then ``pick`` chooses among the matched hosts: ``one`` (the default of faults, as on
+every platform), ``all`` (the default of probes), a count ``N`` or a percentage ``"N%"``
+(rounded up, at least one), randomly with the step's ``seed`` or the run's; ``max``
+refuses more matches, and a count above the matches is an error unless ``allow_fewer``.
 
 Selection is a small private helper here because ``chaoslab.drivers.selection`` did not
 exist when this driver was written; it should move there.
