@@ -8,15 +8,22 @@ Faults are stateless on the runner's side: everything needed to revert and to ch
 fault lives in its ``RevertRecord``, a JSON-serialisable value. That is what lets
 ``chaoslab recover`` revert a fault from another process after the runner died.
 
-The life of a fault, driven by the engine::
+The life of a fault, driven by the engine (``chaoslab.engine.faults``)::
 
     record = driver.prepare(ctx, op, args, target, lease_s)   # resolves, touches nothing
-    ledger.open(record)                                       # durable, before any change
-    record = driver.inject(ctx, record)                       # applies; may enrich record
-    ...
+    record.keys = driver.identities(record)                   # what it really hits
+    ledger.claim(record)          # locks those keys; refuses another run's open entry on them
+    ledger.open_entry(record)                                 # durable, before any change
+    record = driver.inject(ctx, record)      # arms the lease, applies; may enrich record
+    ...                                      # the run renews record.heartbeat each second
     driver.revert(ctx, record)                                # idempotent
     driver.check_clean(ctx, record)                           # verifies on the target
-    ledger.close(record)
+    retire the lease (heartbeat file) and close the entry     # only once verified clean
+
+A fault ``inject`` could not apply at all raises ``DriverError(not_applied=True)``: its
+entry is closed as "not applied" with the reason, never left open as NOT-CLEAN.
+Operations in ``Driver.heartbeat_ops`` have leases that end within
+``chaoslab.drivers.lease.LAPSE_S`` of the run's last heartbeat.
 
 Invariants every driver keeps:
 
