@@ -109,6 +109,7 @@ def _dec_hook(tp: type, obj: Any) -> Any:
             obj, positive=getattr(tp, "positive", False), max_s=getattr(tp, "max_s", None)
         )
         return tp(seconds)
+    # msgspec's dec_hook protocol: NotImplementedError means "not a type this hook decodes"
     raise NotImplementedError(f"no decoder for {tp}")
 
 

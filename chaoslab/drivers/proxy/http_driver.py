@@ -191,7 +191,7 @@ class HttpDriver(ProxyDriver):
         target: str | None,
         lease_s: float | None,
     ) -> RevertRecord:
-        api, name = self.resolve(target)
+        api, name = self.resolve(target, ctx.lab_dir)
         resp = self._request(api, "GET", f"/proxies/{name}", str(target))
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
