@@ -137,10 +137,13 @@ class Controls:
 
     # --- hooks -------------------------------------------------------------------------
 
-    def configure(self, configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
-        """``configure_control`` once per control name (chaoslib's ``initialize_controls``)."""
-        self.configuration = dict(configuration)
-        self.secrets = dict(secrets)
+    def configure(self, configuration: dict[str, Any], secrets: dict[str, Any]) -> None:
+        """``configure_control`` once per control name (chaoslib's ``initialize_controls``).
+
+        The run's own dicts, not copies: as in Chaos Toolkit, what ``configure_control``
+        adds to them (a secret scope, a configuration key) is what the activities get."""
+        self.configuration = configuration
+        self.secrets = secrets
         if not self.active:
             return
         from chaoslib.control.python import initialize_control

@@ -231,7 +231,7 @@ def test_success_every_source_every_output_format(tmp_path: Path) -> None:
         assert "login refused for *** (***)" in outputs["boom"]["exception"][-1]
         assert "svc:***@127.0.0.1" in outputs["http-with-credentials"]["exception"][-1]
         assert journal["chaoslab"]["controls_errors"] == [
-            "control adds-a-secret.after_activity_control: control saw ***"
+            "control adds-a-secret.after_activity_control: ValueError: control saw ***"
         ]
         assert journal["experiment"]["secrets"]["api"]["inline"] == "***"
         assert_no_leak(tmp_path, proc)
