@@ -137,6 +137,15 @@ def _read_answers(sock: socket.socket, methods: list[str]) -> list[tuple[int, di
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=st.lists(_REQUEST, min_size=1, max_size=5), pipelined=st.booleans())
+# found in CI: a HEAD request with a body deadlocked (its body was held behind its own head)
+@example(
+    requests=[{"method": "HEAD", "path": "/", "value": "", "body": b"\x00", "chunked": False}],
+    pipelined=False,
+)
+@example(
+    requests=[{"method": "HEAD", "path": "/a", "value": "", "body": b"xy" * 800, "chunked": True}],
+    pipelined=True,
+)
 def test_requests_arrive_as_sent_and_answers_come_back_in_order(
     port: int, recorder: _Recorder, requests: list[dict[str, Any]], pipelined: bool
 ) -> None:

@@ -155,6 +155,17 @@ class _Exchange:
         self.chunked = False
 
 
+class _BodyOf:
+    """Tags the body bytes of a HEAD request: they follow their head past the gate that
+    holds every other request while that HEAD's answer is owed (the service reads the
+    body before it answers, so holding it would deadlock the connection)."""
+
+    __slots__ = ("ex",)
+
+    def __init__(self, ex: _Exchange) -> None:
+        self.ex = ex
+
+
 def _serialise_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(n + b": " + v + b"\r\n" for n, v in headers)
 
@@ -231,15 +242,16 @@ class _Requests:
         ex = self.ex
         if self.drop or ex is None:
             return
+        tag = _BodyOf(ex) if ex.method == _HEAD else None
         if ex.chunked:
-            self.conn.to_server(self.at, b"%x\r\n%s\r\n" % (len(body), body))
+            self.conn.to_server(self.at, b"%x\r\n%s\r\n" % (len(body), body), tag)
         else:
-            self.conn.to_server(self.at, bytes(body))
+            self.conn.to_server(self.at, bytes(body), tag)
 
     def on_message_complete(self) -> None:
         ex = self.ex
         if ex is not None and ex.chunked and not self.drop:
-            self.conn.to_server(self.at, b"0\r\n\r\n")
+            self.conn.to_server(self.at, b"0\r\n\r\n", _BodyOf(ex) if ex.method == _HEAD else None)
         self.ex = None
 
 
@@ -419,12 +431,14 @@ class HttpConnection(_Connection):
             self.to_client(0.0, _CLOSE)
             self.client.pause("bad-request")
 
-    def to_server(self, at: float, data: bytes | None, head: _Exchange | None = None) -> None:
-        self.up_q.put(at, data, head)
+    def to_server(self, at: float, data: bytes | None, tag: _Exchange | _BodyOf | None = None) -> None:
+        self.up_q.put(at, data, tag)
 
     def _may_send(self, tag: object) -> bool:
-        """Nothing passes a HEAD request whose answer is owed; a HEAD request passes once
-        it is the first exchange the service owes an answer for."""
+        """Nothing passes a HEAD request whose answer is owed but that request's own body;
+        a HEAD request passes once it is the first exchange the service owes an answer for."""
+        if isinstance(tag, _BodyOf):
+            return self.head_sent is None or self.head_sent is tag.ex
         if self.head_sent is not None:
             return False
         if tag is None:
