@@ -167,9 +167,11 @@ def _running_of(url: str, scenario: str, pid: int) -> Any:
 def test_two_daemons_each_slot_exactly_once_through_sigkill(postgres: str, tmp_path: Path) -> None:
     (tmp_path / "quick.json").write_text(json.dumps(TRIVIAL))
     start = datetime.now(UTC).replace(microsecond=0)
-    end = start + timedelta(seconds=14)
+    end = start + timedelta(seconds=30)
     # Slots from `end` on fall in a blackout: the run of slots is finite and every one of
-    # them can finish before the daemons are stopped.
+    # them can finish before the daemons are stopped. 30 s leaves the restarted daemon
+    # slots of its own to claim even when starting three daemons is slow (with 14 s, a
+    # loaded CI machine reached the blackout before the restarted daemon claimed one).
     scenario = tmp_path / "every-second.yaml"
     scenario.write_text(
         f"""name: every-second
@@ -201,9 +203,15 @@ steps: [quick.json]
         # 2. Restart it (same command), then SIGKILL it *and* its run: nothing finishes that step.
         a2 = _daemon(env, scenario, runs, "a2", tmp_path)
         daemons.append(a2)
-        second = _wait(
-            lambda: _running_of(postgres, "every-second", a2.pid), 30, "restarted daemon A mid-run"
-        )
+        # B, up and ticking, wins every claim race against a daemon just started: hold B
+        # (as a long GC pause or a stalled VM would) until A2 runs a slot of its own.
+        b.send_signal(signal.SIGSTOP)
+        try:
+            second = _wait(
+                lambda: _running_of(postgres, "every-second", a2.pid), 30, "restarted daemon A mid-run"
+            )
+        finally:
+            b.send_signal(signal.SIGCONT)
         a2.kill()
         a2.wait()
         child = json.loads(second.child)["pid"]
@@ -213,6 +221,18 @@ steps: [quick.json]
         # 3. Let the survivors finish every slot up to the blackout, then stop them.
         a3 = _daemon(env, scenario, runs, "a3", tmp_path)
         daemons.append(a3)
+        b.send_signal(signal.SIGSTOP)  # likewise, so that A3 finishes work of its own
+        try:
+            _wait(
+                lambda: any(
+                    r.status == "finished" and f":{a3.pid}:" in r.scheduler
+                    for r in _rows(postgres, "every-second")
+                ),
+                30,
+                "daemon A3 to finish a slot",
+            )
+        finally:
+            b.send_signal(signal.SIGCONT)
 
         def settled() -> bool:
             rows = _rows(postgres, "every-second")
