@@ -281,6 +281,16 @@ class ProxyDriver(Driver):
                 f"proxy API {api} {method} {path} failed: {exc}", driver=self.name, target=target
             ) from exc
 
+    def read_proxy(self, ctx: DriverContext, target: str | None) -> tuple[str, str, dict[str, Any]]:
+        """``target`` → (API base URL, proxy name, the proxy as the API shows it)."""
+        api, name = self.resolve(target, ctx.lab_dir)
+        resp = self._request(api, "GET", f"/proxies/{name}", str(target))
+        if resp.status_code == 404:
+            raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
+        if resp.status_code != 200:
+            raise self._fail(resp, "reading the proxy", str(target))
+        return api, name, dict(resp.json())
+
     def _fail(self, resp: httpx.Response, what: str, target: str) -> DriverError:
         return DriverError(
             f"{what}: HTTP {resp.status_code} {resp.text.strip()}", driver=self.name, target=target
@@ -305,12 +315,7 @@ class ProxyDriver(Driver):
         target: str | None,
         lease_s: float | None,
     ) -> RevertRecord:
-        api, name = self.resolve(target, ctx.lab_dir)
-        resp = self._request(api, "GET", f"/proxies/{name}", str(target))
-        if resp.status_code == 404:
-            raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
-        if resp.status_code != 200:
-            raise self._fail(resp, "reading the proxy", str(target))
+        api, name, _proxy = self.read_proxy(ctx, target)
         record = RevertRecord(
             driver=self.name,
             operation=op.name,

@@ -28,7 +28,7 @@ from chaoslab.drivers.base import (
     with_defaults,
 )
 from chaoslab.drivers.proxy.driver import TOXIC_PREFIX, ProxyDriver
-from chaoslab.errors import InvalidInput, Problem, TargetNotFound
+from chaoslab.errors import InvalidInput, Problem
 
 _MATCH = (
     Param(name="method", type=(str, list), help="only these methods (GET, or [GET, POST])"),
@@ -191,13 +191,8 @@ class HttpDriver(ProxyDriver):
         target: str | None,
         lease_s: float | None,
     ) -> RevertRecord:
-        api, name = self.resolve(target, ctx.lab_dir)
-        resp = self._request(api, "GET", f"/proxies/{name}", str(target))
-        if resp.status_code == 404:
-            raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
-        if resp.status_code != 200:
-            raise self._fail(resp, "reading the proxy", str(target))
-        if resp.json().get("mode") != "http":
+        api, name, proxy = self.read_proxy(ctx, target)
+        if proxy.get("mode") != "http":
             raise InvalidInput(
                 [
                     Problem(
