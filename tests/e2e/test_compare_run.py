@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENT = ROOT / "experiments" / "lab-slow-replica-vs-baseline.yaml"
+EXPERIMENT = ROOT / "experiments" / "lab-slow-replicas-vs-baseline.yaml"
 
 
 def chaoslab(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
