@@ -251,6 +251,16 @@ class Driver(ABC):
         """
         return (f"{self.name}:{record.target}",)
 
+    def renew(self, ctx: DriverContext, record: RevertRecord) -> str | None:
+        """One heartbeat for a fault whose lease lives on a remote target (an SSH host, a
+        proxy server): tell the target the run is alive. Called by the run every
+        ``lease.HEARTBEAT_S`` for faults of ``heartbeat_ops``, after the local heartbeat
+        file is renewed. Returns why the target already ended the fault (its lease
+        lapsed), or None. Must not block for long and must not raise for a missed beat
+        (the next beat, or the target's lease, takes over). Default: nothing to renew,
+        the heartbeat file is the lease."""
+        return None
+
     def end_run(self, ctx: DriverContext) -> None:  # noqa: B027 - optional hook, a no-op by default
         """The run is over: release what was kept for it (connections...). Never raises
         for a driver that kept nothing. Default: nothing."""

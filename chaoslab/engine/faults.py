@@ -327,8 +327,19 @@ class FaultManager:
                     lease.beat(fault.record.heartbeat)
                 except OSError:
                     pass  # a missed beat: the next one, or the lease, takes over
+                self._renew_remote(fault)
                 self._notice_lapse(fault)
             self._stop_beats.wait(lease.HEARTBEAT_S)
+
+    def _renew_remote(self, fault: ActiveFault) -> None:
+        """The driver's own heartbeat, for a lease kept on a remote target."""
+        try:
+            reason = self.registry.get(fault.record.driver).renew(self.ctx, fault.record)
+        except Exception as exc:  # a driver bug must not stop the other faults' heartbeats
+            self.ctx.log(f"renewing {fault.label}: {exc}")
+            return
+        if reason is not None and fault.lapsed is None:
+            self._lapsed(fault, reason)
 
     def _notice_lapse(self, fault: ActiveFault, *, reverting: bool = False) -> None:
         """Record (once) that the fault's lease ended it before the run did: the watchdog
@@ -345,6 +356,10 @@ class FaultManager:
             if not (reverting and expires is not None and time.time() >= expires):
                 return
             fault.lapsed = f"its lease expired {time.time() - expires:.1f}s before the run reverted it"
+        self._lapsed(fault, fault.lapsed)
+
+    def _lapsed(self, fault: ActiveFault, reason: str) -> None:
+        fault.lapsed = reason
         self.bus.emit(
             ev.LeaseLapsed(
                 run_id=self.ctx.run_id,
@@ -352,7 +367,7 @@ class FaultManager:
                 driver=fault.record.driver,
                 operation=fault.record.operation,
                 target=fault.record.target,
-                reason=fault.lapsed,
+                reason=reason,
             )
         )
 
