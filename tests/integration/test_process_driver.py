@@ -94,8 +94,8 @@ def test_unknown_operation_is_invalid_input(ctx: DriverContext) -> None:
     ("target", "error", "match"),
     [
         ("pid:1", UnsafeTarget, "never touch"),
-        (f"pid:{os.getpid()}", UnsafeTarget, "never touch"),
-        (f"pid:{os.getppid()}", UnsafeTarget, "never touch"),
+        ("pid:{self}", UnsafeTarget, "never touch"),
+        ("pid:{parent}", UnsafeTarget, "never touch"),
         ("pattern:pytest|python", UnsafeTarget, "never touch"),
         ("pattern:[", InvalidInput, "invalid regex"),
         ("nope:x", InvalidInput, "unknown target kind"),
@@ -109,6 +109,8 @@ def test_unknown_operation_is_invalid_input(ctx: DriverContext) -> None:
 def test_unsafe_or_missing_targets_are_refused(
     ctx: DriverContext, target: str | None, error: type[Exception], match: str
 ) -> None:
+    if target is not None:  # resolved here: test ids must be the same in every xdist worker
+        target = target.format(self=os.getpid(), parent=os.getppid())
     with pytest.raises(error, match=match):
         DRIVER.prepare(ctx, _op("suspend"), {}, target, 5)
 
