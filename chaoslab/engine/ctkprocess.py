@@ -29,9 +29,14 @@ class ProcessActivityFailed(Exception):
 
 
 def run_process(
-    activity: Mapping[str, Any], started: Callable[[subprocess.Popen[bytes]], None] | None = None
+    activity: Mapping[str, Any],
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run an already-substituted process activity.
+
+    ``env`` is the child's whole environment (the run's ``.env`` var-file values over
+    this process's, ``configuration.activity_env``); None: this process's own.
 
     ``started`` receives the child as soon as it exists, so the runner can end it when
     the activity is abandoned (deadline) or the run is interrupted: a ``chaoslab run``
@@ -58,7 +63,7 @@ def run_process(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=os.environ,
+        env=os.environ if env is None else env,
         shell=shell,
         start_new_session=True,
     ) as proc:

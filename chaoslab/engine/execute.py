@@ -98,8 +98,11 @@ def run_provider(
     configuration: Mapping[str, Any],
     secrets: Mapping[str, Any],
     started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Any:
     """Execute a python/process/http provider with chaostoolkit-lib's own provider code.
+
+    ``env``: a process activity's environment (None: this process's own).
 
     The provider modules are imported one by one (not ``chaoslib.activity``) so that an
     experiment without http activities never pays for importing ``requests``.
@@ -116,7 +119,7 @@ def run_provider(
 
         if has_placeholder(ctk["provider"]):
             ctk["provider"] = substitute(ctk["provider"], config, secs)
-        return run_process(ctk, started)
+        return run_process(ctk, started, env)
     from chaoslib.provider.http import run_http_activity
 
     return run_http_activity(ctk, config, secs)
@@ -190,13 +193,15 @@ def execute(
     default_timeout_s: float,
     tick: Callable[[], None] | None = None,
     trees: ActivityTrees | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run a provider activity or a driver probe (faults go through ``FaultManager``).
 
     ``tick`` is called every 50 ms while the activity runs (the runner ends timed faults
     on time with it). ``trees`` holds the run's activity process trees: whatever the
     activity started is ended at its deadline, on an interruption, and by
-    ``trees.end_all()`` when the run winds down with the activity still running."""
+    ``trees.end_all()`` when the run winds down with the activity still running. ``env``
+    is a process activity's environment (``configuration.activity_env``; None: inherit)."""
     timeout = activity.timeout_s or default_timeout_s
     start = time.time()
     provider = activity.kind is ActivityKind.PROVIDER
@@ -205,7 +210,7 @@ def execute(
 
         def body() -> Any:
             if provider:
-                return run_provider(activity, configuration, secrets, lambda p: tree.started(p.pid))
+                return run_provider(activity, configuration, secrets, lambda p: tree.started(p.pid), env)
             return run_driver_probe(activity, registry, ctx, configuration, secrets)
 
         try:

@@ -215,6 +215,8 @@ class Runner:
         self.cleanup_errors: list[str] = []
         self.configuration: dict[str, Any] = {}
         self.secrets: dict[str, Any] = {}
+        # process activities see the run's .env var-file values; os.environ is never written
+        self.activity_env: dict[str, str] | None = None
         self.masker = self.bus.masker  # every event and record passes through it
         add_experiment_secrets(
             self.masker,
@@ -418,11 +420,12 @@ class Runner:
     # --- phases ------------------------------------------------------------------------
 
     def _load_configuration(self) -> None:
-        from chaoslab.engine.configuration import load_configuration
+        from chaoslab.engine.configuration import activity_env, load_configuration
 
         self.configuration, self.secrets = load_configuration(
             self.exp, self.options.variables, self.options.var_values, dynamic=True
         )
+        self.activity_env = activity_env(self.options.var_values)
 
     def _phases(self) -> None:
         exp, rt = self.exp, self.exp.runtime
@@ -601,6 +604,7 @@ class Runner:
             default_timeout_s=self.exp.runtime.activity_timeout_s,
             tick=self._tick,
             trees=self.activity_trees,
+            env=self.activity_env,
         )
         exc = outcome.exception
         if isinstance(exc, DriverError) and not isinstance(exc, TargetNotFound) and activity.driver:
