@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from chaoslab.drivers.proxy.errors import ApiError
 from chaoslab.drivers.proxy.httpfaults import HTTP_TYPES, check_http_attributes
-from chaoslab.drivers.proxy.toxics import ApiError
 
 
 class _Recorder(ThreadingHTTPServer):

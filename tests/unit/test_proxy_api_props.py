@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from chaoslab.drivers.proxy.errors import ApiError
 from chaoslab.drivers.proxy.server import ProxyServer, join_address, split_address
-from chaoslab.drivers.proxy.toxics import ApiError, parse_toxic
+from chaoslab.drivers.proxy.toxics import parse_toxic
 
 ports = st.integers(min_value=0, max_value=65535)
 hosts = st.one_of(

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from chaoslab.drivers.proxy.api import ApiServer
+from chaoslab.drivers.proxy.errors import ApiError
 from chaoslab.drivers.proxy.server import ProxyServer, join_address, split_address
-from chaoslab.drivers.proxy.toxics import ApiError
 
 
 async def serve(host: str, port: int, config: list[object] | None = None) -> None:

@@ -29,8 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from chaoslab.drivers.proxy.errors import ApiError
 from chaoslab.drivers.proxy.server import ProxyServer
-from chaoslab.drivers.proxy.toxics import ApiError
 
 log = logging.getLogger(__name__)
 

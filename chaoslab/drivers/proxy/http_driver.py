@@ -172,8 +172,8 @@ class HttpDriver(ProxyDriver):
         if op.kind is Kind.FAULT:
             # The proxy server checks every attribute again; checking here too makes a
             # mistake an "invalid input" before anything is touched.
+            from chaoslab.drivers.proxy.errors import ApiError
             from chaoslab.drivers.proxy.httpfaults import check_http_attributes
-            from chaoslab.drivers.proxy.toxics import ApiError
 
             try:
                 check_http_attributes(f"http_{op.name}", _attributes(op.name, with_defaults(op, args)))

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaoslab.drivers.proxy.toxics import ApiError
+from chaoslab.drivers.proxy.errors import ApiError
 
 HTTP_TYPES = ("http_abort", "http_delay", "http_rewrite", "http_truncate")
 DISTRIBUTIONS = ("uniform", "normal", "exponential")

@@ -3,10 +3,10 @@ per request, so faults can break one request, one route, the first N calls.
 
 Shape of one connection in HTTP mode::
 
-    client ─► request parser ─► HTTP toxics (abort, delay) ─► upstream _Pipe (TCP toxics) ─► service
-    client ◄─ HTTP toxics (delay, rewrite, truncate) ◄─ response parser ◄─ downstream _Pipe ◄─ service
+    client ─► request parser ─► HTTP toxics (abort, delay) ─► upstream Pipe (TCP toxics) ─► service
+    client ◄─ HTTP toxics (delay, rewrite, truncate) ◄─ response parser ◄─ downstream Pipe ◄─ service
 
-The TCP engine of ``server.py`` still carries the bytes between the HTTP layer and the
+The TCP engine of ``connection.py`` still carries the bytes between the HTTP layer and the
 service, so TCP toxics (latency, reset_peer, ``down``…) keep working on an HTTP-mode
 proxy; the HTTP layer sits on the client's side of them. Each request is matched once,
 at the end of its headers, against the proxy's HTTP toxics (``httpfaults.py``); the plan
@@ -41,18 +41,24 @@ import collections
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
-from chaoslab.drivers.proxy.httpfaults import Plan, plan
-from chaoslab.drivers.proxy.server import QUEUE_HIGH, QUEUE_LOW, TIMER_SLACK_S, _Connection, _Pipe, _Side
+from chaoslab.drivers.proxy.connection import (
+    QUEUE_HIGH,
+    QUEUE_LOW,
+    TIMER_SLACK_S,
+    Connection,
+    Pipe,
+    ProxyView,
+    Side,
+)
+from chaoslab.drivers.proxy.httpfaults import Plan, Rule, plan
 from chaoslab.drivers.proxy.toxics import Chunk
 
 if TYPE_CHECKING:
     import asyncio
-
-    from chaoslab.drivers.proxy.server import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,16 @@ _HEAD = b"HEAD"
 _BODILESS = re.compile(rb"(?im)^(content-length|transfer-encoding)([ \t]*):")
 _ORIG = b"x-chaoslab-orig-"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class HttpProxyView(ProxyView, Protocol):
+    """What an HTTP-mode connection reads and updates of its proxy (``server.Proxy``)."""
+
+    http_requests: int
+
+    def http_rules(self) -> list[Rule]:
+        """The proxy's http_* toxics, compiled, in the order they were added."""
+        ...
 
 
 class _PipelinedHead(Exception):
@@ -341,7 +357,7 @@ class _Responses:
         conn.up_q.kick()
 
 
-class _HttpClientSide(_Side):
+class _HttpClientSide(Side):
     """The client's socket in HTTP mode: what it reads goes to the request parser."""
 
     conn: HttpConnection
@@ -355,7 +371,7 @@ class _HttpClientSide(_Side):
         return True
 
 
-class _HttpDownPipe(_Pipe):
+class _HttpDownPipe(Pipe):
     """Service → client in HTTP mode: after the TCP toxics, bytes go to the response parser."""
 
     conn: HttpConnection
@@ -382,14 +398,16 @@ class _HttpDownPipe(_Pipe):
         self.conn.to_client(0.0, _CLOSE)
 
 
-class HttpConnection(_Connection):
+class HttpConnection(Connection):
     """A proxied connection whose client side speaks HTTP/1.x through the HTTP toxics."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    proxy: HttpProxyView
+
+    def __init__(self, proxy: HttpProxyView) -> None:
         super().__init__(proxy)
         self.client = _HttpClientSide(self, "client")
         self.client.peer, self.server.peer = self.server, self.client
-        self.up = _Pipe(self, "upstream", self.client, self.server)
+        self.up = Pipe(self, "upstream", self.client, self.server)
         self.down = _HttpDownPipe(self, "downstream", self.server, self.client)
         self.client.out, self.server.out = self.up, self.down
         self.client.stats, self.server.stats = proxy.stats["upstream"], proxy.stats["downstream"]
@@ -542,6 +560,6 @@ class HttpConnection(_Connection):
         super().close(reset=reset)
 
 
-def connection_factory(proxy: Proxy) -> Callable[[], Any]:
+def connection_factory(proxy: HttpProxyView) -> Callable[[], Any]:
     """The protocol factory ``loop.create_server`` takes for an HTTP-mode proxy."""
     return lambda: HttpConnection(proxy).client

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from chaoslab.drivers.proxy.errors import ApiError
+from chaoslab.drivers.proxy.httpfaults import HTTP_TYPES, check_http_attributes
+
 STREAMS = ("upstream", "downstream")
 
 # Every toxic type Toxiproxy registers and its attributes, in Toxiproxy's units
@@ -49,15 +52,6 @@ MAX_LEASE_S = 24 * 3600.0
 
 Chunk = tuple[bytes | None, float]
 Emit = Callable[[Chunk], Awaitable[None]]
-
-
-class ApiError(Exception):
-    """An API request cannot be honoured; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,8 +149,6 @@ def parse_toxic(body: Any, *, uid: int) -> ToxicSpec:
     if kind is not None and not isinstance(kind, str):
         raise ApiError(400, "bad request body: type must be a string")
     name = name or f"{kind or ''}_{stream}"
-    from chaoslab.drivers.proxy.httpfaults import HTTP_TYPES, check_http_attributes  # it imports this module
-
     if kind not in ATTRIBUTES and kind not in HTTP_TYPES:
         raise ApiError(400, f"invalid toxic type {kind!r} (known: {', '.join((*ATTRIBUTES, *HTTP_TYPES))})")
     raw_attrs = body.get("attributes") or {}
@@ -183,8 +175,6 @@ def update_toxic(spec: ToxicSpec, body: Any, *, uid: int) -> ToxicSpec:
     raw_attrs = body.get("attributes") or {}
     lease = _lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {})
     if spec.type.startswith("http_"):
-        from chaoslab.drivers.proxy.httpfaults import check_http_attributes  # it imports this module
-
         if not isinstance(raw_attrs, Mapping):
             raise ApiError(400, "bad request body: attributes must be an object")
         attributes: Mapping[str, Any] = check_http_attributes(spec.type, {**spec.attributes, **raw_attrs})
