@@ -44,12 +44,15 @@ Faults (what the revert does; how the fault ends if the runner dies):
   never-set quota (0) is restored as -1 ("unlimited"), which is the same cgroup value;
   ``check_clean`` compares effective limits. The period is never changed. Watchdog lease.
 - ``stress``: ``workers`` CPU spinners (``kind: cpu``) or one process holding ``memory``
-  bytes (``kind: memory``) *inside* the container via ``docker exec``, each wrapped in
-  ``timeout -s KILL <lease>``: the lease is enforced in the container itself. Needs
-  ``sh`` and ``timeout`` in the image (busybox or coreutils); ``timeout`` counts whole
-  seconds, so the lease is rounded down. Stressors carry ``chaoslab-stress-<fault id>``
-  in their argv: ``check_clean`` finds them with ``docker top``, revert kills them
-  through ``/proc`` from inside the container.
+  bytes (``kind: memory``) *inside* the container via ``docker exec``. Watchdog lease,
+  like ``stop``: the watchdog follows the run's heartbeat, so a dead runner's stressors
+  are killed within ``lease.LAPSE_S`` of its last beat, and a fault without duration
+  lasts as long as the method. Each stressor is also wrapped in
+  ``timeout -s KILL <lease>``, the ceiling enforced in the container itself even if the
+  watchdog dies (``timeout`` counts whole seconds, so it is rounded down). Needs ``sh``
+  and ``timeout`` in the image (busybox or coreutils). Stressors carry
+  ``chaoslab-stress-<fault id>`` in their argv: ``check_clean`` finds them with
+  ``docker top``, revert kills them through ``/proc`` from inside the container.
 - ``disconnect``: disconnect from ``network``, recording the endpoint (IPAM config,
   aliases, links, driver options, addresses); revert reconnects with the same settings.
   An address chosen by IPAM can only be requested back on networks with a user-configured
@@ -185,7 +188,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         name="stress",
         kind=Kind.FAULT,
-        summary="CPU spinners or a memory hog inside the container, ended by timeout at lease",
+        summary="CPU spinners or a memory hog inside the container; killed on revert or when the lease ends",
         params=(
             Param(name="kind", type=str, help="cpu or memory", default="cpu", choices=("cpu", "memory")),
             Param(
@@ -223,7 +226,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(name="restart_count", kind=Kind.PROBE, summary="Restarts done by the restart policy"),
 )
 
-_LEASED = frozenset({"stop", "pause", "throttle", "disconnect"})
+# Leased by a watchdog on this host that follows the run's heartbeat (one per fault).
+_LEASED = frozenset({"stop", "pause", "throttle", "disconnect", "stress"})
 STOP_SETTLE_S = 2.0  # after a stop's grace period, how long the daemon may take to finish it
 
 
@@ -747,7 +751,7 @@ class DockerDriver(Driver):
             record = record.with_data(watchdog=watchdog.to_dict())
             try:
                 with _api(f"inject {op}", record.target) as client:
-                    return self._apply(client, record)
+                    return self._stress(client, record) if op == "stress" else self._apply(client, record)
             except BaseException:
                 # Undo whatever part was applied; revert also retires the watchdog.
                 with contextlib.suppress(Exception):
@@ -755,9 +759,6 @@ class DockerDriver(Driver):
                 _proc.kill_watchdogs(record.fault_id)
                 raise
         with _api(f"inject {op}", record.target) as client:
-            if op == "stress":
-                record = start_lease(record)
-                return self._stress(client, record)
             if op == "kill":
                 return self._kill(client, record)
             return self._restart(client, record)
@@ -849,7 +850,8 @@ class DockerDriver(Driver):
 
     def _stress(self, client: Any, record: RevertRecord) -> RevertRecord:
         expires = float(record.lease_expires_at or time.time())
-        # busybox timeout counts whole seconds; rounding down keeps the fault inside its lease.
+        # The ceiling in the container (the watchdog ends it sooner when the run stops
+        # beating); busybox timeout counts whole seconds, rounded down to stay inside.
         secs = max(1, math.floor(expires - time.time()))
         tag = str(record.data["tag"])
         if record.data["kind"] == "cpu":

@@ -26,8 +26,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from chaoslab.drivers import _proc
-from chaoslab.drivers.base import Driver, DriverContext, RevertRecord
+from chaoslab.drivers import _proc, lease
+from chaoslab.drivers.base import MAX_LEASE_S, Driver, DriverContext, RevertRecord
 from chaoslab.drivers.docker import parse_size, parse_target, parse_timestamp
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.drivers.watchdog import outcome_path
@@ -301,7 +301,7 @@ def test_inject_observe_revert_twice_clean(
         assert wait_for(lambda: case.observe(c, record), 5), "fault not visible"
         report = driver.check_clean(ctx, record)
         assert not report.clean, "check_clean blind to the fault"
-        assert _proc.watchdog_processes(record.fault_id) or case.op == "stress"
+        assert _proc.watchdog_processes(record.fault_id), "no lease watchdog armed"
         first = driver.revert(ctx, record)
         assert first.reverted, first.detail
         assert not case.observe(c, record)
@@ -640,4 +640,66 @@ def test_a_lease_ending_mid_stop_waits_for_the_grace_period_then_starts_it(
         assert state(c)["Running"], "the watchdog started the container once the stop completed"
     finally:
         stopper.join(timeout=20)
+        driver.revert(ctx, record)
+
+
+def _stressors(c: Any, tag: str) -> list[str]:
+    """Processes in the container's cgroup whose argv holds ``tag`` (read on this host,
+    not through the driver)."""
+    found = []
+    for pid in cgroup_file(c, "cpu", "cgroup.procs").read_text().split():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if tag.encode() in cmd:
+            found.append(pid)
+    return found
+
+
+def test_stress_follows_the_run_s_heartbeat(
+    lab: DockerLab, driver: Driver, ctx: DriverContext, tmp_path: Path
+) -> None:
+    """docker.stress without a duration (the engine gives renewed faults the 24 h ceiling):
+    held while the heartbeat is renewed, past LAPSE_S and past the old fixed timeout's
+    reach; once renewals stop, the watchdog kills the stressors within LAPSE_S of the last
+    beat, says why, and the container's own ``timeout`` never had to act."""
+    c = lab.run()
+    op = driver.operation("stress")
+    assert op is not None
+    record = driver.prepare(ctx, op, {"workers": 1}, f"name:{c.name}", MAX_LEASE_S)
+    beat = lease.beat_path(ctx.state_dir, record.fault_id)
+    lease.beat(beat)
+    record = msgspec.structs.replace(record, heartbeat=str(beat))
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease.HEARTBEAT_S):
+            lease.beat(beat)
+
+    beater = threading.Thread(target=renew, daemon=True)
+    beater.start()
+    try:
+        record = driver.inject(ctx, record)
+        tag = str(record.data["tag"])
+        assert wait_for(lambda: bool(_stressors(c, tag)), 5), "no stressor started"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < lease.LAPSE_S + 2.0:  # renewed: held all along
+            assert _stressors(c, tag), f"the stressor ended {time.monotonic() - t0:.1f}s in"
+            time.sleep(0.2)
+        stop.set()
+        beater.join(timeout=5)
+        last = os.stat(beat).st_mtime
+        assert wait_for(lambda: not _stressors(c, tag), lease.LAPSE_S + 10), "the lease did not end it"
+        ended = time.time() - last
+        print(f"docker.stress: ended {ended:.2f}s after the last heartbeat")
+        assert ended <= lease.LAPSE_S + lease.POLL_S + 2.0, ended
+        assert wait_for(lambda: outcome_path(ctx.state_dir, record.fault_id).exists(), 10)
+        outcome = json.loads(outcome_path(ctx.state_dir, record.fault_id).read_text())
+        assert outcome["reverted"] and outcome["clean"], outcome
+        assert "renewing" in outcome["reason"], outcome
+        assert state(c)["Running"], "the container itself was left alone"
+    finally:
+        stop.set()
+        beater.join(timeout=5)
         driver.revert(ctx, record)
