@@ -169,16 +169,23 @@ class FaultManager:
     # --- revert --------------------------------------------------------------------------
 
     def active(self) -> list[ActiveFault]:
+        """Faults not yet settled: held, or with a revert or clean check still under way
+        (on the guard's thread, or a dispatched revert's). ``revert_all`` waits for those,
+        so the run never judges a fault whose check has not come back."""
         with self._lock:
-            return [f for f in self._faults if f.reverted is None and f.error is None]
+            return [f for f in self._faults if f.clean is None and f.error is None]
 
     def all(self) -> list[ActiveFault]:
         with self._lock:
             return list(self._faults)
 
     def next_due(self) -> float | None:
-        """When the next held fault's duration ends (dispatched reverts excluded)."""
-        times = [f.revert_at for f in self.active() if f.revert_at is not None and not f.reverting]
+        """When the next held fault's duration ends (started reverts excluded)."""
+        times = [
+            f.revert_at
+            for f in self.active()
+            if f.revert_at is not None and not f.reverting and f.reverted is None
+        ]
         return min(times) if times else None
 
     def dispatch_due(self, now: float) -> None:

@@ -63,11 +63,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 OPS = op_cases()
 # Cells the grown matrix found failing and nobody has fixed yet: listed, never hidden.
-KNOWN_FINDINGS = {
-    ("ssh.kill", "guard-abort"): "issue 13 finding: after a guard abort the ssh kill's revert"
-    " reports the replica healed, then check_clean finds no process matching its pattern"
-    " (NOT-CLEAN, exit 6 instead of 3); not yet diagnosed",
-}
+KNOWN_FINDINGS: dict[tuple[str, str], str] = {}
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 

@@ -186,6 +186,46 @@ method:
     assert result.breach_to_clean_s is not None and result.breach_to_clean_s < 1.0
 
 
+def test_a_guard_abort_waits_for_the_clean_check_its_revert_started(tmp_path: Path) -> None:
+    """The guard's thread reverts; the run waits for it only so long (2 s), then winds
+    down. A revert done but a clean check still under way must be waited for, not judged
+    "not verified" (NOT-CLEAN): ssh.kill, whose check waits on a remote heal, ended so."""
+    from chaoslab.drivers.base import CleanReport, DriverContext, RevertRecord
+
+    class SlowCheck(FakeDriver):
+        def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
+            time.sleep(2.5)
+            return super().check_clean(ctx, record)
+
+    target = tmp_path / "target"
+    target.mkdir()
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        f'title: t\ndescription: d\nmethod:\n  - {{do: fake.touch, target: "{target}", duration: 30}}\n'
+    )
+    reg = DriverRegistry(extra={"fake": SlowCheck()}, load_installed=False)
+    exp = load_experiment(str(f), registry=reg)
+
+    class TripOnAFault:
+        def __init__(self, runner: Runner) -> None:
+            self.runner = runner
+
+        def check(self, now: float) -> str | None:
+            return "a fault is in" if self.runner.faults.first_injected_at() is not None else None
+
+    runner = Runner(
+        exp,
+        registry=reg,
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        guard_factory=TripOnAFault,
+    )
+    result = runner.run()
+    assert result.verdict is Verdict.ABORTED, result.reason
+    assert result.verdict.exit_code == ExitCode.ABORTED
+    checked = [e for e in read_events(result.events_path) if e["kind"] == "clean-checked"]
+    assert [c["clean"] for c in checked] == [True]
+
+
 def test_two_runs_in_one_process_do_not_share_state(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

@@ -505,7 +505,11 @@ class SSHDriver(Driver):
                 lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
                 concurrency=concurrency,
             ):
-                if o.value is not None and remote.parse_kv(o.value.stdout).get("count", ["0"]) == ["0"]:
+                count = remote.parse_kv(o.value.stdout).get("count") if o.value is not None else None
+                if o.error is not None or o.value is None or not o.value.ok or not count:
+                    # A count that never came back is not "zero": say so, never "not healed".
+                    residue.append(f"{o.host.name}: cannot verify the heal ({_why(o)})")
+                elif count == ["0"]:
                     residue.append(f"{o.host.name}: no process matches {by} {value!r} yet (not healed)")
         for o in fan_out(hosts, one, concurrency=concurrency):
             if o.error is not None or o.value is None or not o.value.ok:
