@@ -22,6 +22,16 @@ The life of a fault, driven by the engine (``chaoslab.engine.faults``)::
 
 A fault ``inject`` could not apply at all raises ``DriverError(not_applied=True)``: its
 entry is closed as "not applied" with the reason, never left open as NOT-CLEAN.
+
+How a driver writes its faults: not by implementing ``prepare``/``inject``/``revert``/
+``check_clean`` by hand, but as one class per fault operation on the base strategies of
+``chaoslab.drivers.lifecycle`` -- ``LeasedFault`` (a change held until reverted or until
+its lease ends: fill in plan, apply, undo, residue, identities) or ``HealingFault`` (a
+kill: fill in plan, apply, heal, since, identities) -- each with a typed record
+(a ``FaultData`` msgspec Struct encoded into ``RevertRecord.data``), listed in the
+driver's ``faults`` table of a ``FaultDriver``, which implements this contract by
+dispatching on ``record.operation``. The skeleton owns the lease, the retire-after-a-
+verified-revert rule, "not applied" and the healing verdicts, the same for every driver.
 Operations in ``Driver.heartbeat_ops`` have leases that end within
 ``chaoslab.drivers.lease.LAPSE_S`` of the run's last heartbeat.
 

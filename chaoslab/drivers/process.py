@@ -25,30 +25,39 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+import msgspec
 
 from chaoslab.drivers import _proc
-from chaoslab.drivers._proc import ProcRef
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     LeaseKind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     local_host,
     parse_duration,
 )
+from chaoslab.drivers.lifecycle import (
+    Ask,
+    FaultDriver,
+    Heal,
+    HealingData,
+    HealingFault,
+    LeasedData,
+    LeasedFault,
+    Proc,
+    ProcId,
+    not_applied,
+)
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
+from chaoslab.drivers.watchdog import validated
 from chaoslab.errors import InvalidInput, Problem, TargetNotFound, UnsafeTarget
+
+NAME = "process"
 
 SURVIVAL_GRACE_S = 2.0  # a signalled process still alive after this has survived it
 
@@ -104,22 +113,189 @@ def parse_signal(value: Any) -> signal.Signals:
     raise ValueError(f"not a signal: {value!r}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Heal:
-    """Whether a killed target has healed. ``possible`` is False for bare pids."""
+class KillData(HealingData, frozen=True, kw_only=True):
+    procs: tuple[Proc, ...]
+    pick: dict[str, Any]
+    lab_dir: str | None = None  # absolute: the heal check finds the restarted component
+    signal: str
+    signalled: tuple[ProcId, ...] = ()
+    killed_at: float | None = None
+    before_count: int | None = None  # name/pattern targets: matches before the kill
 
-    healed: bool
-    possible: bool = True
-    recovered_at: float | None = None
-    detail: str = ""
+
+class SuspendData(LeasedData, frozen=True, kw_only=True):
+    procs: tuple[Proc, ...]
+    pick: dict[str, Any]
+    lab_dir: str | None = None
+    signalled: tuple[ProcId, ...] = ()
 
 
-class ProcessDriver(Driver):
+def _picked(ctx: DriverContext, ask: Ask) -> tuple[tuple[Proc, ...], dict[str, Any], str | None]:
+    """Resolve and pick the processes (refusing protected ones); touches nothing."""
+    assert ask.target is not None  # validate() rejects a missing target
+    found = _proc.resolve(ask.target, driver=NAME, refuse_protected=True, lab_dir=ctx.lab_dir)
+    picked = pick(found, Selection.from_args(ask.args), resolve_seed(ask.args, ctx), key=lambda p: p.pid)
+    procs = tuple(p for p in map(Proc.describe, picked.items) if p is not None)
+    lab = str(ctx.lab_dir.absolute()) if ctx.lab_dir is not None and ask.target.startswith("lab:") else None
+    return procs, picked.to_dict(), lab
+
+
+def _refuse_protected(record: RevertRecord, procs: tuple[Proc, ...]) -> None:
+    protected = _proc.protected_pids()
+    if unsafe := [p.pid for p in procs if p.pid in protected]:
+        raise UnsafeTarget(f"refusing to signal protected pids {unsafe}", driver=NAME)
+
+
+def _proc_keys(record: RevertRecord, procs: tuple[Proc, ...]) -> tuple[str, ...]:
+    """Each picked process: host + pid + start time (a recycled pid is another key)."""
+    host = local_host()
+    return tuple(f"proc:{host}:{p.pid}:{p.create_time:.2f}" for p in procs)
+
+
+class Kill(HealingFault[KillData]):
+    """Send a signal; the revert waits for the system to heal."""
+
+    operation = "kill"
+    data_type = KillData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> KillData:
+        procs, picked, lab = _picked(ctx, ask)
+        return KillData(
+            procs=procs,
+            pick=picked,
+            lab_dir=lab,
+            signal=parse_signal(ask.full["signal"]).name,
+            timeout_s=parse_duration(ask.full["timeout"]),
+        )
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> None:
+        _refuse_protected(record, data.procs)
+
+    def identities(self, record: RevertRecord, data: KillData) -> tuple[str, ...]:
+        return _proc_keys(record, data.procs)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> KillData:
+        sig = signal.Signals[data.signal]
+        before = None
+        if _proc.parse_selector(record.target).kind in ("name", "pattern"):
+            before = len(_proc.resolve(record.target, driver=NAME, refuse_protected=False))
+        killed_at = time.time()
+        signalled = tuple(p for p in data.procs if _proc.signal_ref(p.ref(), sig))
+        if not signalled:
+            raise not_applied(
+                "every selected process exited before the signal",
+                driver=NAME,
+                target=record.target,
+                error=TargetNotFound,
+            )
+        return msgspec.structs.replace(
+            data,
+            signalled=tuple(ProcId(pid=p.pid, create_time=p.create_time) for p in signalled),
+            killed_at=killed_at,
+            before_count=before,
+        )
+
+    def since(self, record: RevertRecord, data: KillData) -> float:
+        return data.killed_at or record.created_at
+
+    def heal(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> Heal:
+        killed = {p.ref() for p in data.signalled}
+        killed_at = self.since(record, data)
+        sel = _proc.parse_selector(record.target)
+        dying = [r.pid for r in killed if r.alive()]
+        if dying and time.time() - killed_at < SURVIVAL_GRACE_S:
+            # A process handling SIGTERM may take a moment to exit: it has not "healed"
+            # until it is either gone (and replaced) or has clearly survived the signal.
+            return Heal(healed=False, detail=f"waiting for signalled pid(s) {dying} to exit")
+        if sel.kind == "pid":
+            if killed and all(r.alive() for r in killed):
+                return Heal(healed=True, recovered_at=killed_at, detail="the process survived")
+            return Heal(
+                healed=False,
+                possible=False,
+                detail="a killed pid target cannot be restarted",
+            )
+        if sel.kind in ("lab", "pidfile"):
+            try:
+                live = _proc.matches(sel, Path(data.lab_dir) if data.lab_dir else None)
+            except TargetNotFound as exc:
+                return Heal(healed=False, detail=str(exc))
+            if not live:
+                return Heal(healed=False, detail=f"{sel} names no live process")
+            start = _proc.started_at(live[0])
+            return Heal(
+                healed=True,
+                recovered_at=max(start, killed_at),
+                detail=f"{sel} is pid {live[0].pid}"
+                + ("" if _proc.ProcRef.of(live[0]) in killed else " (a new process)"),
+            )
+        before = data.before_count or len(killed)
+        live = _proc.resolve(record.target, driver=NAME, refuse_protected=False)
+        if len(live) < before:
+            return Heal(healed=False, detail=f"{len(live)} of {before} processes match {sel}")
+        starts = [_proc.started_at(p) for p in live]
+        old = sum(1 for t in starts if t < killed_at)
+        new_starts = sorted(t for t in starts if t >= killed_at)
+        needed = before - old
+        at = new_starts[needed - 1] if needed > 0 else killed_at
+        return Heal(healed=True, recovered_at=at, detail=f"{len(live)} processes match {sel}")
+
+
+class Suspend(LeasedFault[SuspendData]):
+    """SIGSTOP the processes; SIGCONT on revert or when the lease ends."""
+
+    operation = "suspend"
+    data_type = SuspendData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> SuspendData:
+        procs, picked, lab = _picked(ctx, ask)
+        return SuspendData(procs=procs, pick=picked, lab_dir=lab)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: SuspendData) -> None:
+        _refuse_protected(record, data.procs)
+
+    def identities(self, record: RevertRecord, data: SuspendData) -> tuple[str, ...]:
+        return _proc_keys(record, data.procs)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: SuspendData) -> SuspendData:
+        refs = [p.ref() for p in data.procs]
+        stopped = tuple(p for p in data.procs if _proc.signal_ref(p.ref(), signal.SIGSTOP))
+        if not stopped:
+            raise not_applied(
+                "every selected process exited before SIGSTOP",
+                driver=NAME,
+                target=record.target,
+                error=TargetNotFound,
+            )
+        _proc.wait_state(refs, stopped=True, timeout_s=2.0)
+        return msgspec.structs.replace(
+            data, signalled=tuple(ProcId(pid=p.pid, create_time=p.create_time) for p in stopped)
+        )
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: SuspendData) -> str:
+        resumed = 0
+        refs = [p.ref() for p in data.procs]
+        for ref in refs:
+            proc = ref.process()
+            if proc is not None and _proc.is_stopped(proc):
+                resumed += _proc.signal_ref(ref, signal.SIGCONT)
+        _proc.wait_state(refs, stopped=False, timeout_s=2.0)
+        return f"resumed {resumed} process(es)"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: SuspendData) -> list[str]:
+        residue = []
+        for p in data.procs:
+            proc = p.ref().process()
+            if proc is not None and _proc.is_stopped(proc):
+                residue.append(f"pid {p.pid} is still stopped")
+        return residue
+
+
+class ProcessDriver(FaultDriver):
     """Kill and suspend local processes. Stateless: everything lives in the record."""
 
-    name = "process"
-    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
-    heartbeat_ops = frozenset({"suspend"})
+    name = NAME
+    faults = (Kill, Suspend)
     summary = "Kill or suspend local processes (pid, pid file, name, pattern, lab component)"
 
     def operations(self) -> Sequence[Operation]:
@@ -147,186 +323,6 @@ class ProcessDriver(Driver):
             problems.extend(exc.problems)
         return problems
 
-    # --- probe ---------------------------------------------------------------------------
-
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         validated(self, op, args, target, Kind.PROBE)
         return len(_proc.resolve(target, driver=self.name, refuse_protected=False, lab_dir=ctx.lab_dir))
-
-    # --- faults --------------------------------------------------------------------------
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        full = validated(self, op, args, target, Kind.FAULT)
-        assert target is not None  # validate() rejects a missing target
-        found = _proc.resolve(target, driver=self.name, refuse_protected=True, lab_dir=ctx.lab_dir)
-        seed = resolve_seed(args, ctx)
-        picked = pick(found, Selection.from_args(args), seed, key=lambda p: p.pid)
-        data: dict[str, Any] = {
-            "procs": [_proc.describe(p) for p in picked.items],
-            "pick": picked.to_dict(),
-        }
-        if ctx.lab_dir is not None and target.startswith("lab:"):
-            data["lab_dir"] = str(ctx.lab_dir)  # the heal check finds the restarted component
-        lease: float | None = None
-        if op.name == "kill":
-            data["signal"] = parse_signal(full["signal"]).name
-            data["timeout_s"] = parse_duration(full["timeout"])
-        else:
-            lease = check_lease(lease_s)
-        return RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=target,
-            run_id=ctx.run_id,
-            args=dict(args),
-            data=data,
-            lease_s=lease,
-            lease_expires_at=None if lease is None else time.time() + lease,
-        )
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        refs = _refs(record)
-        protected = _proc.protected_pids()
-        if unsafe := [r.pid for r in refs if r.pid in protected]:
-            raise UnsafeTarget(f"refusing to signal protected pids {unsafe}", driver=self.name)
-        if ctx.dry:
-            return record.with_data(dry=True)
-        if record.operation == "kill":
-            return self._kill(record, refs)
-        return self._suspend(ctx, record, refs)
-
-    def _kill(self, record: RevertRecord, refs: list[ProcRef]) -> RevertRecord:
-        sig = signal.Signals[record.data["signal"]]
-        before = None
-        if _proc.parse_selector(record.target).kind in ("name", "pattern"):
-            before = len(_proc.resolve(record.target, driver=self.name, refuse_protected=False))
-        killed_at = time.time()
-        signalled = [r.to_dict() for r in refs if _proc.signal_ref(r, sig)]
-        if not signalled:
-            raise TargetNotFound(
-                "every selected process exited before the signal",
-                driver=self.name,
-                target=record.target,
-            )
-        return record.with_data(signalled=signalled, killed_at=killed_at, before_count=before)
-
-    def _suspend(self, ctx: DriverContext, record: RevertRecord, refs: list[ProcRef]) -> RevertRecord:
-        record = start_lease(record)
-        # The watchdog is armed before the first SIGSTOP: the lease holds from the start.
-        watchdog = spawn_watchdog(ctx, record)
-        record = record.with_data(watchdog=watchdog.to_dict())
-        stopped = [r.to_dict() for r in refs if _proc.signal_ref(r, signal.SIGSTOP)]
-        if not stopped:
-            _proc.kill_watchdogs(record.fault_id)
-            raise TargetNotFound(
-                "every selected process exited before SIGSTOP",
-                driver=self.name,
-                target=record.target,
-            )
-        _proc.wait_state(refs, stopped=True, timeout_s=2.0)
-        return record.with_data(signalled=stopped)
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        if record.operation == "suspend":
-            resumed = 0
-            refs = _refs(record)
-            for ref in refs:
-                proc = ref.process()
-                if proc is not None and _proc.is_stopped(proc):
-                    resumed += _proc.signal_ref(ref, signal.SIGCONT)
-            _proc.wait_state(refs, stopped=False, timeout_s=2.0)
-            _proc.kill_watchdogs(record.fault_id)
-            return RevertResult(reverted=True, detail=f"resumed {resumed} process(es)")
-        timeout = float(record.data.get("timeout_s", 30.0))
-        deadline = time.monotonic() + timeout
-        heal = self._heal(record)
-        while not heal.healed and heal.possible and time.monotonic() < deadline:
-            time.sleep(0.05)
-            heal = self._heal(record)
-        if not heal.possible:
-            return RevertResult(reverted=True, detail=heal.detail)
-        if not heal.healed:
-            return RevertResult(reverted=False, detail=f"not healed within {timeout:g}s: {heal.detail}")
-        killed_at = float(record.data.get("killed_at") or record.created_at)
-        ttr = max(0.0, (heal.recovered_at or killed_at) - killed_at)
-        return RevertResult(reverted=True, detail=heal.detail, time_to_recover_s=ttr)
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """Each picked process: host + pid + start time (a recycled pid is another key)."""
-        host = local_host()
-        return tuple(f"proc:{host}:{r.pid}:{r.create_time:.2f}" for r in _refs(record)) or (
-            f"{self.name}:{record.target}",
-        )
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        residue: list[str] = []
-        if record.operation == "suspend":
-            for ref in _refs(record):
-                proc = ref.process()
-                if proc is not None and _proc.is_stopped(proc):
-                    residue.append(f"pid {ref.pid} is still stopped")
-            residue += [f"watchdog pid {p.pid} still running" for p in _wd(record.fault_id)]
-            return CleanReport(clean=not residue, residue=tuple(residue))
-        heal = self._heal(record)
-        if heal.possible and not heal.healed:
-            residue.append(f"{record.target} has not healed: {heal.detail}")
-        return CleanReport(clean=not residue, residue=tuple(residue), detail=heal.detail)
-
-    def _heal(self, record: RevertRecord) -> Heal:
-        """Has the target of a kill healed? Read-only."""
-        killed = {ProcRef.from_dict(r) for r in record.data.get("signalled", [])}
-        killed_at = float(record.data.get("killed_at") or record.created_at)
-        sel = _proc.parse_selector(record.target)
-        dying = [r.pid for r in killed if r.alive()]
-        if dying and time.time() - killed_at < SURVIVAL_GRACE_S:
-            # A process handling SIGTERM may take a moment to exit: it has not "healed"
-            # until it is either gone (and replaced) or has clearly survived the signal.
-            return Heal(healed=False, detail=f"waiting for signalled pid(s) {dying} to exit")
-        if sel.kind == "pid":
-            if all(r.alive() for r in killed):
-                return Heal(healed=True, recovered_at=killed_at, detail="the process survived")
-            return Heal(
-                healed=True,
-                possible=False,
-                detail="a killed pid target cannot be restarted; nothing to wait for",
-            )
-        if sel.kind in ("lab", "pidfile"):
-            try:
-                lab = record.data.get("lab_dir")
-                live = _proc.matches(sel, Path(lab) if lab else None)
-            except TargetNotFound as exc:
-                return Heal(healed=False, detail=str(exc))
-            if not live:
-                return Heal(healed=False, detail=f"{sel} names no live process")
-            start = _proc.started_at(live[0])
-            return Heal(
-                healed=True,
-                recovered_at=max(start, killed_at),
-                detail=f"{sel} is pid {live[0].pid}"
-                + ("" if ProcRef.of(live[0]) in killed else " (a new process)"),
-            )
-        before = int(record.data.get("before_count") or len(killed))
-        live = _proc.resolve(record.target, driver=self.name, refuse_protected=False)
-        if len(live) < before:
-            return Heal(healed=False, detail=f"{len(live)} of {before} processes match {sel}")
-        starts = [_proc.started_at(p) for p in live]
-        old = sum(1 for t in starts if t < killed_at)
-        new_starts = sorted(t for t in starts if t >= killed_at)
-        needed = before - old
-        at = new_starts[needed - 1] if needed > 0 else killed_at
-        return Heal(healed=True, recovered_at=at, detail=f"{len(live)} processes match {sel}")
-
-
-def _refs(record: RevertRecord) -> list[ProcRef]:
-    return [ProcRef.from_dict(p) for p in record.data.get("procs", []) if "create_time" in p]
-
-
-def _wd(fault_id: str) -> list[psutil.Process]:
-    return _proc.watchdog_processes(fault_id)
