@@ -1,6 +1,6 @@
 """The ``chaoslab`` command.
 
-Exit codes (an IntEnum, ``chaoslab.engine.verdict.ExitCode``)::
+Exit codes (an IntEnum, ``chaoslab.verdict.ExitCode``)::
 
     0 passed · 1 deviated · 2 invalid input · 3 aborted · 4 inconclusive
     5 driver/infrastructure error · 6 NOT CLEAN after revert · 130 interrupted
@@ -19,7 +19,7 @@ import click
 
 from chaoslab import __version__
 from chaoslab.clitypes import OutputDir, OutputFile
-from chaoslab.engine.verdict import ExitCode
+from chaoslab.verdict import ExitCode
 
 if TYPE_CHECKING:  # the commands import what they need: `chaoslab --help` stays fast
     from chaoslab.drivers.registry import DriverRegistry

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from chaoslab.engine import events as ev
 from chaoslab.engine.fold import JudgedSLO, fold_verdict, slo_note
-from chaoslab.engine.verdict import Verdict
+from chaoslab.verdict import Verdict
 
 
 def verdict_of_slos(results: Iterable[JudgedSLO]) -> tuple[Verdict, str]:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from chaoslab.engine.verdict import ExitCode, Verdict
+from chaoslab.verdict import ExitCode, Verdict
 
 _POLL_S = 0.1
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.masking import Masker
+from chaoslab.verdict import Verdict
 
 
 class Phase(StrEnum):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from chaoslab.engine import events as ev
-from chaoslab.engine.verdict import Verdict, worst
+from chaoslab.verdict import Verdict, worst
 
 
 class JudgedSLO(Protocol):

@@ -22,9 +22,9 @@ from typing import Any, TextIO
 from chaoslab import __version__
 from chaoslab.engine import events as ev
 from chaoslab.engine.fold import fold_verdict
-from chaoslab.engine.verdict import Verdict
 from chaoslab.model.experiment import Activity, Experiment
 from chaoslab.units import finite_tree
+from chaoslab.verdict import Verdict
 
 
 def iso(ts: float) -> str:

@@ -41,7 +41,6 @@ from chaoslab.engine.journal import EventLog, JournalBuilder, ctk_experiment, ru
 from chaoslab.engine.proctree import ActivityTrees
 from chaoslab.engine.secrets import add_experiment_secrets, track_loaded
 from chaoslab.engine.signals import Interrupts
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import (
     ActivityInterrupted,
     ChaoslabError,
@@ -57,6 +56,7 @@ from chaoslab.model.experiment import Activity, Experiment, RollbackStrategy, St
 from chaoslab.model.varfile import VarValues
 from chaoslab.paths import StatePaths
 from chaoslab.sli.ctk import SERIES_KEY
+from chaoslab.verdict import Verdict
 
 Phase = ev.Phase
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.engine.child import chaoslab_command, run_child, verdict_of_exit
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.report import baseline as bl
 from chaoslab.report.exitcodes import GateExit
@@ -23,6 +22,7 @@ from chaoslab.report.gateresult import GateResult, Suite, SuiteEntry, SuiteRun
 from chaoslab.report.score import Class, Score, Scored, score
 from chaoslab.report.view import JournalError, RunView, load_journal
 from chaoslab.units import finite_tree
+from chaoslab.verdict import Verdict
 
 
 class GateInterrupted(Exception):

@@ -8,6 +8,7 @@ import sys
 import click
 
 from chaoslab.clitypes import Duration
+from chaoslab.verdict import ExitCode
 
 
 def register(main: click.Group) -> None:
@@ -40,7 +41,7 @@ def register(main: click.Group) -> None:
             lab_up(replicas, restart_delay)
         except ChaoslabError as exc:
             click.echo(f"lab up failed: {exc}", err=True)
-            sys.exit(5)
+            sys.exit(ExitCode.ERROR)
         click.echo(format_status(status()))
 
     @lab.command()

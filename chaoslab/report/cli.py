@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from chaoslab.clitypes import OutputFile
+from chaoslab.verdict import ExitCode
 
 
 def console_err() -> Any:
@@ -21,7 +22,7 @@ def console_err() -> Any:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def exit_invalid(problems: Any, exit_code: int = 2) -> NoReturn:
+def exit_invalid(problems: Any, exit_code: int = ExitCode.INVALID_INPUT) -> NoReturn:
     from rich.markup import escape
 
     console = console_err()
@@ -125,4 +126,4 @@ def register(main: click.Group) -> None:
                 [(view.title, view)], None, metrics_file, pushgateway, "chaoslab", {"experiment": view.title}
             )
         except MetricsError:
-            sys.exit(5)
+            sys.exit(ExitCode.ERROR)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.report import baseline as bl
 from chaoslab.report.exitcodes import GateExit
 from chaoslab.report.score import FAILED, INFRASTRUCTURE, Class, Score, Thresholds
 from chaoslab.report.view import RunView
+from chaoslab.verdict import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,9 +24,9 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import safe_output
 from chaoslab.report.view import ActivityRow, RunView, fmt_seconds, fmt_value
+from chaoslab.verdict import Verdict
 
 COLOURS = {
     "p50": "#1f77b4",

@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import xml_tree
 from chaoslab.report.view import RunView, SLORow, fmt_value
+from chaoslab.verdict import Verdict
 
 if TYPE_CHECKING:
     from chaoslab.report.gateresult import GateResult

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chaoslab.engine.verdict import Verdict
+from chaoslab.verdict import Verdict
 
 CREDIT: dict[Verdict, float] = {
     Verdict.PASSED: 1.0,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.report.text import safe_output
 from chaoslab.report.view import RunView, fmt_seconds, fmt_value
+from chaoslab.verdict import Verdict
 
 if TYPE_CHECKING:
     from chaoslab.report.gateresult import GateResult

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.engine.console import guard_timing_line
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.sections import Runbook, decode_runbook
+from chaoslab.verdict import Verdict
 
 
 class JournalError(InvalidInput):

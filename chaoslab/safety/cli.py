@@ -9,6 +9,7 @@ import sys
 import click
 
 from chaoslab.clitypes import Duration
+from chaoslab.verdict import ExitCode
 
 
 def register(main: click.Group) -> None:
@@ -38,7 +39,7 @@ def register(main: click.Group) -> None:
             report = do_recover(DriverRegistry(), only_dead_owners=not include_live, ledger=ledger)
         except LedgerError as exc:
             click.echo(f"recover: {exc}", err=True)
-            sys.exit(5)
+            sys.exit(ExitCode.ERROR)
         from chaoslab.lab.control import stop_orphaned_lab
 
         if note := stop_orphaned_lab():  # a lab a dead run started is part of what it left
@@ -48,7 +49,7 @@ def register(main: click.Group) -> None:
         else:
             lines = report.lines()
             click.echo("\n".join(lines) if lines else "recover: the ledger has no open entries")
-        sys.exit(0 if report.ok else 6)
+        sys.exit(ExitCode.PASSED if report.ok else ExitCode.NOT_CLEAN)
 
     @main.command()
     @click.option("--release", is_flag=True, help="Lift the halt so runs may start again.")
@@ -81,4 +82,4 @@ def register(main: click.Group) -> None:
             click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         else:
             click.echo("\n".join(report.lines()))
-        sys.exit(0 if report.ok else 6)
+        sys.exit(ExitCode.PASSED if report.ok else ExitCode.NOT_CLEAN)

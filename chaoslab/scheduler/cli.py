@@ -20,14 +20,11 @@ from typing import Any, NoReturn
 import click
 
 from chaoslab.clitypes import Duration, OutputDir, OutputFile
-
-EXIT_INVALID = 2
-EXIT_ABORTED = 3
-EXIT_ERROR = 5
+from chaoslab.verdict import ExitCode
 
 
-def _fail(problems: list[str], code: int = EXIT_INVALID) -> NoReturn:
-    head = "invalid input" if code == EXIT_INVALID else "error"
+def _fail(problems: list[str], code: int = ExitCode.INVALID_INPUT) -> NoReturn:
+    head = "invalid input" if code == ExitCode.INVALID_INPUT else "error"
     click.echo(f"{head} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):", err=True)
     for p in problems:
         click.echo(f"  • {p}", err=True)
@@ -73,7 +70,7 @@ def _store(url: str | None) -> Any:
     try:
         return open_store(url or os.environ.get("CHAOSLAB_STORE") or None)
     except StoreError as exc:
-        _fail([str(exc)], EXIT_ERROR)
+        _fail([str(exc)], ExitCode.ERROR)
 
 
 def _runs_root(value: str | None) -> Path:
@@ -356,7 +353,7 @@ def register(main: click.Group) -> None:
         """Run the slots due now, once (--once); exit with the worst verdict's code."""
         import signal
 
-        from chaoslab.engine.verdict import Verdict, worst
+        from chaoslab.verdict import Verdict, worst
 
         if not once:
             _fail(["`schedule run` needs --once (use `chaoslab schedule daemon` to keep running)"])
@@ -464,7 +461,7 @@ def register(main: click.Group) -> None:
             st.close()
         if result.refused is not None:
             click.echo(f"refused: {result.refused.line()}", err=True)
-            sys.exit(EXIT_ABORTED)
+            sys.exit(ExitCode.ABORTED)
         sys.exit(int(result.verdict.exit_code))
 
     @main.group()

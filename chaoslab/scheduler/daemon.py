@@ -97,7 +97,6 @@ from pathlib import Path
 from typing import Protocol
 
 from chaoslab import paths
-from chaoslab.engine.verdict import Verdict
 from chaoslab.scheduler.checks import Check, CheckContext, first_refusal
 from chaoslab.scheduler.monkey import kill_experiment, leashed_line, pick_victim
 from chaoslab.scheduler.notify import Notice, Notifier
@@ -105,6 +104,7 @@ from chaoslab.scheduler.runs import StepPlan, StepResult, overall, read_result, 
 from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import Claim, SlotRecord, SlotStatus, Store, StoreError, Update
 from chaoslab.scheduler.triggers import CronTrigger, human, parse_slot_key, run_at, slot_key
+from chaoslab.verdict import Verdict
 
 log = logging.getLogger("chaoslab.scheduler")
 

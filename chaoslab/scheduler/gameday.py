@@ -25,13 +25,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import ChaoslabError
 from chaoslab.scheduler.checks import CheckContext, CheckResult, first_refusal
 from chaoslab.scheduler.runs import StepPlan, StepResult, overall, run_step, step_dir
 from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, Store, Update
 from chaoslab.scheduler.triggers import slot_key
+from chaoslab.verdict import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.engine.child import StopFlag, chaoslab_command, run_child, verdict_of_exit
-from chaoslab.engine.verdict import Verdict, worst
 from chaoslab.masking import Masker
+from chaoslab.verdict import Verdict, worst
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"

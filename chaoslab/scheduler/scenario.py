@@ -53,7 +53,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chaoslab.drivers.vocabulary import KILL_LIKE, resolve
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, Problem
 from chaoslab.model.reader import Document, load_document
 from chaoslab.scheduler.calendar import Blackout, Calendar, Window, day_range, whole_days
@@ -61,6 +60,7 @@ from chaoslab.scheduler.checks import Check, ErrorBudgetCheck, NoFiringAlertsChe
 from chaoslab.scheduler.monkey import MonkeySpec, MonkeyTarget, MonkeyTrigger
 from chaoslab.scheduler.triggers import DST_GAP_POLICIES, CronTrigger, IntervalTrigger, Trigger
 from chaoslab.units import parse_duration
+from chaoslab.verdict import Verdict
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 NOTIFY_EVENTS = ("start", "finish", "abort")

@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 
 from chaoslab.clitypes import Duration
-
-EXIT_INVALID = 2
+from chaoslab.verdict import ExitCode
 
 SERVE_HELP = """\b
 Pages:
@@ -54,7 +53,7 @@ def _token(token_file: str | None, host_is_loopback: bool) -> tuple[str, bool]:
 
 def _fail(message: str) -> None:
     click.echo(f"invalid input (1 problem):\n  • {message}", err=True)
-    sys.exit(EXIT_INVALID)
+    sys.exit(ExitCode.INVALID_INPUT)
 
 
 def register(main: click.Group) -> None:
@@ -140,7 +139,7 @@ def register(main: click.Group) -> None:
                 f"error: chaoslab serve needs the 'serve' extra: pip install 'chaoslab[serve]' ({exc})",
                 err=True,
             )
-            sys.exit(5)
+            sys.exit(ExitCode.ERROR)
         from chaoslab import paths
         from chaoslab.serve.auth import Auth
         from chaoslab.serve.views import Sources

@@ -47,9 +47,9 @@ def _windows_option[F: Callable[..., Any]](f: F) -> F:
 
 
 def _load_windows(files: tuple[str, ...]) -> Any:
-    from chaoslab.engine.verdict import ExitCode
     from chaoslab.errors import InvalidInput
     from chaoslab.sli.alertwindows import load_alert_windows
+    from chaoslab.verdict import ExitCode
 
     try:
         return load_alert_windows(files)
@@ -89,11 +89,11 @@ def register(main: click.Group) -> None:
         windows_files: tuple[str, ...],
     ) -> None:
         """Per SLO: SLI over its window, budget remaining, burn rates, firing alert pairs."""
-        from chaoslab.engine.verdict import ExitCode
         from chaoslab.errors import InvalidInput, SLIError
         from chaoslab.model.openslo import load_slo_files
         from chaoslab.sli.budget import budget_status, format_statuses
         from chaoslab.sli.prometheus import PrometheusClient, PrometheusSLI
+        from chaoslab.verdict import ExitCode
 
         try:
             slos = load_slo_files(slo_files)
@@ -173,10 +173,10 @@ def register(main: click.Group) -> None:
         """
         from pathlib import Path
 
-        from chaoslab.engine.verdict import ExitCode
         from chaoslab.errors import InvalidInput
         from chaoslab.model.openslo import load_slo_files
         from chaoslab.sli.rules import generate_rules
+        from chaoslab.verdict import ExitCode
 
         try:
             slos = load_slo_files(slo_files)

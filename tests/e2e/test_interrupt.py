@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from chaoslab.engine.journal import verdict_of_log
-from chaoslab.engine.verdict import Verdict
+from chaoslab.verdict import Verdict
 from tests.conftest import wait_for_event
 
 ROOT = Path(__file__).resolve().parents[2]

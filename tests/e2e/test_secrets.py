@@ -522,7 +522,7 @@ def test_scheduler_history_and_webhooks(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "chaoslab.scheduler",
+                "chaoslab.cli",
                 "schedule",
                 "run",
                 "--once",
@@ -537,7 +537,7 @@ def test_scheduler_history_and_webhooks(tmp_path: Path) -> None:
         )
         assert once.returncode == 0, once.stdout + once.stderr
         hist = subprocess.run(
-            [sys.executable, "-m", "chaoslab.scheduler", "schedule", "history", "--output", "json"],
+            [sys.executable, "-m", "chaoslab.cli", "schedule", "history", "--output", "json"],
             cwd=tmp_path,
             env=environ,
             capture_output=True,

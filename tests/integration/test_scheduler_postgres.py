@@ -132,7 +132,7 @@ def _daemon(env: dict[str, str], scenario: Path, runs: Path, name: str, tmp: Pat
     log = open(tmp / f"{name}.log", "ab")  # Popen keeps its own copy of the fd
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "chaoslab.scheduler", "schedule", "daemon", "-s", str(scenario),
+            [sys.executable, "-m", "chaoslab.cli", "schedule", "daemon", "-s", str(scenario),
              "--runs-dir", str(runs), "--max-parallel", "4", "--on-time", "60s", "--tick", "0.2s", "-v"],
             env=env, stdout=log, stderr=log, cwd=REPO,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab.engine.child import chaoslab_command, run_child, verdict_of_exit
-from chaoslab.engine.verdict import ExitCode, Verdict
+from chaoslab.verdict import ExitCode, Verdict
 from tests.conftest import wait_until
 
 

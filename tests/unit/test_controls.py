@@ -20,8 +20,8 @@ from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.controls import context_controls, written
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.engine.signals import signal_name
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
+from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
 
 NAMES = st.sampled_from(["a", "b", "c"])

@@ -14,9 +14,9 @@ from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.events import EventBus, FaultInjected
 from chaoslab.engine.journal import read_events
 from chaoslab.engine.runner import Runner, RunOptions
-from chaoslab.engine.verdict import ExitCode, Verdict
 from chaoslab.errors import InvalidInput
 from chaoslab.session import run_experiment
+from chaoslab.verdict import ExitCode, Verdict
 from tests.fakedriver import FakeDriver
 
 

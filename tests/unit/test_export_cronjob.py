@@ -27,7 +27,7 @@ def _docs(text: str) -> list[dict[str, Any]]:
 def test_cli_writes_a_configmap_and_a_cronjob_that_validate_strictly(tmp_path: Path) -> None:
     out = tmp_path / "cronjob.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "chaoslab.scheduler", "export", "cronjob", "scenarios/lab-weekday-gameday.yaml",
+        [sys.executable, "-m", "chaoslab.cli", "export", "cronjob", "scenarios/lab-weekday-gameday.yaml",
          "--image", "registry.example/chaoslab:0.1.0", "--namespace", "chaos", "--out-file", str(out)],
         capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60,
     )  # fmt: skip

@@ -18,11 +18,11 @@ from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.console import ConsoleProgress, PlainSink
 from chaoslab.engine.journal import guard_timing
 from chaoslab.engine.runner import Runner, RunOptions
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
 from chaoslab.model.sections import GuardSection, decode_guard
 from chaoslab.safety.guard import GuardSpec, SendOrder, SLOGuard, resolve_guard
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
+from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
 
 Outcome = Callable[[int], tuple[int, float]]  # request index -> (status, latency s)

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "chaoslab.scheduler"]
+CMD = [sys.executable, "-m", "chaoslab.cli"]
 
 TRIVIAL = {
     "title": "trivial",

@@ -355,7 +355,7 @@ def test_schedule_next_marks_the_slots_a_dst_change_touched(tmp_path: Path) -> N
     (tmp_path / "trivial.json").write_text("{}")
     (tmp_path / "s.yaml").write_text(BERLIN_DAILY.format(name="nightly", gap=""))
     proc = subprocess.run(
-        [sys.executable, "-m", "chaoslab.scheduler", "schedule", "next", "-s", str(tmp_path / "s.yaml"),
+        [sys.executable, "-m", "chaoslab.cli", "schedule", "next", "-s", str(tmp_path / "s.yaml"),
          "--after", "2026-03-28T12:00", "-n", "2", "--output", "json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -367,7 +367,7 @@ def test_schedule_next_marks_the_slots_a_dst_change_touched(tmp_path: Path) -> N
     )
     assert second["dst"] is None
     text = subprocess.run(
-        [sys.executable, "-m", "chaoslab.scheduler", "schedule", "next", "-s", str(tmp_path / "s.yaml"),
+        [sys.executable, "-m", "chaoslab.cli", "schedule", "next", "-s", str(tmp_path / "s.yaml"),
          "--after", "2026-10-24T12:00", "-n", "1"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

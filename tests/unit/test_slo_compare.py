@@ -11,10 +11,10 @@ import pytest
 
 from chaoslab.engine import events as ev
 from chaoslab.engine.console import ConsoleProgress, PlainSink
-from chaoslab.engine.verdict import Verdict
 from chaoslab.model.sections import decode_slos
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
 from chaoslab.sli.slo import SLIKind, judge
+from chaoslab.verdict import Verdict
 from tests.verdicts import verdict_of_slos
 
 pytest.importorskip("scipy")

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput, SLIError
 from chaoslab.model.sections import LoadSpec, decode_load, decode_slos
 from chaoslab.sli.base import SecondStats, hist_index
 from chaoslab.sli.ctk import slo_check, slo_ok
 from chaoslab.sli.series_file import SeriesFileSource
 from chaoslab.sli.slo import SLIKind, judge
+from chaoslab.verdict import Verdict
 from tests.verdicts import verdict_of_slos
 
 EXAMPLE = [

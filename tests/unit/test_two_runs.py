@@ -19,7 +19,7 @@ from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.journal import read_events, verdict_of_log
 from chaoslab.engine.runner import Runner, RunOptions
-from chaoslab.engine.verdict import Verdict
+from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
 
 EXPERIMENT = """

@@ -23,9 +23,9 @@ from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.configuration import load_configuration
 from chaoslab.engine.runner import Runner, RunOptions
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import InvalidInput
 from chaoslab.model.varfile import VarValues, read_var_files
+from chaoslab.verdict import Verdict
 
 # Names no other test or the machine uses: the process environment must never hold them.
 A, B, C = "CHAOSLAB_T_VARFILE_A", "CHAOSLAB_T_VARFILE_B", "CHAOSLAB_T_VARFILE_C"

@@ -1,4 +1,4 @@
-"""The verdict as a pure fold over a run's events (chaoslab.engine.verdict)."""
+"""The verdict as a pure fold over a run's events (chaoslab.engine.fold)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from chaoslab.engine import events as ev
 from chaoslab.engine.fold import VerdictFold, fold_verdict
 from chaoslab.engine.journal import verdict_of_log
-from chaoslab.engine.verdict import SEVERITY, Verdict
+from chaoslab.verdict import SEVERITY, Verdict
 
 RUN = "r1"
 

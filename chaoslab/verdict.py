@@ -1,4 +1,6 @@
-"""The verdict of a run and the exit code it maps to.
+"""The verdicts a run can have and the exit codes they map to: a vocabulary every layer
+uses (the engine folds the verdict from the events in ``engine/fold.py``; reports, the
+gate, the scheduler and every command read it), so it sits at the bottom, beside errors.
 
 Exit codes are a public, documented contract (README and ``chaoslab --help``)::
 
