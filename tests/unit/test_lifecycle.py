@@ -51,9 +51,9 @@ from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.journal import read_events
 from chaoslab.engine.runner import Runner, RunOptions
-from chaoslab.engine.verdict import Verdict
 from chaoslab.errors import DriverError
 from chaoslab.safety.ledger import Ledger
+from chaoslab.verdict import Verdict
 
 # --- a tiny driver written on the skeleton ----------------------------------------------------
 
