@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaoslab.drivers.base import parse_duration
 from chaoslab.errors import InvalidInput, Problem, SLIError
 from chaoslab.model.sections import decode_slos
 from chaoslab.sli.series_file import SeriesFileSource
 from chaoslab.sli.slo import SLIKind, judge
+from chaoslab.units import parse_duration
 
 SERIES_KEY = "chaoslab_sli_series"  # in the run's configuration
 
