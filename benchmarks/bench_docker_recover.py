@@ -86,7 +86,7 @@ def main() -> int:
             print(f"cannot run: {lab.problem}")
             return 2
         driver = DriverRegistry().get("docker")
-        ctx = DriverContext(run_id="bench", state_dir=Path(tmp) / "state", seed=1)
+        ctx = DriverContext(run_id="bench", state_dir=Path(tmp) / "state", lab_dir=Path(tmp) / "lab", seed=1)
         ttr: list[float] = []
         walls: list[float] = []
         anchor: list[float] = []

@@ -118,16 +118,19 @@ def one_run(exp_path: Path, work: Path, i: int) -> dict[str, Any]:
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.journal import read_events
     from chaoslab.engine.runner import RunOptions, new_run_id
-    from chaoslab.session import run_experiment
+    from chaoslab.paths import StatePaths
+    from chaoslab.session import SessionOptions, run_experiment
 
+    state = StatePaths.from_environment()  # main() points CHAOSLAB_HOME at our own home
     registry = DriverRegistry()
     exp = load_experiment(str(exp_path), registry=registry)
     result, _ = run_experiment(
         exp,
         registry=registry,
-        options=RunOptions(run_dir=work / f"run-{i}"),
+        options=RunOptions(run_dir=work / f"run-{i}", state=state),
         bus=EventBus(),
         run_id=new_run_id(),
+        session=SessionOptions(state=state),
     )
     if result.verdict.value == "error":  # the run could not start its faults (reported, not timed)
         return {"error": result.reason}
@@ -180,13 +183,14 @@ def healthy_runs(runs: int, work: Path, slow: str | None) -> tuple[int, int, dic
     from chaoslab.engine.events import EventBus
     from chaoslab.engine.runner import RunOptions, new_run_id
     from chaoslab.lab.control import lb_url, running_lab
-    from chaoslab.session import run_experiment
+    from chaoslab.paths import StatePaths
+    from chaoslab.session import SessionOptions, run_experiment
 
     path = work / "healthy.json"
     guard: dict[str, Any] = {"risk": RISK, **({"slow": slow} if slow else {})}
     path.write_text(json.dumps({**HEALTHY, "guard": guard}))
     verdicts: dict[str, int] = {}
-    with running_lab(n_replicas=3) as state:
+    with running_lab(n_replicas=3, base_dir=StatePaths.from_environment().home) as state:
         status = lb_url(state, "/__lb/status")
         for i in range(runs):
             wait_healthy(status)
@@ -195,9 +199,10 @@ def healthy_runs(runs: int, work: Path, slow: str | None) -> tuple[int, int, dic
             result, _ = run_experiment(
                 exp,
                 registry=registry,
-                options=RunOptions(run_dir=work / f"healthy-{i}"),
+                options=RunOptions(run_dir=work / f"healthy-{i}", state=StatePaths.from_environment()),
                 bus=EventBus(),
                 run_id=new_run_id(),
+                session=SessionOptions(state=StatePaths.from_environment()),
             )
             verdicts[result.verdict.value] = verdicts.get(result.verdict.value, 0) + 1
             if result.verdict.value == "aborted":
@@ -211,6 +216,7 @@ def healthy_runs(runs: int, work: Path, slow: str | None) -> tuple[int, int, dic
 
 def lab_runs(runs: int, work: Path) -> dict[str, list[dict[str, Any]]]:
     from chaoslab.lab.control import lb_url, running_lab
+    from chaoslab.paths import StatePaths
 
     out: dict[str, list[dict[str, Any]]] = {"sequential": [], "fixed window": []}
     paths = {}
@@ -219,7 +225,7 @@ def lab_runs(runs: int, work: Path) -> dict[str, list[dict[str, Any]]]:
         doc["guard"] = guard
         paths[name] = work / f"guard-{name.replace(' ', '-')}.json"
         paths[name].write_text(json.dumps(doc))
-    with running_lab(n_replicas=3) as state:
+    with running_lab(n_replicas=3, base_dir=StatePaths.from_environment().home) as state:
         status = lb_url(state, "/__lb/status")
         for _ in range(runs):
             for name in out:  # interleaved: both guards see the same machine load

@@ -99,7 +99,7 @@ def measure(n: int, workdir: Path) -> dict[str, float]:
     load_s = time.perf_counter() - t
     store = open_store(f"sqlite:///{workdir / f'store-{n}.db'}")
     clock = Clock(SATURDAY)
-    config = SchedulerConfig(runs_root=workdir / "runs", max_parallel=1, max_catchup=1)
+    config = SchedulerConfig(runs_root=workdir / "runs", home=workdir / "home", max_parallel=1, max_catchup=1)
     t = time.perf_counter()
     sched = Scheduler(scenarios, store, config, clock=clock)
     sched.start()

@@ -272,7 +272,11 @@ class Round:
 
 def one_round(inventory: Path, marker: str, concurrency: int) -> Round:
     driver = SSHDriver()  # cold: no connection reused from an earlier round
-    ctx = DriverContext(run_id=uuid.uuid4().hex[:8], state_dir=Path(tempfile.gettempdir()))
+    ctx = DriverContext(
+        run_id=uuid.uuid4().hex[:8],
+        state_dir=Path(tempfile.gettempdir()),
+        lab_dir=Path(tempfile.gettempdir()) / "no-lab",  # ssh targets only: no lab is read
+    )
     op = driver.operation("suspend")
     assert op is not None
     args = {"inventory": str(inventory), "pattern": marker, "concurrency": concurrency, "pick": "all"}

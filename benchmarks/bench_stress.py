@@ -64,7 +64,7 @@ def main() -> int:
     have_ng = shutil.which("stress-ng") is not None
     driver = StressDriver()
     with tempfile.TemporaryDirectory(prefix="chaoslab-bench-") as tmp:
-        ctx = DriverContext(run_id="bench", state_dir=Path(tmp))
+        ctx = DriverContext(run_id="bench", state_dir=Path(tmp), lab_dir=Path(tmp) / "lab")
         load1, _, _ = os.getloadavg()
         print(f"host: {os.cpu_count()} CPUs, load average {load1:.2f} at start")
         print(f"{'L%':>4} {'N':>2} | {'builtin':>8} {'err':>6} | {'stress-ng':>9} {'err':>6} | {'ratio':>6}")

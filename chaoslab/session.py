@@ -33,10 +33,9 @@ if TYPE_CHECKING:
 
 
 class SessionOptions(msgspec.Struct, frozen=True, kw_only=True):
-    # Where chaoslab's state lives (halt file, ledger, locks, lab). The CLI passes
-    # StatePaths.from_environment(); None reads the environment here, once, for library
-    # callers that do not say.
-    state: StatePaths | None = None
+    # Where chaoslab's state lives (halt file, ledger, locks, lab): the CLI passes
+    # StatePaths.from_environment(), read once there; nothing below reads the environment.
+    state: StatePaths
     recover_first: bool = False
     ignore_budget: bool = False
     lab_replicas: int = 3
@@ -70,11 +69,10 @@ def run_experiment(
     options: RunOptions,
     bus: ev.EventBus,
     run_id: str,
-    session: SessionOptions | None = None,
+    session: SessionOptions,
 ) -> tuple[RunResult, RecoverReport | None]:
-    session = session or SessionOptions()
-    state = session.state or StatePaths.from_environment()
-    if options.state is None:
+    state = session.state
+    if options.state != state:
         options = msgspec.structs.replace(options, state=state)
     if exp.faults():
         from chaoslab.engine.plan import check_runnable
@@ -169,7 +167,7 @@ def run_experiment(
             signal.signal(signum, handler)
 
 
-def _halt_pressed(home: Path | None = None) -> bool:
+def _halt_pressed(home: Path) -> bool:
     return is_halted(home) is not None
 
 
@@ -216,7 +214,7 @@ def _slo_files(
     return observation, tuple(checks), decision.to_dict()
 
 
-def _halt_handler_until_runner_starts(install: bool, home: Path | None = None) -> dict[int, Any] | None:
+def _halt_handler_until_runner_starts(install: bool, home: Path) -> dict[int, Any] | None:
     """A halt (or a chaoslib exit) arriving before the runner installs its own handlers
     still stops us cleanly: nothing was injected yet."""
     if not install:

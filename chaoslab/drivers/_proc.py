@@ -27,7 +27,6 @@ from typing import Any
 
 import psutil
 
-from chaoslab import paths
 from chaoslab.drivers.base import runner_pids
 from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, UnsafeTarget
 
@@ -290,11 +289,11 @@ def _read_pidfile(path: str) -> int:
     return int(text.split()[0])
 
 
-def lab_pid(name: str, lab_dir: Path | None = None) -> int | None:
+def lab_pid(name: str, lab_dir: Path) -> int | None:
     """The pid the lab state file names for component ``name`` (it may be stale)."""
     from chaoslab.drivers.targets import LabState
 
-    comp = LabState.load(lab_dir or paths.lab_dir()).component(name)
+    comp = LabState.load(lab_dir).component(name)
     return comp.pid
 
 
@@ -304,7 +303,7 @@ def _all_user_processes() -> Iterator[psutil.Process]:
             yield proc
 
 
-def matches(sel: Selector, lab_dir: Path | None = None) -> list[psutil.Process]:
+def matches(sel: Selector, lab_dir: Path) -> list[psutil.Process]:
     """Every live process the selector names, protected ones included. No filtering."""
     if sel.kind == "pid":
         return _from_pid(int(sel.value))
@@ -329,7 +328,7 @@ def matches(sel: Selector, lab_dir: Path | None = None) -> list[psutil.Process]:
 
 
 def resolve(
-    target: str | None, *, driver: str, refuse_protected: bool, lab_dir: Path | None = None
+    target: str | None, *, driver: str, refuse_protected: bool, lab_dir: Path
 ) -> list[psutil.Process]:
     """Resolve a process target to live processes, sorted by pid.
 

@@ -110,8 +110,8 @@ class DriverContext(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     state_dir: Path
     # Where the lab's state file is, for ``lab:NAME`` targets (chaoslab.drivers.targets);
-    # the run passes its own (``StatePaths.lab``). None: chaoslab's default home.
-    lab_dir: Path | None = None
+    # the run passes its own (``StatePaths.lab``).
+    lab_dir: Path
     seed: int = 0
     dry: bool = False
     log: Callable[[str], None] = lambda _msg: None

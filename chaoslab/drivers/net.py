@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaoslab import paths
 from chaoslab.drivers import _proc
 from chaoslab.drivers.base import (
     CleanReport,
@@ -318,11 +317,11 @@ def _ns_gone(netns: str | None) -> bool:
     return netns is not None and not (NETNS_DIR / netns).exists()
 
 
-def _lab_port(target: str, lab_dir: Path | None = None) -> int:
+def _lab_port(target: str, lab_dir: Path) -> int:
     from chaoslab.drivers.targets import LabState
 
     name = target.partition(":")[2]
-    port = LabState.load(lab_dir or paths.lab_dir()).component(name).port
+    port = LabState.load(lab_dir).component(name).port
     if not port:
         raise TargetNotFound(f"lab component {name!r} has no port", driver="net", target=target)
     return int(port)

@@ -136,7 +136,7 @@ def _picked(ctx: DriverContext, ask: Ask) -> tuple[tuple[Proc, ...], dict[str, A
     found = _proc.resolve(ask.target, driver=NAME, refuse_protected=True, lab_dir=ctx.lab_dir)
     picked = pick(found, Selection.from_args(ask.args), resolve_seed(ask.args, ctx), key=lambda p: p.pid)
     procs = tuple(p for p in map(Proc.describe, picked.items) if p is not None)
-    lab = str(ctx.lab_dir.absolute()) if ctx.lab_dir is not None and ask.target.startswith("lab:") else None
+    lab = str(ctx.lab_dir.absolute()) if ask.target.startswith("lab:") else None
     return procs, picked.to_dict(), lab
 
 
@@ -178,7 +178,7 @@ class Kill(HealingFault[KillData]):
         sig = signal.Signals[data.signal]
         before = None
         if _proc.parse_selector(record.target).kind in ("name", "pattern"):
-            before = len(_proc.resolve(record.target, driver=NAME, refuse_protected=False))
+            before = len(_proc.resolve(record.target, driver=NAME, refuse_protected=False, lab_dir=ctx.lab_dir))
         killed_at = time.time()
         signalled = tuple(p for p in data.procs if _proc.signal_ref(p.ref(), sig))
         if not signalled:
@@ -217,7 +217,7 @@ class Kill(HealingFault[KillData]):
             )
         if sel.kind in ("lab", "pidfile"):
             try:
-                live = _proc.matches(sel, Path(data.lab_dir) if data.lab_dir else None)
+                live = _proc.matches(sel, Path(data.lab_dir) if data.lab_dir else ctx.lab_dir)
             except TargetNotFound as exc:
                 return Heal(healed=False, detail=str(exc))
             if not live:
@@ -230,7 +230,7 @@ class Kill(HealingFault[KillData]):
                 + ("" if _proc.ProcRef.of(live[0]) in killed else " (a new process)"),
             )
         before = data.before_count or len(killed)
-        live = _proc.resolve(record.target, driver=NAME, refuse_protected=False)
+        live = _proc.resolve(record.target, driver=NAME, refuse_protected=False, lab_dir=ctx.lab_dir)
         if len(live) < before:
             return Heal(healed=False, detail=f"{len(live)} of {before} processes match {sel}")
         starts = [_proc.started_at(p) for p in live]

@@ -122,6 +122,8 @@ def spawn_watchdog(ctx: DriverContext, record: RevertRecord) -> ProcRef:
         record.fault_id,
         "--state-dir",
         str(ctx.state_dir),
+        "--lab-dir",
+        str(ctx.lab_dir),
     ]
     try:
         done = subprocess.run(
@@ -163,11 +165,11 @@ def _write_json(path: Path, outcome: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _guard(record: RevertRecord, state_dir: Path) -> None:
+def _guard(record: RevertRecord, state_dir: Path, lab_dir: Path) -> None:
     """Runs in the detached child: wait for the lease, revert, record the outcome."""
     from chaoslab.drivers.registry import DriverRegistry
 
-    ctx = DriverContext(run_id=record.run_id, state_dir=state_dir)
+    ctx = DriverContext(run_id=record.run_id, state_dir=state_dir, lab_dir=lab_dir)
     driver = None
     try:
         # Load the driver and its SDK now, not at lease end: a read-only check imports
@@ -210,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {WATCHDOG_MODULE}")
     parser.add_argument("--fault-id", required=True)
     parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--lab-dir", required=True, type=Path)  # the run's (DriverContext.lab_dir)
     opts = parser.parse_args(argv)
     record = RevertRecord.from_dict(json.loads(sys.stdin.read()))
     if record.fault_id != opts.fault_id:
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pid == 0:
         try:
             _detach()
-            _guard(record, opts.state_dir)
+            _guard(record, opts.state_dir, opts.lab_dir)
         finally:
             os._exit(0)
     import psutil

@@ -32,9 +32,9 @@ class LoadObservation:
         *,
         extra_slos: tuple[SLO, ...] = (),
         extra_sources: Mapping[str, SLISource] | None = None,
-        home: Path | None = None,
+        home: Path,
     ) -> None:
-        self.home = home  # chaoslab's home, where `lab:` load targets resolve (None: default)
+        self.home = home  # chaoslab's home, where `lab:` load targets resolve
         self.spec = experiment.load
         self.slos: tuple[SLO, ...] = experiment.slo + extra_slos
         self.extra_sources = dict(extra_sources or {})

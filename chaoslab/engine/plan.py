@@ -24,10 +24,8 @@ class _LaterResolved(Exception):
     """A lab target while the lab is down: the run starts the lab, then resolves it."""
 
 
-def _lab_running(lab_dir: Path | None) -> bool:
-    from chaoslab.paths import lab_dir as default_lab_dir
-
-    return ((lab_dir or default_lab_dir()) / "lab.json").exists()
+def _lab_running(lab_dir: Path) -> bool:
+    return (lab_dir / "lab.json").exists()
 
 
 def _describe(a: Activity) -> dict[str, Any]:
@@ -119,13 +117,12 @@ def _with_lines(exp: Experiment, problems: list[Problem]) -> list[Problem]:
     ]
 
 
-def check_runnable(exp: Experiment, *, registry: DriverRegistry, state: StatePaths | None = None) -> None:
+def check_runnable(exp: Experiment, *, registry: DriverRegistry, state: StatePaths) -> None:
     """Before the first fault of a run: every fault's arguments and target are checked as
     ``plan`` does (``Driver.prepare``, no side effect). A problem raises ``InvalidInput``,
     so "invalid input" still means that nothing was touched. Targets that do not exist
     yet are left to the run (an earlier step or the lab may start them). ``state``: where
     chaoslab's state lives (the session passes its own)."""
-    state = state or StatePaths.from_environment()
     ctx = DriverContext(run_id="precheck", state_dir=state.home / "plan", lab_dir=state.lab, dry=True)
     problems: list[Problem] = []
     for a in exp.method:
@@ -136,10 +133,10 @@ def check_runnable(exp: Experiment, *, registry: DriverRegistry, state: StatePat
 
 
 def make_plan(
-    exp: Experiment, *, registry: DriverRegistry, seed: int | None = None, state: StatePaths | None = None
+    exp: Experiment, *, registry: DriverRegistry, state: StatePaths, seed: int | None = None
 ) -> dict[str, Any]:
-    """``seed``: the one ``run --seed`` is given; the same seed picks the same targets."""
-    state = state or StatePaths.from_environment()
+    """``seed``: the one ``run --seed`` is given; the same seed picks the same targets.
+    ``state``: where chaoslab's state lives (``chaoslab plan`` passes the CLI's)."""
     ctx = DriverContext(
         run_id="plan", state_dir=state.home / "plan", lab_dir=state.lab, dry=True, seed=seed or 0
     )

@@ -94,9 +94,10 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     # Whether a SIGUSR1 that arrives now comes from `chaoslab halt` (which writes its
     # HALT file before signalling); otherwise SIGUSR1 is chaoslib.exit.exit_gracefully().
     halt_requested: Callable[[], bool] | None = None
-    # Where this run's chaoslab state lives (lab, ledger, locks), passed in by the caller;
-    # drivers get its lab directory through their DriverContext. None: the default home.
-    state: StatePaths | None = None
+    # Where this run's chaoslab state lives (lab, ledger, locks), passed in by the caller
+    # (the CLI reads CHAOSLAB_HOME once); drivers get its lab directory through their
+    # DriverContext.
+    state: StatePaths
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,7 +207,7 @@ class Runner:
         self.ctx = DriverContext(
             run_id=self.run_id,
             state_dir=options.run_dir,
-            lab_dir=options.state.lab if options.state is not None else None,
+            lab_dir=options.state.lab,
             seed=options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "big"),
         )
         self._abort = threading.Event()

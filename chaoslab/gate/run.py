@@ -16,6 +16,7 @@ from typing import Any
 
 from chaoslab.engine.child import chaoslab_command, run_child, verdict_of_exit
 from chaoslab.errors import InvalidInput, Problem
+from chaoslab.paths import child_env
 from chaoslab.report import baseline as bl
 from chaoslab.report.exitcodes import GateExit
 from chaoslab.report.gateresult import GateResult, Suite, SuiteEntry, SuiteRun
@@ -29,7 +30,7 @@ class GateInterrupted(Exception):
     """SIGINT/SIGTERM reached the gate (raised by the CLI's signal handler)."""
 
 
-def validate_all(suite: Suite) -> None:
+def validate_all(suite: Suite, home: Path) -> None:
     """Validate every experiment in one child ``chaoslab validate``; raise InvalidInput with its problems."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         ended = run_child(
@@ -38,6 +39,7 @@ def validate_all(suite: Suite) -> None:
             stderr=err,
             timeout_s=120,
             grace_s=5,
+            env=child_env(home),
         )
         out.seek(0)
         err.seek(0)
@@ -56,7 +58,7 @@ def validate_all(suite: Suite) -> None:
     raise InvalidInput(problems or [Problem(message="validation failed")])
 
 
-def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float) -> SuiteRun:
+def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float, home: Path) -> SuiteRun:
     """Run one experiment in a child ``chaoslab run`` and read its journal.
 
     On timeout or interruption the child gets SIGTERM (it reverts everything and writes
@@ -75,6 +77,7 @@ def run_experiment(entry: SuiteEntry, run_dir: Path, *, timeout_s: float) -> Sui
             stderr=err,
             timeout_s=timeout_s,
             grace_s=60,
+            env=child_env(home),
         )
     duration = time.monotonic() - t0
     journal_path = run_dir / "journal.json"
@@ -214,7 +217,7 @@ def snapshot_of(suite: Suite, outcomes: Sequence[SuiteRun], sc: Score, label: st
 @dataclass(frozen=True, kw_only=True)
 class GateOptions:
     output_dir: Path
-    home: Path | None = None  # chaoslab's home, whose store keeps the baseline (None: the default)
+    home: Path  # chaoslab's home, whose store keeps the baseline (``chaoslab gate`` passes it)
     baseline_path: Path | None = None  # None: chaoslab's store
     update_baseline: bool = True
     require_baseline: bool = False
@@ -238,7 +241,7 @@ def run_gate(
     baseline_path = options.baseline_path or bl.store_path(suite.name, options.home)
     stored = bl.load(baseline_path)  # a corrupt baseline is invalid input, before anything runs
     if options.validate:
-        validate_all(suite)
+        validate_all(suite, options.home)
     started = time.time()
     outcomes: list[SuiteRun] = []
     interrupted = False
@@ -250,7 +253,7 @@ def run_gate(
             f"{', key' if entry.key else ''}) …"
         )
         try:
-            outcome = run_experiment(entry, run_dir, timeout_s=options.timeout_s)
+            outcome = run_experiment(entry, run_dir, timeout_s=options.timeout_s, home=options.home)
         except (KeyboardInterrupt, GateInterrupted):
             interrupted = True
             # The run reverted and wrote its journal on SIGTERM: keep what it measured.

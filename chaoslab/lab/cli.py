@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from chaoslab.clitypes import Duration
 from chaoslab.verdict import ExitCode
+
+
+def _home() -> Path:
+    """chaoslab's home: the one read of ``CHAOSLAB_HOME`` for these commands."""
+    from chaoslab.paths import StatePaths
+
+    return StatePaths.from_environment().home
 
 
 def register(main: click.Group) -> None:
@@ -37,19 +45,20 @@ def register(main: click.Group) -> None:
         from chaoslab.lab.control import format_status, status
         from chaoslab.lab.control import up as lab_up
 
+        home = _home()
         try:
-            lab_up(replicas, restart_delay)
+            lab_up(replicas, restart_delay, home)
         except ChaoslabError as exc:
             click.echo(f"lab up failed: {exc}", err=True)
             sys.exit(ExitCode.ERROR)
-        click.echo(format_status(status()))
+        click.echo(format_status(status(home)))
 
     @lab.command()
     def down() -> None:
         """Stop every lab process and remove the lab's files."""
         from chaoslab.lab.control import down as lab_down
 
-        click.echo("lab: stopped" if lab_down() else "lab: was not running")
+        click.echo("lab: stopped" if lab_down(_home()) else "lab: was not running")
 
     @lab.command()
     @click.option(
@@ -63,5 +72,5 @@ def register(main: click.Group) -> None:
         from chaoslab.lab.control import format_status
         from chaoslab.lab.control import status as lab_status
 
-        st = lab_status()
+        st = lab_status(_home())
         click.echo(json.dumps(st, indent=2, default=str) if output == "json" else format_status(st))

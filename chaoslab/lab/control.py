@@ -1,7 +1,8 @@
 """Bring the lab up, take it down, tell the truth about it.
 
-``base_dir`` everywhere is chaoslab's home (``chaoslab.paths.home()``, honours
-``CHAOSLAB_HOME``); the lab lives in ``lab_dir(base_dir)``.
+``base_dir`` everywhere is chaoslab's home, passed in (``StatePaths.home``: ``chaoslab
+lab`` reads ``CHAOSLAB_HOME`` once, a run passes its own); the lab lives in
+``lab_dir(base_dir)``.
 
 - ``up`` is idempotent: a lab whose supervisor is alive and ready is returned as is.
   A stale state (supervisor gone) is cleaned up first. Concurrent ``up``/``down`` calls
@@ -33,15 +34,15 @@ import psutil
 from chaoslab.errors import DriverError
 from chaoslab.lab.state import STATE_FILE, LabState
 from chaoslab.lab.supervisor import LOG_FILE
-from chaoslab.paths import home, lab_dir
+from chaoslab.paths import lab_dir
 
 LAB_MARKERS = ("chaoslab.lab.", "chaoslab.drivers.proxy")
 
 
 @contextlib.contextmanager
-def _locked(base_dir: Path | None) -> Iterator[Path]:
+def _locked(base_dir: Path) -> Iterator[Path]:
     directory = lab_dir(base_dir)
-    anchor = base_dir if base_dir is not None else home()
+    anchor = base_dir
     anchor.mkdir(parents=True, exist_ok=True)
     fd = os.open(anchor, os.O_RDONLY)
     try:
@@ -145,9 +146,9 @@ def _live(directory: Path) -> LabState | None:
 
 
 def up(
-    n_replicas: int = 3,
-    restart_delay_s: float = 1.0,
-    base_dir: Path | None = None,
+    n_replicas: int,
+    restart_delay_s: float,
+    base_dir: Path,
     *,
     timeout_s: float = 20.0,
 ) -> LabState:
@@ -204,7 +205,7 @@ def _log_tail(directory: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def down(base_dir: Path | None = None, *, timeout_s: float = 10.0) -> bool:
+def down(base_dir: Path, *, timeout_s: float = 10.0) -> bool:
     """Stop the lab and remove its files. Returns False if nothing was there."""
     with _locked(base_dir) as directory:
         if not directory.exists():
@@ -229,7 +230,7 @@ def _http_ok(port: int | None, path: str, timeout_s: float = 0.5) -> bool:
         conn.close()
 
 
-def status(base_dir: Path | None = None) -> dict[str, Any]:
+def status(base_dir: Path) -> dict[str, Any]:
     """The lab as it is now: pids checked, each component asked over HTTP. JSON-able."""
     directory = lab_dir(base_dir)
     raw = _read_raw(directory)
@@ -316,9 +317,7 @@ def lb_url(state: LabState, path: str = "/") -> str:
 
 
 @contextlib.contextmanager
-def running_lab(
-    n_replicas: int = 3, restart_delay_s: float = 1.0, base_dir: Path | None = None
-) -> Iterator[LabState]:
+def running_lab(n_replicas: int = 3, restart_delay_s: float = 1.0, *, base_dir: Path) -> Iterator[LabState]:
     """The lab for the duration of a block; taken down afterwards only if we started it.
 
     A lab we start is marked with our identity (pid + start time), so that if we die
@@ -339,12 +338,12 @@ def running_lab(
                 marker.unlink()
 
 
-def _starter_file(base_dir: Path | None) -> Path:
+def _starter_file(base_dir: Path) -> Path:
     directory = lab_dir(base_dir)
     return directory.with_name(directory.name + ".started-by.json")
 
 
-def stop_orphaned_lab(base_dir: Path | None = None) -> str | None:
+def stop_orphaned_lab(base_dir: Path) -> str | None:
     """Stop the lab if a run started it and died without taking it down; say so.
 
     Returns None when there is nothing to do (no marker, or its run is still alive).

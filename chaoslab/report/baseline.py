@@ -2,8 +2,9 @@
 
 Where it lives: a JSON file the pipeline keeps (``--baseline FILE``, e.g. restored from a
 CI cache or artifact of the last release), or chaoslab's store,
-``chaoslab.paths.home()/gate/<suite>/baseline.json``. Only a gate that passes replaces it
-(written atomically), so the baseline is always "the last passing gate".
+``<chaoslab home>/gate/<suite>/baseline.json`` (``store_path``; ``chaoslab gate`` passes
+the home). Only a gate that passes replaces it (written atomically), so the baseline is
+always "the last passing gate".
 
 What is a regression (``Tolerance``, every field overridable in the suite's
 ``tolerance:`` mapping)::
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.errors import InvalidInput, Problem
-from chaoslab.paths import home
 
 SCHEMA = 1
 
@@ -169,10 +169,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def store_path(suite: str, base: Path | None = None) -> Path:
-    """The baseline file in chaoslab's store for ``suite`` (name made filesystem-safe)."""
+def store_path(suite: str, base: Path) -> Path:
+    """The baseline file for ``suite`` (name made filesystem-safe) in the store under
+    chaoslab's home ``base``."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", suite).strip("._") or "suite"
-    return (base or home()) / "gate" / safe / "baseline.json"
+    return base / "gate" / safe / "baseline.json"
 
 
 def load(path: Path) -> Snapshot | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from chaoslab.drivers.base import RevertRecord
 from chaoslab.masking import Masker
 from chaoslab.safety.ledger import Ledger
-from chaoslab.safety.locks import LockSet, Reclaimed, acquire, locks_dir
+from chaoslab.safety.locks import LockSet, Reclaimed, acquire
 
 IDENTITY_PREFIX = "identity:"
 
@@ -35,15 +35,15 @@ class ClaimingLedger(Ledger):
         self,
         run_id: str,
         *,
-        directory: Path | None = None,
-        locks_directory: Path | None = None,
+        directory: Path,
+        locks_directory: Path,
         lease_s: float | None = None,
         on_reclaimed: Callable[[Reclaimed], None] = lambda _r: None,
         masker: Masker | None = None,
     ) -> None:
         super().__init__(directory, masker=masker)
         self.run_id = run_id
-        self.locks_directory = locks_directory if locks_directory is not None else locks_dir()
+        self.locks_directory = locks_directory
         self.lease_s = lease_s
         self.on_reclaimed = on_reclaimed
         self._held: list[LockSet] = []

@@ -30,19 +30,23 @@ def register(main: click.Group) -> None:
         from chaoslab.drivers.registry import DriverRegistry
         from chaoslab.errors import LedgerError
         from chaoslab.masking import masked_output
+        from chaoslab.paths import StatePaths
         from chaoslab.safety.ledger import Ledger
         from chaoslab.safety.recover import recover as do_recover
 
+        state = StatePaths.from_environment()  # the one read of CHAOSLAB_HOME; passed down
         # Secrets put back into records to revert them are added to the output's masker.
-        ledger = Ledger(masker=masked_output())
+        ledger = Ledger(state.ledger, masker=masked_output())
         try:
-            report = do_recover(DriverRegistry(), only_dead_owners=not include_live, ledger=ledger)
+            report = do_recover(
+                DriverRegistry(), only_dead_owners=not include_live, ledger=ledger, home=state.home
+            )
         except LedgerError as exc:
             click.echo(f"recover: {exc}", err=True)
             sys.exit(ExitCode.ERROR)
         from chaoslab.lab.control import stop_orphaned_lab
 
-        if note := stop_orphaned_lab():  # a lab a dead run started is part of what it left
+        if note := stop_orphaned_lab(state.home):  # a lab a dead run started is part of what it left
             report = dataclasses.replace(report, notes=(*report.notes, note))
         if output == "json":
             click.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -70,14 +74,16 @@ def register(main: click.Group) -> None:
     def halt(release: bool, reason: str, grace: float, output: str) -> None:
         """The big red button: every run on this machine reverts now; new runs are blocked."""
         from chaoslab.drivers.registry import DriverRegistry
+        from chaoslab.paths import StatePaths
         from chaoslab.safety.halt import halt as do_halt
         from chaoslab.safety.halt import release as do_release
 
+        home = StatePaths.from_environment().home  # the one read of CHAOSLAB_HOME
         if release:
-            state = do_release()
+            state = do_release(home)
             click.echo("halt released" if state else "no halt was in force")
             return
-        report = do_halt(DriverRegistry(), reason=reason, grace_s=grace)
+        report = do_halt(DriverRegistry(), reason=reason, grace_s=grace, home=home)
         if output == "json":
             click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         else:

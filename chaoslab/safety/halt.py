@@ -1,6 +1,6 @@
 """``halt``: the big red button. Stop every run on this machine, revert, block new runs.
 
-Two files under ``chaoslab.paths.home()``:
+Two files under chaoslab's home (every function takes it: ``StatePaths.home``):
 
 - ``HALT``: while it exists no run may start (``check_not_halted``, ``register_run``).
   A halt file that cannot be read counts as a halt: the button fails safe.
@@ -126,15 +126,15 @@ class HaltReport(msgspec.Struct, frozen=True, kw_only=True):
         }
 
 
-def halt_path(home: Path | None = None) -> Path:
-    return (home or paths.home()) / HALT_FILE
+def halt_path(home: Path) -> Path:
+    return home / HALT_FILE
 
 
-def active_runs_dir(home: Path | None = None) -> Path:
-    return (home or paths.home()) / ACTIVE_RUNS_DIR
+def active_runs_dir(home: Path) -> Path:
+    return home / ACTIVE_RUNS_DIR
 
 
-def is_halted(home: Path | None = None) -> HaltState | None:
+def is_halted(home: Path) -> HaltState | None:
     """The halt in force, or None. An unreadable halt file is a halt (fail safe)."""
     path = halt_path(home)
     try:
@@ -151,7 +151,7 @@ def is_halted(home: Path | None = None) -> HaltState | None:
         return HaltState(path=path, reason=f"unreadable halt file ({exc})", since=since, by="unknown")
 
 
-def check_not_halted(home: Path | None = None) -> None:
+def check_not_halted(home: Path) -> None:
     """Raise ``Halted`` if a halt is in force."""
     state = is_halted(home)
     if state is not None:
@@ -159,7 +159,7 @@ def check_not_halted(home: Path | None = None) -> None:
 
 
 @contextmanager
-def register_run(run_id: str, *, home: Path | None = None) -> Iterator[RunRegistration]:
+def register_run(run_id: str, *, home: Path) -> Iterator[RunRegistration]:
     """Register this process as running ``run_id`` for the ``with`` body.
 
     Raises ``Halted`` (and leaves no registration) if a halt is in force. While
@@ -186,7 +186,7 @@ def register_run(run_id: str, *, home: Path | None = None) -> Iterator[RunRegist
             pass
 
 
-def active_runs(home: Path | None = None) -> list[RunRegistration]:
+def active_runs(home: Path) -> list[RunRegistration]:
     """Registered runs (live or stale); unreadable registrations are skipped."""
     directory = active_runs_dir(home)
     try:
@@ -213,7 +213,7 @@ def halt(
     *,
     reason: str = "",
     grace_s: float = 10.0,
-    home: Path | None = None,
+    home: Path,
     ledger: Ledger | None = None,
     by: str | None = None,
 ) -> HaltReport:
@@ -240,7 +240,7 @@ def halt(
     from chaoslab.safety.recover import recover  # only a halt needs it; runs import this module
 
     recovery = recover(
-        registry or DriverRegistry(), force_run_ids=pending, ledger=ledger, recover_run_id="halt"
+        registry or DriverRegistry(), force_run_ids=pending, ledger=ledger, recover_run_id="halt", home=home
     )
     return HaltReport(
         state=state,
@@ -253,7 +253,7 @@ def halt(
     )
 
 
-def release(home: Path | None = None) -> HaltState | None:
+def release(home: Path) -> HaltState | None:
     """Lift the halt; returns the halt that was in force, or None if there was none."""
     state = is_halted(home)
     path = halt_path(home)
@@ -267,7 +267,7 @@ def release(home: Path | None = None) -> HaltState | None:
     return state
 
 
-def _press(home: Path | None, reason: str, by: str | None = None) -> tuple[HaltState, bool]:
+def _press(home: Path, reason: str, by: str | None = None) -> tuple[HaltState, bool]:
     path = halt_path(home)
     existing = is_halted(home)
     if existing is not None:

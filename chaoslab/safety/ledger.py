@@ -8,7 +8,7 @@ Life of an entry (the engine drives it; see ``chaoslab.drivers.base``)::
     driver.revert(ctx, record); report = driver.check_clean(ctx, record)
     ledger.close_entry(record.fault_id, report)   # refused unless report.clean
 
-Layout under ``chaoslab.paths.ledger_dir()``::
+Layout under the ledger directory (``StatePaths.ledger``)::
 
     open/<fault_id>.json        one file per open entry
     closed/<fault_id>.json      closed entries with their outcome (audit trail)
@@ -50,7 +50,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from chaoslab import paths
 from chaoslab.drivers.base import RECORD_VERSION, CleanReport, RevertRecord
 from chaoslab.errors import LedgerError
 from chaoslab.masking import Masker, Unsealable, output_masker, unseal
@@ -137,7 +136,7 @@ class LedgerScan:
 
 
 class Ledger:
-    """The ledger in ``directory`` (default: ``chaoslab.paths.ledger_dir()``).
+    """The ledger in ``directory`` (``StatePaths.ledger``: ``chaoslab.paths.ledger_dir(home)``).
 
     Holds no state besides the directory: any number of instances, in any number of
     processes, may work on the same ledger.
@@ -149,8 +148,8 @@ class Ledger:
     secret that has no such reference is refused (``LedgerError``) before it is written.
     """
 
-    def __init__(self, directory: Path | None = None, *, masker: Masker | None = None) -> None:
-        self.directory = directory if directory is not None else paths.ledger_dir()
+    def __init__(self, directory: Path, *, masker: Masker | None = None) -> None:
+        self.directory = directory
         # Default: the masker of what this process prints (the CLI installs one), so a
         # secret put back into a record for a revert (halt, recover) is masked there too.
         self.masker = masker if masker is not None else (output_masker() or Masker())

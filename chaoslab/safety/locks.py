@@ -39,7 +39,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from chaoslab import paths
 from chaoslab.errors import LedgerError, LockHeld
 from chaoslab.safety.durable import flocked, fsync_dir, write_json_atomic
 from chaoslab.safety.owner import Life, Owner, iso
@@ -49,8 +48,9 @@ MUTEX = ".mutex"
 _MUTEX_TIMEOUT_S = 10.0
 
 
-def locks_dir(base: Path | None = None) -> Path:
-    return (base or paths.home()) / "locks"
+def locks_dir(base: Path) -> Path:
+    """The locks directory under chaoslab's home ``base`` (``StatePaths.locks``)."""
+    return base / "locks"
 
 
 def lock_path(directory: Path, target: str) -> Path:
@@ -187,7 +187,7 @@ def acquire(
     owner: str,
     lease_s: float | None = None,
     *,
-    directory: Path | None = None,
+    directory: Path,
 ) -> LockSet:
     """Lock every target for run ``owner`` (its run id), all or nothing.
 
@@ -199,7 +199,6 @@ def acquire(
     wanted = sorted({t.strip() for t in targets})
     if any(not t for t in wanted):
         raise ValueError("a lock target must be a non-empty string")
-    directory = directory if directory is not None else locks_dir()
     me = Owner.current(owner)
     token = uuid.uuid4().hex
     now = time.time()
@@ -249,9 +248,8 @@ def acquire(
     return LockSet(directory=directory, infos=tuple(infos), lease_s=lease_s, reclaimed=tuple(reclaimed))
 
 
-def holders(directory: Path | None = None) -> list[LockInfo | str]:
+def holders(directory: Path) -> list[LockInfo | str]:
     """Every lock file: a ``LockInfo``, or a message for a file that cannot be read."""
-    directory = directory if directory is not None else locks_dir()
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:

@@ -158,7 +158,7 @@ def recover(
     ledger: Ledger | None = None,
     lock_timeout_s: float = 60.0,
     recover_run_id: str = "recover",
-    home: Path | None = None,
+    home: Path,
 ) -> RecoverReport:
     """Revert, verify and close the open entries of dead runs; report each entry.
 
@@ -167,13 +167,13 @@ def recover(
     entries; ``force_run_ids`` reverts those runs' entries even though their owners are
     alive, and the other entries only if their owners are dead.
 
-    ``home``: chaoslab's home the entries' runs used (drivers' run state, the lab); the
-    session passes its own, None is the default home.
+    ``home``: chaoslab's home the entries' runs used (drivers' run state, the lab, and
+    the ledger when ``ledger`` is not given); the session passes its own.
 
     Raises ``LedgerError`` only if the ledger cannot be listed or another recover holds
     the lock past ``lock_timeout_s``; everything about single entries is in the report.
     """
-    ledger = ledger or Ledger()
+    ledger = ledger or Ledger(paths.ledger_dir(home))
     started = time.monotonic()
     me = Owner.current(recover_run_id)
     outcomes: list[EntryOutcome] = []
@@ -221,7 +221,7 @@ def _recover_entry(
     entry: LedgerEntry,
     only_dead_owners: bool,
     me: Owner,
-    home: Path | None = None,
+    home: Path,
 ) -> EntryOutcome:
     record = entry.record
     started = time.monotonic()
@@ -271,7 +271,7 @@ def _recover_entry(
     ctx = DriverContext(
         run_id=record.run_id or me.run_id,
         state_dir=paths.runs_dir(home) / (record.run_id or me.run_id),
-        lab_dir=paths.lab_dir(home) if home is not None else None,
+        lab_dir=paths.lab_dir(home),
     )
     result: RevertResult | None = None
     errors: list[str] = []

@@ -42,7 +42,7 @@ class CheckContext:
     slot: datetime
     now: datetime
     targets: tuple[str, ...] = ()
-    home: Path | None = None
+    home: Path  # chaoslab's home: its halt file, ledger and locks
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,19 +64,24 @@ def _history_names(names: tuple[str, ...], files: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _home() -> Path:
+    """chaoslab's home: the one read of ``CHAOSLAB_HOME`` for these commands."""
+    from chaoslab.paths import StatePaths
+
+    return StatePaths.from_environment().home
+
+
 def _store(url: str | None) -> Any:
-    from chaoslab.scheduler.store import StoreError, open_store
+    from chaoslab.scheduler.store import StoreError, default_url, open_store
 
     try:
-        return open_store(url or os.environ.get("CHAOSLAB_STORE") or None)
+        return open_store(url or os.environ.get("CHAOSLAB_STORE") or default_url(_home()))
     except StoreError as exc:
         _fail([str(exc)], ExitCode.ERROR)
 
 
 def _runs_root(value: str | None) -> Path:
-    from chaoslab import paths
-
-    return Path(value) if value else paths.home() / "scheduler" / "runs"
+    return Path(value) if value else _home() / "scheduler" / "runs"
 
 
 STORE_HELP = "sqlite:///path.db or postgresql://… [default: $CHAOSLAB_STORE or SQLite in CHAOSLAB_HOME]."
@@ -203,7 +208,9 @@ def register(main: click.Group) -> None:
             except ValueError:
                 _fail([f"--after: not an ISO 8601 date-time: {after!r} (e.g. 2026-03-28T00:00)"])
             start = start if start.tzinfo else start.replace(tzinfo=UTC)
-        sched = Scheduler(_scenarios(scenarios), open_store(":memory:"), SchedulerConfig(runs_root=Path(".")))
+        sched = Scheduler(
+            _scenarios(scenarios), open_store(":memory:"), SchedulerConfig(runs_root=Path("."), home=_home())
+        )
         try:
             items = sched.upcoming(start, count)
         finally:
@@ -295,6 +302,7 @@ def register(main: click.Group) -> None:
         loaded = _scenarios(scenarios)
         try:
             config = SchedulerConfig(
+                home=_home(),
                 runs_root=_runs_root(runs_dir),
                 max_parallel=max_parallel,
                 on_time_s=duration(on_time),
@@ -456,6 +464,7 @@ def register(main: click.Group) -> None:
                 out=sys.stdout,
                 confirm=confirm,
                 check_gates=not no_gates,
+                home=_home(),
             )
         finally:
             st.close()

@@ -133,6 +133,8 @@ class SchedulerConfig:
     ``on_time_s``: a slot found at most this late is on time (not a misfire).
     ``lease_s``: a scheduler on another host whose heartbeat is older is presumed dead.
     ``stop_grace_s``: after SIGTERM, how long a run gets to revert before SIGKILL.
+    ``home``: chaoslab's home (``StatePaths.home``), given by the CLI; the runs' children
+    get it as their ``CHAOSLAB_HOME``.
     """
 
     runs_root: Path
@@ -142,7 +144,7 @@ class SchedulerConfig:
     stop_grace_s: float = 60.0
     adopt_every_s: float = 2.0
     max_catchup: int = 10_000
-    home: Path | None = None
+    home: Path  # chaoslab's home: ledger, locks, halt for the checks and recover; the runs' too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -742,6 +744,7 @@ class Scheduler:
                 stop=stop,
                 on_child=on_child,
                 stop_grace_s=self.config.stop_grace_s,
+                home=self.config.home,
             )
             results.append(result)
             self.store.update(
@@ -938,7 +941,10 @@ class Scheduler:
         from chaoslab.safety.recover import recover
 
         report = recover(
-            DriverRegistry(), ledger=Ledger(paths.ledger_dir(self.config.home)), force_run_ids=run_ids
+            DriverRegistry(),
+            ledger=Ledger(paths.ledger_dir(self.config.home)),
+            force_run_ids=run_ids,
+            home=self.config.home,
         )
         for line in report.lines():
             log.info("recover: %s", line)

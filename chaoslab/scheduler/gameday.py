@@ -94,9 +94,10 @@ def run_gameday(
     confirm: bool = False,
     ask: Callable[[str], str] | None = None,
     check_gates: bool = True,
-    home: Path | None = None,
+    home: Path,
 ) -> GamedayResult:
-    """Run ``scenario``'s steps now, in order, facilitated. See the module docstring."""
+    """Run ``scenario``'s steps now, in order, facilitated. See the module docstring.
+    ``home``: chaoslab's home (checks, and the steps' runs)."""
     if scenario.monkey is not None:
         raise ValueError(f"{scenario.name} is a monkey scenario; game days run step scenarios")
     started = datetime.now(UTC).replace(microsecond=0)
@@ -165,7 +166,7 @@ def run_gameday(
                         skipped.append(st.name)
                         say("skipped by the facilitator")
                         continue
-                step_result = run_step(st, step_dir(root, i, st), stop=stop, stream_stderr=True)
+                step_result = run_step(st, step_dir(root, i, st), stop=stop, stream_stderr=True, home=home)
                 results.append(step_result)
                 say(
                     f"→ {step_result.verdict} (exit {step_result.exit_code})"

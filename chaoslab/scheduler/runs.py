@@ -28,6 +28,7 @@ from typing import Any
 from chaoslab.engine.child import StopFlag, chaoslab_command, run_child, verdict_of_exit
 from chaoslab.masking import Masker
 from chaoslab.verdict import Verdict, worst
+from chaoslab.paths import child_env
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"
@@ -126,9 +127,11 @@ def run_step(
     on_child: Callable[[int], None] = lambda pid: None,
     stop_grace_s: float = 60.0,
     stream_stderr: bool = False,
+    home: Path,
 ) -> StepResult:
     """Run one step to its end (``chaoslab.engine.child.run_child``). ``stop`` set → SIGTERM
-    to the run (it reverts), then SIGKILL after ``stop_grace_s``; the same on the step's timeout."""
+    to the run (it reverts), then SIGKILL after ``stop_grace_s``; the same on the step's
+    timeout. The run uses chaoslab's home ``home`` (its ``CHAOSLAB_HOME``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(run_dir / RESULT_FILE, "wb") as out, open(run_dir / LOG_FILE, "wb") as err:
@@ -140,6 +143,7 @@ def run_step(
             timeout_s=step.timeout_s,
             grace_s=stop_grace_s,
             on_child=on_child,
+            env=child_env(home),
         )
     result = read_result(step, run_dir, ended.returncode)
     assert result is not None  # a return code always yields a result

@@ -40,7 +40,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from chaoslab import paths
 from chaoslab.errors import ChaoslabError
 
 SCHEMA = (
@@ -438,8 +437,9 @@ def _record(row: tuple[Any, ...]) -> SlotRecord:
     return SlotRecord(**dict(zip(COLUMNS, row, strict=True)))
 
 
-def default_url(home: Path | None = None) -> str:
-    return f"sqlite:///{(home or paths.home()) / 'scheduler.db'}"
+def default_url(home: Path) -> str:
+    """The default store: SQLite in chaoslab's home ``home``."""
+    return f"sqlite:///{home / 'scheduler.db'}"
 
 
 def redact(url: str) -> str:
@@ -452,13 +452,12 @@ def redact(url: str) -> str:
     return url
 
 
-def open_store(url: str | None = None) -> SQLStore:
+def open_store(url: str) -> SQLStore:
     """Open (and create the tables of) the store at ``url``.
 
-    ``sqlite:///abs/path.db``, a bare file path, or ``postgresql://user:pw@host:port/db``.
-    Default: SQLite in chaoslab's home directory.
+    ``sqlite:///abs/path.db``, a bare file path, or ``postgresql://user:pw@host:port/db``
+    (``default_url(home)``: SQLite in chaoslab's home).
     """
-    url = url or default_url()
     if url.startswith(("postgresql://", "postgres://")):
         return _open_postgres(url)
     raw = url[len("sqlite:///") - 1 :] if url.startswith("sqlite:///") else url

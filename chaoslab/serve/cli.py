@@ -140,11 +140,11 @@ def register(main: click.Group) -> None:
                 err=True,
             )
             sys.exit(ExitCode.ERROR)
-        from chaoslab import paths
+        from chaoslab.paths import StatePaths
         from chaoslab.serve.auth import Auth
         from chaoslab.serve.views import Sources
 
-        home = paths.home()
+        home = StatePaths.from_environment().home  # the one read of CHAOSLAB_HOME; passed down
         loopback = is_loopback(host)
         token, generated = _token(token_file, loopback)
         chosen = scenarios or tuple(

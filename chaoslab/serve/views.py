@@ -283,7 +283,7 @@ def calendar(sources: Sources, count: int = 5) -> dict[str, Any]:
                 "misfire": sc.misfire.policy,
             }
         )
-    sched = Scheduler(loaded, open_store(":memory:"), SchedulerConfig(runs_root=Path(".")))
+    sched = Scheduler(loaded, open_store(":memory:"), SchedulerConfig(runs_root=Path("."), home=sources.home))
     try:
         for u in sched.upcoming(datetime.now(UTC), count):
             out["upcoming"].append(

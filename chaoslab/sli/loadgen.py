@@ -69,7 +69,7 @@ def is_error(code: int) -> bool:
     return code < 0 or code >= 500
 
 
-def resolve_url(spec: LoadSpec, base_dir: Path | None = None) -> str:
+def resolve_url(spec: LoadSpec, base_dir: Path) -> str:
     """``lab:lb`` → ``http://127.0.0.1:<port><path>`` through the lab's state file."""
     if spec.target.startswith("lab:"):
         from chaoslab.drivers.targets import LabState
@@ -559,9 +559,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-def load_from_spec(
-    spec: LoadSpec, *, series_path: Path | None = None, base_dir: Path | None = None
-) -> LoadGenerator:
+def load_from_spec(spec: LoadSpec, *, series_path: Path | None = None, base_dir: Path) -> LoadGenerator:
     return LoadGenerator(
         url=resolve_url(spec, base_dir),
         rate=spec.rate,

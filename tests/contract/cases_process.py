@@ -12,12 +12,13 @@ from chaoslab import paths
 from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import lab_replica, sleepers, unique_marker
+from tests.statepaths import env_state
 
 
 @contextlib.contextmanager
 def _lab_target(tmp_path: Path) -> Iterator[Target]:
     # The driver resolves lab:NAME through chaoslab.paths.lab_dir() (CHAOSLAB_HOME).
-    with lab_replica(paths.lab_dir()) as replica:
+    with lab_replica(paths.lab_dir(env_state().home)) as replica:
         yield Target(selector=f"lab:{replica.name}", handle=replica)
 
 

@@ -30,6 +30,7 @@ from chaoslab.drivers.registry import DriverRegistry
 from tests.conftest import require
 from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import adopting_orphans, stop, wait_for
+from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -64,7 +65,7 @@ def case(request: pytest.FixtureRequest) -> FaultCase:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="contract", state_dir=tmp_path / "state")
+    return DriverContext(run_id="contract", state_dir=tmp_path / "state", lab_dir=env_state().lab)
 
 
 def _driver(case: FaultCase) -> Driver:

@@ -12,6 +12,7 @@ from pathlib import Path
 from chaoslab.safety.ledger import Ledger
 from tests.conftest import require, run_cli, wait_for_event
 from tests.contract.targets import adopting_orphans
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,7 @@ def test_relative_disk_path_then_sigkill_then_recover_from_elsewhere(tmp_path: P
         finally:
             run.kill()
             run.communicate(timeout=30)
-        (entry,) = Ledger().open_entries()
+        (entry,) = Ledger(env_state().ledger).open_entries()
         assert entry.record.data["path"] == str((here / "fill").resolve())
         fills = list((here / "fill").iterdir())
         assert len(fills) == 1 and fills[0].name.startswith("chaoslab-fill-")
@@ -53,7 +54,7 @@ def test_relative_disk_path_then_sigkill_then_recover_from_elsewhere(tmp_path: P
         report = json.loads(recovered.stdout)
         assert [o["status"] for o in report["outcomes"]] == ["closed"]
         assert list((here / "fill").iterdir()) == [], "recover removed the fill it said it removed"
-        assert Ledger().open_entries() == []
+        assert Ledger(env_state().ledger).open_entries() == []
 
 
 def test_a_docker_probe_that_cannot_reach_dockerd_is_an_infrastructure_error(tmp_path: Path) -> None:
@@ -90,12 +91,12 @@ def test_recover_stops_the_lab_a_sigkilled_run_started(tmp_path: Path) -> None:
         finally:
             run.kill()
             run.communicate(timeout=30)
-        assert status().get("running"), "the dead run's lab is still up"
+        assert status(env_state().home).get("running"), "the dead run's lab is still up"
         recovered = run_cli("recover", "--output", "json", cwd=tmp_path)
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
         notes = json.loads(recovered.stdout)["notes"]
         assert any("stopped the lab" in n for n in notes), notes
-        assert not status().get("running")
+        assert not status(env_state().home).get("running")
 
 
 def test_a_fault_that_never_reached_its_host_closes_as_not_applied(tmp_path: Path) -> None:
@@ -121,6 +122,6 @@ def test_a_fault_that_never_reached_its_host_closes_as_not_applied(tmp_path: Pat
     done = run_cli("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=tmp_path)
     assert "Traceback" not in done.stdout + done.stderr
     assert done.returncode == 5, done.stdout + done.stderr  # infrastructure, never 6 NOT-CLEAN
-    assert Ledger().open_entries() == []  # nothing for recover to chase
+    assert Ledger(env_state().ledger).open_entries() == []  # nothing for recover to chase
     kinds = [json.loads(x)["kind"] for x in (tmp_path / "r" / "events.ndjson").read_text().splitlines()]
     assert "fault-not-applied" in kinds and "fault-injected" not in kinds

@@ -25,6 +25,7 @@ from chaoslab.safety.claims import ClaimingLedger
 from chaoslab.safety.locks import acquire, locks_dir
 from chaoslab.safety.owner import Owner
 from tests.conftest import run_cli, wait_for_event
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,8 +121,8 @@ def _record(run_id: str, keys: tuple[str, ...], target: str) -> RevertRecord:
 
 
 def test_one_key_two_texts_collide_and_a_run_may_stack_its_own(tmp_path: Path) -> None:
-    a = ClaimingLedger("run-a", lease_s=None)
-    b = ClaimingLedger("run-b", lease_s=None)
+    a = ClaimingLedger("run-a", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks)
+    b = ClaimingLedger("run-b", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks)
     with a, b:
         a.claim(_record("run-a", ("docker:abc",), "name:web"))
         a.claim(_record("run-a", ("docker:abc",), "label:app=web"))  # the same run: fine
@@ -132,9 +133,13 @@ def test_one_key_two_texts_collide_and_a_run_may_stack_its_own(tmp_path: Path) -
 
 
 def test_an_open_entry_of_a_dead_run_blocks_the_same_key_however_named(tmp_path: Path) -> None:
-    dead = ClaimingLedger("run-dead", lease_s=None)
+    dead = ClaimingLedger(
+        "run-dead", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks
+    )
     dead.open_entry(_record("run-dead", ("host:h:cpu",), "host"), owner=Owner.current("run-dead"))
-    with ClaimingLedger("run-new", lease_s=None) as new:
+    with ClaimingLedger(
+        "run-new", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks
+    ) as new:
         with pytest.raises(Exception, match="host:h:cpu") as info:
             new.claim(_record("run-new", ("host:h:cpu",), "something else"))
         assert "chaoslab recover" in str(info.value)
@@ -147,14 +152,15 @@ def test_a_reclaimed_stale_lock_is_an_event(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from chaoslab.safety.locks import acquire; acquire(['identity:docker:zzz'], 'run-gone')",
+            "from chaoslab.paths import StatePaths; from chaoslab.safety.locks import acquire; "
+            "acquire(['identity:docker:zzz'], 'run-gone', directory=StatePaths.from_environment().locks)",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=True,
         timeout=60,
     )
-    assert child.returncode == 0 and any(locks_dir().glob("*.lock"))
+    assert child.returncode == 0 and any(locks_dir(env_state().home).glob("*.lock"))
     seen: list[ev.LockReclaimed] = []
     bus = ev.EventBus()
     bus.subscribe(lambda e: seen.append(e) if isinstance(e, ev.LockReclaimed) else None)
@@ -164,11 +170,15 @@ def test_a_reclaimed_stale_lock_is_an_event(tmp_path: Path) -> None:
         on_reclaimed=lambda r: bus.emit(
             ev.LockReclaimed(run_id="run-next", key=r.target, former_holder=r.former_holder, reason=r.reason)
         ),
+        directory=env_state().ledger,
+        locks_directory=env_state().locks,
     ) as ledger:
         ledger.claim(_record("run-next", ("docker:zzz",), "id:zzz"))
     assert [e.key for e in seen] == ["docker:zzz"]
     assert "run-gone" in seen[0].former_holder
-    acquire(["identity:docker:zzz"], "after").release()  # released at the end of the run
+    acquire(
+        ["identity:docker:zzz"], "after", directory=env_state().locks
+    ).release()  # released at the end of the run
 
 
 def test_one_ssh_host_named_by_name_and_by_tag_is_one_key(tmp_path: Path) -> None:
@@ -185,7 +195,7 @@ def test_one_ssh_host_named_by_name_and_by_tag_is_one_key(tmp_path: Path) -> Non
     driver = SSHDriver()
     op = driver.operation("stress_cpu")
     assert op is not None
-    ctx = DriverContext(run_id="r", state_dir=tmp_path)
+    ctx = DriverContext(run_id="r", state_dir=tmp_path, lab_dir=env_state().lab)
     by_name = driver.prepare(ctx, op, {"inventory": str(inv), "workers": 1}, "ssh:h0", 10)
     by_tag = driver.prepare(ctx, op, {"inventory": str(inv), "workers": 1}, "ssh:tag=eu", 10)
     assert driver.identities(by_name) == driver.identities(by_tag) == ("ssh:127.0.0.1:2222:cpu",)

@@ -19,6 +19,7 @@ import pytest
 from chaoslab.drivers.lease import LAPSE_S, POLL_S
 from chaoslab.safety.ledger import Ledger
 from tests.conftest import run_cli
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,10 +100,10 @@ def test_a_sigkilled_runner_s_fault_ends_within_seconds_not_its_duration(
     assert ended is not None, "the lease did not end the fault"
     # LAPSE_S after the last heartbeat (at most HEARTBEAT_S before the kill), then a poll.
     assert ended <= LAPSE_S + POLL_S + 2.0, ended
-    (entry,) = Ledger().open_entries()  # the entry stays for recover to verify and close
+    (entry,) = Ledger(env_state().ledger).open_entries()  # the entry stays for recover to verify and close
     recovered = run_cli("recover", "--output", "json", cwd=tmp_path)
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    assert Ledger().entry(entry.fault_id) is None
+    assert Ledger(env_state().ledger).entry(entry.fault_id) is None
 
 
 def test_a_fault_without_duration_lasts_as_long_as_its_method(tmp_path: Path, sleeper: int) -> None:

@@ -14,6 +14,7 @@ import pytest
 from chaoslab.lab import control
 from tests.conftest import require, run_cli
 from tests.integration import promfixture
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 SLO_FILE = ROOT / "experiments" / "slos" / "lab-availability.yaml"
@@ -22,7 +23,7 @@ SLO_FILE = ROOT / "experiments" / "slos" / "lab-availability.yaml"
 @pytest.fixture
 def lab_with_prometheus(chaoslab_home: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     require(promfixture.available(), "prometheus and promtool (Debian package prometheus)")
-    state = control.up(3, 1.0)
+    state = control.up(3, 1.0, env_state().home)
     try:
         ports = [c.port for c in state.components.values() if c.kind == "replica"]
         with promfixture.running_prometheus([f"127.0.0.1:{p}" for p in ports], tmp_path / "prom") as url:
@@ -35,7 +36,7 @@ def lab_with_prometheus(chaoslab_home: Path, tmp_path: Path) -> Iterator[tuple[s
             wait_for_count(url, 'min(count_over_time(lab_requests_total{path="/"}[10s]))', 2)
             yield url, lb
     finally:
-        control.down()
+        control.down(env_state().home)
 
 
 def send(lb: str, path: str, n: int) -> None:

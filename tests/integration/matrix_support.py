@@ -54,6 +54,7 @@ from tests.contract import (
 )
 from tests.contract.cases import FaultCase, Target
 from tests.contract.targets import wait_for
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOSLAB = (sys.executable, "-m", "chaoslab.cli")
@@ -556,7 +557,7 @@ def recover_cli(timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
 
 def ledger_state(fault_id: str) -> str:
     """``open``, ``closed`` or ``absent``: where the ledger has this fault's entry."""
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     if ledger.entry(fault_id) is not None:
         return "open"
     if (ledger.closed_dir / f"{fault_id}.json").exists():
@@ -565,7 +566,7 @@ def ledger_state(fault_id: str) -> str:
 
 
 def ledger_record(fault_id: str) -> RevertRecord:
-    entry = Ledger().entry(fault_id)
+    entry = Ledger(env_state().ledger).entry(fault_id)
     assert entry is not None, f"no open ledger entry for {fault_id}"
     return entry.record
 

@@ -34,6 +34,7 @@ from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
 from tests.conftest import poll, require
 from tests.integration.dockerlab import DockerLab, docker_lab
+from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
@@ -69,7 +70,7 @@ def driver() -> Driver:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="docker-test", state_dir=tmp_path / "state", seed=7)
+    return DriverContext(run_id="docker-test", state_dir=tmp_path / "state", seed=7, lab_dir=env_state().lab)
 
 
 def inject(
@@ -608,7 +609,14 @@ def test_one_container_named_by_name_and_by_label_is_one_lock(
     by_name = driver.prepare(ctx, op, {}, f"name:{c.name}", 10)
     by_label = driver.prepare(ctx, op, {}, "label:h13.role=only-me", 10)
     assert driver.identities(by_name) == driver.identities(by_label) == (f"docker:{c.id}",)
-    with ClaimingLedger("run-a", lease_s=None) as a, ClaimingLedger("run-b", lease_s=None) as b:
+    with (
+        ClaimingLedger(
+            "run-a", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks
+        ) as a,
+        ClaimingLedger(
+            "run-b", lease_s=None, directory=env_state().ledger, locks_directory=env_state().locks
+        ) as b,
+    ):
         a.claim(msgspec.structs.replace(by_name, run_id="run-a", keys=driver.identities(by_name)))
         with pytest.raises(LockHeld, match=c.id):
             b.claim(msgspec.structs.replace(by_label, run_id="run-b", keys=driver.identities(by_label)))

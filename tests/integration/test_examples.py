@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import require
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "experiments"
@@ -151,7 +152,7 @@ def test_docker_name_globs_and_max_on_a_real_engine(docker_session: Any, tmp_pat
         assert resolved is not None, problems
         driver = registry.get(resolved.driver)
         op = driver.operation(resolved.driver_operation)
-        ctx = DriverContext(run_id="glob", state_dir=tmp_path / "state", seed=3)
+        ctx = DriverContext(run_id="glob", state_dir=tmp_path / "state", seed=3, lab_dir=env_state().lab)
         return driver.prepare(ctx, op, with_defaults(op, resolved.args), resolved.target, 10)
 
     prefix = f"chaoslab-glob-{docker_session.session}"

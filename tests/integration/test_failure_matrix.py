@@ -58,6 +58,7 @@ from tests.integration.matrix_support import (
     recover_cli,
     start_run,
 )
+from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -92,7 +93,7 @@ def test_cell(case: OpCase, scenario: str, tmp_path: Path, request: pytest.Fixtu
     require(ok, f"{case.id}: {reason}")
     (tmp_path / "target").mkdir()
     driver = DriverRegistry().get(case.driver)
-    ctx = DriverContext(run_id="matrix-check", state_dir=tmp_path / "check")
+    ctx = DriverContext(run_id="matrix-check", state_dir=tmp_path / "check", lab_dir=env_state().lab)
     with contextlib.ExitStack() as stack:
         target = stack.enter_context(_target(case, tmp_path, request))
         flip = stack.enter_context(flip_server()) if scenario == "guard-abort" else None
@@ -358,7 +359,7 @@ def test_ctrl_c_hammered_until_exit(tmp_path: Path) -> None:
     """A user pressing Ctrl-C again and again: every fault reverted, journal written, exit 130."""
     case, make_target = _sleeper_cell(tmp_path)
     driver = DriverRegistry().get(case.driver)
-    ctx = DriverContext(run_id="matrix-check", state_dir=tmp_path / "check")
+    ctx = DriverContext(run_id="matrix-check", state_dir=tmp_path / "check", lab_dir=env_state().lab)
     (tmp_path / "target").mkdir()
     with make_target as target:
         run = start_run(experiment(case, target, "sigint", tmp_path / "cell" / "gate"), tmp_path / "cell")
@@ -390,7 +391,7 @@ def test_sigint_while_a_timed_fault_is_reverted(tmp_path: Path) -> None:
     from tests.contract.targets import lab_replica
 
     # The supervisor restarts the component 2 s after the kill: the revert waits that long.
-    with lab_replica(paths.lab_dir(), restart_delay_s=2.0) as replica:
+    with lab_replica(paths.lab_dir(env_state().home), restart_delay_s=2.0) as replica:
         doc = {
             "title": "SIGINT during a revert",
             "description": "a timed kill whose revert waits for the heal",

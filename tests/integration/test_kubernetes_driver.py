@@ -26,6 +26,7 @@ from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
 from tests.conftest import poll, require
+from tests.statepaths import env_state
 
 HAVE = all(importlib.util.find_spec(m) is not None for m in ("kmock", "kubernetes"))
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +54,7 @@ def driver() -> KubernetesDriver:
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[DriverContext]:
     state = tmp_path / "state"
-    yield DriverContext(run_id="run-k8s", state_dir=state, seed=7)
+    yield DriverContext(run_id="run-k8s", state_dir=state, seed=7, lab_dir=env_state().lab)
     # A test that failed before its revert must not leave a lease watchdog behind.
     for proc in watchdog_processes():
         argv = proc.cmdline()
@@ -94,7 +95,8 @@ def _revert_in_new_process(record: RevertRecord, tmp_path: Path) -> dict[str, An
         from chaoslab.drivers.base import DriverContext, RevertRecord
         from chaoslab.drivers.kubernetes import KubernetesDriver
         record = RevertRecord.from_dict(json.loads(Path(sys.argv[1]).read_text()))
-        ctx = DriverContext(run_id="recover", state_dir=Path(sys.argv[2]))
+        from chaoslab.paths import StatePaths
+        ctx = DriverContext(run_id="recover", state_dir=Path(sys.argv[2]), lab_dir=StatePaths.from_environment().lab)
         d = KubernetesDriver()
         result = d.revert(ctx, record)
         clean = d.check_clean(ctx, record)

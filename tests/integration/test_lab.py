@@ -162,7 +162,7 @@ def test_down_leaves_nothing_even_after_the_supervisor_was_killed(tmp_path: Path
 
 
 def test_running_lab_context(tmp_path: Path) -> None:
-    with control.running_lab(1, 0.5, tmp_path) as state:
+    with control.running_lab(1, 0.5, base_dir=tmp_path) as state:
         port = state.component("lb").port
         assert port is not None and get(port, "/")[0] == 200
         pids = lab_pids(state.raw)

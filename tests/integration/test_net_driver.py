@@ -16,6 +16,7 @@ from chaoslab.errors import InvalidInput, TargetNotFound, UnsafeTarget, Unsuppor
 from chaoslab.lab.state import write_state
 from tests.conftest import require
 from tests.contract.targets import NetnsServer, adopting_orphans, netns_available, netns_server
+from tests.statepaths import env_state
 
 pytestmark = pytest.mark.root
 DRIVER = NetDriver()
@@ -29,7 +30,7 @@ def _reap() -> Iterator[None]:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="t", state_dir=tmp_path / "state")
+    return DriverContext(run_id="t", state_dir=tmp_path / "state", lab_dir=env_state().lab)
 
 
 @pytest.fixture
@@ -103,7 +104,8 @@ def test_bad_leases_are_refused(ctx: DriverContext, lease: float) -> None:
 
 def test_lab_target_drops_the_components_port(ctx: DriverContext) -> None:
     write_state(
-        paths.lab_dir(), {"components": {"replica-2": {"kind": "replica", "pid": None, "port": 40123}}}
+        paths.lab_dir(env_state().home),
+        {"components": {"replica-2": {"kind": "replica", "pid": None, "port": 40123}}},
     )
     record = DRIVER.prepare(ctx, _op("drop"), {}, "lab:replica-2", 5)  # prepare only: host untouched
     specs = [r["spec"] for r in record.data["rules"]]

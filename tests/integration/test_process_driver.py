@@ -22,6 +22,7 @@ from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import InvalidInput, TargetNotFound, UnsafeTarget
 from chaoslab.lab.state import write_state
 from tests.contract.targets import adopting_orphans, lab_replica, sleepers, stop, unique_marker, wait_for
+from tests.statepaths import env_state
 
 DRIVER = ProcessDriver()
 
@@ -34,7 +35,7 @@ def _reap() -> Iterator[None]:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="t", state_dir=tmp_path / "state")
+    return DriverContext(run_id="t", state_dir=tmp_path / "state", lab_dir=env_state().lab)
 
 
 def _op(name: str) -> Operation:
@@ -156,7 +157,7 @@ def test_selection_count_percent_all_with_recorded_seed(ctx: DriverContext) -> N
             picked({"count": 1, "max": 3})  # the selector matches 4: refused
         rec = DRIVER.prepare(ctx, _op("suspend"), {"count": 2, "seed": 42}, target, 5)
         assert rec.data["pick"]["seed"] == 42 and rec.data["pick"]["candidates"] == 4
-        run_seeded = DriverContext(run_id="t", state_dir=ctx.state_dir, seed=99)
+        run_seeded = DriverContext(run_id="t", state_dir=ctx.state_dir, seed=99, lab_dir=env_state().lab)
         rec = DRIVER.prepare(run_seeded, _op("suspend"), {"count": 2}, target, 5)
         assert rec.data["pick"]["seed"] == 99
         assert all("create_time" in p for p in rec.data["procs"])
@@ -233,7 +234,10 @@ def test_suspend_by_pidfile_name_and_hand_written_lab_state(ctx: DriverContext, 
     try:
         pidfile = tmp_path / "x.pid"
         pidfile.write_text(f"{proc.pid}\n")
-        write_state(paths.lab_dir(), {"components": {"replica-9": {"kind": "replica", "pid": proc.pid}}})
+        write_state(
+            paths.lab_dir(env_state().home),
+            {"components": {"replica-9": {"kind": "replica", "pid": proc.pid}}},
+        )
         for target in (f"pidfile:{pidfile}", f"name:{exe.name}", "lab:replica-9"):
             record = _suspend(ctx, target)
             try:
@@ -254,7 +258,7 @@ def test_suspend_by_pidfile_name_and_hand_written_lab_state(ctx: DriverContext, 
 def test_kill_lab_replica_waits_for_the_supervisor_and_reports_time_to_recover(
     ctx: DriverContext,
 ) -> None:
-    with lab_replica(paths.lab_dir(), restart_delay_s=1.0) as replica:
+    with lab_replica(paths.lab_dir(env_state().home), restart_delay_s=1.0) as replica:
         old = replica.pid()
         record = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("kill"), {}, f"lab:{replica.name}", None))
         assert record.lease_expires_at is None and record.data["signal"] == "SIGKILL"
@@ -270,7 +274,7 @@ def test_kill_lab_replica_waits_for_the_supervisor_and_reports_time_to_recover(
 
 
 def test_kill_by_pattern_heals_when_the_pattern_matches_again(ctx: DriverContext) -> None:
-    with lab_replica(paths.lab_dir(), restart_delay_s=0.5) as replica:
+    with lab_replica(paths.lab_dir(env_state().home), restart_delay_s=0.5) as replica:
         target = f"pattern:{replica.marker}"
         record = DRIVER.inject(ctx, DRIVER.prepare(ctx, _op("kill"), {"signal": 15}, target, None))
         assert record.data["signal"] == "SIGTERM" and record.data["before_count"] == 1

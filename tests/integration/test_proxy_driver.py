@@ -23,11 +23,12 @@ from chaoslab.errors import DriverError, TargetNotFound
 from chaoslab.lab.state import write_state
 from chaoslab.paths import lab_dir
 from tests.integration.proxykit import ProxyRef, connect, median_rtt, wait_until
+from tests.statepaths import env_state
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="test-run", state_dir=tmp_path)
+    return DriverContext(run_id="test-run", state_dir=tmp_path, lab_dir=env_state().lab)
 
 
 def inject(ctx: DriverContext, op: str, args: dict[str, Any], target: str, lease: float = 30):
@@ -108,7 +109,8 @@ def test_revert_from_a_new_process_with_only_the_record(ctx: DriverContext, prox
         "from chaoslab.drivers.base import DriverContext, RevertRecord\n"
         "from chaoslab.drivers.proxy.driver import ProxyDriver\n"
         "r = RevertRecord.from_dict(json.loads(sys.argv[1]))\n"
-        "c = DriverContext(run_id='other', state_dir=pathlib.Path('.'))\n"
+        "from chaoslab.paths import StatePaths\n"
+        "c = DriverContext(run_id='other', state_dir=pathlib.Path('.'), lab_dir=StatePaths.from_environment().lab)\n"
         "print(ProxyDriver().revert(c, r).reverted, ProxyDriver().check_clean(c, r).clean)\n"
     )
     out = subprocess.run(
@@ -126,7 +128,9 @@ def test_sigkilled_runner_fault_ends_with_the_lease(ctx: DriverContext, proxy: P
         "import json, sys, time, pathlib\n"
         "from chaoslab.drivers.base import DriverContext\n"
         "from chaoslab.drivers.proxy.driver import ProxyDriver\n"
-        "d = ProxyDriver(); c = DriverContext(run_id='doomed', state_dir=pathlib.Path('.'))\n"
+        "from chaoslab.paths import StatePaths\n"
+        "lab = StatePaths.from_environment().lab\n"
+        "d = ProxyDriver(); c = DriverContext(run_id='doomed', state_dir=pathlib.Path('.'), lab_dir=lab)\n"
         f"op = d.operation({op!r})\n"
         f"r = d.inject(c, d.prepare(c, op, {args!r}, sys.argv[1], 1.0))\n"
         "print(r.to_json(), flush=True)\n"
@@ -151,7 +155,7 @@ def test_sigkilled_runner_fault_ends_with_the_lease(ctx: DriverContext, proxy: P
 def test_lab_target_resolves_through_the_lab_state(ctx: DriverContext, proxy: ProxyRef) -> None:
     api_port = int(proxy.api.rsplit(":", 1)[1])
     write_state(
-        lab_dir(),
+        lab_dir(env_state().home),
         {
             "proxy": {"pid": 1, "api_port": api_port},
             "components": {

@@ -29,6 +29,7 @@ from chaoslab.drivers.proxy.http_driver import HttpDriver
 from chaoslab.errors import InvalidInput
 from tests.conftest import require
 from tests.integration.proxykit import ProxyRef, wait_until
+from tests.statepaths import env_state
 
 Z_999 = 3.2905  # two-sided 99.9 % normal quantile: a correct proxy fails 1 run in 1000
 
@@ -344,7 +345,7 @@ def test_toxiproxy_python_lists_http_mode_proxies_and_http_toxics(web: ProxyRef)
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="t", state_dir=tmp_path)
+    return DriverContext(run_id="t", state_dir=tmp_path, lab_dir=env_state().lab)
 
 
 def test_driver_abort_reverts_and_checks_clean(ctx: DriverContext, web: ProxyRef) -> None:
@@ -396,7 +397,9 @@ def test_sigkilled_runner_http_fault_ends_with_the_lease(
         "import json, sys, time, pathlib\n"
         "from chaoslab.drivers.base import DriverContext\n"
         "from chaoslab.drivers.proxy.http_driver import HttpDriver\n"
-        "d = HttpDriver(); c = DriverContext(run_id='doomed', state_dir=pathlib.Path('.'))\n"
+        "from chaoslab.paths import StatePaths\n"
+        "lab = StatePaths.from_environment().lab\n"
+        "d = HttpDriver(); c = DriverContext(run_id='doomed', state_dir=pathlib.Path('.'), lab_dir=lab)\n"
         f"op = d.operation({op!r})\n"
         f"r = d.inject(c, d.prepare(c, op, {args!r}, sys.argv[1], 1.0))\n"
         "print(r.to_json(), flush=True)\n"

@@ -22,7 +22,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from chaoslab import paths
 from chaoslab.drivers.base import (
     CleanReport,
     Driver,
@@ -41,6 +40,7 @@ from chaoslab.safety.ledger import LEDGER_VERSION, Ledger
 from chaoslab.safety.owner import Owner
 from chaoslab.safety.recover import EntryStatus, recover
 from tests.conftest import require, wait_until
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,13 +120,15 @@ RUNNER = textwrap.dedent(
     from chaoslab.drivers.base import DriverContext
     from chaoslab.safety.halt import register_run
     from chaoslab.safety.ledger import Ledger
+    from chaoslab.paths import StatePaths
+    state = StatePaths.from_environment()  # the test's CHAOSLAB_HOME, as the CLI reads it
     run_id, mode, markers = sys.argv[2], sys.argv[3], sys.argv[4:]
     got = []
     signal.signal(signal.SIGUSR1, lambda *_: got.append(time.monotonic()))  # before register
-    driver, ledger = mod.MarkerDriver(), Ledger()
-    ctx = DriverContext(run_id=run_id, state_dir=Path("."))
+    driver, ledger = mod.MarkerDriver(), Ledger(state.ledger)
+    ctx = DriverContext(run_id=run_id, state_dir=Path("."), lab_dir=state.lab)
     op = driver.operation("touch")
-    with register_run(run_id):
+    with register_run(run_id, home=state.home):
         records = []
         for m in markers:
             rec = driver.prepare(ctx, op, {"path": m}, None, None)
@@ -195,9 +197,9 @@ def dead_owner(run_id: str) -> Owner:
 def open_dead_entry(path: Path, run_id: str = "dead-run", **args: Any) -> RevertRecord:
     """A ledger entry for a marker that exists, left by a runner that is gone."""
     driver = MarkerDriver()
-    ctx = DriverContext(run_id=run_id, state_dir=Path("."))
+    ctx = DriverContext(run_id=run_id, state_dir=Path("."), lab_dir=env_state().lab)
     rec = driver.prepare(ctx, driver.operations()[0], {"path": str(path), **args}, None, None)
-    Ledger().open_entry(rec, owner=dead_owner(run_id))
+    Ledger(env_state().ledger).open_entry(rec, owner=dead_owner(run_id))
     return driver.inject(ctx, rec)
 
 
@@ -209,13 +211,13 @@ def test_recover_reverts_verifies_and_closes_what_a_sigkilled_runner_left(
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait(timeout=10)
     assert all(m.exists() for m in markers)
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     assert sorted(e.fault_id for e in ledger.open_entries()) == sorted(fault_ids)
     # The run gate refuses these targets until recover ran.
     with pytest.raises(LedgerError, match="chaoslab recover"):
         ledger.check_targets_clear([f"file:{markers[0]}"])
 
-    report = recover(registry)
+    report = recover(registry, home=env_state().home)
 
     assert report.ok
     assert sorted(o.fault_id or "" for o in report.closed) == sorted(fault_ids)
@@ -226,7 +228,7 @@ def test_recover_reverts_verifies_and_closes_what_a_sigkilled_runner_left(
     assert ledger.open_entries() == []
     assert {p.name for p in ledger.closed_dir.iterdir()} == {f"{f}.json" for f in fault_ids}
     ledger.check_targets_clear([f"file:{m}" for m in markers])
-    assert recover(registry).outcomes == ()
+    assert recover(registry, home=env_state().home).outcomes == ()
 
 
 def test_recover_leaves_a_live_runs_entries_alone_unless_forced(
@@ -235,27 +237,27 @@ def test_recover_leaves_a_live_runs_entries_alone_unless_forced(
     marker = tmp_path / "live"
     runner, (fault_id,) = start_runner(runners, "live-run", "sleep", [marker])
 
-    report = recover(registry)
+    report = recover(registry, home=env_state().home)
     (outcome,) = report.outcomes
     assert outcome.status is EntryStatus.OWNER_ALIVE and f"pid {runner.pid} is running" in outcome.owner
     assert report.ok  # a live run's entry is not a problem
-    assert marker.exists() and Ledger().entry(fault_id) is not None
+    assert marker.exists() and Ledger(env_state().ledger).entry(fault_id) is not None
 
-    forced = recover(registry, only_dead_owners=False)
+    forced = recover(registry, only_dead_owners=False, home=env_state().home)
     assert [o.status for o in forced.outcomes] == [EntryStatus.CLOSED]
-    assert not marker.exists() and Ledger().entry(fault_id) is None
+    assert not marker.exists() and Ledger(env_state().ledger).entry(fault_id) is None
 
 
 def test_entries_that_cannot_be_reverted_stay_open_with_a_clear_message(
     tmp_path: Path, registry: DriverRegistry
 ) -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     unknown = RevertRecord(driver="nosuch", operation="x", target="lab:lb", run_id="old")
     ledger.open_entry(unknown, owner=dead_owner("old"))
     stubborn = open_dead_entry(tmp_path / "stubborn", stubborn=True)
     exploding = open_dead_entry(tmp_path / "explode", explode=True)
 
-    report = recover(registry)
+    report = recover(registry, home=env_state().home)
 
     by_id = {o.fault_id: o for o in report.outcomes}
     missing = by_id[unknown.fault_id]
@@ -287,7 +289,8 @@ def test_two_recovers_at_once_revert_each_entry_exactly_once(tmp_path: Path) -> 
         while not os.path.exists(sys.argv[2]):
             time.sleep(0.001)
         reg = DriverRegistry(extra={"marker": mod.MarkerDriver()}, load_installed=False)
-        print(json.dumps(recover(reg).to_dict()))
+        from chaoslab.paths import StatePaths
+        print(json.dumps(recover(reg, home=StatePaths.from_environment().home).to_dict()))
         """
     )
     procs = [
@@ -315,11 +318,11 @@ def test_two_recovers_at_once_revert_each_entry_exactly_once(tmp_path: Path) -> 
     assert sorted(closed) == sorted(fault_ids)  # each closed once, by one of the two
     reverted = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(reverted) == sorted(fault_ids)  # each reverted exactly once
-    assert Ledger().open_entries() == []
+    assert Ledger(env_state().ledger).open_entries() == []
 
 
 def test_damaged_entries_are_reported_and_nothing_is_lost(tmp_path: Path, registry: DriverRegistry) -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     fine = open_dead_entry(tmp_path / "fine")
     truncated = open_dead_entry(tmp_path / "truncated")
     newer = open_dead_entry(tmp_path / "newer")
@@ -333,7 +336,7 @@ def test_damaged_entries_are_reported_and_nothing_is_lost(tmp_path: Path, regist
     n_path.write_text(json.dumps(raw))
     n_bytes = n_path.read_bytes()
 
-    report = recover(registry)
+    report = recover(registry, home=env_state().home)
 
     by_status = {o.status: o for o in report.outcomes}
     assert set(by_status) == {EntryStatus.CLOSED, EntryStatus.QUARANTINED, EntryStatus.NEWER_VERSION}
@@ -353,15 +356,16 @@ def test_damaged_entries_are_reported_and_nothing_is_lost(tmp_path: Path, regist
 
 def test_recover_on_an_unreadable_ledger_says_so_without_a_traceback(tmp_path: Path) -> None:
     rec = open_dead_entry(tmp_path / "m")
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     ledger.open_dir.chmod(0o000)
     cmd = [
         sys.executable,
         "-c",
         "from chaoslab.drivers.registry import DriverRegistry\n"
         "from chaoslab.errors import LedgerError\n"
+        "from chaoslab.paths import StatePaths\n"
         "from chaoslab.safety.recover import recover\n"
-        "try:\n    recover(DriverRegistry(load_installed=False))\n"
+        "try:\n    recover(DriverRegistry(load_installed=False), home=StatePaths.from_environment().home)\n"
         "except LedgerError as exc:\n    print(exc)\n",
     ]
     if os.geteuid() == 0:
@@ -385,27 +389,27 @@ def test_recover_on_an_unreadable_ledger_says_so_without_a_traceback(tmp_path: P
 def test_halt_blocks_new_runs_until_released(registry: DriverRegistry) -> None:
     # A registration left by a dead runner is cleaned up, never signalled.
     stale = dead_owner("ghost-run")
-    runs_dir = paths.home() / "active-runs"
+    runs_dir = env_state().home / "active-runs"
     runs_dir.mkdir(parents=True)
     (runs_dir / "ghost-run.1.json").write_text(json.dumps(stale.to_dict()))
 
-    report = halt(registry, reason="incident 42", grace_s=1)
+    report = halt(registry, reason="incident 42", grace_s=1, home=env_state().home)
     assert [(r.run_id, r.action) for r in report.runs] == [("ghost-run", "stale")]
-    assert active_runs() == []
-    state = is_halted()
+    assert active_runs(env_state().home) == []
+    state = is_halted(env_state().home)
     assert state is not None and state.reason == "incident 42"
     with pytest.raises(Halted, match="incident 42.*halt --release"):
-        with register_run("blocked-run"):
+        with register_run("blocked-run", home=env_state().home):
             pytest.fail("a run started during a halt")
-    assert active_runs() == []  # the refused run left no registration
-    assert halt(registry, grace_s=0).already_halted
+    assert active_runs(env_state().home) == []  # the refused run left no registration
+    assert halt(registry, grace_s=0, home=env_state().home).already_halted
 
-    assert release() == state
-    assert is_halted() is None and release() is None
-    check_not_halted()
-    with register_run("after-release") as reg:
-        assert [r.run_id for r in active_runs()] == ["after-release"] and reg.path.exists()
-    assert active_runs() == []
+    assert release(env_state().home) == state
+    assert is_halted(env_state().home) is None and release(env_state().home) is None
+    check_not_halted(env_state().home)
+    with register_run("after-release", home=env_state().home) as reg:
+        assert [r.run_id for r in active_runs(env_state().home)] == ["after-release"] and reg.path.exists()
+    assert active_runs(env_state().home) == []
 
 
 def test_halt_signals_a_registered_run_which_reverts_in_time(
@@ -414,7 +418,7 @@ def test_halt_signals_a_registered_run_which_reverts_in_time(
     marker = tmp_path / "m"
     runner, (fault_id,) = start_runner(runners, "obedient-run", "obedient", [marker])
 
-    report = halt(registry, grace_s=20)
+    report = halt(registry, grace_s=20, home=env_state().home)
 
     assert [(r.run_id, r.pid, r.action) for r in report.runs] == [("obedient-run", runner.pid, "signalled")]
     assert report.reverted_in_grace == ("obedient-run",) and report.forced == ()
@@ -422,8 +426,8 @@ def test_halt_signals_a_registered_run_which_reverts_in_time(
     out, err = runner.communicate(timeout=20)
     assert runner.returncode == 0, err
     assert out.splitlines() == ["got SIGUSR1", "reverted"]
-    assert not marker.exists() and Ledger().entry(fault_id) is None
-    release()
+    assert not marker.exists() and Ledger(env_state().ledger).entry(fault_id) is None
+    release(env_state().home)
 
 
 def test_halt_reverts_itself_what_a_run_does_not_revert_in_time(
@@ -433,14 +437,14 @@ def test_halt_reverts_itself_what_a_run_does_not_revert_in_time(
     runner, (fault_id,) = start_runner(runners, "deaf-run", "deaf", [marker])
 
     started = time.monotonic()
-    report = halt(registry, grace_s=0.5)
+    report = halt(registry, grace_s=0.5, home=env_state().home)
 
     assert time.monotonic() - started < 10
     assert report.forced == ("deaf-run",)
     (outcome,) = report.recovery.outcomes
     assert outcome.status is EntryStatus.CLOSED and outcome.fault_id == fault_id
-    assert not marker.exists() and Ledger().entry(fault_id) is None
+    assert not marker.exists() and Ledger(env_state().ledger).entry(fault_id) is None
     assert runner.stdout is not None and runner.stdout.readline() == "got SIGUSR1\n"
     assert runner.poll() is None  # it ignored the halt, yet its fault is gone
     assert any("reverted by halt: deaf-run" in line for line in report.lines())
-    release()
+    release(env_state().home)

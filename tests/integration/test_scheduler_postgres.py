@@ -37,6 +37,7 @@ import psutil
 import pytest
 
 from tests.conftest import require, wait_until
+from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -444,7 +445,7 @@ def test_two_schedulers_through_both_dst_changes_claim_each_day_once(postgres: s
         clock = _Clock(first_day)
         stores = [open_store(postgres), open_store(postgres)]
         scheds = [
-            Scheduler([sc], st, SchedulerConfig(runs_root=tmp_path / "runs"), clock=clock,
+            Scheduler([sc], st, SchedulerConfig(runs_root=tmp_path / "runs", home=env_state().home), clock=clock,
                       gates_for=lambda s: [_Refuse()], scheduler_id=f"{season}-{i}")
             for i, st in enumerate(stores)
         ]  # fmt: skip

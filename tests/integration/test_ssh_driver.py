@@ -30,6 +30,7 @@ from chaoslab.drivers.ssh.pool import CommandTimeout, HostKeyRefused
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
 from tests.conftest import poll, require
 from tests.integration.sshfleet import SSHFleet, free_port, sshd_available
+from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.sshd, pytest.mark.root]
 
@@ -90,7 +91,7 @@ def driver() -> Iterator[SSHDriver]:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id=uuid.uuid4().hex[:8], state_dir=tmp_path, seed=7)
+    return DriverContext(run_id=uuid.uuid4().hex[:8], state_dir=tmp_path, seed=7, lab_dir=env_state().lab)
 
 
 class Markers:
@@ -707,7 +708,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(
     ) == {"h1": True}
     # ... or in the inventory.
     trusting = fleet.inventory(tmp_path / "trust.yaml", known_hosts=empty, trust_new_host_keys=True)
-    other = DriverContext(run_id="other", state_dir=tmp_path)
+    other = DriverContext(run_id="other", state_dir=tmp_path, lab_dir=env_state().lab)
     assert probe(driver, other, "reachable", {"inventory": str(trusting)}, "ssh:h1") == {"h1": True}
     assert empty.read_text() == ""  # trusting never writes known_hosts
 
@@ -754,7 +755,7 @@ def test_changed_host_key_is_refused_even_when_trusting_new_keys(
         new = solo.rekey(solo.hosts[0])
         d = SSHDriver()
         try:
-            ctx = DriverContext(run_id="rekey", state_dir=tmp_path)
+            ctx = DriverContext(run_id="rekey", state_dir=tmp_path, lab_dir=env_state().lab)
             with pytest.raises(HostKeyRefused) as err:
                 probe(d, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0")
             message = str(err.value)
@@ -875,7 +876,7 @@ def test_missing_paramiko_gives_the_install_hint(inventory: Path) -> None:
         "from chaoslab.errors import DriverError\n"
         "d = SSHDriver()\n"
         "try:\n"
-        "    ctx = DriverContext(run_id='x', state_dir=Path('.'))\n"
+        "    ctx = DriverContext(run_id='x', state_dir=Path('.'), lab_dir=Path('lab'))\n"
         f"    d.probe(ctx, d.operation('reachable'), {{'inventory': {str(inventory)!r}}}, 'ssh:h0')\n"
         "except DriverError as exc:\n"
         "    print(exc)\n"

@@ -22,6 +22,7 @@ from chaoslab.drivers.stress import StressDriver, fill_dir, stressors
 from chaoslab.errors import InvalidInput, UnsafeTarget, Unsupported
 from tests.conftest import require
 from tests.contract.targets import adopting_orphans, stop, wait_for
+from tests.statepaths import env_state
 
 DRIVER = StressDriver()
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
@@ -35,7 +36,7 @@ def _reap() -> Iterator[None]:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="t", state_dir=tmp_path / "state")
+    return DriverContext(run_id="t", state_dir=tmp_path / "state", lab_dir=env_state().lab)
 
 
 def _op(name: str) -> Operation:

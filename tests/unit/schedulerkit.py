@@ -14,6 +14,7 @@ from typing import Any
 from chaoslab.scheduler.daemon import Scheduler, SchedulerConfig
 from chaoslab.scheduler.scenario import Scenario, load_scenario
 from chaoslab.scheduler.store import SlotRecord, SQLStore
+from tests.statepaths import env_state
 
 # Monday 2025-01-13 10:00 UTC.
 MONDAY_10 = datetime(2025, 1, 13, 10, 0, tzinfo=UTC)
@@ -57,6 +58,7 @@ def make(
     scenarios: list[Scenario], store: SQLStore, clock: FakeClock, tmp_path: Path, **kw: Any
 ) -> Scheduler:
     gates = kw.pop("gates_for", None)
+    kw.setdefault("home", env_state().home)  # the test's CHAOSLAB_HOME, as the CLI passes it
     config = SchedulerConfig(runs_root=tmp_path / "runs", **kw)
     return Scheduler(scenarios, store, config, clock=clock, gates_for=gates)
 

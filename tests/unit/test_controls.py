@@ -23,6 +23,7 @@ from chaoslab.engine.signals import signal_name
 from chaoslab.errors import InvalidInput
 from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
+from tests.statepaths import env_state
 
 NAMES = st.sampled_from(["a", "b", "c"])
 
@@ -75,7 +76,9 @@ def run(tmp: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Pat
     f.write_text(textwrap.dedent(body).replace("@TARGET@", str(target)))
     reg = registry()
     exp = load_experiment(str(f), registry=reg)
-    result = Runner(exp, registry=reg, options=RunOptions(run_dir=tmp / "run", handle_signals=False)).run()
+    result = Runner(
+        exp, registry=reg, options=RunOptions(run_dir=tmp / "run", handle_signals=False, state=env_state())
+    ).run()
     trace_file = state / "trace.ndjson"
     trace = [json.loads(line) for line in trace_file.read_text().splitlines()] if trace_file.exists() else []
     return result, target, trace

@@ -15,9 +15,10 @@ from chaoslab.engine.events import EventBus, FaultInjected
 from chaoslab.engine.journal import read_events
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.errors import InvalidInput
-from chaoslab.session import run_experiment
+from chaoslab.session import SessionOptions, run_experiment
 from chaoslab.verdict import ExitCode, Verdict
 from tests.fakedriver import FakeDriver
+from tests.statepaths import env_state
 
 
 def registry() -> DriverRegistry:
@@ -31,7 +32,11 @@ def run(tmp: Path, body: str, **opts: Any) -> tuple[Any, Path]:
     f.write_text(textwrap.dedent(body).replace("@TARGET@", str(target)))
     reg = registry()
     exp = load_experiment(str(f), registry=reg)
-    runner = Runner(exp, registry=reg, options=RunOptions(run_dir=tmp / "run", handle_signals=False, **opts))
+    runner = Runner(
+        exp,
+        registry=reg,
+        options=RunOptions(run_dir=tmp / "run", handle_signals=False, state=env_state(), **opts),
+    )
     return runner.run(), target
 
 
@@ -174,7 +179,7 @@ method:
     runner = Runner(
         exp,
         registry=reg,
-        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state()),
         guard_factory=TripWhenTwoFaults,
     )
     t0 = time.monotonic()
@@ -249,7 +254,7 @@ method:
             load_experiment(str(f), registry=reg),
             registry=reg,
             bus=bus,
-            options=RunOptions(run_dir=d / "run", handle_signals=False),
+            options=RunOptions(run_dir=d / "run", handle_signals=False, state=env_state()),
         )
         results.append(runner.run())
     assert [r.verdict for r in results] == [Verdict.PASSED, Verdict.PASSED]
@@ -301,9 +306,10 @@ method:
     result, _ = run_experiment(
         load_experiment(str(f), registry=reg),
         registry=reg,
-        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state()),
         bus=EventBus(),
         run_id="probe-sli",
+        session=SessionOptions(state=env_state()),
     )
     slo = {(e["window"], e["verdict"]) for e in result.journal["chaoslab"]["slo"]}
     assert slo == {("baseline", "pass"), ("during", "fail"), ("after", "pass")}

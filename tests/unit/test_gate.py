@@ -10,6 +10,7 @@ from chaoslab.errors import InvalidInput
 from chaoslab.gate import GateExit, SuiteEntry, SuiteRun, decide, load_suite
 from chaoslab.report import baseline as bl
 from chaoslab.report.score import Scored, Thresholds, score
+from tests.statepaths import env_state
 
 
 def write(path: Path, text: str) -> Path:
@@ -147,7 +148,10 @@ def test_baseline_round_trips_and_corrupt_file_is_invalid_input(tmp_path: Path) 
 
 
 def test_store_path_is_under_chaoslab_home(chaoslab_home: Path) -> None:
-    assert bl.store_path("checkout / prod") == chaoslab_home / "gate" / "checkout_prod" / "baseline.json"
+    assert (
+        bl.store_path("checkout / prod", env_state().home)
+        == chaoslab_home / "gate" / "checkout_prod" / "baseline.json"
+    )
 
 
 def outcome(

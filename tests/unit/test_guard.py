@@ -24,6 +24,7 @@ from chaoslab.safety.guard import GuardSpec, SendOrder, SLOGuard, resolve_guard
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
 from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
+from tests.statepaths import env_state
 
 Outcome = Callable[[int], tuple[int, float]]  # request index -> (status, latency s)
 
@@ -217,7 +218,7 @@ method:
     runner = Runner(
         exp,
         registry=reg,
-        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state()),
         bus=bus,
         guard_factory=factory,
     )

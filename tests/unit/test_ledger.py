@@ -18,6 +18,7 @@ from chaoslab.errors import LedgerError
 from chaoslab.safety.ledger import LEDGER_VERSION, Ledger, ProblemKind
 from chaoslab.safety.owner import Owner
 from tests.conftest import require
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,10 +41,10 @@ def run_py(code: str, *, unprivileged: bool = False, timeout: float = 60) -> sub
 
 
 def test_open_entry_is_durable_with_owner_and_version_before_returning() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record(args={"path": "/x"}, data={"n": 1})
     entry = ledger.open_entry(rec)
-    assert entry.path == paths.ledger_dir() / "open" / f"{rec.fault_id}.json"
+    assert entry.path == paths.ledger_dir(env_state().home) / "open" / f"{rec.fault_id}.json"
     raw = json.loads(entry.path.read_text())
     assert raw["ledger_version"] == LEDGER_VERSION
     assert raw["state"] == "open"
@@ -53,14 +54,14 @@ def test_open_entry_is_durable_with_owner_and_version_before_returning() -> None
     assert owner.same_process(me) and owner.run_id == "run-1"
     assert owner.create_time is not None and owner.hostname
     # A second instance (as another process would) sees exactly the same entry.
-    (again,) = Ledger().open_entries()
+    (again,) = Ledger(env_state().ledger).open_entries()
     assert again.record == rec and again.owner.same_process(me)
     # No temp files are left behind.
     assert sorted(p.name for p in entry.path.parent.iterdir()) == [entry.path.name]
 
 
 def test_open_entry_refuses_an_already_open_fault_id() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record()
     ledger.open_entry(rec)
     with pytest.raises(LedgerError, match="already has an open entry"):
@@ -69,7 +70,7 @@ def test_open_entry_refuses_an_already_open_fault_id() -> None:
 
 
 def test_update_replaces_the_record_and_keeps_owner_and_open_time() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record()
     first = ledger.open_entry(rec)
     enriched = rec.with_data(watchdog_pid=4242)
@@ -81,7 +82,7 @@ def test_update_replaces_the_record_and_keeps_owner_and_open_time() -> None:
 
 
 def test_update_of_an_entry_that_is_not_open_raises() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record()
     ledger.open_entry(rec)
     ledger.close_entry(rec.fault_id, CleanReport(clean=True))
@@ -91,7 +92,7 @@ def test_update_of_an_entry_that_is_not_open_raises() -> None:
 
 
 def test_close_requires_a_clean_report_and_is_idempotent() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record()
     entry = ledger.open_entry(rec)
     with pytest.raises(LedgerError, match="not clean.*toxic still present"):
@@ -100,7 +101,7 @@ def test_close_requires_a_clean_report_and_is_idempotent() -> None:
 
     assert ledger.close_entry(rec.fault_id, CleanReport(clean=True, detail="no marker")) is True
     assert not entry.path.exists()
-    closed = json.loads((paths.ledger_dir() / "closed" / entry.path.name).read_text())
+    closed = json.loads((paths.ledger_dir(env_state().home) / "closed" / entry.path.name).read_text())
     assert closed["state"] == "closed"
     assert closed["outcome"] == {"clean": True, "residue": [], "detail": "no marker"}
     assert closed["record"] == rec.to_dict()
@@ -110,19 +111,19 @@ def test_close_requires_a_clean_report_and_is_idempotent() -> None:
 
 
 def test_a_close_interrupted_before_the_move_is_finished_by_the_next_scan() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record()
     entry = ledger.open_entry(rec)
     raw = json.loads(entry.path.read_text())
     raw["state"] = "closed"  # what close_entry writes just before it moves the file
     entry.path.write_text(json.dumps(raw))
     assert ledger.open_entries() == []
-    assert (paths.ledger_dir() / "closed" / entry.path.name).exists()
+    assert (paths.ledger_dir(env_state().home) / "closed" / entry.path.name).exists()
     assert not entry.path.exists()
 
 
 def test_corrupt_and_truncated_entries_are_reported_by_name_and_kept() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     good = ledger.open_entry(record("lab:good"))
     victim = ledger.open_entry(record("lab:victim"))
     full = victim.path.read_bytes()
@@ -146,7 +147,7 @@ def test_corrupt_and_truncated_entries_are_reported_by_name_and_kept() -> None:
 
 
 def test_entry_from_a_newer_version_is_reported_and_blocks_its_target() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     entry = ledger.open_entry(record("lab:future"))
     raw = json.loads(entry.path.read_text())
     raw["ledger_version"] = LEDGER_VERSION + 1
@@ -164,7 +165,7 @@ def test_entry_from_a_newer_version_is_reported_and_blocks_its_target() -> None:
 
 
 def test_run_gate_blocks_on_open_entries_for_its_targets_only() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     rec = record("lab:replica-1")
     ledger.open_entry(rec)
     with pytest.raises(LedgerError) as err:
@@ -181,19 +182,20 @@ def test_run_gate_blocks_on_open_entries_for_its_targets_only() -> None:
 
 def test_fault_ids_that_are_not_file_names_are_refused() -> None:
     with pytest.raises(LedgerError, match="not usable"):
-        Ledger().open_entry(record(fault_id="../../etc/passwd"))
+        Ledger(env_state().ledger).open_entry(record(fault_id="../../etc/passwd"))
 
 
 def test_unreadable_directory_and_entry_give_clear_errors_and_lose_nothing() -> None:
-    ledger = Ledger()
+    ledger = Ledger(env_state().ledger)
     kept = ledger.open_entry(record("lab:kept"))
     locked = ledger.open_entry(record("lab:locked"))
     locked.path.chmod(0o000)
     try:
         out = run_py(
             """
+            from chaoslab.paths import StatePaths
             from chaoslab.safety.ledger import Ledger
-            scan = Ledger().scan()
+            scan = Ledger(StatePaths.from_environment().ledger).scan()
             print([e.target for e in scan.entries])
             print(scan.problems[0])
             """,
@@ -213,10 +215,12 @@ def test_unreadable_directory_and_entry_give_clear_errors_and_lose_nothing() -> 
             import sys
             from chaoslab.drivers.base import RevertRecord
             from chaoslab.errors import LedgerError
+            from chaoslab.paths import StatePaths
             from chaoslab.safety.ledger import Ledger
+            ledger = Ledger(StatePaths.from_environment().ledger)
             for action in (
-                lambda: Ledger().scan(),
-                lambda: Ledger().open_entry(RevertRecord(driver="d", operation="o", target="t")),
+                lambda: ledger.scan(),
+                lambda: ledger.open_entry(RevertRecord(driver="d", operation="o", target="t")),
             ):
                 try:
                     action()
@@ -242,8 +246,9 @@ def test_two_processes_writing_entries_at_once_do_not_collide() -> None:
     code = """
         import sys
         from chaoslab.drivers.base import RevertRecord
+        from chaoslab.paths import StatePaths
         from chaoslab.safety.ledger import Ledger
-        ledger = Ledger()
+        ledger = Ledger(StatePaths.from_environment().ledger)
         tag = sys.argv[1]
         for i in range(40):
             rec = RevertRecord(driver="d", operation="o", target=f"t-{tag}-{i}", run_id=tag)
@@ -257,7 +262,7 @@ def test_two_processes_writing_entries_at_once_do_not_collide() -> None:
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    scan = Ledger().scan()
+    scan = Ledger(env_state().ledger).scan()
     assert scan.problems == ()
     targets = sorted(e.target for e in scan.entries)
     assert targets == sorted(f"t-{tag}-{i}" for tag in "ab" for i in range(40))

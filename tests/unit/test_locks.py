@@ -21,15 +21,18 @@ from chaoslab.errors import LockHeld
 from chaoslab.safety.locks import LockInfo, acquire, holders, lock_path, locks_dir
 from chaoslab.safety.owner import Owner
 from tests.conftest import wait_until
+from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
 HOLDER = textwrap.dedent(
     """
     import sys
+    from chaoslab.paths import StatePaths
     from chaoslab.safety.locks import acquire
     run, targets, lease = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
-    locks = acquire(targets, run, None if lease == "none" else float(lease))
+    locks_dir = StatePaths.from_environment().locks  # the test's CHAOSLAB_HOME
+    locks = acquire(targets, run, None if lease == "none" else float(lease), directory=locks_dir)
     print("locked", flush=True)
     sys.stdin.readline()
     locks.release()
@@ -67,7 +70,7 @@ def hold(
 
 
 def held_targets() -> set[str]:
-    return {h.target for h in holders() if isinstance(h, LockInfo)}
+    return {h.target for h in holders(env_state().locks) if isinstance(h, LockInfo)}
 
 
 def test_second_acquire_from_another_process_is_refused_with_the_holders_identity(
@@ -75,7 +78,7 @@ def test_second_acquire_from_another_process_is_refused_with_the_holders_identit
 ) -> None:
     child = hold(spawn, "gameday-7", ["lab:replica-1", "docker:web"])
     with pytest.raises(LockHeld) as err:
-        acquire(["lab:lb", "lab:replica-1"], "ci-gate-1")
+        acquire(["lab:lb", "lab:replica-1"], "ci-gate-1", directory=env_state().locks)
     assert err.value.target == "lab:replica-1"
     holder = err.value.holder
     assert "run gameday-7" in holder and f"pid {child.pid}" in holder
@@ -87,7 +90,7 @@ def test_second_acquire_from_another_process_is_refused_with_the_holders_identit
     child.stdin.write("\n")
     child.stdin.flush()
     child.wait(timeout=10)
-    with acquire(["lab:lb", "lab:replica-1"], "ci-gate-1") as locks:
+    with acquire(["lab:lb", "lab:replica-1"], "ci-gate-1", directory=env_state().locks) as locks:
         assert held_targets() == {"lab:lb", "lab:replica-1"}
         assert locks.reclaimed == ()
     assert held_targets() == set()
@@ -104,12 +107,12 @@ def test_lock_of_a_sigkilled_runner_is_reclaimed(spawn: list[subprocess.Popen[st
         while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-    with acquire(["pid:4321"], "next-run") as locks:
+    with acquire(["pid:4321"], "next-run", directory=env_state().locks) as locks:
         (reclaimed,) = locks.reclaimed
         assert reclaimed.target == "pid:4321"
         assert "run crashed-run" in reclaimed.former_holder
         assert ("gone" if reap else "zombie") in reclaimed.reason
-        (info,) = [h for h in holders() if isinstance(h, LockInfo)]
+        (info,) = [h for h in holders(env_state().locks) if isinstance(h, LockInfo)]
         assert info.owner.run_id == "next-run" and info.owner.pid == os.getpid()
 
 
@@ -119,7 +122,7 @@ def test_a_live_holder_keeps_its_lock_even_after_its_lease_expired(
     child = hold(spawn, "slow-run", ["ssh:db-1"], lease="0.05")
     time.sleep(0.2)
     with pytest.raises(LockHeld) as err:
-        acquire(["ssh:db-1"], "impatient-run")
+        acquire(["ssh:db-1"], "impatient-run", directory=env_state().locks)
     assert f"pid {child.pid}" in err.value.holder
     assert "lease expired" in err.value.holder and "still alive" in err.value.holder
     assert held_targets() == {"ssh:db-1"}
@@ -130,7 +133,7 @@ def test_a_reused_pid_does_not_keep_a_dead_runners_lock() -> None:
     assert me.start_ticks is not None
     # The pid is alive (it is us) but was born at another moment: another process.
     impostor = msgspec.structs.replace(me, start_ticks=me.start_ticks - 1000)
-    directory = locks_dir()
+    directory = locks_dir(env_state().home)
     directory.mkdir(parents=True)
     path = lock_path(directory, "k8s:shop/app=web")
     stale = LockInfo(
@@ -142,12 +145,12 @@ def test_a_reused_pid_does_not_keep_a_dead_runners_lock() -> None:
         path=path,
     )
     path.write_text(json.dumps(stale.to_dict()))
-    with acquire(["k8s:shop/app=web"], "new-run") as locks:
+    with acquire(["k8s:shop/app=web"], "new-run", directory=env_state().locks) as locks:
         assert "reused" in locks.reclaimed[0].reason
 
 
 def test_holder_on_another_host_is_respected_until_its_lease_expires() -> None:
-    directory = locks_dir()
+    directory = locks_dir(env_state().home)
     directory.mkdir(parents=True)
     remote = msgspec.structs.replace(Owner.current("remote-run"), hostname="elsewhere.invalid")
     path = lock_path(directory, "ssh:shared")
@@ -161,25 +164,25 @@ def test_holder_on_another_host_is_respected_until_its_lease_expires() -> None:
     for expires in (None, time.time() + 60):
         write(expires)
         with pytest.raises(LockHeld, match="elsewhere.invalid"):
-            acquire(["ssh:shared"], "local-run")
+            acquire(["ssh:shared"], "local-run", directory=env_state().locks)
     write(time.time() - 1)
-    with acquire(["ssh:shared"], "local-run") as locks:
+    with acquire(["ssh:shared"], "local-run", directory=env_state().locks) as locks:
         assert "lease expired" in locks.reclaimed[0].reason
 
 
 def test_an_unreadable_lock_file_is_treated_as_held_and_left_alone() -> None:
-    directory = locks_dir()
+    directory = locks_dir(env_state().home)
     directory.mkdir(parents=True)
     path = lock_path(directory, "lab:lb")
     path.write_bytes(b'{"target": "lab:lb", "own')
     with pytest.raises(LockHeld) as err:
-        acquire(["lab:lb"], "run-1")
+        acquire(["lab:lb"], "run-1", directory=env_state().locks)
     assert str(path) in err.value.holder and "not valid JSON" in err.value.holder
     assert path.read_bytes() == b'{"target": "lab:lb", "own'
 
 
 def test_release_removes_only_our_own_lock_files() -> None:
-    locks = acquire(["a", "b"], "run-1")
+    locks = acquire(["a", "b"], "run-1", directory=env_state().locks)
     (mine_a,) = [i for i in locks.infos if i.target == "a"]
     # Someone else owns "b" now (say it was reclaimed while we were presumed dead).
     theirs = dataclasses.replace(locks.infos[1], token="someone-else")
@@ -196,13 +199,15 @@ def test_processes_racing_for_one_target_yield_exactly_one_winner(tmp_path: Path
         """
         import os, sys, time
         from chaoslab.errors import LockHeld
+        from chaoslab.paths import StatePaths
         from chaoslab.safety.locks import acquire
+        locks_dir = StatePaths.from_environment().locks
         go, i = sys.argv[1], sys.argv[2]
         open(go + "-ready-" + i, "w").close()  # readiness handshake: imported and waiting
         while not os.path.exists(go):
             time.sleep(0.001)
         try:
-            locks = acquire(["lab:shared", f"lab:own-{i}"], f"run-{i}")
+            locks = acquire(["lab:shared", f"lab:own-{i}"], f"run-{i}", directory=locks_dir)
         except LockHeld as exc:
             print("held", exc.holder, flush=True)
         else:
@@ -247,4 +252,4 @@ def test_processes_racing_for_one_target_yield_exactly_one_winner(tmp_path: Path
 
 def test_empty_target_is_refused() -> None:
     with pytest.raises(ValueError, match="non-empty"):
-        acquire(["lab:lb", " "], "run-1")
+        acquire(["lab:lb", " "], "run-1", directory=env_state().locks)

@@ -26,6 +26,7 @@ from chaoslab.scheduler.scenario import Scenario
 from chaoslab.scheduler.store import SlotRecord, SlotStatus, SQLStore, open_store
 from chaoslab.scheduler.triggers import slot_key
 from tests.conftest import wait_until
+from tests.statepaths import env_state
 from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
@@ -223,7 +224,7 @@ class _Decision:
 
 
 def test_error_budget_gate_applies_the_scenarios_threshold() -> None:
-    ctx = CheckContext(scenario="s", slot=MONDAY_10, now=MONDAY_10)
+    ctx = CheckContext(scenario="s", slot=MONDAY_10, now=MONDAY_10, home=env_state().home)
 
     def gate(answer: Any) -> CheckResult:
         def reader(files: tuple[Path, ...], url: str | None) -> Any:
@@ -351,7 +352,12 @@ def test_adopting_a_dead_schedulers_finished_run_does_not_run_it_again(
     _orphaned_claim(store, sched, sc, MONDAY_10)
     # The dead scheduler's run finished on its own after the scheduler died.
     plan = sched.steps_for(sc, MONDAY_10, sched.slot_root("adopt", MONDAY_10))[0]
-    done = run_step(plan, step_dir(sched.slot_root("adopt", MONDAY_10), 0, plan), stop=threading.Event())
+    done = run_step(
+        plan,
+        step_dir(sched.slot_root("adopt", MONDAY_10), 0, plan),
+        stop=threading.Event(),
+        home=env_state().home,
+    )
     journal = Path(done.run_dir) / "journal.json"
     before = journal.stat().st_mtime_ns
     sched.run_once(wait_jitter=False)
@@ -466,14 +472,14 @@ def test_a_halt_closes_the_gate_for_scheduled_runs(tmp_path: Path, store: SQLSto
     from chaoslab.safety.halt import halt, release
 
     sc = write_scenario(tmp_path, "name: halted\ntrigger: {interval: 1h}\nsteps: [trivial.json]\n")
-    halt(reason="incident 42", grace_s=0.1)
+    halt(reason="incident 42", grace_s=0.1, home=env_state().home)
     try:
         sched = make([sc], store, FakeClock(MONDAY_10), tmp_path)
         sched.tick()
         sched.wait_idle(30)
         sched.close()
     finally:
-        release()
+        release(env_state().home)
     rec = store.get("halted", slot_key(MONDAY_10))
     assert rec is not None and rec.status == "refused" and "incident 42" in rec.detail
     assert rec.detail.startswith("not-halted: closed")

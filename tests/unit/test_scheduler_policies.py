@@ -31,6 +31,7 @@ from chaoslab.scheduler.daemon import Scheduler
 from chaoslab.scheduler.store import Claim, SlotRecord, SQLStore, open_store
 from chaoslab.scheduler.triggers import CronTrigger, parse_slot_key, slot_key
 from tests.conftest import wait_until
+from tests.statepaths import env_state
 from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
@@ -399,7 +400,7 @@ def test_a_dead_pods_faults_are_recovered_by_the_next_scheduler(tmp_path: Path, 
     try:
         driver = DriverRegistry().get("process")
         op = next(o for o in driver.operations() if o.name == "suspend")
-        ctx = DriverContext(run_id="pod-run", state_dir=tmp_path / "state")
+        ctx = DriverContext(run_id="pod-run", state_dir=tmp_path / "state", lab_dir=env_state().lab)
         rec = driver.prepare(ctx, op, {}, f"pid:{victim.pid}", 300.0)
         pod = msgspec.structs.replace(Owner.current("pod-run"), hostname="chaoslab-pod-7f9c")
         ledger = Ledger(paths.ledger_dir(home))

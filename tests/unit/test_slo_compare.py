@@ -15,6 +15,7 @@ from chaoslab.model.sections import decode_slos
 from chaoslab.sli.base import Counts, ExactLatencies, LatencyView, SecondStats, SLISource
 from chaoslab.sli.slo import SLIKind, judge
 from chaoslab.verdict import Verdict
+from tests.statepaths import env_state
 from tests.verdicts import verdict_of_slos
 
 pytest.importorskip("scipy")
@@ -197,7 +198,7 @@ def test_a_baseline_that_is_not_critical_does_not_stop_the_run(tmp_path: Path) -
     runner = Runner(
         load_experiment(str(f), registry=reg),
         registry=reg,
-        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state()),
         observation=Obs(),
     )
     result = runner.run()

@@ -21,6 +21,7 @@ from chaoslab.engine.journal import read_events, verdict_of_log
 from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.verdict import Verdict
 from tests.fakedriver import FakeDriver
+from tests.statepaths import env_state
 
 EXPERIMENT = """
 title: {title}
@@ -44,7 +45,7 @@ def _runner(tmp: Path, title: str, *, stubborn: bool) -> tuple[Runner, Path]:
     # A registry each, as two sessions would have: no driver state is shared either.
     reg = DriverRegistry(extra={"fake": FakeDriver()}, load_installed=False)
     exp = load_experiment(str(f), registry=reg)
-    options = RunOptions(run_dir=tmp / title / "run", handle_signals=False)
+    options = RunOptions(run_dir=tmp / title / "run", handle_signals=False, state=env_state())
     return Runner(exp, registry=reg, options=options, run_id=f"run-{title}"), target
 
 
@@ -122,7 +123,7 @@ def test_two_sessions_with_their_own_state_paths_keep_to_them(
             results[name], _ = run_experiment(
                 exp,
                 registry=reg,
-                options=RunOptions(run_dir=tmp_path / name / "run", handle_signals=False),
+                options=RunOptions(run_dir=tmp_path / name / "run", handle_signals=False, state=env_state()),
                 bus=EventBus(),
                 run_id=f"session-{name}",
                 session=SessionOptions(state=homes[name]),

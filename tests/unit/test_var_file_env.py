@@ -26,6 +26,7 @@ from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.errors import InvalidInput
 from chaoslab.model.varfile import VarValues, read_var_files
 from chaoslab.verdict import Verdict
+from tests.statepaths import env_state
 
 # Names no other test or the machine uses: the process environment must never hold them.
 A, B, C = "CHAOSLAB_T_VARFILE_A", "CHAOSLAB_T_VARFILE_B", "CHAOSLAB_T_VARFILE_C"
@@ -178,7 +179,9 @@ def test_two_runs_with_two_var_files_in_one_process_never_see_each_other(tmp_pat
         reg = DriverRegistry(load_installed=False)
         exp = load_experiment(str(_exp(tmp_path, name)), registry=reg)
         values = _varfile(tmp_path, name, {A: f"value-{name}", B: "1" if name == "a" else "2", C: "yes"})
-        options = RunOptions(run_dir=tmp_path / name / "run", handle_signals=False, var_values=values)
+        options = RunOptions(
+            run_dir=tmp_path / name / "run", handle_signals=False, var_values=values, state=env_state()
+        )
         runners[name] = Runner(exp, registry=reg, options=options, run_id=f"run-{name}")
     start = threading.Barrier(2, timeout=30)
     results: dict[str, Any] = {}

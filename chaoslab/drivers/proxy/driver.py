@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import msgspec
 
-from chaoslab import paths
 from chaoslab.drivers.base import (
     CleanReport,
     Driver,
@@ -250,12 +249,12 @@ class ProxyDriver(Driver):
         return problems
 
     # -- targets ------------------------------------------------------------------------
-    def resolve(self, target: str | None, lab_dir: Path | None = None) -> tuple[str, str]:
+    def resolve(self, target: str | None, lab_dir: Path) -> tuple[str, str]:
         """``target`` → (API base URL, proxy name). Reads the lab state; touches nothing."""
         if target and (m := _TARGET.match(target)):
             return f"http://{m['host']}:{int(m['port'])}", m["name"]
         if target and target.startswith("lab:"):
-            state = LabState.load(lab_dir or paths.lab_dir())
+            state = LabState.load(lab_dir)
             component = state.component(target.removeprefix("lab:"))
             proxy_name = component.extra.get("proxy")
             api_port = (state.raw.get("proxy") or {}).get("api_port")
