@@ -178,7 +178,9 @@ class Kill(HealingFault[KillData]):
         sig = signal.Signals[data.signal]
         before = None
         if _proc.parse_selector(record.target).kind in ("name", "pattern"):
-            before = len(_proc.resolve(record.target, driver=NAME, refuse_protected=False, lab_dir=ctx.lab_dir))
+            before = len(
+                _proc.resolve(record.target, driver=NAME, refuse_protected=False, lab_dir=ctx.lab_dir)
+            )
         killed_at = time.time()
         signalled = tuple(p for p in data.procs if _proc.signal_ref(p.ref(), sig))
         if not signalled:

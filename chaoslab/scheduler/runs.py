@@ -27,8 +27,8 @@ from typing import Any
 
 from chaoslab.engine.child import StopFlag, chaoslab_command, run_child, verdict_of_exit
 from chaoslab.masking import Masker
-from chaoslab.verdict import Verdict, worst
 from chaoslab.paths import child_env
+from chaoslab.verdict import Verdict, worst
 
 RESULT_FILE = "result.json"
 LOG_FILE = "run.log"

@@ -221,7 +221,7 @@ def test_a_guard_abort_waits_for_the_clean_check_its_revert_started(tmp_path: Pa
     runner = Runner(
         exp,
         registry=reg,
-        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False),
+        options=RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state()),
         guard_factory=TripOnAFault,
     )
     result = runner.run()

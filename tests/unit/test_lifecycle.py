@@ -54,6 +54,7 @@ from chaoslab.engine.runner import Runner, RunOptions
 from chaoslab.errors import DriverError
 from chaoslab.safety.ledger import Ledger
 from chaoslab.verdict import Verdict
+from tests.statepaths import env_state
 
 # --- a tiny driver written on the skeleton ----------------------------------------------------
 
@@ -173,7 +174,7 @@ class MarkDriver(FaultDriver):
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> DriverContext:
-    return DriverContext(run_id="skel", state_dir=tmp_path / "state")
+    return DriverContext(run_id="skel", state_dir=tmp_path / "state", lab_dir=env_state().lab)
 
 
 def _record(ctx: DriverContext, where: Path, op: str = "mark", **args: Any) -> RevertRecord:
@@ -235,7 +236,7 @@ def test_a_half_applied_fault_is_reverted_before_the_error_surfaces(
 
 
 def test_a_dry_inject_touches_nothing(tmp_path: Path) -> None:
-    dry = DriverContext(run_id="plan", state_dir=tmp_path / "state", dry=True)
+    dry = DriverContext(run_id="plan", state_dir=tmp_path / "state", dry=True, lab_dir=env_state().lab)
     driver = MarkDriver()
     record = driver.inject(dry, _record(dry, tmp_path))
     assert record.data["dry"] is True and not (tmp_path / "lease").exists()
@@ -418,7 +419,7 @@ def _run(tmp_path: Path, mode: str) -> tuple[Any, Ledger]:
     reg = DriverRegistry(extra={"mark": MarkDriver()}, load_installed=False)
     ledger = Ledger(tmp_path / "ledger")
     exp = load_experiment(str(f), registry=reg)
-    options = RunOptions(run_dir=tmp_path / "run", handle_signals=False)
+    options = RunOptions(run_dir=tmp_path / "run", handle_signals=False, state=env_state())
     return Runner(exp, registry=reg, options=options, ledger=ledger).run(), ledger
 
 
