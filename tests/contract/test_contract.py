@@ -125,7 +125,7 @@ from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.registry import DriverRegistry
 record = RevertRecord.from_dict(json.loads(sys.argv[1]))
 driver = DriverRegistry().get(record.driver)
-ctx = DriverContext(run_id=record.run_id, state_dir=Path(sys.argv[2]))
+ctx = DriverContext(run_id=record.run_id, state_dir=Path(sys.argv[2]), lab_dir=__import__("chaoslab.paths").paths.StatePaths.from_environment().lab)
 result = driver.revert(ctx, record)
 report = driver.check_clean(ctx, record)
 print(json.dumps({"reverted": result.reverted, "clean": report.clean, "residue": report.residue}))
@@ -159,7 +159,7 @@ from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.registry import DriverRegistry
 spec = json.loads(sys.stdin.readline())
 driver = DriverRegistry().get(spec["driver"])
-ctx = DriverContext(run_id="contract-runner", state_dir=Path(spec["state_dir"]))
+ctx = DriverContext(run_id="contract-runner", state_dir=Path(spec["state_dir"]), lab_dir=__import__("chaoslab.paths").paths.StatePaths.from_environment().lab)
 record = driver.prepare(ctx, driver.operation(spec["op"]), spec["args"], spec["target"], spec["lease"])
 record = driver.inject(ctx, record)
 print(record.to_json(), flush=True)

@@ -425,7 +425,7 @@ def test_missing_client_gives_an_install_hint(tmp_path: Path) -> None:
         from chaoslab.errors import DriverError
         d = KubernetesDriver()
         try:
-            d.probe(DriverContext(run_id="x", state_dir=Path(".")), d.operation("ready_pods"),
+            d.probe(DriverContext(run_id="x", state_dir=Path("."), lab_dir=__import__("chaoslab.paths").paths.StatePaths.from_environment().lab), d.operation("ready_pods"),
                     {"kubeconfig": sys.argv[1]}, "shop/app=web")
         except DriverError as exc:
             print(exc)

@@ -553,7 +553,7 @@ from chaoslab.drivers.base import DriverContext
 from chaoslab.drivers.ssh.driver import SSHDriver
 op, args, target, lease = json.loads(sys.stdin.readline())
 d = SSHDriver()
-ctx = DriverContext(run_id="victim", state_dir=__import__("pathlib").Path("."))
+ctx = DriverContext(run_id="victim", state_dir=__import__("pathlib").Path("."), lab_dir=__import__("chaoslab.paths").paths.StatePaths.from_environment().lab)
 rec = d.inject(ctx, d.prepare(ctx, d.operation(op), args, target, lease))
 print(rec.to_json(), flush=True)
 time.sleep(600)
@@ -565,7 +565,7 @@ from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.ssh.driver import SSHDriver
 rec = RevertRecord.from_dict(__import__("json").loads(sys.stdin.read()))
 d = SSHDriver()
-ctx = DriverContext(run_id="recover", state_dir=__import__("pathlib").Path("."))
+ctx = DriverContext(run_id="recover", state_dir=__import__("pathlib").Path("."), lab_dir=__import__("chaoslab.paths").paths.StatePaths.from_environment().lab)
 print(d.revert(ctx, rec).reverted)
 d.close()
 """
