@@ -8,14 +8,16 @@ target is clean, observed independently of the driver:
 - ``process.suspend``: the suspended sleeper is running again (``/proc`` state);
 - ``stress.cpu`` / ``stress.memory``: no process carries the fault's tag any more;
 - ``stress.disk``: the fill directory is gone;
-- ``net.drop`` (root, iptables): no iptables rule carries the fault's comment.
+- ``net.drop`` (root, iptables): no iptables rule carries the fault's comment;
+- ``proxy.latency``: the fault proxy (its own process, started here) lists no toxic: the
+  server's heartbeat lease, renewed by the run, ended it.
 
 Then ``chaoslab recover`` closes the ledger entry (not timed). Prints p50/p95/max per
 kind against the target (p95 under 5 s). Anchor: Steadybit's extension rolls back after
 4 missed heartbeats; before heartbeats chaoslab waited the fault's duration + 5 s
 (here 125 s). Bounded: at most RUNS runs per kind and DEADLINE_S in total.
 
-    .venv/bin/python benchmarks/bench_lease.py [RUNS]
+    .venv/bin/python benchmarks/bench_lease.py [RUNS] [KIND ...]   # KIND: e.g. proxy.latency
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -40,6 +44,7 @@ from chaoslab.drivers.lease import LAPSE_S  # noqa: E402
 from chaoslab.drivers.stress import fill_dir  # noqa: E402
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+ONLY = frozenset(sys.argv[2:])  # the kinds to time; none named: all of them
 DEADLINE_S = 1800.0
 TARGET_P95_S = 5.0
 CLEAN_TIMEOUT_S = 30.0
@@ -111,8 +116,43 @@ def once(kind: str, step: str, clean: Callable[[dict[str, object]], bool], work:
     return elapsed
 
 
+class ProxyServer:
+    """The fault proxy in its own process, with one proxy ``p`` (its upstream is never
+    dialled: only the toxic is watched)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("chaoslab-proxy api="):
+            self.stop()
+            raise RuntimeError(f"the proxy did not start: {line!r}")
+        self.api = "http://" + line.split("api=")[1].split()[0]
+        httpx.post(f"{self.api}/proxies", json={"name": "p", "upstream": "127.0.0.1:9"}, timeout=10)
+
+    def toxics(self) -> list[object]:
+        found: list[object] = httpx.get(f"{self.api}/proxies/p/toxics", timeout=10).json()
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
 def main() -> int:
     started = time.monotonic()
+    proxy = ProxyServer()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)  # bench_lease"])
     kinds: dict[str, tuple[str, Callable[[dict[str, object]], bool]]] = {
         "process.suspend": (
@@ -142,9 +182,16 @@ def main() -> int:
         )
     else:
         print("net.drop: skipped (needs root and iptables)")
+    kinds["proxy.latency"] = (
+        f"{{do: proxy.latency, target: 'proxy:p@{proxy.api.removeprefix('http://')}', "
+        "with: {latency: 1ms}, duration: 120s}",
+        lambda r: not proxy.toxics(),
+    )
     results: dict[str, list[float]] = {}
     try:
         for kind, (step, clean) in kinds.items():
+            if ONLY and kind not in ONLY:
+                continue
             times: list[float] = []
             for i in range(RUNS):
                 if time.monotonic() - started > DEADLINE_S:
@@ -158,6 +205,7 @@ def main() -> int:
         os.kill(sleeper.pid, signal.SIGCONT)
         sleeper.kill()
         sleeper.wait()
+        proxy.stop()
         shutil.rmtree(work_root, ignore_errors=True)
     print(f"runner SIGKILL -> fault ended by the lease alone (lapse {LAPSE_S:g}s after the last heartbeat)")
     print(f"{'kind':<16} {'runs':>4} {'p50 s':>7} {'p95 s':>7} {'max s':>7}  target p95 < {TARGET_P95_S:g}s")

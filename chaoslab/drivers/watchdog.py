@@ -154,6 +154,14 @@ def lapse_path(state_dir: Path, fault_id: str) -> Path:
     return state_dir / "watchdogs" / f"{fault_id}.lapsed.json"
 
 
+def report_lapse(state_dir: Path, fault_id: str, reason: str) -> None:
+    """Say that a lease kept elsewhere (a proxy server) ended the fault before the run
+    reverted it: the run reads this file as it reads a watchdog's. Keeps an earlier one."""
+    path = lapse_path(state_dir, fault_id)
+    if not path.exists():
+        _write_json(path, {"fault_id": fault_id, "lease_expired_at": time.time(), "reason": reason})
+
+
 def _write_outcome(state_dir: Path, fault_id: str, outcome: dict[str, Any]) -> None:
     _write_json(outcome_path(state_dir, fault_id), outcome)
 

@@ -60,7 +60,7 @@ class ActiveFault(msgspec.Struct, kw_only=True):
     error: str | None = None
     reverted_at: float | None = None
     clean_at: float | None = None
-    reverting: bool = False  # a revert was dispatched (its duration ended)
+    reverting: bool = False  # a revert was dispatched (its duration ended) or began
     lapsed: str | None = None  # the lease ended the fault before the runner did: why
     lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
 
@@ -209,6 +209,9 @@ class FaultManager:
         with fault.lock:
             if fault.reverted is not None:
                 return
+            # From here on a target that says the fault is gone may be telling of this
+            # revert: the heartbeat no longer reports it (``_renew_remote``).
+            fault.reverting = True
             self._notice_lapse(fault, reverting=True)  # before our revert: was it still on?
             driver = self.registry.get(fault.record.driver)
             t0 = time.monotonic()
@@ -218,6 +221,7 @@ class FaultManager:
                 fault.error = f"revert failed: {exc}"
                 fault.reverted = RevertResult(reverted=False, detail=fault.error)
             duration = time.monotonic() - t0
+            self._notice_lapse(fault)  # the revert may have found a lease had ended it
             fault.reverted_at = time.time()
             self.bus.emit(
                 ev.FaultReverted(
@@ -345,7 +349,9 @@ class FaultManager:
         except Exception as exc:  # a driver bug must not stop the other faults' heartbeats
             self.ctx.log(f"renewing {fault.label}: {exc}")
             return
-        if reason is not None and fault.lapsed is None:
+        # Once the revert began, "gone" may be the revert's own doing: the revert asks the
+        # target itself (a driver reports a lease that ended the fault first).
+        if reason is not None and fault.lapsed is None and not fault.reverting:
             self._lapsed(fault, reason)
 
     def _notice_lapse(self, fault: ActiveFault, *, reverting: bool = False) -> None:

@@ -49,9 +49,10 @@ def test_objective_on_an_unknown_route_is_invalid_input(tmp_path: Path) -> None:
 
 
 def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> None:
-    """``chaoslab run`` injects http.abort (duration 3 s, so a lease of 8 s) and is
-    SIGKILLed: nobody reverts, the proxy alone ends the fault when the lease does, and
-    ``chaoslab recover`` then finds the target clean."""
+    """``chaoslab run`` injects http.abort (duration 30 s, so a lease ceiling of 35 s) and
+    is SIGKILLed: nobody reverts, the proxy alone ends the fault once the run's renewals
+    stop (within ``lease.LAPSE_S``, not at the ceiling), and ``chaoslab recover`` then
+    finds the target clean."""
     import os
     import signal
     import subprocess
@@ -62,6 +63,7 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
 
     import httpx
 
+    from chaoslab.drivers.lease import LAPSE_S
     from tests.integration.proxykit import proxy_process
 
     class Ok(BaseHTTPRequestHandler):
@@ -94,7 +96,7 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
                 "    do: http.abort\n"
                 f"    target: proxy:web@{api.removeprefix('http://')}\n"
                 "    with: {path: /checkout, status: 503}\n"
-                "    duration: 3s\n"
+                "    duration: 30s\n"
             )
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             runner = subprocess.Popen(
@@ -122,19 +124,22 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
                 os.kill(runner.pid, signal.SIGKILL)
             finally:
                 runner.wait(timeout=10)
+            killed = time.monotonic()
             expires = float(str(toxics[0]["lease_expires_at"]))
+            assert toxics[0]["heartbeat_s"] == LAPSE_S and expires > time.time() + 25
             assert httpx.get(url).status_code == 503  # nobody reverted it
-            time.sleep(3.5)  # past the planned duration: only the lease ends it now
-            assert httpx.get(url).status_code == 503, "the fault ended before its lease"
-            while time.time() < expires + 1.5 and httpx.get(f"{api}/proxies/web/toxics").json():
+            while time.monotonic() - killed < LAPSE_S + 5 and httpx.get(f"{api}/proxies/web/toxics").json():
                 time.sleep(0.05)
             assert httpx.get(f"{api}/proxies/web/toxics").json() == []
-            assert time.time() <= expires + 1.5
+            # The last renewal came before the kill: ended within LAPSE_S of it.
+            assert time.monotonic() - killed <= LAPSE_S + 1.0
             assert httpx.get(url).status_code == 200
             recovered = chaoslab("recover", cwd=tmp_path)
             assert recovered.returncode == 0, recovered.stdout + recovered.stderr
             assert "1 reverted and verified clean" in recovered.stdout
-            assert "http.abort" in recovered.stdout and "already clean" in recovered.stdout
+            # The proxy remembers why the toxic went, and recover says so.
+            assert "http.abort" in recovered.stdout and "already ended" in recovered.stdout
+            assert "no renewal for" in recovered.stdout, recovered.stdout
     finally:
         service.shutdown()
         service.server_close()

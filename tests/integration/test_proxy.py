@@ -186,6 +186,56 @@ def test_toxic_lease_ends_in_the_server(proxy: ProxyRef) -> None:
         assert round_trip(sock) < 0.05
 
 
+def test_heartbeat_lease_holds_while_renewed_and_ends_once_renewals_stop(proxy: ProxyRef) -> None:
+    """chaoslab's heartbeat lease: renewed (POST …/renew) it outlives its window many
+    times over; unrenewed it ends heartbeat_s after the last renewal, long before its
+    ceiling, and a late renewal is told why (410 Gone)."""
+    toxic = proxy.add_toxic(name="hb", type="latency", attributes={"latency": 1}, lease_s=60, heartbeat_s=1)
+    assert toxic["heartbeat_s"] == 1 and toxic["lease_s"] == 60
+    renew = f"/proxies/{proxy.name}/toxics/hb/renew"
+    with httpx.Client(base_url=proxy.api, timeout=10) as api:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:  # three windows: held all along while renewed
+            resp = api.post(renew)
+            last = time.monotonic()
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["heartbeat_s"] == 1 and resp.json()["renewed_at"] <= time.time()
+            assert [t["name"] for t in api.get(f"/proxies/{proxy.name}/toxics").json()] == ["hb"]
+            time.sleep(0.2)
+        assert wait_until(lambda: proxy.toxics() == [], 5)
+        assert time.monotonic() - last < 1.0 + 0.5
+        late = api.post(renew)
+        assert late.status_code == 410 and "no renewal for" in late.json()["error"], late.text
+        # Not there at all (never made, or deleted by a client) is 404; there without a
+        # heartbeat lease is 409: nothing to renew.
+        assert api.post(f"/proxies/{proxy.name}/toxics/nope/renew").status_code == 404
+        proxy.add_toxic(name="plain", type="latency", attributes={"latency": 1})
+        assert api.post(f"/proxies/{proxy.name}/toxics/plain/renew").status_code == 409
+        api.delete(f"/proxies/{proxy.name}/toxics/plain")
+        # A toxic made again under a lapsed name starts afresh.
+        proxy.add_toxic(name="hb", type="latency", attributes={"latency": 1}, heartbeat_s=5)
+        assert api.post(renew).status_code == 200
+
+
+def test_down_heartbeat_lease_ends_once_renewals_stop(proxy: ProxyRef) -> None:
+    resp = proxy.http("POST", f"/proxies/{proxy.name}", {"enabled": False, "lease_s": 60, "heartbeat_s": 1})
+    assert resp.json()["enabled"] is False and resp.json()["heartbeat_s"] == 1
+    renew = f"/proxies/{proxy.name}/renew"
+    with httpx.Client(base_url=proxy.api, timeout=10) as api:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:  # renewed: still down
+            assert api.post(renew).status_code == 200
+            assert api.get(f"/proxies/{proxy.name}").json()["enabled"] is False
+            time.sleep(0.2)
+        assert wait_until(lambda: api.get(f"/proxies/{proxy.name}").json()["enabled"], 3)
+        assert median_rtt(proxy.port, n=2) < 0.05
+        late = api.post(renew)
+        assert late.status_code == 410 and "no renewal for" in late.json()["error"], late.text
+        for bad in ({"enabled": False, "heartbeat_s": 0}, {"enabled": False, "heartbeat_s": "4s"}):
+            assert api.post(f"/proxies/{proxy.name}", json=bad).status_code == 400
+        assert api.get(f"/proxies/{proxy.name}").json()["enabled"] is True
+
+
 def test_toxic_update_merges_attributes_and_keeps_name(proxy: ProxyRef) -> None:
     proxy.add_toxic(name="slow", type="latency", attributes={"latency": 10, "jitter": 5})
     resp = proxy.http("PATCH", f"/proxies/{proxy.name}/toxics/slow", {"attributes": {"latency": 150}})

@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
+from chaoslab.drivers import lease
+from chaoslab.drivers.base import MAX_LEASE_S, DriverContext, RevertRecord, check_args
 from chaoslab.drivers.proxy.driver import ProxyDriver
 from chaoslab.drivers.registry import DriverRegistry
+from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.errors import DriverError, TargetNotFound
 from chaoslab.lab.state import write_state
 from chaoslab.paths import lab_dir
@@ -150,6 +153,60 @@ def test_sigkilled_runner_fault_ends_with_the_lease(ctx: DriverContext, proxy: P
     assert wait_until(lambda: driver.check_clean(ctx, record).clean, timeout=2.0)
     assert time.monotonic() - injected_at <= 2.0  # within lease + 1 s
     assert median_rtt(proxy.port, n=2) < 0.05
+
+
+def _renewed_record(ctx: DriverContext, proxy: ProxyRef, op: str) -> tuple[ProxyDriver, RevertRecord]:
+    """A fault prepared as the run prepares one it renews: the 24 h ceiling and a heartbeat."""
+    driver = ProxyDriver()
+    operation = driver.operation(op)
+    assert operation is not None
+    args = {"latency": "1ms"} if op == "latency" else {}
+    record = driver.prepare(ctx, operation, args, proxy.target, MAX_LEASE_S)
+    beat = lease.beat_path(ctx.state_dir, record.fault_id)
+    lease.beat(beat)
+    return driver, msgspec.structs.replace(record, heartbeat=str(beat))
+
+
+@pytest.mark.parametrize("op", ["latency", "down"])
+def test_the_run_s_renewals_hold_the_fault_and_their_lapse_is_reported(
+    ctx: DriverContext, proxy: ProxyRef, op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``renew`` keeps the fault on past its window; once renewals stop the server ends it
+    within the window, ``renew`` says why, and a revert afterwards tells the run too."""
+    monkeypatch.setattr("chaoslab.drivers.proxy.driver.LAPSE_S", 1.0)  # a short window: a short test
+    driver, record = _renewed_record(ctx, proxy, op)
+    assert driver.renew(ctx, record) is None  # not injected yet: nothing to renew
+    record = driver.inject(ctx, record)
+    assert record.data["heartbeat_s"] == 1.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:  # renewed: held well past its window
+        assert driver.renew(ctx, record) is None
+        last = time.monotonic()
+        assert not driver.check_clean(ctx, record).clean
+        time.sleep(0.25)
+    assert wait_until(lambda: driver.check_clean(ctx, record).clean, 3.0)
+    assert time.monotonic() - last < 1.0 + 0.5
+    reason = driver.renew(ctx, record)
+    assert reason is not None and "the proxy ended it" in reason and "no renewal for" in reason, reason
+    assert not lapse_path(ctx.state_dir, record.fault_id).exists()
+    result = driver.revert(ctx, record)
+    assert result.reverted and "no renewal for" in result.detail, result.detail
+    reported = json.loads(lapse_path(ctx.state_dir, record.fault_id).read_text())
+    assert "no renewal for" in reported["reason"]
+    assert driver.check_clean(ctx, record).clean
+
+
+def test_a_fault_another_client_removed_is_reported_gone(ctx: DriverContext, proxy: ProxyRef) -> None:
+    driver, record = _renewed_record(ctx, proxy, "latency")
+    record = driver.inject(ctx, record)
+    assert driver.renew(ctx, record) is None
+    toxic = record.data["toxic"]["name"]
+    proxy.http("DELETE", f"/proxies/{proxy.name}/toxics/{toxic}")  # another client
+    reason = driver.renew(ctx, record)
+    assert reason is not None and "another client" in reason, reason
+    result = driver.revert(ctx, record)
+    assert result.reverted and result.detail == "already clean"  # no lease ended it
+    assert not lapse_path(ctx.state_dir, record.fault_id).exists()
 
 
 def test_lab_target_resolves_through_the_lab_state(ctx: DriverContext, proxy: ProxyRef) -> None:

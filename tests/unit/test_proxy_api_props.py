@@ -75,7 +75,7 @@ values = st.one_of(
     st.lists(st.integers(), max_size=2),
 )
 bodies = st.dictionaries(
-    st.sampled_from(["listen", "upstream", "enabled", "lease_s", "name"]), values, max_size=4
+    st.sampled_from(["listen", "upstream", "enabled", "lease_s", "heartbeat_s", "name"]), values, max_size=4
 )
 
 

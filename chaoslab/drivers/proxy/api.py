@@ -14,6 +14,15 @@ the Toxiproxy release whose API this server implements; ``/metrics`` is the Prom
 text format. Requests to a route whose User-Agent starts with ``Mozilla/`` are refused
 (403) like Toxiproxy does, so a web page cannot drive the local API through the user's
 browser.
+
+chaoslab's own routes, beside Toxiproxy's (a Toxiproxy answers them 404
+``404 page not found``, which tells a client it has no heartbeat leases):
+``POST /proxies/{proxy}/toxics/{toxic}/renew`` and ``POST /proxies/{proxy}/renew`` renew
+the heartbeat lease of a toxic or of a proxy's down (``heartbeat_s``, see ``leases.py``).
+200 answers the lease (``renewed_at``, ``heartbeat_s``, ``lease_s``,
+``lease_expires_at``); 410 Gone says its lease already ended it, with the reason in
+``error``; 404 says it is not there (deleted, reset, re-enabled, never made); 409 says it
+is there without a heartbeat lease.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ ROUTES: tuple[tuple[re.Pattern[str], frozenset[str] | None], ...] = tuple(
         ("/proxies/{}", ("GET", "POST", "PATCH", "DELETE")),
         ("/proxies/{}/toxics", ("GET", "POST")),
         ("/proxies/{}/toxics/{}", ("GET", "POST", "PATCH", "DELETE")),
+        ("/proxies/{}/renew", ("POST",)),  # chaoslab's heartbeat leases
+        ("/proxies/{}/toxics/{}/renew", ("POST",)),
         ("/version", ("GET",)),
         ("/metrics", None),
     )
@@ -140,6 +151,10 @@ class ApiServer:
             case "DELETE", ["proxies", name, "toxics", toxic]:
                 await p.delete_toxic(name, toxic)
                 return 204, None
+            case "POST", ["proxies", name, "renew"]:
+                return 200, await p.renew_down(name)
+            case "POST", ["proxies", name, "toxics", toxic, "renew"]:
+                return 200, await p.renew_toxic(name, toxic)
         raise ApiError(404, f"no route for {method} /{'/'.join(parts)}")
 
     def handle(self, method: str, path: str, raw: bytes, agent: str) -> Answer:

@@ -8,12 +8,19 @@ Targets:
   lab state file (``proxy.api_port`` and the component's ``proxy`` name).
 
 Every fault is one toxic named ``chaoslab-<fault_id>`` (or, for ``down``, the proxy's
-``enabled`` flag), created with the chaoslab lease field ``lease_s``: the proxy server
-removes the toxic (re-enables the proxy) by itself when the lease ends. A real Toxiproxy
-ignores that field, so against it only ``revert`` ends the fault.
+``enabled`` flag), created with chaoslab's lease fields: ``lease_s`` (the ceiling) and,
+while a run renews it (``record.heartbeat`` set), ``heartbeat_s`` = ``lease.LAPSE_S``. The
+proxy server removes the toxic (re-enables the proxy) by itself when the ceiling passes
+or when no renewal came for ``heartbeat_s``; the run renews it through ``renew``, one
+``POST …/renew`` per fault per heartbeat (``proxy/leases.py``). So a fault without
+``duration`` lasts as long as the method, and a dead runner's fault ends ``LAPSE_S``
+after its last renewal. A real Toxiproxy ignores both fields (and has no renew route),
+so against it only ``revert`` ends the fault.
 
-Revert deletes exactly that toxic; 404 means already clean. A server that refuses
-connections is also clean: toxics live in its memory only, so they died with it.
+Revert deletes exactly that toxic; 404 means already clean (and if the server says a
+lease ended it, that is reported as the lease's lapse: ``watchdog.report_lapse``). A
+server that refuses connections is also clean: toxics live in its memory only, so they
+died with it.
 """
 
 from __future__ import annotations
@@ -38,11 +45,14 @@ from chaoslab.drivers.base import (
     parse_duration,
     with_defaults,
 )
+from chaoslab.drivers.lease import LAPSE_S
 from chaoslab.drivers.targets import LabState
+from chaoslab.drivers.watchdog import report_lapse
 from chaoslab.errors import DriverError, Problem, TargetNotFound
 
 TOXIC_PREFIX = "chaoslab-"
 HTTP_TIMEOUT_S = 5.0
+RENEW_TIMEOUT_S = 1.0  # one heartbeat's renewal; a slower answer is a missed beat
 _TARGET = re.compile(r"^proxy:(?P<name>[^@\s]+)@(?P<host>[^:\s]+):(?P<port>\d{1,5})$")
 
 _STREAM = Param(
@@ -96,6 +106,10 @@ class ProxyDriver(Driver):
 
     name = "proxy"
     summary = "TCP faults (latency, bandwidth, timeout, reset, ...) through a fault proxy"
+    # Every fault: the server's lease follows the run's heartbeat (``renew``).
+    heartbeat_ops = frozenset(
+        {"latency", "bandwidth", "timeout", "reset_peer", "slicer", "slow_close", "limit_data", "down"}
+    )
 
     def operations(self) -> Sequence[Operation]:
         fault = Kind.FAULT
@@ -337,7 +351,9 @@ class ProxyDriver(Driver):
 
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         api, name, target = record.data["api"], record.data["proxy"], record.target
-        lease = {"lease_s": record.lease_s} if record.lease_s else {}
+        lease: dict[str, float] = {"lease_s": record.lease_s} if record.lease_s else {}
+        if record.heartbeat:
+            lease["heartbeat_s"] = LAPSE_S  # the run renews it (``renew``) while it lives
         if record.operation == "down":
             # The lease travels with the change: the server re-enables by itself.
             resp = self._request(api, "POST", f"/proxies/{name}", target, {"enabled": False, **lease})
@@ -349,8 +365,50 @@ class ProxyDriver(Driver):
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=target)
         if resp.status_code not in (200, 201):
             raise self._fail(resp, f"injecting {record.operation}", target)
-        expires = resp.json().get("lease_expires_at")
-        return msgspec.structs.replace(record, lease_expires_at=expires) if expires else record
+        answer = resp.json()
+        expires = answer.get("lease_expires_at")
+        if expires:
+            record = msgspec.structs.replace(record, lease_expires_at=expires)
+        if record.heartbeat and answer.get("heartbeat_s"):
+            # The server keeps a heartbeat lease (a real Toxiproxy does not): renew it.
+            record = record.with_data(heartbeat_s=answer["heartbeat_s"])
+        return record
+
+    def _renew_path(self, record: RevertRecord) -> str:
+        name = record.data["proxy"]
+        if record.operation == "down":
+            return f"/proxies/{name}/renew"
+        return f"/proxies/{name}/toxics/{record.data['toxic']['name']}/renew"
+
+    def renew(self, ctx: DriverContext, record: RevertRecord) -> str | None:
+        """One renewal of the fault's heartbeat lease on the proxy server (bounded by
+        ``RENEW_TIMEOUT_S``). Returns why the fault is already gone: its lease ended it
+        (410), it was deleted or reset by another client (404), or the server is gone."""
+        if not record.data.get("heartbeat_s"):
+            return None  # not injected yet, or a server without heartbeat leases
+        try:
+            with httpx.Client(base_url=record.data["api"], timeout=RENEW_TIMEOUT_S, verify=False) as client:
+                resp = client.post(self._renew_path(record))
+        except httpx.ConnectError:
+            return "the proxy server is gone (its toxics died with it)"
+        except httpx.HTTPError:
+            return None  # a missed beat: the next one, or the server's lease, takes over
+        return _gone(resp)
+
+    def _lapsed_on_server(self, ctx: DriverContext, record: RevertRecord) -> str | None:
+        """Whether the server says a lease ended the fault; if so, report it to the run."""
+        if not record.data.get("heartbeat_s"):
+            return None
+        try:
+            with httpx.Client(base_url=record.data["api"], timeout=RENEW_TIMEOUT_S, verify=False) as client:
+                resp = client.post(self._renew_path(record))
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 410:
+            return None
+        reason = _gone(resp) or "its lease on the proxy ended"
+        report_lapse(ctx.state_dir, record.fault_id, reason)
+        return reason
 
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
         api, name, target = record.data["api"], record.data["proxy"], record.target
@@ -365,12 +423,17 @@ class ProxyDriver(Driver):
                 return RevertResult(reverted=True, detail="proxy server gone; its toxics died with it")
             raise
         if resp.status_code == 404:
-            return RevertResult(reverted=True, detail="already clean")
+            lapsed = self._lapsed_on_server(ctx, record)
+            detail = f"already ended: {lapsed}" if lapsed else "already clean"
+            return RevertResult(reverted=True, detail=detail)
         if resp.status_code not in (200, 204):
             raise self._fail(resp, f"reverting {record.operation}", target)
-        return RevertResult(
-            reverted=True, detail="re-enabled" if record.operation == "down" else "toxic removed"
-        )
+        if record.operation == "down":
+            # Re-enabling always answers 200; the server remembers if the lease did it first.
+            lapsed = self._lapsed_on_server(ctx, record)
+            detail = f"already re-enabled: {lapsed}" if lapsed else "re-enabled"
+            return RevertResult(reverted=True, detail=detail)
+        return RevertResult(reverted=True, detail="toxic removed")
 
     def identities(self, record: RevertRecord) -> tuple[str, ...]:
         """The proxy itself: its API address and name."""
@@ -398,3 +461,19 @@ class ProxyDriver(Driver):
             if any(t.get("name") == toxic for t in proxy.get("toxics") or []):
                 residue.append(f"toxic {toxic!r} still on proxy {name!r}")
         return CleanReport(clean=not residue, residue=tuple(residue))
+
+
+def _gone(resp: httpx.Response) -> str | None:
+    """A renewal's answer → why the fault is gone, or None while it holds (or when the
+    server has no heartbeat leases: a real Toxiproxy answers its plain-text 404)."""
+    if resp.status_code == 200:
+        return None
+    try:
+        error = str(resp.json().get("error") or "")
+    except (ValueError, AttributeError):
+        return None  # not chaoslab's server: no renew route
+    if resp.status_code == 410:
+        return f"the proxy ended it: {error}"
+    if resp.status_code == 404:
+        return f"it is gone from the proxy ({error}): deleted, reset or re-enabled by another client"
+    return None  # 409 (no lease to renew), 5xx: nothing the run must act on

@@ -3,8 +3,9 @@
 
 Targets are the proxy driver's: ``proxy:NAME@127.0.0.1:PORT`` or ``lab:replica-N`` (the
 lab's proxies run in HTTP mode). Each fault is one ``http_*`` toxic named
-``chaoslab-<fault_id>`` carrying the lease (``lease_s``): the proxy server removes it by
-itself when the lease ends, so a SIGKILLed runner leaves nothing behind. Revert deletes
+``chaoslab-<fault_id>`` carrying the lease (``lease_s``, and ``heartbeat_s`` renewed by
+the run each second): the proxy server removes it by itself when the lease ends or the
+renewals stop, so a SIGKILLed runner's fault ends within ``lease.LAPSE_S``. Revert deletes
 that toxic (404: already clean); the clean check reads the proxy's toxics. The lifecycle
 (record, ledger, lease, apply, revert, verify) is the proxy driver's, inherited.
 
@@ -91,6 +92,7 @@ class HttpDriver(ProxyDriver):
     summary = (
         "HTTP request faults (abort, delay, rewrite, truncate) by route, through a fault proxy in HTTP mode"
     )
+    heartbeat_ops = frozenset({"abort", "delay", "rewrite", "truncate"})
 
     def operations(self) -> Sequence[Operation]:
         fault = Kind.FAULT

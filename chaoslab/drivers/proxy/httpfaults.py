@@ -111,10 +111,11 @@ def check_http_attributes(kind: str, raw: Any) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ApiError(400, "bad request body: attributes must be an object")
-    known = set(_MATCH) | set(_OWN[kind]) | {"lease_s"}
+    leases = {"lease_s", "heartbeat_s"}  # chaoslab's lease fields, read by toxics.py
+    known = set(_MATCH) | set(_OWN[kind]) | leases
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
-        listed = ", ".join(sorted(known - {"lease_s"}))
+        listed = ", ".join(sorted(known - leases))
         raise ApiError(
             400, f"bad request body: unknown attributes for {kind}: {', '.join(unknown)} (known: {listed})"
         )

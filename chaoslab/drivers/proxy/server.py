@@ -4,9 +4,12 @@ Connections (two sockets and the toxic pipes between them, fast and slow path) a
 ``connection.py``; HTTP mode's in ``httpmode.py``. This module holds the proxies, their
 listeners, toxics and leases, and the operations of the HTTP API.
 
-Leases live here, in the server: a leased toxic (or a leased "down") is a timer on this
-loop that removes the toxic (or re-enables the proxy) with no help from any client, so
-a SIGKILLed runner leaves nothing behind for longer than its lease.
+Leases live here, in the server (``leases.py``): a leased toxic (or a leased "down") is
+a timer on this loop that removes the toxic (or re-enables the proxy) with no help from
+any client, when its ceiling (``lease_s``) passes or, for a lease that follows a run
+(``heartbeat_s``), as soon as the run stops renewing it. So a SIGKILLed runner's faults
+end ``heartbeat_s`` after its last renewal. Why a lease ended is kept for a while
+(tombstones), so a late renewal is answered 410 with the reason.
 
 Why hand-written: no stdlib or PyPI package provides a Toxiproxy-compatible engine
 (Toxiproxy itself is a Go binary). The engine runs on any asyncio loop; the proxy
@@ -16,11 +19,11 @@ process uses uvloop when it is installed (``--loop``), which halves the per-hop 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import logging
 import socket
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -29,12 +32,14 @@ from chaoslab.drivers.proxy.connection import Connection, Stats
 from chaoslab.drivers.proxy.errors import ApiError
 from chaoslab.drivers.proxy.httpfaults import Rule
 from chaoslab.drivers.proxy.httpmode import connection_factory
-from chaoslab.drivers.proxy.toxics import ToxicSpec, parse_toxic, update_toxic
+from chaoslab.drivers.proxy.leases import Lease, Tombstones
+from chaoslab.drivers.proxy.toxics import MAX_LEASE_S, ToxicSpec, parse_toxic, update_toxic
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:0"  # when a client sends no listen address (safer than Toxiproxy's all)
 MODES = ("tcp", "http")  # chaoslab's ``mode`` field of a proxy (absent means tcp, as Toxiproxy)
+_DOWN = ""  # the tombstone key of a proxy's "down" (a toxic's name is never empty)
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
@@ -109,9 +114,9 @@ class Proxy:
         self.connections: set[Connection] = set()
         self.stats = {"upstream": Stats(), "downstream": Stats()}
         self._listener: asyncio.Server | None = None
-        self._leases: dict[str, asyncio.TimerHandle] = {}
-        self._down_lease: asyncio.TimerHandle | None = None
-        self.down_lease_expires_at: float | None = None
+        self._leases: dict[str, Lease] = {}  # by toxic name
+        self._down_lease: Lease | None = None
+        self.ended = Tombstones()  # why leases ended, by toxic name (``_DOWN``: the down)
         self._rules: list[Rule] | None = None  # the http_* toxics compiled, rebuilt on change
         self._compiled: dict[int, Rule] = {}  # by toxic uid, so counters survive other changes
         self.http_requests = 0  # requests parsed in HTTP mode (``/metrics``)
@@ -150,8 +155,8 @@ class Proxy:
         }
         if self.mode != "tcp":
             out["mode"] = self.mode  # chaoslab's extension; Toxiproxy clients ignore it
-        if self.down_lease_expires_at is not None:
-            out["lease_expires_at"] = self.down_lease_expires_at
+        if self._down_lease is not None:
+            out.update(self._down_lease.to_json())  # chaoslab's lease fields of a down
         return out
 
     # -- listening --------------------------------------------------------------------
@@ -188,61 +193,94 @@ class Proxy:
             conn.close()
         self.enabled = False
 
-    async def set_enabled(self, enabled: bool, lease_s: float | None) -> None:
+    async def set_enabled(
+        self, enabled: bool, lease_s: float | None, heartbeat_s: float | None = None
+    ) -> None:
         self._cancel_down_lease()
         if enabled:
             await self.start()
             return
         self.stop()
-        if lease_s is not None:
-            self._down_lease = self.loop.call_later(lease_s, self._down_lease_ended)
-            self.down_lease_expires_at = time.time() + lease_s
+        if lease_s is not None or heartbeat_s is not None:
+            self.ended.forget(_DOWN)
+            self._down_lease = Lease(
+                self.loop, lease_s=lease_s, heartbeat_s=heartbeat_s, on_end=self._down_lease_ended
+            )
 
     def _cancel_down_lease(self) -> None:
         if self._down_lease is not None:
             self._down_lease.cancel()
         self._down_lease = None
-        self.down_lease_expires_at = None
 
-    def _down_lease_ended(self) -> None:
+    def _down_lease_ended(self, reason: str) -> None:
         self._down_lease = None
-        self.down_lease_expires_at = None
-        log.info("proxy %s: down lease ended, re-enabling", self.name)
+        self.ended.bury(_DOWN, reason)
+        log.info("proxy %s: down lease ended (%s), re-enabling", self.name, reason)
         self.server.spawn(self.start())
+
+    def renew_down(self) -> dict[str, Any]:
+        """Renew the lease of this proxy's down; 410 if a lease already ended it."""
+        if self._down_lease is None:
+            why = self.ended.why(_DOWN)
+            if why is not None:
+                raise ApiError(410, f"the proxy's down ended: {why}")
+            if self.enabled:
+                raise ApiError(404, "the proxy is not down")
+            raise ApiError(409, "the proxy's down has no lease to renew")
+        self._down_lease.renew()
+        return self._down_lease.to_json()
 
     # -- toxics -----------------------------------------------------------------------
     def put_toxic(self, spec: ToxicSpec) -> ToxicSpec:
         old = self._leases.pop(spec.name, None)
         if old is not None:
             old.cancel()
-        if spec.lease_s is not None:
-            self._leases[spec.name] = self.loop.call_later(
-                spec.lease_s, self._toxic_lease_ended, spec.name, spec.uid
+        self.ended.forget(spec.name)
+        if spec.lease_s is not None or spec.heartbeat_s is not None:
+            lease = Lease(
+                self.loop,
+                lease_s=spec.lease_s,
+                heartbeat_s=spec.heartbeat_s,
+                on_end=functools.partial(self._toxic_lease_ended, spec.name, spec.uid),
             )
-            spec = replace(spec, lease_expires_at=time.time() + spec.lease_s)
+            self._leases[spec.name] = lease
+            spec = replace(spec, lease_expires_at=lease.expires_at)
         self.toxics[spec.name] = spec
         self._sync()
         return spec
 
     def remove_toxic(self, name: str) -> bool:
-        handle = self._leases.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        lease = self._leases.pop(name, None)
+        if lease is not None:
+            lease.cancel()
         if self.toxics.pop(name, None) is None:
             return False
         self._sync()
         return True
 
-    def _toxic_lease_ended(self, name: str, uid: int) -> None:
+    def _toxic_lease_ended(self, name: str, uid: int, reason: str) -> None:
         spec = self.toxics.get(name)
         if spec is not None and spec.uid == uid:
-            log.info("proxy %s: lease of toxic %s ended, removing it", self.name, name)
-            self._leases.pop(name, None)
+            log.info("proxy %s: lease of toxic %s ended (%s), removing it", self.name, name, reason)
             self.remove_toxic(name)
+            self.ended.bury(name, reason)
+
+    def renew_toxic(self, name: str) -> dict[str, Any]:
+        """Renew the lease of toxic ``name``; 410 if its lease already ended it."""
+        lease = self._leases.get(name)
+        if lease is None:
+            why = self.ended.why(name)
+            if why is not None:
+                raise ApiError(410, f"toxic {name} ended: {why}")
+            if name in self.toxics:
+                raise ApiError(409, "the toxic has no lease to renew")
+            raise ApiError(404, "toxic not found")
+        lease.renew()
+        return {"name": name, **lease.to_json()}
 
     def reset(self) -> None:
-        for handle in self._leases.values():
-            handle.cancel()
+        for lease in self._leases.values():
+            lease.cancel()
         self._leases.clear()
         self.toxics.clear()
         self._sync()
@@ -373,18 +411,23 @@ class ProxyServer:
             raise ApiError(400, "bad request body: listen and upstream must be strings")
         if not isinstance(enabled, bool):
             raise ApiError(400, "bad request body: enabled must be a boolean")
-        lease = body.get("lease_s")
-        if lease is not None and (
-            isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= 86400
-        ):
-            raise ApiError(400, "bad request body: lease_s must be in (0, 86400]")
+        lease, heartbeat = body.get("lease_s"), body.get("heartbeat_s")
+        for key, value in (("lease_s", lease), ("heartbeat_s", heartbeat)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_LEASE_S
+            ):
+                raise ApiError(400, f"bad request body: {key} must be in (0, {MAX_LEASE_S:.0f}]")
         new_listen = split_address(listen or DEFAULT_LISTEN, what="listen")
         new_upstream = split_address(upstream, what="upstream")
         # Validated: from here on nothing answers 400.
         if not proxy.same_address(listen or DEFAULT_LISTEN, upstream):
             await self._move(proxy, listen or DEFAULT_LISTEN, new_listen, upstream, new_upstream)
-        if enabled != proxy.enabled or lease is not None:
-            await proxy.set_enabled(enabled, float(lease) if lease is not None else None)
+        if enabled != proxy.enabled or lease is not None or heartbeat is not None:
+            await proxy.set_enabled(
+                enabled,
+                float(lease) if lease is not None else None,
+                float(heartbeat) if heartbeat is not None else None,
+            )
         return proxy.to_json()
 
     @staticmethod
@@ -439,6 +482,14 @@ class ProxyServer:
     async def delete_toxic(self, name: str, toxic: str) -> None:
         if not self._get(name).remove_toxic(toxic):
             raise ApiError(404, "toxic not found")
+
+    async def renew_toxic(self, name: str, toxic: str) -> dict[str, Any]:
+        """chaoslab's renewal of a toxic's heartbeat lease (not a Toxiproxy route)."""
+        return self._get(name).renew_toxic(toxic)
+
+    async def renew_down(self, name: str) -> dict[str, Any]:
+        """chaoslab's renewal of a proxy's down lease (not a Toxiproxy route)."""
+        return self._get(name).renew_down()
 
     async def metrics(self) -> str:
         """Prometheus text exposition (format 0.0.4) of the proxies: Toxiproxy's two

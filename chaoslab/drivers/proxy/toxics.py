@@ -3,9 +3,12 @@
 A toxic is described by ``ToxicSpec`` (immutable; an update makes a new spec with a new
 ``uid``) and acts through a ``Behaviour`` created once per connection direction it
 applies to. The JSON shape is Toxiproxy's (``name``, ``type``, ``stream``, ``toxicity``,
-``attributes``) so its clients work unchanged; chaoslab adds one optional field, the
-lease (``lease_s`` at the top level, or inside ``attributes`` for clients that only pass
-attributes through). Clients that do not know it never send it and ignore it in replies.
+``attributes``) so its clients work unchanged; chaoslab adds two optional fields, the
+lease (``lease_s``: the toxic ends by itself that long after it was set) and the
+heartbeat (``heartbeat_s``: it also ends once no client renewed it for that long; see
+``leases.py``), each at the top level or inside ``attributes`` for clients that only
+pass attributes through. Clients that do not know them never send them and ignore them
+in replies.
 
 Behaviours are written against the small ``Link`` protocol (sleep until a monotonic
 deadline, pass a chunk on, close or reset the connection) so this module knows nothing
@@ -48,6 +51,7 @@ ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 LEASE_KEY = "lease_s"
+HEARTBEAT_KEY = "heartbeat_s"
 MAX_LEASE_S = 24 * 3600.0
 
 Chunk = tuple[bytes | None, float]
@@ -67,6 +71,7 @@ class ToxicSpec:
     uid: int
     lease_s: float | None = None
     lease_expires_at: float | None = None  # Unix time, for humans and the driver
+    heartbeat_s: float | None = None  # ends once not renewed for this long (``leases.py``)
 
     @property
     def direction(self) -> str:
@@ -84,6 +89,8 @@ class ToxicSpec:
         if self.lease_s is not None:
             out[LEASE_KEY] = self.lease_s
             out["lease_expires_at"] = self.lease_expires_at
+        if self.heartbeat_s is not None:
+            out[HEARTBEAT_KEY] = self.heartbeat_s
         return out
 
 
@@ -100,13 +107,14 @@ def _attribute(value: Any, where: str) -> int:
     return int(number)
 
 
-def _lease(body: Mapping[str, Any], attributes: Mapping[str, Any]) -> float | None:
-    raw = body.get(LEASE_KEY, attributes.get(LEASE_KEY))
+def _lease(body: Mapping[str, Any], attributes: Mapping[str, Any], key: str = LEASE_KEY) -> float | None:
+    """A lease field (``lease_s`` or ``heartbeat_s``) of a body, in seconds, or None."""
+    raw = body.get(key, attributes.get(key))
     if raw is None:
         return None
-    lease = _number(raw, LEASE_KEY)
+    lease = _number(raw, key)
     if not 0 < lease <= MAX_LEASE_S:
-        raise ApiError(400, f"bad request body: {LEASE_KEY} must be in (0, {MAX_LEASE_S:.0f}]")
+        raise ApiError(400, f"bad request body: {key} must be in (0, {MAX_LEASE_S:.0f}]")
     return lease
 
 
@@ -164,16 +172,19 @@ def parse_toxic(body: Any, *, uid: int) -> ToxicSpec:
         attributes=attributes,
         uid=uid,
         lease_s=_lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {}),
+        heartbeat_s=_lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {}, HEARTBEAT_KEY),
     )
 
 
 def update_toxic(spec: ToxicSpec, body: Any, *, uid: int) -> ToxicSpec:
-    """Apply an update body: attributes merge into the old ones, toxicity and the lease
-    replace theirs when given. Name, type and stream cannot change (as in Toxiproxy)."""
+    """Apply an update body: attributes merge into the old ones, toxicity, the lease and
+    the heartbeat replace theirs when given. Name, type and stream cannot change (as in
+    Toxiproxy)."""
     if not isinstance(body, Mapping):
         raise ApiError(400, "bad request body: expected a JSON object")
     raw_attrs = body.get("attributes") or {}
     lease = _lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {})
+    heartbeat = _lease(body, raw_attrs if isinstance(raw_attrs, Mapping) else {}, HEARTBEAT_KEY)
     if spec.type.startswith("http_"):
         if not isinstance(raw_attrs, Mapping):
             raise ApiError(400, "bad request body: attributes must be an object")
@@ -186,6 +197,7 @@ def update_toxic(spec: ToxicSpec, body: Any, *, uid: int) -> ToxicSpec:
         attributes=attributes,
         uid=uid,
         lease_s=lease if lease is not None else spec.lease_s,
+        heartbeat_s=heartbeat if heartbeat is not None else spec.heartbeat_s,
     )
 
 
