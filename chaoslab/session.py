@@ -72,7 +72,7 @@ def run_experiment(
     session: SessionOptions,
 ) -> tuple[RunResult, RecoverReport | None]:
     state = session.state
-    if options.state != state:
+    if options.state != state:  # one home for the whole run: the session's
         options = msgspec.structs.replace(options, state=state)
     if exp.faults():
         from chaoslab.engine.plan import check_runnable

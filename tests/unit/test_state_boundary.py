@@ -102,6 +102,8 @@ def environ_writes(tree: ast.AST) -> list[tuple[int, str]]:
         for t in targets:
             if isinstance(t, ast.Subscript) and _is_environ(t.value):
                 found.append((line, "os.environ[...] ="))
+            elif _is_environ(t):
+                found.append((line, "os.environ ="))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             if _is_environ(node.func.value) and node.func.attr in ENV_WRITES:
                 found.append((line, f"os.environ.{node.func.attr}()"))
@@ -179,6 +181,8 @@ def test_the_scan_leaves_passing_state_alone(code: str) -> None:
         "import os\nos.putenv('X', '1')",
         "import os\ndel os.environ['X']",
         "from os import environ\nenviron['X'] = '1'",
+        "import os\nos.environ |= {'X': '1'}",
+        "import os\nos.environ.__setitem__('X', '1')",
     ],
 )
 def test_the_scan_finds_every_way_of_writing_the_environment(code: str) -> None:
