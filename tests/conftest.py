@@ -104,6 +104,38 @@ def wait_for_event(
     )
 
 
+# Tests that measure time or CPU to the millisecond or the percent (latency toxics, CPU
+# load, lease lapse times, scheduler slots, load-generator rates): `.ci/test` runs them
+# after the parallel part, alone, so no other test's load skews what they measure.
+EXCLUSIVE_MODULES = frozenset(
+    {
+        "tests/integration/test_proxy.py",
+        "tests/integration/test_proxy_http.py",
+        "tests/integration/test_proxy_driver.py",
+        "tests/integration/test_proxy_toxiproxy_client.py",
+        "tests/integration/test_proxy_toxiproxy_fidelity.py",
+        "tests/integration/test_proxy_node_client.py",
+        "tests/integration/test_stress_driver.py",
+        "tests/integration/test_loadgen.py",
+        "tests/integration/test_lab.py",
+        "tests/integration/test_lab_timeouts.py",
+        "tests/integration/test_scheduler_postgres.py",
+        "tests/unit/test_scheduler_daemon.py",
+        "tests/e2e/test_leases.py",
+        "tests/e2e/test_compare_run.py",
+    }
+)
+EXCLUSIVE_TESTS = ("test_runner_sigkilled_lease_ends_fault",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        module = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if module in EXCLUSIVE_MODULES or item.name.startswith(EXCLUSIVE_TESTS):
+            item.add_marker(pytest.mark.exclusive)
+
+
 def require(ok: bool, reason: str) -> None:
     """Skip locally, fail in CI, when a real component is missing."""
     if ok:
