@@ -15,6 +15,7 @@ python and http providers, configuration and secrets always go through chaostool
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -22,6 +23,8 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from chaoslab.engine.proctree import END_BOUND_S, shepherd_command
 
 
 class ProcessActivityFailed(Exception):
@@ -56,15 +59,15 @@ def run_process(
             arguments = itertools.chain.from_iterable(arguments.items())
         argv = [str(p) for p in arguments if p not in (None, "")]
         argv.insert(0, path)
-    # Popen + communicate is what subprocess.run does; we need the handle first. Its own
-    # session: the whole tree (what a shell backgrounds too) is one process group, ended
-    # as one, so nothing it started can outlive it holding our stdout.
+    # Popen + communicate is what subprocess.run does; we need the handle first. The
+    # command runs under a shepherd (chaoslab.engine.proctree): when it exits, or when the
+    # shepherd gets SIGTERM, its whole tree ends — setsid grandchildren and daemons too —
+    # so nothing it started can outlive it holding our stdout.
     with subprocess.Popen(
-        argv,
+        shepherd_command(["/bin/sh", "-c", argv] if shell else argv),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ if env is None else env,
-        shell=shell,
         start_new_session=True,
     ) as proc:
         if started is not None:
@@ -72,20 +75,26 @@ def run_process(
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
+            _end_tree(proc)
             raise ProcessActivityFailed("process activity took too long to complete") from None
         except BaseException:
-            _kill_group(proc)
+            _end_tree(proc)
             raise
     return {"status": proc.returncode, "stdout": _decode(stdout), "stderr": _decode(stderr)}
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _end_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the shepherd (it ends the whole tree, bounded); SIGKILL its group if it
+    has not ended in time."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+        proc.communicate(timeout=END_BOUND_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.kill()
+        proc.communicate()
 
 
 def validate_process(activity: Mapping[str, Any]) -> str | None:

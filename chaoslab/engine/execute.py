@@ -206,7 +206,22 @@ def execute(
     start = time.time()
     provider = activity.kind is ActivityKind.PROVIDER
     python = provider and (activity.ctk.get("provider") or {}).get("type") == "python"
-    with (trees or ActivityTrees()).activity(python) as tree:
+    if trees is None:  # no run to wind down: this call ends what it abandons itself
+        own = ActivityTrees()
+        try:
+            return execute(
+                activity,
+                registry=registry,
+                ctx=ctx,
+                configuration=configuration,
+                secrets=secrets,
+                default_timeout_s=default_timeout_s,
+                tick=tick,
+                trees=own,
+            )
+        finally:
+            own.end_all()
+    with trees.activity(python) as tree:
 
         def body() -> Any:
             if provider:

@@ -1,5 +1,7 @@
-"""Activities leave no process behind: a process or python activity's whole tree ends at
-its deadline and on SIGINT, so a CI step never hangs on an orphan holding its stdout."""
+"""Activities leave no process behind — not even a ``setsid`` grandchild or a
+double-forked daemon (``tests/e2e/escapees.py``): a process or python activity's whole
+tree ends at its deadline, on SIGINT to the run, and when it ends normally, and a CI step
+whose output an orphan holds open still returns promptly."""
 
 from __future__ import annotations
 
@@ -8,33 +10,77 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import poll
+from chaoslab.engine.child import chaoslab_command, run_child
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+ESCAPEES = Path(__file__).with_name("escapees.py")
+RETURN_S = 30.0  # an orphan holding the run's output would hold it for days
+
+
+class Escape:
+    """Where the escapees of one test record themselves, and their ``sleep`` marker."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp / "escapees"
+        self.dir.mkdir()
+        self.marker = str(random.randint(700_000, 799_999))  # a sleep length no other test uses
+
+    def recorded(self) -> list[tuple[int, float, int, int]]:
+        """(pid, create time, session id, the spawning script's session id) of each escapee."""
+        pids = self.dir / "pids"
+        rows = [line.split() for line in (pids.read_text().splitlines() if pids.exists() else [])]
+        return [(int(p), float(t), int(s), int(o)) for p, t, s, o in (r for r in rows if len(r) == 4)]
+
+    def alive(self) -> list[psutil.Process]:
+        """The escapees still running: recorded pid + create time, or running our marker."""
+        found: dict[int, psutil.Process] = {}
+        for pid, created, _, _ in self.recorded():
+            try:
+                p = psutil.Process(pid)
+                if abs(p.create_time() - created) < 0.01 and p.status() != psutil.STATUS_ZOMBIE:
+                    found[pid] = p
+            except psutil.Error:
+                continue
+        for p in psutil.process_iter(["cmdline", "status"]):
+            if p.info["cmdline"] == ["sleep", self.marker] and p.info["status"] != psutil.STATUS_ZOMBIE:
+                found[p.pid] = p
+        return list(found.values())
+
+    def escaped(self) -> bool:
+        """Both escapees ran, each in a session of its own (a process group could not hold them)."""
+        found = self.recorded()
+        return len(found) == 2 and all(sid != session for _, _, sid, session in found)
 
 
 @pytest.fixture
-def marker() -> Iterator[str]:
-    """A sleep length no other process uses; whatever carries it is killed afterwards."""
-    value = str(random.randint(700_000, 799_999))
-    yield value
-    for p in leftovers(value):
+def escape(tmp_path: Path) -> Iterator[Escape]:
+    esc = Escape(tmp_path)
+    yield esc
+    for p in esc.alive():  # never leave one behind, whatever the test found
         p.kill()
 
 
-def leftovers(value: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if cmd[:1] == ["sleep"] and value in cmd and p.pid != os.getpid():
-            found.append(p)
-    return found
+def experiment(tmp: Path, esc: Escape, kind: str, *, hang_s: float, timeout_s: float | None) -> Path:
+    timeout = f"timeout: {timeout_s}, " if timeout_s is not None else ""
+    if kind == "process":
+        args = f"[{ESCAPEES}, {esc.dir}, '{esc.marker}', '{hang_s}']"
+        provider = f"{{type: process, path: {sys.executable}, arguments: {args}}}"
+    else:
+        args = f"{{directory: {esc.dir}, marker: '{esc.marker}', hang_s: {hang_s}}}"
+        provider = f"{{type: python, module: tests.e2e.escapees, func: escape, arguments: {args}}}"
+    exp = tmp / "exp.yaml"
+    exp.write_text(
+        f"title: t\ndescription: d\nmethod:\n  - {{type: action, name: escape, {timeout}provider: {provider}}}\n"
+    )
+    return exp
 
 
 def start(exp: Path, cwd: Path) -> subprocess.Popen[bytes]:
@@ -50,7 +96,7 @@ def start(exp: Path, cwd: Path) -> subprocess.Popen[bytes]:
 
 def finish(run: subprocess.Popen[bytes]) -> tuple[int, str]:
     try:
-        out, err = run.communicate(timeout=30)
+        out, err = run.communicate(timeout=RETURN_S)
     except subprocess.TimeoutExpired:
         run.kill()
         run.communicate()
@@ -58,48 +104,64 @@ def finish(run: subprocess.Popen[bytes]) -> tuple[int, str]:
     return run.returncode, (out + err).decode(errors="replace")
 
 
-def shell_activity(tmp: Path, marker: str, timeout: str = "") -> Path:
-    script = tmp / "tree.sh"
-    script.write_text(f"#!/bin/sh\nsleep {marker} &\nsleep {marker}\n")
-    script.chmod(0o755)
-    exp = tmp / "exp.yaml"
-    exp.write_text(
-        "title: t\ndescription: d\nmethod:\n"
-        f"  - {{type: action, name: tree, {timeout}provider: {{type: process, path: {script}}}}}\n"
-    )
-    return exp
-
-
-def wait_for(cond: object, timeout: float) -> bool:
-    return poll(cond, timeout_s=timeout, interval_s=0.05) is not None  # type: ignore[arg-type]
-
-
-def test_a_process_activity_past_its_deadline_takes_its_whole_tree(tmp_path: Path, marker: str) -> None:
-    run = start(shell_activity(tmp_path, marker, timeout="timeout: 1, "), tmp_path)
-    code, text = finish(run)
-    assert "Traceback" not in text and code == 0, text  # a timed-out action: CTK's semantics
-    assert '"status": "timed-out"' in (tmp_path / "r" / "events.ndjson").read_text()
-    assert leftovers(marker) == []
-
-
-def test_sigint_ends_a_process_activity_s_whole_tree(tmp_path: Path, marker: str) -> None:
-    run = start(shell_activity(tmp_path, marker), tmp_path)
-    assert wait_for(lambda: len(leftovers(marker)) == 2, 20)
-    run.send_signal(signal.SIGINT)
-    code, text = finish(run)
-    assert code == 130, text
-    assert leftovers(marker) == []
-
-
-def test_a_python_activity_past_its_deadline_leaves_no_child(tmp_path: Path, marker: str) -> None:
-    exp = tmp_path / "py.yaml"
-    exp.write_text(
-        "title: t\ndescription: d\nmethod:\n"
-        "  - {type: action, name: hang, timeout: 1, provider: {type: python, module: tests.e2e.ctkfuncs,"
-        f" func: spawn_and_hang, arguments: {{argv: [sleep, '{marker}']}}}}}}\n"
-    )
+@pytest.mark.parametrize("kind", ["process", "python"])
+@pytest.mark.parametrize("ending", ["deadline", "sigint", "normal"])
+def test_no_escapee_outlives_its_activity(tmp_path: Path, escape: Escape, kind: str, ending: str) -> None:
+    hang_s = 0 if ending == "normal" else 600
+    exp = experiment(tmp_path, escape, kind, hang_s=hang_s, timeout_s=4 if ending == "deadline" else None)
     run = start(exp, tmp_path)
+    began = time.monotonic()
+    if ending == "sigint":
+        wait_until(lambda: escape.escaped() and len(escape.alive()) == 2, timeout_s=20, what="both escapees")
+        began = time.monotonic()
+        run.send_signal(signal.SIGINT)
     code, text = finish(run)
-    assert "Traceback" not in text and code == 0, text
-    assert '"status": "timed-out"' in (tmp_path / "r" / "events.ndjson").read_text()
-    assert leftovers(marker) == []
+    took = time.monotonic() - began
+    assert escape.escaped(), f"the escapees did not run: {escape.recorded()}"
+    assert "Traceback" not in text, text
+    assert code == (130 if ending == "sigint" else 0), text
+    events = (tmp_path / "r" / "events.ndjson").read_text()
+    if ending == "deadline":
+        assert '"status": "timed-out"' in events
+    elif ending == "normal":
+        assert '"status": "succeeded"' in events
+    assert escape.alive() == [], f"left behind after {ending}: {escape.alive()}"
+    assert took < RETURN_S
+
+
+def test_a_gate_or_scheduler_child_run_ends_its_activities_trees(tmp_path: Path, escape: Escape) -> None:
+    """``engine/child.py`` (the CI gate, scheduler slots, game days): stopping a child run
+    ends its activities' trees too, escapees included."""
+    import threading
+
+    exp = experiment(tmp_path, escape, "python", hang_s=600, timeout_s=None)
+    stop = threading.Event()
+    out: list[int] = []
+    runner = threading.Thread(
+        target=lambda: out.append(
+            run_child(
+                chaoslab_command("run", "--run-dir", str(tmp_path / "r"), str(exp)),
+                stop=stop,
+                grace_s=30,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            ).returncode
+        ),
+        daemon=True,
+    )
+    runner.start()
+    wait_until(lambda: escape.escaped() and len(escape.alive()) == 2, timeout_s=20, what="both escapees")
+    stop.set()
+    runner.join(RETURN_S)
+    assert not runner.is_alive() and out, "the child run did not end"
+    assert escape.alive() == []
+
+
+def test_the_shepherd_passes_the_command_s_status_through(tmp_path: Path) -> None:
+    from chaoslab.engine.proctree import shepherd_command
+
+    ok = subprocess.run(shepherd_command(["sh", "-c", "echo out; echo err >&2; exit 3"]), capture_output=True)
+    assert (ok.returncode, ok.stdout, ok.stderr) == (3, b"out\n", b"err\n")
+    killed = subprocess.run(shepherd_command(["sh", "-c", "kill -9 $$"]), capture_output=True)
+    assert killed.returncode == -signal.SIGKILL

@@ -166,7 +166,7 @@ def test_sigterm_ends_a_running_process_activity(tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     children: list[psutil.Process] = []
     while not children and time.monotonic() < deadline:
-        children = [c for c in psutil.Process(proc.pid).children() if c.name() == "sleep"]
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "sleep"]
         time.sleep(0.05)
     assert children, "the process activity should be running"
     proc.send_signal(signal.SIGTERM)
