@@ -36,24 +36,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 
 from chaoslab.drivers import _proc
 from chaoslab.drivers._proc import FAULT_ENV, ProcRef
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     local_host,
 )
+from chaoslab.drivers.lifecycle import Ask, FaultDriver, LeasedData, LeasedFault, Proc, ProcId
 from chaoslab.drivers.selection import Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
-from chaoslab.errors import DriverError, InvalidInput, Problem, Unsupported
+from chaoslab.drivers.watchdog import check_lease
+from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
+
+NAME = "stress"
 
 MIB = 1024 * 1024
 FILL_PREFIX = "chaoslab-fill-"
@@ -129,12 +130,155 @@ def stress_ng_path() -> str | None:
     return shutil.which("stress-ng")
 
 
-class StressDriver(Driver):
+class Cgroup(msgspec.Struct, frozen=True, kw_only=True):
+    """The process whose cgroups the stressor joins, and those cgroups' procs files."""
+
+    of: Proc
+    procs_files: tuple[str, ...]
+    pick: dict[str, Any]
+
+
+class Keeper(ProcId, frozen=True, kw_only=True):
+    """The stressor keeper (``stress_worker``): its session holds every stressor."""
+
+    sid: int
+
+
+class StressData(LeasedData, frozen=True, kw_only=True):
+    kind: str
+    backend: str
+    backend_reason: str
+    cgroup: Cgroup | None = None
+    keeper: Keeper | None = None
+    sid: int | None = None
+    command: tuple[str, ...] = ()  # stress-ng's, as run
+
+
+class CpuData(StressData, frozen=True, kw_only=True):
+    workers: int
+    load: float
+
+
+class MemoryData(StressData, frozen=True, kw_only=True):
+    mib: int
+
+
+class DiskData(StressData, frozen=True, kw_only=True):
+    path: str  # absolute and resolved in prepare: the same directory from any cwd
+    fill_bytes: int
+
+
+class _Stress[SD: StressData](LeasedFault[SD]):
+    """What the three stress faults share: a self-ending stressor session."""
+
+    default_target = "host"
+
+    def common(self, ctx: DriverContext, ask: Ask) -> dict[str, Any]:
+        """The fields every stress fault plans alike: backend and cgroup."""
+        out: dict[str, Any] = {"kind": self.operation}
+        out.update(_backend(self.operation, str(ask.full.get("backend", "auto"))))
+        if ask.target is not None:
+            found = _proc.resolve(ask.target, driver=NAME, refuse_protected=True, lab_dir=ctx.lab_dir)
+            picked = pick(found, Selection(), resolve_seed(ask.args, ctx), key=lambda p: p.pid)
+            of = Proc.describe(picked.items[0])
+            if of is None:
+                raise TargetNotFound("the process exited", driver=NAME, target=ask.target)
+            out["cgroup"] = Cgroup(
+                of=of, procs_files=tuple(_proc.cgroup_procs_files(of.pid)), pick=picked.to_dict()
+            )
+        return out
+
+    def needs_watchdog(self, record: RevertRecord, data: SD) -> bool:
+        # Files outlive a killed stressor, and a stressor knows only its deadline: the
+        # watchdog ends the fault when the lease ends or the run stops renewing it.
+        return isinstance(data, DiskData) or bool(record.heartbeat)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: SD) -> SD:
+        deadline = float(record.lease_expires_at or 0.0)
+        spec: dict[str, Any] = {
+            **msgspec.to_builtins(data),
+            "fault_id": record.fault_id,
+            "deadline": deadline,
+            "cgroup_procs": list(data.cgroup.procs_files) if data.cgroup else [],
+        }
+        if isinstance(data, DiskData):
+            spec["fill_dir"] = str(fill_dir(data.path, record.fault_id))
+        if data.backend == "stress-ng":
+            command = _stress_ng_command(data, deadline)
+            spec["command"] = command
+            data = msgspec.structs.replace(data, command=tuple(command))
+        keeper = _launch(record.fault_id, spec, timeout_s=float(record.lease_s or check_lease(None)) + 15.0)
+        return msgspec.structs.replace(data, keeper=msgspec.convert(keeper, Keeper), sid=int(keeper["sid"]))
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: SD) -> str:
+        refs = []
+        for proc in stressors(record):
+            ref = ProcRef.of(proc)
+            if _proc.signal_ref(ref, signal.SIGKILL):
+                refs.append(ref)
+        _proc.wait_gone(refs, 5.0)
+        removed = False
+        if isinstance(data, DiskData):
+            directory = fill_dir(data.path, record.fault_id)
+            if directory.exists():
+                shutil.rmtree(directory, ignore_errors=True)
+                removed = True
+        return f"killed {len(refs)} stressor process(es)" + (", removed fill" if removed else "")
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: SD) -> list[str]:
+        residue = [f"stressor pid {p.pid} still running" for p in stressors(record)]
+        if isinstance(data, DiskData):
+            if not Path(data.path).is_absolute():
+                # A relative path means another directory from here: never call that clean.
+                residue.append(f"cannot verify the fill: {data.path!r} is not an absolute path")
+            elif (directory := fill_dir(data.path, record.fault_id)).exists():
+                residue.append(f"fill directory {directory} still exists")
+        return residue
+
+    def identities(self, record: RevertRecord, data: SD) -> tuple[str, ...]:
+        """The host resource under pressure (its CPU, its memory, an absolute disk path),
+        plus the process whose cgroups the stressor joins."""
+        host = local_host()
+        keys = [f"host:{host}:disk:{data.path}" if isinstance(data, DiskData) else f"host:{host}:{data.kind}"]
+        if data.cgroup is not None:
+            keys.append(f"proc:{host}:{data.cgroup.of.pid}:{data.cgroup.of.create_time:.2f}")
+        return tuple(keys)
+
+
+class Cpu(_Stress[CpuData]):
+    operation = "cpu"
+    data_type = CpuData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> CpuData:
+        return CpuData(
+            workers=int(ask.full["workers"]), load=float(ask.full["load"]), **self.common(ctx, ask)
+        )
+
+
+class Memory(_Stress[MemoryData]):
+    operation = "memory"
+    data_type = MemoryData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> MemoryData:
+        return MemoryData(mib=_memory_mib(ask.full), **self.common(ctx, ask))
+
+
+class Disk(_Stress[DiskData]):
+    operation = "disk"
+    data_type = DiskData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> DiskData:
+        # Absolute and resolved now: revert, check_clean and the lock key must name the
+        # same directory from any working directory (``recover`` runs elsewhere).
+        path = str(Path(str(ask.full.get("path") or tempfile.gettempdir())).resolve())
+        return DiskData(path=path, fill_bytes=_fill_bytes(path, ask.full), **self.common(ctx, ask))
+
+
+class StressDriver(FaultDriver):
     """CPU, memory and disk stress with self-ending stressors. Stateless."""
 
-    name = "stress"
-    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
-    heartbeat_ops = frozenset({"cpu", "memory", "disk"})
+    name = NAME
+    faults = (Cpu, Memory, Disk)
     summary = "CPU, memory and disk pressure (stress-ng or built-in), bounded by the lease"
 
     def operations(self) -> Sequence[Operation]:
@@ -164,127 +308,6 @@ class StressDriver(Driver):
             except InvalidInput as exc:
                 problems.extend(exc.problems)
         return problems
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        full = validated(self, op, args, target, Kind.FAULT)
-        lease = check_lease(lease_s)
-        data: dict[str, Any] = {"kind": op.name}
-        data.update(_backend(op.name, str(full.get("backend", "auto"))))
-        if op.name == "cpu":
-            data.update(workers=int(full["workers"]), load=float(full["load"]))
-        elif op.name == "memory":
-            data["mib"] = _memory_mib(full)
-        else:
-            # Absolute and resolved now: revert, check_clean and the lock key must name
-            # the same directory from any working directory (``recover`` runs elsewhere).
-            path = str(Path(str(full.get("path") or tempfile.gettempdir())).resolve())
-            data.update(path=path, fill_bytes=_fill_bytes(path, full))
-        if target is not None:
-            found = _proc.resolve(target, driver=self.name, refuse_protected=True, lab_dir=ctx.lab_dir)
-            picked = pick(found, Selection(), resolve_seed(args, ctx), key=lambda p: p.pid)
-            of = picked.items[0]
-            data["cgroup"] = {
-                "of": _proc.describe(of),
-                "procs_files": _proc.cgroup_procs_files(of.pid),
-                "pick": picked.to_dict(),
-            }
-        return RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=target or "host",
-            run_id=ctx.run_id,
-            args=dict(args),
-            data=data,
-            lease_s=lease,
-            lease_expires_at=time.time() + lease,
-        )
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        if ctx.dry:
-            return record.with_data(dry=True)
-        record = start_lease(record)
-        deadline = float(record.lease_expires_at or 0.0)
-        data = dict(record.data)
-        spec: dict[str, Any] = {
-            **data,
-            "fault_id": record.fault_id,
-            "deadline": deadline,
-            "cgroup_procs": (data.get("cgroup") or {}).get("procs_files", []),
-        }
-        if data["kind"] == "disk":
-            spec["fill_dir"] = str(fill_dir(data["path"], record.fault_id))
-        if data["kind"] == "disk" or record.heartbeat:
-            # Files outlive a killed stressor, and a stressor knows only its deadline: the
-            # watchdog ends the fault when the lease ends or the run stops renewing it.
-            record = record.with_data(watchdog=spawn_watchdog(ctx, record).to_dict())
-        if data["backend"] == "stress-ng":
-            spec["command"] = _stress_ng_command(data, deadline)
-            record = record.with_data(command=spec["command"])
-        try:
-            keeper = _launch(
-                record.fault_id, spec, timeout_s=float(record.lease_s or check_lease(None)) + 15.0
-            )
-        except DriverError:
-            self.revert(ctx, record)
-            raise
-        return record.with_data(keeper=keeper, sid=keeper["sid"])
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        procs = stressors(record)
-        refs = []
-        for proc in procs:
-            ref = ProcRef.of(proc)
-            if _proc.signal_ref(ref, signal.SIGKILL):
-                refs.append(ref)
-        left = _proc.wait_gone(refs, 5.0)
-        removed = False
-        fill_left = False
-        if "path" in record.data:
-            directory = fill_dir(str(record.data["path"]), record.fault_id)
-            if directory.exists():
-                shutil.rmtree(directory, ignore_errors=True)
-                removed = True
-                fill_left = directory.exists()
-        detail = f"killed {len(refs)} stressor process(es)" + (", removed fill" if removed else "")
-        if left:
-            detail += f"; still alive: {[r.pid for r in left]}"
-        if fill_left:
-            detail += "; the fill directory could not be removed"
-        if left or fill_left:
-            # A failed revert keeps its lease: the watchdog is not retired.
-            return RevertResult(reverted=False, detail=detail + " (lease kept)")
-        _proc.kill_watchdogs(record.fault_id)  # retired only once nothing is left
-        return RevertResult(reverted=True, detail=detail)
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """The host resource under pressure (its CPU, its memory, an absolute disk path),
-        plus the process whose cgroups the stressor joins."""
-        host = local_host()
-        kind = str(record.data.get("kind", record.operation))
-        keys = [f"host:{host}:disk:{record.data['path']}" if kind == "disk" else f"host:{host}:{kind}"]
-        of = (record.data.get("cgroup") or {}).get("of") or {}
-        if "create_time" in of:
-            keys.append(f"proc:{host}:{of['pid']}:{float(of['create_time']):.2f}")
-        return tuple(keys)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        residue = [f"stressor pid {p.pid} still running" for p in stressors(record)]
-        if "path" in record.data and not Path(str(record.data["path"])).is_absolute():
-            # A relative path means another directory from here: never call that clean.
-            residue.append(f"cannot verify the fill: {record.data['path']!r} is not an absolute path")
-        elif "path" in record.data:
-            directory = fill_dir(str(record.data["path"]), record.fault_id)
-            if directory.exists():
-                residue.append(f"fill directory {directory} still exists")
-        residue += [f"watchdog pid {p.pid} still running" for p in _proc.watchdog_processes(record.fault_id)]
-        return CleanReport(clean=not residue, residue=tuple(residue))
 
 
 def stressors(record: RevertRecord) -> list[psutil.Process]:
@@ -380,14 +403,15 @@ def _fill_bytes(path: str, args: Mapping[str, Any]) -> int:
     return want
 
 
-def _stress_ng_command(data: Mapping[str, Any], deadline: float) -> list[str]:
+def _stress_ng_command(data: StressData, deadline: float) -> list[str]:
     # stress-ng's --timeout takes whole seconds: round up; the keeper stops it on time.
     timeout = f"{max(1, math.ceil(deadline - time.time()))}s"
     exe = stress_ng_path() or "stress-ng"
-    if data["kind"] == "cpu":
-        load = str(round(float(data["load"])))
-        return [exe, "--cpu", str(data["workers"]), "--cpu-load", load, "--timeout", timeout, "-q"]
-    mib = f"{int(data['mib'])}m"
+    if isinstance(data, CpuData):
+        load = str(round(data.load))
+        return [exe, "--cpu", str(data.workers), "--cpu-load", load, "--timeout", timeout, "-q"]
+    assert isinstance(data, MemoryData)  # disk fill is always built-in
+    mib = f"{data.mib}m"
     return [exe, "--vm", "1", "--vm-bytes", mib, "--vm-hang", "0", "--timeout", timeout, "-q"]
 
 
