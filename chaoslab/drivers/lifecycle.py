@@ -137,8 +137,10 @@ class HealingData(FaultData, frozen=True, kw_only=True):
 
 
 def encode(record: RevertRecord, data: FaultData) -> RevertRecord:
-    """``record`` with ``data`` as its JSON ``data`` (replacing what was there)."""
-    return msgspec.structs.replace(record, data=msgspec.to_builtins(data))
+    """``record`` with ``data`` as its JSON ``data`` (replacing what was there): lists
+    and dicts exactly as the ledger gives them back to another process."""
+    plain: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(data))
+    return msgspec.structs.replace(record, data=plain)
 
 
 def decode[D: FaultData](record: RevertRecord, data_type: type[D]) -> D:

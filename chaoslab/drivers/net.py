@@ -26,25 +26,22 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaoslab.drivers import _proc
+import msgspec
+
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     local_host,
     parse_duration,
 )
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
+from chaoslab.drivers.lifecycle import Ask, FaultDriver, LeasedData, LeasedFault
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -56,6 +53,7 @@ from chaoslab.errors import (
 
 COMMENT_PREFIX = "chaoslab:"
 NETNS_DIR = Path("/run/netns")
+NAME = "net"
 _CMD_TIMEOUT_S = 10.0
 _CHAINS = ("INPUT", "OUTPUT", "FORWARD")
 _BINARIES = {4: "iptables", 6: "ip6tables"}
@@ -162,12 +160,140 @@ def _netns(target: str | None) -> str | None:
     return None
 
 
-class NetDriver(Driver):
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    """One DROP rule, without its comment and jump (added on insert)."""
+
+    family: int  # 4 or 6
+    chain: str
+    spec: tuple[str, ...]
+
+
+class RulesData(LeasedData, frozen=True, kw_only=True):
+    netns: str | None  # a named namespace (``/run/netns/NAME``); None: this host's own
+    rules: tuple[Rule, ...]
+
+
+class NetemData(LeasedData, frozen=True, kw_only=True):
+    netns: str | None
+    interface: str
+    netem: tuple[str, ...]
+
+
+def _existing_netns(ask: Ask) -> str | None:
+    netns = _netns(ask.target)
+    if netns is not None and not (NETNS_DIR / netns).exists():
+        raise TargetNotFound(f"no network namespace {netns!r}", driver=NAME, target=ask.target or "")
+    return netns
+
+
+class _NetFault[ND: RulesData | NetemData](LeasedFault[ND]):
+    default_target = "host"
+
+    def identities(self, record: RevertRecord, data: ND) -> tuple[str, ...]:
+        """The network namespace the rules or the qdisc go into (the host's own one by
+        default): two runs never shape one namespace's traffic at once."""
+        return (f"host:{local_host()}:netns:{data.netns or '-'}",)
+
+
+class _Rules(_NetFault[RulesData]):
+    """iptables DROP rules tagged with the fault's comment."""
+
+    data_type = RulesData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> RulesData:
+        netns = _existing_netns(ask)
+        if shutil.which("iptables") is None:
+            raise Unsupported("iptables is not installed (Debian: apt-get install iptables)", driver=NAME)
+        full = dict(ask.full)
+        if self.operation == "drop" and "port" not in full:
+            full["port"] = _lab_port(ask.target or "", ctx.lab_dir)
+        return RulesData(netns=netns, rules=_rules(self.operation, full, host=netns is None))
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> RulesData:
+        for rule in data.rules:
+            argv = [_BINARIES[rule.family], "-w", "-I", rule.chain, "1", *rule.spec]
+            argv += ["-m", "comment", "--comment", comment_for(record.fault_id), "-j", "DROP"]
+            _check(_run(data.netns, argv), argv)
+        return data
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> str:
+        if _ns_gone(data.netns):
+            return f"network namespace {data.netns} is gone, and its rules with it"
+        removed = 0
+        for _ in range(100):  # bounded: each pass deletes at least one rule or stops
+            found = _our_rules(data.netns, record.fault_id)
+            if not found:
+                break
+            for family, line in found:
+                argv = [_BINARIES[family], "-w", *_delete_args(line)]
+                if _run(data.netns, argv).returncode == 0:
+                    removed += 1
+        return f"removed {removed} rule(s)"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> list[str]:
+        if _ns_gone(data.netns):
+            return []
+        return [f"{_BINARIES[f]}: {line}" for f, line in _our_rules(data.netns, record.fault_id)]
+
+
+class Drop(_Rules):
+    operation = "drop"
+
+
+class Partition(_Rules):
+    operation = "partition"
+
+
+class _Netem(_NetFault[NetemData]):
+    """A netem root qdisc whose handle is derived from the fault id."""
+
+    data_type = NetemData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> NetemData:
+        netns = _existing_netns(ask)
+        ok, reason = netem_support()
+        if not ok:
+            raise Unsupported(reason, driver=NAME, target=ask.target or "host")
+        iface = str(ask.full["interface"])
+        if _run(netns, ["ip", "link", "show", "dev", iface]).returncode != 0:
+            raise TargetNotFound(f"no interface {iface!r}", driver=NAME, target=ask.target or "host")
+        return NetemData(netns=netns, interface=iface, netem=tuple(_netem_args(self.operation, ask.full)))
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> NetemData:
+        handle = netem_handle(record.fault_id)
+        argv = ["tc", "qdisc", "add", "dev", data.interface, "root", "handle", f"{handle}:", "netem"]
+        argv += data.netem
+        _check(_run(data.netns, argv), argv)
+        return data
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> str:
+        if _ns_gone(data.netns):
+            return f"network namespace {data.netns} is gone, and its qdisc with it"
+        if not _our_qdisc(data.netns, data.interface, record.fault_id):
+            return f"no netem qdisc of this fault on {data.interface}"
+        argv = ["tc", "qdisc", "del", "dev", data.interface, "root"]
+        _check(_run(data.netns, argv), argv)
+        return f"removed the netem qdisc on {data.interface}"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> list[str]:
+        if _ns_gone(data.netns) or not _our_qdisc(data.netns, data.interface, record.fault_id):
+            return []
+        return [f"netem qdisc {netem_handle(record.fault_id)}: on {data.interface}"]
+
+
+class Latency(_Netem):
+    operation = "latency"
+
+
+class Loss(_Netem):
+    operation = "loss"
+
+
+class NetDriver(FaultDriver):
     """iptables and tc netem faults on this host or a named network namespace."""
 
-    name = "net"
-    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
-    heartbeat_ops = frozenset(op.name for op in OPERATIONS if op.kind is Kind.FAULT)
+    name = NAME
+    faults = (Drop, Partition, Latency, Loss)
     summary = "Drop or partition traffic (iptables), delay or lose packets (tc netem)"
 
     def operations(self) -> Sequence[Operation]:
@@ -195,117 +321,6 @@ class NetDriver(Driver):
             problems.append(Problem(path="target", message=f"{op.name} targets host or netns:NAME"))
         return problems
 
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        full = validated(self, op, args, target, Kind.FAULT)
-        lease = check_lease(lease_s)
-        netns = _netns(target)
-        if netns is not None and not (NETNS_DIR / netns).exists():
-            raise TargetNotFound(f"no network namespace {netns!r}", driver=self.name, target=target or "")
-        data: dict[str, Any] = {"netns": netns}
-        if op.name in ("drop", "partition"):
-            if shutil.which("iptables") is None:
-                raise Unsupported(
-                    "iptables is not installed (Debian: apt-get install iptables)", driver=self.name
-                )
-            if op.name == "drop" and "port" not in full:
-                full["port"] = _lab_port(target or "", ctx.lab_dir)
-            data["rules"] = _rules(op.name, full, host=netns is None)
-        else:
-            ok, reason = netem_support()
-            if not ok:
-                raise Unsupported(reason, driver=self.name, target=target or "host")
-            iface = str(full["interface"])
-            if _run(netns, ["ip", "link", "show", "dev", iface]).returncode != 0:
-                raise TargetNotFound(f"no interface {iface!r}", driver=self.name, target=target or "host")
-            data["interface"] = iface
-            data["netem"] = _netem_args(op.name, full)
-        return RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=target or "host",
-            run_id=ctx.run_id,
-            args=dict(args),
-            data=data,
-            lease_s=lease,
-            lease_expires_at=time.time() + lease,
-        )
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        if ctx.dry:
-            return record.with_data(dry=True)
-        record = start_lease(record)
-        # The watchdog is armed before the first rule: the lease holds from the start.
-        record = record.with_data(watchdog=spawn_watchdog(ctx, record).to_dict())
-        netns = record.data.get("netns")
-        try:
-            if "rules" in record.data:
-                for rule in record.data["rules"]:
-                    argv = [_BINARIES[rule["family"]], "-w", "-I", rule["chain"], "1", *rule["spec"]]
-                    argv += ["-m", "comment", "--comment", comment_for(record.fault_id), "-j", "DROP"]
-                    _check(_run(netns, argv), argv)
-            else:
-                handle = netem_handle(record.fault_id)
-                argv = ["tc", "qdisc", "add", "dev", record.data["interface"], "root"]
-                argv += ["handle", f"{handle}:", "netem", *record.data["netem"]]
-                _check(_run(netns, argv), argv)
-        except DriverError:
-            self.revert(ctx, record)
-            raise
-        return record
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        netns = record.data.get("netns")
-        removed = 0
-        if not _ns_gone(netns):
-            if "rules" in record.data:
-                for _ in range(100):  # bounded: each pass deletes at least one rule or stops
-                    found = _our_rules(netns, record.fault_id)
-                    if not found:
-                        break
-                    for family, line in found:
-                        argv = [_BINARIES[family], "-w", *_delete_args(line)]
-                        if _run(netns, argv).returncode == 0:
-                            removed += 1
-            elif _our_qdisc(netns, record):
-                argv = ["tc", "qdisc", "del", "dev", record.data["interface"], "root"]
-                removed += _run(netns, argv).returncode == 0
-        left: list[str] = []
-        if not _ns_gone(netns):
-            if "rules" in record.data:
-                left = [line for _f, line in _our_rules(netns, record.fault_id)]
-            elif _our_qdisc(netns, record):
-                left = [f"netem qdisc on {record.data['interface']}"]
-        if left:
-            # A failed revert keeps its lease: the watchdog still ends the fault later.
-            return RevertResult(
-                reverted=False, detail=f"removed {removed}; still there: {'; '.join(left)} (lease kept)"
-            )
-        _proc.kill_watchdogs(record.fault_id)  # retired only once nothing is left
-        return RevertResult(reverted=True, detail=f"removed {removed} rule(s)/qdisc(s)")
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """The network namespace the rules or the qdisc go into (the host's own one by
-        default): two runs never shape one namespace's traffic at once."""
-        return (f"host:{local_host()}:netns:{record.data.get('netns') or '-'}",)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        netns = record.data.get("netns")
-        residue: list[str] = []
-        if not _ns_gone(netns):
-            if "rules" in record.data:
-                residue += [f"{_BINARIES[f]}: {line}" for f, line in _our_rules(netns, record.fault_id)]
-            elif _our_qdisc(netns, record):
-                residue.append(f"netem qdisc {netem_handle(record.fault_id)}: on {record.data['interface']}")
-        residue += [f"watchdog pid {p.pid} still running" for p in _proc.watchdog_processes(record.fault_id)]
-        return CleanReport(clean=not residue, residue=tuple(residue))
-
 
 def _check(done: subprocess.CompletedProcess[str], argv: Sequence[str]) -> None:
     if done.returncode != 0:
@@ -327,30 +342,30 @@ def _lab_port(target: str, lab_dir: Path) -> int:
     return int(port)
 
 
-def _rules(op: str, args: Mapping[str, Any], *, host: bool) -> list[dict[str, Any]]:
+def _rules(op: str, args: Mapping[str, Any], *, host: bool) -> tuple[Rule, ...]:
     """The DROP rules of a fault, without the comment and target (added on insert)."""
     peer = args.get("peer")
     net = ipaddress.ip_network(peer, strict=False) if peer else None
     if net is not None and net.prefixlen == 0 and host:
         raise UnsafeTarget(f"peer {peer} would cut this host off from everything", driver="net")
     families = [net.version] if net else [f for f in (4, 6) if shutil.which(_BINARIES[f])]
-    rules: list[dict[str, Any]] = []
+    rules: list[Rule] = []
     for family in families:
         src = ["-s", str(net)] if net else []
         dst = ["-d", str(net)] if net else []
         if op == "partition":
-            rules += [{"family": family, "chain": "INPUT", "spec": src}]
-            rules += [{"family": family, "chain": "OUTPUT", "spec": dst}]
+            rules += [Rule(family=family, chain="INPUT", spec=tuple(src))]
+            rules += [Rule(family=family, chain="OUTPUT", spec=tuple(dst))]
             continue
         proto, port, direction = str(args["protocol"]), str(args["port"]), str(args["direction"])
         p = ["-p", proto]
         if direction in ("ingress", "both"):
-            rules += [{"family": family, "chain": "INPUT", "spec": [*p, "--dport", port, *src]}]
-            rules += [{"family": family, "chain": "OUTPUT", "spec": [*p, "--sport", port, *dst]}]
+            rules += [Rule(family=family, chain="INPUT", spec=(*p, "--dport", port, *src))]
+            rules += [Rule(family=family, chain="OUTPUT", spec=(*p, "--sport", port, *dst))]
         if direction in ("egress", "both"):
-            rules += [{"family": family, "chain": "OUTPUT", "spec": [*p, "--dport", port, *dst]}]
-            rules += [{"family": family, "chain": "INPUT", "spec": [*p, "--sport", port, *src]}]
-    return rules
+            rules += [Rule(family=family, chain="OUTPUT", spec=(*p, "--dport", port, *dst))]
+            rules += [Rule(family=family, chain="INPUT", spec=(*p, "--sport", port, *src))]
+    return tuple(rules)
 
 
 def _our_rules(netns: str | None, fault_id: str) -> list[tuple[int, str]]:
@@ -377,9 +392,9 @@ def _delete_args(line: str) -> list[str]:
     return ["-D", *words[1:]]
 
 
-def _our_qdisc(netns: str | None, record: RevertRecord) -> bool:
-    shown = _run(netns, ["tc", "qdisc", "show", "dev", str(record.data["interface"]), "root"])
-    return f"netem {netem_handle(record.fault_id)}:" in shown.stdout
+def _our_qdisc(netns: str | None, interface: str, fault_id: str) -> bool:
+    shown = _run(netns, ["tc", "qdisc", "show", "dev", interface, "root"])
+    return f"netem {netem_handle(fault_id)}:" in shown.stdout
 
 
 def _netem_args(op: str, args: Mapping[str, Any]) -> list[str]:
