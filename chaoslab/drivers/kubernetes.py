@@ -46,7 +46,10 @@ not in the cluster. At lease end it reverts from the record alone, through this 
 ``revert``. It survives a SIGKILLed runner, but not the runner's machine going down or
 losing its route to the API server; a lease enforced inside the cluster would need an
 in-cluster agent, which this driver does not install. A normal revert, from any process
-on that machine, stops the watchdog first, so it never fires after the fault was undone.
+on that machine, retires the watchdog only once the restored state is verified (the
+skeleton's rule, ``chaoslab.drivers.lifecycle``): a failed revert keeps the lease. A
+watchdog racing a revert restores the same recorded value, so both are harmless.
+A change the API server refuses (4xx) was not made: the fault is "not applied".
 """
 
 from __future__ import annotations
@@ -64,21 +67,27 @@ from typing import Any
 
 import msgspec
 
-from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     LeaseKind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     parse_duration,
 )
+from chaoslab.drivers.lifecycle import (
+    Ask,
+    FaultDriver,
+    Heal,
+    HealingData,
+    HealingFault,
+    LeasedData,
+    LeasedFault,
+    not_applied,
+)
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, validated
+from chaoslab.drivers.watchdog import validated
 from chaoslab.errors import DriverError, Problem, TargetNotFound, UnsafeTarget
 
 NAME = "kubernetes"
@@ -284,31 +293,13 @@ def parse_node_target(target: str) -> NodeTarget:
 # --- connection -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Conn:
+class Conn(msgspec.Struct, frozen=True, kw_only=True):
     """How to reach the API server; stored in the record so any process connects alike."""
 
     kubeconfig: str | None
     context: str | None
     in_cluster: bool
     timeout_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kubeconfig": self.kubeconfig,
-            "context": self.context,
-            "in_cluster": self.in_cluster,
-            "timeout_s": self.timeout_s,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Conn:
-        return cls(
-            kubeconfig=raw.get("kubeconfig"),
-            context=raw.get("context"),
-            in_cluster=bool(raw.get("in_cluster", False)),
-            timeout_s=float(raw.get("timeout_s", 10.0)),
-        )
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> Conn:
@@ -370,14 +361,20 @@ class Kube:
     def close(self) -> None:
         self._client.close()
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call an API method; 404 → TargetNotFound, anything else → DriverError."""
+    def call(
+        self, fn: Callable[..., Any], *args: Any, refused: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Call an API method; 404 → TargetNotFound, anything else → DriverError.
+
+        ``refused``: the call makes a fault's change, so an error status the server
+        answered (4xx: it refused the request) means the change was not made -- the
+        error is "not applied". A transport error leaves that unknown."""
         import urllib3
 
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=self.conn.timeout_s, **kwargs)
         except self._api_exception as exc:
-            raise self._translate(exc, fn.__name__) from exc
+            raise self._translate(exc, fn.__name__, refused=refused) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise DriverError(f"cannot reach the Kubernetes API ({fn.__name__}): {exc}", driver=NAME) from exc
         try:
@@ -387,8 +384,9 @@ class Kube:
         loaded = json.loads(data) if data else {}
         return loaded if isinstance(loaded, dict) else {}
 
-    def _translate(self, exc: Any, what: str) -> DriverError:
+    def _translate(self, exc: Any, what: str, *, refused: bool = False) -> DriverError:
         status = int(getattr(exc, "status", 0) or 0)
+        na = refused and 400 <= status < 500
         message = str(getattr(exc, "reason", "") or "")
         try:
             message = json.loads(exc.body).get("message") or message
@@ -396,12 +394,12 @@ class Kube:
             pass
         text = f"{what}: HTTP {status} {message}".strip()
         if status == 404:
-            return TargetNotFound(text, driver=NAME, target=self.target)
+            return TargetNotFound(text, driver=NAME, target=self.target, not_applied=na)
         if status == 409:
-            return DriverError(f"{text} (the object changed concurrently)", driver=NAME, target=self.target)
-        if status in (401, 403):
-            return DriverError(f"{text} (check credentials and RBAC)", driver=NAME, target=self.target)
-        return DriverError(text, driver=NAME, target=self.target)
+            text += " (the object changed concurrently)"
+        elif status in (401, 403):
+            text += " (check credentials and RBAC)"
+        return DriverError(text, driver=NAME, target=self.target, not_applied=na)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -417,10 +415,14 @@ class Kube:
             return self.call(self.apps.read_namespaced_deployment, w.name, w.namespace)
         return self.call(self.apps.read_namespaced_stateful_set, w.name, w.namespace)
 
-    def patch_workload(self, w: WorkloadTarget, body: dict[str, Any]) -> dict[str, Any]:
+    def patch_workload(
+        self, w: WorkloadTarget, body: dict[str, Any], *, refused: bool = False
+    ) -> dict[str, Any]:
         if w.kind == "deployment":
-            return self.call(self.apps.patch_namespaced_deployment, w.name, w.namespace, body)
-        return self.call(self.apps.patch_namespaced_stateful_set, w.name, w.namespace, body)
+            return self.call(
+                self.apps.patch_namespaced_deployment, w.name, w.namespace, body, refused=refused
+            )
+        return self.call(self.apps.patch_namespaced_stateful_set, w.name, w.namespace, body, refused=refused)
 
 
 @contextmanager
@@ -492,40 +494,311 @@ def _parse_time(value: Any) -> float | None:
         return None
 
 
-# --- restoring from the record alone ------------------------------------------------------------
+# --- the faults, written on the skeleton (chaoslab.drivers.lifecycle) -------------------------
 
 
-def _watchdog_residue(record: RevertRecord) -> list[str]:
-    """A lease watchdog still waiting for a fault that should be over (never ourselves)."""
-    pids = [p.pid for p in watchdog_processes(record.fault_id)]
-    return [f"lease watchdog still running (pid {', '.join(map(str, pids))})"] if pids else []
+class Victim(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    uid: str | None = None
 
 
-def _restore(record: RevertRecord) -> str:
-    """Put the target back as the record says it was. Idempotent. Returns a detail line."""
-    data = record.data
-    conn = Conn.from_dict(data["conn"])
-    if record.operation == "scale":
-        w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
-        previous = int(data["previous_replicas"])
-        with _kube(conn, record.target) as kube:
+class DeleteData(HealingData, frozen=True, kw_only=True):
+    namespace: str
+    selector: str
+    field_selector: str | None
+    victims: tuple[Victim, ...]
+    pick: dict[str, Any]
+    baseline_ready: int  # Ready matching pods before the fault: what recovery means
+    grace_period_s: int | None
+    conn: Conn
+    deleted_at: float | None = None
+    deleted: tuple[str, ...] = ()
+
+
+class ScaleData(LeasedData, frozen=True, kw_only=True):
+    namespace: str
+    kind: str
+    name: str
+    uid: str | None = None
+    previous_replicas: int
+    replicas: int
+    resource_version: str | None
+    conn: Conn
+
+    def workload(self) -> WorkloadTarget:
+        return WorkloadTarget(namespace=self.namespace, kind=self.kind, name=self.name)
+
+
+class CordonData(LeasedData, frozen=True, kw_only=True):
+    node: str
+    uid: str | None = None
+    was_unschedulable: bool
+    resource_version: str | None
+    conn: Conn
+
+
+def _changed(what: str, target: str) -> DriverError:
+    return not_applied(
+        f"{what} since the fault was planned; not applying it (the revert record would be wrong)",
+        driver=NAME,
+        target=target,
+    )
+
+
+class DeletePods(HealingFault[DeleteData]):
+    """Delete pods; the revert waits until as many matching pods are Ready as before."""
+
+    operation = "delete_pods"
+    data_type = DeleteData
+    poll_s = _POLL_S
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> DeleteData:
+        a, target = ask.full, str(ask.target)
+        conn = Conn.from_args(a)
+        pt = parse_pod_target(target)
+        field_selector = a.get("field_selector")
+        fields = parse_field_selector(field_selector) if field_selector else ()
+        with _kube(conn, target) as kube:
+            pods = kube.pods(pt.namespace, pt.selector, field_selector)
+        matching = _matching(pods, pt, fields)
+        candidates = [p for p in matching if not _meta(p).get("deletionTimestamp")]
+        if not candidates:
+            raise TargetNotFound(
+                f"no running pod matches {pt.selector!r}"
+                + (f" and {field_selector!r}" if field_selector else "")
+                + f" in namespace {pt.namespace!r} ({len(pods)} returned by the server,"
+                f" {len(matching)} truly matching)",
+                driver=NAME,
+                target=target,
+            )
+        me = _runner_pod()
+        if me is not None:
+            candidates = [p for p in candidates if (pt.namespace, _meta(p).get("name")) != me]
+            if not candidates:
+                raise UnsafeTarget(f"the only matching pod is the runner's own ({me[1]})", driver=NAME)
+        candidates.sort(key=lambda p: str(_meta(p).get("name")))
+        picked = pick(
+            candidates, Selection.from_args(a), resolve_seed(a, ctx), key=lambda p: str(_meta(p).get("name"))
+        )
+        grace = a.get("grace_period")
+        return DeleteData(
+            namespace=pt.namespace,
+            selector=pt.selector,
+            field_selector=field_selector,
+            victims=tuple(
+                Victim(name=str(_meta(p).get("name")), uid=_meta(p).get("uid")) for p in picked.items
+            ),
+            pick=picked.to_dict(),
+            baseline_ready=sum(1 for p in matching if is_ready(p)),
+            grace_period_s=None if grace is None else int(round(parse_duration(grace))),
+            timeout_s=parse_duration(a["recover_timeout"]),
+            conn=conn,
+        )
+
+    def identities(self, record: RevertRecord, data: DeleteData) -> tuple[str, ...]:
+        """Deleted pods by uid."""
+        return tuple(f"k8s:pod:{v.uid}" for v in data.victims if v.uid)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> DeleteData:
+        deleted: list[str] = []
+        options: dict[str, Any] = {}
+        if data.grace_period_s is not None:
+            options["gracePeriodSeconds"] = data.grace_period_s
+        deleted_at = time.time()
+        with _kube(data.conn, record.target) as kube:
+            for victim in data.victims:
+                body = dict(options)
+                if victim.uid:
+                    # never delete a same-named replacement created since prepare
+                    body["preconditions"] = {"uid": victim.uid}
+                try:
+                    kube.call(kube.core.delete_namespaced_pod, victim.name, data.namespace, body=body)
+                except TargetNotFound:
+                    continue  # already gone: the outcome we wanted
+                deleted.append(victim.name)
+        return msgspec.structs.replace(data, deleted_at=deleted_at, deleted=tuple(deleted))
+
+    def since(self, record: RevertRecord, data: DeleteData) -> float:
+        return data.deleted_at or record.created_at
+
+    def heal(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> Heal:
+        with _kube(data.conn, record.target) as kube:
+            residue, ready = _recovery(kube, record.target, data)
+        if residue:
+            return Heal(healed=False, detail="; ".join(residue))
+        ttr = _ttr_from_conditions(ready, data.baseline_ready, self.since(record, data))
+        return Heal(
+            healed=True,
+            recovered_at=None if ttr is None else self.since(record, data) + ttr,
+            detail=f"{len(ready)} Ready pods match again",
+        )
+
+    def time_to_recover(
+        self, record: RevertRecord, data: DeleteData, heal: Heal, *, first_look: bool
+    ) -> float | None:
+        if first_look:  # recovered before we looked: from the pods' own clocks (1 s resolution)
+            return super().time_to_recover(record, data, heal, first_look=first_look)
+        return max(0.0, time.time() - self.since(record, data))  # observed
+
+
+class Scale(LeasedFault[ScaleData]):
+    """Scale a workload; the revert restores the exact previous replicas."""
+
+    operation = "scale"
+    data_type = ScaleData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> ScaleData:
+        conn = Conn.from_args(ask.full)
+        w = parse_workload_target(str(ask.target))
+        with _kube(conn, str(ask.target)) as kube:
+            obj = kube.workload(w)
+        return ScaleData(
+            namespace=w.namespace,
+            kind=w.kind,
+            name=w.name,
+            uid=_meta(obj).get("uid"),
+            # an absent spec.replicas means 1 for both kinds
+            previous_replicas=int((obj.get("spec") or {}).get("replicas", 1)),
+            replicas=int(ask.full["replicas"]),
+            resource_version=_meta(obj).get("resourceVersion"),
+            conn=conn,
+        )
+
+    def identities(self, record: RevertRecord, data: ScaleData) -> tuple[str, ...]:
+        return (f"k8s:{data.namespace}/{data.kind.lower()}/{data.name}",)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> None:
+        with _kube(data.conn, record.target) as kube:
+            current = int((kube.workload(data.workload()).get("spec") or {}).get("replicas", 1))
+        if current != data.previous_replicas:
+            raise _changed(f"replicas changed from {data.previous_replicas} to {current}", record.target)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> ScaleData:
+        body: dict[str, Any] = {"spec": {"replicas": data.replicas}}
+        if data.resource_version:
+            # optimistic concurrency on a real API server: 409 if changed since prepare
+            body["metadata"] = {"resourceVersion": data.resource_version}
+        with _kube(data.conn, record.target) as kube:
+            kube.patch_workload(data.workload(), body, refused=True)  # a refusal: not applied
+        return data
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> str:
+        w = data.workload()
+        with _kube(data.conn, record.target) as kube:
             try:
-                kube.patch_workload(w, {"spec": {"replicas": previous}})
+                kube.patch_workload(w, {"spec": {"replicas": data.previous_replicas}})
             except TargetNotFound:
                 return f"{w.kind} {w.namespace}/{w.name} no longer exists; nothing to restore"
-        return f"{w.kind} {w.namespace}/{w.name} restored to {previous} replicas"
-    if record.operation == "cordon":
-        node = str(data["node"])
-        if data.get("was_unschedulable"):
-            return f"node {node} was cordoned before the fault; left cordoned"
-        with _kube(conn, record.target) as kube:
+        return f"{w.kind} {w.namespace}/{w.name} restored to {data.previous_replicas} replicas"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> list[str]:
+        w = data.workload()
+        with _kube(data.conn, record.target) as kube:
+            try:
+                replicas = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
+            except TargetNotFound:
+                return []  # gone: nothing of the fault left
+        if replicas != data.previous_replicas:
+            return [f"{w.kind} {w.name} has {replicas} replicas, was {data.previous_replicas}"]
+        return []
+
+
+class Cordon(LeasedFault[CordonData]):
+    """Mark a node unschedulable; the revert uncordons it unless it was cordoned before."""
+
+    operation = "cordon"
+    data_type = CordonData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> CordonData:
+        conn = Conn.from_args(ask.full)
+        nt = parse_node_target(str(ask.target))
+        with _kube(conn, str(ask.target)) as kube:
+            node = kube.call(kube.core.read_node, nt.name)
+        return CordonData(
+            node=nt.name,
+            uid=_meta(node).get("uid"),
+            was_unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
+            resource_version=_meta(node).get("resourceVersion"),
+            conn=conn,
+        )
+
+    def identities(self, record: RevertRecord, data: CordonData) -> tuple[str, ...]:
+        return (f"k8s:node/{data.node}",)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> None:
+        if _unschedulable(data, record.target) != data.was_unschedulable:
+            raise _changed(f"node {data.node} changed cordon state", record.target)
+
+    def needs_watchdog(self, record: RevertRecord, data: CordonData) -> bool:
+        return not data.was_unschedulable  # already cordoned: nothing to apply, nothing to lease
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> CordonData:
+        if data.was_unschedulable:
+            return data
+        body: dict[str, Any] = {"spec": {"unschedulable": True}}
+        if data.resource_version:
+            body["metadata"] = {"resourceVersion": data.resource_version}
+        with _kube(data.conn, record.target) as kube:
+            kube.call(kube.core.patch_node, data.node, body, refused=True)  # a refusal: not applied
+        return data
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> str:
+        if data.was_unschedulable:
+            return f"node {data.node} was cordoned before the fault; left cordoned"
+        with _kube(data.conn, record.target) as kube:
             try:
                 # null removes the field, as `kubectl uncordon` does
-                kube.call(kube.core.patch_node, node, {"spec": {"unschedulable": None}})
+                kube.call(kube.core.patch_node, data.node, {"spec": {"unschedulable": None}})
             except TargetNotFound:
-                return f"node {node} no longer exists; nothing to restore"
-        return f"node {node} uncordoned"
-    raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
+                return f"node {data.node} no longer exists; nothing to restore"
+        return f"node {data.node} uncordoned"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> list[str]:
+        try:
+            now = _unschedulable(data, record.target)
+        except TargetNotFound:
+            return []
+        if now != data.was_unschedulable:
+            state = "cordoned" if now else "schedulable"
+            return [f"node {data.node} is {state}, unlike before the fault"]
+        return []
+
+
+def _unschedulable(data: CordonData, target: str) -> bool:
+    with _kube(data.conn, target) as kube:
+        node = kube.call(kube.core.read_node, data.node)
+    return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def _recovery(kube: Kube, target: str, data: DeleteData) -> tuple[list[str], list[dict[str, Any]]]:
+    """(residue, ready non-victim matching pods) as the cluster shows them now."""
+    pt = parse_pod_target(target)
+    fields = parse_field_selector(data.field_selector) if data.field_selector else ()
+    pods = kube.pods(data.namespace, data.selector, data.field_selector)
+    victims = {(v.name, v.uid) for v in data.victims}
+    residue = [
+        f"deleted pod {_meta(p).get('name')} still present (terminating)"
+        for p in pods
+        if (_meta(p).get("name"), _meta(p).get("uid")) in victims or (_meta(p).get("name"), None) in victims
+    ]
+    ready = [
+        p
+        for p in _matching(pods, pt, fields)
+        if is_ready(p) and (_meta(p).get("name"), _meta(p).get("uid")) not in victims
+    ]
+    if len(ready) < data.baseline_ready:
+        residue.append(f"{len(ready)} Ready pods match, {data.baseline_ready} were Ready before the fault")
+    return residue, ready
+
+
+def _ttr_from_conditions(ready: Sequence[dict[str, Any]], baseline: int, since: float) -> float | None:
+    if baseline == 0:
+        return 0.0
+    times = [_parse_time((_ready_condition(p) or {}).get("lastTransitionTime")) for p in ready]
+    known = sorted(t for t in times if t is not None)
+    if len(known) < baseline:
+        return None
+    return max(0.0, known[baseline - 1] - since)
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -606,12 +879,11 @@ _TARGET_PARSERS: dict[str, Callable[[str], object]] = {
 }
 
 
-class KubernetesDriver(Driver):
+class KubernetesDriver(FaultDriver):
     """Pods, workloads and nodes through the Kubernetes API. Stateless: all in the record."""
 
     name = NAME
-    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
-    heartbeat_ops = frozenset({"scale", "cordon"})
+    faults = (DeletePods, Scale, Cordon)
     summary = "Kubernetes: delete pods, scale workloads, cordon nodes; readiness probes"
     install_hint = INSTALL_HINT
 
@@ -657,291 +929,3 @@ class KubernetesDriver(Driver):
             status = obj.get("status") or {}
             return int(status.get("availableReplicas") or 0)
         raise DriverError(f"has no probe {op.name!r}", driver=self.name, target=target)
-
-    # -- prepare: resolve and record, touch nothing ------------------------------------------------
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        a = validated(self, op, args, target, Kind.FAULT)
-        assert target is not None
-        conn = Conn.from_args(a)
-        record = RevertRecord(
-            driver=self.name, operation=op.name, target=target, run_id=ctx.run_id, args=dict(args)
-        )
-        if op.name == "delete_pods":
-            return self._prepare_delete(ctx, record, a, conn)
-        if op.name == "scale":
-            w = parse_workload_target(target)
-            with _kube(conn, target) as kube:
-                obj = kube.workload(w)
-            spec = obj.get("spec") or {}
-            data: dict[str, Any] = {
-                "namespace": w.namespace,
-                "kind": w.kind,
-                "name": w.name,
-                # an absent spec.replicas means 1 for both kinds
-                "previous_replicas": int(spec.get("replicas", 1)),
-                "replicas": int(a["replicas"]),
-                "resource_version": _meta(obj).get("resourceVersion"),
-            }
-        elif op.name == "cordon":
-            nt = parse_node_target(target)
-            with _kube(conn, target) as kube:
-                node = kube.call(kube.core.read_node, nt.name)
-            data = {
-                "node": nt.name,
-                "was_unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
-                "resource_version": _meta(node).get("resourceVersion"),
-            }
-        else:
-            raise DriverError(f"has no fault {op.name!r}", driver=self.name, target=record.target)
-        data["conn"] = conn.to_dict()
-        lease = check_lease(lease_s)  # always leased: a default lease if the engine gave none
-        return msgspec.structs.replace(record, data=data, lease_s=lease, lease_expires_at=time.time() + lease)
-
-    def _prepare_delete(
-        self, ctx: DriverContext, record: RevertRecord, a: Mapping[str, Any], conn: Conn
-    ) -> RevertRecord:
-        pt = parse_pod_target(record.target)
-        field_selector = a.get("field_selector")
-        fields = parse_field_selector(field_selector) if field_selector else ()
-        with _kube(conn, record.target) as kube:
-            pods = kube.pods(pt.namespace, pt.selector, field_selector)
-        matching = _matching(pods, pt, fields)
-        candidates = [p for p in matching if not _meta(p).get("deletionTimestamp")]
-        if not candidates:
-            raise TargetNotFound(
-                f"no running pod matches {pt.selector!r}"
-                + (f" and {field_selector!r}" if field_selector else "")
-                + f" in namespace {pt.namespace!r} ({len(pods)} returned by the server,"
-                f" {len(matching)} truly matching)",
-                driver=NAME,
-                target=record.target,
-            )
-        me = _runner_pod()
-        if me is not None:
-            candidates = [p for p in candidates if (pt.namespace, _meta(p).get("name")) != me]
-            if not candidates:
-                raise UnsafeTarget(f"the only matching pod is the runner's own ({me[1]})", driver=NAME)
-        candidates.sort(key=lambda p: str(_meta(p).get("name")))
-        picked = pick(
-            candidates, Selection.from_args(a), resolve_seed(a, ctx), key=lambda p: str(_meta(p).get("name"))
-        )
-        victims = picked.items
-        grace = a.get("grace_period")
-        data = {
-            "namespace": pt.namespace,
-            "selector": pt.selector,
-            "field_selector": field_selector,
-            "victims": [{"name": _meta(p).get("name"), "uid": _meta(p).get("uid")} for p in victims],
-            "pick": picked.to_dict(),
-            "baseline_ready": sum(1 for p in matching if is_ready(p)),
-            "grace_period_s": None if grace is None else int(round(parse_duration(grace))),
-            "recover_timeout_s": parse_duration(a["recover_timeout"]),
-            "conn": conn.to_dict(),
-        }
-        return msgspec.structs.replace(record, data=data, lease_s=None, lease_expires_at=None)
-
-    # -- inject ---------------------------------------------------------------------------------------
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        data = record.data
-        conn = Conn.from_dict(data["conn"])
-        if record.operation == "delete_pods":
-            return self._inject_delete(record, conn)
-        if record.operation == "scale":
-            w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
-            with _kube(conn, record.target) as kube:
-                current = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
-                if current != data["previous_replicas"]:
-                    raise DriverError(
-                        f"replicas changed from {data['previous_replicas']} to {current} since"
-                        " the fault was planned; not scaling (the revert record would be wrong)",
-                        driver=NAME,
-                        target=record.target,
-                    )
-                record = self._arm(ctx, record)
-                body: dict[str, Any] = {"spec": {"replicas": int(data["replicas"])}}
-                if data.get("resource_version"):
-                    # optimistic concurrency on a real API server: 409 if changed since prepare
-                    body["metadata"] = {"resourceVersion": data["resource_version"]}
-                self._apply_or_disarm(record, lambda: kube.patch_workload(w, body))
-            return record
-        if record.operation == "cordon":
-            with _kube(conn, record.target) as kube:
-                node = kube.call(kube.core.read_node, data["node"])
-                now = bool((node.get("spec") or {}).get("unschedulable"))
-                if now != data["was_unschedulable"]:
-                    raise DriverError(
-                        f"node {data['node']} changed cordon state since the fault was planned",
-                        driver=NAME,
-                        target=record.target,
-                    )
-                if data["was_unschedulable"]:
-                    return record  # already cordoned: nothing to apply, nothing to lease
-                record = self._arm(ctx, record)
-                body = {"spec": {"unschedulable": True}}
-                if data.get("resource_version"):
-                    body["metadata"] = {"resourceVersion": data["resource_version"]}
-                self._apply_or_disarm(record, lambda: kube.call(kube.core.patch_node, data["node"], body))
-            return record
-        raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
-
-    def _arm(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        """Start the lease before the change (contract: before or atomically with it)."""
-        record = msgspec.structs.replace(record, lease_expires_at=time.time() + float(record.lease_s or 0))
-        ref = spawn_watchdog(ctx, record)
-        ctx.log(f"kubernetes: lease watchdog pid {ref.pid} until {record.lease_expires_at:.0f}")
-        return record.with_data(watchdog=ref.to_dict())
-
-    def _apply_or_disarm(self, record: RevertRecord, apply: Callable[[], object]) -> None:
-        try:
-            apply()
-        except BaseException:
-            kill_watchdogs(record.fault_id)  # the change did not happen: nothing to lease
-            raise
-
-    def _inject_delete(self, record: RevertRecord, conn: Conn) -> RevertRecord:
-        data = record.data
-        deleted: list[str] = []
-        options: dict[str, Any] = {}
-        if data.get("grace_period_s") is not None:
-            options["gracePeriodSeconds"] = int(data["grace_period_s"])
-        deleted_at = time.time()
-        with _kube(conn, record.target) as kube:
-            for victim in data["victims"]:
-                body = dict(options)
-                if victim.get("uid"):
-                    # never delete a same-named replacement created since prepare
-                    body["preconditions"] = {"uid": victim["uid"]}
-                try:
-                    kube.call(kube.core.delete_namespaced_pod, victim["name"], data["namespace"], body=body)
-                except TargetNotFound:
-                    continue  # already gone: the outcome we wanted
-                deleted.append(str(victim["name"]))
-        return record.with_data(deleted_at=deleted_at, deleted=deleted)
-
-    # -- revert -----------------------------------------------------------------------------------------
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        if record.operation == "delete_pods":
-            return self._await_recovery(record)
-        kill_watchdogs(record.fault_id)  # first: no watchdog may fire after we restored
-        detail = _restore(record)
-        return RevertResult(reverted=True, detail=detail)
-
-    def _recovery(self, kube: Kube, record: RevertRecord) -> tuple[list[str], list[dict[str, Any]]]:
-        """(residue, ready non-victim matching pods) as the cluster shows them now."""
-        data = record.data
-        pt = parse_pod_target(record.target)
-        fs = data.get("field_selector")
-        fields = parse_field_selector(fs) if fs else ()
-        pods = kube.pods(data["namespace"], data["selector"], fs)
-        victims = {(v["name"], v.get("uid")) for v in data["victims"]}
-        residue = [
-            f"deleted pod {_meta(p).get('name')} still present (terminating)"
-            for p in pods
-            if (_meta(p).get("name"), _meta(p).get("uid")) in victims
-            or (_meta(p).get("name"), None) in victims
-        ]
-        ready = [
-            p
-            for p in _matching(pods, pt, fields)
-            if is_ready(p) and (_meta(p).get("name"), _meta(p).get("uid")) not in victims
-        ]
-        baseline = int(data["baseline_ready"])
-        if len(ready) < baseline:
-            residue.append(f"{len(ready)} Ready pods match, {baseline} were Ready before the fault")
-        return residue, ready
-
-    def _await_recovery(self, record: RevertRecord) -> RevertResult:
-        data = record.data
-        conn = Conn.from_dict(data["conn"])
-        deleted_at = float(data.get("deleted_at") or record.created_at)
-        deadline = time.monotonic() + float(data.get("recover_timeout_s", 120.0))
-        first = True
-        with _kube(conn, record.target) as kube:
-            while True:
-                residue, ready = self._recovery(kube, record)
-                if not residue:
-                    if first:  # recovered before we looked: estimate from the pods' own clocks
-                        ttr = self._ttr_from_conditions(ready, int(data["baseline_ready"]), deleted_at)
-                        how = "from Ready transition times (1 s resolution)"
-                    else:
-                        ttr, how = time.time() - deleted_at, "observed"
-                    return RevertResult(
-                        reverted=True,
-                        time_to_recover_s=ttr,
-                        detail=f"{len(ready)} Ready pods match again; time to recover {how}",
-                    )
-                first = False
-                if time.monotonic() >= deadline:
-                    return RevertResult(
-                        reverted=False,
-                        detail=f"not recovered within {data.get('recover_timeout_s')} s: "
-                        + "; ".join(residue),
-                    )
-                time.sleep(_POLL_S)
-
-    @staticmethod
-    def _ttr_from_conditions(ready: Sequence[dict[str, Any]], baseline: int, since: float) -> float | None:
-        if baseline == 0:
-            return 0.0
-        times = [_parse_time((_ready_condition(p) or {}).get("lastTransitionTime")) for p in ready]
-        known = sorted(t for t in times if t is not None)
-        if len(known) < baseline:
-            return None
-        return max(0.0, known[baseline - 1] - since)
-
-    # -- check_clean ------------------------------------------------------------------------------------
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """Deleted pods by uid; a scaled workload or a cordoned node by its name."""
-        d = record.data
-        if record.operation == "delete_pods":
-            return tuple(f"k8s:pod:{v['uid']}" for v in d.get("victims", []) if v.get("uid")) or (
-                f"{self.name}:{record.target}",
-            )
-        if record.operation == "scale":
-            return (f"k8s:{d.get('namespace')}/{str(d.get('kind', '')).lower()}/{d.get('name')}",)
-        if record.operation == "cordon":
-            return (f"k8s:node/{d.get('node')}",)
-        return (f"{self.name}:{record.target}",)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        data = record.data
-        conn = Conn.from_dict(data["conn"])
-        residue: list[str] = []
-        with _kube(conn, record.target) as kube:
-            if record.operation == "delete_pods":
-                residue, _ = self._recovery(kube, record)
-            elif record.operation == "scale":
-                w = WorkloadTarget(namespace=data["namespace"], kind=data["kind"], name=data["name"])
-                try:
-                    replicas = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
-                except TargetNotFound:
-                    replicas = int(data["previous_replicas"])  # gone: nothing of the fault left
-                if replicas != data["previous_replicas"]:
-                    residue.append(
-                        f"{w.kind} {w.name} has {replicas} replicas, was {data['previous_replicas']}"
-                    )
-                residue += _watchdog_residue(record)
-            elif record.operation == "cordon":
-                try:
-                    node = kube.call(kube.core.read_node, data["node"])
-                    now = bool((node.get("spec") or {}).get("unschedulable"))
-                except TargetNotFound:
-                    now = bool(data["was_unschedulable"])
-                if now != data["was_unschedulable"]:
-                    state = "cordoned" if now else "schedulable"
-                    residue.append(f"node {data['node']} is {state}, unlike before the fault")
-                residue += _watchdog_residue(record)
-            else:
-                raise DriverError(f"record of unknown operation {record.operation!r}", driver=NAME)
-        return CleanReport(clean=not residue, residue=tuple(residue))

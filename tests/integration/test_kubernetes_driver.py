@@ -334,7 +334,7 @@ def test_cordon_of_an_already_cordoned_node_leaves_it_cordoned(
     emu.create_node("node-2", unschedulable=True)
     op = _op(driver, "cordon")
     record = driver.inject(ctx, driver.prepare(ctx, op, emu.conn_args(), "k8s:node/node-2", 60))
-    assert "watchdog" not in record.data  # nothing to end, nothing leased
+    assert record.data.get("watchdog") is None  # nothing to end, nothing leased
     assert driver.revert(ctx, record).reverted
     assert emu.node("node-2")["spec"].get("unschedulable") is True
     assert driver.check_clean(ctx, record).clean

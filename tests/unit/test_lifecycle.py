@@ -333,6 +333,9 @@ def test_every_fault_driver_table_matches_its_operations() -> None:
             assert faults[f.operation].lease is f.lease_kind, (driver.name, f.operation)
         leased = {f.operation for f in driver.faults if issubclass(f, LeasedFault) and f.heartbeat}
         assert driver.heartbeat_ops == leased
+        # The lifecycle is the skeleton's: no driver writes it again by hand.
+        for method in ("prepare", "inject", "revert", "check_clean", "identities"):
+            assert getattr(type(driver), method) is getattr(FaultDriver, method), (driver.name, method)
 
 
 # --- the typed record codec ---------------------------------------------------------------------
