@@ -139,7 +139,8 @@ def spawn_watchdog(ctx: DriverContext, record: RevertRecord) -> ProcRef:
         raise DriverError(f"cannot start the lease watchdog: {exc}", driver=record.driver) from exc
     if done.returncode != 0:
         raise DriverError(
-            f"the lease watchdog failed to start: {done.stderr.strip()[-500:]}",
+            f"the lease watchdog failed to start ({_exit_status(done.returncode)}): "
+            f"{done.stderr.strip()[-500:] or 'nothing on stderr'}",
             driver=record.driver,
         )
     return ProcRef.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -147,6 +148,15 @@ def spawn_watchdog(ctx: DriverContext, record: RevertRecord) -> ProcRef:
 
 def outcome_path(state_dir: Path, fault_id: str) -> Path:
     return state_dir / "watchdogs" / f"{fault_id}.json"
+
+
+def _exit_status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
 
 
 def lapse_path(state_dir: Path, fault_id: str) -> Path:
