@@ -23,6 +23,7 @@ from chaoslab.drivers import lease
 from chaoslab.drivers.base import (
     MAX_LEASE_S,
     CleanReport,
+    Driver,
     DriverContext,
     LeaseKind,
     RevertRecord,
@@ -63,6 +64,7 @@ class ActiveFault(msgspec.Struct, kw_only=True):
     reverting: bool = False  # a revert was dispatched (its duration ended) or began
     lapsed: str | None = None  # the lease ended the fault before the runner did: why
     lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
+    renewing: threading.Lock = msgspec.field(default_factory=threading.Lock)  # held while renew runs
 
     @property
     def label(self) -> str:
@@ -331,16 +333,40 @@ class FaultManager:
         self._beater.start()
 
     def _heartbeats(self) -> None:
-        """Renew every lease each HEARTBEAT_S, and notice a lease that ended a fault early."""
+        """Renew every lease each HEARTBEAT_S, and notice a lease that ended a fault early.
+
+        Every heartbeat file first, then each driver's own renewal on a thread of its own:
+        a slow or hung target (its renewal bounded by the driver's timeout) never delays
+        another fault's heartbeat, so one target cannot make other faults' leases lapse."""
         while not self._stop_beats.is_set():
-            for fault in self._renewed():
+            faults = self._renewed()
+            for fault in faults:
                 try:
                     lease.beat(fault.record.heartbeat)
                 except OSError:
                     pass  # a missed beat: the next one, or the lease, takes over
-                self._renew_remote(fault)
+            for fault in faults:
+                self._renew_in_background(fault)
                 self._notice_lapse(fault)
             self._stop_beats.wait(lease.HEARTBEAT_S)
+
+    def _renew_in_background(self, fault: ActiveFault) -> None:
+        try:
+            driver = self.registry.get(fault.record.driver)
+        except DriverError:
+            return
+        if type(driver).renew is Driver.renew:
+            return  # no lease kept on a remote target: the heartbeat file is the lease
+        if not fault.renewing.acquire(blocking=False):
+            return  # the last renewal is still waiting on its target: this beat is missed
+
+        def renew() -> None:
+            try:
+                self._renew_remote(fault)
+            finally:
+                fault.renewing.release()
+
+        threading.Thread(target=renew, name=f"lease-renew:{fault.label}", daemon=True).start()
 
     def _renew_remote(self, fault: ActiveFault) -> None:
         """The driver's own heartbeat, for a lease kept on a remote target."""
@@ -349,9 +375,13 @@ class FaultManager:
         except Exception as exc:  # a driver bug must not stop the other faults' heartbeats
             self.ctx.log(f"renewing {fault.label}: {exc}")
             return
+        if reason is None or fault.lapsed is not None:
+            return
         # Once the revert began, "gone" may be the revert's own doing: the revert asks the
-        # target itself (a driver reports a lease that ended the fault first).
-        if reason is not None and fault.lapsed is None and not fault.reverting:
+        # target itself (a driver reports a lease that ended the fault first). And a
+        # renewal that outlived the heartbeats (a slow target) no longer speaks: the run
+        # has judged its faults.
+        if not fault.reverting and not self._stop_beats.is_set():
             self._lapsed(fault, reason)
 
     def _notice_lapse(self, fault: ActiveFault, *, reverting: bool = False) -> None:
