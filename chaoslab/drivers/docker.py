@@ -76,28 +76,38 @@ import re
 import signal
 import socket
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from chaoslab.drivers import _proc
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     LeaseKind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     parse_duration,
+)
+from chaoslab.drivers.lifecycle import (
+    Ask,
+    FaultDriver,
+    Heal,
+    HealingData,
+    HealingFault,
+    LeasedData,
+    LeasedFault,
+    not_applied,
 )
 from chaoslab.drivers.process import parse_signal
 from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
-from chaoslab.drivers.watchdog import check_lease, spawn_watchdog, start_lease, validated
+from chaoslab.drivers.watchdog import check_lease, validated
 from chaoslab.errors import DriverError, InvalidInput, Problem, TargetNotFound, Unsupported
 
 NAME = "docker"
@@ -226,8 +236,6 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(name="restart_count", kind=Kind.PROBE, summary="Restarts done by the restart policy"),
 )
 
-# Leased by a watchdog on this host that follows the run's heartbeat (one per fault).
-_LEASED = frozenset({"stop", "pause", "throttle", "disconnect", "stress"})
 STOP_SETTLE_S = 2.0  # after a stop's grace period, how long the daemon may take to finish it
 
 
@@ -447,26 +455,16 @@ def _describe(c: Any) -> dict[str, Any]:
     return {"id": a["Id"], "name": str(a.get("Name", "")).lstrip("/")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Heal:
-    """Whether one killed/restarted container is back. ``possible`` False: it never will be."""
-
-    healed: bool
-    possible: bool = True
-    recovered_at: float | None = None
-    detail: str = ""
-
-
-def _heal(attrs: Mapping[str, Any] | None, entry: Mapping[str, Any], since: float) -> Heal:
+def _heal(attrs: Mapping[str, Any] | None, entry: Watched, since: float) -> Heal:
     """Is the container back since ``since`` (Unix time of the fault)? Read-only."""
-    name = entry["name"]
+    name = entry.name
     if attrs is None:
         return Heal(healed=False, possible=False, detail=f"{name} no longer exists")
     state = _state(attrs)
     started = parse_timestamp(str(state.get("StartedAt", "")))
-    restarted = started is not None and str(state.get("StartedAt")) != entry.get("started_at")
+    restarted = started is not None and str(state.get("StartedAt")) != entry.started_at
     if not state.get("Running") or state.get("Restarting"):
-        policy = entry.get("restart_policy") or "no"
+        policy = entry.restart_policy or "no"
         if policy == "no" and not state.get("Restarting"):
             return Heal(
                 healed=False,
@@ -475,12 +473,12 @@ def _heal(attrs: Mapping[str, Any] | None, entry: Mapping[str, Any], since: floa
                 "chaoslab cannot heal it (start it, or give it a restart policy)",
             )
         return Heal(healed=False, detail=f"{name} is {state.get('Status')}")
-    if entry.get("healthcheck") and _health(attrs) != "healthy":
+    if entry.healthcheck and _health(attrs) != "healthy":
         return Heal(healed=False, detail=f"{name} is running, health {_health(attrs)}")
     if not restarted:
         return Heal(healed=True, recovered_at=since, detail=f"{name} kept running")
     at = started or since
-    if entry.get("healthcheck"):
+    if entry.healthcheck:
         # The first passing check after the start; the log keeps the last few checks.
         for check in (_state(attrs).get("Health") or {}).get("Log") or []:
             end = parse_timestamp(str(check.get("End", "")))
@@ -535,15 +533,594 @@ def _tagged(client: Any, cid: str, tag: str) -> list[str]:
     return found
 
 
-# --- the driver ----------------------------------------------------------------------------
+# --- typed records ----------------------------------------------------------------------
 
 
-class DockerDriver(Driver):
+class Container(msgspec.Struct, frozen=True, kw_only=True):
+    """A picked container, by its full id (the identity) and its name (for people)."""
+
+    id: str
+    name: str
+
+
+class Watched(Container, frozen=True, kw_only=True):
+    """A container a kill or restart hits, as it was before: what healing means."""
+
+    started_at: str | None = None
+    pid: int = 0
+    restart_policy: str = "no"
+    healthcheck: bool = False
+    restart_count: int = 0
+
+
+class Limited(Container, frozen=True, kw_only=True):
+    previous: dict[str, int]  # CpuQuota, CpuPeriod, NanoCpus before the fault
+
+
+class Attached(Container, frozen=True, kw_only=True):
+    endpoint: dict[str, Any]  # the network endpoint's settings before the fault
+
+
+class Network(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+
+
+class KillData(HealingData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Watched, ...]
+    signal: str
+    via: str
+    killed_at: float | None = None
+    signalled: tuple[str, ...] = ()
+    survived: tuple[str, ...] = ()
+
+
+class RestartData(HealingData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Watched, ...]
+    grace_s: float
+    killed_at: float | None = None
+
+
+class StopData(LeasedData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Container, ...]
+    grace_s: float
+
+
+class PauseData(LeasedData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Container, ...]
+
+
+class ThrottleData(LeasedData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Limited, ...]
+    cpus: float
+    applied: tuple[dict[str, int], ...] = ()
+
+
+class StressData(LeasedData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Container, ...]
+    kind: str
+    workers: int
+    memory_bytes: int
+    tag: str
+    stress_seconds: int | None = None
+
+
+class DisconnectData(LeasedData, frozen=True, kw_only=True):
+    pick: dict[str, Any]
+    containers: tuple[Attached, ...]
+    network: Network
+
+
+# --- planning: pick running containers, snapshot what revert and check need ------------------
+
+
+def _picked(ctx: DriverContext, ask: Ask, client: Any, found: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    picked = pick(found, Selection.from_args(ask.args), resolve_seed(ask.args, ctx), key=lambda c: c.name)
+    return list(picked.items), picked.to_dict()
+
+
+def _running(ask: Ask, client: Any) -> list[Any]:
+    return _match(client, parse_target(ask.target), live_only=True)
+
+
+def _plain(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Container, ...], dict[str, Any]]:
+    with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
+        chosen, picked = _picked(ctx, ask, client, _running(ask, client))
+    return tuple(Container(id=c.attrs["Id"], name=_describe(c)["name"]) for c in chosen), picked
+
+
+def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, ...], dict[str, Any]]:
+    with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
+        chosen, picked = _picked(ctx, ask, client, _running(ask, client))
+    out = []
+    for c in chosen:
+        a = c.attrs
+        out.append(
+            Watched(
+                id=a["Id"],
+                name=_describe(c)["name"],
+                started_at=_state(a).get("StartedAt"),
+                pid=int(_state(a).get("Pid") or 0),
+                restart_policy=((a.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no",
+                healthcheck=_has_healthcheck(a),
+                restart_count=int(a.get("RestartCount") or 0),
+            )
+        )
+    return tuple(out), picked
+
+
+def _endpoint(attrs: Mapping[str, Any], net_id: str) -> tuple[str, Mapping[str, Any]] | None:
+    for name, ep in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        if ep and ep.get("NetworkID") == net_id:
+            return name, ep
+    return None
+
+
+def _check_local(entries: Sequence[Watched], target: str) -> None:
+    protected = _proc.protected_pids()
+    for e in entries:
+        if not _main_pid_is_container(e.pid, e.id):
+            raise Unsupported(
+                f"the main process of {e.name} is not visible on this host (remote daemon?)",
+                driver=NAME,
+                target=target,
+            )
+        if e.pid in protected:
+            raise Unsupported(f"pid {e.pid} of {e.name} is protected", driver=NAME, target=target)
+
+
+# --- healing faults: kill, restart ---------------------------------------------------------------
+
+
+class _Healing[HD: KillData | RestartData](HealingFault[HD]):
+    poll_s = 0.1  # each look asks the daemon; time to recover comes from its own timestamps
+
+    def identities(self, record: RevertRecord, data: HD) -> tuple[str, ...]:
+        return tuple(f"docker:{e.id}" for e in data.containers)
+
+    def since(self, record: RevertRecord, data: HD) -> float:
+        return data.killed_at or record.created_at
+
+    def heal(self, ctx: DriverContext, record: RevertRecord, data: HD) -> Heal:
+        since = self.since(record, data)
+        with _api(f"heal {record.operation}", record.target) as client:
+            heals = []
+            for e in data.containers:
+                c = _container(client, e.id)
+                heals.append(_heal(None if c is None else c.attrs, e, since))
+        return Heal.all(heals, since)
+
+
+class Kill(_Healing[KillData]):
+    operation = "kill"
+    data_type = KillData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> KillData:
+        entries, picked = _watched(ctx, ask, "kill")
+        if ask.full["via"] == "process":
+            _check_local(entries, str(parse_target(ask.target)))
+        return KillData(
+            pick=picked,
+            containers=entries,
+            signal=parse_signal(ask.full["signal"]).name,
+            via=str(ask.full["via"]),
+            timeout_s=parse_duration(ask.full["timeout"]),
+        )
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> KillData:
+        sig = signal.Signals[data.signal]
+        killed_at = time.time()
+        done = []
+        with _api("inject kill", record.target) as client:
+            for e in data.containers:
+                if data.via == "api":
+                    client.containers.get(e.id).kill(signal=sig.name)
+                else:
+                    # Re-checked here: the pid must still be this container's main process.
+                    if not _main_pid_is_container(e.pid, e.id):
+                        continue
+                    try:
+                        os.kill(e.pid, sig)
+                    except ProcessLookupError:
+                        continue
+                    except PermissionError as exc:
+                        raise DriverError(
+                            f"no permission to signal pid {e.pid} of {e.name}",
+                            driver=NAME,
+                            target=record.target,
+                        ) from exc
+                done.append(e.id)
+            if not done:
+                raise not_applied(
+                    "every selected container exited before the signal",
+                    driver=NAME,
+                    target=record.target,
+                    error=TargetNotFound,
+                )
+            survived = _await_exit(client, data.containers, done)
+        return msgspec.structs.replace(
+            data, killed_at=killed_at, signalled=tuple(done), survived=tuple(survived)
+        )
+
+
+class Restart(_Healing[RestartData]):
+    operation = "restart"
+    data_type = RestartData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> RestartData:
+        entries, picked = _watched(ctx, ask, "restart")
+        return RestartData(
+            pick=picked,
+            containers=entries,
+            grace_s=parse_duration(ask.full["grace"]),
+            timeout_s=parse_duration(ask.full["timeout"]),
+        )
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: RestartData) -> RestartData:
+        restarted_at = time.time()
+        with _api("inject restart", record.target) as client:
+            for e in data.containers:
+                client.containers.get(e.id).restart(timeout=math.ceil(data.grace_s))
+        return msgspec.structs.replace(data, killed_at=restarted_at)
+
+
+def _await_exit(client: Any, entries: Sequence[Watched], ids: Sequence[str]) -> list[str]:
+    """Wait until the daemon has seen each signalled container die; return survivors.
+
+    Signals are asynchronous: without this, a revert or check right after inject
+    could read the old "running" state and call the container healed. A container
+    still running its original start after ``KILL_SETTLE_S`` survived the signal.
+    """
+    started = {e.id: e.started_at for e in entries}
+    pending = set(ids)
+    deadline = time.monotonic() + KILL_SETTLE_S
+    while pending and time.monotonic() < deadline:
+        for cid in list(pending):
+            c = _container(client, cid)
+            s = {} if c is None else _state(c.attrs)
+            if not s.get("Running") or s.get("StartedAt") != started[cid]:
+                pending.discard(cid)
+        if pending:
+            time.sleep(0.02)
+    return sorted(pending)
+
+
+# --- leased faults: stop, pause, throttle, stress, disconnect ------------------------------------
+
+
+class _Leased[LD: StopData | PauseData | ThrottleData | StressData | DisconnectData](LeasedFault[LD]):
+    """A change on each picked container, held by a watchdog on this host that follows
+    the run's heartbeat and talks to the same daemon (it survives the runner, not the
+    host)."""
+
+    def identities(self, record: RevertRecord, data: LD) -> tuple[str, ...]:
+        return tuple(f"docker:{e.id}" for e in data.containers)
+
+    @abstractmethod
+    def undo_one(self, client: Any, record: RevertRecord, data: LD, e: Any, c: Any) -> tuple[bool, str]:
+        """Undo the fault on one container. Returns (done, what happened)."""
+
+    @abstractmethod
+    def residue_one(self, client: Any, record: RevertRecord, data: LD, e: Any, c: Any) -> list[str]:
+        """What of the fault remains on one container. Read-only."""
+
+    def gone(self, e: Container) -> list[str]:
+        """Residue of a container that no longer exists. Default: none of the fault."""
+        return []
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: LD) -> str:
+        details, failed = [], False
+        with _api(f"revert {record.operation}", record.target) as client:
+            for e in data.containers:
+                c = _container(client, e.id)
+                if c is None:
+                    details.append(f"{e.name} no longer exists")
+                    continue
+                done, what = self.undo_one(client, record, data, e, c)
+                failed = failed or not done
+                details.append(what)
+        if failed:
+            raise DriverError("; ".join(details), driver=NAME, target=record.target)
+        return "; ".join(details)
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: LD) -> list[str]:
+        residue: list[str] = []
+        with _api(f"check {record.operation}", record.target) as client:
+            for e in data.containers:
+                c = _container(client, e.id)
+                residue += self.gone(e) if c is None else self.residue_one(client, record, data, e, c)
+        return residue
+
+    def lease_residue(self, record: RevertRecord, data: LD) -> list[str]:
+        # An armed watchdog would act on the target later. Past the lease it is the one
+        # reverting (and checking) right now, and exits by itself.
+        if time.time() >= float(record.lease_expires_at or 0.0):
+            return []
+        return [f"watchdog pid {p.pid} still armed" for p in _proc.watchdog_processes(record.fault_id)]
+
+
+class Stop(_Leased[StopData]):
+    operation = "stop"
+    data_type = StopData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> StopData:
+        entries, picked = _plain(ctx, ask, "stop")
+        return StopData(pick=picked, containers=entries, grace_s=parse_duration(ask.full["grace"]))
+
+    def lease_for(self, ask: Ask) -> float | None:
+        # The stop itself (its grace period included) must fit inside the lease.
+        return max(check_lease(ask.lease_s), parse_duration(ask.full["grace"]) + STOP_SETTLE_S + 5.0)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: StopData) -> StopData:
+        with _api("inject stop", record.target) as client:
+            for e in data.containers:
+                client.containers.get(e.id).stop(timeout=math.ceil(data.grace_s))
+        return data
+
+    def undo_one(self, client: Any, record: RevertRecord, data: StopData, e: Any, c: Any) -> tuple[bool, str]:
+        state = _state(c.attrs)
+        if state.get("Running"):
+            # The stop may still be in its grace period (a lease that ended while the
+            # runner's stop was under way): wait it out, bounded, then start it.
+            began = float(record.lease_expires_at or 0.0) - float(record.lease_s or 0.0)
+            settle = began + data.grace_s + STOP_SETTLE_S
+            while state.get("Running") and time.time() < settle:
+                time.sleep(0.1)
+                c.reload()
+                state = _state(c.attrs)
+            if state.get("Running"):
+                return True, f"{e.name} already running"
+        c.start()
+        return True, f"{e.name} started"
+
+    def residue_one(self, client: Any, record: RevertRecord, data: StopData, e: Any, c: Any) -> list[str]:
+        state = _state(c.attrs)
+        return [] if state.get("Running") else [f"{e.name} is {state.get('Status')}"]
+
+    def gone(self, e: Container) -> list[str]:
+        return [f"{e.name} no longer exists"]
+
+
+class Pause(_Leased[PauseData]):
+    operation = "pause"
+    data_type = PauseData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> PauseData:
+        entries, picked = _plain(ctx, ask, "pause")
+        return PauseData(pick=picked, containers=entries)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: PauseData) -> PauseData:
+        with _api("inject pause", record.target) as client:
+            for e in data.containers:
+                client.containers.get(e.id).pause()
+        return data
+
+    def undo_one(
+        self, client: Any, record: RevertRecord, data: PauseData, e: Any, c: Any
+    ) -> tuple[bool, str]:
+        if not _state(c.attrs).get("Paused"):
+            return True, f"{e.name} not paused"
+        c.unpause()
+        return True, f"{e.name} unpaused"
+
+    def residue_one(self, client: Any, record: RevertRecord, data: PauseData, e: Any, c: Any) -> list[str]:
+        return [f"{e.name} is paused"] if _state(c.attrs).get("Paused") else []
+
+
+class Throttle(_Leased[ThrottleData]):
+    operation = "throttle"
+    data_type = ThrottleData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> ThrottleData:
+        with _api("prepare throttle", str(parse_target(ask.target))) as client:
+            chosen, picked = _picked(ctx, ask, client, _running(ask, client))
+        entries = tuple(
+            Limited(id=c.attrs["Id"], name=_describe(c)["name"], previous=_cpu_limits(c.attrs))
+            for c in chosen
+        )
+        return ThrottleData(pick=picked, containers=entries, cpus=float(ask.full["cpus"]))
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: ThrottleData) -> ThrottleData:
+        applied = []
+        with _api("inject throttle", record.target) as client:
+            for e in data.containers:
+                prev = e.previous
+                if prev["NanoCpus"] > 0:
+                    # NanoCpus and CpuQuota exclude each other: keep to the field in use.
+                    body = {"NanoCpus": max(1, round(data.cpus * 1e9))}
+                else:
+                    period = prev["CpuPeriod"] or DEFAULT_CFS_PERIOD_US
+                    body = {"CpuQuota": max(MIN_CPU_QUOTA_US, round(data.cpus * period))}
+                _update(client, e.id, body)
+                applied.append({**body})
+        return msgspec.structs.replace(data, applied=tuple(applied))
+
+    def undo_one(
+        self, client: Any, record: RevertRecord, data: ThrottleData, e: Any, c: Any
+    ) -> tuple[bool, str]:
+        prev = e.previous
+        if _effective(_cpu_limits(c.attrs)) == _effective(prev):
+            return True, f"{e.name} limits already as before"
+        if prev["NanoCpus"] > 0:
+            body = {"NanoCpus": prev["NanoCpus"]}
+        else:
+            body = {"CpuQuota": prev["CpuQuota"] if prev["CpuQuota"] != 0 else -1}
+        _update(client, e.id, body)
+        return True, f"{e.name} CPU limits restored"
+
+    def residue_one(self, client: Any, record: RevertRecord, data: ThrottleData, e: Any, c: Any) -> list[str]:
+        now = _cpu_limits(c.attrs)
+        return (
+            [f"{e.name} CPU limits {now} != before {e.previous}"]
+            if _effective(now) != _effective(e.previous)
+            else []
+        )
+
+
+class Stress(_Leased[StressData]):
+    operation = "stress"
+    data_type = StressData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> StressData:
+        entries, picked = _plain(ctx, ask, "stress")
+        kind = str(ask.full["kind"])
+        return StressData(
+            pick=picked,
+            containers=entries,
+            kind=kind,
+            workers=int(ask.full["workers"]) if kind == "cpu" else 1,
+            memory_bytes=parse_size(ask.full["memory"]),
+            tag=_stress_tag(ask.fault_id),
+        )
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: StressData) -> StressData:
+        expires = float(record.lease_expires_at or time.time())
+        # The ceiling in the container (the watchdog ends it sooner when the run stops
+        # beating); busybox timeout counts whole seconds, rounded down to stay inside.
+        secs = max(1, math.floor(expires - time.time()))
+        if data.kind == "cpu":
+            script, count = _CPU_LOOP, data.workers
+        else:
+            script, count = _MEM_HOG.format(mib=max(1, math.ceil(data.memory_bytes / (1 << 20)))), 1
+        cmd = ["timeout", "-s", "KILL", str(secs), "sh", "-c", script, data.tag]
+        started = []
+        with _api("inject stress", record.target) as client:
+            for e in data.containers:
+                for _ in range(count):
+                    exec_id = client.api.exec_create(e.id, cmd)["Id"]
+                    client.api.exec_start(exec_id, detach=True)
+                    started.append((e, exec_id))
+            # A detached exec that cannot start (no sh/timeout in the image) fails silently.
+            deadline = time.monotonic() + 5.0
+            for e, exec_id in started:
+                while True:
+                    info = client.api.exec_inspect(exec_id)
+                    if info.get("Running"):
+                        break
+                    if info.get("ExitCode") is not None and info.get("Pid"):
+                        raise DriverError(
+                            f"the stressor in {e.name} exited with code {info['ExitCode']} "
+                            "(the image needs sh and timeout)",
+                            driver=NAME,
+                            target=record.target,
+                        )
+                    if time.monotonic() > deadline:
+                        raise DriverError(f"the stressor in {e.name} did not start", driver=NAME)
+                    time.sleep(0.02)
+        return msgspec.structs.replace(data, stress_seconds=secs)
+
+    def undo_one(
+        self, client: Any, record: RevertRecord, data: StressData, e: Any, c: Any
+    ) -> tuple[bool, str]:
+        state = _state(c.attrs)
+        if not state.get("Running") or state.get("Paused"):
+            return True, f"{e.name} not running: no stressor can remain"
+        out = c.exec_run(["sh", "-c", _KILL_TAGGED, "sh", record.fault_id])
+        if out.exit_code != 0:
+            return False, f"{e.name}: killing stressors failed: {out.output[-200:]!r}"
+        killed = out.output.decode(errors="replace").strip()
+        # SIGKILL is asynchronous; the memory is free only once the process is gone.
+        deadline = time.monotonic() + 3.0
+        while (left := _tagged(client, e.id, data.tag)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if left:
+            return False, f"{e.name}: stressors survived SIGKILL: {left}"
+        return True, f"{e.name}: {killed} stressor(s) killed"
+
+    def residue_one(self, client: Any, record: RevertRecord, data: StressData, e: Any, c: Any) -> list[str]:
+        return [f"{e.name}: stressor {p}" for p in _tagged(client, e.id, data.tag)]
+
+
+_ENDPOINT = ("IPAMConfig", "Aliases", "Links", "DriverOpts", "IPAddress", "GlobalIPv6Address", "MacAddress")
+
+
+class Disconnect(_Leased[DisconnectData]):
+    operation = "disconnect"
+    data_type = DisconnectData
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> DisconnectData:
+        sel = parse_target(ask.target)
+        with _api("prepare disconnect", str(sel)) as client:
+            net = client.networks.get(ask.full["network"])
+            found = [c for c in _running(ask, client) if _endpoint(c.attrs, net.id) is not None]
+            if not found:
+                raise TargetNotFound(
+                    f"no running container of {sel} is connected to network {net.name}",
+                    driver=NAME,
+                    target=str(sel),
+                )
+            chosen, picked = _picked(ctx, ask, client, found)
+        entries = []
+        for c in chosen:
+            ep = (_endpoint(c.attrs, net.id) or ("", {}))[1]
+            entries.append(
+                Attached(
+                    id=c.attrs["Id"], name=_describe(c)["name"], endpoint={k: ep.get(k) for k in _ENDPOINT}
+                )
+            )
+        return DisconnectData(
+            pick=picked, containers=tuple(entries), network=Network(id=net.id, name=net.name)
+        )
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: DisconnectData) -> DisconnectData:
+        with _api("inject disconnect", record.target) as client:
+            for e in data.containers:
+                client.networks.get(data.network.id).disconnect(e.id)
+        return data
+
+    def undo_one(
+        self, client: Any, record: RevertRecord, data: DisconnectData, e: Any, c: Any
+    ) -> tuple[bool, str]:
+        net = data.network
+        if _endpoint(c.attrs, net.id) is not None:
+            return True, f"{e.name} already on {net.name}"
+        ep = e.endpoint
+        ipam = ep.get("IPAMConfig") or {}
+        client.networks.get(net.id).connect(
+            e.id,
+            aliases=ep.get("Aliases") or None,
+            links=ep.get("Links") or None,
+            ipv4_address=ipam.get("IPv4Address") or None,
+            ipv6_address=ipam.get("IPv6Address") or None,
+            link_local_ips=ipam.get("LinkLocalIPs") or None,
+            driver_opt=ep.get("DriverOpts") or None,
+        )
+        return True, f"{e.name} reconnected to {net.name}"
+
+    def residue_one(
+        self, client: Any, record: RevertRecord, data: DisconnectData, e: Any, c: Any
+    ) -> list[str]:
+        if _endpoint(c.attrs, data.network.id) is None:
+            return [f"{e.name} is not connected to {data.network.name}"]
+        return []
+
+    def notes(self, ctx: DriverContext, record: RevertRecord, data: DisconnectData) -> list[str]:
+        """An address IPAM chose anew on reconnect is reported, not residue."""
+        out = []
+        with _api("check disconnect", record.target) as client:
+            for e in data.containers:
+                c = _container(client, e.id)
+                found = None if c is None else _endpoint(c.attrs, data.network.id)
+                ip = e.endpoint.get("IPAddress")
+                if found is not None and ip and found[1].get("IPAddress") != ip:
+                    out.append(f"{e.name} got {found[1].get('IPAddress')} (was {ip})")
+        return out
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+class DockerDriver(FaultDriver):
     """Faults and probes on Docker containers. Stateless: everything lives in the record."""
 
     name = NAME
-    # Leased by the watchdog, which reads the run's heartbeat (drivers.lease).
-    heartbeat_ops = _LEASED
+    faults = (Kill, Restart, Stop, Pause, Throttle, Stress, Disconnect)
     summary = "Kill, stop, pause, restart, throttle, stress or disconnect Docker containers"
     install_hint = INSTALL_HINT
 
@@ -595,455 +1172,33 @@ class DockerDriver(Driver):
         return values
 
     def _match(self, client: Any, sel: Target, *, live_only: bool) -> list[Any]:
-        """Containers the target names; with ``live_only``, running and unpaused ones.
+        return _match(client, sel, live_only=live_only)
 
-        Raises TargetNotFound when nothing (live) matches.
-        """
-        listed = client.containers.list(all=True, filters=sel.server_filters())
-        found = []
-        for c in listed:
-            tags: Sequence[str] = ()
-            if sel.kind == "image":
-                with contextlib.suppress(_sdk().errors.NotFound):  # image removed under it
-                    tags = c.image.tags
-            if sel.matches(c.attrs, tags):
-                found.append(c)
-        if not found:
-            raise TargetNotFound(f"no container matches {sel}", driver=NAME, target=str(sel))
-        if live_only:
-            live = [c for c in found if _live(c.attrs)]
-            if not live:
-                states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
-                raise TargetNotFound(
-                    f"{sel} matches no running, unpaused container ({states})",
-                    driver=NAME,
-                    target=str(sel),
-                )
-            found = live
-        return found
 
-    # --- prepare -----------------------------------------------------------------------------
+def _match(client: Any, sel: Target, *, live_only: bool) -> list[Any]:
+    """Containers the target names; with ``live_only``, running and unpaused ones.
 
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        full = validated(self, op, args, target, Kind.FAULT)
-        sel = parse_target(target)
-        data: dict[str, Any] = {}
-        with _api(f"prepare {op.name}", str(sel)) as client:
-            found = self._match(client, sel, live_only=True)
-            if op.name == "disconnect":
-                net = client.networks.get(full["network"])
-                data["network"] = {"id": net.id, "name": net.name}
-                found = [c for c in found if self._endpoint(c.attrs, net.id) is not None]
-                if not found:
-                    raise TargetNotFound(
-                        f"no running container of {sel} is connected to network {net.name}",
-                        driver=NAME,
-                        target=str(sel),
-                    )
-            picked = pick(found, Selection.from_args(args), resolve_seed(args, ctx), key=lambda c: c.name)
-            entries = [self._snapshot(op.name, c, data) for c in picked.items]
-        data["pick"] = picked.to_dict()
-        data["containers"] = entries
-        lease: float | None = None
-        if op.name in ("kill", "restart"):
-            data["timeout_s"] = parse_duration(full["timeout"])
-        else:
-            lease = check_lease(lease_s)
-        if op.name == "kill":
-            data["signal"] = parse_signal(full["signal"]).name
-            data["via"] = full["via"]
-            if full["via"] == "process":
-                self._check_local(entries, str(sel))
-        if op.name in ("stop", "restart"):
-            data["grace_s"] = parse_duration(full["grace"])
-        if op.name == "stop" and lease is not None:
-            # The stop itself (its grace period included) must fit inside the lease.
-            lease = max(lease, float(data["grace_s"]) + STOP_SETTLE_S + 5.0)
-        if op.name == "throttle":
-            data["cpus"] = float(full["cpus"])
-        if op.name == "stress":
-            data["kind"] = full["kind"]
-            data["workers"] = int(full["workers"]) if full["kind"] == "cpu" else 1
-            data["memory_bytes"] = parse_size(full["memory"])
-            data["tag"] = None  # set from the fault id below
-        record = RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=str(target),  # as given: the engine's ledger and locks key on it
-            run_id=ctx.run_id,
-            args=dict(args),
-            data=data,
-            lease_s=lease,
-            lease_expires_at=None if lease is None else time.time() + lease,
-        )
-        if op.name == "stress":
-            record = record.with_data(tag=_stress_tag(record.fault_id))
-        return record
-
-    @staticmethod
-    def _endpoint(attrs: Mapping[str, Any], net_id: str) -> tuple[str, Mapping[str, Any]] | None:
-        for name, ep in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
-            if ep and ep.get("NetworkID") == net_id:
-                return name, ep
-        return None
-
-    def _snapshot(self, op: str, c: Any, data: Mapping[str, Any]) -> dict[str, Any]:
-        """What revert and check_clean need to know about one container, read before the fault."""
-        a = c.attrs
-        entry = _describe(c)
-        if op in ("kill", "restart"):
-            entry["started_at"] = _state(a).get("StartedAt")
-            entry["pid"] = int(_state(a).get("Pid") or 0)
-            entry["restart_policy"] = ((a.get("HostConfig") or {}).get("RestartPolicy") or {}).get(
-                "Name"
-            ) or "no"
-            entry["healthcheck"] = _has_healthcheck(a)
-            entry["restart_count"] = int(a.get("RestartCount") or 0)
-        elif op == "throttle":
-            entry["previous"] = _cpu_limits(a)
-        elif op == "disconnect":
-            found = self._endpoint(a, data["network"]["id"])
-            assert found is not None  # prepare filtered on it
-            ep = found[1]
-            entry["endpoint"] = {
-                k: ep.get(k)
-                for k in (
-                    "IPAMConfig",
-                    "Aliases",
-                    "Links",
-                    "DriverOpts",
-                    "IPAddress",
-                    "GlobalIPv6Address",
-                    "MacAddress",
-                )
-            }
-        return entry
-
-    def _check_local(self, entries: Sequence[Mapping[str, Any]], target: str) -> None:
-        protected = _proc.protected_pids()
-        for e in entries:
-            if not _main_pid_is_container(e["pid"], e["id"]):
-                raise Unsupported(
-                    f"the main process of {e['name']} is not visible on this host (remote daemon?)",
-                    driver=NAME,
-                    target=target,
-                )
-            if e["pid"] in protected:
-                raise Unsupported(f"pid {e['pid']} of {e['name']} is protected", driver=NAME, target=target)
-
-    # --- inject ------------------------------------------------------------------------------
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        if ctx.dry:
-            return record.with_data(dry=True)
-        op = record.operation
-        if op in _LEASED:
-            record = start_lease(record)
-            # Armed before the first change: the lease holds even if we die mid-inject.
-            watchdog = spawn_watchdog(ctx, record)
-            record = record.with_data(watchdog=watchdog.to_dict())
-            try:
-                with _api(f"inject {op}", record.target) as client:
-                    return self._stress(client, record) if op == "stress" else self._apply(client, record)
-            except BaseException:
-                # Undo whatever part was applied; revert also retires the watchdog.
-                with contextlib.suppress(Exception):
-                    self.revert(ctx, record)
-                _proc.kill_watchdogs(record.fault_id)
-                raise
-        with _api(f"inject {op}", record.target) as client:
-            if op == "kill":
-                return self._kill(client, record)
-            return self._restart(client, record)
-
-    def _apply(self, client: Any, record: RevertRecord) -> RevertRecord:
-        op = record.operation
-        applied = []
-        for e in record.data["containers"]:
-            c = client.containers.get(e["id"])
-            if op == "stop":
-                c.stop(timeout=math.ceil(float(record.data["grace_s"])))
-            elif op == "pause":
-                c.pause()
-            elif op == "throttle":
-                applied.append(self._throttle(client, e, float(record.data["cpus"])))
-            else:
-                client.networks.get(record.data["network"]["id"]).disconnect(e["id"])
-        return record.with_data(applied=applied) if applied else record
-
-    @staticmethod
-    def _throttle(client: Any, entry: Mapping[str, Any], cpus: float) -> dict[str, int]:
-        prev = entry["previous"]
-        if prev["NanoCpus"] > 0:
-            # NanoCpus and CpuQuota exclude each other: keep to the field in use.
-            body = {"NanoCpus": max(1, round(cpus * 1e9))}
-        else:
-            period = prev["CpuPeriod"] or DEFAULT_CFS_PERIOD_US
-            body = {"CpuQuota": max(MIN_CPU_QUOTA_US, round(cpus * period))}
-        _update(client, entry["id"], body)
-        return {"id": entry["id"], **body}
-
-    def _kill(self, client: Any, record: RevertRecord) -> RevertRecord:
-        sig = signal.Signals[record.data["signal"]]
-        killed_at = time.time()
-        done = []
-        for e in record.data["containers"]:
-            if record.data["via"] == "api":
-                client.containers.get(e["id"]).kill(signal=sig.name)
-            else:
-                # Re-checked here: the pid must still be this container's main process.
-                if not _main_pid_is_container(e["pid"], e["id"]):
-                    continue
-                try:
-                    os.kill(e["pid"], sig)
-                except ProcessLookupError:
-                    continue
-                except PermissionError as exc:
-                    raise DriverError(
-                        f"no permission to signal pid {e['pid']} of {e['name']}",
-                        driver=NAME,
-                        target=record.target,
-                    ) from exc
-            done.append(e["id"])
-        if not done:
+    Raises TargetNotFound when nothing (live) matches.
+    """
+    listed = client.containers.list(all=True, filters=sel.server_filters())
+    found = []
+    for c in listed:
+        tags: Sequence[str] = ()
+        if sel.kind == "image":
+            with contextlib.suppress(_sdk().errors.NotFound):  # image removed under it
+                tags = c.image.tags
+        if sel.matches(c.attrs, tags):
+            found.append(c)
+    if not found:
+        raise TargetNotFound(f"no container matches {sel}", driver=NAME, target=str(sel))
+    if live_only:
+        live = [c for c in found if _live(c.attrs)]
+        if not live:
+            states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
             raise TargetNotFound(
-                "every selected container exited before the signal",
+                f"{sel} matches no running, unpaused container ({states})",
                 driver=NAME,
-                target=record.target,
+                target=str(sel),
             )
-        survived = self._await_exit(client, record, done)
-        return record.with_data(killed_at=killed_at, signalled=done, survived=survived)
-
-    @staticmethod
-    def _await_exit(client: Any, record: RevertRecord, ids: Sequence[str]) -> list[str]:
-        """Wait until the daemon has seen each signalled container die; return survivors.
-
-        Signals are asynchronous: without this, a revert or check right after inject
-        could read the old "running" state and call the container healed. A container
-        still running its original start after ``KILL_SETTLE_S`` survived the signal.
-        """
-        entries = {e["id"]: e for e in record.data["containers"]}
-        pending = set(ids)
-        deadline = time.monotonic() + KILL_SETTLE_S
-        while pending and time.monotonic() < deadline:
-            for cid in list(pending):
-                c = _container(client, cid)
-                s = {} if c is None else _state(c.attrs)
-                if not s.get("Running") or s.get("StartedAt") != entries[cid]["started_at"]:
-                    pending.discard(cid)
-            if pending:
-                time.sleep(0.02)
-        return sorted(pending)
-
-    def _restart(self, client: Any, record: RevertRecord) -> RevertRecord:
-        restarted_at = time.time()
-        for e in record.data["containers"]:
-            client.containers.get(e["id"]).restart(timeout=math.ceil(float(record.data["grace_s"])))
-        return record.with_data(killed_at=restarted_at)
-
-    def _stress(self, client: Any, record: RevertRecord) -> RevertRecord:
-        expires = float(record.lease_expires_at or time.time())
-        # The ceiling in the container (the watchdog ends it sooner when the run stops
-        # beating); busybox timeout counts whole seconds, rounded down to stay inside.
-        secs = max(1, math.floor(expires - time.time()))
-        tag = str(record.data["tag"])
-        if record.data["kind"] == "cpu":
-            script, count = _CPU_LOOP, int(record.data["workers"])
-        else:
-            mib = max(1, math.ceil(int(record.data["memory_bytes"]) / (1 << 20)))
-            script, count = _MEM_HOG.format(mib=mib), 1
-        cmd = ["timeout", "-s", "KILL", str(secs), "sh", "-c", script, tag]
-        started = []
-        for e in record.data["containers"]:
-            for _ in range(count):
-                exec_id = client.api.exec_create(e["id"], cmd)["Id"]
-                client.api.exec_start(exec_id, detach=True)
-                started.append((e, exec_id))
-        # A detached exec that cannot start (no sh/timeout in the image) fails silently.
-        deadline = time.monotonic() + 5.0
-        for e, exec_id in started:
-            while True:
-                info = client.api.exec_inspect(exec_id)
-                if info.get("Running"):
-                    break
-                if info.get("ExitCode") is not None and info.get("Pid"):
-                    raise DriverError(
-                        f"the stressor in {e['name']} exited with code {info['ExitCode']} "
-                        "(the image needs sh and timeout)",
-                        driver=NAME,
-                        target=record.target,
-                    )
-                if time.monotonic() > deadline:
-                    raise DriverError(f"the stressor in {e['name']} did not start", driver=NAME)
-                time.sleep(0.02)
-        return record.with_data(stress_seconds=secs)
-
-    # --- revert ------------------------------------------------------------------------------
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        if record.data.get("dry"):
-            return RevertResult(reverted=True, detail="dry run: nothing was injected")
-        op = record.operation
-        if op in ("kill", "restart"):
-            return self._await_heal(record)
-        details: list[str] = []
-        ok = True
-        with _api(f"revert {op}", record.target) as client:
-            for e in record.data["containers"]:
-                c = _container(client, e["id"])
-                if c is None:
-                    details.append(f"{e['name']} no longer exists")
-                    continue
-                done, what = self._undo(client, record, e, c)
-                ok = ok and done
-                details.append(what)
-        if ok and op in _LEASED:
-            # Only once the fault is gone: a failed revert leaves the watchdog to retry.
-            _proc.kill_watchdogs(record.fault_id)
-        return RevertResult(reverted=ok, detail="; ".join(details))
-
-    def _undo(self, client: Any, record: RevertRecord, e: Mapping[str, Any], c: Any) -> tuple[bool, str]:
-        """Undo the fault on one container. Returns (done, what happened)."""
-        op, name, state = record.operation, e["name"], _state(c.attrs)
-        if op == "stop":
-            if state.get("Running"):
-                # The stop may still be in its grace period (a lease that ended while the
-                # runner's stop was under way): wait it out, bounded, then start it.
-                began = float(record.lease_expires_at or 0.0) - float(record.lease_s or 0.0)
-                settle = began + float(record.data.get("grace_s", 10.0)) + STOP_SETTLE_S
-                while state.get("Running") and time.time() < settle:
-                    time.sleep(0.1)
-                    c.reload()
-                    state = _state(c.attrs)
-                if state.get("Running"):
-                    return True, f"{name} already running"
-            c.start()
-            return True, f"{name} started"
-        if op == "pause":
-            if not state.get("Paused"):
-                return True, f"{name} not paused"
-            c.unpause()
-            return True, f"{name} unpaused"
-        if op == "throttle":
-            prev = e["previous"]
-            if _effective(_cpu_limits(c.attrs)) == _effective(prev):
-                return True, f"{name} limits already as before"
-            if prev["NanoCpus"] > 0:
-                body = {"NanoCpus": prev["NanoCpus"]}
-            else:
-                body = {"CpuQuota": prev["CpuQuota"] if prev["CpuQuota"] != 0 else -1}
-            _update(client, e["id"], body)
-            return True, f"{name} CPU limits restored"
-        if op == "stress":
-            if not state.get("Running") or state.get("Paused"):
-                return True, f"{name} not running: no stressor can remain"
-            out = c.exec_run(["sh", "-c", _KILL_TAGGED, "sh", record.fault_id])
-            if out.exit_code != 0:
-                return False, f"{name}: killing stressors failed: {out.output[-200:]!r}"
-            killed = out.output.decode(errors="replace").strip()
-            # SIGKILL is asynchronous; the memory is free only once the process is gone.
-            deadline = time.monotonic() + 3.0
-            while (left := _tagged(client, e["id"], record.data["tag"])) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if left:
-                return False, f"{name}: stressors survived SIGKILL: {left}"
-            return True, f"{name}: {killed} stressor(s) killed"
-        net = record.data["network"]
-        if self._endpoint(c.attrs, net["id"]) is not None:
-            return True, f"{name} already on {net['name']}"
-        ep = e["endpoint"]
-        ipam = ep.get("IPAMConfig") or {}
-        client.networks.get(net["id"]).connect(
-            e["id"],
-            aliases=ep.get("Aliases") or None,
-            links=ep.get("Links") or None,
-            ipv4_address=ipam.get("IPv4Address") or None,
-            ipv6_address=ipam.get("IPv6Address") or None,
-            link_local_ips=ipam.get("LinkLocalIPs") or None,
-            driver_opt=ep.get("DriverOpts") or None,
-        )
-        return True, f"{name} reconnected to {net['name']}"
-
-    def _await_heal(self, record: RevertRecord) -> RevertResult:
-        timeout = float(record.data.get("timeout_s", 60.0))
-        since = float(record.data.get("killed_at") or record.created_at)
-        deadline = time.monotonic() + timeout
-        with _api(f"revert {record.operation}", record.target) as client:
-            while True:
-                heals = self._heals(client, record, since)
-                pending = [h for h in heals if not h.healed]
-                if not pending or any(not h.possible for h in pending):
-                    break
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.05)
-        detail = "; ".join(h.detail for h in heals)
-        if pending and all(not h.possible for h in pending):
-            # Nothing can bring it back and nothing of chaoslab's remains: the same verdict
-            # as a killed bare pid on the process driver (done, no time to recover).
-            return RevertResult(reverted=True, detail=f"cannot heal, nothing to wait for: {detail}")
-        if pending:
-            return RevertResult(reverted=False, detail=f"not healed within {timeout:g}s: {detail}")
-        ttr = max(0.0, max((h.recovered_at or since) for h in heals) - since)
-        return RevertResult(reverted=True, detail=detail, time_to_recover_s=ttr)
-
-    def _heals(self, client: Any, record: RevertRecord, since: float) -> list[Heal]:
-        out = []
-        for e in record.data["containers"]:
-            c = _container(client, e["id"])
-            out.append(_heal(None if c is None else c.attrs, e, since))
-        return out
-
-    # --- check_clean -------------------------------------------------------------------------
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """Each picked container by its full id, however the target named it."""
-        ids = [str(c["id"]) for c in record.data.get("containers", []) if c.get("id")]
-        return tuple(f"docker:{i}" for i in ids) or (f"{self.name}:{record.target}",)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        op = record.operation
-        residue: list[str] = []
-        notes: list[str] = []
-        with _api(f"check {op}", record.target) as client:
-            if op in ("kill", "restart"):
-                since = float(record.data.get("killed_at") or record.created_at)
-                heals = self._heals(client, record, since)
-                residue += [h.detail for h in heals if not h.healed and h.possible]
-                notes += [h.detail for h in heals if not h.possible]
-            for e in record.data["containers"] if op not in ("kill", "restart") else ():
-                c = _container(client, e["id"])
-                if c is None:
-                    if op == "stop":
-                        residue.append(f"{e['name']} no longer exists")
-                    continue
-                a, name = c.attrs, e["name"]
-                if op == "stop" and not _state(a).get("Running"):
-                    residue.append(f"{name} is {_state(a).get('Status')}")
-                elif op == "pause" and _state(a).get("Paused"):
-                    residue.append(f"{name} is paused")
-                elif op == "throttle" and _effective(_cpu_limits(a)) != _effective(e["previous"]):
-                    residue.append(f"{name} CPU limits {_cpu_limits(a)} != before {e['previous']}")
-                elif op == "stress":
-                    residue += [f"{name}: stressor {p}" for p in _tagged(client, e["id"], record.data["tag"])]
-                elif op == "disconnect":
-                    net = record.data["network"]
-                    found = self._endpoint(a, net["id"])
-                    if found is None:
-                        residue.append(f"{name} is not connected to {net['name']}")
-                    elif (ip := e["endpoint"].get("IPAddress")) and found[1].get("IPAddress") != ip:
-                        notes.append(f"{name} got {found[1].get('IPAddress')} (was {ip})")
-        if op in _LEASED and time.time() < float(record.lease_expires_at or 0.0):
-            # An armed watchdog would act on the target later. Past the lease it is the
-            # one reverting (and checking) right now, and exits by itself.
-            residue += [
-                f"watchdog pid {p.pid} still armed" for p in _proc.watchdog_processes(record.fault_id)
-            ]
-        return CleanReport(clean=not residue, residue=tuple(residue), detail="; ".join(notes))
+        found = live
+    return found

@@ -58,6 +58,7 @@ object changed since it was planned...).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -167,6 +168,7 @@ class Ask:
     full: Mapping[str, Any]
     target: str | None
     lease_s: float | None
+    fault_id: str = ""  # the id the fault's record will carry (tags derived from it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,18 +248,18 @@ class Fault[D: FaultData](ABC):
         return None
 
     def prepare(self, ctx: DriverContext, ask: Ask) -> RevertRecord:
-        data = self.plan(ctx, ask)
-        lease = self.lease_for(ask)
         record = RevertRecord(
             driver=self.driver.name,
             operation=self.operation,
             target=ask.target or self.default_target,
             run_id=ctx.run_id,
             args=dict(ask.args),
-            lease_s=lease,
-            lease_expires_at=None if lease is None else time.time() + lease,
         )
-        return encode(record, data)
+        ask = dataclasses.replace(ask, fault_id=record.fault_id)
+        data = self.plan(ctx, ask)
+        lease = self.lease_for(ask)
+        expires = None if lease is None else time.time() + lease
+        return encode(msgspec.structs.replace(record, lease_s=lease, lease_expires_at=expires), data)
 
     @abstractmethod
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord: ...
@@ -291,6 +293,11 @@ class LeasedFault[D: LeasedData](Fault[D]):
     @abstractmethod
     def residue(self, ctx: DriverContext, record: RevertRecord, data: D) -> list[str]:
         """What of the change is still on the target (the lease aside). Read-only."""
+
+    def notes(self, ctx: DriverContext, record: RevertRecord, data: D) -> list[str]:
+        """What a clean check should say without calling it residue (an address that
+        changed...). Read-only. Default: nothing."""
+        return []
 
     def needs_watchdog(self, record: RevertRecord, data: D) -> bool:
         """Whether the watchdog holds this fault's lease. Default: always."""
@@ -342,7 +349,9 @@ class LeasedFault[D: LeasedData](Fault[D]):
         if data.dry:
             return CleanReport(clean=True, detail="dry run: nothing was injected")
         residue = self.residue(ctx, record, data) + self.lease_residue(record, data)
-        return CleanReport(clean=not residue, residue=tuple(residue))
+        return CleanReport(
+            clean=not residue, residue=tuple(residue), detail="; ".join(self.notes(ctx, record, data))
+        )
 
     def arm(self, ctx: DriverContext, record: RevertRecord, data: D) -> D:
         """Start the lease on the target side, before the change: the watchdog, when
