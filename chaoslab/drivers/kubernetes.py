@@ -503,6 +503,8 @@ class Victim(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeleteData(HealingData, frozen=True, kw_only=True):
+    # The JSON key records have always used (a ledger entry written before stays readable).
+    timeout_s: float = msgspec.field(name="recover_timeout_s")
     namespace: str
     selector: str
     field_selector: str | None

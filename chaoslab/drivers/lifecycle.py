@@ -32,7 +32,7 @@ target's text to be resolved again. A record that does not decode is a ``DriverE
     inject:  refuse (``refuse``) → start the lease → arm it (the watchdog) → apply
     revert:  undo → residue? → lease kept, reverted=False
                              → none: retire the lease (stop the watchdog), reverted=True
-    check_clean: residue + an armed watchdog still waiting
+    check_clean: residue + an armed watchdog still waiting (``notes`` as its detail)
 
 A lease is retired only after a verified revert: a failed revert (``undo`` raising
 ``DriverError``, or residue left) keeps the lease, so the watchdog still ends the fault.
@@ -53,7 +53,8 @@ to recover; its clean check is "healed". The verdicts, the same on every driver:
 
 ``not_applied(reason)`` builds the ``DriverError(not_applied=True)`` a fault raises when
 it is certain nothing reached the target (every selected process exited first, the
-object changed since it was planned...).
+object changed since it was planned...); ``refuse`` may raise it too, before the lease
+is armed.
 """
 
 from __future__ import annotations
