@@ -4,8 +4,14 @@ Used by the CI gate (``chaoslab.gate``), the scheduler's slots and game days
 (``chaoslab.scheduler.runs``). The child runs in a session of its own, so a signal to
 the parent's process group (Ctrl-C in a terminal, a CI runner's SIGTERM) does not reach
 it behind the parent's back; the parent forwards SIGTERM itself, so the run reverts and
-writes its journal, and SIGKILLs it only after a grace period. When the child has ended,
-whatever is left in its process group (a stray activity process) is killed too.
+writes its journal, and SIGKILLs it only after a grace period. The child runs under a
+shepherd (``chaoslab.engine.shepherd``, ``--forward``): a child subreaper that passes
+those signals on and, once the child has exited — even SIGKILLed, before its own
+activity trees could be ended — ends every process left below it (a python activity's
+``setsid`` grandchild, a double-forked daemon), sparing chaoslab's watchdogs, stressors
+and lab, whose leases must outlive a killed run. Whatever is left in the child's process
+group is killed too. ``on_child`` gets the shepherd's pid: it lives exactly as long as
+the run, plus the few seconds that ending a tree may take.
 
 ``verdict_of_exit`` is the one mapping from a child ``chaoslab run``'s exit status to a
 verdict, for when the child left no journal or result to read one from.
@@ -13,6 +19,7 @@ verdict, for when the child left no journal or result to read one from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
+from chaoslab.engine.proctree import END_BOUND_S, shepherd_command
 from chaoslab.verdict import ExitCode, Verdict
 
 _POLL_S = 0.1
@@ -72,7 +80,7 @@ def run_child(
     flag = stop or _Never()
     started = time.monotonic()
     proc = subprocess.Popen(
-        list(cmd),
+        shepherd_command(cmd, forward=True),
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
@@ -96,14 +104,13 @@ def run_child(
                 proc.send_signal(signal.SIGTERM)  # the engine reverts everything on SIGTERM
                 termed_at = now
             elif termed_at is not None and now - termed_at > grace_s:
-                proc.kill()  # its ledger entries are left for recover()
+                _kill(proc)  # its ledger entries are left for recover()
     except BaseException:
         _terminate(proc, grace_s)
         raise
     finally:
         if proc.poll() is None:  # unwinding on an error of our own: never orphan it
-            proc.kill()
-            proc.wait()
+            _kill(proc)
         reap_group(proc.pid)
     return ChildExit(returncode=proc.returncode, timed_out=timed_out, stopped=stopped)
 
@@ -115,6 +122,19 @@ def _terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command: SIGQUIT asks its shepherd to, and to end the tree left behind;
+    a shepherd that has not ended in time is SIGKILLed with its group."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGQUIT)
+    try:
+        proc.wait(timeout=END_BOUND_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
 

@@ -31,9 +31,10 @@ Where the promise does not hold:
 - a python activity abandoned at its deadline keeps running on its thread: what it
   starts after the run wound down is ended only by the runner's exit (its thread dies
   with the process), not walked again;
-- a descendant of a python activity that called ``setsid()`` survives a SIGKILL of the
-  runner (a process activity's tree does not: its shepherd ends it); with the runner
-  gone it is re-parented to PID 1;
+- a descendant of a python activity that called ``setsid()`` survives a SIGKILL of a
+  runner started by hand, re-parented to PID 1 (a process activity's tree does not: its
+  shepherd ends it; nor does a gate's or scheduler's child run's: ``chaoslab.engine.child``
+  runs it under a forwarding shepherd);
 - a process the runner may not signal (another user's, after a set-uid exec) is left,
   and one that forks faster than the bounded walks may survive them;
 - on a system without ``PR_SET_CHILD_SUBREAPER`` (not Linux, or a kernel before 3.4) a
@@ -48,7 +49,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from chaoslab.engine import shepherd
@@ -67,9 +68,10 @@ SHEPHERD = str(Path(shepherd.__file__).resolve())
 END_BOUND_S = shepherd.GRACE_S + shepherd.KILL_BOUND_S + 2.0
 
 
-def shepherd_command(argv: list[str]) -> list[str]:
-    """``argv`` run under a shepherd (``-I -S``: no site-packages, a fast start)."""
-    return [sys.executable, "-I", "-S", SHEPHERD, "--", *argv]
+def shepherd_command(argv: Sequence[str], *, forward: bool = False) -> list[str]:
+    """``argv`` run under a shepherd (``-I -S``: no site-packages, a fast start);
+    ``forward``: signals are passed on to it (a child run), see ``shepherd.shepherd``."""
+    return [sys.executable, "-I", "-S", SHEPHERD, *(["--forward"] if forward else []), "--", *argv]
 
 
 def _is_shepherd(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """The shepherd: runs one command so that its whole process tree can be ended, and is.
 
-Usage (``chaoslab.engine.ctkprocess`` runs every process activity through it)::
+Usage (``chaoslab.engine.ctkprocess`` runs every process activity through it, and
+``chaoslab.engine.child`` every child ``chaoslab run`` with ``--forward``)::
 
-    python -I -S <this file> -- COMMAND [ARG...]
+    python -I -S <this file> [--forward] -- COMMAND [ARG...]
 
 Standard library only, run as a script with ``-I -S`` (no site-packages): it starts in a
 few milliseconds and needs nothing installed.
@@ -249,26 +250,53 @@ def _exit_as(status: int | None) -> int:
     return code
 
 
-def shepherd(cmd: Sequence[str]) -> int:
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def shepherd(cmd: Sequence[str], *, forward: bool = False) -> int:
+    """Run ``cmd`` as this subreaper's child; end what is left of its tree after it.
+
+    ``forward`` (a child ``chaoslab run``: ``chaoslab.engine.child``): SIGTERM, SIGINT,
+    SIGHUP, SIGUSR1 and SIGUSR2 are passed on to the command, which winds down by itself
+    (a run reverts its faults first); SIGQUIT SIGKILLs it; the tree is ended once it has
+    exited; and the shepherd outlives its parent, as the command would. Otherwise
+    (an activity): those signals, and the death of the parent's thread, end the whole
+    tree at once.
+    """
     parent = os.getppid()
     if not prctl(PR_SET_CHILD_SUBREAPER, 1):
         sys.stderr.write(
             "chaoslab shepherd: PR_SET_CHILD_SUBREAPER is unavailable; a setsid child may escape\n"
         )
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _stop)
+    child = 0
+    if forward:
+
+        def pass_on(signum: int, frame: object) -> None:
+            if child > 0:
+                try:
+                    os.kill(child, signal.SIGKILL if signum == signal.SIGQUIT else signum)
+                except OSError:
+                    pass
+
+        for sig in (*FORWARDED, signal.SIGQUIT):
+            signal.signal(sig, pass_on)
+    else:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _stop)
     me = os.getpid()
     statuses: dict[int, int] = {}
-    child = 0
     try:
-        if os.getppid() != parent:
+        if not forward and os.getppid() != parent:
             raise _Stop(signal.SIGTERM)  # the runner died before PR_SET_PDEATHSIG was set
+        # Signals wait until ``child`` is known (a forwarded one must reach it).
+        signal.pthread_sigmask(signal.SIG_BLOCK, [*FORWARDED, signal.SIGQUIT])
         child = os.fork()
         if child == 0:
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                for sig in (*FORWARDED, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [*FORWARDED, signal.SIGQUIT])
                 os.execvp(cmd[0], list(cmd))
             except BaseException as exc:
                 try:
@@ -283,12 +311,13 @@ def shepherd(cmd: Sequence[str]) -> int:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [*FORWARDED, signal.SIGQUIT])
         while child not in statuses:
             pid, status = os.waitpid(-1, 0)
             statuses[pid] = status
     except (_Stop, ChildProcessError):
         pass
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (*FORWARDED, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)  # the ending is bounded; do not cut it short
 
     def walk() -> dict[int, int]:
@@ -318,12 +347,15 @@ def _has_children(keep: dict[int, int]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    forward = args[:1] == ["--forward"]
+    if forward:
+        args = args[1:]
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        sys.stderr.write("usage: shepherd.py -- COMMAND [ARG...]\n")
+        sys.stderr.write("usage: shepherd.py [--forward] -- COMMAND [ARG...]\n")
         return 2
-    return shepherd(args)
+    return shepherd(args, forward=forward)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from chaoslab.engine.child import chaoslab_command, run_child
+from chaoslab.engine.proctree import shepherd_command
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,9 +160,21 @@ def test_a_gate_or_scheduler_child_run_ends_its_activities_trees(tmp_path: Path,
 
 
 def test_the_shepherd_passes_the_command_s_status_through(tmp_path: Path) -> None:
-    from chaoslab.engine.proctree import shepherd_command
-
     ok = subprocess.run(shepherd_command(["sh", "-c", "echo out; echo err >&2; exit 3"]), capture_output=True)
     assert (ok.returncode, ok.stdout, ok.stderr) == (3, b"out\n", b"err\n")
     killed = subprocess.run(shepherd_command(["sh", "-c", "kill -9 $$"]), capture_output=True)
     assert killed.returncode == -signal.SIGKILL
+
+
+def test_a_child_run_killed_outright_still_leaves_no_escapee(tmp_path: Path, escape: Escape) -> None:
+    """A child run SIGKILLed (the gate's or scheduler's grace ran out) never ends its own
+    activity trees; its shepherd (``run_child``'s ``--forward``) ends them once it died."""
+    exp = experiment(tmp_path, escape, "python", hang_s=600, timeout_s=None)
+    cmd = shepherd_command(chaoslab_command("run", "--run-dir", str(tmp_path / "r"), str(exp)), forward=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        wait_until(lambda: escape.escaped() and len(escape.alive()) == 2, timeout_s=20, what="both escapees")
+        run.send_signal(signal.SIGQUIT)  # run_child's "kill": SIGKILL to the run itself
+        finish(run)
+    assert run.returncode == -signal.SIGKILL
+    assert escape.alive() == []
