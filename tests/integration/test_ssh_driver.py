@@ -224,6 +224,9 @@ def test_probes_over_the_fleet(
 def test_inventory_from_environment_and_selection(
     driver: SSHDriver, ctx: DriverContext, inventory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import msgspec
+
+    ctx = msgspec.structs.replace(ctx, dry=True)  # the pick only: nothing resolved on the hosts
     monkeypatch.setenv("CHAOSLAB_SSH_INVENTORY", str(inventory))
     op = driver.operation("suspend")
     assert op is not None
@@ -350,6 +353,49 @@ def test_inject_revert_and_check_share_one_connection_per_host(
     wrong.write_text(yaml.safe_dump(doc))
     with pytest.raises(HostKeyRefused, match="pinned"):
         probe(driver, ctx, "reachable", {"inventory": str(wrong)}, "ssh:h0")
+
+
+def test_one_process_named_two_ways_through_two_hosts_is_one_lock(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    """Keys name what a fault hits, resolved on the host: a pattern on ``ssh:h0`` and a pid
+    on ``ssh:tag=web+eu`` (the same host) or on ``ssh:h2`` (another sshd on the same
+    machine) are one process, and the process driver names it the same way."""
+    import msgspec
+    import psutil
+
+    from chaoslab.drivers.registry import DriverRegistry
+    from chaoslab.errors import LockHeld
+    from chaoslab.safety.claims import ClaimingLedger
+
+    marker, proc = markers.by_pattern()
+    suspend = driver.operation("suspend")
+    assert suspend is not None
+    inv = {"inventory": str(inventory)}
+    by_pattern = driver.prepare(ctx, suspend, {**inv, "pattern": marker}, "ssh:h0", 30)
+    by_pid = driver.prepare(ctx, suspend, {**inv, "pid": proc.pid}, "ssh:tag=web+eu", 30)
+    elsewhere = driver.prepare(ctx, suspend, {**inv, "pid": proc.pid}, "ssh:h2", 30)
+    key = f"proc:{os.uname().nodename}:{proc.pid}:{psutil.Process(proc.pid).create_time():.2f}"
+    assert (
+        driver.identities(by_pattern) == driver.identities(by_pid) == driver.identities(elsewhere) == (key,)
+    )
+    local = DriverRegistry().get("process")
+    local_op = local.operation("suspend")
+    assert local_op is not None
+    assert key in local.identities(local.prepare(ctx, local_op, {}, f"pid:{proc.pid}", 30))
+    with ClaimingLedger("run-a", lease_s=None) as a, ClaimingLedger("run-b", lease_s=None) as b:
+        a.claim(msgspec.structs.replace(by_pattern, run_id="run-a", keys=driver.identities(by_pattern)))
+        with pytest.raises(LockHeld, match=str(proc.pid)):
+            b.claim(msgspec.structs.replace(by_pid, run_id="run-b", keys=driver.identities(by_pid)))
+    # Host resources too: one machine's CPU through two of its names.
+    stress = driver.operation("stress_cpu")
+    assert stress is not None
+    cpu = [
+        driver.identities(driver.prepare(ctx, stress, {**inv, "workers": 1}, t, 30))
+        for t in ("ssh:h0", "ssh:h1")
+    ]
+    assert cpu[0] == cpu[1] == (f"host:{os.uname().nodename}:cpu",)
+    assert state(proc.pid) in ("S", "R"), "prepare and claim touch nothing"
 
 
 def test_kill_by_name_then_heal_is_measured(
@@ -634,6 +680,204 @@ def test_sigkilled_runner_the_host_watchdog_ends_the_fault(
     # ... and the watchdog, which undoes first and tidies after, is gone soon after.
     assert wait_for(lambda: not fault_processes(rec), 3), fault_processes(rec)
     assert_clean(driver, ctx, rec)
+
+
+# --- leases that follow the run (heartbeats) ------------------------------------------------
+
+# What the run does for a heartbeat fault without `duration` (chaoslab.engine.faults): the
+# lease is only a ceiling (MAX_LEASE_S) and `renew` is called every HEARTBEAT_S.
+_INJECT_AND_RENEW = """
+import json, sys, time
+from pathlib import Path
+import msgspec
+from chaoslab.drivers import lease
+from chaoslab.drivers.base import MAX_LEASE_S, DriverContext
+from chaoslab.drivers.ssh.driver import SSHDriver
+op, args, target, state = json.loads(sys.stdin.readline())
+d = SSHDriver()
+ctx = DriverContext(run_id="victim", state_dir=Path(state))
+rec = d.prepare(ctx, d.operation(op), args, target, MAX_LEASE_S)
+beat = lease.beat_path(ctx.state_dir, rec.fault_id)
+lease.beat(beat)
+rec = d.inject(ctx, msgspec.structs.replace(rec, heartbeat=str(beat)))
+print(rec.to_json(), flush=True)
+end = time.monotonic() + 600
+while time.monotonic() < end:
+    lease.beat(beat)
+    d.renew(ctx, rec)
+    time.sleep(lease.HEARTBEAT_S)
+"""
+
+
+def _observable(op: str, proc: subprocess.Popen[bytes], netns: Netns) -> Any:
+    return {
+        "suspend": lambda rec: state(proc.pid) == "T",
+        "stress_cpu": lambda rec: bool(stressors(rec)),
+        "iptables_drop": lambda rec: not netns.connects(),
+    }[op]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", ["suspend", "stress_cpu", "iptables_drop"])
+def test_a_renewed_lease_holds_past_lapse_and_ends_soon_after_the_runner_dies(
+    driver: SSHDriver,
+    ctx: DriverContext,
+    fleet: SSHFleet,
+    inventory: Path,
+    markers: Markers,
+    netns: Netns,
+    tmp_path: Path,
+    op: str,
+) -> None:
+    from chaoslab.drivers.lease import LAPSE_S, POLL_S
+
+    marker, proc = markers.by_pattern()
+    args: dict[str, Any] = {"inventory": str(inventory)}
+    if op == "suspend":
+        args["pattern"] = marker
+    elif op == "stress_cpu":
+        args |= {"workers": 1, "backend": "shell"}
+    else:
+        args |= {"port": netns.port, "netns": netns.name}
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _INJECT_AND_RENEW], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stdin is not None and runner.stdout is not None
+        runner.stdin.write(json.dumps([op, args, "ssh:h1", str(tmp_path / "victim")]) + "\n")
+        runner.stdin.close()
+        rec = RevertRecord.from_dict(json.loads(runner.stdout.readline()))
+        observable = _observable(op, proc, netns)
+        # Renewed, the fault outlives LAPSE_S (its lease is no fixed length any more).
+        held_until = time.monotonic() + LAPSE_S + 1.0
+        while time.monotonic() < held_until:
+            assert observable(rec), "the host ended a fault the run still renewed"
+            time.sleep(0.25)
+        os.kill(runner.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        runner.kill()
+        runner.wait(timeout=10)
+        assert runner.stdout is not None
+        runner.stdout.close()
+    # The last beat reached the host at most HEARTBEAT_S before the kill: the host ends
+    # the fault within LAPSE_S + POLL_S of it (slack for this shared, loaded machine).
+    assert wait_for(lambda: not observable(rec), LAPSE_S + POLL_S + 2.0), "the fault outlived its lease"
+    ended_s = time.monotonic() - killed
+    print(f"{op}: SIGKILL -> ended on the host in {ended_s:.2f}s")
+    assert wait_for(lambda: not fault_processes(rec), 3), fault_processes(rec)
+    lapsed = fleet.root / "remote-state" / f"{rec.fault_id}.h1.lapsed"
+    assert "stopped renewing its lease" in lapsed.read_text(), "the host must say why it ended the fault"
+    assert driver.revert(ctx, rec).reverted  # recover: takes the reason away with it
+    assert not lapsed.exists()
+    assert_clean(driver, ctx, rec)
+
+
+def test_renew_reports_a_lapse_the_host_saw_and_the_revert_records_it(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers, tmp_path: Path
+) -> None:
+    import msgspec
+
+    from chaoslab.drivers import lease
+    from chaoslab.drivers.base import MAX_LEASE_S
+    from chaoslab.drivers.watchdog import lapse_path
+
+    marker, proc = markers.by_pattern()
+    record = driver.prepare(
+        ctx,
+        driver.operation("suspend"),
+        {"inventory": str(inventory), "pattern": marker},
+        "ssh:h2",
+        MAX_LEASE_S,
+    )  # type: ignore[arg-type]
+    beat = lease.beat_path(ctx.state_dir, record.fault_id)
+    lease.beat(beat)
+    record = msgspec.structs.replace(record, heartbeat=str(beat))
+    assert driver.renew(ctx, record) is None  # not on the host yet: nothing to renew
+    rec = driver.inject(ctx, record)
+    assert state(proc.pid) == "T"
+    # Nobody renews: the host ends it LAPSE_S after the first beat (written at inject).
+    assert wait_for(lambda: state(proc.pid) != "T", lease.LAPSE_S + lease.POLL_S + 2.0)
+    reasons: list[str | None] = []
+
+    def reported() -> bool:
+        reasons.append(driver.renew(ctx, rec))
+        return reasons[-1] is not None
+
+    assert poll(reported, timeout_s=10, interval_s=0.2) is not None, reasons
+    reason = str(reasons[-1])
+    assert reason.startswith("the host ended it: h2: the run stopped renewing its lease"), reason
+    assert driver.renew(ctx, rec) == reason  # reported again, never lost
+    assert driver.revert(ctx, rec).reverted
+    # The run's own revert leaves the reason where the run looks for lapses.
+    noted = json.loads(lapse_path(ctx.state_dir, rec.fault_id).read_text())
+    assert noted["reason"].startswith("the host ended it: h2:")
+    assert_clean(driver, ctx, rec)
+
+
+def test_a_run_renews_an_ssh_fault_as_long_as_its_method_and_reports_a_lapse(
+    fleet: SSHFleet, inventory: Path, markers: Markers, tmp_path: Path
+) -> None:
+    """`chaoslab run`: a suspend without duration under a 1 s experiment lease (a fixed
+    lease would end it after 1 + 5 s) holds while the method runs; then the runner is
+    stopped (SIGSTOP: no renewals), the host ends the fault, and once the runner goes on
+    the lapse is an event and the verdict is not "passed"."""
+    from chaoslab.drivers.lease import LAPSE_S, POLL_S
+    from tests.integration.matrix_support import SUPPORT, by_kind, start_run
+
+    marker, proc = markers.by_pattern()
+    pattern = f"{marker[:-1]}[{marker[-1]}]"  # the runner's own files never match it
+    gate = tmp_path / "cell" / "gate"
+    doc = {
+        "title": "a renewed ssh lease",
+        "description": "suspend without duration, held by the method",
+        "lease": "1s",
+        "method": [
+            {
+                "do": "ssh.suspend",
+                "name": "fault",
+                "target": "ssh:h3",
+                "with": {"inventory": str(inventory), "pattern": pattern},
+            },
+            {
+                "type": "action",
+                "name": "hold",
+                "provider": {
+                    "type": "python",
+                    "module": SUPPORT,
+                    "func": "hold",
+                    "arguments": {"gate": str(gate), "name": "held", "timeout": 40},
+                },
+            },
+        ],
+    }
+    run = start_run(doc, tmp_path / "cell")
+    try:
+        run.wait_gate("held")
+        assert state(proc.pid) == "T"
+        held_until = time.monotonic() + 7.0  # past the 6 s a fixed lease would have given
+        while time.monotonic() < held_until:
+            assert state(proc.pid) == "T", "the fault was lost while the method ran"
+            time.sleep(0.25)
+        run.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            assert wait_for(lambda: state(proc.pid) != "T", LAPSE_S + POLL_S + 2.0), "no lapse on the host"
+            print(f"renewals stopped -> ended on the host in {time.monotonic() - stopped:.2f}s")
+        finally:
+            run.signal(signal.SIGCONT)
+        assert wait_for(lambda: bool(by_kind(run.events(), "lease-lapsed")), 10), "the lapse was silent"
+        run.release("held")
+        code = run.finish()
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    assert "Traceback" not in run.out + run.err, run.err
+    journal = run.journal()
+    lapsed = by_kind(run.events(), "lease-lapsed")
+    assert len(lapsed) == 1 and "stopped renewing its lease" in lapsed[0]["reason"], lapsed
+    assert journal["chaoslab"]["verdict"] == "inconclusive" and code == 4, (code, run.out)
+    assert [c["clean"] for c in by_kind(journal["chaoslab"]["faults"], "clean-checked")] == [True]
 
 
 # --- hostile arguments -------------------------------------------------------------------

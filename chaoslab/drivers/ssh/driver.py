@@ -10,6 +10,15 @@ credentials, trust settings), the remote state directory and the fault id; the h
 seen at inject is pinned in the record so a later revert only talks to the same host.
 On the host, the fault's watchdog and processes are found by the fault id alone.
 
+Leases follow the run (``heartbeat_ops``): while the run lives, ``renew`` rewrites each
+fault's beat on every host over the pooled connection (one short command per fault and
+host, at most one in flight, on a thread of its own so a slow host never holds the run's
+other heartbeats), and the host's watchdog ends the fault within ``lease.LAPSE_S`` +
+``lease.POLL_S`` of the last beat it got (see ``remote``). A fault without ``duration``
+then lasts as long as its method. ``renew`` returns the reason once a host says its
+watchdog already ended the fault; a revert that finds that reason on a host writes it
+where the run looks for lapses (``watchdog.lapse_path``), so a lapse is never silent.
+
 Connections are cached per run id on the driver object (never module state); call
 ``close()`` (or ``close(run_id)``) when a run ends.
 """
@@ -17,6 +26,8 @@ Connections are cached per run id on the driver object (never module state); cal
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 import threading
 import time
@@ -59,6 +70,7 @@ from chaoslab.drivers.ssh.pool import (
     HostOutcome,
     fan_out,
 )
+from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -69,6 +81,7 @@ from chaoslab.errors import (
 )
 
 DEFAULT_LEASE_S = 300.0  # a leased fault without a lease still ends by itself
+RENEW_TIMEOUT_S = 2.0  # one heartbeat command on a host; a slower one is a missed beat
 SIGNALS = ("KILL", "TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "ABRT")
 _IFACE = re.compile(r"^[^\s/]{1,15}$")
 
@@ -199,10 +212,14 @@ class SSHDriver(Driver):
     name = "ssh"
     summary = "processes, CPU stress, iptables and netem on hosts over SSH"
     install_hint = INSTALL_HINT
+    heartbeat_ops = frozenset({"suspend", "stress_cpu", "iptables_drop", "netem"})
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[tuple[str, float, int], ConnectionPool] = {}
+        # (run id, fault id): a renewal under way / why a host already ended the fault.
+        self._renewing: set[tuple[str, str]] = set()
+        self._lapsed: dict[tuple[str, str], str] = {}
 
     def operations(self) -> Sequence[Operation]:
         return OPERATIONS
@@ -357,7 +374,76 @@ class SSHDriver(Driver):
             data["netns"] = a.get("netns")
             data["interface"] = a["interface"]
             data["handle"] = remote.netem_handle(record.fault_id)
+        if not ctx.dry:
+            data |= self._resolve(ctx, op, a, hosts, data, record.target)
         return record.with_data(**data)
+
+    def _resolve(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        a: Mapping[str, Any],
+        hosts: Sequence[HostSpec],
+        data: Mapping[str, Any],
+        target: str,
+    ) -> dict[str, Any]:
+        """Who each host is and, for a process fault, which processes it hits (pid + start
+        time): the fault's identities (``identities``), read before anything changes, and
+        all a process fault will touch. A host that cannot be reached stays unresolved
+        (its fault is then "not applied"); a selector matching nothing, or too much, on
+        any host raises here, before any host is touched."""
+        pool = self._pool(ctx, float(data["connect_timeout_s"]), int(data["connect_attempts"]))
+        selector = _selector(a) if op.name in _PROCESS_OPS else None
+        script = remote.resolve_script(selector)
+        outcomes = fan_out(
+            hosts,
+            lambda h: _run(pool, h, script, float(data["command_timeout_s"])),
+            concurrency=int(data["concurrency"]),
+        )
+        resolved: dict[str, Any] = {}
+        unresolved: dict[str, Any] = {}
+        for o in outcomes:
+            if o.value is None or not o.value.ok:
+                unresolved[o.host.name] = {
+                    "error": _why(o),
+                    "key_refused": isinstance(o.error, HostKeyRefused),
+                }
+                continue
+            kv = remote.parse_kv(o.value.stdout)
+            btime, tck = float(kv.get("btime", ["0"])[0]), int(kv.get("tck", ["100"])[0]) or 100
+            procs = []
+            for line in kv.get("proc", []):
+                pid, _, ticks = line.partition(" ")
+                if pid.isdigit() and ticks.isdigit():
+                    # psutil's create_time (what the process driver keys on): same key.
+                    procs.append(
+                        {"pid": int(pid), "ticks": int(ticks), "create_time": int(ticks) / tck + btime}
+                    )
+            resolved[o.host.name] = {"node": kv.get("node", [""])[0], "procs": procs}
+        if selector is not None:
+            by, value = selector
+            most = int(a["max_processes"])
+            crowded = [f"{n} ({len(r['procs'])})" for n, r in resolved.items() if len(r["procs"]) > most]
+            if crowded:
+                raise UnsafeTarget(
+                    f"{by} {value!r} matches more than max_processes={most} processes "
+                    f"on {', '.join(crowded)} (nothing was changed)",
+                    driver="ssh",
+                    target=target,
+                )
+            if empty := [n for n, r in resolved.items() if not r["procs"]]:
+                raise TargetNotFound(
+                    f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
+                    driver="ssh",
+                    target=target,
+                )
+        fingerprints = pool.accepted_fingerprints()
+        return {
+            "resolved": resolved,
+            "unresolved": unresolved,
+            # Inject talks only to the host key the processes were resolved on.
+            "host_keys": {h.name: fingerprints[h.name] for h in hosts if h.name in fingerprints},
+        }
 
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
         op = self._op(record)
@@ -367,12 +453,8 @@ class SSHDriver(Driver):
         if ctx.dry:
             ctx.log(f"ssh: dry run, would {op.name} on {', '.join(h.name for h in hosts)}")
             return record
-        if op.name in ("kill", "suspend"):
-            try:
-                self._preflight(pool, hosts, record, a, timeout_s, concurrency)
-            except DriverError as exc:
-                exc.not_applied = True  # read-only: nothing was changed on any host
-                raise
+        if op.name in _PROCESS_OPS:
+            _check_resolved(record, hosts)
         started = time.time()
         outcomes = fan_out(
             hosts,
@@ -407,51 +489,21 @@ class SSHDriver(Driver):
             enriched = msgspec.structs.replace(enriched, lease_expires_at=started + lease)
         return enriched
 
-    def _preflight(
-        self,
-        pool: Any,
-        hosts: Sequence[Any],
-        record: RevertRecord,
-        a: Mapping[str, Any],
-        timeout_s: float,
-        concurrency: int,
-    ) -> None:
-        """Read-only, on every host first, so a selector that matches nothing somewhere
-        fails before any host is touched."""
-        by, value = _selector(a)
-        counts = fan_out(
-            hosts,
-            lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
-            concurrency=concurrency,
-        )
-        _raise_failures(counts, "count matching processes")
-        found = {
-            o.host.name: int(remote.parse_kv(o.value.stdout).get("count", ["0"])[0])
-            for o in counts
-            if o.value
-        }
-        empty = [name for name, n in found.items() if n == 0]
-        crowded = [f"{name} ({n})" for name, n in found.items() if n > int(a["max_processes"])]
-        if crowded:
-            raise UnsafeTarget(
-                f"{by} {value!r} matches more than max_processes={a['max_processes']} processes "
-                f"on {', '.join(crowded)} (nothing was changed)",
-                driver="ssh",
-                target=record.target,
-            )
-        if empty:
-            raise TargetNotFound(
-                f"no process matches {by} {value!r} on {', '.join(empty)} (nothing was changed)",
-                driver="ssh",
-                target=record.target,
-            )
-
     def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
         op = self._op(record)
         hosts, pool, timeout_s, concurrency = self._context(ctx, record)
         if op.name == "kill":
             return self._await_heal(record, hosts, pool, timeout_s, concurrency)
-        failed = self._revert_hosts(pool, record, hosts, timeout_s, concurrency)
+        outcomes = self._revert_hosts(pool, record, hosts, timeout_s, concurrency)
+        lapses = [
+            f"{o.host.name}: {why}"
+            for o in outcomes
+            if o.value is not None
+            for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
+        ]
+        if lapses and record.heartbeat and record.run_id == ctx.run_id:
+            _note_lapse(ctx, record, "the host ended it: " + "; ".join(lapses))
+        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
         if failed:
             raise DriverError(
                 "revert failed on "
@@ -463,19 +515,31 @@ class SSHDriver(Driver):
         return RevertResult(reverted=True, detail=f"reverted on {len(hosts)} host(s)")
 
     def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """Each picked host by its host key fingerprint (its address when the inventory
-        pins none), with what the fault uses there: the CPU, a netns, a process."""
-        what = {"stress_cpu": "cpu", "netem": "netns", "iptables_drop": "netns"}.get(record.operation, "proc")
-        if what == "netns":
-            what += f":{record.data.get('netns') or '-'}"
-        elif what == "proc":
-            a = record.args
-            what += ":" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
-        keys = []
+        """What the fault hits on each picked host, named as the local drivers name it on
+        their own host, with the host's own name (resolved on the host by ``prepare``):
+        ``proc:<host>:<pid>:<start time>`` for kill and suspend (psutil's
+        ``create_time``), ``host:<host>:cpu``, ``host:<host>:netns:<netns or ->``. So
+        ``ssh:h0`` and ``ssh:tag=eu`` naming one host, a pattern and a pid naming one
+        process, two inventory entries for one machine, and the process driver on the
+        machine itself all meet on one key. A host ``prepare`` could not reach keeps a
+        key by its pinned fingerprint or address (its fault is not applied)."""
+        resolved: Mapping[str, Any] = record.data.get("resolved") or {}
+        op = record.operation
+        keys: list[str] = []
         for h in record.data.get("hosts", []):
+            node = str((resolved.get(h.get("name")) or {}).get("node") or "")
+            if node and op in _PROCESS_OPS:
+                procs = resolved[h["name"]].get("procs") or []
+                keys += [f"proc:{node}:{p['pid']}:{float(p['create_time']):.2f}" for p in procs]
+                continue
+            if node:
+                keys.append(
+                    f"host:{node}:cpu" if op == "stress_cpu" else f"host:{node}:netns:{_netns(record)}"
+                )
+                continue
             fps = sorted(str(f) for f in h.get("fingerprints") or ())
             ident = fps[0] if fps else f"{h.get('address')}:{h.get('port')}"
-            keys.append(f"ssh:{ident}:{what}")
+            keys.append(f"ssh:{ident}:{_unresolved_what(record)}")
         return tuple(keys) or (f"{self.name}:{record.target}",)
 
     def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
@@ -524,6 +588,57 @@ class SSHDriver(Driver):
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def renew(self, ctx: DriverContext, record: RevertRecord) -> str | None:
+        """Start one heartbeat of ``record`` on its hosts, unless the last is still under
+        way, and return why a host already ended the fault (seen by an earlier beat), or
+        None. Never blocks on the network: the beat runs on a thread of its own."""
+        if not record.heartbeat or ctx.dry or "results" not in record.data:
+            return None  # not renewed, or not on the hosts yet (inject is still running)
+        key = (ctx.run_id, record.fault_id)
+        with self._lock:
+            if key in self._lapsed:
+                return self._lapsed[key]
+            if key in self._renewing:
+                return None  # a missed beat: the host's lease allows for LAPSE_S of them
+            pool = self._pools.get(_pool_key(ctx, record))
+            if pool is None:
+                return None  # the run's connections are closed: the run is over
+            self._renewing.add(key)
+        threading.Thread(
+            target=self._renew_hosts,
+            args=(ctx, record, pool, key),
+            name=f"chaoslab-ssh-renew:{record.fault_id}",
+            daemon=True,
+        ).start()
+        return None
+
+    def _renew_hosts(
+        self, ctx: DriverContext, record: RevertRecord, pool: ConnectionPool, key: tuple[str, str]
+    ) -> None:
+        try:
+            hosts, _pool, _timeout, concurrency = self._context(ctx, record, pool=pool)
+
+            def one(host: HostSpec) -> CommandResult:
+                instance = remote.instance_id(record.fault_id, host.name)
+                return _run(
+                    pool, host, remote.renew_script(instance, str(record.data["state_dir"])), RENEW_TIMEOUT_S
+                )
+
+            lapses = [
+                f"{o.host.name}: {why}"
+                for o in fan_out(hosts, one, concurrency=concurrency)
+                if o.value is not None
+                for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
+            ]
+            if lapses:
+                with self._lock:
+                    self._lapsed.setdefault(key, "the host ended it: " + "; ".join(lapses))
+        except Exception as exc:  # a missed beat; the next one, or the host's lease, takes over
+            ctx.log(f"ssh: renewing fault {record.fault_id}: {exc}")
+        finally:
+            with self._lock:
+                self._renewing.discard(key)
+
     def end_run(self, ctx: DriverContext) -> None:
         self.close(ctx.run_id)
 
@@ -532,6 +647,8 @@ class SSHDriver(Driver):
         with self._lock:
             keys = [k for k in self._pools if run_id is None or k[0] == run_id]
             pools = [self._pools.pop(k) for k in keys]
+            for k in [k for k in self._lapsed if run_id is None or k[0] == run_id]:
+                del self._lapsed[k]
         for p in pools:
             p.close()
 
@@ -544,7 +661,7 @@ class SSHDriver(Driver):
         return op
 
     def _pool(self, ctx: DriverContext, connect_timeout_s: float, attempts: int) -> ConnectionPool:
-        key = (ctx.run_id, connect_timeout_s, attempts)
+        key = (ctx.run_id, float(connect_timeout_s), int(attempts))
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
@@ -555,7 +672,7 @@ class SSHDriver(Driver):
             return pool
 
     def _context(
-        self, ctx: DriverContext, record: RevertRecord
+        self, ctx: DriverContext, record: RevertRecord, *, pool: ConnectionPool | None = None
     ) -> tuple[list[HostSpec], ConnectionPool, float, int]:
         data = record.data
         keys: Mapping[str, str] = data.get("host_keys") or {}
@@ -566,7 +683,8 @@ class SSHDriver(Driver):
                 # The key accepted at inject is the only one revert/check will talk to.
                 host = replace(host, fingerprints=(keys[host.name],))
             hosts.append(host)
-        pool = self._pool(ctx, float(data["connect_timeout_s"]), int(data["connect_attempts"]))
+        if pool is None:
+            pool = self._pool(ctx, float(data["connect_timeout_s"]), int(data["connect_attempts"]))
         return hosts, pool, float(data["command_timeout_s"]), int(data["concurrency"])
 
     def _revert_hosts(
@@ -588,8 +706,7 @@ class SSHDriver(Driver):
             )
             return _run(pool, host, script, timeout_s)
 
-        outcomes = fan_out(hosts, one, concurrency=concurrency)
-        return [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
+        return fan_out(hosts, one, concurrency=concurrency)
 
     def _await_heal(
         self,
@@ -674,15 +791,64 @@ def _run(pool: ConnectionPool, host: HostSpec, script: str, timeout_s: float) ->
     return res
 
 
+_PROCESS_OPS = ("kill", "suspend")
+
+
+def _netns(record: RevertRecord) -> str:
+    return str(record.data.get("netns") or "-")
+
+
+def _unresolved_what(record: RevertRecord) -> str:
+    if record.operation == "stress_cpu":
+        return "cpu"
+    if record.operation in _PROCESS_OPS:
+        a = record.args
+        return "proc:" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
+    return f"netns:{_netns(record)}"
+
+
+def _check_resolved(record: RevertRecord, hosts: Sequence[HostSpec]) -> None:
+    """A process fault hits only processes ``prepare`` resolved (and locked): a host it
+    could not reach then is not touched now, and the fault is "not applied"."""
+    unresolved: Mapping[str, Any] = record.data.get("unresolved") or {}
+    resolved: Mapping[str, Any] = record.data.get("resolved") or {}
+    missing = [h.name for h in hosts if h.name not in resolved]
+    if not missing:
+        return
+    why = "; ".join(f"{n}: {(unresolved.get(n) or {}).get('error', 'not resolved')}" for n in missing)
+    message = f"{record.operation}: the processes on {', '.join(missing)} could not be resolved ({why})"
+    refused = all((unresolved.get(n) or {}).get("key_refused") for n in missing)
+    cls: Callable[..., DriverError] = HostKeyRefused if refused else DriverError
+    raise cls(message + " (nothing was changed)", driver="ssh", target=record.target, not_applied=True)
+
+
+def _pool_key(ctx: DriverContext, record: RevertRecord) -> tuple[str, float, int]:
+    return (ctx.run_id, float(record.data["connect_timeout_s"]), int(record.data["connect_attempts"]))
+
+
+def _note_lapse(ctx: DriverContext, record: RevertRecord, reason: str) -> None:
+    """Tell the run (``FaultManager`` reads ``lapse_path``) that a host's lease ended
+    the fault before the run reverted it."""
+    path = lapse_path(ctx.state_dir, record.fault_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fault_id": record.fault_id, "reason": reason}), "utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        ctx.log(f"ssh: cannot record the lapse of {record.fault_id}: {exc}")
+
+
 def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
     fid = remote.instance_id(record.fault_id, host.name)
     state_dir, data = str(record.data["state_dir"]), record.data
-    if op == "kill":
-        by, value = _selector(a)
-        return remote.kill_script(fid, state_dir, by, value, str(a["signal"]), int(a["max_processes"]))
-    if op == "suspend":
-        by, value = _selector(a)
-        return remote.suspend_script(fid, state_dir, by, value, lease, int(a["max_processes"]))
+    beats = bool(record.heartbeat)
+    if op in _PROCESS_OPS:
+        procs = ((data.get("resolved") or {}).get(host.name) or {}).get("procs") or []
+        targets = [(int(p["pid"]), int(p["ticks"])) for p in procs]
+        if op == "kill":
+            return remote.kill_script(fid, state_dir, targets, str(a["signal"]))
+        return remote.suspend_script(fid, state_dir, targets, lease, heartbeat=beats)
     if op == "stress_cpu":
         return remote.stress_script(
             fid,
@@ -691,10 +857,11 @@ def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str
             load=int(a["load"]),
             lease_s=lease,
             backend=str(a["backend"]),
+            heartbeat=beats,
         )
     if op == "iptables_drop":
         return remote.iptables_script(
-            fid, state_dir, rules=data["rules"], netns=data.get("netns"), lease_s=lease
+            fid, state_dir, rules=data["rules"], netns=data.get("netns"), lease_s=lease, heartbeat=beats
         )
     if op == "netem":
         netem_args: list[str] = []
@@ -712,6 +879,7 @@ def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str
             netem_args=netem_args,
             handle=str(data["handle"]),
             lease_s=lease,
+            heartbeat=beats,
         )
     raise DriverError(f"no fault {op!r}", driver="ssh")
 

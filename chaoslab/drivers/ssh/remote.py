@@ -12,9 +12,18 @@ never outlive its deadline; it travels base64-encoded inside the exec request (s
 (``pgrep``) and GNU/busybox ``grep``.
 
 Every fault that can be undone keeps its lease ON THE HOST: before the change is made, a
-detached watchdog (``setsid nohup sh -c 'sleep LEASE; <revert>'``, its pid recorded) is
+detached watchdog (``setsid nohup sh -c '<wait>; <revert>'``, its pid recorded) is
 started in a session of its own, so the host heals when the lease ends even if the
-runner and its connection vanish. Every process a fault starts is the leader of a
+runner and its connection vanish. A fault the run renews (``heartbeat``) has a lease
+that follows the run: the runner rewrites ``<state dir>/<fault>/beat`` with the host's
+own ``/proc/uptime`` about every second (``renew_script``, over the pooled connection),
+and the watchdog, looking every ``lease.POLL_S``, ends the fault once the beat is older
+than ``lease.LAPSE_S`` or the fixed lease (the ceiling) is over. Only the host's clock is
+compared with itself, so no clock skew between runner and host matters, and ``read`` of
+``/proc/uptime`` is a shell builtin (no process per look). Before its revert such a
+watchdog writes why to ``<state dir>/<fault>.lapsed``; ``renew_script`` and the runner's
+revert report that line (``lapsed=...``), and the revert removes it. A fault without
+``heartbeat`` keeps the fixed lease (``sleep LEASE``). Every process a fault starts is the leader of a
 session of its own (``setsid``) and carries ``CHAOSLAB_FAULT=<fault id>.<host>:``;
 revert and check_clean find the fault's sessions through ``/proc/*/environ`` from the
 fault id alone, plus the session ids recorded on the host and in the revert record
@@ -39,6 +48,8 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from chaoslab.drivers.lease import LAPSE_S, POLL_S
 
 EXIT_NOT_FOUND = 3
 EXIT_FAILED = 4
@@ -184,20 +195,48 @@ def _match(by: Selector, value: str | int) -> list[str]:
     return lines
 
 
-def _not_found(max_processes: int) -> str:
-    return (
-        'if [ -z "$pids" ]; then echo "no matching process (PID 1, the ssh session and '
-        f"chaoslab's own processes are never selected)\" >&2; exit {EXIT_NOT_FOUND}; fi\n"
-        f'set -- $pids; if [ $# -gt {int(max_processes)} ]; then echo "$# processes match, more '
-        f'than max_processes={int(max_processes)}: refusing" >&2; exit {EXIT_UNSAFE}; fi'
+# cl_now: the host's uptime in centiseconds ("12345.67" -> 1234567; the leading 1 keeps a
+# fraction such as "08" from reading as octal).
+_CLOCK = "cl_now() { read -r cl_u _ < /proc/uptime; cl_t=$(( ${cl_u%.*} * 100 + 1${cl_u#*.} - 100 )); }"
+
+
+def _lease_wait(fault_id: str, state_dir: str, lease_s: float, heartbeat: bool) -> str:
+    """What the watchdog waits for before it reverts (see the module docstring)."""
+    if not heartbeat:
+        return f"sleep {lease_s:.3f}"
+    ceiling = max(1, math.ceil(lease_s * 100))
+    lapse = round(LAPSE_S * 100)
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir)[:3],
+            _CLOCK,
+            f"cl_now; end=$((cl_t + {ceiling}))",
+            "while :; do",
+            "  cl_now",
+            f'  if [ "$cl_t" -ge "$end" ]; then why="its lease expired ({lease_s:g}s)"; break; fi',
+            '  b=; read -r b _ 2>/dev/null < "$dir/beat"',
+            '  case "$b" in *[0-9].[0-9][0-9]) ;; *) b= ;; esac',
+            '  if [ -n "$b" ]; then',
+            "    gap=$((cl_t - (${b%.*} * 100 + 1${b#*.} - 100)))",
+            f'    if [ "$gap" -gt {lapse} ]; then why="the run stopped renewing its lease '
+            '($((gap / 100)).$((gap % 100 / 10))s without a heartbeat)"; break; fi',
+            # Gone: the runner reverted (its kill of this session is on its way).
+            '  elif [ ! -d "$dir" ]; then exit 0; fi',
+            f"  sleep {POLL_S:g}",
+            "done",
+            'printf \'%s\\n\' "$why" > "$base/$fid.lapsed"',
+        ]
     )
 
 
-def _watchdog(lease_s: float, revert_body: str) -> list[str]:
-    """Create the state dir and start the detached watchdog BEFORE the change."""
-    wd = f"sleep {lease_s:.3f}\n{revert_body}"
+def _watchdog(wait: str, revert_body: str, heartbeat: bool) -> list[str]:
+    """Create the state dir (and the first beat) and start the detached watchdog BEFORE
+    the change."""
+    wd = f"{wait}\n{revert_body}"
+    first_beat = ['read -r u _ < /proc/uptime; echo "$u" > "$dir/beat"'] if heartbeat else []
     return [
         f'mkdir -p -- "$dir" || {{ echo "cannot create $dir" >&2; exit {EXIT_FAILED}; }}',
+        *first_beat,
         f"wd={q(wd)}",
         f'{ENV_MARK}="$fid:" setsid nohup sh -c "$wd" </dev/null >/dev/null 2>&1 &',
         'echo $! >> "$dir/sessions"',
@@ -297,15 +336,46 @@ def revert_body(
     state_dir: str,
     data: Mapping[str, object],
     sessions: Iterable[int] = (),
+    *,
+    report_lapse: bool = True,
 ) -> str:
-    """Undo the fault, end its processes, drop its state dir. Idempotent; exits 0."""
+    """Undo the fault, end its processes, drop its state dir. Idempotent; exits 0.
+
+    ``report_lapse`` (the runner's revert, not the watchdog's own): print the reason a
+    watchdog left (``lapsed=...``) and remove it, once the watchdog is gone, so no lapse
+    goes unreported and none is left behind."""
+    report = (
+        [
+            'if [ -f "$base/$fid.lapsed" ]; then r=; read -r r < "$base/$fid.lapsed"; '
+            'echo "lapsed=$r"; rm -f -- "$base/$fid.lapsed"; fi'
+        ]
+        if report_lapse
+        else []
+    )
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
             *_undo(operation, data),
             _end_fault_processes(sessions),
-            'rm -rf -- "$dir"',
+            # A renewal racing the removal may write one more beat into the directory.
+            'n=0; while [ -e "$dir" ] && [ $n -lt 5 ]; do rm -rf -- "$dir"; n=$((n+1)); done',
+            *report,
             'rmdir -- "$base" 2>/dev/null',
+            "exit 0",
+        ]
+    )
+
+
+def renew_script(fault_id: str, state_dir: str) -> str:
+    """One heartbeat: the host's uptime into the fault's beat file (``renewed=1``), or
+    the reason its watchdog already ended it (``lapsed=...``). Writes nothing for a
+    fault that is not (or no longer) on the host."""
+    return "\n".join(
+        [
+            *_prelude(fault_id, state_dir)[:3],
+            'if [ -f "$base/$fid.lapsed" ]; then r=; read -r r < "$base/$fid.lapsed"; echo "lapsed=$r"',
+            'elif [ -d "$dir" ]; then read -r u _ < /proc/uptime; '
+            'echo "$u" 2>/dev/null > "$dir/beat" && echo "renewed=1"; fi',
             "exit 0",
         ]
     )
@@ -318,15 +388,44 @@ def count_script(by: Selector, value: str | int) -> str:
     return "\n".join(["fid=none", _HELPERS, *_match(by, value), 'set -- $pids; echo "count=$#"'])
 
 
-def kill_script(
-    fault_id: str, state_dir: str, by: Selector, value: str | int, signal: str, max_processes: int
-) -> str:
-    """No lease: a killed process cannot be un-killed. Nothing is left on the host."""
+def resolve_script(selector: tuple[Selector, str | int] | None = None) -> str:
+    """Read-only: who the host is (``node=`` its name, ``btime=`` its boot time, ``tck=``
+    clock ticks a second) and, given a selector, every matching unprotected process as
+    ``proc=PID START_TICKS`` (field 22 of /proc/PID/stat: pid + start time is the
+    process's identity; a recycled pid starts later)."""
+    lines = [
+        "fid=none",
+        _HELPERS,
+        'node=; read -r node < /proc/sys/kernel/hostname 2>/dev/null || node=$(uname -n); echo "node=$node"',
+        'while read -r k v; do [ "$k" = btime ] && { echo "btime=$v"; break; }; done < /proc/stat',
+        'echo "tck=$(getconf CLK_TCK 2>/dev/null || echo 100)"',
+    ]
+    if selector is not None:
+        lines += [*_match(*selector), 'for p in $pids; do echo "proc=$p $(cl_field "$p" 20)"; done']
+    return "\n".join(lines)
+
+
+def _resolved(targets: Sequence[tuple[int, int]]) -> list[str]:
+    """Sets ``$pids`` to those of ``targets`` (pid, start ticks) that still run as the same
+    process and are not protected; none: exit 3 (nothing changed)."""
+    pairs = " ".join(f"{int(p)}:{int(t)}" for p, t in targets)
+    return [
+        _PROCESS_HELPERS,
+        'pids=""',
+        f"for pt in {pairs}; do p=${{pt%%:*}}; t=${{pt#*:}}; "
+        '[ "$(cl_field "$p" 20)" = "$t" ] || continue; cl_protected "$p" && continue; pids="$pids $p"; done',
+        'if [ -z "$pids" ]; then echo "none of the processes resolved before the fault still runs '
+        f'(nothing was changed)" >&2; exit {EXIT_NOT_FOUND}; fi',
+    ]
+
+
+def kill_script(fault_id: str, state_dir: str, targets: Sequence[tuple[int, int]], signal: str) -> str:
+    """No lease: a killed process cannot be un-killed. Nothing is left on the host.
+    ``targets``: the (pid, start ticks) resolved before the fault; only those are hit."""
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
-            *_match(by, value),
-            _not_found(max_processes),
+            *_resolved(targets),
             'echo "pids=$pids"',
             f"kill -s {q(signal)} $pids",
         ]
@@ -334,24 +433,30 @@ def kill_script(
 
 
 def suspend_script(
-    fault_id: str, state_dir: str, by: Selector, value: str | int, lease_s: float, max_processes: int
+    fault_id: str,
+    state_dir: str,
+    targets: Sequence[tuple[int, int]],
+    lease_s: float,
+    *,
+    heartbeat: bool = False,
 ) -> str:
-    body = revert_body("suspend", fault_id, state_dir, {})
+    """SIGSTOP the (pid, start ticks) resolved before the fault, under a watchdog."""
+    body = revert_body("suspend", fault_id, state_dir, {}, report_lapse=False)
+    wait = _lease_wait(fault_id, state_dir, lease_s, heartbeat)
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
-            *_match(by, value),
-            _not_found(max_processes),
-            *_watchdog_with_pids(lease_s, body),
+            *_resolved(targets),
+            *_watchdog_with_pids(wait, body, heartbeat),
             "kill -STOP $pids",
             'echo "pids=$pids"',
         ]
     )
 
 
-def _watchdog_with_pids(lease_s: float, body: str) -> list[str]:
+def _watchdog_with_pids(wait: str, body: str, heartbeat: bool) -> list[str]:
     # The pid list must be on disk before the watchdog can need it.
-    first, *rest = _watchdog(lease_s, body)
+    first, *rest = _watchdog(wait, body, heartbeat)
     return [first, "printf '%s\\n' $pids > \"$dir/pids\"", *rest]
 
 
@@ -363,8 +468,10 @@ def stress_script(
     load: int,
     lease_s: float,
     backend: str,
+    heartbeat: bool = False,
 ) -> str:
-    body = revert_body("stress_cpu", fault_id, state_dir, {})
+    body = revert_body("stress_cpu", fault_id, state_dir, {}, report_lapse=False)
+    wait = _lease_wait(fault_id, state_dir, lease_s, heartbeat)
     secs = max(1, math.ceil(lease_s))
     return "\n".join(
         [
@@ -379,7 +486,7 @@ def stress_script(
             'if [ "$use" = shell ] && [ "$load" -ne 100 ]; then echo "the shell backend only '
             'runs at 100% load; install stress-ng on the host for partial load" >&2; '
             f"exit {EXIT_UNSUPPORTED}; fi",
-            *_watchdog(lease_s, body),
+            *_watchdog(wait, body, heartbeat),
             'if [ "$use" = stress-ng ]; then',
             f'  {ENV_MARK}="$fid:" setsid nohup stress-ng --cpu "$workers" --cpu-load "$load" '
             '--timeout "${secs}s" </dev/null >/dev/null 2>&1 &',
@@ -397,10 +504,17 @@ def stress_script(
 
 
 def iptables_script(
-    fault_id: str, state_dir: str, *, rules: Sequence[Sequence[str]], netns: str | None, lease_s: float
+    fault_id: str,
+    state_dir: str,
+    *,
+    rules: Sequence[Sequence[str]],
+    netns: str | None,
+    lease_s: float,
+    heartbeat: bool = False,
 ) -> str:
     data = {"rules": [list(r) for r in rules], "netns": netns}
-    body = revert_body("iptables_drop", fault_id, state_dir, data)
+    body = revert_body("iptables_drop", fault_id, state_dir, data, report_lapse=False)
+    wait = _lease_wait(fault_id, state_dir, lease_s, heartbeat)
     lines = [
         *_prelude(fault_id, state_dir),
         NetPlace(netns=netns).helpers(),
@@ -409,7 +523,7 @@ def iptables_script(
         'if [ -n "$ns" ] && ! ip netns exec "$ns" true 2>/dev/null; then '
         f'echo "no network namespace $ns" >&2; exit {EXIT_FAILED}; fi',
         f"revert={q(body)}",
-        *_watchdog(lease_s, body),
+        *_watchdog(wait, body, heartbeat),
     ]
     for rule in rules:
         chain, *spec = rule
@@ -430,9 +544,11 @@ def netem_script(
     netem_args: Sequence[str],
     handle: str,
     lease_s: float,
+    heartbeat: bool = False,
 ) -> str:
     data = {"interface": interface, "netns": netns, "handle": handle}
-    body = revert_body("netem", fault_id, state_dir, data)
+    body = revert_body("netem", fault_id, state_dir, data, report_lapse=False)
+    wait = _lease_wait(fault_id, state_dir, lease_s, heartbeat)
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
@@ -443,7 +559,7 @@ def netem_script(
             'inns ip link show dev "$dev" >/dev/null 2>&1 || '
             f'{{ echo "no network interface $dev" >&2; exit {EXIT_FAILED}; }}',
             f"revert={q(body)}",
-            *_watchdog(lease_s, body),
+            *_watchdog(wait, body, heartbeat),
             'if ! out=$(inns tc qdisc add dev "$dev" root handle "$handle:" '
             f"netem {argv_command(netem_args)} 2>&1); then",
             '  sh -c "$revert" >/dev/null 2>&1',
