@@ -383,7 +383,11 @@ def test_one_process_named_two_ways_through_two_hosts_is_one_lock(
     local_op = local.operation("suspend")
     assert local_op is not None
     assert key in local.identities(local.prepare(ctx, local_op, {}, f"pid:{proc.pid}", 30))
-    with ClaimingLedger("run-a", lease_s=None) as a, ClaimingLedger("run-b", lease_s=None) as b:
+    where = {"directory": env_state().ledger, "locks_directory": env_state().locks}
+    with (
+        ClaimingLedger("run-a", lease_s=None, **where) as a,
+        ClaimingLedger("run-b", lease_s=None, **where) as b,
+    ):
         a.claim(msgspec.structs.replace(by_pattern, run_id="run-a", keys=driver.identities(by_pattern)))
         with pytest.raises(LockHeld, match=str(proc.pid)):
             b.claim(msgspec.structs.replace(by_pid, run_id="run-b", keys=driver.identities(by_pid)))
@@ -695,7 +699,7 @@ from chaoslab.drivers.base import MAX_LEASE_S, DriverContext
 from chaoslab.drivers.ssh.driver import SSHDriver
 op, args, target, state = json.loads(sys.stdin.readline())
 d = SSHDriver()
-ctx = DriverContext(run_id="victim", state_dir=Path(state))
+ctx = DriverContext(run_id="victim", state_dir=Path(state), lab_dir=Path(state) / "lab")
 rec = d.prepare(ctx, d.operation(op), args, target, MAX_LEASE_S)
 beat = lease.beat_path(ctx.state_dir, rec.fault_id)
 lease.beat(beat)
