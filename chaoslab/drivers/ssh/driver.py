@@ -17,7 +17,7 @@ other heartbeats), and the host's watchdog ends the fault within ``lease.LAPSE_S
 ``lease.POLL_S`` of the last beat it got (see ``remote``). A fault without ``duration``
 then lasts as long as its method. ``renew`` returns the reason once a host says its
 watchdog already ended the fault; a revert that finds that reason on a host writes it
-where the run looks for lapses (``watchdog.lapse_path``), so a lapse is never silent.
+where the run looks for lapses (``watchdog.report_lapse``), so a lapse is never silent.
 
 Connections are cached per run id on the driver object (never module state); call
 ``close()`` (or ``close(run_id)``) when a run ends.
@@ -26,8 +26,6 @@ Connections are cached per run id on the driver object (never module state); cal
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import re
 import threading
 import time
@@ -70,7 +68,7 @@ from chaoslab.drivers.ssh.pool import (
     HostOutcome,
     fan_out,
 )
-from chaoslab.drivers.watchdog import lapse_path
+from chaoslab.drivers.watchdog import report_lapse
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -502,7 +500,7 @@ class SSHDriver(Driver):
             for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
         ]
         if lapses and record.heartbeat and record.run_id == ctx.run_id:
-            _note_lapse(ctx, record, "the host ended it: " + "; ".join(lapses))
+            report_lapse(ctx.state_dir, record.fault_id, "the host ended it: " + "; ".join(lapses))
         failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
         if failed:
             raise DriverError(
@@ -824,19 +822,6 @@ def _check_resolved(record: RevertRecord, hosts: Sequence[HostSpec]) -> None:
 
 def _pool_key(ctx: DriverContext, record: RevertRecord) -> tuple[str, float, int]:
     return (ctx.run_id, float(record.data["connect_timeout_s"]), int(record.data["connect_attempts"]))
-
-
-def _note_lapse(ctx: DriverContext, record: RevertRecord, reason: str) -> None:
-    """Tell the run (``FaultManager`` reads ``lapse_path``) that a host's lease ended
-    the fault before the run reverted it."""
-    path = lapse_path(ctx.state_dir, record.fault_id)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fault_id": record.fault_id, "reason": reason}), "utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        ctx.log(f"ssh: cannot record the lapse of {record.fault_id}: {exc}")
 
 
 def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
