@@ -12,12 +12,12 @@ On the host, the fault's watchdog and processes are found by the fault id alone.
 
 Leases follow the run (``heartbeat_ops``): while the run lives, ``renew`` rewrites each
 fault's beat on every host over the pooled connection (one short command per fault and
-host, at most one in flight, on a thread of its own so a slow host never holds the run's
-other heartbeats), and the host's watchdog ends the fault within ``lease.LAPSE_S`` +
-``lease.POLL_S`` of the last beat it got (see ``remote``). A fault without ``duration``
-then lasts as long as its method. ``renew`` returns the reason once a host says its
-watchdog already ended the fault; a revert that finds that reason on a host writes it
-where the run looks for lapses (``watchdog.report_lapse``), so a lapse is never silent.
+host a second; the run keeps one renewal in flight per fault), and the host's watchdog
+ends the fault within ``lease.LAPSE_S`` + ``lease.POLL_S`` of the last beat it got (see
+``remote``). A fault without ``duration`` then lasts as long as its method. ``renew``
+returns the reason once a host says its watchdog already ended the fault; a revert that
+finds that reason on a host writes it where the run looks for lapses
+(``watchdog.report_lapse``), so a lapse is never silent.
 
 Connections are cached per run id on the driver object (never module state); call
 ``close()`` (or ``close(run_id)``) when a run ends.
@@ -215,9 +215,6 @@ class SSHDriver(Driver):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[tuple[str, float, int], ConnectionPool] = {}
-        # (run id, fault id): a renewal under way / why a host already ended the fault.
-        self._renewing: set[tuple[str, str]] = set()
-        self._lapsed: dict[tuple[str, str], str] = {}
 
     def operations(self) -> Sequence[Operation]:
         return OPERATIONS
@@ -587,55 +584,31 @@ class SSHDriver(Driver):
     # -- lifecycle ----------------------------------------------------------------------
 
     def renew(self, ctx: DriverContext, record: RevertRecord) -> str | None:
-        """Start one heartbeat of ``record`` on its hosts, unless the last is still under
-        way, and return why a host already ended the fault (seen by an earlier beat), or
-        None. Never blocks on the network: the beat runs on a thread of its own."""
+        """One heartbeat of ``record`` on each of its hosts (one short command each, over
+        the run's pooled connection, bounded by ``RENEW_TIMEOUT_S``); returns why a host's
+        watchdog already ended the fault, or None. A host that does not answer is a
+        missed beat, never an error (the run calls this on a thread of its own, one in
+        flight per fault, so a slow host holds no other heartbeat)."""
         if not record.heartbeat or ctx.dry or "results" not in record.data:
             return None  # not renewed, or not on the hosts yet (inject is still running)
-        key = (ctx.run_id, record.fault_id)
         with self._lock:
-            if key in self._lapsed:
-                return self._lapsed[key]
-            if key in self._renewing:
-                return None  # a missed beat: the host's lease allows for LAPSE_S of them
             pool = self._pools.get(_pool_key(ctx, record))
-            if pool is None:
-                return None  # the run's connections are closed: the run is over
-            self._renewing.add(key)
-        threading.Thread(
-            target=self._renew_hosts,
-            args=(ctx, record, pool, key),
-            name=f"chaoslab-ssh-renew:{record.fault_id}",
-            daemon=True,
-        ).start()
-        return None
+        if pool is None:
+            return None  # the run's connections are closed: the run is over
+        hosts, _pool, _timeout, concurrency = self._context(ctx, record, pool=pool)
+        state_dir = str(record.data["state_dir"])
 
-    def _renew_hosts(
-        self, ctx: DriverContext, record: RevertRecord, pool: ConnectionPool, key: tuple[str, str]
-    ) -> None:
-        try:
-            hosts, _pool, _timeout, concurrency = self._context(ctx, record, pool=pool)
+        def one(host: HostSpec) -> CommandResult:
+            script = remote.renew_script(remote.instance_id(record.fault_id, host.name), state_dir)
+            return _run(pool, host, script, RENEW_TIMEOUT_S)
 
-            def one(host: HostSpec) -> CommandResult:
-                instance = remote.instance_id(record.fault_id, host.name)
-                return _run(
-                    pool, host, remote.renew_script(instance, str(record.data["state_dir"])), RENEW_TIMEOUT_S
-                )
-
-            lapses = [
-                f"{o.host.name}: {why}"
-                for o in fan_out(hosts, one, concurrency=concurrency)
-                if o.value is not None
-                for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
-            ]
-            if lapses:
-                with self._lock:
-                    self._lapsed.setdefault(key, "the host ended it: " + "; ".join(lapses))
-        except Exception as exc:  # a missed beat; the next one, or the host's lease, takes over
-            ctx.log(f"ssh: renewing fault {record.fault_id}: {exc}")
-        finally:
-            with self._lock:
-                self._renewing.discard(key)
+        lapses = [
+            f"{o.host.name}: {why}"
+            for o in fan_out(hosts, one, concurrency=concurrency)
+            if o.value is not None
+            for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
+        ]
+        return "the host ended it: " + "; ".join(lapses) if lapses else None
 
     def end_run(self, ctx: DriverContext) -> None:
         self.close(ctx.run_id)
@@ -645,8 +618,6 @@ class SSHDriver(Driver):
         with self._lock:
             keys = [k for k in self._pools if run_id is None or k[0] == run_id]
             pools = [self._pools.pop(k) for k in keys]
-            for k in [k for k in self._lapsed if run_id is None or k[0] == run_id]:
-                del self._lapsed[k]
         for p in pools:
             p.close()
 
