@@ -314,7 +314,11 @@ class LeasedFault[D: LeasedData](Fault[D]):
             return encode(record, msgspec.structs.replace(data, dry=True))
         record = start_lease(record)  # the lease covers the whole time the fault is on
         # Armed before the change: the lease holds from the first moment.
-        data = self.arm(ctx, record, data)
+        try:
+            data = self.arm(ctx, record, data)
+        except DriverError as exc:
+            exc.not_applied = True  # no lease, so no change either: nothing reached the target
+            raise
         record = encode(record, data)
         try:
             data = self.apply(ctx, record, data)

@@ -295,8 +295,9 @@ def test_scale_refuses_when_changed_since_prepare(
 
     with emu.api() as api:
         client.AppsV1Api(api).patch_namespaced_deployment("web", "shop", {"spec": {"replicas": 6}})
-    with pytest.raises(DriverError, match="changed from 3 to 6"):
+    with pytest.raises(DriverError, match="changed from 3 to 6") as caught:
         driver.inject(ctx, record)
+    assert caught.value.not_applied  # nothing reached the cluster: closed as "not applied"
     assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 6
     assert not watchdog_processes(record.fault_id)  # no watchdog left armed
 
@@ -472,3 +473,29 @@ def test_chaostoolkit_kubernetes_actions_work_against_the_emulator(emu: K8sEmula
     assert result["before"] is True
     assert len(result["killed"]) == 1
     assert set(emu.pods("ctk")) == {"web-1", "web-2"} - set(result["killed"])
+
+
+@pytest.mark.parametrize(
+    ("status", "refused", "not_applied"),
+    [(409, True, True), (403, True, True), (422, True, True), (500, True, False), (409, False, False)],
+)
+def test_a_change_the_api_server_refuses_is_not_applied(
+    status: int, refused: bool, not_applied: bool
+) -> None:
+    """The translation boundary: a fault's change answered with 4xx was not made; a 5xx
+    (or a read) leaves that unknown, so the fault is reverted like any other."""
+    require(HAVE, "kmock and kubernetes: pip install kmock 'chaoslab[kubernetes]'")
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    from chaoslab.drivers.kubernetes import Kube
+
+    err = Kube._translate(
+        SimpleNamespace(target="k8s:shop/deployment/web"),
+        ApiException(status=status),
+        "patch",
+        refused=refused,
+    )  # type: ignore[arg-type]
+    assert err.not_applied is not_applied
+    assert f"HTTP {status}" in str(err)

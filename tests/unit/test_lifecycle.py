@@ -79,6 +79,8 @@ class Mark(LeasedFault[MarkData]):
         return (f"file:{data.path}",)
 
     def arm(self, ctx: DriverContext, record: RevertRecord, data: MarkData) -> MarkData:
+        if data.mode == "no-lease":
+            raise DriverError("the lease could not be armed", driver="mark")
         Path(data.lease_file).write_text(record.fault_id)
         return data
 
@@ -223,6 +225,13 @@ def test_a_fault_never_applied_raises_not_applied_and_retires_its_lease(
         driver.inject(ctx, _record(ctx, tmp_path, mode="refused"))
     assert caught.value.not_applied
     assert not (tmp_path / "mark").exists() and not (tmp_path / "lease").exists()
+
+
+def test_a_lease_that_cannot_be_armed_means_nothing_was_applied(ctx: DriverContext, tmp_path: Path) -> None:
+    with pytest.raises(DriverError, match="could not be armed") as caught:
+        MarkDriver().inject(ctx, _record(ctx, tmp_path, mode="no-lease"))
+    assert caught.value.not_applied
+    assert not (tmp_path / "mark").exists()
 
 
 def test_a_half_applied_fault_is_reverted_before_the_error_surfaces(
