@@ -21,10 +21,12 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chaoslab.engine.proctree import END_BOUND_S, shepherd_command
+_SLICE_S = 0.05  # how soon a command that exited with its output held open is noticed
+_DRAIN_S = 5.0  # reading what a killed command wrote, at most
 
 
 class ProcessActivityFailed(Exception):
@@ -35,6 +37,7 @@ def run_process(
     activity: Mapping[str, Any],
     started: Callable[[subprocess.Popen[bytes]], None] | None = None,
     env: Mapping[str, str] | None = None,
+    leftovers: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run an already-substituted process activity.
 
@@ -43,7 +46,10 @@ def run_process(
 
     ``started`` receives the child as soon as it exists, so the runner can end it when
     the activity is abandoned (deadline) or the run is interrupted: a ``chaoslab run``
-    that exits never leaves a process activity running behind it.
+    that exits never leaves a process activity running behind it. ``leftovers`` ends
+    what the command left running (``chaoslab.engine.proctree``): called when the command
+    has exited but something it started still holds its output open (Chaos Toolkit would
+    wait for that process), and after a provider ``timeout``.
     """
     provider = activity["provider"]
     timeout = provider.get("timeout", None)
@@ -59,42 +65,65 @@ def run_process(
             arguments = itertools.chain.from_iterable(arguments.items())
         argv = [str(p) for p in arguments if p not in (None, "")]
         argv.insert(0, path)
-    # Popen + communicate is what subprocess.run does; we need the handle first. The
-    # command runs under a shepherd (chaoslab.engine.proctree): when it exits, or when the
-    # shepherd gets SIGTERM, its whole tree ends — setsid grandchildren and daemons too —
-    # so nothing it started can outlive it holding our stdout.
+    # Popen + communicate is what subprocess.run does; we need the handle first. Its own
+    # session: what it starts without calling setsid is one process group, ended as one.
     with subprocess.Popen(
-        shepherd_command(["/bin/sh", "-c", argv] if shell else argv),
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ if env is None else env,
+        shell=shell,
         start_new_session=True,
     ) as proc:
         if started is not None:
             started(proc)
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            stdout, stderr = _collect(proc, timeout, leftovers)
         except subprocess.TimeoutExpired:
-            _end_tree(proc)
+            _kill_group(proc, leftovers)
             raise ProcessActivityFailed("process activity took too long to complete") from None
         except BaseException:
-            _end_tree(proc)
+            _kill_group(proc, leftovers)
             raise
     return {"status": proc.returncode, "stdout": _decode(stdout), "stderr": _decode(stderr)}
 
 
-def _end_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the shepherd (it ends the whole tree, bounded); SIGKILL its group if it
-    has not ended in time."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
+def _collect(
+    proc: subprocess.Popen[bytes], timeout: float | None, leftovers: Callable[[], None] | None
+) -> tuple[bytes, bytes]:
+    """``communicate`` (raising ``TimeoutExpired`` past ``timeout``); once the command has
+    exited while its output is still held open, ``leftovers()`` ends the holders."""
+    end = None if timeout is None else time.monotonic() + timeout
+    cleared = leftovers is None
+    for _ in range(10_000_000):  # bounded in count too: at most ~6 days of 50 ms slices
+        wait = None if cleared else _SLICE_S
+        if end is not None:
+            left = max(0.0, end - time.monotonic())
+            wait = left if wait is None else min(wait, left)
+        try:
+            out, err = proc.communicate(timeout=wait)
+            return out, err
+        except subprocess.TimeoutExpired:
+            if end is not None and time.monotonic() >= end:
+                raise
+            if not cleared and proc.poll() is not None:
+                assert leftovers is not None
+                leftovers()
+                cleared = True
+    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], leftovers: Callable[[], None] | None) -> None:
+    """SIGKILL the command's group, end what escaped it, and let go of the output."""
     try:
-        proc.communicate(timeout=END_BOUND_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         proc.kill()
-        proc.communicate()
+    if leftovers is not None:
+        leftovers()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=_DRAIN_S)  # a holder that could not be ended: stop reading
+    proc.kill()
 
 
 def validate_process(activity: Mapping[str, Any]) -> str | None:

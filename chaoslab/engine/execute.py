@@ -99,10 +99,12 @@ def run_provider(
     secrets: Mapping[str, Any],
     started: Callable[[subprocess.Popen[bytes]], None] | None = None,
     env: Mapping[str, str] | None = None,
+    leftovers: Callable[[], None] | None = None,
 ) -> Any:
     """Execute a python/process/http provider with chaostoolkit-lib's own provider code.
 
-    ``env``: a process activity's environment (None: this process's own).
+    ``env``: a process activity's environment (None: this process's own); ``started``
+    and ``leftovers``: see ``ctkprocess.run_process``.
 
     The provider modules are imported one by one (not ``chaoslib.activity``) so that an
     experiment without http activities never pays for importing ``requests``.
@@ -119,7 +121,7 @@ def run_provider(
 
         if has_placeholder(ctk["provider"]):
             ctk["provider"] = substitute(ctk["provider"], config, secs)
-        return run_process(ctk, started, env)
+        return run_process(ctk, started, env, leftovers)
     from chaoslib.provider.http import run_http_activity
 
     return run_http_activity(ctk, config, secs)
@@ -205,7 +207,7 @@ def execute(
     timeout = activity.timeout_s or default_timeout_s
     start = time.time()
     provider = activity.kind is ActivityKind.PROVIDER
-    python = provider and (activity.ctk.get("provider") or {}).get("type") == "python"
+    spawns = provider and (activity.ctk.get("provider") or {}).get("type") in ("python", "process")
     if trees is None:  # no run to wind down: this call ends what it abandons itself
         own = ActivityTrees()
         try:
@@ -221,11 +223,13 @@ def execute(
             )
         finally:
             own.end_all()
-    with trees.activity(python) as tree:
+    with trees.activity(spawns) as tree:
 
         def body() -> Any:
             if provider:
-                return run_provider(activity, configuration, secrets, lambda p: tree.started(p.pid), env)
+                return run_provider(
+                    activity, configuration, secrets, lambda p: tree.started(p.pid), env, tree.clear
+                )
             return run_driver_probe(activity, registry, ctx, configuration, secrets)
 
         try:

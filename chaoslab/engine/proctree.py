@@ -7,34 +7,40 @@ double-forks into a daemon or changes its process group stays a descendant, foun
 walk of ``/proc``, and is ended: SIGTERM, a short grace (``shepherd.GRACE_S``), SIGKILL,
 walking again for late forks, bounded in time.
 
-- A **process activity** runs under a *shepherd* (``chaoslab/engine/shepherd.py``), a
-  tiny subreaper process of its own: when the command exits, the shepherd ends what is
-  left of its tree before it exits itself; SIGTERM to the shepherd (the activity's
-  deadline, SIGINT/SIGTERM to the run, the run winding down) ends the tree at once; and
-  the shepherd ends the tree when the runner dies (``PR_SET_PDEATHSIG``).
-- A **python activity** runs in the runner's process (as in Chaos Toolkit: it may keep
-  state between activities), so the runner itself is a subreaper while a python activity
-  runs, and the activity's tree is the runner's descendants that were not there when it
-  started — adopted orphans included — minus process-activity shepherds' trees and
-  chaoslab's own detached helpers (lease watchdogs, stressors, the lab). The tree is
-  ended when the activity returns or raises; at its deadline or on an interruption it is
-  ended at once and again when the run winds down (the abandoned thread may still run).
+The runner is a subreaper while a python or process activity runs, and the activity's
+tree is the runner's descendants that were not there when it started — its own children,
+their children, and adopted orphans — minus chaoslab's own detached helpers (lease
+watchdogs, stressors, the lab; ``shepherd.spared``) and shepherds' trees. Descendants
+are found through ``/proc/PID/task/*/children`` (no walk of every process on the host),
+so following a tree costs well under a millisecond.
+
+- A **python activity** runs in the runner's process, as in Chaos Toolkit (it may keep
+  state between activities); a **process activity** runs in a session of its own. The
+  tree ends when the activity returns or raises. A process activity whose command
+  exited while something it started still holds its output open has that tree ended at
+  once (Chaos Toolkit would wait on the orphan), so its output is read to the end.
+- At the activity's deadline or on SIGINT/SIGTERM to the run the tree is ended at once,
+  and walked again when the run winds down (an abandoned thread may still be running).
+- No extra process per activity: a process under its own shepherd (the first design)
+  cost ~25 ms of CPU per process activity, a trivial run's time many times over.
+  ``chaoslab.engine.child`` does run each child ``chaoslab run`` under a shepherd, so a
+  gate's or scheduler's run SIGKILLed after its grace leaves no activity tree behind.
 
 Where the promise does not hold:
 
 - a process started *outside* the tree on the activity's behalf by another daemon
   (``systemd-run``, ``at``, ``docker run``, a remote ``ssh host 'cmd &'``, a service
   asked over a socket) is nobody's descendant here;
-- a python activity's attribution is by time: a process the runner starts for another
-  reason while the python activity runs (a background python activity beside it, a
-  fault's short-lived driver command such as ``iptables``) is counted in its tree;
+- attribution is by time: a process the runner starts for another reason while an
+  activity runs (a background activity beside it, a fault's short-lived driver command
+  such as ``iptables``) is counted in its tree, and two activities running at once share
+  the orphans adopted meanwhile;
 - a python activity abandoned at its deadline keeps running on its thread: what it
   starts after the run wound down is ended only by the runner's exit (its thread dies
   with the process), not walked again;
-- a descendant of a python activity that called ``setsid()`` survives a SIGKILL of a
-  runner started by hand, re-parented to PID 1 (a process activity's tree does not: its
-  shepherd ends it; nor does a gate's or scheduler's child run's: ``chaoslab.engine.child``
-  runs it under a forwarding shepherd);
+- an activity's descendant that called ``setsid()`` survives a SIGKILL of a runner
+  started by hand, re-parented to PID 1 (one of a gate's or scheduler's child run does
+  not: ``chaoslab.engine.child`` runs it under a forwarding shepherd, which ends it);
 - a process the runner may not signal (another user's, after a set-uid exec) is left,
   and one that forks faster than the bounded walks may survive them;
 - on a system without ``PR_SET_CHILD_SUBREAPER`` (not Linux, or a kernel before 3.4) a
@@ -45,10 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -59,8 +63,8 @@ from chaoslab.engine.shepherd import (
     end_all,
     is_subreaper,
     prctl,
-    processes,
     spared,
+    tree_table,
 )
 
 SHEPHERD = str(Path(shepherd.__file__).resolve())
@@ -107,19 +111,23 @@ class _Subreaper:
 SUBREAPER = _Subreaper()  # one per process: the kernel flag it stands for is one per process
 
 
-class PythonTree:
-    """What a python activity spawned: the runner's descendants that were not there when
-    it started, adopted orphans included, except shepherds' trees and chaoslab's helpers."""
+class Tree:
+    """What an activity spawned: the runner's descendants that were not there when it
+    started, adopted orphans included, except shepherds' trees and chaoslab's helpers."""
 
     def __init__(self) -> None:
         SUBREAPER.hold()
         self._held = True
-        self.before = descendants(os.getpid())
+        self._waited: set[int] = set()  # children a Popen waits for: never reaped here
+        self.before = descendants(os.getpid(), tree_table(os.getpid()))
+
+    def waited(self, pid: int) -> None:
+        self._waited.add(pid)
 
     def members(self) -> dict[int, int]:
         """The tree's live processes now (pid → start ticks); its exited children reaped."""
         me = os.getpid()
-        table = processes()
+        table = tree_table(me)
         new = {p: t for p, t in descendants(me, table).items() if self.before.get(p) != t}
         out = {p for p in new if _is_shepherd(p)}
         out |= {d for p in out for d in descendants(p, table)}
@@ -127,7 +135,7 @@ class PythonTree:
         mine = {p: t for p, t in new.items() if p not in out}
         for pid in list(mine):
             state, ppid = table[pid][0], table[pid][1]
-            if state == "Z" and ppid == me:
+            if state == "Z" and ppid == me and pid not in self._waited:
                 # An orphan adopted while we were its subreaper, or a child the activity
                 # never waited for: nobody else will reap it.
                 with contextlib.suppress(ChildProcessError):
@@ -143,80 +151,49 @@ class PythonTree:
             SUBREAPER.release()
 
 
-class ProcessTree:
-    """A process activity's shepherd: SIGTERM makes it end the activity's whole tree."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        st = shepherd._stat(pid)
-        self.ticks = st[3] if st is not None else -1
-
-    def _alive(self) -> bool:
-        st = shepherd._stat(self.pid)
-        return st is not None and st[3] == self.ticks and st[0] != "Z"
-
-    def end(self) -> None:
-        if not self._alive():
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + END_BOUND_S
-        while self._alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self._alive():  # a shepherd that cannot end its tree in time: end it ourselves
-            table = processes()
-            for pid, ticks in descendants(self.pid, table).items():
-                shepherd._signal(pid, ticks, signal.SIGKILL)
-            shepherd._signal(self.pid, self.ticks, signal.SIGKILL)
-
-
 class ActivityTrees:
     """The process trees of one run's activities still running. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._process: dict[int, ProcessTree] = {}  # activity token -> its shepherd
-        self._python: dict[int, PythonTree] = {}
-        self._abandoned: dict[int, PythonTree] = {}  # ended once; walked again at wind-down
-        self._ended: set[int] = set()  # tokens ended before their shepherd was registered
+        self._running: dict[int, Tree] = {}  # activity token -> its tree
+        self._abandoned: dict[int, Tree] = {}  # ended once; walked again at wind-down
         self._next = 0
 
     @contextlib.contextmanager
-    def activity(self, python: bool) -> Iterator[ActivityTree]:
+    def activity(self, spawns: bool = True) -> Iterator[ActivityTree]:
+        """An activity's tree while it runs (``spawns``: a python or process provider;
+        others, such as a driver probe, have none)."""
         with self._lock:
             self._next += 1
             token = self._next
-            if python:
-                self._python[token] = PythonTree()
-        tree = ActivityTree(self, token)
+            tree = Tree() if spawns else None
+            if tree is not None:
+                self._running[token] = tree
+        handle = ActivityTree(self, token, tree)
         try:
-            yield tree
+            yield handle
         finally:
             with self._lock:
-                self._process.pop(token, None)
-                self._ended.discard(token)
-                done = self._python.pop(token, None)
+                done = self._running.pop(token, None)
             if done is not None:
                 done.end(final=True)  # the activity returned or raised: its tree ends with it
 
     def end(self, token: int) -> None:
-        """End an activity's tree now (its deadline passed, or the run is interrupted)."""
+        """End an activity's tree now (its deadline passed, or the run is interrupted);
+        it is walked again when the run winds down (its thread may still be running)."""
         with self._lock:
-            proc = self._process.pop(token, None)
-            python = self._python.pop(token, None)
-            self._ended.add(token)
-            if python is not None:
-                self._abandoned[token] = python
-        if proc is not None:
-            proc.end()
-        if python is not None:
-            python.end(final=False)
+            tree = self._running.pop(token, None)
+            if tree is not None:
+                self._abandoned[token] = tree
+        if tree is not None:
+            tree.end(final=False)
 
     def end_all(self) -> None:
         """The run winds down: end every activity tree still running, and walk abandoned
-        python activities' trees once more."""
+        activities' trees once more."""
         with self._lock:
-            tokens = set(self._process) | set(self._python)
+            tokens = set(self._running)
         for token in tokens:
             self.end(token)
         with self._lock:
@@ -226,20 +203,23 @@ class ActivityTrees:
 
 
 class ActivityTree:
-    """One running activity's tree: register its shepherd, end it."""
+    """One running activity's tree: note the child its code waits for, end the tree."""
 
-    def __init__(self, trees: ActivityTrees, token: int) -> None:
+    def __init__(self, trees: ActivityTrees, token: int, tree: Tree | None) -> None:
         self._trees = trees
         self._token = token
+        self._tree = tree
 
     def started(self, pid: int) -> None:
-        tree = ProcessTree(pid)
-        with self._trees._lock:
-            late = self._token in self._trees._ended  # ended while its shepherd was starting
-            if not late:
-                self._trees._process[self._token] = tree
-        if late:
-            tree.end()
+        """``pid`` is a child a ``Popen`` of the activity waits for: never reaped here."""
+        if self._tree is not None:
+            self._tree.waited(pid)
+
+    def clear(self) -> None:
+        """End what the activity left running, now (its command exited, but something it
+        started still holds its output open)."""
+        if self._tree is not None:
+            end_all(self._tree.members)
 
     def end(self) -> None:
         self._trees.end(self._token)

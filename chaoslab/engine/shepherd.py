@@ -1,7 +1,7 @@
 """The shepherd: runs one command so that its whole process tree can be ended, and is.
 
-Usage (``chaoslab.engine.ctkprocess`` runs every process activity through it, and
-``chaoslab.engine.child`` every child ``chaoslab run`` with ``--forward``)::
+Usage (``chaoslab.engine.child`` runs every child ``chaoslab run`` — the CI gate's, the
+scheduler's, game days' — through it with ``--forward``)::
 
     python -I -S <this file> [--forward] -- COMMAND [ARG...]
 
@@ -14,22 +14,27 @@ it instead of to PID 1. A grandchild that calls ``setsid()``, double-forks into 
 or changes its process group is still the shepherd's descendant, so a walk of ``/proc``
 from the shepherd finds the whole tree. The shepherd forks and execs the command, waits
 for it, and then ends every descendant left (SIGTERM, a short grace, SIGKILL; bounded) —
-so an activity ends with its tree, and nothing it started can hold a CI step's stdout
-open — and exits with the command's own status (a command killed by signal N makes the
+so nothing the command started can outlive it or hold a CI step's stdout open — and
+exits with the command's own status (a command killed by signal N makes the
 shepherd die of signal N).
 
-It also ends the tree, at once, when it gets SIGTERM, SIGINT or SIGHUP (the runner stops
-an activity at its deadline or on an interruption with SIGTERM to the shepherd), and
-when the thread of the runner that started it dies (``PR_SET_PDEATHSIG``: a SIGKILLed
-runner's process activities end too).
+With ``--forward`` it passes SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 on to the
+command (a run reverts its faults and ends its own activities' trees first), SIGKILLs
+it on SIGQUIT, and ends the tree once it has exited: what a SIGKILLed run left behind
+too. Without it, SIGTERM, SIGINT or SIGHUP end the whole tree at once, as does the death
+of the thread that started the shepherd (``PR_SET_PDEATHSIG``).
 
-Chaoslab's own detached helpers are spared (a nested ``chaoslab run`` as a process
-activity): lease watchdogs, stressors and the lab are found by their module on the
-command line, by the ``CHAOSLAB_FAULT_ID`` tag in their environment, or by the session
-they lead; they are left to their leases and re-parent to PID 1 when the shepherd exits.
+The engine's own activity trees use the same functions (``tree_table``, ``spared``,
+``end_all``) in the runner's process, which is a subreaper while an activity runs
+(``chaoslab.engine.proctree``).
+
+Chaoslab's own detached helpers are spared (they belong to a run's faults): lease
+watchdogs, stressors and the lab are found by their module on the command line, by the
+``CHAOSLAB_FAULT_ID`` tag in their environment, or by the session they lead; they are
+left to their leases and re-parent to PID 1 when the shepherd exits.
 
 Where the promise does not hold: a process that is not a descendant at all — one another
-daemon starts on the activity's request (``systemd-run``, ``at``, ``docker run``, ``ssh
+daemon starts on the command's request (``systemd-run``, ``at``, ``docker run``, ``ssh
 host cmd &``, a process started through a socket-activated service) — is outside any
 tree; a descendant that ignores SIGTERM survives the grace period but not SIGKILL; a
 process the shepherd cannot signal (another user's, after a set-uid exec) is left
@@ -106,6 +111,46 @@ def processes() -> dict[int, tuple[str, int, int, int]]:
         if name.isdigit() and (st := _stat(int(name))) is not None:
             found[int(name)] = st
     return found
+
+
+def _children(pid: int) -> list[int] | None:
+    """``pid``'s children from ``/proc/PID/task/*/children`` (None where the kernel lacks it)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended
+            return None  # no CONFIG_PROC_CHILDREN
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def tree_table(root: int) -> dict[int, tuple[str, int, int, int]]:
+    """``root``'s descendants (zombies included) as a ``processes()`` table, read by
+    following children links (cheap: no walk of every process on the host)."""
+    table: dict[int, tuple[str, int, int, int]] = {}
+    todo = [root]
+    for _ in range(100_000):  # bounded: a tree read mid-fork may hold a cycle
+        if not todo:
+            return table
+        pid = todo.pop()
+        kids = _children(pid)
+        if kids is None:
+            full = processes()
+            return {p: full[p] for p in descendants(root, full)}
+        for kid in kids:
+            if kid not in table and kid != root and (st := _stat(kid)) is not None:
+                table[kid] = st
+                todo.append(kid)
+    return table
 
 
 def descendants(root: int, table: dict[int, tuple[str, int, int, int]] | None = None) -> dict[int, int]:
