@@ -124,22 +124,29 @@ def _exchange(target: Target, payload: bytes, timeout_s: float) -> Exchange:
     return Exchange(outcome=outcome, elapsed_s=time.perf_counter() - t0, received=len(got))
 
 
+def _every(exchange: Callable[[], Exchange], slow_s: float, times: int = 3) -> bool:
+    """Every one of ``times`` exchanges answered and took at least ``slow_s``: a fault
+    slows each of them, a loaded machine (a stall, a busy core) rarely all three."""
+    for _ in range(times):
+        ex = exchange()
+        if ex.outcome != "ok" or ex.elapsed_s < slow_s:
+            return False
+    return True
+
+
 def _delayed(target: Target, record: RevertRecord) -> bool:
     # latency 200 ms on the reply; a bare round trip here is a few ms.
-    ex = _exchange(target, b"ping", timeout_s=3.0)
-    return ex.outcome == "ok" and ex.elapsed_s >= 0.15
+    return _every(lambda: _exchange(target, b"ping", timeout_s=3.0), 0.15)
 
 
 def _throttled(target: Target, record: RevertRecord) -> bool:
     # 400 bytes at 1 KB/s take 0.4 s to come back.
-    ex = _exchange(target, b"b" * 400, timeout_s=3.0)
-    return ex.outcome == "ok" and ex.elapsed_s >= 0.25
+    return _every(lambda: _exchange(target, b"b" * 400, timeout_s=3.0), 0.25, times=2)
 
 
 def _sliced(target: Target, record: RevertRecord) -> bool:
     # 100 bytes in 10-byte slices, 20 ms apart: 180 ms.
-    ex = _exchange(target, b"s" * 100, timeout_s=3.0)
-    return ex.outcome == "ok" and ex.elapsed_s >= 0.1
+    return _every(lambda: _exchange(target, b"s" * 100, timeout_s=3.0), 0.1)
 
 
 def _blackholed(target: Target, record: RevertRecord) -> bool:

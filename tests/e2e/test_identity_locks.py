@@ -66,8 +66,28 @@ def experiment(tmp: Path, name: str, step: str, extra: str = "") -> Path:
     return f
 
 
+def holding(tmp: Path, name: str, fault: str, release: Path) -> Path:
+    """Run A's experiment: ``fault`` (no duration) held until the test creates ``release``
+    (at most 60 s), however long run B takes to start on a loaded machine."""
+    wait = (
+        "import os, sys, time\n"
+        "t = time.monotonic()\n"
+        "while not os.path.exists(sys.argv[1]) and time.monotonic() - t < 60:\n"
+        "    time.sleep(0.05)\n"
+    )
+    action = json.dumps(
+        {
+            "type": "action",
+            "name": "hold-until-released",
+            "provider": {"type": "process", "path": sys.executable, "arguments": ["-c", wait, str(release)]},
+        }
+    )
+    return experiment(tmp, name, f"{fault}\n  - {action}")
+
+
 def test_a_variable_and_its_value_are_one_target(tmp_path: Path, sleeper: int) -> None:
-    by_value = experiment(tmp_path, "a", f"{{do: process.suspend, target: 'pid:{sleeper}', duration: 4s}}")
+    release = tmp_path / "release"
+    by_value = holding(tmp_path, "a", f"{{do: process.suspend, target: 'pid:{sleeper}'}}", release)
     by_var = experiment(
         tmp_path,
         "b",
@@ -89,15 +109,21 @@ def test_a_variable_and_its_value_are_one_target(tmp_path: Path, sleeper: int) -
         assert "locked by" in reason and f"proc:{local_host()}:{sleeper}:" in reason, reason
         assert "fault-injected" not in (tmp_path / "rb" / "events.ndjson").read_text()
     finally:
+        release.touch()
         out, err = first.communicate(timeout=60)
     assert first.returncode == 0, out + err
     assert psutil.Process(sleeper).status() != psutil.STATUS_STOPPED
 
 
 def test_two_cpu_stress_runs_on_one_host_the_second_is_refused(tmp_path: Path) -> None:
-    step = "{do: stress.cpu, with: {workers: 1, load: 5, backend: builtin}, duration: %s}"
+    step = "{do: stress.cpu, with: {workers: 1, load: 5, backend: builtin}%s}"
+    release = tmp_path / "release"
     first = start(
-        "run", "--run-dir", str(tmp_path / "ra"), str(experiment(tmp_path, "a", step % "4s")), cwd=tmp_path
+        "run",
+        "--run-dir",
+        str(tmp_path / "ra"),
+        str(holding(tmp_path, "a", step % "", release)),
+        cwd=tmp_path,
     )
     try:
         wait_for_event(tmp_path / "ra" / "events.ndjson", "fault-injected")
@@ -105,13 +131,14 @@ def test_two_cpu_stress_runs_on_one_host_the_second_is_refused(tmp_path: Path) -
             "run",
             "--run-dir",
             str(tmp_path / "rb"),
-            str(experiment(tmp_path, "b", step % "1s")),
+            str(experiment(tmp_path, "b", step % ", duration: 1s")),
             cwd=tmp_path,
         )
         assert second.returncode == 5, second.stdout + second.stderr
         reason = journal_reason(tmp_path / "rb")
         assert f"host:{local_host()}:cpu" in reason and "locked by" in reason, reason
     finally:
+        release.touch()
         out, err = first.communicate(timeout=60)
     assert first.returncode == 0, out + err
 

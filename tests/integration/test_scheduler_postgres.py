@@ -194,7 +194,12 @@ steps: [quick.json]
         daemons += [a, b]
 
         # 1. SIGKILL daemon A while it runs a slot; its run lives on in its own session.
-        first = _wait(lambda: _running_of(postgres, "every-second", a.pid), 30, "daemon A mid-run")
+        # Whichever daemon ticks first wins every claim race: hold B until A runs one.
+        b.send_signal(signal.SIGSTOP)
+        try:
+            first = _wait(lambda: _running_of(postgres, "every-second", a.pid), 30, "daemon A mid-run")
+        finally:
+            b.send_signal(signal.SIGCONT)
         a.kill()
         a.wait()
         orphan = json.loads(first.child)["pid"]

@@ -78,9 +78,12 @@ def _search_latency(source: str) -> dict[str, Any]:
 
 
 def test_occurrences_example_refused_for_its_any_source_and_valid_otherwise(tmp_path: Path) -> None:
-    text = _refused(_write(tmp_path, _search_latency("Any"), "any.yaml"))
-    assert "chaoslab reads SLIs from Prometheus, not 'Any'" in text
-    assert "alertPolicies" not in text and "timeWindow" not in text and "op" not in text.replace("Prom", "")
+    with pytest.raises(InvalidInput) as info:
+        load_slo_files([_write(tmp_path, _search_latency("Any"), "any.yaml")])
+    # One problem, the source: not the empty alertPolicies key, the window or the op.
+    (problem,) = info.value.problems
+    assert "chaoslab reads SLIs from Prometheus, not 'Any'" in problem.message
+    assert problem.path.endswith("thresholdMetric.metricSource.type"), problem
     (slo,) = _load(_write(tmp_path, _search_latency("Prometheus"), "prom.yaml"))
     assert slo.indicator.threshold is not None
     assert (slo.objective.op, slo.objective.value, slo.target) == ("lt", 500.0, 0.99)
