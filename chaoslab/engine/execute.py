@@ -226,6 +226,7 @@ def execute(
     with trees.activity(spawns) as tree:
 
         def body() -> Any:
+            tree.runs_on(threading.get_native_id())  # what this thread forks is the activity's
             if provider:
                 return run_provider(
                     activity, configuration, secrets, lambda p: tree.started(p.pid), env, tree.clear

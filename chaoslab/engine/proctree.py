@@ -7,12 +7,14 @@ double-forks into a daemon or changes its process group stays a descendant, foun
 walk of ``/proc``, and is ended: SIGTERM, a short grace (``shepherd.GRACE_S``), SIGKILL,
 walking again for late forks, bounded in time.
 
-The runner is a subreaper while a python or process activity runs, and the activity's
-tree is the runner's descendants that were not there when it started — its own children,
-their children, and adopted orphans — minus chaoslab's own detached helpers (lease
-watchdogs, stressors, the lab; ``shepherd.spared``) and shepherds' trees. Descendants
-are found through ``/proc/PID/task/*/children`` (no walk of every process on the host),
-so following a tree costs well under a millisecond.
+The runner is a subreaper while a python or process activity runs. The activity's tree
+is what the activity's own thread forked (the kernel lists children per thread:
+``/proc/PID/task/TID/children``, so a probe running beside a method action never takes
+the action's processes) and their descendants, plus the orphans the runner adopted while
+the activity ran (listed under the runner's first thread, told apart by time only) —
+minus chaoslab's own detached helpers (lease watchdogs, stressors, the lab;
+``shepherd.spared``) and shepherds' trees. Following a tree reads those children files,
+no walk of every process on the host: well under a millisecond.
 
 - A **python activity** runs in the runner's process, as in Chaos Toolkit (it may keep
   state between activities); a **process activity** runs in a session of its own. The
@@ -31,10 +33,10 @@ Where the promise does not hold:
 - a process started *outside* the tree on the activity's behalf by another daemon
   (``systemd-run``, ``at``, ``docker run``, a remote ``ssh host 'cmd &'``, a service
   asked over a socket) is nobody's descendant here;
-- attribution is by time: a process the runner starts for another reason while an
-  activity runs (a background activity beside it, a fault's short-lived driver command
-  such as ``iptables``) is counted in its tree, and two activities running at once share
-  the orphans adopted meanwhile;
+- adopted orphans (escapees whose parent exited) are attributed by time: two activities
+  running at once share those adopted meanwhile; and a child another thread of the
+  runner (not an activity's) forked meanwhile and still runs when the activity ends (a
+  fault's short-lived ``iptables`` beside a background activity) is counted in too;
 - a python activity abandoned at its deadline keeps running on its thread: what it
   starts after the run wound down is ended only by the runner's exit (its thread dies
   with the process), not walked again;
@@ -53,7 +55,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from chaoslab.engine import shepherd
@@ -64,6 +66,7 @@ from chaoslab.engine.shepherd import (
     is_subreaper,
     prctl,
     spared,
+    task_children,
     tree_table,
 )
 
@@ -112,13 +115,23 @@ SUBREAPER = _Subreaper()  # one per process: the kernel flag it stands for is on
 
 
 class Tree:
-    """What an activity spawned: the runner's descendants that were not there when it
-    started, adopted orphans included, except shepherds' trees and chaoslab's helpers."""
+    """What an activity spawned: the processes the activity's thread forked and their
+    descendants, plus orphans the runner adopted while it ran (its own escapees, whose
+    parent died) — except chaoslab's helpers and shepherds' trees.
 
-    def __init__(self) -> None:
+    The kernel lists a process's children per thread (``/proc/PID/task/TID/children``),
+    so what an activity's own thread started is told apart exactly from what another
+    activity's thread started at the same time (a continuous hypothesis probe beside a
+    method action). Adopted orphans are listed under the runner's first thread: those
+    are told apart by time only (new since the activity started).
+    """
+
+    def __init__(self, others: Callable[[], set[int]] = set) -> None:
         SUBREAPER.hold()
         self._held = True
+        self._others = others  # the threads of the other activities running
         self._waited: set[int] = set()  # children a Popen waits for: never reaped here
+        self.tid: int | None = None
         self.before = descendants(os.getpid(), tree_table(os.getpid()))
 
     def waited(self, pid: int) -> None:
@@ -128,7 +141,14 @@ class Tree:
         """The tree's live processes now (pid → start ticks); its exited children reaped."""
         me = os.getpid()
         table = tree_table(me)
-        new = {p: t for p, t in descendants(me, table).items() if self.before.get(p) != t}
+        own = set(task_children(me, self.tid)) if self.tid is not None else set()
+        theirs = {p for tid in self._others() for p in task_children(me, tid)}
+        direct = {p for p, st in table.items() if st[1] == me}
+        adopted = {p for p in direct - own - theirs if self.before.get(p) != table[p][3]}
+        new: dict[int, int] = {}
+        for root in (own | adopted) & set(table):
+            new[root] = table[root][3]
+            new.update(descendants(root, table))
         out = {p for p in new if _is_shepherd(p)}
         out |= {d for p in out for d in descendants(p, table)}
         out |= spared([p for p in new if p not in out], table)
@@ -167,7 +187,7 @@ class ActivityTrees:
         with self._lock:
             self._next += 1
             token = self._next
-            tree = Tree() if spawns else None
+            tree = Tree(lambda: self._threads(token)) if spawns else None
             if tree is not None:
                 self._running[token] = tree
         handle = ActivityTree(self, token, tree)
@@ -178,6 +198,12 @@ class ActivityTrees:
                 done = self._running.pop(token, None)
             if done is not None:
                 done.end(final=True)  # the activity returned or raised: its tree ends with it
+
+    def _threads(self, token: int) -> set[int]:
+        """The threads of every activity but ``token``'s (running or abandoned)."""
+        with self._lock:
+            trees = [t for k, t in (*self._running.items(), *self._abandoned.items()) if k != token]
+        return {t.tid for t in trees if t.tid is not None}
 
     def end(self, token: int) -> None:
         """End an activity's tree now (its deadline passed, or the run is interrupted);
@@ -209,6 +235,11 @@ class ActivityTree:
         self._trees = trees
         self._token = token
         self._tree = tree
+
+    def runs_on(self, tid: int) -> None:
+        """The activity's code runs on thread ``tid`` (``threading.get_native_id()``)."""
+        if self._tree is not None:
+            self._tree.tid = tid
 
     def started(self, pid: int) -> None:
         """``pid`` is a child a ``Popen`` of the activity waits for: never reaped here."""

@@ -133,6 +133,15 @@ def _children(pid: int) -> list[int] | None:
     return found
 
 
+def task_children(pid: int, tid: int) -> list[int]:
+    """The children thread ``tid`` of process ``pid`` forked (those still its own)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+            return [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def tree_table(root: int) -> dict[int, tuple[str, int, int, int]]:
     """``root``'s descendants (zombies included) as a ``processes()`` table, read by
     following children links (cheap: no walk of every process on the host)."""

@@ -5,6 +5,7 @@ whose output an orphan holds open still returns promptly."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -178,3 +179,21 @@ def test_a_child_run_killed_outright_still_leaves_no_escapee(tmp_path: Path, esc
         finish(run)
     assert run.returncode == -signal.SIGKILL
     assert escape.alive() == []
+
+
+def test_an_activity_ending_beside_another_leaves_the_other_s_processes_alone(tmp_path: Path) -> None:
+    """A background action's ``sleep`` starts while a second activity runs; that second
+    activity ending must not end it (what each activity's thread forked is its own)."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "title: t\ndescription: d\nmethod:\n"
+        "  - {type: action, name: a, background: true, provider: {type: process, path: sh,"
+        " arguments: ['-c', 'sleep 0.3; sleep 1.5 && echo done']}}\n"
+        "  - {type: action, name: b, provider: {type: python, module: tests.e2e.ctkfuncs,"
+        " func: sleep_quietly, arguments: {seconds: 1}}}\n"
+    )
+    code, text = finish(start(exp, tmp_path))
+    assert code == 0, text
+    journal = json.loads((tmp_path / "r" / "journal.json").read_text())
+    a = next(r for r in journal["run"] if r["activity"]["name"] == "a")
+    assert a["output"] == {"status": 0, "stdout": "done\n", "stderr": ""}, a
