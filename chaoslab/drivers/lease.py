@@ -32,6 +32,12 @@ def beat_path(state_dir: Path, fault_id: str) -> Path:
     return (state_dir / "leases" / f"{fault_id}.beat").absolute()
 
 
+def lapse_path(state_dir: Path, fault_id: str) -> Path:
+    """Written the moment a lease ends its fault (before the revert), with the reason:
+    by the watchdog, or by the run when a remote target says so (``watchdog.report_lapse``)."""
+    return state_dir / "watchdogs" / f"{fault_id}.lapsed.json"
+
+
 def beat(path: str | Path) -> None:
     """Renew a lease: the file's mtime is the last heartbeat."""
     p = Path(path)

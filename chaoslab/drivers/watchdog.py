@@ -48,7 +48,7 @@ from chaoslab.drivers.base import (
     parse_duration,
     with_defaults,
 )
-from chaoslab.drivers.lease import POLL_S, lapse_reason
+from chaoslab.drivers.lease import POLL_S, lapse_path, lapse_reason
 from chaoslab.errors import DriverError, InvalidInput, Problem
 
 SPAWN_TIMEOUT_S = 15.0
@@ -157,11 +157,6 @@ def _exit_status(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit {returncode}"
-
-
-def lapse_path(state_dir: Path, fault_id: str) -> Path:
-    """Written the moment the lease ends the fault (before the revert), with the reason."""
-    return state_dir / "watchdogs" / f"{fault_id}.lapsed.json"
 
 
 def report_lapse(state_dir: Path, fault_id: str, reason: str) -> None:

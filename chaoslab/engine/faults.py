@@ -32,8 +32,6 @@ from chaoslab.drivers.base import (
     with_defaults,
 )
 from chaoslab.drivers.registry import DriverRegistry
-from chaoslab.drivers.selection import picked_targets
-from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.engine import events as ev
 from chaoslab.errors import DriverError, InvalidInput
 from chaoslab.model.experiment import Activity
@@ -163,7 +161,7 @@ class FaultManager:
                 target=record.target,
                 lease_s=lease_s,
                 record=record.to_dict(),
-                picked=picked_targets(record.data),
+                picked=_picked(record.data),
             )
         )
         return fault
@@ -390,7 +388,7 @@ class FaultManager:
         reverting a fault whose lease had already expired."""
         if fault.lapsed is not None:
             return
-        path = lapse_path(self.ctx.state_dir, fault.record.fault_id)
+        path = lease.lapse_path(self.ctx.state_dir, fault.record.fault_id)
         expires = fault.record.lease_expires_at
         try:
             raw = json.loads(path.read_text("utf-8"))
@@ -445,3 +443,11 @@ def _stamp(record: RevertRecord, *, run_id: str, lease_s: float | None, now: flo
         lease_s=lease_s,
         lease_expires_at=None if lease_s is None else now + lease_s,
     )
+
+
+def _picked(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a sampled selection picked (``drivers.selection``, imported here on first use:
+    it is off a run's start-up path)."""
+    from chaoslab.drivers.selection import picked_targets
+
+    return picked_targets(data)

@@ -19,9 +19,9 @@ import pytest
 
 from chaoslab.drivers import lease
 from chaoslab.drivers.base import MAX_LEASE_S, DriverContext, RevertRecord, check_args
+from chaoslab.drivers.lease import lapse_path
 from chaoslab.drivers.proxy.driver import ProxyDriver
 from chaoslab.drivers.registry import DriverRegistry
-from chaoslab.drivers.watchdog import lapse_path
 from chaoslab.errors import DriverError, TargetNotFound
 from chaoslab.lab.state import write_state
 from chaoslab.paths import lab_dir

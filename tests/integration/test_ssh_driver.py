@@ -784,7 +784,7 @@ def test_renew_reports_a_lapse_the_host_saw_and_the_revert_records_it(
 
     from chaoslab.drivers import lease
     from chaoslab.drivers.base import MAX_LEASE_S
-    from chaoslab.drivers.watchdog import lapse_path
+    from chaoslab.drivers.lease import lapse_path
 
     marker, proc = markers.by_pattern()
     record = driver.prepare(
