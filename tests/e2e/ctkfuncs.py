@@ -176,12 +176,3 @@ def interrupt_now() -> None:
 def exit_now(code: int = 20) -> None:
     record("exit_now", code=code)
     raise SystemExit(code)
-
-
-def spawn_and_hang(argv: list[str], seconds: float = 300) -> str:
-    """Start a child process and hang (an activity that leaves a process behind)."""
-    import subprocess
-
-    subprocess.Popen(argv)
-    time.sleep(seconds)
-    return "done"
