@@ -7,12 +7,21 @@ wait for something to become true; a test never sleeps to let something happen.
 Real components: a test that needs one calls ``require(ok, reason)``. Locally a missing
 component skips with a loud reason; in CI (``CI=true``) it fails, because a green CI
 must mean the real thing was exercised.
+
+Concurrency: the suite runs under pytest-xdist, so a test may only use what is its own
+(tmp_path, its CHAOSLAB_HOME, free ports, unique names). The one thing of the host's
+that tests share is its own firewall (the root network namespace's iptables): the tests
+that change or compare it hold ``host_iptables`` (a ``machine_lock``), one at a time.
+Tests that measure time or CPU precisely are marked ``exclusive`` (``EXCLUSIVE_MODULES``)
+and run alone, after the parallel part (``.ci/test``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +49,13 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def chaoslab(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` for a command that must never show a traceback, whatever its exit code."""
+    proc = run_cli(*args, cwd=cwd, timeout=timeout)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
 
 
 def poll[T](cond: Callable[[], T], *, timeout_s: float, interval_s: float = 0.02) -> T | None:
@@ -143,6 +159,35 @@ def require(ok: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required component missing in CI: {reason}")
     pytest.skip(f"MISSING COMPONENT (would fail in CI): {reason}")
+
+
+@contextlib.contextmanager
+def machine_lock(name: str, *, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold a lock every test process on this machine sees, named ``name``.
+
+    The lock is an abstract unix socket bound to the name: one holder at a time, no file
+    left behind, and released by the kernel if the holder dies."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def bound() -> bool:
+        try:
+            sock.bind(f"\0chaoslab-tests-{name}")
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(bound, timeout_s=timeout_s, interval_s=0.05, what=f"the {name} lock")
+        yield
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def host_iptables() -> Iterator[None]:
+    """This host's own iptables rules, for this test alone (see the module docstring)."""
+    with machine_lock("host-iptables"):
+        yield
 
 
 @pytest.fixture(autouse=True)

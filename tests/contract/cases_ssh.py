@@ -162,7 +162,7 @@ def _burning(target: Target, record: RevertRecord) -> bool:
     before = {m.pid: m.cpu_ticks for m in _marked(record.fault_id)}
     if not before:
         return False
-    time.sleep(0.3)
+    time.sleep(0.3)  # the measurement window itself: a CPU rate needs an interval
     after = {m.pid: m.cpu_ticks for m in _marked(record.fault_id)}
     used = sum(after[p] - before[p] for p in after.keys() & before.keys())
     return used / os.sysconf("SC_CLK_TCK") > 0.03  # >10% of a core over 0.3 s

@@ -55,7 +55,7 @@ def _burning(target: Target, record: RevertRecord) -> bool:
         return total
 
     before = cpu()
-    time.sleep(0.3)
+    time.sleep(0.3)  # the measurement window itself: a CPU rate needs an interval
     return cpu() - before > 0.03  # >10% of a core over 0.3 s
 
 

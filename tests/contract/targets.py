@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import secrets
@@ -15,23 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tests.conftest import poll
+from tests.conftest import poll, wait_until
 
 MAX_LIFE_S = 120
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Whether ``cond`` held within ``timeout_s`` (``tests.conftest.poll``)."""
-    return poll(cond, timeout_s=timeout_s, interval_s=interval_s) is not None
 
 
 def stop(proc: subprocess.Popen[Any], *, sig: int = signal.SIGTERM) -> None:
@@ -82,16 +77,12 @@ def unique_marker(prefix: str = "chaoslab-test") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def _wait_for_cmdline(pid: int, marker: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} never showed {marker!r} in its command line")
+def _shows(pid: int, marker: str) -> bool:
+    """Whether ``/proc/PID/cmdline`` holds ``marker`` yet (it is the interpreter's until exec)."""
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -101,7 +92,12 @@ def sleepers(marker: str, n: int = 1) -> Iterator[list[subprocess.Popen[bytes]]]
     procs = [subprocess.Popen([sys.executable, "-c", code, marker]) for _ in range(n)]
     try:
         for proc in procs:  # selectors read /proc: wait until each command line shows the marker
-            _wait_for_cmdline(proc.pid, marker)
+            wait_until(
+                functools.partial(_shows, proc.pid, marker),
+                timeout_s=10.0,
+                interval_s=0.01,
+                what=f"pid {proc.pid} to show {marker!r} in its command line",
+            )
         yield procs
     finally:
         for proc in procs:
@@ -173,7 +169,7 @@ def lab_replica(lab_dir: Path, name: str = "replica-t", restart_delay_s: float =
     sup = subprocess.Popen([*argv, str(MAX_LIFE_S)])
     replica = LabReplica(name=name, lab_dir=lab_dir, marker=marker, supervisor=sup)
     try:
-        if not wait_for(replica.live, 10):
+        if poll(replica.live, timeout_s=10, interval_s=0.05) is None:
             raise RuntimeError("the test lab supervisor did not start its replica")
         yield replica
     finally:
@@ -260,7 +256,7 @@ def netns_server(port: int = 18080) -> Iterator[NetnsServer]:
             ["ip", "netns", "exec", ns, sys.executable, "-c", _SERVER, str(port), str(MAX_LIFE_S)]
         )
         target = NetnsServer(netns=ns, port=port)
-        if not wait_for(target.reachable, 10):
+        if poll(target.reachable, timeout_s=10, interval_s=0.05) is None:
             raise RuntimeError("the namespace's test server did not come up")
         yield target
     finally:

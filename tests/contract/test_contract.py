@@ -27,9 +27,9 @@ import pytest
 import tests.contract as contract_pkg
 from chaoslab.drivers.base import Driver, DriverContext, RevertRecord
 from chaoslab.drivers.registry import DriverRegistry
-from tests.conftest import require
+from tests.conftest import poll, require, wait_until
 from tests.contract.cases import FaultCase, Target
-from tests.contract.targets import adopting_orphans, stop, wait_for
+from tests.contract.targets import adopting_orphans, stop
 from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -84,7 +84,9 @@ def _inject(case: FaultCase, ctx: DriverContext, target: Target) -> RevertRecord
 def _assert_gone(case: FaultCase, ctx: DriverContext, target: Target, record: RevertRecord) -> None:
     report = _driver(case).check_clean(ctx, record)
     assert report.clean, report.residue
-    assert wait_for(lambda: not case.observe(target, record), 3.0), "fault still visible"
+    wait_until(
+        lambda: not case.observe(target, record), timeout_s=3.0, interval_s=0.05, what="the fault to vanish"
+    )
 
 
 def test_inject_observe_revert_clean(case: FaultCase, ctx: DriverContext, tmp_path: Path) -> None:
@@ -93,7 +95,9 @@ def test_inject_observe_revert_clean(case: FaultCase, ctx: DriverContext, tmp_pa
         assert not case.observe(target, _probe_record(case)), "target shows the fault before inject"
         record = _inject(case, ctx, target)
         try:
-            assert wait_for(lambda: case.observe(target, record), 5.0), "fault not visible"
+            wait_until(
+                lambda: case.observe(target, record), timeout_s=5.0, interval_s=0.05, what="the fault to show"
+            )
             assert not driver.check_clean(ctx, record).clean, "check_clean blind to the fault"
             result = driver.revert(ctx, record)
             assert result.reverted, result.detail
@@ -109,7 +113,9 @@ def test_revert_twice(case: FaultCase, ctx: DriverContext, tmp_path: Path) -> No
     with case.make_target(tmp_path) as target:
         record = _inject(case, ctx, target)
         try:
-            assert wait_for(lambda: case.observe(target, record), 5.0)
+            wait_until(
+                lambda: case.observe(target, record), timeout_s=5.0, interval_s=0.05, what="the fault to show"
+            )
             first = driver.revert(ctx, record)
             second = driver.revert(ctx, record)
             assert first.reverted and second.reverted, (first, second)
@@ -136,7 +142,9 @@ def test_revert_from_new_process(case: FaultCase, ctx: DriverContext, tmp_path: 
     with case.make_target(tmp_path) as target:
         record = _inject(case, ctx, target)
         try:
-            assert wait_for(lambda: case.observe(target, record), 5.0)
+            wait_until(
+                lambda: case.observe(target, record), timeout_s=5.0, interval_s=0.05, what="the fault to show"
+            )
             done = subprocess.run(
                 [sys.executable, "-c", _REVERT_ELSEWHERE, record.to_json(), str(ctx.state_dir)],
                 capture_output=True,
@@ -194,14 +202,24 @@ def test_runner_sigkilled_lease_ends_fault(case: FaultCase, ctx: DriverContext, 
             record = RevertRecord.from_dict(json.loads(line))
             runner.send_signal(signal.SIGKILL)
             runner.wait(timeout=5)
-            assert wait_for(lambda: case.observe(target, record), 1.0), "the fault died with the runner"
+            # The fault outlives its runner: the target, not the runner, ends it.
+            wait_until(
+                lambda: case.observe(target, record),
+                timeout_s=1.0,
+                interval_s=0.05,
+                what="the fault after the kill",
+            )
             if record.lease_expires_at is not None:
                 deadline = record.lease_expires_at + 1.0
             else:
                 deadline = time.time() + case.heal_s
-            clean = wait_for(
-                lambda: driver.check_clean(ctx, record).clean and not case.observe(target, record),
-                max(0.0, deadline - time.time()),
+            clean = (
+                poll(
+                    lambda: driver.check_clean(ctx, record).clean and not case.observe(target, record),
+                    timeout_s=max(0.0, deadline - time.time()),
+                    interval_s=0.05,
+                )
+                is not None
             )
             late = time.time() - (record.lease_expires_at or deadline)
             assert clean, f"not clean {late:.2f}s after the lease: {driver.check_clean(ctx, record)}"

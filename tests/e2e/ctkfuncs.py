@@ -112,16 +112,20 @@ def after_rollback_control(context: Any, **kwargs: Any) -> None:
 # --- leaving a run as chaostoolkit-lib lets python code leave it ------------------------
 
 
+def _traced(event: str) -> bool:
+    trace = _state() / "trace.ndjson"
+    try:
+        lines = trace.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return any(json.loads(line)["event"] == event for line in lines)
+
+
 def _wait_for(event: str, timeout: float = 20.0) -> None:
     """Readiness handshake: wait (bounded) until ``event`` is in the trace."""
-    trace = _state() / "trace.ndjson"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if trace.exists() and any(
-            json.loads(line)["event"] == event for line in trace.read_text().splitlines()
-        ):
-            return
-        time.sleep(0.01)
+    from tests.conftest import poll  # pytest is there in both runners' environments
+
+    poll(lambda: _traced(event), timeout_s=timeout, interval_s=0.01)
 
 
 def leave_gracefully(after: str = "sleep_start") -> str:
@@ -145,7 +149,7 @@ def leave_ungracefully(after: str = "sleep_start") -> str:
     _wait_for(after)
     record("leave_ungracefully")
     exit_ungracefully()
-    time.sleep(5)
+    time.sleep(5)  # as above: only a runner that ignored the signal gets here
     record("leave_ungracefully_ignored")
     return "ignored"
 

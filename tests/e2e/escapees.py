@@ -26,6 +26,8 @@ import psutil
 def _record(directory: Path, pid: int, session: int) -> None:
     """``pid create_time sid session`` once ``pid`` has left ``session``, the script's own
     (bounded wait)."""
+    # Its own bounded loop, not conftest's poll: this file runs as a script, without the
+    # tests package on its path.
     deadline = time.monotonic() + 10
     while os.getsid(pid) == session and time.monotonic() < deadline:
         time.sleep(0.005)

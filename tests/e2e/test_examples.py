@@ -29,13 +29,14 @@ RUN_HERE = {
 }
 
 
-def _needs(what: str | None) -> None:
+def _needs(what: str | None, request: pytest.FixtureRequest) -> None:
     if what == "stress":
         require(shutil.which("stress-ng") is not None, "stress-ng (Debian: apt-get install stress-ng)")
         require(os.geteuid() == 0, "root, for the replica's cgroup")
     elif what == "iptables":
         require(shutil.which("iptables") is not None, "iptables (Debian: apt-get install iptables)")
         require(os.geteuid() == 0, "root, for iptables")
+        request.getfixturevalue("host_iptables")  # its rules go into the host's own firewall
 
 
 def test_every_shipped_experiment_is_run_by_some_test() -> None:
@@ -49,9 +50,11 @@ def test_every_shipped_experiment_is_run_by_some_test() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RUN_HERE))
-def test_shipped_lab_example_gives_its_documented_verdict(name: str, tmp_path: Path) -> None:
+def test_shipped_lab_example_gives_its_documented_verdict(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     expected, needs = RUN_HERE[name]
-    _needs(needs)
+    _needs(needs, request)
     proc = run_cli(
         "run",
         "--output",

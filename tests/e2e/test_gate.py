@@ -28,6 +28,7 @@ import pytest
 from chaoslab.gate import GateExit
 from chaoslab.lab import control
 from chaoslab.paths import lab_dir
+from tests.conftest import wait_for_event
 
 BOOT = (
     "from chaoslab.cli import main; from chaoslab.gate.cli import register; "
@@ -252,7 +253,6 @@ def test_sigterm_reverts_the_running_experiment_and_reports_interrupted(
     lab_home: Path, experiments: Path, tmp_path: Path
 ) -> None:
     import signal
-    import time
 
     out = tmp_path / "gate"
     spec = suite(
@@ -272,10 +272,7 @@ def test_sigterm_reverts_the_running_experiment_and_reports_interrupted(
     )
     events = out / "runs" / "01-first" / "events.ndjson"
     try:
-        deadline = time.monotonic() + 30
-        while not (events.exists() and "fault-injected" in events.read_text()):
-            assert time.monotonic() < deadline, "the fault was never injected"
-            time.sleep(0.05)
+        wait_for_event(events, "fault-injected", timeout_s=30)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     finally:

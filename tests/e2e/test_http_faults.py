@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.test_cli import ROOT, chaoslab
+from tests.conftest import ROOT, chaoslab, poll, wait_until
 
 
 def test_http_abort_on_one_route_breaks_that_route_only(tmp_path: Path) -> None:
@@ -115,12 +115,11 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
                 stderr=subprocess.DEVNULL,
             )
             try:
-                deadline = time.monotonic() + 30
-                toxics: list[dict[str, object]] = []
-                while time.monotonic() < deadline and not toxics:
-                    toxics = httpx.get(f"{api}/proxies/web/toxics").json()
-                    time.sleep(0.02)
-                assert toxics, "the run never injected its fault"
+                toxics: list[dict[str, object]] = wait_until(
+                    lambda: httpx.get(f"{api}/proxies/web/toxics").json(),
+                    timeout_s=30,
+                    what="the run to inject its fault",
+                )
                 os.kill(runner.pid, signal.SIGKILL)
             finally:
                 runner.wait(timeout=10)
@@ -128,8 +127,11 @@ def test_sigkilled_run_leaves_its_http_fault_to_the_lease(tmp_path: Path) -> Non
             expires = float(str(toxics[0]["lease_expires_at"]))
             assert toxics[0]["heartbeat_s"] == LAPSE_S and expires > time.time() + 25
             assert httpx.get(url).status_code == 503  # nobody reverted it
-            while time.monotonic() - killed < LAPSE_S + 5 and httpx.get(f"{api}/proxies/web/toxics").json():
-                time.sleep(0.05)
+            poll(
+                lambda: not httpx.get(f"{api}/proxies/web/toxics").json(),
+                timeout_s=max(0.0, LAPSE_S + 5 - (time.monotonic() - killed)),
+                interval_s=0.05,
+            )
             assert httpx.get(f"{api}/proxies/web/toxics").json() == []
             # The last renewal came before the kill: ended within LAPSE_S of it.
             assert time.monotonic() - killed <= LAPSE_S + 1.0

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from chaoslab.engine.journal import verdict_of_log
 from chaoslab.verdict import Verdict
-from tests.conftest import wait_for_event
+from tests.conftest import wait_for_event, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOSLAB = [sys.executable, "-m", "chaoslab.cli"]
@@ -147,10 +146,12 @@ def test_sigkill_leaves_a_readable_event_log_and_the_lease_resumes_the_target(
     postmortem = (tmp_path / "run" / "postmortem.md").read_text()
     assert "not-clean" in postmortem
     # lease = duration (1 s) + margin (5 s); the watchdog resumes it without the runner
-    deadline = time.monotonic() + 1 + 5 + 3
-    while is_stopped(sleeper.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not is_stopped(sleeper.pid)
+    wait_until(
+        lambda: not is_stopped(sleeper.pid),
+        timeout_s=1 + 5 + 3,
+        interval_s=0.1,
+        what="the watchdog to resume it",
+    )
 
 
 def test_sigterm_ends_a_running_process_activity(tmp_path: Path) -> None:
@@ -163,12 +164,12 @@ def test_sigterm_ends_a_running_process_activity(tmp_path: Path) -> None:
     wait_for_event(
         tmp_path / "run" / "events.ndjson", "activity-started", where=lambda e: e["name"] == "block"
     )
-    deadline = time.monotonic() + 10
-    children: list[psutil.Process] = []
-    while not children and time.monotonic() < deadline:
-        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "sleep"]
-        time.sleep(0.05)
-    assert children, "the process activity should be running"
+    children = wait_until(
+        lambda: [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "sleep"],
+        timeout_s=10,
+        interval_s=0.05,
+        what="the process activity to be running",
+    )
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -18,7 +18,7 @@ import pytest
 
 from chaoslab.drivers.lease import LAPSE_S, POLL_S
 from chaoslab.safety.ledger import Ledger
-from tests.conftest import run_cli
+from tests.conftest import poll, run_cli, wait_for_event
 from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,27 +42,16 @@ def events(run_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for_event(run_dir: Path, kind: str, timeout: float = 30) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e["kind"] == kind for e in events(run_dir)):
-            return time.monotonic()
-        time.sleep(0.02)
-    raise AssertionError(f"no {kind} in {run_dir}")
-
-
 def stopped(pid: int) -> bool:
     return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
 
-def wait_until(cond: object, timeout: float) -> float | None:
-    """Seconds until ``cond()`` held, or None if it did not within ``timeout``."""
+def resumed_within(pid: int, timeout_s: float) -> float | None:
+    """Seconds until ``pid`` was no longer stopped, or None if it stayed stopped."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():  # type: ignore[operator]
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    return None
+    if poll(lambda: not stopped(pid), timeout_s=timeout_s) is None:
+        return None
+    return time.monotonic() - t0
 
 
 @pytest.fixture
@@ -91,12 +80,12 @@ def test_a_sigkilled_runner_s_fault_ends_within_seconds_not_its_duration(
         "run", "--run-dir", str(tmp_path / "r"), str(suspend(tmp_path, sleeper, "120s")), cwd=tmp_path
     )
     try:
-        wait_for_event(tmp_path / "r", "fault-injected")
+        wait_for_event(tmp_path / "r" / "events.ndjson", "fault-injected")
         assert stopped(sleeper)
     finally:
         run.kill()
         run.communicate(timeout=30)
-    ended = wait_until(lambda: not stopped(sleeper), LAPSE_S + 10)
+    ended = resumed_within(sleeper, LAPSE_S + 10)
     assert ended is not None, "the lease did not end the fault"
     # LAPSE_S after the last heartbeat (at most HEARTBEAT_S before the kill), then a poll.
     assert ended <= LAPSE_S + POLL_S + 2.0, ended
@@ -117,10 +106,10 @@ def test_a_fault_without_duration_lasts_as_long_as_its_method(tmp_path: Path, sl
     )
     run = start("run", "--run-dir", str(tmp_path / "r"), str(exp), cwd=tmp_path)
     try:
-        t0 = wait_for_event(tmp_path / "r", "fault-injected")
-        while time.monotonic() - t0 < 9.0:  # past 2 s + 5 s: still held, all along
-            assert stopped(sleeper), f"the fault ended {time.monotonic() - t0:.1f}s into the method"
-            time.sleep(0.1)
+        wait_for_event(tmp_path / "r" / "events.ndjson", "fault-injected")
+        # Held all along (sampled until past 2 s + 5 s): the behaviour under test.
+        ended = resumed_within(sleeper, 9.0)
+        assert ended is None, f"the fault ended {ended:.1f}s into the method"
     finally:
         out, err = run.communicate(timeout=60)
     assert run.returncode == 0, out + err
@@ -133,10 +122,10 @@ def test_a_lease_that_ends_a_fault_early_is_an_event_and_never_a_silent_pass(
 ) -> None:
     run = start("run", "--run-dir", str(tmp_path / "r"), str(suspend(tmp_path, sleeper, "10s")), cwd=tmp_path)
     try:
-        wait_for_event(tmp_path / "r", "fault-injected")
+        wait_for_event(tmp_path / "r" / "events.ndjson", "fault-injected")
         run.send_signal(signal.SIGSTOP)  # a stuck runner: alive, but renewing nothing
         try:
-            assert wait_until(lambda: not stopped(sleeper), LAPSE_S + 5) is not None
+            assert resumed_within(sleeper, LAPSE_S + 5) is not None
         finally:
             run.send_signal(signal.SIGCONT)
     finally:

@@ -32,7 +32,7 @@ import pytest
 
 from chaoslab.lab import control
 from chaoslab.safety.halt import is_halted
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, poll, read_events_tolerant, require, wait_for_event, wait_until
 
 pytestmark = [pytest.mark.chromium, pytest.mark.slow]
 
@@ -109,12 +109,15 @@ def server(lab_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             stderr=err,
         )
     try:
-        deadline = time.monotonic() + 60
-        url = None
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
+
+        def announced() -> str | None:
+            """The URL the server prints once it listens (None while it starts)."""
             found = re.search(r"control room on (http://\S+/)", log.read_text())
-            url = found.group(1).rstrip("/") if found else None
-            time.sleep(0.05)
+            if found is None and proc.poll() is not None:
+                raise AssertionError(f"chaoslab serve exited: {log.read_text()}")
+            return found.group(1).rstrip("/") if found else None
+
+        url = poll(announced, timeout_s=60, interval_s=0.05)
         assert url is not None, log.read_text()
         yield url, runs
     finally:
@@ -151,33 +154,7 @@ def start_run(
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
-    p = run_dir / "events.ndjson"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break
-    return out
-
-
-def wait_event(run_dir: Path, kind: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for e in events(run_dir):
-            if e["kind"] == kind:
-                return e
-        time.sleep(0.05)
-    raise AssertionError(f"no {kind} in {run_dir}")
-
-
-def until(check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not true within {timeout}s"
-        time.sleep(0.05)
+    return read_events_tolerant(run_dir / "events.ndjson")
 
 
 def drawn(page: Any) -> int:
@@ -203,9 +180,9 @@ def test_now_page_charts_a_live_run_and_shows_its_fault_come_and_go(
         # (polled from here: the page's CSP forbids the eval that wait_for_function uses)
         # The first ticks of a run carry no samples yet (the load is starting): wait for
         # drawn p99 points, then for more of them while the run is still going.
-        until(lambda: drawn(page) >= 2, 30)
+        wait_until(lambda: drawn(page) >= 2, timeout_s=30, interval_s=0.05, what="two points of the p99 line")
         first = drawn(page)
-        until(lambda: drawn(page) > first, 10)
+        wait_until(lambda: drawn(page) > first, timeout_s=10, interval_s=0.05, what="the chart to grow")
         assert run.poll() is None, "the chart must update while the run goes"
         assert points(page) >= drawn(page) > first
         # The fault appears in the active-faults table (from the ledger), with its lease...
@@ -216,7 +193,7 @@ def test_now_page_charts_a_live_run_and_shows_its_fault_come_and_go(
         # the run appeared) and shows the method without a reload.
         assert page.text_content("#running .phase", timeout=2000) in ("method", "during")
         assert "lab:replica-1" in text and "proxy.latency" in text
-        injected = wait_event(runs / "live", "fault-injected")
+        injected = wait_for_event(runs / "live" / "events.ndjson", "fault-injected")
 
         assert injected["fault_id"] in text
         # ...and disappears when it is reverted, while the run is still going (after window).
@@ -225,7 +202,7 @@ def test_now_page_charts_a_live_run_and_shows_its_fault_come_and_go(
         run.communicate(timeout=60)
         assert run.returncode == 0, run.returncode
         # The run page replays the whole stream and shows the verdict it ended with.
-        run_id = wait_event(runs / "live", "run-started")["run_id"]
+        run_id = wait_for_event(runs / "live" / "events.ndjson", "run-started")["run_id"]
         page.goto(f"{url}/runs/{run_id}")
         page.wait_for_selector("figure.chart[data-finished]", timeout=20_000)
         assert page.text_content("#verdict") == "passed"
@@ -254,14 +231,14 @@ def test_halt_from_the_page_stops_the_run_within_a_second_and_is_recorded(
     waiter = threading.Thread(target=lambda: (run.wait(), ended.append(time.time())), daemon=True)
     waiter.start()
     try:
-        wait_event(runs / "halted", "fault-injected")
+        wait_for_event(runs / "halted" / "events.ndjson", "fault-injected")
         page.reload()
         page.fill("input[name=reason]", "e2e: INC-21")
         page.check("input[name=confirm]")
         pressed = time.time()
         page.click("#halt-button")
         page.wait_for_selector("#result", timeout=30_000)
-        finished = wait_event(runs / "halted", "run-finished", timeout=10)
+        finished = wait_for_event(runs / "halted" / "events.ndjson", "run-finished", timeout_s=10)
         waiter.join(timeout=30)
         state = is_halted(lab_home)
         assert state is not None

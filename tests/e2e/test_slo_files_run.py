@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from chaoslab.lab import control
-from tests.conftest import require, run_cli
+from tests.conftest import require, run_cli, wait_until
 from tests.integration import promfixture
 from tests.statepaths import env_state
 
@@ -45,14 +45,19 @@ def send(lb: str, path: str, n: int) -> None:
             client.get(lb.rstrip("/") + path)
 
 
+def query_value(prometheus: str, query: str) -> float | None:
+    """The value of an instant query with one result, or None while there is none."""
+    r = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}).json()
+    return float(r["data"]["result"][0]["value"][1]) if r["data"]["result"] else None
+
+
 def wait_for_count(prometheus: str, query: str, at_least: float, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}).json()
-        if r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) >= at_least:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus never saw {query} >= {at_least}")
+    wait_until(
+        lambda: (query_value(prometheus, query) or 0.0) >= at_least,
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what=f"Prometheus to see {query} >= {at_least}",
+    )
 
 
 def experiment(tmp: Path, prometheus: str) -> Path:
@@ -119,7 +124,14 @@ def test_exhausted_budget_refuses_the_run_with_numbers(
     query = 'sum(lab_requests_total{code="404"})'
     send(lb, "/missing-page", 10)
     wait_for_count(prometheus, query, 10)
-    time.sleep(1.5)  # one more scrape at that value
+    seen = time.time()
+    # One more scrape of every 404 series at that value (a sample newer than `seen`).
+    wait_until(
+        lambda: (query_value(prometheus, 'min(timestamp(lab_requests_total{code="404"}))') or 0.0) > seen,
+        timeout_s=30,
+        interval_s=0.2,
+        what="one more scrape of the 404 counters",
+    )
     send(lb, "/missing-page", 300)
     wait_for_count(prometheus, query, 310)
     exp = experiment(tmp_path, prometheus)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.e2e.test_cli import chaoslab
+from tests.conftest import chaoslab
 
 
 @contextmanager

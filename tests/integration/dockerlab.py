@@ -7,7 +7,8 @@ free port) or on an ``--internal`` network that carries no traffic.
 
 If no daemon answers on the default socket, ``DockerLab.start`` launches ``dockerd``
 with the flags of ``.ci/docker-up.sh`` (``DOCKERD_FLAGS``) and ``stop`` ends that
-daemon by its pid; a daemon someone else started is never stopped.
+daemon by its pid; a daemon someone else started is never stopped. Under pytest-xdist it
+starts none (the workers would share it, and the first to finish would stop it).
 
 Every container and network this module creates carries the label ``LABEL`` with the
 session's id, so ``cleanup`` removes exactly them, even after a failed test.
@@ -23,12 +24,13 @@ import signal
 import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import poll
 
 DOCKER_SOCK = "/var/run/docker.sock"
 # Same as .ci/docker-up.sh: keep dockerd away from iptables, ip_forward and docker0 so
@@ -133,6 +135,12 @@ class DockerLab:
             if os.geteuid() != 0:
                 self.problem = "dockerd needs root"
                 return False
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                # Every worker would start (and at its end stop) the one daemon they share.
+                self.problem = (
+                    "no Docker Engine answers; under pytest-xdist start it first (sh .ci/docker-up.sh)"
+                )
+                return False
             self._log = log_path.open("wb")
             self._proc = subprocess.Popen(
                 [dockerd, *DOCKERD_FLAGS],
@@ -142,12 +150,9 @@ class DockerLab:
                 start_new_session=True,
             )
             self.dockerd_pid = self._proc.pid
-            deadline = time.monotonic() + 30
-            while not _answers():
-                if time.monotonic() > deadline:
-                    self.problem = f"dockerd did not answer within 30 s (log: {log_path})"
-                    return False
-                time.sleep(0.2)
+            if poll(_answers, timeout_s=30, interval_s=0.2) is None:
+                self.problem = f"dockerd did not answer within 30 s (log: {log_path})"
+                return False
         import docker
 
         self._client = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}", timeout=60)
@@ -249,18 +254,18 @@ class DockerLab:
         return container, port
 
     def wait_ready(self, container: Any, *, healthy: bool, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        """Return once ``container`` runs (and, with ``healthy``, its healthcheck passes)."""
+
+        def ready() -> bool:
             container.reload()
             state = container.attrs["State"]
             ok = state["Running"] and not state["Paused"]
             if healthy:
                 ok = ok and state.get("Health", {}).get("Status") == "healthy"
-            if ok:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"container {container.name} not ready: {state}")
-            time.sleep(0.05)
+            return bool(ok)
+
+        if poll(ready, timeout_s=timeout_s, interval_s=0.05) is None:
+            raise TimeoutError(f"container {container.name} not ready: {container.attrs['State']}")
 
     def internal_network(self) -> Any:
         """A user-defined bridge network with ``--internal``: nothing leaves it."""

@@ -44,6 +44,7 @@ import psutil
 from chaoslab.drivers.base import RevertRecord
 from chaoslab.engine.journal import read_events
 from chaoslab.safety.ledger import Ledger
+from tests.conftest import poll
 from tests.contract import (
     cases_docker,
     cases_kubernetes,
@@ -53,7 +54,6 @@ from tests.contract import (
     cases_stress,
 )
 from tests.contract.cases import FaultCase, Target
-from tests.contract.targets import wait_for
 from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,10 +76,7 @@ def hold(gate: str, name: str, timeout: float = 20.0) -> str:
     where = Path(gate)
     (where / f"{name}.held").write_text(str(time.time()))
     release = where / f"{name}.release"
-    end = time.monotonic() + timeout
-    while not release.exists() and time.monotonic() < end:
-        time.sleep(0.02)
-    return "released" if release.exists() else "timed out"
+    return "released" if poll(release.exists, timeout_s=timeout) else "timed out"
 
 
 def crash_when(marker: str) -> bool:
@@ -451,13 +448,34 @@ def experiment(
 
 @dataclass
 class Run:
-    """A ``chaoslab run`` subprocess and the files it writes."""
+    """A ``chaoslab run`` subprocess and the files it writes.
+
+    Its stdout and stderr are read as they come (``err_so_far``), so a test can wait for
+    what the run says, e.g. that it acknowledged a signal; ``out``/``err`` hold all of
+    them once ``finish`` returns."""
 
     proc: subprocess.Popen[str]
     run_dir: Path
     gate: Path
     out: str = ""
     err: str = ""
+    _chunks: dict[str, list[str]] = field(default_factory=lambda: {"out": [], "err": []}, repr=False)
+    _readers: list[threading.Thread] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        for key, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
+            assert stream is not None
+            reader = threading.Thread(target=self._drain, args=(stream, self._chunks[key]), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+
+    @staticmethod
+    def _drain(stream: Any, into: list[str]) -> None:
+        for line in iter(stream.readline, ""):
+            into.append(line)
+
+    def err_so_far(self) -> str:
+        return "".join(self._chunks["err"])
 
     @property
     def events_path(self) -> Path:
@@ -477,7 +495,7 @@ class Run:
     def wait_gate(self, name: str, timeout_s: float = 30.0) -> None:
         """Wait for ``hold`` to announce NAME; fail early if the run ended first."""
         held = self.gate / f"{name}.held"
-        ok = wait_for(lambda: held.exists() or self.proc.poll() is not None, timeout_s)
+        ok = poll(lambda: held.exists() or self.proc.poll() is not None, timeout_s=timeout_s) is not None
         if not held.exists():
             self.finish(timeout_s=5)
             raise AssertionError(
@@ -494,7 +512,7 @@ class Run:
             found[:] = [e for e in self.events() if e["kind"] == kind]
             return bool(found) or self.proc.poll() is not None
 
-        wait_for(seen, timeout_s)
+        poll(seen, timeout_s=timeout_s, interval_s=0.05)
         if not found:
             raise AssertionError(f"no {kind} event (exit {self.proc.poll()})")
         return found[0]
@@ -504,16 +522,25 @@ class Run:
 
     def finish(self, timeout_s: float = 60.0) -> int:
         try:
-            out, err = self.proc.communicate(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate(timeout=10)
-            self.out, self.err = out, err
+            self.proc.wait(timeout=10)
+            self._collect()
             raise AssertionError(
-                f"chaoslab run did not finish within {timeout_s:g}s:\n{out}\n{err}"
+                f"chaoslab run did not finish within {timeout_s:g}s:\n{self.out}\n{self.err}"
             ) from None
-        self.out, self.err = out, err
+        self._collect()
         return self.proc.returncode
+
+    def _collect(self) -> None:
+        """Everything the run wrote, once its pipes are at EOF (the readers end there)."""
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        self.out, self.err = "".join(self._chunks["out"]), "".join(self._chunks["err"])
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -12,13 +12,13 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
 from chaoslab.lab.supervisor import free_port
+from tests.conftest import poll
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -35,6 +35,19 @@ def _up_count(url: str) -> int:
     except (httpx.HTTPError, ValueError, KeyError):
         return -1
     return int(float(result[0]["value"][1])) if result else 0
+
+
+def last_scraped(url: str) -> float | None:
+    """When the target scraped least recently was last scraped (unix time), or None.
+
+    Scrapes of one target are ingested in order, so a scrape after ``t`` of every target
+    means Prometheus holds every sample up to ``t``."""
+    try:
+        resp = httpx.get(f"{url}/api/v1/query", params={"query": "min(timestamp(up))"}, timeout=2.0)
+        result = resp.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+    return float(result[0]["value"][1]) if result else None
 
 
 @contextlib.contextmanager
@@ -73,15 +86,16 @@ scrape_configs:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while _up_count(url) < len(targets):
+
+        def all_up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"prometheus exited with {proc.returncode}: {(workdir / 'prometheus.log').read_text()[-2000:]}"
                 )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus did not see {len(targets)} targets up in {timeout_s}s")
-            time.sleep(0.2)
+            return _up_count(url) >= len(targets)
+
+        if poll(all_up, timeout_s=timeout_s, interval_s=0.2) is None:
+            raise RuntimeError(f"prometheus did not see {len(targets)} targets up in {timeout_s}s")
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -21,8 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import poll
-
 _names = itertools.count()
 
 
@@ -159,7 +157,3 @@ def median_rtt(port: int, n: int = 10, sock: socket.socket | None = None) -> flo
         return statistics.median(round_trip(sock) for _ in range(n))
     with connect(port) as own:
         return statistics.median(round_trip(own) for _ in range(n))
-
-
-def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
-    return poll(predicate, timeout_s=timeout, interval_s=step) is not None

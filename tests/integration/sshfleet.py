@@ -22,13 +22,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.conftest import poll
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -167,8 +168,9 @@ class SSHFleet:
         )
 
     def _wait_ready(self, host: SSHHost, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """Readiness handshake: the server's ``SSH-`` banner on its port."""
+
+        def banner() -> bool:
             assert host.proc is not None
             if host.proc.poll() is not None:
                 raise RuntimeError(
@@ -176,10 +178,11 @@ class SSHFleet:
                 )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", host.port), 0.2) as s:
                 s.settimeout(1.0)
-                if s.recv(8).startswith(b"SSH-"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"sshd {host.name} did not answer on port {host.port}")
+                return s.recv(8).startswith(b"SSH-")
+            return False
+
+        if poll(banner, timeout_s=timeout_s, interval_s=0.05) is None:
+            raise RuntimeError(f"sshd {host.name} did not answer on port {host.port}")
 
     def rekey(self, host: SSHHost) -> str:
         """Give ``host`` a new host key (as a reinstalled machine would); restarts its sshd."""

@@ -32,17 +32,13 @@ from chaoslab.drivers.docker import parse_size, parse_target, parse_timestamp
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
-from tests.conftest import poll, require
+from tests.conftest import poll, require, wait_until
 from tests.integration.dockerlab import DockerLab, docker_lab
 from tests.statepaths import env_state
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 
 LEASE_S = 3.0
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    return poll(cond, timeout_s=timeout_s, interval_s=interval_s) is not None
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -98,6 +94,11 @@ def cgroup_file(c: Any, controller: str, name: str) -> Path:
     return _proc.cgroup_dirs(pid)[controller] / name
 
 
+def _cpu_stat(path: Path) -> dict[str, int]:
+    """``cpu.stat`` of a cgroup (nr_periods, nr_throttled, throttled_time)."""
+    return {k: int(v) for k, v in (line.split() for line in path.read_text().splitlines())}
+
+
 # --- pure parsing (no daemon) ----------------------------------------------------------------
 
 
@@ -150,7 +151,9 @@ def test_nothing_matches_raises_before_anything(
         driver.prepare(ctx, operation, args, f"label:chaoslab.nothing={lab.session}", LEASE_S)
     # A match that is not running is no target for a fault either.
     c = lab.run(labels={"role": "exited"}, command=["true"], wait=False)
-    assert wait_for(lambda: state(c)["Status"] == "exited", 10)
+    wait_until(
+        lambda: state(c)["Status"] == "exited", timeout_s=10, interval_s=0.05, what="the container to exit"
+    )
     with pytest.raises(TargetNotFound):
         driver.prepare(ctx, operation, args, f"name:{c.name}", LEASE_S)
     assert state(c)["Status"] == "exited"
@@ -299,7 +302,7 @@ def test_inject_observe_revert_twice_clean(
     assert not case.observe(c, probe_record), "fault visible before inject"
     record = inject(driver, ctx, case.op, f"name:{c.name}", args, lease_s=30)
     try:
-        assert wait_for(lambda: case.observe(c, record), 5), "fault not visible"
+        wait_until(lambda: case.observe(c, record), timeout_s=5, interval_s=0.05, what="the fault to show")
         report = driver.check_clean(ctx, record)
         assert not report.clean, "check_clean blind to the fault"
         assert _proc.watchdog_processes(record.fault_id), "no lease watchdog armed"
@@ -336,7 +339,7 @@ def test_revert_from_new_process(lab: DockerLab, driver: Driver, ctx: DriverCont
     c, args = _target(lab, case)
     record = inject(driver, ctx, case.op, f"name:{c.name}", args, lease_s=30)
     try:
-        assert wait_for(lambda: case.observe(c, record), 5)
+        wait_until(lambda: case.observe(c, record), timeout_s=5, interval_s=0.05, what="the fault to show")
         done = subprocess.run(
             [sys.executable, "-c", _REVERT_ELSEWHERE, record.to_json(), str(ctx.state_dir)],
             capture_output=True,
@@ -394,12 +397,17 @@ def test_runner_sigkilled_lease_ends_fault(
         assert expires is not None
         # The fault outlives the runner (a memory hog may still be filling up).
         visible = max(0.0, expires - 0.5 - time.time())
-        assert wait_for(lambda: case.observe(c, rec), visible), "the fault died with the runner"
+        wait_until(
+            lambda: case.observe(c, rec), timeout_s=visible, interval_s=0.05, what="the fault after the kill"
+        )
         deadline = expires + 1.0
-        clean = wait_for(
-            lambda: driver.check_clean(ctx, rec).clean and not case.observe(c, rec),
-            max(0.0, deadline - time.time()),
-            interval_s=0.1,
+        clean = (
+            poll(
+                lambda: driver.check_clean(ctx, rec).clean and not case.observe(c, rec),
+                timeout_s=max(0.0, deadline - time.time()),
+                interval_s=0.1,
+            )
+            is not None
         )
         late = time.time() - expires
         print(f"{case.op}: clean {late:+.2f}s after the lease expired")
@@ -458,9 +466,11 @@ def test_throttle_limits_cpu_of_a_stressed_container(
     throttle = inject(driver, ctx, "throttle", f"name:{c.name}", {"cpus": 0.2}, lease_s=10)
     try:
         usage = cgroup_file(c, "cpuacct", "cpuacct.usage")
-        time.sleep(0.3)  # let the quota take hold for a full period
+        stat = cgroup_file(c, "cpu", "cpu.stat")
+        # Measure once the quota has held the spinner back for a whole period at least once.
+        wait_until(lambda: _cpu_stat(stat)["nr_throttled"] > 0, timeout_s=10, what="the quota to throttle")
         before, t0 = int(usage.read_text()), time.monotonic()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the measurement window itself: a CPU rate needs an interval
         rate = (int(usage.read_text()) - before) / 1e9 / (time.monotonic() - t0)
         # The cap is load-independent; the floor only proves the spinner runs at all
         # (on a loaded shared machine it may get less than its 0.2 CPU).
@@ -575,7 +585,12 @@ def test_kill_runner_sigkilled_heals_by_itself(lab: DockerLab, driver: Driver, c
         record = RevertRecord.from_dict(json.loads(runner.stdout.readline()))
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=5)
-        assert wait_for(lambda: driver.check_clean(ctx, record).clean, 10)
+        wait_until(
+            lambda: driver.check_clean(ctx, record).clean,
+            timeout_s=10,
+            interval_s=0.05,
+            what="the restart to heal it",
+        )
         result = driver.revert(ctx, record)
         assert result.reverted and (result.time_to_recover_s or 0) > 0
     finally:
@@ -603,11 +618,11 @@ def test_one_container_named_by_name_and_by_label_is_one_lock(
     from chaoslab.errors import LockHeld
     from chaoslab.safety.claims import ClaimingLedger
 
-    c = lab.run(labels={"h13.role": "only-me"})
+    c = lab.run(labels={"h13.role": f"only-me-{lab.session}"})  # no other test's container
     op = driver.operation("pause")
     assert op is not None
     by_name = driver.prepare(ctx, op, {}, f"name:{c.name}", 10)
-    by_label = driver.prepare(ctx, op, {}, "label:h13.role=only-me", 10)
+    by_label = driver.prepare(ctx, op, {}, f"label:h13.role=only-me-{lab.session}", 10)
     assert driver.identities(by_name) == driver.identities(by_label) == (f"docker:{c.id}",)
     with (
         ClaimingLedger(
@@ -641,7 +656,12 @@ def test_a_lease_ending_mid_stop_waits_for_the_grace_period_then_starts_it(
     stopper = threading.Thread(target=driver.inject, args=(ctx, record), daemon=True)
     stopper.start()
     try:
-        assert wait_for(lambda: outcome_path(ctx.state_dir, record.fault_id).exists(), 20)
+        wait_until(
+            lambda: outcome_path(ctx.state_dir, record.fault_id).exists(),
+            timeout_s=20,
+            interval_s=0.05,
+            what="the watchdog's outcome file",
+        )
         stopper.join(timeout=20)
         outcome = json.loads(outcome_path(ctx.state_dir, record.fault_id).read_text())
         assert outcome["reverted"] and outcome["clean"], outcome
@@ -690,19 +710,29 @@ def test_stress_follows_the_run_s_heartbeat(
     try:
         record = driver.inject(ctx, record)
         tag = str(record.data["tag"])
-        assert wait_for(lambda: bool(_stressors(c, tag)), 5), "no stressor started"
+        wait_until(lambda: _stressors(c, tag), timeout_s=5, interval_s=0.05, what="a stressor to start")
         t0 = time.monotonic()
-        while time.monotonic() - t0 < lease.LAPSE_S + 2.0:  # renewed: held all along
-            assert _stressors(c, tag), f"the stressor ended {time.monotonic() - t0:.1f}s in"
-            time.sleep(0.2)
+        # Renewed: held all along (sampled past LAPSE_S + 2 s), the behaviour under test.
+        gone = poll(lambda: not _stressors(c, tag), timeout_s=lease.LAPSE_S + 2.0, interval_s=0.2)
+        assert gone is None, f"the stressor ended {time.monotonic() - t0:.1f}s in"
         stop.set()
         beater.join(timeout=5)
         last = os.stat(beat).st_mtime
-        assert wait_for(lambda: not _stressors(c, tag), lease.LAPSE_S + 10), "the lease did not end it"
+        wait_until(
+            lambda: not _stressors(c, tag),
+            timeout_s=lease.LAPSE_S + 10,
+            interval_s=0.05,
+            what="the lease to end it",
+        )
         ended = time.time() - last
         print(f"docker.stress: ended {ended:.2f}s after the last heartbeat")
         assert ended <= lease.LAPSE_S + lease.POLL_S + 2.0, ended
-        assert wait_for(lambda: outcome_path(ctx.state_dir, record.fault_id).exists(), 10)
+        wait_until(
+            lambda: outcome_path(ctx.state_dir, record.fault_id).exists(),
+            timeout_s=10,
+            interval_s=0.05,
+            what="the watchdog's outcome file",
+        )
         outcome = json.loads(outcome_path(ctx.state_dir, record.fault_id).read_text())
         assert outcome["reverted"] and outcome["clean"], outcome
         assert "renewing" in outcome["reason"], outcome

@@ -38,9 +38,9 @@ import pytest
 
 from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.registry import DriverRegistry
-from tests.conftest import require
+from tests.conftest import poll, require, wait_until
 from tests.contract.cases import Target
-from tests.contract.targets import adopting_orphans, wait_for
+from tests.contract.targets import adopting_orphans
 
 # The proxy cells' target: a proxy server subprocess and an echo upstream (module-scoped
 # fixtures), with a fresh proxy per cell.
@@ -106,7 +106,12 @@ def test_cell(case: OpCase, scenario: str, tmp_path: Path, request: pytest.Fixtu
             injected = run.wait_event("fault-injected")
             record = RevertRecord.from_dict(injected["record"])
             assert ledger_state(record.fault_id) == "open", "an active fault must have an open ledger entry"
-            assert wait_for(lambda: case.effect(target, record), 5.0), f"{case.id}: the fault never showed"
+            wait_until(
+                lambda: case.effect(target, record),
+                timeout_s=5.0,
+                interval_s=0.05,
+                what=f"{case.id}'s fault to show",
+            )
             _SCENARIO[scenario](case, target, run, record, driver, ctx)
         finally:
             if run.proc.poll() is None:
@@ -129,7 +134,7 @@ def _clean(
         last["report"] = driver.check_clean(ctx, record)
         return not last["seen"] and bool(last["report"].clean)
 
-    wait_for(clean, within_s)
+    poll(clean, timeout_s=within_s, interval_s=0.05)
     assert not last["seen"], f"{case.id}: the fault still shows on the target"
     assert last["report"].clean, last["report"].residue
 
@@ -263,7 +268,10 @@ def _second_sigint(
     run.signal(signal.SIGINT)
     run.wait_gate("rollback")  # inside the shielded wind-down
     run.signal(signal.SIGINT)
-    time.sleep(0.2)
+    # The run acknowledges the second Ctrl-C on stderr before the rollback may go on.
+    wait_until(
+        lambda: "reverts are never skipped" in run.err_so_far(), timeout_s=10, what="the second SIGINT"
+    )
     run.release("rollback")
     journal = _finished(case, target, run, record, driver, ctx, EXPECTED_EXIT["second-sigint"])
     assert "reverts are never skipped" in run.err, run.err
@@ -367,11 +375,18 @@ def test_ctrl_c_hammered_until_exit(tmp_path: Path) -> None:
         try:
             run.wait_gate("held")
             record = RevertRecord.from_dict(run.wait_event("fault-injected")["record"])
-            deadline = time.monotonic() + 10  # a run that needs longer to revert one fault is hung
-            while run.proc.poll() is None and time.monotonic() < deadline:
+
+            def hammer() -> bool:
+                """One more Ctrl-C, every 2 ms (the pace is the test), until the run has exited."""
+                if run.proc.poll() is not None:
+                    return True
                 with contextlib.suppress(ProcessLookupError):
                     run.signal(signal.SIGINT)
-                time.sleep(0.002)
+                return False
+
+            poll(
+                hammer, timeout_s=10, interval_s=0.002
+            )  # a run that needs longer to revert one fault is hung
             code = run.finish(timeout_s=10)
             _clean(case, target, record, driver, ctx)
             assert "Aborted!" not in run.out + run.err and "Traceback" not in run.err, run.err
@@ -408,11 +423,13 @@ def test_sigint_while_a_timed_fault_is_reverted(tmp_path: Path) -> None:
         run = start_run(doc, tmp_path / "cell")
         try:
             injected = run.wait_event("fault-injected")
-            time.sleep(max(0.0, injected["ts"] + 1.0 - time.time()))  # the revert began at +0.2 s
+            # Not a barrier: the revert starts on a clock (the 0.2 s duration) and no event
+            # marks it; +1 s lands the SIGINT mid-wait in [0.2 s, 2 s], as the test intends.
+            time.sleep(max(0.0, injected["ts"] + 1.0 - time.time()))
             assert not by_kind(run.events(), "fault-reverted"), "the revert should still be waiting"
             run.signal(signal.SIGINT)
             code = run.finish()
-            assert wait_for(replica.live, 10), "the supervisor must have restarted it"
+            wait_until(replica.live, timeout_s=10, interval_s=0.05, what="the supervisor to restart it")
             journal = run.journal()
             checked = by_kind(journal["chaoslab"]["faults"], "clean-checked", injected["fault_id"])
             assert [c["clean"] for c in checked] == [True], checked

@@ -25,7 +25,7 @@ from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
 from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
-from tests.conftest import poll, require
+from tests.conftest import require, wait_until
 from tests.statepaths import env_state
 
 HAVE = all(importlib.util.find_spec(m) is not None for m in ("kmock", "kubernetes"))
@@ -66,10 +66,6 @@ def _op(driver: KubernetesDriver, name: str) -> Any:
     op = driver.operation(name)
     assert op is not None
     return op
-
-
-def _wait(cond: Any, timeout: float = 10.0) -> bool:
-    return poll(cond, timeout_s=timeout, interval_s=0.05) is not None
 
 
 def _alive(pid: int) -> bool:
@@ -264,8 +260,18 @@ def test_scale_lease_reverts_with_no_runner(
     record = driver.inject(ctx, record)
     assert emu.workload("deployment", "shop", "api")["spec"]["replicas"] == 1
     # nobody calls revert: the detached watchdog must restore 4 at lease end
-    assert _wait(lambda: emu.workload("deployment", "shop", "api")["spec"]["replicas"] == 4, 15)
-    assert _wait(lambda: not _alive(record.data["watchdog"]["pid"]), 5)
+    wait_until(
+        lambda: emu.workload("deployment", "shop", "api")["spec"]["replicas"] == 4,
+        timeout_s=15,
+        interval_s=0.05,
+        what="the watchdog to restore 4 replicas",
+    )
+    wait_until(
+        lambda: not _alive(record.data["watchdog"]["pid"]),
+        timeout_s=5,
+        interval_s=0.05,
+        what="the watchdog to exit",
+    )
     assert driver.check_clean(ctx, record).clean
     outcome = json.loads(outcome_path(ctx.state_dir, record.fault_id).read_text())
     assert outcome["reverted"] is True and outcome["clean"] is True, outcome
@@ -282,7 +288,12 @@ def test_scale_revert_from_a_new_process(
     out = _revert_in_new_process(record, tmp_path)
     assert out == {"reverted": True, "clean": True, "residue": []}
     assert emu.workload("statefulset", "shop", "db")["spec"]["replicas"] == 2
-    assert _wait(lambda: not _alive(record.data["watchdog"]["pid"]), 5)
+    wait_until(
+        lambda: not _alive(record.data["watchdog"]["pid"]),
+        timeout_s=5,
+        interval_s=0.05,
+        what="the watchdog to exit",
+    )
 
 
 def test_scale_refuses_when_changed_since_prepare(

@@ -19,6 +19,7 @@ def test_a_frozen_replica_costs_latency_not_errors(tmp_path: Path) -> None:
         gen = LoadGenerator(url=control.lb_url(state), rate=100, timeout_s=3.0, max_duration_s=8.0)
         gen.start()
         try:
+            # The sleeps are the experiment's phases (before, frozen, after), not barriers.
             time.sleep(1.5)
             os.kill(replica.pid, signal.SIGSTOP)  # accepts connections, never answers
             time.sleep(3.0)

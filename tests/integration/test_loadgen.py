@@ -17,6 +17,7 @@ from chaoslab.sli.base import ExactLatencies
 from chaoslab.sli.ctk import slo_check
 from chaoslab.sli.loadgen import LoadGenerator
 from chaoslab.sli.series_file import SeriesFileSource
+from tests.conftest import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_bounded_by_count(replica: str) -> None:
 def test_stop_ends_early(replica: str) -> None:
     gen = LoadGenerator(url=replica + "/", rate=200, max_duration_s=60)
     gen.start()
-    time.sleep(0.5)
+    wait_until(lambda: len(gen.code) >= 50, timeout_s=10, what="50 answered requests")
     start = time.monotonic()
     gen.stop()
     assert time.monotonic() - start < 1.0
@@ -127,11 +128,15 @@ def test_records_since_gives_every_request_once_with_its_send_index(replica: str
     gen.start()
     seen: list[tuple[int, int, float]] = []
     position = 0
-    deadline = time.monotonic() + 10
-    while gen.running and time.monotonic() < deadline:
+
+    def read_a_page() -> bool:
+        """One page, as the guard reads them while the load runs; True once it has ended."""
+        nonlocal position
         position, page = gen.records_since(position)
-        seen += page
-        time.sleep(0.01)
+        seen.extend(page)
+        return not gen.running
+
+    wait_until(read_a_page, timeout_s=10, interval_s=0.01, what="the load to end")
     gen.stop()
     position, page = gen.records_since(position)
     seen += page

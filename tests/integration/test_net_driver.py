@@ -87,6 +87,7 @@ def _inject(
         ("loss", {"interface": "lo", "percent": 101}, "host", InvalidInput, "above the maximum"),
     ],
 )
+@pytest.mark.usefixtures("host_iptables")  # compares the host's whole rule set
 def test_bad_input_is_refused_before_any_rule_exists(
     ctx: DriverContext, op: str, args: dict[str, Any], target: str, error: type[Exception], match: str
 ) -> None:

@@ -21,7 +21,8 @@ from chaoslab.drivers.process import ProcessDriver
 from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import InvalidInput, TargetNotFound, UnsafeTarget
 from chaoslab.lab.state import write_state
-from tests.contract.targets import adopting_orphans, lab_replica, sleepers, stop, unique_marker, wait_for
+from tests.conftest import wait_until
+from tests.contract.targets import adopting_orphans, lab_replica, sleepers, stop, unique_marker
 from tests.statepaths import env_state
 
 DRIVER = ProcessDriver()
@@ -198,9 +199,14 @@ def test_watchdog_resumes_when_the_lease_ends_and_records_the_outcome(ctx: Drive
         record = _suspend(ctx, f"pattern:{marker}", lease=1.0)
         try:
             assert _status(proc.pid) == psutil.STATUS_STOPPED
-            assert wait_for(lambda: _status(proc.pid) != psutil.STATUS_STOPPED, 2.5)
+            wait_until(
+                lambda: _status(proc.pid) != psutil.STATUS_STOPPED,
+                timeout_s=2.5,
+                interval_s=0.05,
+                what="the watchdog to resume the process",
+            )
             path = outcome_path(ctx.state_dir, record.fault_id)
-            assert wait_for(path.exists, 2.0)
+            wait_until(path.exists, timeout_s=2.0, interval_s=0.05, what="the watchdog's outcome file")
             outcome = json.loads(path.read_text())
             assert outcome["reverted"] and outcome["clean"], outcome
             assert outcome["lease_expired_at"] >= (record.lease_expires_at or 0)
@@ -216,7 +222,7 @@ def test_revert_never_signals_a_recycled_pid(ctx: DriverContext) -> None:
         DRIVER.revert(ctx, record)
         os.kill(proc.pid, signal.SIGSTOP)  # someone else stops the same pid...
         try:
-            wait_for(lambda: _status(proc.pid) == psutil.STATUS_STOPPED, 2)
+            wait_until(lambda: _status(proc.pid) == psutil.STATUS_STOPPED, timeout_s=2, what="the SIGSTOP")
             forged = record.with_data(
                 procs=[{"pid": proc.pid, "create_time": record.data["procs"][0]["create_time"] - 5}]
             )  # ...and our record names a process that started earlier: not this one

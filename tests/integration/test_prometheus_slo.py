@@ -32,7 +32,7 @@ from chaoslab.sli.budget import budget_status
 from chaoslab.sli.budget_gate import allowance_for, check_budget, spent_since, steady_state_from_files
 from chaoslab.sli.loadgen import LoadGenerator
 from chaoslab.sli.prometheus import PrometheusClient, PrometheusSLI, PrometheusSource
-from tests.conftest import require
+from tests.conftest import require, wait_until
 from tests.integration import promfixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,14 +90,20 @@ def traffic(lab: Lab) -> Traffic:
     slow = LoadGenerator(url=lab.lb + "/work?ms=150", rate=2, max_duration_s=14.0, timeout_s=5.0, name="slow")
     ok.start()
     t0 = ok.epoch
-    time.sleep(20.0)
+    time.sleep(20.0)  # the traffic's shape, not a barrier: 20 s of good requests only
     bad.start()
     slow.start()
     for gen in (ok, bad, slow):
         assert gen.wait(30), f"load generator {gen.name} did not finish"
         gen.stop()
     at = t0 + 33.0  # the error phase is [t0 + 20, t0 + 34)
-    time.sleep(max(0.0, at + 3.0 - time.time()))  # let Prometheus scrape past `at`
+    done = max(time.time(), at)  # every request has been answered (and counted) by now
+    wait_until(
+        lambda: (promfixture.last_scraped(lab.url) or 0.0) > done,
+        timeout_s=15,
+        interval_s=0.2,
+        what="a scrape of every replica after the last request",
+    )
     records = _records(ok, "/") + _records(bad, "/missing") + _records(slow, "/work")
     assert {c for _, _, c, p in records if p == "/missing"} == {404}
     assert {c for _, _, c, p in records if p != "/missing"} == {200}
@@ -383,15 +389,16 @@ def test_stale_data_is_an_error(lab: Lab, traffic: Traffic, tmp_path: Path) -> N
         sli = PrometheusSLI(client, slo)
         assert sli.freshness().newest is not None
         control.down(lab.base)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def stale() -> str | None:
             try:
                 sli.freshness()
             except SLIError as exc:
-                assert "stale data" in str(exc)
-                break
-            assert time.monotonic() < deadline, "Prometheus kept reporting fresh data with the lab down"
-            time.sleep(0.5)
+                return str(exc)
+            return None
+
+        error = wait_until(stale, timeout_s=10, interval_s=0.5, what="Prometheus to call the data stale")
+        assert "stale data" in error
         with pytest.raises(SLIError, match="stale"):
             budget_status(sli)
     assert math.isfinite(traffic.at)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from tests.integration.proxykit import (
     ProxyRef,
     connect,
@@ -20,7 +21,6 @@ from tests.integration.proxykit import (
     recv_all,
     recv_exactly,
     round_trip,
-    wait_until,
 )
 
 
@@ -172,7 +172,11 @@ def test_down_with_lease_is_reenabled_by_the_server(proxy: ProxyRef) -> None:
         assert live.recv(10) == b""  # live connections are dropped
     with pytest.raises(ConnectionRefusedError):
         connect(proxy.port).close()
-    assert wait_until(lambda: proxy.http("GET", f"/proxies/{proxy.name}").json()["enabled"], 2)
+    wait_until(
+        lambda: proxy.http("GET", f"/proxies/{proxy.name}").json()["enabled"],
+        timeout_s=2,
+        what="the lease to re-enable it",
+    )
     assert median_rtt(proxy.port, n=2) < 0.05  # same port again
 
 
@@ -182,7 +186,7 @@ def test_toxic_lease_ends_in_the_server(proxy: ProxyRef) -> None:
     assert toxic["lease_s"] == 0.5 and toxic["attributes"] == {"latency": 200, "jitter": 0}
     with connect(proxy.port) as sock:
         assert round_trip(sock) > 0.19
-        assert wait_until(lambda: proxy.toxics() == [], 2)
+        wait_until(lambda: proxy.toxics() == [], timeout_s=2, what="the toxic's lease to end")
         assert round_trip(sock) < 0.05
 
 
@@ -202,7 +206,7 @@ def test_heartbeat_lease_holds_while_renewed_and_ends_once_renewals_stop(proxy: 
             assert resp.json()["heartbeat_s"] == 1 and resp.json()["renewed_at"] <= time.time()
             assert [t["name"] for t in api.get(f"/proxies/{proxy.name}/toxics").json()] == ["hb"]
             time.sleep(0.2)
-        assert wait_until(lambda: proxy.toxics() == [], 5)
+        wait_until(lambda: proxy.toxics() == [], timeout_s=5, what="the unrenewed lease to end the toxic")
         assert time.monotonic() - last < 1.0 + 0.5
         late = api.post(renew)
         assert late.status_code == 410 and "no renewal for" in late.json()["error"], late.text
@@ -227,7 +231,11 @@ def test_down_heartbeat_lease_ends_once_renewals_stop(proxy: ProxyRef) -> None:
             assert api.post(renew).status_code == 200
             assert api.get(f"/proxies/{proxy.name}").json()["enabled"] is False
             time.sleep(0.2)
-        assert wait_until(lambda: api.get(f"/proxies/{proxy.name}").json()["enabled"], 3)
+        wait_until(
+            lambda: api.get(f"/proxies/{proxy.name}").json()["enabled"],
+            timeout_s=3,
+            what="the unrenewed lease to re-enable the proxy",
+        )
         assert median_rtt(proxy.port, n=2) < 0.05
         late = api.post(renew)
         assert late.status_code == 410 and "no renewal for" in late.json()["error"], late.text

@@ -25,7 +25,8 @@ from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.errors import DriverError, TargetNotFound
 from chaoslab.lab.state import write_state
 from chaoslab.paths import lab_dir
-from tests.integration.proxykit import ProxyRef, connect, median_rtt, wait_until
+from tests.conftest import wait_until
+from tests.integration.proxykit import ProxyRef, connect, median_rtt
 from tests.statepaths import env_state
 
 
@@ -150,7 +151,7 @@ def test_sigkilled_runner_fault_ends_with_the_lease(ctx: DriverContext, proxy: P
         runner.stdout.close()
     driver = ProxyDriver()
     assert not driver.check_clean(ctx, record).clean
-    assert wait_until(lambda: driver.check_clean(ctx, record).clean, timeout=2.0)
+    wait_until(lambda: driver.check_clean(ctx, record).clean, timeout_s=2.0, what="a clean check")
     assert time.monotonic() - injected_at <= 2.0  # within lease + 1 s
     assert median_rtt(proxy.port, n=2) < 0.05
 
@@ -184,7 +185,9 @@ def test_the_run_s_renewals_hold_the_fault_and_their_lapse_is_reported(
         last = time.monotonic()
         assert not driver.check_clean(ctx, record).clean
         time.sleep(0.25)
-    assert wait_until(lambda: driver.check_clean(ctx, record).clean, 3.0)
+    wait_until(
+        lambda: driver.check_clean(ctx, record).clean, timeout_s=3.0, what="the unrenewed lease to end it"
+    )
     assert time.monotonic() - last < 1.0 + 0.5
     reason = driver.renew(ctx, record)
     assert reason is not None and "the proxy ended it" in reason and "no renewal for" in reason, reason

@@ -27,8 +27,8 @@ import pytest
 from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
 from chaoslab.drivers.proxy.http_driver import HttpDriver
 from chaoslab.errors import InvalidInput
-from tests.conftest import require
-from tests.integration.proxykit import ProxyRef, wait_until
+from tests.conftest import require, wait_until
+from tests.integration.proxykit import ProxyRef
 from tests.statepaths import env_state
 
 Z_999 = 3.2905  # two-sided 99.9 % normal quantile: a correct proxy fails 1 run in 1000
@@ -416,7 +416,7 @@ def test_sigkilled_runner_http_fault_ends_with_the_lease(
         runner.stdout.close()
     driver = HttpDriver()
     assert not driver.check_clean(ctx, record).clean
-    assert wait_until(lambda: driver.check_clean(ctx, record).clean, timeout=2.0)
+    wait_until(lambda: driver.check_clean(ctx, record).clean, timeout_s=2.0, what="a clean check")
     assert time.monotonic() - injected_at <= 2.0  # within lease + 1 s
     with _client(web) as client:
         resp = client.get(path)

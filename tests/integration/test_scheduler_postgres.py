@@ -151,10 +151,6 @@ def _rows(url: str, scenario: str) -> list[Any]:
         store.close()
 
 
-def _wait(cond: Any, timeout: float, what: str) -> Any:
-    return wait_until(cond, timeout_s=timeout, interval_s=0.1, what=what)
-
-
 def _running_of(url: str, scenario: str, pid: int) -> Any:
     """A slot that daemon ``pid`` claimed itself (not adopted) and runs now, mid-nap."""
     for r in _rows(url, scenario):
@@ -197,7 +193,12 @@ steps: [quick.json]
         # Whichever daemon ticks first wins every claim race: hold B until A runs one.
         b.send_signal(signal.SIGSTOP)
         try:
-            first = _wait(lambda: _running_of(postgres, "every-second", a.pid), 30, "daemon A mid-run")
+            first = wait_until(
+                lambda: _running_of(postgres, "every-second", a.pid),
+                timeout_s=30,
+                what="daemon A mid-run",
+                interval_s=0.1,
+            )
         finally:
             b.send_signal(signal.SIGCONT)
         a.kill()
@@ -213,8 +214,11 @@ steps: [quick.json]
         # (as a long GC pause or a stalled VM would) until A2 runs a slot of its own.
         b.send_signal(signal.SIGSTOP)
         try:
-            second = _wait(
-                lambda: _running_of(postgres, "every-second", a2.pid), 30, "restarted daemon A mid-run"
+            second = wait_until(
+                lambda: _running_of(postgres, "every-second", a2.pid),
+                timeout_s=30,
+                what="restarted daemon A mid-run",
+                interval_s=0.1,
             )
         finally:
             b.send_signal(signal.SIGCONT)
@@ -229,13 +233,14 @@ steps: [quick.json]
         daemons.append(a3)
         b.send_signal(signal.SIGSTOP)  # likewise, so that A3 finishes work of its own
         try:
-            _wait(
+            wait_until(
                 lambda: any(
                     r.status == "finished" and f":{a3.pid}:" in r.scheduler
                     for r in _rows(postgres, "every-second")
                 ),
-                30,
-                "daemon A3 to finish a slot",
+                timeout_s=30,
+                what="daemon A3 to finish a slot",
+                interval_s=0.1,
             )
         finally:
             b.send_signal(signal.SIGCONT)
@@ -244,13 +249,14 @@ steps: [quick.json]
         # must still do work of its own (CI saw every finished slot go to A3).
         a3.send_signal(signal.SIGSTOP)
         try:
-            _wait(
+            wait_until(
                 lambda: any(
                     r.status == "finished" and f":{b.pid}:" in r.scheduler
                     for r in _rows(postgres, "every-second")
                 ),
-                30,
-                "daemon B to finish a slot after its stalls",
+                timeout_s=30,
+                what="daemon B to finish a slot after its stalls",
+                interval_s=0.1,
             )
         finally:
             a3.send_signal(signal.SIGCONT)
@@ -262,7 +268,7 @@ steps: [quick.json]
             )
             return past_end and not any(r.status in ("claimed", "running") for r in rows)
 
-        _wait(settled, 90, "every slot before the blackout to finish")
+        wait_until(settled, timeout_s=90, what="every slot before the blackout to finish", interval_s=0.1)
         for d in (b, a3):
             d.send_signal(signal.SIGTERM)
         for d in (b, a3):
@@ -373,7 +379,12 @@ steps: [quick.json]
             )
             return past_end and not any(r.status in ("claimed", "running") for r in rows)
 
-        _wait(settled, 120, "every slot before the blackout to be decided and finished")
+        wait_until(
+            settled,
+            timeout_s=120,
+            what="every slot before the blackout to be decided and finished",
+            interval_s=0.1,
+        )
         for d in daemons:
             d.send_signal(signal.SIGTERM)
         for d in daemons:

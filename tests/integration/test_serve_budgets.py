@@ -8,7 +8,6 @@ through the balancer; the page must show each SLO file's budget left and burn ra
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from chaoslab.lab import control
 from chaoslab.serve.app import Control, create_app
 from chaoslab.serve.auth import Auth
 from chaoslab.serve.views import Sources
-from tests.conftest import require
+from tests.conftest import poll, require
 from tests.integration import promfixture
 
 with warnings.catch_warnings():
@@ -45,17 +44,19 @@ def test_budgets_page_shows_budget_left_and_burn_rates_from_prometheus(tmp_path:
                 prometheus_url=url,
             )
             page = ""
-            deadline = time.monotonic() + 60
             with httpx.Client(timeout=2.0) as lab:
-                while time.monotonic() < deadline:
+
+                def budget_shown() -> bool:
+                    """20 more requests, then the page as a fresh app renders it (the page
+                    caches Prometheus's answer for 15 s)."""
+                    nonlocal page
                     for _ in range(20):
                         lab.get(lb + "/")
-                    # a fresh app each time: the page caches Prometheus's answer for 15 s
                     app = create_app(Control(sources=sources, auth=Auth("x" * 20), open_views=True))
                     page = TestClient(app).get("/budgets").text
-                    if "of the budget left" in page:
-                        break
-                    time.sleep(1.0)
+                    return "of the budget left" in page
+
+                poll(budget_shown, timeout_s=60, interval_s=1.0)
     finally:
         control.down(tmp_path / "lab")
     assert "of the budget left" in page, page

@@ -28,7 +28,7 @@ from chaoslab.drivers.base import DriverContext, RevertRecord
 from chaoslab.drivers.ssh.driver import SSHDriver
 from chaoslab.drivers.ssh.pool import CommandTimeout, HostKeyRefused
 from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
-from tests.conftest import poll, require
+from tests.conftest import poll, require, wait_until
 from tests.integration.sshfleet import SSHFleet, free_port, sshd_available
 from tests.statepaths import env_state
 
@@ -136,10 +136,6 @@ def state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
-
-
-def wait_for(pred: Any, timeout_s: float, step: float = 0.05) -> bool:
-    return poll(pred, timeout_s=timeout_s, interval_s=step) is not None
 
 
 def fault_processes(record: RevertRecord) -> list[int]:
@@ -478,12 +474,19 @@ def test_stress_cpu(driver: SSHDriver, ctx: DriverContext, inventory: Path, back
     )
     assert rec.data["results"]["h0"]["backend"] == backend
     # Observable: the fault's processes exist and burn CPU.
-    assert wait_for(lambda: len(fault_processes(rec)) >= 2, 3)
+    wait_until(
+        lambda: len(fault_processes(rec)) >= 2, timeout_s=3, interval_s=0.05, what="the fault's processes"
+    )
     before = _cpu_ticks(fault_processes(rec))
     # Idle processes gain no ticks; a busy loop gains 5 (50 ms of CPU) within a few seconds
     # even on this shared, loaded machine. The processes are listed afresh each time:
     # stress-ng forks its worker a moment after it starts, and that worker counts in full.
-    assert wait_for(lambda: _cpu_ticks(fault_processes(rec)) - before >= 5, 5)
+    wait_until(
+        lambda: _cpu_ticks(fault_processes(rec)) - before >= 5,
+        timeout_s=5,
+        interval_s=0.05,
+        what="50 ms of CPU burnt",
+    )
     assert driver.revert(ctx, rec).reverted
     assert driver.revert(ctx, rec).reverted
     assert_clean(driver, ctx, rec)
@@ -680,9 +683,14 @@ def test_sigkilled_runner_the_host_watchdog_ends_the_fault(
     assert observable(), "the fault must be in effect after the runner died"
     deadline = rec.lease_expires_at + 1.0
     # The fault itself is over within lease + 1 s ...
-    assert wait_for(lambda: not observable(), deadline - time.time()), "fault outlived lease + 1 s"
+    wait_until(
+        lambda: not observable(),
+        timeout_s=deadline - time.time(),
+        interval_s=0.05,
+        what="the lease to end the fault",
+    )
     # ... and the watchdog, which undoes first and tidies after, is gone soon after.
-    assert wait_for(lambda: not fault_processes(rec), 3), fault_processes(rec)
+    wait_until(lambda: not fault_processes(rec), timeout_s=3, interval_s=0.05, what="the watchdog to go")
     assert_clean(driver, ctx, rec)
 
 
@@ -766,10 +774,15 @@ def test_a_renewed_lease_holds_past_lapse_and_ends_soon_after_the_runner_dies(
         runner.stdout.close()
     # The last beat reached the host at most HEARTBEAT_S before the kill: the host ends
     # the fault within LAPSE_S + POLL_S of it (slack for this shared, loaded machine).
-    assert wait_for(lambda: not observable(rec), LAPSE_S + POLL_S + 2.0), "the fault outlived its lease"
+    wait_until(
+        lambda: not observable(rec),
+        timeout_s=LAPSE_S + POLL_S + 2.0,
+        interval_s=0.05,
+        what="the fault outlived its lease",
+    )
     ended_s = time.monotonic() - killed
     print(f"{op}: SIGKILL -> ended on the host in {ended_s:.2f}s")
-    assert wait_for(lambda: not fault_processes(rec), 3), fault_processes(rec)
+    wait_until(lambda: not fault_processes(rec), timeout_s=3, interval_s=0.05, what="the watchdog to go")
     lapsed = fleet.root / "remote-state" / f"{rec.fault_id}.h1.lapsed"
     assert "stopped renewing its lease" in lapsed.read_text(), "the host must say why it ended the fault"
     assert driver.revert(ctx, rec).reverted  # recover: takes the reason away with it
@@ -801,7 +814,12 @@ def test_renew_reports_a_lapse_the_host_saw_and_the_revert_records_it(
     rec = driver.inject(ctx, record)
     assert state(proc.pid) == "T"
     # Nobody renews: the host ends it LAPSE_S after the first beat (written at inject).
-    assert wait_for(lambda: state(proc.pid) != "T", lease.LAPSE_S + lease.POLL_S + 2.0)
+    wait_until(
+        lambda: state(proc.pid) != "T",
+        timeout_s=lease.LAPSE_S + lease.POLL_S + 2.0,
+        interval_s=0.05,
+        what="the host to end it",
+    )
     reasons: list[str | None] = []
 
     def reported() -> bool:
@@ -866,11 +884,21 @@ def test_a_run_renews_an_ssh_fault_as_long_as_its_method_and_reports_a_lapse(
         run.signal(signal.SIGSTOP)
         stopped = time.monotonic()
         try:
-            assert wait_for(lambda: state(proc.pid) != "T", LAPSE_S + POLL_S + 2.0), "no lapse on the host"
+            wait_until(
+                lambda: state(proc.pid) != "T",
+                timeout_s=LAPSE_S + POLL_S + 2.0,
+                interval_s=0.05,
+                what="no lapse on the host",
+            )
             print(f"renewals stopped -> ended on the host in {time.monotonic() - stopped:.2f}s")
         finally:
             run.signal(signal.SIGCONT)
-        assert wait_for(lambda: bool(by_kind(run.events(), "lease-lapsed")), 10), "the lapse was silent"
+        wait_until(
+            lambda: bool(by_kind(run.events(), "lease-lapsed")),
+            timeout_s=10,
+            interval_s=0.05,
+            what="the lapse was silent",
+        )
         run.release("held")
         code = run.finish()
     finally:
@@ -1044,8 +1072,11 @@ def test_every_command_has_a_timeout(driver: SSHDriver, ctx: DriverContext, inve
     assert isinstance(err.value.__cause__, CommandTimeout)
     assert time.monotonic() - started < 6
     # The host's own `timeout` ends the remote command too.
-    assert wait_for(
-        lambda: subprocess.run(["pgrep", "-f", f"sleep {unique}"], capture_output=True).returncode == 1, 5
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", f"sleep {unique}"], capture_output=True).returncode == 1,
+        timeout_s=5,
+        interval_s=0.05,
+        what="the remote command to end",
     )
 
 
@@ -1061,18 +1092,21 @@ def test_connect_is_retried_with_backoff(
     late.start()
     host = late.hosts[0]
     late._stop_one(host)
+    launcher = threading.Timer(0.5, lambda: late._launch(host))
     inv = late.inventory(tmp_path / "late.yaml", connect_attempts=6, connect_timeout="2s")
     once = late.inventory(tmp_path / "once.yaml", connect_attempts=1, connect_timeout="2s")
     try:
         with pytest.raises(DriverError, match="after 1 attempt"):
             probe(driver, ctx, "reachable", {"inventory": str(once)}, "ssh:h0")
-        threading.Timer(0.5, lambda: late._launch(host)).start()
+        launcher.start()  # the server comes up 0.5 s late: that delay is the behaviour under test
         started = time.monotonic()
         assert probe(driver, ctx, "reachable", {"inventory": str(inv)}, "ssh:h0") == {"h0": True}
         assert time.monotonic() - started >= 0.4
     finally:
         driver.close()
-        time.sleep(0.6)  # the timer has fired by now
+        launcher.cancel()
+        if launcher.ident is not None:  # started: fired (and launched) or cancelled, then stop
+            launcher.join(timeout=10)
         late.stop()
 
 

@@ -103,10 +103,12 @@ def test_lock_of_a_sigkilled_runner_is_reclaimed(spawn: list[subprocess.Popen[st
     if reap:
         child.wait(timeout=10)
     else:  # killed but not yet reaped by its parent: a zombie holds nothing
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(
+            lambda: Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] == "Z",
+            timeout_s=10,
+            interval_s=0.01,
+            what="the killed holder to be a zombie",
+        )
     with acquire(["pid:4321"], "next-run", directory=env_state().locks) as locks:
         (reclaimed,) = locks.reclaimed
         assert reclaimed.target == "pid:4321"
@@ -120,7 +122,7 @@ def test_a_live_holder_keeps_its_lock_even_after_its_lease_expired(
     spawn: list[subprocess.Popen[str]],
 ) -> None:
     child = hold(spawn, "slow-run", ["ssh:db-1"], lease="0.05")
-    time.sleep(0.2)
+    time.sleep(0.2)  # not a barrier: a lease is a clock, and 0.2 s is past its 0.05 s
     with pytest.raises(LockHeld) as err:
         acquire(["ssh:db-1"], "impatient-run", directory=env_state().locks)
     assert f"pid {child.pid}" in err.value.holder

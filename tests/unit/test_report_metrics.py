@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaoslab.report.metrics import MetricsError, build_registry, exposition, push, write_metrics_file
 from chaoslab.report.view import RunView
-from tests.conftest import require
+from tests.conftest import poll, require
 from tests.journals import make_journal
 
 
@@ -69,17 +68,19 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
         stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"pushgateway exited: {(tmp_path / 'pgw.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"pushgateway did not start: {(tmp_path / 'pgw.log').read_text()}")
-                time.sleep(0.1)
+        if poll(ready, timeout_s=10, interval_s=0.1) is None:
+            pytest.fail(f"pushgateway did not start: {(tmp_path / 'pgw.log').read_text()}")
         yield url
     finally:
         proc.terminate()

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CMD = [sys.executable, "-m", "chaoslab.cli"]
@@ -120,14 +121,16 @@ def test_daemon_sigterm_interrupts_the_run_reverts_and_exits_cleanly(tmp_path: P
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        events: list[Path] = []
-        while time.monotonic() < deadline:
-            events = list((tmp_path / "runs").glob("slow/*/0-trivial/events.ndjson"))
-            if events and '"name": "nap"' in events[0].read_text():
-                break
-            time.sleep(0.1)
-        assert events, "no run started"
+        wait_until(
+            lambda: [
+                e
+                for e in (tmp_path / "runs").glob("slow/*/0-trivial/events.ndjson")
+                if '"name": "nap"' in e.read_text()
+            ],
+            timeout_s=60,
+            interval_s=0.1,
+            what="a run mid-method",
+        )
         kids = psutil.Process(daemon.pid).children(recursive=True)
         daemon.send_signal(signal.SIGTERM)
         out, err = daemon.communicate(timeout=60)

@@ -296,7 +296,9 @@ def test_sigterm_interrupts_runs_which_revert_and_are_recorded(tmp_path: Path, s
     child = _wait_for_child(store, "long", slot_key(MONDAY_10))
     assert child.liveness().life.value == "alive"
     events = sched.slot_root("long", MONDAY_10) / "0-trivial" / "events.ndjson"
-    _wait_until(lambda: events.exists() and '"name": "nap"' in events.read_text())  # mid-method
+    wait_until(
+        lambda: events.exists() and '"name": "nap"' in events.read_text(), timeout_s=30.0, interval_s=0.05
+    )  # mid-method
     started = time.monotonic()
     sched.stop()
     sched.close()
@@ -309,18 +311,15 @@ def test_sigterm_interrupts_runs_which_revert_and_are_recorded(tmp_path: Path, s
     assert store.schedulers() == {}  # it left the store
 
 
-def _wait_until(cond: Any, timeout: float = 30.0) -> None:
-    wait_until(cond, timeout_s=timeout, interval_s=0.05)
-
-
 def _wait_for_child(store: SQLStore, scenario: str, slot: str, timeout: float = 30.0) -> Owner:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rec = store.get(scenario, slot)
-        if rec is not None and rec.child:
-            return Owner.from_dict(json.loads(rec.child))
-        time.sleep(0.05)
-    raise AssertionError("the run never started")
+    """The run's child process, once the store records it."""
+    rec = wait_until(
+        lambda: (r := store.get(scenario, slot)) is not None and r.child and r,
+        timeout_s=timeout,
+        interval_s=0.05,
+        what="the run to start",
+    )
+    return Owner.from_dict(json.loads(rec.child))
 
 
 def _dead_owner() -> dict[str, Any]:

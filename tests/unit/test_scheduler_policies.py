@@ -35,10 +35,6 @@ from tests.statepaths import env_state
 from tests.unit.schedulerkit import MONDAY_10, FakeClock, make, rows, write_scenario
 
 
-def _wait_until(cond: Any, timeout: float = 60.0) -> None:
-    wait_until(cond, timeout_s=timeout, interval_s=0.05)
-
-
 class Refuse:
     """A gate that always refuses: a claim is made and recorded, nothing is run."""
 
@@ -58,8 +54,10 @@ def test_forbid_is_the_default_and_records_a_busy_slot(tmp_path: Path, store: SQ
     sched = make([sc], store, clock, tmp_path)
     try:
         sched.tick()  # 10:00 starts and runs for ~4 s
-        _wait_until(
-            lambda: (r := store.get("slow", slot_key(MONDAY_10))) is not None and r.status == "running"
+        wait_until(
+            lambda: (r := store.get("slow", slot_key(MONDAY_10))) is not None and r.status == "running",
+            timeout_s=60.0,
+            interval_s=0.05,
         )
         clock.advance(minutes=1)
         sched.tick()  # 10:01 is due while 10:00 still runs
@@ -106,16 +104,24 @@ def test_replace_stops_the_running_slot_which_reverts_then_runs_the_new_one(
     try:
         sched.tick()
         events = sched.slot_root("newest", MONDAY_10) / "0-trivial" / "events.ndjson"
-        _wait_until(lambda: events.exists() and '"name": "nap"' in events.read_text())
+        wait_until(
+            lambda: events.exists() and '"name": "nap"' in events.read_text(), timeout_s=60.0, interval_s=0.05
+        )
         clock.advance(minutes=1)
         started = time.monotonic()
         sched.tick()
         old = slot_key(MONDAY_10)
-        _wait_until(lambda: (r := store.get("newest", old)) is not None and r.status == "interrupted")
+        wait_until(
+            lambda: (r := store.get("newest", old)) is not None and r.status == "interrupted",
+            timeout_s=60.0,
+            interval_s=0.05,
+        )
         assert time.monotonic() - started < 20  # stopped, not waited out
         new = store.get("newest", "2025-01-13T10:01:00Z")
-        _wait_until(
-            lambda: (r := store.get("newest", "2025-01-13T10:01:00Z")) is not None and r.status == "running"
+        wait_until(
+            lambda: (r := store.get("newest", "2025-01-13T10:01:00Z")) is not None and r.status == "running",
+            timeout_s=60.0,
+            interval_s=0.05,
         )
         assert new is not None
     finally:
