@@ -34,9 +34,10 @@ Where the promise does not hold:
   (``systemd-run``, ``at``, ``docker run``, a remote ``ssh host 'cmd &'``, a service
   asked over a socket) is nobody's descendant here;
 - adopted orphans (escapees whose parent exited) are attributed by time: two activities
-  running at once share those adopted meanwhile; and a child another thread of the
-  runner (not an activity's) forked meanwhile and still runs when the activity ends (a
-  fault's short-lived ``iptables`` beside a background activity) is counted in too;
+  running at once share those adopted meanwhile; and as the kernel hands orphans to the
+  runner's main thread, a child the *main* thread forked meanwhile and still running
+  when the activity ends is counted in too (children of the run's other threads — the
+  guard's revert, heartbeats, dispatched reverts — never are);
 - a python activity abandoned at its deadline keeps running on its thread: what it
   starts after the run wound down is ended only by the runner's exit (its thread dies
   with the process), not walked again;
@@ -122,8 +123,9 @@ class Tree:
     The kernel lists a process's children per thread (``/proc/PID/task/TID/children``),
     so what an activity's own thread started is told apart exactly from what another
     activity's thread started at the same time (a continuous hypothesis probe beside a
-    method action). Adopted orphans are listed under the runner's first thread: those
-    are told apart by time only (new since the activity started).
+    method action). Adopted orphans are listed under the runner's main thread: those
+    (and the main thread's own children) are told apart by time only (new since the
+    activity started).
     """
 
     def __init__(self, others: Callable[[], set[int]] = set) -> None:
@@ -143,8 +145,11 @@ class Tree:
         table = tree_table(me)
         own = set(task_children(me, self.tid)) if self.tid is not None else set()
         theirs = {p for tid in self._others() for p in task_children(me, tid)}
-        direct = {p for p, st in table.items() if st[1] == me}
-        adopted = {p for p in direct - own - theirs if self.before.get(p) != table[p][3]}
+        # The kernel hands an orphan to the subreaper's first live thread, the main one:
+        # children of the run's other threads (the guard's revert, the heartbeats, a
+        # dispatched revert running ``iptables``) are never taken for adopted orphans.
+        leader = set(task_children(me, me))
+        adopted = {p for p in leader - own - theirs if p in table and self.before.get(p) != table[p][3]}
         new: dict[int, int] = {}
         for root in (own | adopted) & set(table):
             new[root] = table[root][3]
