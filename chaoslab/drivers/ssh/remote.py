@@ -449,6 +449,12 @@ def suspend_script(
             *_resolved(targets),
             *_watchdog_with_pids(wait, body, heartbeat),
             "kill -STOP $pids",
+            # A signal is delivered when its process is next scheduled: report the fault
+            # once each process shows as stopped (or is gone), within 2 s, as the local
+            # process driver does.
+            'for p in $pids; do n=0; while [ $n -lt 100 ]; do st=$(cl_field "$p" 1); '
+            '[ -z "$st" ] || [ "$st" = T ] && break; sleep 0.02 2>/dev/null || break; '
+            "n=$((n+1)); done; done",
             'echo "pids=$pids"',
         ]
     )
