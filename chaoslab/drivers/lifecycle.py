@@ -29,7 +29,7 @@ target's text to be resolved again. A record that does not decode is a ``DriverE
 **LeasedFault** -- a change held until reverted or until its lease ends on the target:
 
     prepare: plan → record (lease from ``check_lease``)
-    inject:  refuse (``refuse``) → start the lease → arm it (the watchdog) → apply
+    inject:  refuse (``refuse``) → start the lease (``start_lease``) → arm it (the watchdog) → apply
     revert:  undo → residue? → lease kept, reverted=False
                              → none: retire the lease (stop the watchdog), reverted=True
     check_clean: residue + an armed watchdog still waiting (``notes`` as its detail)
@@ -278,7 +278,8 @@ class LeasedFault[D: LeasedData](Fault[D]):
     Fill in ``undo`` and ``residue`` besides ``plan``/``apply``/``identities``. The lease
     is the detached watchdog (``chaoslab.drivers.watchdog``) unless ``needs_watchdog``
     says the target ends the fault by itself; a lease kept elsewhere overrides the
-    trio ``arm``/``retire``/``lease_residue``.
+    trio ``arm``/``retire``/``lease_residue`` (and ``start_lease`` when it counts its
+    lease differently).
     """
 
     lease_kind = LeaseKind.TARGET
@@ -312,7 +313,7 @@ class LeasedFault[D: LeasedData](Fault[D]):
         self.refuse(ctx, record, data)
         if ctx.dry:
             return encode(record, msgspec.structs.replace(data, dry=True))
-        record = start_lease(record)  # the lease covers the whole time the fault is on
+        record = self.start_lease(record)  # the lease covers the whole time the fault is on
         # Armed before the change: the lease holds from the first moment.
         try:
             data = self.arm(ctx, record, data)
@@ -357,6 +358,12 @@ class LeasedFault[D: LeasedData](Fault[D]):
         return CleanReport(
             clean=not residue, residue=tuple(residue), detail="; ".join(self.notes(ctx, record, data))
         )
+
+    def start_lease(self, record: RevertRecord) -> RevertRecord:
+        """The record with its lease counted from now, as inject begins. Default: the
+        record's ``lease_s``, or the default lease when it has none; a lease kept by the
+        target itself (a fault proxy) may count none when it sends none."""
+        return start_lease(record)
 
     def arm(self, ctx: DriverContext, record: RevertRecord, data: D) -> D:
         """Start the lease on the target side, before the change: the watchdog, when

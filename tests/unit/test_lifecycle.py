@@ -47,6 +47,8 @@ from chaoslab.drivers.lifecycle import (
     encode,
     not_applied,
 )
+from chaoslab.drivers.proxy.driver import DownData, ProxyDriver, ToxicData
+from chaoslab.drivers.proxy.http_driver import HttpDriver
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.compile import load_experiment
 from chaoslab.engine.journal import read_events
@@ -244,6 +246,56 @@ def test_a_half_applied_fault_is_reverted_before_the_error_surfaces(
     assert not (tmp_path / "mark").exists() and not (tmp_path / "lease").exists()
 
 
+class OwnLease(Mark):
+    """A lease the target counts itself (as the fault proxy's): none sent, none counted."""
+
+    def lease_for(self, ask: Ask) -> float | None:
+        return ask.lease_s
+
+    def start_lease(self, record: RevertRecord) -> RevertRecord:
+        return record if record.lease_s is None else super().start_lease(record)
+
+
+def test_start_lease_counts_from_inject_unless_the_fault_counts_it_itself(
+    ctx: DriverContext, tmp_path: Path
+) -> None:
+    before = time.time()
+    driver = MarkDriver()
+    record = driver.inject(ctx, _record(ctx, tmp_path))  # the default: lease_s from inject on
+    assert record.lease_expires_at is not None
+    assert before + 5.0 <= record.lease_expires_at <= time.time() + 5.0
+    assert driver.revert(ctx, record).reverted
+
+    own = OwnLease(driver)
+    planned = own.prepare(ctx, Ask(args={}, full={}, target=str(tmp_path), lease_s=None))
+    assert planned.lease_s is None and planned.lease_expires_at is None
+    injected = own.inject(ctx, planned)
+    assert injected.lease_expires_at is None, "a lease nobody holds was given an expiry"
+    assert (tmp_path / "mark").exists() and own.revert(ctx, injected).reverted
+
+
+def test_proxy_records_keep_the_keys_open_ledger_entries_have() -> None:
+    """The proxy and http faults moved onto the skeleton; entries an older chaoslab left
+    open (plain dicts with these keys) still decode, and new ones look the same."""
+    toxic = {
+        "name": "chaoslab-f1",
+        "type": "latency",
+        "stream": "downstream",
+        "toxicity": 1.0,
+        "attributes": {"latency": 300, "jitter": 0},
+    }
+    old = RevertRecord(driver="proxy", operation="latency", target="lab:replica-1").with_data(
+        api="http://127.0.0.1:8474", proxy="replica-1", toxic=toxic, heartbeat_s=3.0
+    )
+    data = decode(old, ToxicData)
+    assert data.toxic.attributes == {"latency": 300, "jitter": 0} and data.heartbeat_s == 3.0
+    assert encode(old, data).data == old.data
+    down = RevertRecord(driver="proxy", operation="down", target="t").with_data(api="http://a", proxy="p")
+    assert encode(down, decode(down, DownData)).data == {"api": "http://a", "proxy": "p"}
+    assert ProxyDriver().heartbeat_ops == {f.operation for f in ProxyDriver.faults}
+    assert HttpDriver().heartbeat_ops == {"abort", "delay", "rewrite", "truncate"}
+
+
 def test_a_dry_inject_touches_nothing(tmp_path: Path) -> None:
     dry = DriverContext(run_id="plan", state_dir=tmp_path / "state", dry=True, lab_dir=env_state().lab)
     driver = MarkDriver()
@@ -334,7 +386,7 @@ def _fault_drivers() -> list[FaultDriver]:
 
 def test_every_fault_driver_table_matches_its_operations() -> None:
     drivers = _fault_drivers()
-    assert {d.name for d in drivers} >= {"process", "mark"}
+    assert {d.name for d in drivers} >= {"process", "proxy", "http", "mark"}
     for driver in drivers:
         faults = {o.name: o for o in driver.operations() if o.kind is Kind.FAULT}
         assert set(faults) == {f.operation for f in driver.faults}, driver.name

@@ -26,26 +26,24 @@ died with it.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import msgspec
 
 from chaoslab.drivers.base import (
-    CleanReport,
-    Driver,
     DriverContext,
     Kind,
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     parse_duration,
-    with_defaults,
 )
 from chaoslab.drivers.lease import LAPSE_S
+from chaoslab.drivers.lifecycle import Ask, Fault, FaultDriver, LeasedData, LeasedFault
 from chaoslab.drivers.targets import LabState
 from chaoslab.drivers.watchdog import report_lapse
 from chaoslab.errors import DriverError, Problem, TargetNotFound
@@ -77,38 +75,310 @@ def _ms(args: Mapping[str, Any], key: str) -> int:
     return round(parse_duration(args.get(key, 0)) * 1000)
 
 
-# How each operation's arguments become Toxiproxy attributes (in its units).
-def _attributes(op: str, args: Mapping[str, Any]) -> dict[str, int]:
-    match op:
-        case "latency":
-            return {"latency": _ms(args, "latency"), "jitter": _ms(args, "jitter")}
-        case "bandwidth":
-            return {"rate": int(args["rate"])}
-        case "timeout":
-            return {"timeout": _ms(args, "timeout")}
-        case "reset_peer":
-            return {"timeout": _ms(args, "timeout")}
-        case "slicer":
-            return {
-                "average_size": int(args["average_size"]),
-                "size_variation": int(args.get("size_variation", 0)),
-                "delay": int(args.get("delay_us", 0)),
-            }
-        case "slow_close":
-            return {"delay": _ms(args, "delay")}
-        case "limit_data":
-            return {"bytes": int(args["bytes"])}
-    raise DriverError(f"no toxic for operation {op!r}", driver="proxy")
+# --- typed record data ----------------------------------------------------------------------
+# ``omit_defaults``: the record's data keys are exactly those written before the skeleton
+# (``api``, ``proxy``, ``toxic``, and ``heartbeat_s`` once the server keeps a heartbeat
+# lease), so entries left open by an older chaoslab still read.
 
 
-class ProxyDriver(Driver):
+class Toxic(msgspec.Struct, frozen=True, kw_only=True):
+    """The toxic a fault creates, as the Toxiproxy API takes it."""
+
+    name: str
+    type: str
+    stream: str
+    toxicity: float
+    attributes: dict[str, Any]
+
+
+class ProxyData(LeasedData, frozen=True, kw_only=True, omit_defaults=True):
+    """A fault on one proxy: the API base URL and the proxy's name; ``heartbeat_s`` once
+    injected on a server that keeps a heartbeat lease (a real Toxiproxy does not)."""
+
+    api: str
+    proxy: str
+    heartbeat_s: float | None = None
+
+
+class ToxicData(ProxyData, frozen=True, kw_only=True, omit_defaults=True):
+    toxic: Toxic
+
+
+class DownData(ProxyData, frozen=True, kw_only=True, omit_defaults=True):
+    """``down``: the proxy's ``enabled`` flag; nothing more to record."""
+
+
+# --- the faults -------------------------------------------------------------------------------
+
+
+class ProxyFault[PD: ToxicData | DownData](LeasedFault[PD]):
+    """A change on one proxy whose lease lives in the proxy server: sent with the change
+    (``lease_s`` and, while the run renews it, ``heartbeat_s``), renewed through
+    ``ProxyDriver.renew``, ended by the server itself. No local watchdog."""
+
+    @property
+    def proxy_driver(self) -> ProxyDriver:
+        assert isinstance(self.driver, ProxyDriver)
+        return self.driver
+
+    # -- what each kind says ----------------------------------------------------------------
+
+    @abstractmethod
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> PD:
+        """The record data for the proxy ``read_proxy`` found. No side effect."""
+
+    @abstractmethod
+    def send(self, record: RevertRecord, data: PD, lease: Mapping[str, float]) -> httpx.Response:
+        """Make the change, carrying ``lease``."""
+
+    @abstractmethod
+    def take_back(self, record: RevertRecord, data: PD) -> tuple[httpx.Response, str]:
+        """Undo the change: the answer and what a success means."""
+
+    @abstractmethod
+    def still_there(self, data: PD, proxy: Mapping[str, Any]) -> list[str]:
+        """What of the change the proxy (as the API shows it) still has."""
+
+    @abstractmethod
+    def renew_path(self, data: PD) -> str:
+        """The route that renews this fault's heartbeat lease."""
+
+    # -- the skeleton's hooks ---------------------------------------------------------------
+
+    def lease_for(self, ask: Ask) -> float | None:
+        return ask.lease_s  # the server checks it; None: no lease sent
+
+    def start_lease(self, record: RevertRecord) -> RevertRecord:
+        # With no lease_s no lease is sent: the server holds none, so none is counted here.
+        return record if record.lease_s is None else super().start_lease(record)
+
+    def needs_watchdog(self, record: RevertRecord, data: PD) -> bool:
+        return False  # the proxy server holds the lease
+
+    def retire(self, ctx: DriverContext, record: RevertRecord, data: PD) -> None:
+        """Nothing to stop: removing the change ended its lease on the server."""
+
+    def lease_residue(self, record: RevertRecord, data: PD) -> list[str]:
+        return []  # the server's lease ends with the change: no residue of its own
+
+    def identities(self, record: RevertRecord, data: PD) -> tuple[str, ...]:
+        """The proxy itself: its API address and name."""
+        return (f"proxy:{data.api}/{data.proxy}",)
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> PD:
+        api, name, proxy = self.proxy_driver.read_proxy(ctx, ask.target)
+        return self.plan_on(ask, api, name, proxy)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: PD) -> PD:
+        lease: dict[str, float] = {"lease_s": record.lease_s} if record.lease_s else {}
+        if record.heartbeat:
+            lease["heartbeat_s"] = LAPSE_S  # the run renews it (``renew``) while it lives
+        resp = self.send(record, data, lease)
+        if resp.status_code == 404:
+            raise TargetNotFound(
+                f"no proxy named {data.proxy!r}", driver=self.driver.name, target=record.target
+            )
+        if resp.status_code not in (200, 201):
+            raise self.proxy_driver.failure(resp, f"injecting {record.operation}", record.target)
+        answer = resp.json()
+        if record.heartbeat and answer.get("heartbeat_s"):
+            # The server keeps a heartbeat lease (a real Toxiproxy does not): renew it.
+            data = msgspec.structs.replace(data, heartbeat_s=float(answer["heartbeat_s"]))
+        return data
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: PD) -> str:
+        try:
+            resp, done = self.take_back(record, data)
+        except DriverError as exc:
+            if isinstance(exc.__cause__, httpx.ConnectError):
+                return "proxy server gone; its toxics died with it"
+            raise
+        if resp.status_code == 404:
+            lapsed = self.lapsed_on_server(ctx, record, data)
+            return f"already ended: {lapsed}" if lapsed else "already clean"
+        if resp.status_code not in (200, 204):
+            raise self.proxy_driver.failure(resp, f"reverting {record.operation}", record.target)
+        return done
+
+    def look(self, record: RevertRecord, data: PD) -> tuple[list[str], str]:
+        """(residue, detail) as the proxy API shows it now. Read-only."""
+        try:
+            resp = self.proxy_driver.request(data.api, "GET", f"/proxies/{data.proxy}", record.target)
+        except DriverError as exc:
+            if isinstance(exc.__cause__, httpx.ConnectError):
+                return [], "proxy server not running"
+            return [str(exc)], "cannot verify"
+        if resp.status_code == 404:
+            return [], f"proxy {data.proxy!r} no longer exists"
+        if resp.status_code != 200:
+            return [f"HTTP {resp.status_code}"], "cannot verify"
+        return self.still_there(data, resp.json()), ""
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: PD) -> list[str]:
+        return self.look(record, data)[0]
+
+    def notes(self, ctx: DriverContext, record: RevertRecord, data: PD) -> list[str]:
+        detail = self.look(record, data)[1]
+        return [detail] if detail else []
+
+    def lapsed_on_server(self, ctx: DriverContext, record: RevertRecord, data: PD) -> str | None:
+        """Whether the server says a lease ended the fault; if so, report it to the run."""
+        if not data.heartbeat_s:
+            return None
+        try:
+            with httpx.Client(base_url=data.api, timeout=RENEW_TIMEOUT_S, verify=False) as client:
+                resp = client.post(self.renew_path(data))
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 410:
+            return None
+        reason = _gone(resp) or "its lease on the proxy ended"
+        report_lapse(ctx.state_dir, record.fault_id, reason)
+        return reason
+
+
+class ToxicFault(ProxyFault[ToxicData]):
+    """One toxic named ``chaoslab-<fault_id>``; subclasses say its type and attributes."""
+
+    data_type = ToxicData
+
+    @abstractmethod
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The operation's arguments (defaults filled in) as the toxic's attributes."""
+
+    def toxic(self, ask: Ask) -> Toxic:
+        return Toxic(
+            name=TOXIC_PREFIX + ask.fault_id,
+            type=self.operation,
+            stream=str(ask.full["stream"]),
+            toxicity=float(ask.full["toxicity"]),
+            attributes=self.attributes(ask.full),
+        )
+
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> ToxicData:
+        return ToxicData(api=api, proxy=name, toxic=self.toxic(ask))
+
+    def send(self, record: RevertRecord, data: ToxicData, lease: Mapping[str, float]) -> httpx.Response:
+        body = {**msgspec.to_builtins(data.toxic), **lease}
+        return self.proxy_driver.request(
+            data.api, "POST", f"/proxies/{data.proxy}/toxics", record.target, body
+        )
+
+    def take_back(self, record: RevertRecord, data: ToxicData) -> tuple[httpx.Response, str]:
+        path = f"/proxies/{data.proxy}/toxics/{data.toxic.name}"
+        return self.proxy_driver.request(data.api, "DELETE", path, record.target), "toxic removed"
+
+    def still_there(self, data: ToxicData, proxy: Mapping[str, Any]) -> list[str]:
+        if any(t.get("name") == data.toxic.name for t in proxy.get("toxics") or []):
+            return [f"toxic {data.toxic.name!r} still on proxy {data.proxy!r}"]
+        return []
+
+    def renew_path(self, data: ToxicData) -> str:
+        return f"/proxies/{data.proxy}/toxics/{data.toxic.name}/renew"
+
+
+class Latency(ToxicFault):
+    operation = "latency"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"latency": _ms(args, "latency"), "jitter": _ms(args, "jitter")}
+
+
+class Bandwidth(ToxicFault):
+    operation = "bandwidth"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"rate": int(args["rate"])}
+
+
+class Timeout(ToxicFault):
+    operation = "timeout"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"timeout": _ms(args, "timeout")}
+
+
+class ResetPeer(ToxicFault):
+    operation = "reset_peer"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"timeout": _ms(args, "timeout")}
+
+
+class Slicer(ToxicFault):
+    operation = "slicer"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "average_size": int(args["average_size"]),
+            "size_variation": int(args.get("size_variation", 0)),
+            "delay": int(args.get("delay_us", 0)),
+        }
+
+
+class SlowClose(ToxicFault):
+    operation = "slow_close"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"delay": _ms(args, "delay")}
+
+
+class LimitData(ToxicFault):
+    operation = "limit_data"
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"bytes": int(args["bytes"])}
+
+
+class Down(ProxyFault[DownData]):
+    """The proxy's ``enabled`` flag; the lease travels with it (the server re-enables)."""
+
+    operation = "down"
+    data_type = DownData
+
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> DownData:
+        return DownData(api=api, proxy=name)
+
+    def send(self, record: RevertRecord, data: DownData, lease: Mapping[str, float]) -> httpx.Response:
+        body = {"enabled": False, **lease}
+        return self.proxy_driver.request(data.api, "POST", f"/proxies/{data.proxy}", record.target, body)
+
+    def take_back(self, record: RevertRecord, data: DownData) -> tuple[httpx.Response, str]:
+        path = f"/proxies/{data.proxy}"
+        return self.proxy_driver.request(
+            data.api, "POST", path, record.target, {"enabled": True}
+        ), "re-enabled"
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: DownData) -> str:
+        detail = super().undo(ctx, record, data)
+        if detail != "re-enabled":
+            return detail
+        # Re-enabling always answers 200; the server remembers if the lease did it first.
+        lapsed = self.lapsed_on_server(ctx, record, data)
+        return f"already re-enabled: {lapsed}" if lapsed else "re-enabled"
+
+    def still_there(self, data: DownData, proxy: Mapping[str, Any]) -> list[str]:
+        return [] if proxy.get("enabled", False) else [f"proxy {data.proxy!r} is still disabled"]
+
+    def renew_path(self, data: DownData) -> str:
+        return f"/proxies/{data.proxy}/renew"
+
+
+class ProxyDriver(FaultDriver):
     """TCP faults through a Toxiproxy-compatible proxy, each bounded by a server lease."""
 
     name = "proxy"
     summary = "TCP faults (latency, bandwidth, timeout, reset, ...) through a fault proxy"
     # Every fault: the server's lease follows the run's heartbeat (``renew``).
-    heartbeat_ops = frozenset(
-        {"latency", "bandwidth", "timeout", "reset_peer", "slicer", "slow_close", "limit_data", "down"}
+    faults: ClassVar[tuple[type[Fault[Any]], ...]] = (
+        Latency,
+        Bandwidth,
+        Timeout,
+        ResetPeer,
+        Slicer,
+        SlowClose,
+        LimitData,
+        Down,
     )
 
     def operations(self) -> Sequence[Operation]:
@@ -283,7 +553,7 @@ class ProxyDriver(Driver):
             "expected proxy:NAME@127.0.0.1:PORT or lab:NAME", driver=self.name, target=str(target)
         )
 
-    def _request(self, api: str, method: str, path: str, target: str, body: Any = None) -> httpx.Response:
+    def request(self, api: str, method: str, path: str, target: str, body: Any = None) -> httpx.Response:
         try:
             # The API is plain http: verify=False skips loading the CA bundle, which took
             # 60-180 ms per client on a loaded machine, on the guard's revert path.
@@ -297,14 +567,14 @@ class ProxyDriver(Driver):
     def read_proxy(self, ctx: DriverContext, target: str | None) -> tuple[str, str, dict[str, Any]]:
         """``target`` → (API base URL, proxy name, the proxy as the API shows it)."""
         api, name = self.resolve(target, ctx.lab_dir)
-        resp = self._request(api, "GET", f"/proxies/{name}", str(target))
+        resp = self.request(api, "GET", f"/proxies/{name}", str(target))
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
         if resp.status_code != 200:
-            raise self._fail(resp, "reading the proxy", str(target))
+            raise self.failure(resp, "reading the proxy", str(target))
         return api, name, dict(resp.json())
 
-    def _fail(self, resp: httpx.Response, what: str, target: str) -> DriverError:
+    def failure(self, resp: httpx.Response, what: str, target: str) -> DriverError:
         return DriverError(
             f"{what}: HTTP {resp.status_code} {resp.text.strip()}", driver=self.name, target=target
         )
@@ -312,155 +582,31 @@ class ProxyDriver(Driver):
     # -- probe --------------------------------------------------------------------------
     def probe(self, ctx: DriverContext, op: Operation, args: Mapping[str, Any], target: str | None) -> Any:
         api, name = self.resolve(target, ctx.lab_dir)
-        resp = self._request(api, "GET", f"/proxies/{name}/toxics", str(target))
+        resp = self.request(api, "GET", f"/proxies/{name}/toxics", str(target))
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
         if resp.status_code != 200:
-            raise self._fail(resp, "listing toxics", str(target))
+            raise self.failure(resp, "listing toxics", str(target))
         return resp.json()
 
     # -- faults -------------------------------------------------------------------------
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        api, name, _proxy = self.read_proxy(ctx, target)
-        record = RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=str(target),
-            run_id=ctx.run_id,
-            args=dict(args),
-            lease_s=lease_s,
-        )
-        data: dict[str, Any] = {"api": api, "proxy": name}
-        if op.name != "down":
-            merged = with_defaults(op, args)
-            data["toxic"] = {
-                "name": TOXIC_PREFIX + record.fault_id,
-                "type": op.name,
-                "stream": merged["stream"],
-                "toxicity": float(merged["toxicity"]),
-                "attributes": _attributes(op.name, merged),
-            }
-        return record.with_data(**data)
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        api, name, target = record.data["api"], record.data["proxy"], record.target
-        lease: dict[str, float] = {"lease_s": record.lease_s} if record.lease_s else {}
-        if record.heartbeat:
-            lease["heartbeat_s"] = LAPSE_S  # the run renews it (``renew``) while it lives
-        if record.operation == "down":
-            # The lease travels with the change: the server re-enables by itself.
-            resp = self._request(api, "POST", f"/proxies/{name}", target, {"enabled": False, **lease})
-        else:
-            resp = self._request(
-                api, "POST", f"/proxies/{name}/toxics", target, {**record.data["toxic"], **lease}
-            )
-        if resp.status_code == 404:
-            raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=target)
-        if resp.status_code not in (200, 201):
-            raise self._fail(resp, f"injecting {record.operation}", target)
-        answer = resp.json()
-        expires = answer.get("lease_expires_at")
-        if expires:
-            record = msgspec.structs.replace(record, lease_expires_at=expires)
-        if record.heartbeat and answer.get("heartbeat_s"):
-            # The server keeps a heartbeat lease (a real Toxiproxy does not): renew it.
-            record = record.with_data(heartbeat_s=answer["heartbeat_s"])
-        return record
-
-    def _renew_path(self, record: RevertRecord) -> str:
-        name = record.data["proxy"]
-        if record.operation == "down":
-            return f"/proxies/{name}/renew"
-        return f"/proxies/{name}/toxics/{record.data['toxic']['name']}/renew"
-
     def renew(self, ctx: DriverContext, record: RevertRecord) -> str | None:
         """One renewal of the fault's heartbeat lease on the proxy server (bounded by
         ``RENEW_TIMEOUT_S``). Returns why the fault is already gone: its lease ended it
         (410), it was deleted or reset by another client (404), or the server is gone."""
-        if not record.data.get("heartbeat_s"):
+        fault = self.fault(record.operation)
+        assert isinstance(fault, ProxyFault)
+        data = fault.decode(record)
+        if not data.heartbeat_s:
             return None  # not injected yet, or a server without heartbeat leases
         try:
-            with httpx.Client(base_url=record.data["api"], timeout=RENEW_TIMEOUT_S, verify=False) as client:
-                resp = client.post(self._renew_path(record))
+            with httpx.Client(base_url=data.api, timeout=RENEW_TIMEOUT_S, verify=False) as client:
+                resp = client.post(fault.renew_path(data))
         except httpx.ConnectError:
             return "the proxy server is gone (its toxics died with it)"
         except httpx.HTTPError:
             return None  # a missed beat: the next one, or the server's lease, takes over
         return _gone(resp)
-
-    def _lapsed_on_server(self, ctx: DriverContext, record: RevertRecord) -> str | None:
-        """Whether the server says a lease ended the fault; if so, report it to the run."""
-        if not record.data.get("heartbeat_s"):
-            return None
-        try:
-            with httpx.Client(base_url=record.data["api"], timeout=RENEW_TIMEOUT_S, verify=False) as client:
-                resp = client.post(self._renew_path(record))
-        except httpx.HTTPError:
-            return None
-        if resp.status_code != 410:
-            return None
-        reason = _gone(resp) or "its lease on the proxy ended"
-        report_lapse(ctx.state_dir, record.fault_id, reason)
-        return reason
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        api, name, target = record.data["api"], record.data["proxy"], record.target
-        try:
-            if record.operation == "down":
-                resp = self._request(api, "POST", f"/proxies/{name}", target, {"enabled": True})
-            else:
-                toxic = record.data["toxic"]["name"]
-                resp = self._request(api, "DELETE", f"/proxies/{name}/toxics/{toxic}", target)
-        except DriverError as exc:
-            if isinstance(exc.__cause__, httpx.ConnectError):
-                return RevertResult(reverted=True, detail="proxy server gone; its toxics died with it")
-            raise
-        if resp.status_code == 404:
-            lapsed = self._lapsed_on_server(ctx, record)
-            detail = f"already ended: {lapsed}" if lapsed else "already clean"
-            return RevertResult(reverted=True, detail=detail)
-        if resp.status_code not in (200, 204):
-            raise self._fail(resp, f"reverting {record.operation}", target)
-        if record.operation == "down":
-            # Re-enabling always answers 200; the server remembers if the lease did it first.
-            lapsed = self._lapsed_on_server(ctx, record)
-            detail = f"already re-enabled: {lapsed}" if lapsed else "re-enabled"
-            return RevertResult(reverted=True, detail=detail)
-        return RevertResult(reverted=True, detail="toxic removed")
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """The proxy itself: its API address and name."""
-        return (f"proxy:{record.data.get('api')}/{record.data.get('proxy')}",)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        api, name, target = record.data["api"], record.data["proxy"], record.target
-        try:
-            resp = self._request(api, "GET", f"/proxies/{name}", target)
-        except DriverError as exc:
-            if isinstance(exc.__cause__, httpx.ConnectError):
-                return CleanReport(clean=True, detail="proxy server not running")
-            return CleanReport(clean=False, residue=(str(exc),), detail="cannot verify")
-        if resp.status_code == 404:
-            return CleanReport(clean=True, detail=f"proxy {name!r} no longer exists")
-        if resp.status_code != 200:
-            return CleanReport(clean=False, residue=(f"HTTP {resp.status_code}",), detail="cannot verify")
-        proxy = resp.json()
-        residue: list[str] = []
-        if record.operation == "down":
-            if not proxy.get("enabled", False):
-                residue.append(f"proxy {name!r} is still disabled")
-        else:
-            toxic = record.data["toxic"]["name"]
-            if any(t.get("name") == toxic for t in proxy.get("toxics") or []):
-                residue.append(f"toxic {toxic!r} still on proxy {name!r}")
-        return CleanReport(clean=not residue, residue=tuple(residue))
 
 
 def _gone(resp: httpx.Response) -> str | None:

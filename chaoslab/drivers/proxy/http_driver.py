@@ -6,8 +6,9 @@ lab's proxies run in HTTP mode). Each fault is one ``http_*`` toxic named
 ``chaoslab-<fault_id>`` carrying the lease (``lease_s``, and ``heartbeat_s`` renewed by
 the run each second): the proxy server removes it by itself when the lease ends or the
 renewals stop, so a SIGKILLed runner's fault ends within ``lease.LAPSE_S``. Revert deletes
-that toxic (404: already clean); the clean check reads the proxy's toxics. The lifecycle
-(record, ledger, lease, apply, revert, verify) is the proxy driver's, inherited.
+that toxic (404: already clean); the clean check reads the proxy's toxics. Each operation
+is an ``HttpFault`` (a ``ToxicFault`` of the proxy driver, on the lifecycle skeleton of
+``drivers.lifecycle``): it adds only the check for HTTP mode and its toxic's attributes.
 
 Which requests: ``method``, ``path`` (prefix), ``path_regex``, ``headers`` (name → regex
 of the whole value); then ``first`` N of them (fail-first-N, for retry tests) or
@@ -16,19 +17,13 @@ of the whole value); then ``first`` N of them (fail-first-N, for retry tests) or
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chaoslab.drivers.base import (
-    DriverContext,
-    Kind,
-    Operation,
-    Param,
-    RevertRecord,
-    parse_duration,
-    with_defaults,
-)
-from chaoslab.drivers.proxy.driver import TOXIC_PREFIX, ProxyDriver
+from chaoslab.drivers.base import Kind, Operation, Param, parse_duration, with_defaults
+from chaoslab.drivers.lifecycle import Ask
+from chaoslab.drivers.proxy.driver import TOXIC_PREFIX, ProxyDriver, Toxic, ToxicData, ToxicFault
 from chaoslab.errors import InvalidInput, Problem
 
 _MATCH = (
@@ -53,8 +48,8 @@ def _ms(args: Mapping[str, Any], key: str) -> float:
     return round(parse_duration(args.get(key, 0)) * 1000.0, 6)
 
 
-def _attributes(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The operation's arguments as the ``http_*`` toxic's attributes."""
+def _matching(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Which requests: the attributes every ``http_*`` toxic shares."""
     out: dict[str, Any] = {}
     if "method" in args:
         out["method"] = args["method"]
@@ -67,22 +62,82 @@ def _attributes(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("first", "every"):
         if key in args:
             out[key] = int(args[key])
-    match op:
-        case "abort":
-            out["status"] = int(args.get("status", 503))
-            out["body"] = str(args.get("body", ""))
-            out["headers"] = dict(args.get("response_headers") or {})
-        case "delay":
-            out["delay"] = _ms(args, "delay")
-            out["jitter"] = _ms(args, "jitter")
-            out["distribution"] = args.get("distribution", "uniform")
-            out["where"] = args.get("where", "request")
-        case "rewrite":
-            out["set_headers"] = dict(args.get("set_headers") or {})
-            out["remove_headers"] = list(args.get("remove_headers") or [])
-        case "truncate":
-            out["bytes"] = int(args["bytes"])
     return out
+
+
+class HttpFault(ToxicFault):
+    """One ``http_*`` toxic on a proxy in HTTP mode; subclasses say what it does to the
+    requests it selects (``effect``)."""
+
+    @abstractmethod
+    def effect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes of what the fault does (defaults filled in)."""
+
+    def attributes(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {**_matching(args), **self.effect(args)}
+
+    def toxic(self, ask: Ask) -> Toxic:
+        return Toxic(
+            name=TOXIC_PREFIX + ask.fault_id,
+            type=f"http_{self.operation}",
+            stream="downstream",
+            toxicity=float(ask.full["share"]),
+            attributes=self.attributes(ask.full),
+        )
+
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> ToxicData:
+        if proxy.get("mode") != "http":
+            raise InvalidInput(
+                [
+                    Problem(
+                        path="target",
+                        message=f"proxy {name!r} forwards TCP bytes; "
+                        f"http.{self.operation} needs a proxy in HTTP mode",
+                        hint='create the proxy with "mode": "http"',
+                    )
+                ]
+            )
+        return super().plan_on(ask, api, name, proxy)
+
+
+class Abort(HttpFault):
+    operation = "abort"
+
+    def effect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "status": int(args.get("status", 503)),
+            "body": str(args.get("body", "")),
+            "headers": dict(args.get("response_headers") or {}),
+        }
+
+
+class Delay(HttpFault):
+    operation = "delay"
+
+    def effect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "delay": _ms(args, "delay"),
+            "jitter": _ms(args, "jitter"),
+            "distribution": args.get("distribution", "uniform"),
+            "where": args.get("where", "request"),
+        }
+
+
+class Rewrite(HttpFault):
+    operation = "rewrite"
+
+    def effect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "set_headers": dict(args.get("set_headers") or {}),
+            "remove_headers": list(args.get("remove_headers") or []),
+        }
+
+
+class Truncate(HttpFault):
+    operation = "truncate"
+
+    def effect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"bytes": int(args["bytes"])}
 
 
 class HttpDriver(ProxyDriver):
@@ -92,7 +147,7 @@ class HttpDriver(ProxyDriver):
     summary = (
         "HTTP request faults (abort, delay, rewrite, truncate) by route, through a fault proxy in HTTP mode"
     )
-    heartbeat_ops = frozenset({"abort", "delay", "rewrite", "truncate"})
+    faults = (Abort, Delay, Rewrite, Truncate)
 
     def operations(self) -> Sequence[Operation]:
         fault = Kind.FAULT
@@ -178,47 +233,11 @@ class HttpDriver(ProxyDriver):
             from chaoslab.drivers.proxy.httpfaults import check_http_attributes
 
             try:
-                check_http_attributes(f"http_{op.name}", _attributes(op.name, with_defaults(op, args)))
+                fault = self.fault(op.name)
+                assert isinstance(fault, HttpFault)
+                check_http_attributes(f"http_{op.name}", fault.attributes(with_defaults(op, args)))
             except ApiError as exc:
                 problems.append(Problem(path=op.name, message=exc.message.removeprefix("bad request body: ")))
             except (KeyError, TypeError, ValueError):
                 pass  # check_args reports missing or mistyped arguments
         return problems
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        api, name, proxy = self.read_proxy(ctx, target)
-        if proxy.get("mode") != "http":
-            raise InvalidInput(
-                [
-                    Problem(
-                        path="target",
-                        message=f"proxy {name!r} forwards TCP bytes; "
-                        f"http.{op.name} needs a proxy in HTTP mode",
-                        hint='create the proxy with "mode": "http"',
-                    )
-                ]
-            )
-        record = RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=str(target),
-            run_id=ctx.run_id,
-            args=dict(args),
-            lease_s=lease_s,
-        )
-        merged = with_defaults(op, args)
-        toxic = {
-            "name": TOXIC_PREFIX + record.fault_id,
-            "type": f"http_{op.name}",
-            "stream": "downstream",
-            "toxicity": float(merged["share"]),
-            "attributes": _attributes(op.name, merged),
-        }
-        return record.with_data(api=api, proxy=name, toxic=toxic)
