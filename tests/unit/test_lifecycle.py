@@ -386,7 +386,7 @@ def _fault_drivers() -> list[FaultDriver]:
 
 def test_every_fault_driver_table_matches_its_operations() -> None:
     drivers = _fault_drivers()
-    assert {d.name for d in drivers} >= {"process", "proxy", "http", "mark"}
+    assert {d.name for d in drivers} >= {"process", "proxy", "http", "ssh", "mark"}
     for driver in drivers:
         faults = {o.name: o for o in driver.operations() if o.kind is Kind.FAULT}
         assert set(faults) == {f.operation for f in driver.faults}, driver.name

@@ -29,14 +29,14 @@ import ipaddress
 import re
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from chaoslab.drivers.base import (
-    CleanReport,
     Driver,
     DriverContext,
     Kind,
@@ -44,10 +44,18 @@ from chaoslab.drivers.base import (
     Operation,
     Param,
     RevertRecord,
-    RevertResult,
     check_args,
     parse_duration,
     with_defaults,
+)
+from chaoslab.drivers.lifecycle import (
+    Ask,
+    FaultDriver,
+    Heal,
+    HealingData,
+    HealingFault,
+    LeasedData,
+    LeasedFault,
 )
 from chaoslab.drivers.ssh import remote
 from chaoslab.drivers.ssh.inventory import (
@@ -68,7 +76,7 @@ from chaoslab.drivers.ssh.pool import (
     HostOutcome,
     fan_out,
 )
-from chaoslab.drivers.watchdog import report_lapse
+from chaoslab.drivers.watchdog import check_lease, report_lapse
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -204,13 +212,454 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-class SSHDriver(Driver):
+# --- the faults, on the lifecycle skeleton ------------------------------------------------------
+#
+# Every fault's record data keeps the keys it always had (open ledger entries stay
+# readable): keys a record did not have are left out (``omit_defaults``). The remote
+# scripts read the record's plain data; the typed data checks its shape on the way in.
+
+
+class SSHData(LeasedData, frozen=True, kw_only=True, omit_defaults=True):
+    """A fault on hosts: the resolved hosts and settings, then what inject learned.
+
+    The lease lives on each host (its watchdog script, ``remote``), not in a local
+    watchdog: ``watchdog`` stays unset."""
+
+    inventory: str
+    hosts: list[dict[str, Any]]
+    state_dir: str
+    concurrency: int
+    command_timeout_s: float
+    connect_timeout_s: float
+    connect_attempts: int
+    seed: str
+    # prepare (not in a dry run): who each host is, the processes a process fault hits
+    resolved: dict[str, Any] | None = None
+    unresolved: dict[str, Any] | None = None
+    host_keys: dict[str, str] | None = None
+    # inject: per host pids/sessions/backend..., and when it started
+    results: dict[str, Any] | None = None
+    injected_at: float | None = None
+
+
+class IptablesData(SSHData, frozen=True, kw_only=True, omit_defaults=True):
+    netns: str | None
+    tag: str
+    rules: list[list[str]]
+
+
+class NetemData(SSHData, frozen=True, kw_only=True, omit_defaults=True):
+    netns: str | None
+    interface: str
+    handle: str
+
+
+class KillData(HealingData, frozen=True, kw_only=True, omit_defaults=True):
+    """A kill on hosts (the same keys as ``SSHData``); ``timeout_s``: ``heal_timeout``."""
+
+    inventory: str
+    hosts: list[dict[str, Any]]
+    state_dir: str
+    concurrency: int
+    command_timeout_s: float
+    connect_timeout_s: float
+    connect_attempts: int
+    seed: str
+    resolved: dict[str, Any] | None = None
+    unresolved: dict[str, Any] | None = None
+    host_keys: dict[str, str] | None = None
+    results: dict[str, Any] | None = None
+    injected_at: float | None = None
+    timeout_s: float = 0.0
+
+
+class _OnHosts:
+    """What every ssh fault shares: plan over the inventory, fan the fault's script out
+    to its hosts (all or nothing), read its residue, name its identities."""
+
+    operation: ClassVar[str]
+    driver: Driver
+    process_fault: ClassVar[bool] = False  # hits processes prepare resolved (and locked)
+
+    @property
+    def ssh(self) -> SSHDriver:
+        assert isinstance(self.driver, SSHDriver)
+        return self.driver
+
+    def op(self) -> Operation:
+        op = self.ssh.operation(self.operation)
+        assert op is not None
+        return op
+
+    # -- plan ----------------------------------------------------------------------------
+
+    def extra(self, a: Mapping[str, Any], fault_id: str) -> dict[str, Any]:
+        """The operation's own record data (computed from the args alone)."""
+        return {}
+
+    def _plan[T](self, ctx: DriverContext, ask: Ask, data_type: type[T]) -> T:
+        a = ask.full
+        inv = _load(a)
+        seed = _seed(a, ctx)
+        hosts = pick_hosts(inv.match(str(ask.target)), a["pick"], seed, **_limits(a))
+        data: dict[str, Any] = {
+            "inventory": str(inv.path),
+            "hosts": [h.to_dict() for h in hosts],
+            "state_dir": inv.settings.remote_state_dir,
+            "concurrency": int(a.get("concurrency") or inv.settings.concurrency),
+            "command_timeout_s": _timeout(a, inv.settings.command_timeout_s),
+            "connect_timeout_s": inv.settings.connect_timeout_s,
+            "connect_attempts": inv.settings.connect_attempts,
+            "seed": seed,
+            **self.extra(a, ask.fault_id),
+        }
+        if not ctx.dry:
+            selector = _selector(a) if self.process_fault else None
+            most = int(a["max_processes"]) if self.process_fault else 0
+            data |= self.ssh._resolve(ctx, selector, most, hosts, data, str(ask.target))
+        return msgspec.convert(data, type=data_type)
+
+    def _refuse(self, ctx: DriverContext, record: RevertRecord) -> None:
+        names = [str(h.get("name")) for h in record.data.get("hosts") or []]
+        if ctx.dry:
+            ctx.log(f"ssh: dry run, would {record.operation} on {', '.join(names)}")
+        elif self.process_fault:
+            _check_resolved(record, names)
+
+    # -- apply ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        """The fault's script for one host (``a``: the args with defaults)."""
+
+    def _apply(self, ctx: DriverContext, record: RevertRecord, *, leased: bool) -> dict[str, Any]:
+        """Run the fault's script on every host; all or nothing. Returns what inject adds
+        to the record data."""
+        a = with_defaults(self.op(), record.args)
+        hosts, pool, timeout_s, concurrency = self.ssh._context(ctx, record)
+        lease = record.lease_s or DEFAULT_LEASE_S
+        started = time.time()
+        outcomes = fan_out(
+            hosts,
+            lambda h: _run(pool, h, self.script(record, h, a, lease), timeout_s),
+            concurrency=concurrency,
+        )
+        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
+        fingerprints = pool.accepted_fingerprints()
+        pinned = {h.name: fingerprints[h.name] for h in hosts if h.name in fingerprints}
+        if failed:
+            if leased:
+                # All or nothing: undo the hosts where the fault took (and any half-done).
+                pinned_record = record.with_data(host_keys=pinned)
+                self.ssh._revert_hosts(pool, pinned_record, hosts, timeout_s, concurrency)
+            err = _inject_error(record.operation, record.target, failed)
+            # No host was even reached (connect refused, unknown key): nothing was applied.
+            err.not_applied = len(failed) == len(outcomes) and all(
+                o.value is None and o.error is not None and not isinstance(o.error, CommandTimeout)
+                for o in failed
+            )
+            raise err
+        per_host: dict[str, Any] = {}
+        for o in outcomes:
+            assert o.value is not None
+            kv = remote.parse_kv(o.value.stdout)
+            per_host[o.host.name] = {
+                "pids": [int(p) for p in " ".join(kv.get("pids", [])).split()],
+                "sessions": [int(x) for x in kv.get("session", [])],
+                **{k: v[0] for k, v in kv.items() if k in ("backend", "workers", "watchdog")},
+            }
+        return {"results": per_host, "host_keys": pinned, "injected_at": started}
+
+    # -- residue -------------------------------------------------------------------------
+
+    def _residue(
+        self, ctx: DriverContext, record: RevertRecord, prefix: str = ""
+    ) -> tuple[list[str], list[HostOutcome[CommandResult]]]:
+        """What of the fault the hosts still hold (its processes, state, rules...), one
+        line per thing, prefixed by the host; a host that cannot answer is residue too.
+        ``prefix``: a read-only script run first in the same command (its output kept)."""
+        hosts, pool, timeout_s, concurrency = self.ssh._context(ctx, record)
+        results = record.data.get("results") or {}
+        stopped_by = self.operation == "suspend"
+
+        def one(host: HostSpec) -> CommandResult:
+            stopped = (results.get(host.name) or {}).get("pids", []) if stopped_by else []
+            script = remote.check_script(
+                record.operation,
+                remote.instance_id(record.fault_id, host.name),
+                str(record.data["state_dir"]),
+                record.data,
+                stopped_pids=stopped,
+                sessions=_sessions(record, host),
+            )
+            return _run(pool, host, f"{prefix}\n{script}" if prefix else script, timeout_s)
+
+        outcomes = fan_out(hosts, one, concurrency=concurrency)
+        residue: list[str] = []
+        for o in outcomes:
+            if o.error is not None or o.value is None or not o.value.ok:
+                residue.append(f"{o.host.name}: cannot verify ({_why(o)})")
+                continue
+            residue += [f"{o.host.name}: {r}" for r in remote.parse_kv(o.value.stdout).get("residue", [])]
+        return residue, outcomes
+
+    # -- identities ----------------------------------------------------------------------
+
+    def node_keys(self, node: str, procs: Sequence[Mapping[str, Any]], record: RevertRecord) -> list[str]:
+        """Lock keys on a host ``prepare`` resolved (``node``: the host's own name)."""
+        return [f"host:{node}:netns:{_netns(record)}"]
+
+    def unresolved_what(self, record: RevertRecord) -> str:
+        return f"netns:{_netns(record)}"
+
+    def _identities(self, record: RevertRecord) -> tuple[str, ...]:
+        """What the fault hits on each picked host, named as the local drivers name it on
+        their own host, with the host's own name (resolved on the host by ``prepare``):
+        ``proc:<host>:<pid>:<start time>`` for kill and suspend (psutil's
+        ``create_time``), ``host:<host>:cpu``, ``host:<host>:netns:<netns or ->``. So
+        ``ssh:h0`` and ``ssh:tag=eu`` naming one host, a pattern and a pid naming one
+        process, two inventory entries for one machine, and the process driver on the
+        machine itself all meet on one key. A host ``prepare`` could not reach keeps a
+        key by its pinned fingerprint or address (its fault is not applied)."""
+        resolved: Mapping[str, Any] = record.data.get("resolved") or {}
+        keys: list[str] = []
+        for h in record.data.get("hosts", []):
+            node = str((resolved.get(h.get("name")) or {}).get("node") or "")
+            if node:
+                keys += self.node_keys(node, resolved[h["name"]].get("procs") or [], record)
+                continue
+            fps = sorted(str(f) for f in h.get("fingerprints") or ())
+            ident = fps[0] if fps else f"{h.get('address')}:{h.get('port')}"
+            keys.append(f"ssh:{ident}:{self.unresolved_what(record)}")
+        return tuple(keys)
+
+
+class _ProcessFault(_OnHosts):
+    process_fault = True
+
+    def node_keys(self, node: str, procs: Sequence[Mapping[str, Any]], record: RevertRecord) -> list[str]:
+        return [f"proc:{node}:{p['pid']}:{float(p['create_time']):.2f}" for p in procs]
+
+    def unresolved_what(self, record: RevertRecord) -> str:
+        a = record.args
+        return "proc:" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
+
+    def targets(self, record: RevertRecord, host: HostSpec) -> list[tuple[int, int]]:
+        procs = ((record.data.get("resolved") or {}).get(host.name) or {}).get("procs") or []
+        return [(int(p["pid"]), int(p["ticks"])) for p in procs]
+
+
+class _LeasedOnHosts[D: SSHData](_OnHosts, LeasedFault[D]):
+    """A leased ssh fault: the lease is the watchdog script each host runs (renewed
+    through ``SSHDriver.renew``), armed by the fault's own script; no local watchdog."""
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> D:
+        return self._plan(ctx, ask, self.data_type)
+
+    def lease_for(self, ask: Ask) -> float | None:
+        return check_lease(ask.lease_s, default=DEFAULT_LEASE_S)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: D) -> None:
+        self._refuse(ctx, record)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: D) -> D:
+        return msgspec.structs.replace(data, **self._apply(ctx, record, leased=True))
+
+    def undo(self, ctx: DriverContext, record: RevertRecord, data: D) -> str:
+        hosts, pool, timeout_s, concurrency = self.ssh._context(ctx, record)
+        outcomes = self.ssh._revert_hosts(pool, record, hosts, timeout_s, concurrency)
+        lapses = [
+            f"{o.host.name}: {why}"
+            for o in outcomes
+            if o.value is not None
+            for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
+        ]
+        if lapses and record.heartbeat and record.run_id == ctx.run_id:
+            report_lapse(ctx.state_dir, record.fault_id, "the host ended it: " + "; ".join(lapses))
+        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
+        if failed:
+            raise DriverError(
+                "revert failed on "
+                + "; ".join(f"{o.host.name}: {_why(o)}" for o in failed)
+                + " (the host's watchdog still ends the fault when the lease expires)",
+                driver="ssh",
+                target=record.target,
+            )
+        return f"reverted on {len(hosts)} host(s)"
+
+    def residue(self, ctx: DriverContext, record: RevertRecord, data: D) -> list[str]:
+        return self._residue(ctx, record)[0]
+
+    def notes(self, ctx: DriverContext, record: RevertRecord, data: D) -> list[str]:
+        return [f"checked {len(data.hosts)} host(s)"]
+
+    def identities(self, record: RevertRecord, data: D) -> tuple[str, ...]:
+        return self._identities(record)
+
+    # The lease is on the hosts: their residue says whether a watchdog still waits.
+    def needs_watchdog(self, record: RevertRecord, data: D) -> bool:
+        return False
+
+    def retire(self, ctx: DriverContext, record: RevertRecord, data: D) -> None:
+        """The hosts' watchdogs end with the revert script (``remote.revert_body``)."""
+
+    def lease_residue(self, record: RevertRecord, data: D) -> list[str]:
+        return []
+
+
+class Suspend(_ProcessFault, _LeasedOnHosts[SSHData]):
+    operation = "suspend"
+    data_type = SSHData
+
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        fid, state_dir = remote.instance_id(record.fault_id, host.name), str(record.data["state_dir"])
+        return remote.suspend_script(
+            fid, state_dir, self.targets(record, host), lease, heartbeat=bool(record.heartbeat)
+        )
+
+
+class StressCpu(_LeasedOnHosts[SSHData]):
+    operation = "stress_cpu"
+    data_type = SSHData
+
+    def node_keys(self, node: str, procs: Sequence[Mapping[str, Any]], record: RevertRecord) -> list[str]:
+        return [f"host:{node}:cpu"]
+
+    def unresolved_what(self, record: RevertRecord) -> str:
+        return "cpu"
+
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        return remote.stress_script(
+            remote.instance_id(record.fault_id, host.name),
+            str(record.data["state_dir"]),
+            workers=a.get("workers"),
+            load=int(a["load"]),
+            lease_s=lease,
+            backend=str(a["backend"]),
+            heartbeat=bool(record.heartbeat),
+        )
+
+
+class IptablesDrop(_LeasedOnHosts[IptablesData]):
+    operation = "iptables_drop"
+    data_type = IptablesData
+
+    def extra(self, a: Mapping[str, Any], fault_id: str) -> dict[str, Any]:
+        rules = remote.iptables_rules(
+            fault_id, port=a["port"], protocol=a["protocol"], direction=a["direction"], peer=a.get("peer")
+        )
+        return {"netns": a.get("netns"), "tag": f"chaoslab:{fault_id}", "rules": rules}
+
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        data = record.data
+        return remote.iptables_script(
+            remote.instance_id(record.fault_id, host.name),
+            str(data["state_dir"]),
+            rules=data["rules"],
+            netns=data.get("netns"),
+            lease_s=lease,
+            heartbeat=bool(record.heartbeat),
+        )
+
+
+class Netem(_LeasedOnHosts[NetemData]):
+    operation = "netem"
+    data_type = NetemData
+
+    def extra(self, a: Mapping[str, Any], fault_id: str) -> dict[str, Any]:
+        return {"netns": a.get("netns"), "interface": a["interface"], "handle": remote.netem_handle(fault_id)}
+
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        data = record.data
+        netem_args: list[str] = []
+        if "delay" in a:
+            netem_args += ["delay", f"{parse_duration(a['delay']) * 1000:g}ms"]
+            if "jitter" in a:
+                netem_args.append(f"{parse_duration(a['jitter']) * 1000:g}ms")
+        if "loss" in a:
+            netem_args += ["loss", f"{float(a['loss']):g}%"]
+        return remote.netem_script(
+            remote.instance_id(record.fault_id, host.name),
+            str(data["state_dir"]),
+            interface=str(data["interface"]),
+            netns=data.get("netns"),
+            netem_args=netem_args,
+            handle=str(data["handle"]),
+            lease_s=lease,
+            heartbeat=bool(record.heartbeat),
+        )
+
+
+class Kill(_ProcessFault, HealingFault[KillData]):
+    """Cannot be undone: its "revert" waits up to ``heal_timeout`` for a matching process
+    to run again on every host (a pid, or no ``heal_timeout``: nothing to wait for); its
+    clean check is that count plus the fault's own residue on the hosts."""
+
+    operation = "kill"
+    data_type = KillData
+    poll_s = 0.2
+
+    def extra(self, a: Mapping[str, Any], fault_id: str) -> dict[str, Any]:
+        wait_s = parse_duration(a["heal_timeout"]) if "heal_timeout" in a else 0.0
+        return {"timeout_s": wait_s} if wait_s > 0 else {}
+
+    def decode(self, record: RevertRecord) -> KillData:
+        data = super().decode(record)
+        if "timeout_s" not in record.data and "heal_timeout" in record.args:  # an entry written before
+            data = msgspec.structs.replace(data, timeout_s=parse_duration(record.args["heal_timeout"]))
+        return data
+
+    def plan(self, ctx: DriverContext, ask: Ask) -> KillData:
+        return self._plan(ctx, ask, self.data_type)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> None:
+        self._refuse(ctx, record)
+
+    def apply(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> KillData:
+        return msgspec.structs.replace(data, **self._apply(ctx, record, leased=False))
+
+    def script(self, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
+        fid, state_dir = remote.instance_id(record.fault_id, host.name), str(record.data["state_dir"])
+        return remote.kill_script(fid, state_dir, self.targets(record, host), str(a["signal"]))
+
+    def identities(self, record: RevertRecord, data: KillData) -> tuple[str, ...]:
+        return self._identities(record)
+
+    def since(self, record: RevertRecord, data: KillData) -> float:
+        return float(data.injected_at or record.created_at)
+
+    def heal(self, ctx: DriverContext, record: RevertRecord, data: KillData) -> Heal:
+        if data.timeout_s <= 0 or "pid" in record.args:
+            residue, _ = self._residue(ctx, record)
+            if residue:
+                return Heal(healed=False, detail="; ".join(residue))
+            return Heal(
+                healed=False, possible=False, detail="a killed process cannot be restored by chaoslab"
+            )
+        # A kill leaves nothing on the host, but the target is not back until a matching
+        # process runs again: one command per host counts them and reads the residue.
+        by, value = _selector(record.args)
+        residue, outcomes = self._residue(ctx, record, prefix=remote.count_script(by, value))
+        at = time.time()
+        for o in outcomes:
+            count = remote.parse_kv(o.value.stdout).get("count") if o.value is not None else None
+            if o.error is not None or o.value is None or not o.value.ok or not count:
+                # A count that never came back is not "zero": say so, never "not healed".
+                residue.append(f"{o.host.name}: cannot verify the heal ({_why(o)})")
+            elif count == ["0"]:
+                residue.append(f"{o.host.name}: no process matches {by} {value!r} yet (not healed)")
+        if residue:
+            return Heal(healed=False, detail="; ".join(residue))
+        return Heal(healed=True, recovered_at=at, detail=f"healed on {len(outcomes)} host(s)")
+
+
+class SSHDriver(FaultDriver):
     """Faults and probes on a fleet of hosts over SSH (see the module docstring)."""
 
     name = "ssh"
     summary = "processes, CPU stress, iptables and netem on hosts over SSH"
     install_hint = INSTALL_HINT
-    heartbeat_ops = frozenset({"suspend", "stress_cpu", "iptables_drop", "netem"})
+    faults = (Kill, Suspend, StressCpu, IptablesDrop, Netem)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -222,7 +671,7 @@ class SSHDriver(Driver):
     # -- validation (pure) -------------------------------------------------------------
 
     def validate(self, op: Operation, args: Mapping[str, Any], target: str | None) -> list[Problem]:
-        problems = check_args(op, args)
+        problems: list[Problem] = []
         if target is None or not target.startswith(TARGET_PREFIX):
             problems.append(
                 Problem(
@@ -278,7 +727,7 @@ class SSHDriver(Driver):
         return problems
 
     def _checked(self, op: Operation, args: Mapping[str, Any], target: str | None) -> dict[str, Any]:
-        if problems := self.validate(op, args, target):
+        if problems := check_args(op, args) + self.validate(op, args, target):
             raise InvalidInput(problems)
         return with_defaults(op, args)
 
@@ -317,67 +766,13 @@ class SSHDriver(Driver):
         _raise_failures(outcomes, f"probe {op.name}")
         return {o.host.name: o.value for o in outcomes}
 
-    # -- faults -------------------------------------------------------------------------
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        a = self._checked(op, args, target)
-        inv = _load(a)
-        seed = _seed(a, ctx)
-        hosts = pick_hosts(inv.match(str(target)), a["pick"], seed, **_limits(a))
-        if op.lease is LeaseKind.NONE:
-            lease: float | None = None
-        else:
-            lease = DEFAULT_LEASE_S if lease_s is None else float(lease_s)
-            if lease <= 0:
-                raise InvalidInput([Problem(path="lease", message="a lease must be positive")])
-        data: dict[str, Any] = {
-            "inventory": str(inv.path),
-            "hosts": [h.to_dict() for h in hosts],
-            "state_dir": inv.settings.remote_state_dir,
-            "concurrency": int(a.get("concurrency") or inv.settings.concurrency),
-            "command_timeout_s": _timeout(a, inv.settings.command_timeout_s),
-            "connect_timeout_s": inv.settings.connect_timeout_s,
-            "connect_attempts": inv.settings.connect_attempts,
-            "seed": seed,
-        }
-        record = RevertRecord(
-            driver=self.name,
-            operation=op.name,
-            target=str(target),
-            run_id=ctx.run_id,
-            args=dict(args),
-            lease_s=lease,
-        )
-        if op.name == "iptables_drop":
-            data["netns"] = a.get("netns")
-            data["tag"] = f"chaoslab:{record.fault_id}"
-            data["rules"] = remote.iptables_rules(
-                record.fault_id,
-                port=a["port"],
-                protocol=a["protocol"],
-                direction=a["direction"],
-                peer=a.get("peer"),
-            )
-        elif op.name == "netem":
-            data["netns"] = a.get("netns")
-            data["interface"] = a["interface"]
-            data["handle"] = remote.netem_handle(record.fault_id)
-        if not ctx.dry:
-            data |= self._resolve(ctx, op, a, hosts, data, record.target)
-        return record.with_data(**data)
+    # -- faults: resolution (the fault classes above call it) ------------------------------
 
     def _resolve(
         self,
         ctx: DriverContext,
-        op: Operation,
-        a: Mapping[str, Any],
+        selector: tuple[remote.Selector, str | int] | None,
+        max_processes: int,
         hosts: Sequence[HostSpec],
         data: Mapping[str, Any],
         target: str,
@@ -388,7 +783,6 @@ class SSHDriver(Driver):
         (its fault is then "not applied"); a selector matching nothing, or too much, on
         any host raises here, before any host is touched."""
         pool = self._pool(ctx, float(data["connect_timeout_s"]), int(data["connect_attempts"]))
-        selector = _selector(a) if op.name in _PROCESS_OPS else None
         script = remote.resolve_script(selector)
         outcomes = fan_out(
             hosts,
@@ -417,11 +811,12 @@ class SSHDriver(Driver):
             resolved[o.host.name] = {"node": kv.get("node", [""])[0], "procs": procs}
         if selector is not None:
             by, value = selector
-            most = int(a["max_processes"])
-            crowded = [f"{n} ({len(r['procs'])})" for n, r in resolved.items() if len(r["procs"]) > most]
+            crowded = [
+                f"{n} ({len(r['procs'])})" for n, r in resolved.items() if len(r["procs"]) > max_processes
+            ]
             if crowded:
                 raise UnsafeTarget(
-                    f"{by} {value!r} matches more than max_processes={most} processes "
+                    f"{by} {value!r} matches more than max_processes={max_processes} processes "
                     f"on {', '.join(crowded)} (nothing was changed)",
                     driver="ssh",
                     target=target,
@@ -439,147 +834,6 @@ class SSHDriver(Driver):
             # Inject talks only to the host key the processes were resolved on.
             "host_keys": {h.name: fingerprints[h.name] for h in hosts if h.name in fingerprints},
         }
-
-    def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord:
-        op = self._op(record)
-        a = with_defaults(op, record.args)
-        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
-        lease = record.lease_s or DEFAULT_LEASE_S
-        if ctx.dry:
-            ctx.log(f"ssh: dry run, would {op.name} on {', '.join(h.name for h in hosts)}")
-            return record
-        if op.name in _PROCESS_OPS:
-            _check_resolved(record, hosts)
-        started = time.time()
-        outcomes = fan_out(
-            hosts,
-            lambda h: _run(pool, h, _inject_script(op.name, record, h, a, lease), timeout_s),
-            concurrency=concurrency,
-        )
-        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
-        fingerprints = pool.accepted_fingerprints()
-        pinned = {h.name: fingerprints[h.name] for h in hosts if h.name in fingerprints}
-        if failed:
-            if op.lease is not LeaseKind.NONE:
-                # All or nothing: undo the hosts where the fault took (and any half-done).
-                self._revert_hosts(pool, record.with_data(host_keys=pinned), hosts, timeout_s, concurrency)
-            err = _inject_error(op.name, record.target, failed)
-            # No host was even reached (connect refused, unknown key): nothing was applied.
-            err.not_applied = len(failed) == len(outcomes) and all(
-                o.value is None and o.error is not None and not isinstance(o.error, CommandTimeout)
-                for o in failed
-            )
-            raise err
-        per_host: dict[str, Any] = {}
-        for o in outcomes:
-            assert o.value is not None
-            kv = remote.parse_kv(o.value.stdout)
-            per_host[o.host.name] = {
-                "pids": [int(p) for p in " ".join(kv.get("pids", [])).split()],
-                "sessions": [int(x) for x in kv.get("session", [])],
-                **{k: v[0] for k, v in kv.items() if k in ("backend", "workers", "watchdog")},
-            }
-        enriched = record.with_data(results=per_host, host_keys=pinned, injected_at=started)
-        if record.lease_s is not None:
-            enriched = msgspec.structs.replace(enriched, lease_expires_at=started + lease)
-        return enriched
-
-    def revert(self, ctx: DriverContext, record: RevertRecord) -> RevertResult:
-        op = self._op(record)
-        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
-        if op.name == "kill":
-            return self._await_heal(record, hosts, pool, timeout_s, concurrency)
-        outcomes = self._revert_hosts(pool, record, hosts, timeout_s, concurrency)
-        lapses = [
-            f"{o.host.name}: {why}"
-            for o in outcomes
-            if o.value is not None
-            for why in remote.parse_kv(o.value.stdout).get("lapsed", [])
-        ]
-        if lapses and record.heartbeat and record.run_id == ctx.run_id:
-            report_lapse(ctx.state_dir, record.fault_id, "the host ended it: " + "; ".join(lapses))
-        failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
-        if failed:
-            raise DriverError(
-                "revert failed on "
-                + "; ".join(f"{o.host.name}: {_why(o)}" for o in failed)
-                + " (the host's watchdog still ends the fault when the lease expires)",
-                driver="ssh",
-                target=record.target,
-            )
-        return RevertResult(reverted=True, detail=f"reverted on {len(hosts)} host(s)")
-
-    def identities(self, record: RevertRecord) -> tuple[str, ...]:
-        """What the fault hits on each picked host, named as the local drivers name it on
-        their own host, with the host's own name (resolved on the host by ``prepare``):
-        ``proc:<host>:<pid>:<start time>`` for kill and suspend (psutil's
-        ``create_time``), ``host:<host>:cpu``, ``host:<host>:netns:<netns or ->``. So
-        ``ssh:h0`` and ``ssh:tag=eu`` naming one host, a pattern and a pid naming one
-        process, two inventory entries for one machine, and the process driver on the
-        machine itself all meet on one key. A host ``prepare`` could not reach keeps a
-        key by its pinned fingerprint or address (its fault is not applied)."""
-        resolved: Mapping[str, Any] = record.data.get("resolved") or {}
-        op = record.operation
-        keys: list[str] = []
-        for h in record.data.get("hosts", []):
-            node = str((resolved.get(h.get("name")) or {}).get("node") or "")
-            if node and op in _PROCESS_OPS:
-                procs = resolved[h["name"]].get("procs") or []
-                keys += [f"proc:{node}:{p['pid']}:{float(p['create_time']):.2f}" for p in procs]
-                continue
-            if node:
-                keys.append(
-                    f"host:{node}:cpu" if op == "stress_cpu" else f"host:{node}:netns:{_netns(record)}"
-                )
-                continue
-            fps = sorted(str(f) for f in h.get("fingerprints") or ())
-            ident = fps[0] if fps else f"{h.get('address')}:{h.get('port')}"
-            keys.append(f"ssh:{ident}:{_unresolved_what(record)}")
-        return tuple(keys) or (f"{self.name}:{record.target}",)
-
-    def check_clean(self, ctx: DriverContext, record: RevertRecord) -> CleanReport:
-        op = self._op(record)
-        hosts, pool, timeout_s, concurrency = self._context(ctx, record)
-        results = record.data.get("results") or {}
-
-        def one(host: HostSpec) -> CommandResult:
-            stopped = (results.get(host.name) or {}).get("pids", []) if op.name == "suspend" else []
-            script = remote.check_script(
-                op.name,
-                remote.instance_id(record.fault_id, host.name),
-                str(record.data["state_dir"]),
-                record.data,
-                stopped_pids=stopped,
-                sessions=_sessions(record, host),
-            )
-            return _run(pool, host, script, timeout_s)
-
-        residue: list[str] = []
-        if op.name == "kill" and "heal_timeout" in record.args and "pid" not in record.args:
-            # A kill leaves nothing on the host, but the target is not back until a
-            # matching process runs again (what revert waits for).
-            by, value = _selector(record.args)
-            for o in fan_out(
-                hosts,
-                lambda h: _run(pool, h, remote.count_script(by, value), timeout_s),
-                concurrency=concurrency,
-            ):
-                count = remote.parse_kv(o.value.stdout).get("count") if o.value is not None else None
-                if o.error is not None or o.value is None or not o.value.ok or not count:
-                    # A count that never came back is not "zero": say so, never "not healed".
-                    residue.append(f"{o.host.name}: cannot verify the heal ({_why(o)})")
-                elif count == ["0"]:
-                    residue.append(f"{o.host.name}: no process matches {by} {value!r} yet (not healed)")
-        for o in fan_out(hosts, one, concurrency=concurrency):
-            if o.error is not None or o.value is None or not o.value.ok:
-                residue.append(f"{o.host.name}: cannot verify ({_why(o)})")
-                continue
-            residue += [f"{o.host.name}: {r}" for r in remote.parse_kv(o.value.stdout).get("residue", [])]
-        return CleanReport(
-            clean=not residue,
-            residue=tuple(residue),
-            detail=f"checked {len(hosts)} host(s)",
-        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -622,12 +876,6 @@ class SSHDriver(Driver):
             p.close()
 
     # -- internals ----------------------------------------------------------------------
-
-    def _op(self, record: RevertRecord) -> Operation:
-        op = self.operation(record.operation)
-        if op is None or op.kind is not Kind.FAULT:
-            raise DriverError(f"no fault {record.operation!r}", driver="ssh", target=record.target)
-        return op
 
     def _pool(self, ctx: DriverContext, connect_timeout_s: float, attempts: int) -> ConnectionPool:
         key = (ctx.run_id, float(connect_timeout_s), int(attempts))
@@ -677,41 +925,6 @@ class SSHDriver(Driver):
 
         return fan_out(hosts, one, concurrency=concurrency)
 
-    def _await_heal(
-        self,
-        record: RevertRecord,
-        hosts: Sequence[HostSpec],
-        pool: ConnectionPool,
-        timeout_s: float,
-        concurrency: int,
-    ) -> RevertResult:
-        """A kill cannot be undone: optionally wait for a matching process to be back."""
-        a = record.args
-        wait_s = parse_duration(a["heal_timeout"]) if "heal_timeout" in a else 0.0
-        if wait_s <= 0 or "pid" in a:
-            return RevertResult(reverted=True, detail="a killed process cannot be restored by chaoslab")
-        by, value = _selector(a)
-        injected = float(record.data.get("injected_at") or record.created_at)
-        deadline = time.monotonic() + wait_s
-
-        def healed(host: HostSpec) -> float | None:
-            while True:
-                res = _run(pool, host, remote.count_script(by, value), timeout_s)
-                if res.ok and remote.parse_kv(res.stdout).get("count", ["0"]) != ["0"]:
-                    return time.time() - injected
-                if time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.2)
-
-        outcomes = fan_out(hosts, healed, concurrency=concurrency)
-        missing = [o.host.name for o in outcomes if o.error is not None or o.value is None]
-        if missing:
-            return RevertResult(
-                reverted=False, detail=f"not healed within {wait_s:g}s on {', '.join(missing)}"
-            )
-        ttr = max(float(o.value) for o in outcomes if o.value is not None)
-        return RevertResult(reverted=True, detail="healed on every host", time_to_recover_s=ttr)
-
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -760,28 +973,16 @@ def _run(pool: ConnectionPool, host: HostSpec, script: str, timeout_s: float) ->
     return res
 
 
-_PROCESS_OPS = ("kill", "suspend")
-
-
 def _netns(record: RevertRecord) -> str:
     return str(record.data.get("netns") or "-")
 
 
-def _unresolved_what(record: RevertRecord) -> str:
-    if record.operation == "stress_cpu":
-        return "cpu"
-    if record.operation in _PROCESS_OPS:
-        a = record.args
-        return "proc:" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
-    return f"netns:{_netns(record)}"
-
-
-def _check_resolved(record: RevertRecord, hosts: Sequence[HostSpec]) -> None:
+def _check_resolved(record: RevertRecord, hosts: Sequence[str]) -> None:
     """A process fault hits only processes ``prepare`` resolved (and locked): a host it
     could not reach then is not touched now, and the fault is "not applied"."""
     unresolved: Mapping[str, Any] = record.data.get("unresolved") or {}
     resolved: Mapping[str, Any] = record.data.get("resolved") or {}
-    missing = [h.name for h in hosts if h.name not in resolved]
+    missing = [name for name in hosts if name not in resolved]
     if not missing:
         return
     why = "; ".join(f"{n}: {(unresolved.get(n) or {}).get('error', 'not resolved')}" for n in missing)
@@ -793,51 +994,6 @@ def _check_resolved(record: RevertRecord, hosts: Sequence[HostSpec]) -> None:
 
 def _pool_key(ctx: DriverContext, record: RevertRecord) -> tuple[str, float, int]:
     return (ctx.run_id, float(record.data["connect_timeout_s"]), int(record.data["connect_attempts"]))
-
-
-def _inject_script(op: str, record: RevertRecord, host: HostSpec, a: Mapping[str, Any], lease: float) -> str:
-    fid = remote.instance_id(record.fault_id, host.name)
-    state_dir, data = str(record.data["state_dir"]), record.data
-    beats = bool(record.heartbeat)
-    if op in _PROCESS_OPS:
-        procs = ((data.get("resolved") or {}).get(host.name) or {}).get("procs") or []
-        targets = [(int(p["pid"]), int(p["ticks"])) for p in procs]
-        if op == "kill":
-            return remote.kill_script(fid, state_dir, targets, str(a["signal"]))
-        return remote.suspend_script(fid, state_dir, targets, lease, heartbeat=beats)
-    if op == "stress_cpu":
-        return remote.stress_script(
-            fid,
-            state_dir,
-            workers=a.get("workers"),
-            load=int(a["load"]),
-            lease_s=lease,
-            backend=str(a["backend"]),
-            heartbeat=beats,
-        )
-    if op == "iptables_drop":
-        return remote.iptables_script(
-            fid, state_dir, rules=data["rules"], netns=data.get("netns"), lease_s=lease, heartbeat=beats
-        )
-    if op == "netem":
-        netem_args: list[str] = []
-        if "delay" in a:
-            netem_args += ["delay", f"{parse_duration(a['delay']) * 1000:g}ms"]
-            if "jitter" in a:
-                netem_args.append(f"{parse_duration(a['jitter']) * 1000:g}ms")
-        if "loss" in a:
-            netem_args += ["loss", f"{float(a['loss']):g}%"]
-        return remote.netem_script(
-            fid,
-            state_dir,
-            interface=str(data["interface"]),
-            netns=data.get("netns"),
-            netem_args=netem_args,
-            handle=str(data["handle"]),
-            lease_s=lease,
-            heartbeat=beats,
-        )
-    raise DriverError(f"no fault {op!r}", driver="ssh")
 
 
 def _sessions(record: RevertRecord, host: HostSpec) -> list[int]:
