@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,19 @@ def _running_of(url: str, scenario: str, pid: int) -> Any:
     return None
 
 
+def _finished_by(url: str, pid: int) -> bool:
+    return any(r.status == "finished" and f":{pid}:" in r.scheduler for r in _rows(url, "every-second"))
+
+
+def _while_held[T](held: subprocess.Popen[bytes], cond: Callable[[], T | None], what: str) -> T:
+    """Wait (30 s at most) for ``cond`` while daemon ``held`` is stopped; resume it after."""
+    held.send_signal(signal.SIGSTOP)
+    try:
+        return wait_until(cond, timeout_s=30, what=what, interval_s=0.1)
+    finally:
+        held.send_signal(signal.SIGCONT)
+
+
 def test_two_daemons_each_slot_exactly_once_through_sigkill(postgres: str, tmp_path: Path) -> None:
     (tmp_path / "quick.json").write_text(json.dumps(TRIVIAL))
     start = datetime.now(UTC).replace(microsecond=0)
@@ -189,18 +202,11 @@ steps: [quick.json]
         b = _daemon(env, scenario, runs, "b", tmp_path)
         daemons += [a, b]
 
+        # Whichever daemon ticks first wins every claim race, so each step holds the
+        # other daemon (SIGSTOP, as a long GC pause or a stalled VM would) until the one
+        # it is about has done its part.
         # 1. SIGKILL daemon A while it runs a slot; its run lives on in its own session.
-        # Whichever daemon ticks first wins every claim race: hold B until A runs one.
-        b.send_signal(signal.SIGSTOP)
-        try:
-            first = wait_until(
-                lambda: _running_of(postgres, "every-second", a.pid),
-                timeout_s=30,
-                what="daemon A mid-run",
-                interval_s=0.1,
-            )
-        finally:
-            b.send_signal(signal.SIGCONT)
+        first = _while_held(b, lambda: _running_of(postgres, "every-second", a.pid), "daemon A mid-run")
         a.kill()
         a.wait()
         orphan = json.loads(first.child)["pid"]
@@ -210,56 +216,22 @@ steps: [quick.json]
         # 2. Restart it (same command), then SIGKILL it *and* its run: nothing finishes that step.
         a2 = _daemon(env, scenario, runs, "a2", tmp_path)
         daemons.append(a2)
-        # B, up and ticking, wins every claim race against a daemon just started: hold B
-        # (as a long GC pause or a stalled VM would) until A2 runs a slot of its own.
-        b.send_signal(signal.SIGSTOP)
-        try:
-            second = wait_until(
-                lambda: _running_of(postgres, "every-second", a2.pid),
-                timeout_s=30,
-                what="restarted daemon A mid-run",
-                interval_s=0.1,
-            )
-        finally:
-            b.send_signal(signal.SIGCONT)
+        second = _while_held(
+            b, lambda: _running_of(postgres, "every-second", a2.pid), "restarted daemon A mid-run"
+        )
         a2.kill()
         a2.wait()
         child = json.loads(second.child)["pid"]
         os.killpg(child, signal.SIGKILL)  # the run has its own session: kill the whole group
         orphans.append(child)
 
-        # 3. Let the survivors finish every slot up to the blackout, then stop them.
+        # 3. Let the survivors finish every slot up to the blackout, then stop them. Each
+        # must do work of its own: B too, resumed after stalls longer than its heartbeat
+        # (CI once saw every finished slot go to A3).
         a3 = _daemon(env, scenario, runs, "a3", tmp_path)
         daemons.append(a3)
-        b.send_signal(signal.SIGSTOP)  # likewise, so that A3 finishes work of its own
-        try:
-            wait_until(
-                lambda: any(
-                    r.status == "finished" and f":{a3.pid}:" in r.scheduler
-                    for r in _rows(postgres, "every-second")
-                ),
-                timeout_s=30,
-                what="daemon A3 to finish a slot",
-                interval_s=0.1,
-            )
-        finally:
-            b.send_signal(signal.SIGCONT)
-        # Whichever daemon ticks first wins a claim race, so B, held twice, might never win
-        # one again. Hold A3 in turn: B, resumed after stalls longer than its heartbeat,
-        # must still do work of its own (CI saw every finished slot go to A3).
-        a3.send_signal(signal.SIGSTOP)
-        try:
-            wait_until(
-                lambda: any(
-                    r.status == "finished" and f":{b.pid}:" in r.scheduler
-                    for r in _rows(postgres, "every-second")
-                ),
-                timeout_s=30,
-                what="daemon B to finish a slot after its stalls",
-                interval_s=0.1,
-            )
-        finally:
-            a3.send_signal(signal.SIGCONT)
+        _while_held(b, lambda: _finished_by(postgres, a3.pid), "daemon A3 to finish a slot")
+        _while_held(a3, lambda: _finished_by(postgres, b.pid), "daemon B to finish a slot after its stalls")
 
         def settled() -> bool:
             rows = _rows(postgres, "every-second")
