@@ -12,6 +12,7 @@ reverts from running, nor keep the process from exiting.
 from __future__ import annotations
 
 import copy
+import signal
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ import msgspec
 from chaoslab.drivers.base import DriverContext, check_args, with_defaults
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.engine.proctree import ActivityTrees
+from chaoslab.engine.signals import HANDLED
 from chaoslab.errors import ChaoslabError, InvalidInput
 from chaoslab.model.experiment import Activity, ActivityKind
 
@@ -52,6 +54,7 @@ def call_with_deadline(
     done = threading.Event()
 
     def target() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the caller's mask, for what it spawns
         try:
             box["value"] = fn()
         except BaseException as exc:  # carried back to the caller's thread
@@ -60,7 +63,15 @@ def call_with_deadline(
             done.set()
 
     t = threading.Thread(target=target, name=f"activity:{name}", daemon=True)
-    t.start()
+    # The run's signal handler raises in this (main) thread. Landing inside
+    # ``Thread.start`` it would make CPython forget a thread that did start (whose
+    # bootstrap then dies with a KeyError traceback): hold those signals for the start
+    # only; a pending one is delivered right after.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        t.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Wait in short slices so a signal handler in the main thread can interrupt us.
     end = None if timeout_s is None else time.monotonic() + timeout_s
     while not done.wait(0.05 if end is None else max(0.0, min(0.05, end - time.monotonic()))):
