@@ -14,7 +14,8 @@ Non-idempotent requests get one attempt under ``--timeout``; the client gets 504
 Health: every ``--health-interval`` seconds each upstream gets ``GET /health``; a connect
 error on live traffic marks it down at once (passive check), a 200 brings it back.
 
-``GET /__lb/status`` answers JSON with each upstream's health and the retry counters (the
+``GET /__lb/status`` answers JSON with each upstream's health, its failed request attempts
+(``failed``) and failed health checks (``checks_failed``), and the retry counters (the
 lab's tests read it); every other path is forwarded.
 
 Written on the raw asyncio protocols of ``httpcore`` for the reasons given there.
@@ -59,7 +60,8 @@ class Upstream:
     healthy: bool = True
     idle: list[ClientConnection] = field(default_factory=list)
     sent: int = 0
-    failed: int = 0
+    failed: int = 0  # client-request attempts on this upstream that failed
+    checks_failed: int = 0  # health checks that failed: whichever notices a dead upstream first
 
 
 @dataclass(kw_only=True)
@@ -185,8 +187,10 @@ class Balancer:
             status, _ = await self.fetch(up, raw, head_only=False, timeout_s=self.try_timeout_s)
         except UpstreamFailed:
             up.healthy = False
+            up.checks_failed += 1
             return
         up.healthy = status == 200
+        up.checks_failed += not up.healthy
 
     def status_json(self) -> bytes:
         return json.dumps(
@@ -197,6 +201,7 @@ class Balancer:
                         "healthy": u.healthy,
                         "sent": u.sent,
                         "failed": u.failed,
+                        "checks_failed": u.checks_failed,
                     }
                     for u in self.upstreams
                 },
