@@ -554,16 +554,29 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def start_run(doc: Mapping[str, Any], workdir: Path) -> Run:
+def start_run(
+    doc: Mapping[str, Any],
+    workdir: Path,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    relative: bool = False,
+) -> Run:
+    """``chaoslab run`` of ``doc`` in ``workdir`` (its cwd); ``relative``: the experiment
+    file and the run directory are given relative to it, as a user in that directory would."""
     gate = workdir / "gate"
     gate.mkdir(parents=True, exist_ok=True)
     exp = workdir / "experiment.json"
     exp.write_text(json.dumps(doc, indent=2))
     run_dir = workdir / "run"
+    args = (
+        ("run", "--run-dir", "run", "experiment.json")
+        if relative
+        else ("run", "--run-dir", str(run_dir), str(exp))
+    )
     proc = subprocess.Popen(
-        [*CHAOSLAB, "run", "--run-dir", str(run_dir), str(exp)],
+        [*CHAOSLAB, *args],
         cwd=workdir,
-        env=env(),
+        env={**env(), **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -571,9 +584,10 @@ def start_run(doc: Mapping[str, Any], workdir: Path) -> Run:
     return Run(proc=proc, run_dir=run_dir, gate=gate)
 
 
-def recover_cli(timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+def recover_cli(timeout_s: float = 60.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CHAOSLAB, "recover", "--output", "json"],
+        cwd=cwd,
         env=env(),
         capture_output=True,
         text=True,
