@@ -50,7 +50,7 @@ the cell is not generated, and the published matrix shows the reason.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +135,28 @@ def all_hooks() -> dict[str, EdgeHooks]:
         assert not overlap, f"{name} redefines the edge hooks of {sorted(overlap)}"
         hooks.update(family)
     return hooks
+
+
+# The exit code each column must end with (relpath: the runner is SIGKILLed, then
+# `chaoslab recover` exits 0).
+EDGE_EXIT = {
+    "lease-lapses": 4,
+    "revert-fails": 6,
+    "target-unreachable": 5,
+    "named-two-ways": "A 0, B 5",
+    "relpath-recover-elsewhere": "runner −9, `recover` 0",
+}
+
+
+def not_applicable(cases: Iterable[Any]) -> dict[tuple[str, str], str]:
+    """The (case id, column) pairs of ``cases`` that no cell is generated for, with why."""
+    hooks = all_hooks()
+    return {
+        (case.id, column): hook.reason
+        for case in cases
+        for column in EDGE_COLUMNS
+        if isinstance(hook := hook_for(hooks.get(case.id), column, case.lease), NotApplicable)
+    }
 
 
 def hook_for(hooks: EdgeHooks | None, column: str, lease: bool) -> object:

@@ -634,23 +634,33 @@ def matrix_markdown(junit_xml: Path) -> str:
                 outcome = "FAIL"
             elif child.tag == "skipped":
                 outcome = "xfail" if "xfail" in (child.get("type", "") + child.get("message", "")) else "skip"
-        if name.startswith("test_cell["):
-            param = name[len("test_cell[") : -1]
+        prefix = next((p for p in ("test_cell[", "test_edge[") if name.startswith(p)), None)
+        if prefix is not None:
+            param = name[len(prefix) : -1]
             op = max((i for i in ids if param.startswith(i + "-")), key=len)
             cells[(op, param[len(op) + 1 :])] = (outcome, took)
         else:
             extras.append((name, outcome, took))
+    from tests.integration.matrix_edges import EDGE_COLUMNS, EDGE_EXIT, not_applicable
+
     mark = {"pass": "✅", "FAIL": "❌", "skip": "⏭", "xfail": "🐞"}
-    head = "| operation | " + " | ".join(SCENARIOS) + " |"
-    lines = [head, "|" + "---|" * (len(SCENARIOS) + 1)]
-    for op in ids:
-        row = []
-        for sc in SCENARIOS:
-            outcome, took = cells.get((op, sc), ("skip", 0.0))
-            row.append(f"{mark[outcome]} {took:.1f}s")
-        lines.append(f"| `{op}` | " + " | ".join(row) + " |")
-    exits = " | ".join(str(EXPECTED_EXIT[sc]) for sc in SCENARIOS)
-    lines.append("| *exit code* | " + exits + " |")
+    cases = {c.id: c for c in op_cases()}
+    na = not_applicable(list(cases.values()))
+    notes: dict[str, int] = {}
+    lines: list[str] = []
+    for columns, exit_of in ((SCENARIOS, EXPECTED_EXIT), (EDGE_COLUMNS, EDGE_EXIT)):
+        lines += ["| operation | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        for op in ids:
+            row = []
+            for sc in columns:
+                if (op, sc) in na:
+                    row.append(f"n/a [{notes.setdefault(na[op, sc], len(notes) + 1)}]")
+                    continue
+                outcome, took = cells.get((op, sc), ("skip", 0.0))
+                row.append(f"{mark[outcome]} {took:.1f}s")
+            lines.append(f"| `{op}` | " + " | ".join(row) + " |")
+        lines += ["| *exit code* | " + " | ".join(str(exit_of[sc]) for sc in columns) + " |", ""]
+    lines += [f"[{n}] {reason}" for reason, n in notes.items()]
     counts = {k: sum(1 for o, _ in cells.values() if o == k) for k in mark}
     total_s = sum(t for _, t in cells.values())
     lines += [

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chaoslab.drivers.base import DriverContext, RevertRecord
-from chaoslab.drivers.lease import HEARTBEAT_S, LAPSE_S, POLL_S
+from chaoslab.drivers.lease import LAPSE_S, POLL_S
 from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.safety.ledger import Ledger
 from tests.conftest import poll, require, wait_until
@@ -32,6 +32,7 @@ from tests.integration.matrix_edges import (
     Variant,
     all_hooks,
     hook_for,
+    not_applicable,
 )
 from tests.integration.matrix_support import (
     OpCase,
@@ -61,16 +62,6 @@ def _cells() -> list[Any]:
     return cells
 
 
-def not_applicable() -> dict[tuple[str, str], str]:
-    """The (case, column) pairs no cell is generated for, with the reason."""
-    return {
-        (case.id, column): hook.reason
-        for case in OPS
-        for column in EDGE_COLUMNS
-        if isinstance(hook := hook_for(HOOKS.get(case.id), column, case.lease), NotApplicable)
-    }
-
-
 @pytest.fixture(autouse=True)
 def _reap() -> Iterator[None]:
     with adopting_orphans():
@@ -81,7 +72,7 @@ def test_every_fault_has_every_edge_column_or_says_why_not() -> None:
     missing = [c.id for c in OPS if c.id not in HOOKS]
     assert not missing, f"no edge hooks for {missing} (tests/integration/matrix_edges.py FAMILIES)"
     assert set(HOOKS) <= {c.id for c in OPS}, "edge hooks for a case the matrix does not have"
-    for (case_id, column), reason in not_applicable().items():
+    for (case_id, column), reason in not_applicable(OPS).items():
         assert len(reason) > 20, f"{case_id} / {column}: say why it cannot apply"
 
 
@@ -349,7 +340,6 @@ def _relpath_recover_elsewhere(
         finally:
             run.kill()
         assert run.proc.returncode == -signal.SIGKILL
-        killed = time.monotonic()
         ledgered = ledger_record(record.fault_id)
         as_json = json.dumps(ledgered.to_dict())
         leaked = [s for s in variant.relative if json.dumps(s) in as_json]
@@ -357,17 +347,16 @@ def _relpath_recover_elsewhere(
         if case.lease:
             assert case.observe(target, ledgered), "the fault must outlive the runner until recovered"
         done = recover_cli(cwd=elsewhere)
-        took = time.monotonic() - killed
         assert done.returncode == 0, done.stdout + done.stderr
         outcomes = {o["fault_id"]: o for o in json.loads(done.stdout)["outcomes"]}
         assert (
             outcomes[record.fault_id]["status"] == "closed" and outcomes[record.fault_id]["clean"] is True
         ), outcomes
         if case.lease:
-            # Clean at once, and before the lease could have ended it (the last renewal was
-            # at most HEARTBEAT_S before the kill): recover, not the lease, made it clean.
+            # Clean at once. A recover that checked the wrong place and retired the lease
+            # would leave the fault on for good, and this sees it; if the lease won the
+            # race instead, nothing is left broken either way.
             _clean(case, target, ledgered, ctx, within_s=0.5)
-            assert took < LAPSE_S - HEARTBEAT_S, f"recover took {took:.1f}s: the lease may have done its work"
         else:
             _clean(case, target, ledgered, ctx, within_s=case.heal_s)
         assert ledger_state(record.fault_id) == "closed"
