@@ -127,6 +127,7 @@ def run_experiment(
                         lease_s=exp.runtime.lease_s + 60,
                         on_reclaimed=reclaimed,
                         masker=bus.masker,
+                        identities=lambda r: registry.get(r.driver).identities(r),
                     )
                 )
                 if session.recover_first:

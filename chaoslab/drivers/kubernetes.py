@@ -40,6 +40,18 @@ Faults and how they end:
 - ``cordon`` sets ``spec.unschedulable``; revert uncordons only if the node was not
   already cordoned before the fault.
 
+Lock keys (``identities``) are the uids ``prepare`` resolved, never the target's text:
+``k8s:pod:<uid>`` for each pod ``delete_pods`` picked plus ``k8s:<kind>:<uid>`` of the
+workload that owns it (a pod's ReplicaSet is followed to its Deployment), the workload
+of ``scale`` (``k8s:deployment:<uid>``, ``k8s:statefulset:<uid>``), ``k8s:node:<uid>``.
+So a deployment scaled by name in one run and its pods picked by a label selector (or
+the same name through a ``${var}``) in another is one lock, and one deleted and
+recreated under its name is another identity: ``scale``/``cordon`` revert and check only
+the object of the recorded uid (another object that took its name is left alone) and
+send that uid with every patch, which a real API server refuses for any other object.
+An object a lenient server returns without a uid is named by the API server URL and
+its name (``identity``).
+
 Lease of ``scale`` and ``cordon`` -- be clear about where it lives: the shared lease
 watchdog (``chaoslab.drivers.watchdog``), a detached process **on the runner's machine**,
 not in the cluster. At lease end it reverts from the record alone, through this driver's
@@ -86,7 +98,7 @@ from chaoslab.drivers.lifecycle import (
     LeasedFault,
     not_applied,
 )
-from chaoslab.drivers.selection import SELECTION_PARAMS, Selection, pick, resolve_seed
+from chaoslab.drivers.selection import SELECTION_PARAMS, Picked, Selection, pick, resolve_seed
 from chaoslab.drivers.watchdog import validated
 from chaoslab.errors import DriverError, Problem, TargetNotFound, UnsafeTarget
 
@@ -258,6 +270,31 @@ class NodeTarget:
     name: str
 
 
+class Workload(msgspec.Struct, frozen=True, kw_only=True):
+    """A workload by kind (lower case: ``deployment``, ``statefulset``...), name and uid."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+def identity(kind: str, uid: str | None, *, server: str | None, namespace: str | None, name: str) -> str:
+    """The lock key of one Kubernetes object: ``k8s:<kind>:<uid>``.
+
+    The API server gives every object a uid when it is created and never reuses it, in
+    any cluster: the key names the object itself, not the text that found it. One
+    deployment named by name, through a ``${var}``, or as the owner of the pods a label
+    selector picks is one key; one deleted and recreated under the same name is another.
+    An object a lenient server returns without a uid is named by its cluster (the API
+    server URL) and its name; a record of an older chaoslab with neither gives the key
+    that chaoslab wrote (``k8s:NAMESPACE/KIND/NAME``, ``k8s:node/NAME``).
+    """
+    if uid:
+        return f"k8s:{kind}:{uid}"
+    where = f"{namespace}/{kind}/{name}" if namespace else f"{kind}/{name}"
+    return f"k8s:{server}/{where}" if server else f"k8s:{where}"
+
+
 def _strip_prefix(target: str) -> str:
     return target[4:] if target.startswith("k8s:") else target
 
@@ -354,6 +391,8 @@ class Kube:
             where = "in-cluster config" if conn.in_cluster else f"kubeconfig {conn.kubeconfig}"
             ctx = f" context {conn.context!r}" if conn.context else ""
             raise DriverError(f"cannot load {where}{ctx}: {exc}", driver=NAME) from exc
+        # The cluster as this client reaches it: names an object that carries no uid.
+        self.server = str(cfg.host or "").rstrip("/").lower()
         self._client: Any = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self._client)
         self.apps = client.AppsV1Api(self._client)
@@ -410,6 +449,31 @@ class Kube:
         items = self.call(self.core.list_namespaced_pod, ns, **kwargs).get("items") or []
         return [p for p in items if isinstance(p, dict)]
 
+    def readable(self, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+        """A read that may be refused: None when the object is gone (404) or this
+        identity may not read it (403, RBAC); any other error raises as ``call`` does."""
+        try:
+            return self.call(fn, *args)
+        except DriverError as exc:
+            cause = exc.__cause__
+            if getattr(cause, "status", None) in (403, 404):
+                return None
+            raise
+
+    def controller(self, obj: Mapping[str, Any]) -> Workload | None:
+        """The workload that owns ``obj`` through its controller references: a pod's
+        ReplicaSet is followed to its Deployment (when readable), a StatefulSet's pod
+        names the StatefulSet itself. None for a bare object."""
+        owner = _controller_ref(obj)
+        if owner is None:
+            return None
+        if owner.kind == "replicaset":
+            namespace = str(_meta(obj).get("namespace") or "")
+            rs = self.readable(self.apps.read_namespaced_replica_set, owner.name, namespace)
+            if rs is not None and _meta(rs).get("uid") in (None, owner.uid):
+                return _controller_ref(rs) or owner
+        return owner
+
     def workload(self, w: WorkloadTarget) -> dict[str, Any]:
         if w.kind == "deployment":
             return self.call(self.apps.read_namespaced_deployment, w.name, w.namespace)
@@ -440,6 +504,15 @@ def _kube(conn: Conn, target: str = "") -> Iterator[Kube]:
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
+
+
+def _controller_ref(obj: Mapping[str, Any]) -> Workload | None:
+    for ref in _meta(obj).get("ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("uid") and ref.get("kind"):
+            return Workload(
+                kind=str(ref["kind"]).lower(), name=str(ref.get("name") or ""), uid=str(ref["uid"])
+            )
+    return None
 
 
 def _labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -515,6 +588,10 @@ class DeleteData(HealingData, frozen=True, kw_only=True):
     conn: Conn
     deleted_at: float | None = None
     deleted: tuple[str, ...] = ()
+    # What the deletions really hit besides the pods (their owning workloads), and the
+    # cluster the keys of uid-less objects name; both absent from older records.
+    workloads: tuple[Workload, ...] = ()
+    server: str | None = None
 
 
 class ScaleData(LeasedData, frozen=True, kw_only=True):
@@ -526,6 +603,7 @@ class ScaleData(LeasedData, frozen=True, kw_only=True):
     replicas: int
     resource_version: str | None
     conn: Conn
+    server: str | None = None
 
     def workload(self) -> WorkloadTarget:
         return WorkloadTarget(namespace=self.namespace, kind=self.kind, name=self.name)
@@ -537,6 +615,7 @@ class CordonData(LeasedData, frozen=True, kw_only=True):
     was_unschedulable: bool
     resource_version: str | None
     conn: Conn
+    server: str | None = None
 
 
 def _changed(what: str, target: str) -> DriverError:
@@ -562,6 +641,38 @@ class DeletePods(HealingFault[DeleteData]):
         fields = parse_field_selector(field_selector) if field_selector else ()
         with _kube(conn, target) as kube:
             pods = kube.pods(pt.namespace, pt.selector, field_selector)
+            picked, matching = self._pick(ctx, a, pt, pods, fields, target)
+            # What each deletion really hits: the pod, and the workload that owns it.
+            owners = [kube.controller(p) for p in picked.items]
+            server = kube.server
+        grace = a.get("grace_period")
+        return DeleteData(
+            namespace=pt.namespace,
+            selector=pt.selector,
+            field_selector=field_selector,
+            victims=tuple(
+                Victim(name=str(_meta(p).get("name")), uid=_meta(p).get("uid")) for p in picked.items
+            ),
+            pick=picked.to_dict(),
+            baseline_ready=sum(1 for p in matching if is_ready(p)),
+            grace_period_s=None if grace is None else int(round(parse_duration(grace))),
+            timeout_s=parse_duration(a["recover_timeout"]),
+            conn=conn,
+            workloads=tuple(dict.fromkeys(o for o in owners if o is not None)),
+            server=server,
+        )
+
+    def _pick(
+        self,
+        ctx: DriverContext,
+        a: Mapping[str, Any],
+        pt: PodTarget,
+        pods: list[dict[str, Any]],
+        fields: Sequence[tuple[str, bool, str]],
+        target: str,
+    ) -> tuple[Picked[dict[str, Any]], list[dict[str, Any]]]:
+        """(the picked pods, every truly matching pod); raises when none can be picked."""
+        field_selector = a.get("field_selector")
         matching = _matching(pods, pt, fields)
         candidates = [p for p in matching if not _meta(p).get("deletionTimestamp")]
         if not candidates:
@@ -582,24 +693,18 @@ class DeletePods(HealingFault[DeleteData]):
         picked = pick(
             candidates, Selection.from_args(a), resolve_seed(a, ctx), key=lambda p: str(_meta(p).get("name"))
         )
-        grace = a.get("grace_period")
-        return DeleteData(
-            namespace=pt.namespace,
-            selector=pt.selector,
-            field_selector=field_selector,
-            victims=tuple(
-                Victim(name=str(_meta(p).get("name")), uid=_meta(p).get("uid")) for p in picked.items
-            ),
-            pick=picked.to_dict(),
-            baseline_ready=sum(1 for p in matching if is_ready(p)),
-            grace_period_s=None if grace is None else int(round(parse_duration(grace))),
-            timeout_s=parse_duration(a["recover_timeout"]),
-            conn=conn,
-        )
+        return picked, matching
 
     def identities(self, record: RevertRecord, data: DeleteData) -> tuple[str, ...]:
-        """Deleted pods by uid."""
-        return tuple(f"k8s:pod:{v.uid}" for v in data.victims if v.uid)
+        """The deleted pods and the workloads that own them, by uid."""
+        pods = (
+            identity("pod", v.uid, server=data.server, namespace=data.namespace, name=v.name)
+            for v in data.victims
+        )
+        owners = (
+            identity(w.kind, w.uid, server=data.server, namespace=None, name=w.name) for w in data.workloads
+        )
+        return (*pods, *owners)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> DeleteData:
         deleted: list[str] = []
@@ -654,6 +759,7 @@ class Scale(LeasedFault[ScaleData]):
         w = parse_workload_target(str(ask.target))
         with _kube(conn, str(ask.target)) as kube:
             obj = kube.workload(w)
+            server = kube.server
         return ScaleData(
             namespace=w.namespace,
             kind=w.kind,
@@ -664,22 +770,30 @@ class Scale(LeasedFault[ScaleData]):
             replicas=int(ask.full["replicas"]),
             resource_version=_meta(obj).get("resourceVersion"),
             conn=conn,
+            server=server,
         )
 
     def identities(self, record: RevertRecord, data: ScaleData) -> tuple[str, ...]:
-        return (f"k8s:{data.namespace}/{data.kind.lower()}/{data.name}",)
+        """The workload by uid (``k8s:deployment:<uid>``), whatever named it."""
+        return (
+            identity(
+                data.kind.lower(), data.uid, server=data.server, namespace=data.namespace, name=data.name
+            ),
+        )
 
     def refuse(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> None:
         with _kube(data.conn, record.target) as kube:
-            current = int((kube.workload(data.workload()).get("spec") or {}).get("replicas", 1))
+            try:
+                obj = _same(kube.workload(data.workload()), data.uid, record.target)
+            except TargetNotFound as exc:
+                raise _changed(str(exc), record.target) from exc
+            current = int((obj.get("spec") or {}).get("replicas", 1))
         if current != data.previous_replicas:
             raise _changed(f"replicas changed from {data.previous_replicas} to {current}", record.target)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> ScaleData:
-        body: dict[str, Any] = {"spec": {"replicas": data.replicas}}
-        if data.resource_version:
-            # optimistic concurrency on a real API server: 409 if changed since prepare
-            body["metadata"] = {"resourceVersion": data.resource_version}
+        # optimistic concurrency on a real API server: 409 if changed since prepare
+        body = _patch({"replicas": data.replicas}, data.uid, data.resource_version)
         with _kube(data.conn, record.target) as kube:
             kube.patch_workload(data.workload(), body, refused=True)  # a refusal: not applied
         return data
@@ -688,18 +802,20 @@ class Scale(LeasedFault[ScaleData]):
         w = data.workload()
         with _kube(data.conn, record.target) as kube:
             try:
-                kube.patch_workload(w, {"spec": {"replicas": data.previous_replicas}})
-            except TargetNotFound:
-                return f"{w.kind} {w.namespace}/{w.name} no longer exists; nothing to restore"
+                _same(kube.workload(w), data.uid, record.target)
+                kube.patch_workload(w, _patch({"replicas": data.previous_replicas}, data.uid))
+            except TargetNotFound as exc:
+                return f"{w.kind} {w.namespace}/{w.name} no longer exists ({exc}); nothing to restore"
         return f"{w.kind} {w.namespace}/{w.name} restored to {data.previous_replicas} replicas"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> list[str]:
         w = data.workload()
         with _kube(data.conn, record.target) as kube:
             try:
-                replicas = int((kube.workload(w).get("spec") or {}).get("replicas", 1))
+                obj = _same(kube.workload(w), data.uid, record.target)
             except TargetNotFound:
-                return []  # gone: nothing of the fault left
+                return []  # gone (or another object under its name): nothing of the fault left
+            replicas = int((obj.get("spec") or {}).get("replicas", 1))
         if replicas != data.previous_replicas:
             return [f"{w.kind} {w.name} has {replicas} replicas, was {data.previous_replicas}"]
         return []
@@ -716,19 +832,26 @@ class Cordon(LeasedFault[CordonData]):
         nt = parse_node_target(str(ask.target))
         with _kube(conn, str(ask.target)) as kube:
             node = kube.call(kube.core.read_node, nt.name)
+            server = kube.server
         return CordonData(
             node=nt.name,
             uid=_meta(node).get("uid"),
             was_unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
             resource_version=_meta(node).get("resourceVersion"),
             conn=conn,
+            server=server,
         )
 
     def identities(self, record: RevertRecord, data: CordonData) -> tuple[str, ...]:
-        return (f"k8s:node/{data.node}",)
+        """The node by uid (``k8s:node:<uid>``)."""
+        return (identity("node", data.uid, server=data.server, namespace=None, name=data.node),)
 
     def refuse(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> None:
-        if _unschedulable(data, record.target) != data.was_unschedulable:
+        try:
+            now = _unschedulable(data, record.target)
+        except TargetNotFound as exc:
+            raise _changed(str(exc), record.target) from exc
+        if now != data.was_unschedulable:
             raise _changed(f"node {data.node} changed cordon state", record.target)
 
     def needs_watchdog(self, record: RevertRecord, data: CordonData) -> bool:
@@ -737,9 +860,7 @@ class Cordon(LeasedFault[CordonData]):
     def apply(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> CordonData:
         if data.was_unschedulable:
             return data
-        body: dict[str, Any] = {"spec": {"unschedulable": True}}
-        if data.resource_version:
-            body["metadata"] = {"resourceVersion": data.resource_version}
+        body = _patch({"unschedulable": True}, data.uid, data.resource_version)
         with _kube(data.conn, record.target) as kube:
             kube.call(kube.core.patch_node, data.node, body, refused=True)  # a refusal: not applied
         return data
@@ -749,10 +870,11 @@ class Cordon(LeasedFault[CordonData]):
             return f"node {data.node} was cordoned before the fault; left cordoned"
         with _kube(data.conn, record.target) as kube:
             try:
+                _same(kube.call(kube.core.read_node, data.node), data.uid, record.target)
                 # null removes the field, as `kubectl uncordon` does
-                kube.call(kube.core.patch_node, data.node, {"spec": {"unschedulable": None}})
-            except TargetNotFound:
-                return f"node {data.node} no longer exists; nothing to restore"
+                kube.call(kube.core.patch_node, data.node, _patch({"unschedulable": None}, data.uid))
+            except TargetNotFound as exc:
+                return f"node {data.node} no longer exists ({exc}); nothing to restore"
         return f"node {data.node} uncordoned"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> list[str]:
@@ -767,9 +889,33 @@ class Cordon(LeasedFault[CordonData]):
 
 
 def _unschedulable(data: CordonData, target: str) -> bool:
+    """Whether the node the fault planned on is cordoned (TargetNotFound: it is gone,
+    or another node took its name)."""
     with _kube(data.conn, target) as kube:
-        node = kube.call(kube.core.read_node, data.node)
+        node = _same(kube.call(kube.core.read_node, data.node), data.uid, target)
     return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def _same(obj: dict[str, Any], uid: str | None, target: str) -> dict[str, Any]:
+    """``obj`` if it is the object the fault was planned on (same uid); TargetNotFound
+    when another object now has its name (deleted and recreated): that one is another
+    identity, never touched by this fault's revert."""
+    now = _meta(obj).get("uid")
+    if uid and now and now != uid:
+        meta = _meta(obj)
+        name = f"{meta.get('namespace')}/{meta.get('name')}" if meta.get("namespace") else meta.get("name")
+        raise TargetNotFound(
+            f"{name} is another object now (uid {now}; the fault's was {uid})", driver=NAME, target=target
+        )
+    return obj
+
+
+def _patch(spec: dict[str, Any], uid: str | None, resource_version: str | None = None) -> dict[str, Any]:
+    """A merge patch of ``spec`` that only the planned object accepts: the uid is
+    immutable, so a real API server refuses (422) a patch carrying another object's uid;
+    a ``resource_version`` also refuses (409) one changed since it was read."""
+    meta = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+    return {"spec": spec, "metadata": meta} if meta else {"spec": spec}
 
 
 def _recovery(kube: Kube, target: str, data: DeleteData) -> tuple[list[str], list[dict[str, Any]]]:

@@ -439,6 +439,9 @@ class _Compiler:
             args = {}
         target = a.get("target")
         has_subst = any(isinstance(v, str) and "${" in v for v in args.values())
+        # A target with ``${...}`` is checked by the driver once substituted (at run time,
+        # before its fault is prepared), not as the template text.
+        target_subst = isinstance(target, str) and "${" in target
         vocab = None
         if isinstance(do, str) and do in vocabulary.BY_NAME:
             # one vocabulary on every target: the target's scheme picks the driver
@@ -492,7 +495,7 @@ class _Compiler:
                 self.problems.append(self.doc.problem(p.path, p.message, p.hint))
         if op.needs_target and not isinstance(target, str):
             self.bad(f"{path}.target", f"{do} needs a target")
-        if len(self.problems) == before and not has_subst:
+        if len(self.problems) == before and not has_subst and not target_subst:
             params = {param.name for param in op.params}
             for p in driver.validate(op, args, target):
                 where = (

@@ -11,13 +11,15 @@ one host) therefore collide on the key, not on the text.
 A run's own keys are claimed once and held until ``release`` (the end of the run), so a
 run may stack faults on one target; another live run is refused with ``LockHeld``; a
 lock of a dead run is reclaimed and reported through ``on_reclaimed`` (the run writes a
-``lock-reclaimed`` event).
+``lock-reclaimed`` event). Given the drivers' ``identities``, the open-ledger check also
+re-keys each open entry the way its driver keys it today (``Ledger.held_keys``), so an
+entry written before a driver's keys changed still blocks the object it hit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from chaoslab.drivers.base import RevertRecord
@@ -40,8 +42,9 @@ class ClaimingLedger(Ledger):
         lease_s: float | None = None,
         on_reclaimed: Callable[[Reclaimed], None] = lambda _r: None,
         masker: Masker | None = None,
+        identities: Callable[[RevertRecord], Iterable[str]] | None = None,
     ) -> None:
-        super().__init__(directory, masker=masker)
+        super().__init__(directory, masker=masker, identities=identities)
         self.run_id = run_id
         self.locks_directory = locks_directory
         self.lease_s = lease_s

@@ -43,7 +43,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoslab.drivers.base import RECORD_VERSION, CleanReport, RevertRecord
-from chaoslab.errors import LedgerError
+from chaoslab.errors import ChaoslabError, LedgerError
 from chaoslab.masking import Masker, Unsealable, output_masker, unseal
 from chaoslab.safety.durable import flocked, fsync_dir, write_json_atomic
 from chaoslab.safety.owner import Owner, iso
@@ -148,8 +148,17 @@ class Ledger:
     secret that has no such reference is refused (``LedgerError``) before it is written.
     """
 
-    def __init__(self, directory: Path, *, masker: Masker | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        masker: Masker | None = None,
+        identities: Callable[[RevertRecord], Iterable[str]] | None = None,
+    ) -> None:
         self.directory = directory
+        # The drivers' ``identities``: lets the open-ledger check re-key an entry an
+        # older chaoslab keyed differently (see ``held_keys``).
+        self.identities = identities
         # Default: the masker of what this process prints (the CLI installs one), so a
         # secret put back into a record for a revert (halt, recover) is masked there too.
         self.masker = masker if masker is not None else (output_masker() or Masker())
@@ -371,9 +380,8 @@ class Ledger:
         """
         wanted = set(keys)
         scan = self.scan()
-        blocking = [
-            e for e in scan.entries if e.record.run_id != run_id and wanted & set(e.record.identity_keys())
-        ]
+        held = {e.record.fault_id: self.held_keys(e.record) for e in scan.entries}
+        blocking = [e for e in scan.entries if e.record.run_id != run_id and wanted & held[e.record.fault_id]]
         damaged = [p for p in scan.problems if p.target is None]
         if not blocking and not damaged:
             return
@@ -384,7 +392,7 @@ class Ledger:
                 " on what this fault would hit (faults an earlier run may have left active):"
             )
             lines += [
-                f"  - {e.describe()} hits {', '.join(sorted(wanted & set(e.record.identity_keys())))}"
+                f"  - {e.describe()} hits {', '.join(sorted(wanted & held[e.record.fault_id]))}"
                 for e in blocking
             ]
         if damaged:
@@ -392,6 +400,20 @@ class Ledger:
             lines += [f"  - {p}" for p in damaged]
         lines.append("Run `chaoslab recover` to revert and close them, then run again.")
         raise LedgerError("\n".join(lines))
+
+    def held_keys(self, record: RevertRecord) -> set[str]:
+        """The keys an open entry holds: those stamped when it was opened and, when this
+        ledger was given the drivers' ``identities``, those its driver derives from the
+        record today -- so an entry an older chaoslab keyed another way (kubernetes: by
+        name, now by uid) still blocks the object it hit. A driver that cannot read the
+        record leaves the stamped keys."""
+        keys = set(record.identity_keys())
+        if self.identities is not None:
+            try:
+                keys.update(self.identities(record))
+            except ChaoslabError:
+                pass
+        return keys
 
     def claim(self, record: RevertRecord) -> None:
         """Called before ``open_entry``: refuse a fault whose resolved identities another

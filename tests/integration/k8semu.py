@@ -9,7 +9,8 @@ What the emulator does NOT do, and how the tests cope:
 - it ignores ``labelSelector``/``fieldSelector`` (returns every object of the namespace):
   the driver re-checks labels client-side, and a test proves an unlabelled pod survives;
 - it runs no controllers: ``ReplicaController`` plays the ReplicaSet controller in a
-  thread (creates Ready replacement pods for deleted ones);
+  thread (creates Ready replacement pods for deleted ones); owner references (a pod's
+  ReplicaSet, the ReplicaSet's Deployment) are set by the helpers (``owner=``);
 - it keeps no ``uid``/``resourceVersion``/``creationTimestamp``: the helpers set them;
 - it applies every PATCH as a JSON merge (``None`` removes a key) and deletes at once,
   whatever the grace period.
@@ -79,7 +80,13 @@ class K8sEmulator:
         emulator = kmock.KubernetesEmulator()
         # Declared up front: the emulator answers 404 on LIST of a resource it has never
         # stored an object of, where a real API server returns an empty list.
-        for res in ("v1/pods", "v1/nodes", "apps/v1/deployments", "apps/v1/statefulsets"):
+        for res in (
+            "v1/pods",
+            "v1/nodes",
+            "apps/v1/deployments",
+            "apps/v1/statefulsets",
+            "apps/v1/replicasets",
+        ):
             emulator.resources[res] = kmock.ResourceInfo()
         async with emulator, kmock.Server(emulator) as server:
             self.emulator = emulator
@@ -158,10 +165,14 @@ class K8sEmulator:
         ready: bool = True,
         phase: str = "Running",
         node: str = "node-1",
+        owner: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """A pod; ``owner``: the object (as created) its controller reference names."""
         from kubernetes import client
 
         body = pod_manifest(namespace, name, labels, ready=ready, phase=phase, node=node)
+        if owner is not None:
+            body["metadata"]["ownerReferences"] = [owner_reference(owner)]
         with self.api() as api:
             core: Any = client.CoreV1Api(api)  # the stubs want models; the API takes JSON
             core.create_namespaced_pod(namespace, body)
@@ -180,7 +191,8 @@ class K8sEmulator:
                 resp.release_conn()
         return {p["metadata"]["name"]: p for p in items}
 
-    def create_workload(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+    def create_workload(self, kind: str, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """A deployment or statefulset with a fresh uid; returns it as created."""
         from kubernetes import client
 
         body = {
@@ -208,6 +220,41 @@ class K8sEmulator:
                 apps.create_namespaced_deployment(namespace, body)
             else:
                 apps.create_namespaced_stateful_set(namespace, body)
+        return body
+
+    def create_replicaset(self, namespace: str, name: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+        """A ReplicaSet controlled by ``owner`` (a deployment as created), as Kubernetes
+        makes one per deployment revision; returns it as created."""
+        from kubernetes import client
+
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": "1",
+                "ownerReferences": [owner_reference(owner)],
+            },
+            "spec": {"selector": owner["spec"]["selector"], "template": owner["spec"]["template"]},
+        }
+        with self.api() as api:
+            apps: Any = client.AppsV1Api(api)
+            apps.create_namespaced_replica_set(namespace, body)
+        return body
+
+    def delete_workload(self, kind: str, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        with self.api() as api:
+            apps: Any = client.AppsV1Api(api)
+            delete = (
+                apps.delete_namespaced_deployment
+                if kind == "deployment"
+                else apps.delete_namespaced_stateful_set
+            )
+            delete(name, namespace, _preload_content=False).release_conn()
 
     def workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         plural = "deployments" if kind == "deployment" else "statefulsets"
@@ -228,6 +275,18 @@ class K8sEmulator:
 
     def node(self, name: str) -> dict[str, Any]:
         return dict(self.emulator.objects["v1/nodes", None, name].raw)
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller reference to ``owner`` (an object as created), as controllers set it."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def pod_manifest(
@@ -278,8 +337,10 @@ class ReplicaController:
         *,
         delay_s: float = 0.5,
         max_s: float = 30.0,
+        owner: Mapping[str, Any] | None = None,
     ) -> None:
         self.emu = emu
+        self.owner = owner  # the ReplicaSet its pods name as their controller
         self.namespace = namespace
         self.labels = dict(labels)
         self.replicas = replicas
@@ -316,7 +377,7 @@ class ReplicaController:
             elif time.monotonic() - missing_since >= self.delay_s:
                 for _ in range(missing):
                     name = f"{self.labels.get('app', 'pod')}-{uuid.uuid4().hex[:5]}"
-                    self.emu.create_pod(self.namespace, name, self.labels)
+                    self.emu.create_pod(self.namespace, name, self.labels, owner=self.owner)
                     self.created.append(name)
                 missing_since = None
             self._stop.wait(0.05)

@@ -19,13 +19,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import psutil
 import pytest
 
 from chaoslab.drivers._proc import kill_watchdogs, watchdog_processes
 from chaoslab.drivers.base import DriverContext, RevertRecord
+from chaoslab.drivers.registry import DriverRegistry
 from chaoslab.drivers.watchdog import outcome_path
-from chaoslab.errors import DriverError, InvalidInput, TargetNotFound
-from tests.conftest import require, wait_until
+from chaoslab.errors import DriverError, InvalidInput, LedgerError, TargetNotFound
+from chaoslab.safety.claims import ClaimingLedger
+from chaoslab.safety.ledger import Ledger
+from chaoslab.safety.owner import Owner
+from tests.conftest import require, run_cli, wait_for_event, wait_until
+from tests.e2e.test_identity_locks import experiment, holding, journal_reason, start
 from tests.statepaths import env_state
 
 HAVE = all(importlib.util.find_spec(m) is not None for m in ("kmock", "kubernetes"))
@@ -57,7 +64,10 @@ def ctx(tmp_path: Path) -> Iterator[DriverContext]:
     yield DriverContext(run_id="run-k8s", state_dir=state, seed=7, lab_dir=env_state().lab)
     # A test that failed before its revert must not leave a lease watchdog behind.
     for proc in watchdog_processes():
-        argv = proc.cmdline()
+        try:
+            argv = proc.cmdline()
+        except psutil.Error:  # it ended (a zombie until reaped) since it was listed
+            continue
         if str(state) in argv and "--fault-id" in argv:
             kill_watchdogs(argv[argv.index("--fault-id") + 1])
 
@@ -313,6 +323,114 @@ def test_scale_refuses_when_changed_since_prepare(
     assert not watchdog_processes(record.fault_id)  # no watchdog left armed
 
 
+# --- locks on what a fault really hits: uids ------------------------------------------------
+
+
+def _shop_web(emu: K8sEmulator, replicas: int = 2) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Deployment shop/web, its ReplicaSet and its pods, owner references as Kubernetes sets them."""
+    deployment = emu.create_workload("deployment", "shop", "web", replicas=replicas)
+    rs = emu.create_replicaset("shop", "web-5d4f8", owner=deployment)
+    for i in range(replicas):
+        emu.create_pod("shop", f"web-5d4f8-{i}", WEB, owner=rs)
+    return deployment, rs
+
+
+def test_one_deployment_named_two_ways_by_two_runs_is_one_lock(emu: K8sEmulator, tmp_path: Path) -> None:
+    """Run A scales shop/web by name and holds it. Run B deletes its pods through a label
+    selector, run C scales it as ``deploy/${w}``: both hit A's deployment, so both are
+    refused (exit 5) on its uid, and nothing of theirs reaches the cluster."""
+    deployment, _rs = _shop_web(emu)
+    uid = deployment["metadata"]["uid"]
+    conn = emu.conn_args()
+    release = tmp_path / "release"
+
+    def step(do: str, target: str, duration: str = "", **args: Any) -> str:
+        held = {"duration": duration} if duration else {}
+        return json.dumps({"do": do, "target": target, "with": {**args, **conn}, **held})
+
+    by_name = holding(tmp_path, "a", step("kubernetes.scale", "k8s:shop/deployment/web", replicas=1), release)
+    by_selector = experiment(
+        tmp_path, "b", step("kubernetes.delete_pods", "k8s:shop/app=web", recover_timeout="1s")
+    )
+    by_var = experiment(
+        tmp_path,
+        "c",
+        step("kubernetes.scale", "k8s:shop/deploy/${w}", "1s", replicas=0),
+        "configuration: {w: web}\n",
+    )
+    first = start("run", "--run-dir", str(tmp_path / "ra"), str(by_name), cwd=tmp_path)
+    try:
+        wait_for_event(tmp_path / "ra" / "events.ndjson", "fault-injected", timeout_s=60)
+        assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 1
+        for name, exp in (("rb", by_selector), ("rc", by_var)):
+            second = run_cli("run", "--run-dir", str(tmp_path / name), str(exp), cwd=tmp_path)
+            assert "Traceback" not in second.stdout + second.stderr
+            assert second.returncode == 5, second.stdout + second.stderr
+            reason = journal_reason(tmp_path / name)
+            assert "locked by" in reason and f"k8s:deployment:{uid}" in reason, reason
+            assert "fault-injected" not in (tmp_path / name / "events.ndjson").read_text()
+        assert sorted(emu.pods("shop")) == ["web-5d4f8-0", "web-5d4f8-1"]  # no pod was deleted
+        assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 1  # C changed nothing
+    finally:
+        release.touch()
+        out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, out + err
+    assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 2
+
+
+def test_a_workload_recreated_under_its_name_is_another_identity(
+    emu: K8sEmulator, driver: KubernetesDriver, ctx: DriverContext
+) -> None:
+    """The first fault's lock and revert concern the deployment it planned on; the one
+    that took its name later is another lock, and the revert leaves it alone."""
+    emu.create_workload("deployment", "shop", "web", replicas=3)
+    op = _op(driver, "scale")
+    first = driver.inject(
+        ctx, driver.prepare(ctx, op, {**emu.conn_args(), "replicas": 0}, "k8s:shop/deployment/web", 60)
+    )
+    emu.delete_workload("deployment", "shop", "web")
+    again = emu.create_workload("deployment", "shop", "web", replicas=5)
+    second = driver.prepare(ctx, op, {**emu.conn_args(), "replicas": 1}, "k8s:shop/deploy/web", 60)
+    assert driver.identities(first) == (f"k8s:deployment:{first.data['uid']}",)
+    assert driver.identities(second) == (f"k8s:deployment:{again['metadata']['uid']}",)
+
+    result = driver.revert(ctx, first)  # nothing to restore: its deployment is gone
+    assert result.reverted and "no longer exists" in result.detail, result.detail
+    assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 5, "the new one untouched"
+    assert driver.check_clean(ctx, first).clean
+    assert not watchdog_processes(first.fault_id)
+
+
+def test_an_open_entry_keyed_by_name_by_an_older_chaoslab_blocks_the_uid(
+    emu: K8sEmulator, driver: KubernetesDriver, ctx: DriverContext
+) -> None:
+    """An entry written before the keys were uids (keys by name, no ``server`` in its
+    data) is read, and re-keyed by the driver, so it still blocks the deployment."""
+    deployment, _rs = _shop_web(emu)
+    key = f"k8s:deployment:{deployment['metadata']['uid']}"
+    scale = driver.prepare(
+        ctx, _op(driver, "scale"), {**emu.conn_args(), "replicas": 1}, "k8s:shop/deployment/web", 60
+    )
+    old_data = {k: v for k, v in scale.data.items() if k != "server"}
+    old = msgspec.structs.replace(scale, run_id="run-old", keys=("k8s:shop/deployment/web",), data=old_data)
+    Ledger(env_state().ledger).open_entry(old, owner=Owner.current("run-old"))
+
+    pods = driver.prepare(ctx, _op(driver, "delete_pods"), emu.conn_args(), "k8s:shop/app=web", None)
+    new = msgspec.structs.replace(pods, run_id="run-new", keys=driver.identities(pods))
+    assert key in new.keys
+    registry = DriverRegistry(extra={"kubernetes": driver}, load_installed=False)
+    with ClaimingLedger(
+        "run-new",
+        directory=env_state().ledger,
+        locks_directory=env_state().locks,
+        identities=lambda r: registry.get(r.driver).identities(r),
+    ) as ledger:
+        with pytest.raises(LedgerError, match=f"hits {key}"):
+            ledger.claim(new)
+    # Without the drivers' identities only the stamped name key is compared: no collision.
+    Ledger(env_state().ledger).check_keys_clear(new.keys, "run-new")
+
+
 # --- cordon -------------------------------------------------------------------------------
 
 
@@ -323,6 +441,7 @@ def test_cordon_and_uncordon(
     op = _op(driver, "cordon")
     record = driver.prepare(ctx, op, emu.conn_args(), "k8s:node/node-1", 60)
     assert record.data["was_unschedulable"] is False
+    assert driver.identities(record) == (f"k8s:node:{emu.node('node-1')['metadata']['uid']}",)
     record = driver.inject(ctx, record)
     assert emu.node("node-1")["spec"].get("unschedulable") is True
     assert any("cordoned" in r for r in driver.check_clean(ctx, record).residue)
