@@ -39,6 +39,7 @@ from chaoslab.httpcore import (
     parse_request,
     response,
 )
+from chaoslab.lab.listen import server_address
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_PIPELINE = 64
@@ -307,6 +308,7 @@ async def serve(
     timeout_s: float,
     health_interval_s: float,
     try_timeout_s: float = 1.0,
+    listen_fd: int | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     lb = Balancer(
@@ -314,7 +316,7 @@ async def serve(
     )
     tasks: set[asyncio.Task[None]] = set()
     server = await loop.create_server(
-        lambda: FrontProtocol(lb, tasks), host, port, reuse_address=True, backlog=1024
+        lambda: FrontProtocol(lb, tasks), **server_address(host, port, listen_fd)
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -333,9 +335,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--health-interval", type=float, default=0.5)
     parser.add_argument("--try-timeout", type=float, default=1.0)
+    parser.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket")
     args = parser.parse_args(argv)
     asyncio.run(
-        serve(args.host, args.port, args.upstream, args.timeout, args.health_interval, args.try_timeout)
+        serve(
+            args.host,
+            args.port,
+            args.upstream,
+            args.timeout,
+            args.health_interval,
+            args.try_timeout,
+            args.listen_fd,
+        )
     )
 
 

@@ -71,8 +71,10 @@ def start_proxy_server(
     return None, f"proxy API did not answer on port {api_port} within {timeout_s:g}s"
 
 
-def create_proxy(api_port: int, name: str, listen_port: int, upstream_port: int) -> None:
-    """Create (or replace) proxy ``name``: 127.0.0.1:listen_port → 127.0.0.1:upstream_port."""
+def create_proxy(api_port: int, name: str, listen_port: int, upstream_port: int) -> int:
+    """Create (or replace) proxy ``name``: 127.0.0.1:listen_port → 127.0.0.1:upstream_port;
+    returns the port it listens on (``listen_port`` 0: the proxy server picks a free one, so
+    no other process can take it between the choice and the bind)."""
     spec = {
         "name": name,
         "listen": f"127.0.0.1:{listen_port}",
@@ -88,6 +90,10 @@ def create_proxy(api_port: int, name: str, listen_port: int, upstream_port: int)
         status, body = api_request(api_port, "POST", "/proxies", spec)
     if status not in (200, 201):
         raise OSError(f"creating proxy {name}: HTTP {status} {body[:200]!r}")
+    try:
+        return int(json.loads(body)["listen"].rsplit(":", 1)[1])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OSError(f"creating proxy {name}: no listen address in {body[:200]!r}") from exc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 3.0) -> int:

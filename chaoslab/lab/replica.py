@@ -27,6 +27,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from chaoslab.httpcore import ProtocolError, parse_request, response
+from chaoslab.lab.listen import server_address
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_WORK_MS = 10_000
@@ -147,11 +148,11 @@ def spin(seconds: float) -> None:
             x ^= i * i
 
 
-async def serve(name: str, host: str, port: int) -> None:
+async def serve(name: str, host: str, port: int, listen_fd: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     server = await loop.create_server(
-        lambda: ReplicaProtocol(name, metrics), host, port, reuse_address=True, backlog=1024
+        lambda: ReplicaProtocol(name, metrics), **server_address(host, port, listen_fd)
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, help="serve on this inherited listening socket")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.name, args.host, args.port))
+    asyncio.run(serve(args.name, args.host, args.port, args.listen_fd))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ Invariants:
   ``{"died_at", "after_exit", "at"}`` (``at`` = when the restart happened; ``after_exit``
   is the exit status, negative for a signal). While a component waits for its restart its
   ``pid`` is null and ``alive`` false.
+- Ports are never chosen and bound later by someone else: the supervisor binds each
+  replica's and the balancer's listening socket and hands it over (``--listen-fd``, see
+  ``listen.py``), and the proxy server picks its proxies' ports itself. A restart binds the
+  component's port again. Ready means every component answered HTTP, not just a connect.
 - Children get ``PR_SET_PDEATHSIG``: if the supervisor is SIGKILLed they die with it.
 - On SIGTERM/SIGINT every child gets SIGTERM (SIGKILL after 3 s), is reaped, and the state
   file is removed; the supervisor started every process it stops, and stops only those.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import http.client
 import os
 import signal
 import socket
@@ -37,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from chaoslab.lab.proxyctl import create_proxy, start_proxy_server, stop_process
+from chaoslab.lab.listen import bound_listener
+from chaoslab.lab.proxyctl import create_proxy, proxy_module_available, start_proxy_server, stop_process
 from chaoslab.lab.state import STATE_FILE, write_state
 
 LOG_FILE = "lab.log"
@@ -70,6 +76,25 @@ def wait_port(port: int, deadline: float, proc: subprocess.Popen[bytes] | None =
     return False
 
 
+def wait_serving(port: int, path: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> bool:
+    """Until ``GET path`` on ``port`` answers 200. A connect alone proves nothing here: the
+    supervisor bound the socket, so it accepts before the child serves."""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        try:
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return True
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.02)
+    return False
+
+
 @dataclass(kw_only=True)
 class Child:
     """One supervised process. Mutable: owned by the supervisor loop alone."""
@@ -79,6 +104,8 @@ class Child:
     port: int
     argv: list[str]
     proxy_port: int | None = None
+    # Bound by the supervisor and handed over at spawn (``chaoslab.lab.listen``).
+    listener: socket.socket | None = None
     proc: subprocess.Popen[bytes] | None = None
     restart_at: float | None = None  # monotonic time of the pending restart
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -144,31 +171,46 @@ class Supervisor:
     # -- processes ----------------------------------------------------------------------------
 
     def spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(
-            child.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            preexec_fn=_die_with_parent,  # safe: this process has no threads
-        )
+        """Start ``child`` on its listening socket: the one bound at start, or (a restart)
+        its port bound again — OSError if another process took it while it was down."""
+        listener = child.listener or bound_listener(child.port)
+        child.listener = None
+        with listener:
+            fd = listener.fileno()
+            child.proc = subprocess.Popen(
+                [*child.argv, "--listen-fd", str(fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self.log,
+                pass_fds=(fd,),
+                preexec_fn=_die_with_parent,  # safe: this process has no threads
+            )
+
+    def start_proxy(self) -> None:
+        # Its API port is chosen before the server binds it; another process may take it
+        # in between, so a server that could not start gets a few fresh ports.
+        for _ in range(3):
+            self.proxy_api_port = free_port()
+            self.proxy, self.proxy_note = start_proxy_server(
+                self.proxy_api_port, stderr=self.log, preexec=_die_with_parent
+            )
+            if self.proxy is not None or not proxy_module_available():
+                return
 
     def start(self) -> None:
-        replica_ports = [free_port() for _ in range(self.n_replicas)]
-        self.proxy_api_port = free_port()
-        self.proxy, self.proxy_note = start_proxy_server(
-            self.proxy_api_port, stderr=self.log, preexec=_die_with_parent
-        )
+        self.start_proxy()
         py = sys.executable
-        for i, port in enumerate(replica_ports, start=1):
+        for i in range(1, self.n_replicas + 1):
             name = f"replica-{i}"
+            listener = bound_listener()
+            port = listener.getsockname()[1]
             argv = [py, "-m", "chaoslab.lab.replica", "--name", name, "--port", str(port)]
-            child = Child(name=name, kind="replica", port=port, argv=argv)
-            if self.proxy is not None:
-                child.proxy_port = free_port()
+            child = Child(name=name, kind="replica", port=port, argv=argv, listener=listener)
             self.children.append(child)
             self.spawn(child)
         self.create_proxies()
-        lb_port = free_port()
+        listener = bound_listener()
+        lb_port = listener.getsockname()[1]
         upstreams: list[str] = []
         for c in self.children:
             target = c.proxy_port if c.proxy_port is not None and self.proxy else c.port
@@ -178,13 +220,15 @@ class Supervisor:
             kind="lb",
             port=lb_port,
             argv=[py, "-m", "chaoslab.lab.balancer", "--port", str(lb_port), *upstreams],
+            listener=listener,
         )
         self.children.append(lb)
         self.spawn(lb)
         deadline = time.monotonic() + START_TIMEOUT_S
         for c in self.children:
-            if not wait_port(c.port, deadline, c.proc):
-                raise RuntimeError(f"{c.name} did not start listening on port {c.port}")
+            path = "/__lb/status" if c.kind == "lb" else "/health"
+            if not wait_serving(c.port, path, deadline, c.proc):
+                raise RuntimeError(f"{c.name} did not start serving on port {c.port}")
         self.ready = True
         self.write()
 
@@ -193,8 +237,10 @@ class Supervisor:
             return
         try:
             for c in self.children:
-                if c.proxy_port is not None:
-                    create_proxy(self.proxy_api_port, c.name, c.proxy_port, c.port)
+                if c.kind == "replica":
+                    # First time: the proxy server picks the port; after a proxy restart,
+                    # the same one again (the balancer was told it).
+                    c.proxy_port = create_proxy(self.proxy_api_port, c.name, c.proxy_port or 0, c.port)
         except OSError as exc:
             # The proxy is optional: fall back to direct paths rather than fail the lab.
             self.proxy_note = f"proxy server unusable: {exc}"
@@ -213,7 +259,12 @@ class Supervisor:
                 c.restart_at = now + self.restart_delay_s
                 changed = True
             elif c.restart_at is not None and now >= c.restart_at:
-                self.spawn(c)
+                try:
+                    self.spawn(c)
+                except OSError as exc:  # its port was taken while it was down: try again
+                    self.log.write(f"restarting {c.name} on port {c.port}: {exc}\n".encode())
+                    c.restart_at = now + 0.5
+                    continue
                 c.restart_at = None
                 c.restarts[-1]["at"] = time.time()
                 changed = True
