@@ -646,6 +646,66 @@ def test_revert_from_a_new_process_with_only_the_record(
     assert_clean(driver, ctx, rec)
 
 
+def test_a_relative_inventory_is_recorded_absolute(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inventory: inventory.yaml`` means another file from another directory (a recover
+    run elsewhere): the record holds the absolute path, in its args as in its data."""
+    monkeypatch.chdir(inventory.parent)
+    op = driver.operation("stress_cpu")
+    assert op is not None
+    rec = driver.prepare(ctx, op, {"inventory": inventory.name, "workers": 1}, "ssh:h0", 30)
+    assert rec.args["inventory"] == rec.data["inventory"] == str(inventory.resolve())
+
+
+def test_a_suspend_is_continued_from_its_record_when_the_host_kept_nothing(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, markers: Markers
+) -> None:
+    """A revert that did not hold (a co-tenant stopped the process again) once ended the
+    host's watchdog and removed its state directory, where the pids to continue were kept:
+    every later revert (recover) then continued nothing and the process stayed stopped for
+    good. The record names the processes (pid + start time): the revert continues those."""
+    marker, proc = markers.by_pattern()
+    rec = fault(driver, ctx, "suspend", {"inventory": str(inventory), "pattern": marker}, "ssh:h0")
+    assert state(proc.pid) == "T"
+    # The host lost the fault's state (and its watchdog) while the process stayed stopped.
+    for pid in fault_processes(rec):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(yaml.safe_load(inventory.read_text())["remote_state_dir"])
+    assert state(proc.pid) == "T"
+    result = driver.revert(ctx, rec)
+    assert result.reverted, result.detail
+    assert state(proc.pid) in ("S", "R")
+    assert_clean(driver, ctx, rec)
+
+
+def test_a_revert_that_does_not_hold_keeps_the_hosts_lease(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns
+) -> None:
+    """The rule is back as often as the revert deletes it (a co-tenant re-applying a saved
+    ruleset): the revert says it did not hold, and the host's watchdog and state stay, so
+    the lease still ends the fault. Once the extra copies are gone a revert is clean."""
+    args = {"inventory": str(inventory), "port": netns.port, "netns": netns.name}
+    rec = fault(driver, ctx, "iptables_drop", args, "ssh:h3")
+    (rule,) = rec.data["rules"]
+    ns = ["ip", "netns", "exec", netns.name, "iptables", "-w"]
+    for _ in range(25):  # more than the revert's bounded delete loop removes
+        subprocess.run([*ns, "-I", *rule], check=True)
+    result = driver.revert(ctx, rec)
+    assert not result.reverted and "did not hold" in result.detail, result.detail
+    (watchdog,) = {int(r["watchdog"]) for r in rec.data["results"].values()}
+    assert state(watchdog) not in ("gone", "Z"), "a failed revert must keep the host's watchdog"
+    state_dir = Path(yaml.safe_load(inventory.read_text())["remote_state_dir"])
+    assert (state_dir / f"{rec.fault_id}.h3").is_dir()
+    for _ in range(40):  # bounded: 26 copies at most
+        if subprocess.run([*ns, "-D", *rule], capture_output=True).returncode != 0:
+            break
+    assert driver.revert(ctx, rec).reverted
+    assert netns.connects()
+    assert_clean(driver, ctx, rec)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("op", ["suspend", "stress_cpu", "iptables_drop"])
 def test_sigkilled_runner_the_host_watchdog_ends_the_fault(

@@ -445,8 +445,7 @@ class _ProcessFault(_OnHosts):
         return "proc:" + ",".join(f"{k}={a[k]}" for k in ("pid", "name", "pattern") if k in a)
 
     def targets(self, record: RevertRecord, host: HostSpec) -> list[tuple[int, int]]:
-        procs = ((record.data.get("resolved") or {}).get(host.name) or {}).get("procs") or []
-        return [(int(p["pid"]), int(p["ticks"])) for p in procs]
+        return _targets(record, host)
 
 
 class _LeasedOnHosts[D: SSHData](_OnHosts, LeasedFault[D]):
@@ -476,6 +475,18 @@ class _LeasedOnHosts[D: SSHData](_OnHosts, LeasedFault[D]):
         ]
         if lapses and record.heartbeat and record.run_id == ctx.run_id:
             report_lapse(ctx.state_dir, record.fault_id, "the host ended it: " + "; ".join(lapses))
+        kept = [
+            f"{o.host.name}:{what}"
+            for o in outcomes
+            if o.value is not None and o.value.ok
+            for what in remote.parse_kv(o.value.stdout).get("kept", [])
+        ]
+        if kept:
+            raise DriverError(
+                "the revert did not hold on " + "; ".join(kept) + " (the host's watchdog keeps the lease)",
+                driver="ssh",
+                target=record.target,
+            )
         failed = [o for o in outcomes if o.error is not None or (o.value is not None and not o.value.ok)]
         if failed:
             raise DriverError(
@@ -667,6 +678,22 @@ class SSHDriver(FaultDriver):
 
     def operations(self) -> Sequence[Operation]:
         return OPERATIONS
+
+    def prepare(
+        self,
+        ctx: DriverContext,
+        op: Operation,
+        args: Mapping[str, Any],
+        target: str | None,
+        lease_s: float | None,
+    ) -> RevertRecord:
+        """The record keeps the inventory as the absolute path it was read from: a
+        relative ``inventory`` argument means another file from another directory (a
+        ``recover`` run elsewhere), so no record holds one."""
+        raw = args.get("inventory")
+        if isinstance(raw, str) and raw:
+            args = {**args, "inventory": str(inventory_path(raw))}
+        return super().prepare(ctx, op, args, target, lease_s)
 
     # -- validation (pure) -------------------------------------------------------------
 
@@ -920,6 +947,7 @@ class SSHDriver(FaultDriver):
                 str(record.data["state_dir"]),
                 record.data,
                 _sessions(record, host),
+                targets=_targets(record, host) if record.operation == "suspend" else (),
             )
             return _run(pool, host, script, timeout_s)
 
@@ -994,6 +1022,12 @@ def _check_resolved(record: RevertRecord, hosts: Sequence[str]) -> None:
 
 def _pool_key(ctx: DriverContext, record: RevertRecord) -> tuple[str, float, int]:
     return (ctx.run_id, float(record.data["connect_timeout_s"]), int(record.data["connect_attempts"]))
+
+
+def _targets(record: RevertRecord, host: HostSpec) -> list[tuple[int, int]]:
+    """The (pid, start ticks) ``prepare`` resolved on ``host`` for a process fault."""
+    procs = ((record.data.get("resolved") or {}).get(host.name) or {}).get("procs") or []
+    return [(int(p["pid"]), int(p["ticks"])) for p in procs]
 
 
 def _sessions(record: RevertRecord, host: HostSpec) -> list[int]:

@@ -294,11 +294,25 @@ def netem_handle(fault_id: str) -> str:
     return f"{(major % 0xFFFE) + 1:x}"
 
 
-def _undo(operation: str, data: Mapping[str, object]) -> list[str]:
-    """What puts the host back, besides ending the fault's processes."""
+def _verified(targets: Sequence[tuple[int, int]]) -> str:
+    """Sets ``$them`` to those of ``targets`` (pid, start ticks) that still run as the same
+    process (a recycled pid starts later): the record's own list, which survives the
+    host's state directory."""
+    pairs = " ".join(f"{int(p)}:{int(t)}" for p, t in targets)
+    return (
+        f'them=""; for pt in {pairs}; do p=${{pt%%:*}}; t=${{pt#*:}}; '
+        '[ "$(cl_field "$p" 20)" = "$t" ] && them="$them $p"; done'
+    )
+
+
+def _undo(operation: str, data: Mapping[str, object], targets: Sequence[tuple[int, int]] = ()) -> list[str]:
+    """What puts the host back, besides ending the fault's processes. ``targets``: the
+    processes the record says a process fault hit (the runner's revert and recover
+    know them even once the host's state directory is gone)."""
     if operation == "suspend":
         return [
-            'for p in $(cat "$dir/pids" 2>/dev/null); do kill -CONT "$p" 2>/dev/null; done',
+            _verified(targets),
+            'for p in $(cat "$dir/pids" 2>/dev/null) $them; do kill -CONT "$p" 2>/dev/null; done',
         ]
     if operation == "iptables_drop":
         lines = [NetPlace(netns=_opt_str(data.get("netns"))).helpers()]
@@ -330,6 +344,26 @@ def _rules_of(data: Mapping[str, object]) -> list[list[str]]:
     return [[str(x) for x in rule] for rule in rules]
 
 
+def _still_there(operation: str, data: Mapping[str, object]) -> list[str]:
+    """Appends to ``$kept`` what of the change the undo could not remove (read-only)."""
+    if operation == "suspend":
+        return [
+            'for p in $(cat "$dir/pids" 2>/dev/null) $them; do [ "$(cl_field "$p" 1)" = T ] && '
+            'kept="$kept process $p is still stopped;"; done'
+        ]
+    if operation == "iptables_drop":
+        return [
+            f"tag={q(str(data.get('tag', '')))}",
+            'inns iptables -w -S 2>/dev/null | grep -qF -- "$tag" && kept="$kept an iptables rule $tag;"',
+        ]
+    if operation == "netem":
+        return [
+            'inns tc qdisc show dev "$dev" 2>/dev/null | grep -qF "qdisc netem $handle:" && '
+            'kept="$kept the netem qdisc $handle: on $dev;"'
+        ]
+    return []
+
+
 def revert_body(
     operation: str,
     fault_id: str,
@@ -338,12 +372,22 @@ def revert_body(
     sessions: Iterable[int] = (),
     *,
     report_lapse: bool = True,
+    targets: Sequence[tuple[int, int]] = (),
 ) -> str:
     """Undo the fault, end its processes, drop its state dir. Idempotent; exits 0.
 
     ``report_lapse`` (the runner's revert, not the watchdog's own): print the reason a
     watchdog left (``lapsed=...``) and remove it, once the watchdog is gone, so no lapse
-    goes unreported and none is left behind."""
+    goes unreported and none is left behind. The runner's revert also checks that the
+    undo held before it ends the watchdog: if the change is still there (a co-tenant
+    stopped the process again, a rule came back), it prints ``kept=...`` and leaves the
+    watchdog and the state directory in place -- a failed revert keeps its lease.
+    ``targets``: the (pid, start ticks) the record says a process fault hit."""
+    keep = (
+        ['kept=""', *_still_there(operation, data), 'if [ -n "$kept" ]; then echo "kept=$kept"; exit 0; fi']
+        if report_lapse
+        else []
+    )
     report = (
         [
             'if [ -f "$base/$fid.lapsed" ]; then r=; read -r r < "$base/$fid.lapsed"; '
@@ -355,7 +399,8 @@ def revert_body(
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
-            *_undo(operation, data),
+            *_undo(operation, data, targets),
+            *keep,
             _end_fault_processes(sessions),
             # A renewal racing the removal may write one more beat into the directory.
             'n=0; while [ -e "$dir" ] && [ $n -lt 5 ]; do rm -rf -- "$dir"; n=$((n+1)); done',
