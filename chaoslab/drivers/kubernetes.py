@@ -61,7 +61,12 @@ in-cluster agent, which this driver does not install. A normal revert, from any 
 on that machine, retires the watchdog only once the restored state is verified (the
 skeleton's rule, ``chaoslab.drivers.lifecycle``): a failed revert keeps the lease. A
 watchdog racing a revert restores the same recorded value, so both are harmless.
-A change the API server refuses (4xx) was not made: the fault is "not applied".
+A change the API server refuses (4xx) was not made: the fault is "not applied". So is a
+fault planned while the API server could not be reached (nobody listens, no answer
+within ``request_timeout``): it resolved nothing, locks only its cluster and name, and
+its revert contacts nobody. ``request_timeout`` bounds each request: a read that timed
+out is not sent again (the client's default retries made it 4 x ``request_timeout``).
+A kubeconfig given as a relative path is recorded absolute, in the record's args too.
 """
 
 from __future__ import annotations
@@ -330,6 +335,10 @@ def parse_node_target(target: str) -> NodeTarget:
 # --- connection -------------------------------------------------------------------------------
 
 
+class ApiUnreachable(DriverError):
+    """No answer from the API server at all (nobody listens, a timeout, TLS failed)."""
+
+
 class Conn(msgspec.Struct, frozen=True, kw_only=True):
     """How to reach the API server; stored in the record so any process connects alike."""
 
@@ -391,6 +400,12 @@ class Kube:
             where = "in-cluster config" if conn.in_cluster else f"kubeconfig {conn.kubeconfig}"
             ctx = f" context {conn.context!r}" if conn.context else ""
             raise DriverError(f"cannot load {where}{ctx}: {exc}", driver=NAME) from exc
+        # request_timeout bounds each request: urllib3's default (3 retries) re-sent a
+        # read that timed out, so a hung API server held every read 4 x request_timeout.
+        # A refused connection is still tried again (it fails fast).
+        from urllib3.util.retry import Retry
+
+        cfg.retries = Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0)
         # The cluster as this client reaches it: names an object that carries no uid.
         self.server = str(cfg.host or "").rstrip("/").lower()
         self._client: Any = client.ApiClient(cfg)
@@ -415,7 +430,9 @@ class Kube:
         except self._api_exception as exc:
             raise self._translate(exc, fn.__name__, refused=refused) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise DriverError(f"cannot reach the Kubernetes API ({fn.__name__}): {exc}", driver=NAME) from exc
+            raise ApiUnreachable(
+                f"cannot reach the Kubernetes API ({fn.__name__}): {exc}", driver=NAME, target=self.target
+            ) from exc
         try:
             data = resp.data
         finally:
@@ -592,6 +609,7 @@ class DeleteData(HealingData, frozen=True, kw_only=True):
     # cluster the keys of uid-less objects name; both absent from older records.
     workloads: tuple[Workload, ...] = ()
     server: str | None = None
+    unresolved: str | None = None  # the API server could not be reached when planning
 
 
 class ScaleData(LeasedData, frozen=True, kw_only=True):
@@ -604,6 +622,7 @@ class ScaleData(LeasedData, frozen=True, kw_only=True):
     resource_version: str | None
     conn: Conn
     server: str | None = None
+    unresolved: str | None = None  # the API server could not be reached when planning
 
     def workload(self) -> WorkloadTarget:
         return WorkloadTarget(namespace=self.namespace, kind=self.kind, name=self.name)
@@ -616,6 +635,29 @@ class CordonData(LeasedData, frozen=True, kw_only=True):
     resource_version: str | None
     conn: Conn
     server: str | None = None
+    unresolved: str | None = None  # the API server could not be reached when planning
+
+
+def _absolute_args(ask: Ask, conn: Conn) -> Mapping[str, Any]:
+    """The args as written, with ``kubeconfig`` as ``plan`` resolved it (absolute)."""
+    if ask.args.get("kubeconfig") and conn.kubeconfig:
+        return {**ask.args, "kubeconfig": conn.kubeconfig}
+    return ask.args
+
+
+def _unreached(data: DeleteData | ScaleData | CordonData, target: str) -> None:
+    """A fault planned while the API server could not be reached resolved nothing, so
+    it locks its cluster and name only and is never applied: "not applied", with why."""
+    if data.unresolved:
+        raise not_applied(
+            f"the Kubernetes API could not be reached when the fault was planned ({data.unresolved});"
+            " nothing was changed",
+            driver=NAME,
+            target=target,
+        )
+
+
+_NOTHING = "the API server was not reached when the fault was planned: nothing was applied"
 
 
 def _changed(what: str, target: str) -> DriverError:
@@ -639,25 +681,34 @@ class DeletePods(HealingFault[DeleteData]):
         pt = parse_pod_target(target)
         field_selector = a.get("field_selector")
         fields = parse_field_selector(field_selector) if field_selector else ()
+        grace = a.get("grace_period")
+        planned = DeleteData(
+            namespace=pt.namespace,
+            selector=pt.selector,
+            field_selector=field_selector,
+            victims=(),
+            pick={},
+            baseline_ready=0,
+            grace_period_s=None if grace is None else int(round(parse_duration(grace))),
+            timeout_s=parse_duration(a["recover_timeout"]),
+            conn=conn,
+        )
         with _kube(conn, target) as kube:
-            pods = kube.pods(pt.namespace, pt.selector, field_selector)
+            try:
+                pods = kube.pods(pt.namespace, pt.selector, field_selector)
+            except ApiUnreachable as exc:
+                return msgspec.structs.replace(planned, server=kube.server, unresolved=str(exc))
             picked, matching = self._pick(ctx, a, pt, pods, fields, target)
             # What each deletion really hits: the pod, and the workload that owns it.
             owners = [kube.controller(p) for p in picked.items]
             server = kube.server
-        grace = a.get("grace_period")
-        return DeleteData(
-            namespace=pt.namespace,
-            selector=pt.selector,
-            field_selector=field_selector,
+        return msgspec.structs.replace(
+            planned,
             victims=tuple(
                 Victim(name=str(_meta(p).get("name")), uid=_meta(p).get("uid")) for p in picked.items
             ),
             pick=picked.to_dict(),
             baseline_ready=sum(1 for p in matching if is_ready(p)),
-            grace_period_s=None if grace is None else int(round(parse_duration(grace))),
-            timeout_s=parse_duration(a["recover_timeout"]),
-            conn=conn,
             workloads=tuple(dict.fromkeys(o for o in owners if o is not None)),
             server=server,
         )
@@ -695,8 +746,13 @@ class DeletePods(HealingFault[DeleteData]):
         )
         return picked, matching
 
+    def recorded_args(self, ask: Ask, data: DeleteData) -> Mapping[str, Any]:
+        return _absolute_args(ask, data.conn)
+
     def identities(self, record: RevertRecord, data: DeleteData) -> tuple[str, ...]:
         """The deleted pods and the workloads that own them, by uid."""
+        if data.unresolved:
+            return (identity("pods", None, server=data.server, namespace=data.namespace, name=data.selector),)
         pods = (
             identity("pod", v.uid, server=data.server, namespace=data.namespace, name=v.name)
             for v in data.victims
@@ -705,6 +761,9 @@ class DeletePods(HealingFault[DeleteData]):
             identity(w.kind, w.uid, server=data.server, namespace=None, name=w.name) for w in data.workloads
         )
         return (*pods, *owners)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> None:
+        _unreached(data, record.target)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> DeleteData:
         deleted: list[str] = []
@@ -729,6 +788,8 @@ class DeletePods(HealingFault[DeleteData]):
         return data.deleted_at or record.created_at
 
     def heal(self, ctx: DriverContext, record: RevertRecord, data: DeleteData) -> Heal:
+        if data.unresolved:
+            return Heal(healed=True, detail=_NOTHING)
         with _kube(data.conn, record.target) as kube:
             residue, ready = _recovery(kube, record.target, data)
         if residue:
@@ -758,8 +819,12 @@ class Scale(LeasedFault[ScaleData]):
         conn = Conn.from_args(ask.full)
         w = parse_workload_target(str(ask.target))
         with _kube(conn, str(ask.target)) as kube:
-            obj = kube.workload(w)
-            server = kube.server
+            server: str = kube.server
+            unresolved: str | None = None
+            try:
+                obj = kube.workload(w)
+            except ApiUnreachable as exc:
+                obj, unresolved = {}, str(exc)
         return ScaleData(
             namespace=w.namespace,
             kind=w.kind,
@@ -771,7 +836,11 @@ class Scale(LeasedFault[ScaleData]):
             resource_version=_meta(obj).get("resourceVersion"),
             conn=conn,
             server=server,
+            unresolved=unresolved,
         )
+
+    def recorded_args(self, ask: Ask, data: ScaleData) -> Mapping[str, Any]:
+        return _absolute_args(ask, data.conn)
 
     def identities(self, record: RevertRecord, data: ScaleData) -> tuple[str, ...]:
         """The workload by uid (``k8s:deployment:<uid>``), whatever named it."""
@@ -782,6 +851,7 @@ class Scale(LeasedFault[ScaleData]):
         )
 
     def refuse(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> None:
+        _unreached(data, record.target)
         with _kube(data.conn, record.target) as kube:
             try:
                 obj = _same(kube.workload(data.workload()), data.uid, record.target)
@@ -799,6 +869,8 @@ class Scale(LeasedFault[ScaleData]):
         return data
 
     def undo(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> str:
+        if data.unresolved:
+            return _NOTHING
         w = data.workload()
         with _kube(data.conn, record.target) as kube:
             try:
@@ -809,6 +881,8 @@ class Scale(LeasedFault[ScaleData]):
         return f"{w.kind} {w.namespace}/{w.name} restored to {data.previous_replicas} replicas"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: ScaleData) -> list[str]:
+        if data.unresolved:
+            return []
         w = data.workload()
         with _kube(data.conn, record.target) as kube:
             try:
@@ -831,8 +905,12 @@ class Cordon(LeasedFault[CordonData]):
         conn = Conn.from_args(ask.full)
         nt = parse_node_target(str(ask.target))
         with _kube(conn, str(ask.target)) as kube:
-            node = kube.call(kube.core.read_node, nt.name)
-            server = kube.server
+            server: str = kube.server
+            unresolved: str | None = None
+            try:
+                node = kube.call(kube.core.read_node, nt.name)
+            except ApiUnreachable as exc:
+                node, unresolved = {}, str(exc)
         return CordonData(
             node=nt.name,
             uid=_meta(node).get("uid"),
@@ -840,13 +918,18 @@ class Cordon(LeasedFault[CordonData]):
             resource_version=_meta(node).get("resourceVersion"),
             conn=conn,
             server=server,
+            unresolved=unresolved,
         )
+
+    def recorded_args(self, ask: Ask, data: CordonData) -> Mapping[str, Any]:
+        return _absolute_args(ask, data.conn)
 
     def identities(self, record: RevertRecord, data: CordonData) -> tuple[str, ...]:
         """The node by uid (``k8s:node:<uid>``)."""
         return (identity("node", data.uid, server=data.server, namespace=None, name=data.node),)
 
     def refuse(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> None:
+        _unreached(data, record.target)
         try:
             now = _unschedulable(data, record.target)
         except TargetNotFound as exc:
@@ -866,6 +949,8 @@ class Cordon(LeasedFault[CordonData]):
         return data
 
     def undo(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> str:
+        if data.unresolved:
+            return _NOTHING
         if data.was_unschedulable:
             return f"node {data.node} was cordoned before the fault; left cordoned"
         with _kube(data.conn, record.target) as kube:
@@ -878,6 +963,8 @@ class Cordon(LeasedFault[CordonData]):
         return f"node {data.node} uncordoned"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: CordonData) -> list[str]:
+        if data.unresolved:
+            return []
         try:
             now = _unschedulable(data, record.target)
         except TargetNotFound:

@@ -240,6 +240,12 @@ class Fault[D: FaultData](ABC):
     def refuse(self, ctx: DriverContext, record: RevertRecord, data: D) -> None:  # noqa: B027 - optional hook
         """Last check before anything happens (raise ``UnsafeTarget`` etc.). Default: none."""
 
+    def recorded_args(self, ask: Ask, data: D) -> Mapping[str, Any]:
+        """The args the record keeps: as written, except what ``plan`` resolved (a
+        relative path made absolute), so the record read from another directory names
+        the same thing. Default: as written."""
+        return ask.args
+
     # -- the lifecycle ---------------------------------------------------------------------
 
     def decode(self, record: RevertRecord) -> D:
@@ -260,7 +266,10 @@ class Fault[D: FaultData](ABC):
         data = self.plan(ctx, ask)
         lease = self.lease_for(ask)
         expires = None if lease is None else time.time() + lease
-        return encode(msgspec.structs.replace(record, lease_s=lease, lease_expires_at=expires), data)
+        args = dict(self.recorded_args(ask, data))
+        return encode(
+            msgspec.structs.replace(record, args=args, lease_s=lease, lease_expires_at=expires), data
+        )
 
     @abstractmethod
     def inject(self, ctx: DriverContext, record: RevertRecord) -> RevertRecord: ...

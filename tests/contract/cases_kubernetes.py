@@ -8,7 +8,8 @@ the deployment's ``spec.replicas``, the node's ``spec.unschedulable``.
 
 ``delete_pods`` has no lease: the emulator runs no controllers, so the helpers'
 ``ReplicaController`` plays the ReplicaSet controller and recreates a Ready pod 1.5 s
-after one goes missing. ``scale`` and ``cordon`` are leased by the driver's watchdog,
+after one goes missing. The pods belong to deployment ``web`` through its ReplicaSet
+(owner references and the ``pod-template-hash`` label, as Kubernetes sets them). ``scale`` and ``cordon`` are leased by the driver's watchdog,
 a detached process on this machine that talks to the same emulator.
 """
 
@@ -36,6 +37,7 @@ RECREATE_AFTER_S = 1.5  # the stand-in controller's delay: how long a deleted po
 DEPLOYMENT = "web"
 DEPLOYMENT_REPLICAS = 3
 NODE = "node-1"
+TEMPLATE_HASH = "5d4f8"  # the pods' ReplicaSet: web-5d4f8
 
 
 def _emulator_available() -> tuple[bool, str]:
@@ -55,9 +57,11 @@ def _raw(resp: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class Cluster:
-    """The emulator, and its objects as the kubernetes client reads them (raw JSON)."""
+    """The emulator, and its objects as the kubernetes client reads them (raw JSON);
+    ``controller``: the stand-in ReplicaSet controller of the pods, when there are any."""
 
     emu: K8sEmulator
+    controller: ReplicaController | None = None
 
     def pods(self) -> list[dict[str, Any]]:
         return list(self.emu.pods(NAMESPACE).values())
@@ -80,11 +84,20 @@ class Cluster:
 @contextlib.contextmanager
 def _replicated_pods(tmp_path: Path) -> Iterator[Target]:
     with K8sEmulator(tmp_path) as emu:
+        deployment = emu.create_workload("deployment", NAMESPACE, DEPLOYMENT, REPLICAS)
+        rs = emu.create_replicaset(NAMESPACE, f"{DEPLOYMENT}-{TEMPLATE_HASH}", owner=deployment)
+        pod_labels = {**LABELS, "pod-template-hash": TEMPLATE_HASH}
         for i in range(REPLICAS):
-            emu.create_pod(NAMESPACE, f"web-{i}", LABELS)
+            emu.create_pod(NAMESPACE, f"{DEPLOYMENT}-{TEMPLATE_HASH}-{i}", pod_labels, owner=rs)
         labels = ",".join(f"{k}={v}" for k, v in LABELS.items())
-        with ReplicaController(emu, NAMESPACE, LABELS, REPLICAS, delay_s=RECREATE_AFTER_S, max_s=90):
-            yield Target(selector=f"k8s:{NAMESPACE}/{labels}", handle=Cluster(emu=emu), args=emu.conn_args())
+        with ReplicaController(
+            emu, NAMESPACE, pod_labels, REPLICAS, delay_s=RECREATE_AFTER_S, max_s=90, owner=rs
+        ) as controller:
+            yield Target(
+                selector=f"k8s:{NAMESPACE}/{labels}",
+                handle=Cluster(emu=emu, controller=controller),
+                args=emu.conn_args(),
+            )
 
 
 @contextlib.contextmanager

@@ -105,6 +105,28 @@ class K8sEmulator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def frozen(self, max_s: float = 120.0) -> Iterator[None]:
+        """The API server stops answering, as a hung control plane: its event loop is
+        held (at most ``max_s``), so the kernel still accepts connections and no request
+        gets an answer until the block exits. Nothing in this process may call the
+        emulator meanwhile (it would wait as every client does)."""
+        assert self._loop is not None
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            held.set()
+            release.wait(max_s)
+
+        self._loop.call_soon_threadsafe(hold)
+        if not held.wait(20):
+            release.set()
+            raise RuntimeError("the emulator's loop did not take the hold within 20 s")
+        try:
+            yield
+        finally:
+            release.set()
+
     def requests(self) -> list[Any]:
         """Every request the emulator has served so far (kmock ``Request`` objects)."""
         return list(self.emulator)
@@ -348,6 +370,7 @@ class ReplicaController:
         self.max_s = max_s
         self.created: list[str] = []
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="replica-controller", daemon=True)
 
     def __enter__(self) -> ReplicaController:
@@ -357,6 +380,15 @@ class ReplicaController:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The controller is down: no replacement is created until the block exits."""
+        self._paused.set()
+        try:
+            yield
+        finally:
+            self._paused.clear()
 
     def _matching(self) -> int:
         return sum(
@@ -369,6 +401,10 @@ class ReplicaController:
         deadline = time.monotonic() + self.max_s
         missing_since: float | None = None
         while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._paused.is_set():
+                missing_since = None  # a controller that comes back counts its delay anew
+                self._stop.wait(0.05)
+                continue
             missing = self.replicas - self._matching()
             if missing <= 0:
                 missing_since = None

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(120)
 
 if HAVE:
     from chaoslab.drivers.kubernetes import KubernetesDriver
-    from tests.integration.k8semu import CONTEXT, K8sEmulator, ReplicaController
+    from tests.integration.k8semu import CONTEXT, DEAD_CONTEXT, K8sEmulator, ReplicaController
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = {"app": "web"}
@@ -429,6 +429,65 @@ def test_an_open_entry_keyed_by_name_by_an_older_chaoslab_blocks_the_uid(
             ledger.claim(new)
     # Without the drivers' identities only the stamped name key is compared: no collision.
     Ledger(env_state().ledger).check_keys_clear(new.keys, "run-new")
+
+
+# --- an API server that does not answer ------------------------------------------------------
+
+
+def test_a_fault_planned_while_the_api_server_is_unreachable_is_not_applied(
+    emu: K8sEmulator, driver: KubernetesDriver, ctx: DriverContext
+) -> None:
+    """Nobody listens where the context points: prepare resolves nothing (and touches
+    nothing), the fault locks its cluster and name, and inject says "not applied" --
+    never a fault left for recover to chase; recover of such a record contacts nobody."""
+    emu.create_workload("deployment", "shop", "web", replicas=3)
+    dead = {"kubeconfig": str(emu.kubeconfig), "context": DEAD_CONTEXT}
+    for op, args, target in (
+        ("scale", {"replicas": 0}, "k8s:shop/deployment/web"),
+        ("cordon", {}, "k8s:node/node-1"),
+        ("delete_pods", {}, "k8s:shop/app=web"),
+    ):
+        record = driver.prepare(ctx, _op(driver, op), {**dead, **args}, target, 60)
+        assert "cannot reach the Kubernetes API" in record.data["unresolved"]
+        (key,) = driver.identities(record)
+        assert key.startswith("k8s:http://127.0.0.1:") and "/" in key.removeprefix("k8s:http://"), key
+        with pytest.raises(DriverError, match="could not be reached when the fault was planned") as caught:
+            driver.inject(ctx, record)
+        assert caught.value.not_applied
+        assert not watchdog_processes(record.fault_id)
+        assert driver.revert(ctx, record).reverted
+        assert driver.check_clean(ctx, record).clean
+    assert emu.workload("deployment", "shop", "web")["spec"]["replicas"] == 3
+
+
+def test_request_timeout_bounds_each_request(
+    emu: K8sEmulator, driver: KubernetesDriver, ctx: DriverContext
+) -> None:
+    """A hung API server: each call gives up after request_timeout, not after the
+    client's default retries re-sent it three more times (that took >= 4 x 1 s)."""
+    emu.create_workload("deployment", "shop", "web", replicas=3)
+    op = _op(driver, "available_replicas")
+    with emu.frozen():
+        started = time.monotonic()
+        with pytest.raises(DriverError, match="cannot reach the Kubernetes API"):
+            driver.probe(ctx, op, {**emu.conn_args(), "request_timeout": "1s"}, "k8s:shop/deploy/web")
+        took = time.monotonic() - started
+    assert took < 3.5, took
+
+
+def test_a_relative_kubeconfig_is_recorded_absolute(
+    emu: K8sEmulator,
+    driver: KubernetesDriver,
+    ctx: DriverContext,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu.create_node("node-1")
+    monkeypatch.chdir(emu.kubeconfig.parent)
+    record = driver.prepare(
+        ctx, _op(driver, "cordon"), {"kubeconfig": "kubeconfig", "context": CONTEXT}, "k8s:node/node-1", 60
+    )
+    assert record.args["kubeconfig"] == record.data["conn"]["kubeconfig"] == str(emu.kubeconfig)
 
 
 # --- cordon -------------------------------------------------------------------------------
