@@ -41,7 +41,7 @@ from chaoslab.drivers.base import (
     local_host,
     parse_duration,
 )
-from chaoslab.drivers.lifecycle import Ask, FaultDriver, LeasedData, LeasedFault
+from chaoslab.drivers.lifecycle import Ask, FaultDriver, LeasedData, LeasedFault, not_applied
 from chaoslab.errors import (
     DriverError,
     InvalidInput,
@@ -170,20 +170,72 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
 
 class RulesData(LeasedData, frozen=True, kw_only=True):
     netns: str | None  # a named namespace (``/run/netns/NAME``); None: this host's own
+    # The namespace itself (its nsfs inode, from ``stat``): two names of one namespace
+    # are one lock key, and a name that no longer reaches it is told from a dead one.
+    netns_inode: int | None = None
     rules: tuple[Rule, ...]
 
 
 class NetemData(LeasedData, frozen=True, kw_only=True):
     netns: str | None
+    netns_inode: int | None = None
     interface: str
     netem: tuple[str, ...]
 
 
-def _existing_netns(ask: Ask) -> str | None:
+def _existing_netns(ask: Ask) -> tuple[str | None, int | None]:
+    """The namespace's name (None: this host's own) and its identity (nsfs inode)."""
     netns = _netns(ask.target)
-    if netns is not None and not (NETNS_DIR / netns).exists():
-        raise TargetNotFound(f"no network namespace {netns!r}", driver=NAME, target=ask.target or "")
-    return netns
+    try:
+        inode = os.stat(NETNS_DIR / netns if netns else "/proc/self/ns/net").st_ino
+    except FileNotFoundError:
+        missing = f"no network namespace {netns!r}"
+        raise TargetNotFound(missing, driver=NAME, target=ask.target or "") from None
+    return netns, inode
+
+
+def _ns_holder(inode: int) -> str | None:
+    """What still holds the namespace with this inode alive (a process in it, or a
+    mount of it), or None when nothing does: it is gone."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino == inode:
+                    return f"pid {entry.name}"
+            except OSError:
+                continue
+    wanted = f"net:[{inode}]"
+    for line in Path("/proc/self/mountinfo").read_text("utf-8").splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[3] == wanted:
+            return f"a mount at {fields[4]}"
+    return None
+
+
+def _ns_gone(netns: str | None, inode: int | None = None) -> bool:
+    """True when the record's namespace is gone, and its rules and qdiscs with it.
+
+    A name can stop reaching a namespace that still lives (``ip netns delete`` while a
+    process is in it, or the name now given to another namespace): its faults are still
+    in force there. That is a DriverError, never "gone"."""
+    if netns is None:
+        return False
+    try:
+        now: int | None = os.stat(NETNS_DIR / netns).st_ino
+    except FileNotFoundError:
+        now = None
+    if now is not None and (inode is None or now == inode):
+        return False
+    holder = _ns_holder(inode) if inode is not None else None
+    if holder is None:
+        return True
+    change = "no longer exists" if now is None else "now names another namespace"
+    raise DriverError(
+        f"the name of network namespace {netns!r} {change}, but {holder} still holds the namespace: "
+        "this fault is still in force there and cannot be reached by its name",
+        driver=NAME,
+        target=f"netns:{netns}",
+    )
 
 
 class _NetFault[ND: RulesData | NetemData](LeasedFault[ND]):
@@ -191,8 +243,24 @@ class _NetFault[ND: RulesData | NetemData](LeasedFault[ND]):
 
     def identities(self, record: RevertRecord, data: ND) -> tuple[str, ...]:
         """The network namespace the rules or the qdisc go into (the host's own one by
-        default): two runs never shape one namespace's traffic at once."""
-        return (f"host:{local_host()}:netns:{data.netns or '-'}",)
+        default), by name and by identity: two runs never shape one namespace's traffic
+        at once, whatever they call it."""
+        host = local_host()
+        keys = [f"host:{host}:netns:{data.netns or '-'}"]
+        if data.netns_inode is not None:
+            keys.append(f"host:{host}:netns-inode:{data.netns_inode}")
+        return tuple(keys)
+
+    def gone(self, data: ND) -> bool:
+        return _ns_gone(data.netns, data.netns_inode)
+
+    def unreachable(self, data: ND) -> list[str]:
+        """Residue when the namespace lives on but its name no longer reaches it."""
+        try:
+            self.gone(data)
+        except DriverError as exc:
+            return [str(exc)]
+        return []
 
 
 class _Rules(_NetFault[RulesData]):
@@ -201,23 +269,26 @@ class _Rules(_NetFault[RulesData]):
     data_type = RulesData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> RulesData:
-        netns = _existing_netns(ask)
+        netns, inode = _existing_netns(ask)
         if shutil.which("iptables") is None:
             raise Unsupported("iptables is not installed (Debian: apt-get install iptables)", driver=NAME)
         full = dict(ask.full)
         if self.operation == "drop" and "port" not in full:
             full["port"] = _lab_port(ask.target or "", ctx.lab_dir)
-        return RulesData(netns=netns, rules=_rules(self.operation, full, host=netns is None))
+        return RulesData(
+            netns=netns, netns_inode=inode, rules=_rules(self.operation, full, host=netns is None)
+        )
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> RulesData:
-        for rule in data.rules:
+        for n, rule in enumerate(data.rules):
             argv = [_BINARIES[rule.family], "-w", "-I", rule.chain, "1", *rule.spec]
             argv += ["-m", "comment", "--comment", comment_for(record.fault_id), "-j", "DROP"]
-            _check(_run(data.netns, argv), argv)
+            # A failed insert adds nothing: if it is the first, nothing reached the target.
+            _check(_run(data.netns, argv), argv, first=n == 0)
         return data
 
     def undo(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> str:
-        if _ns_gone(data.netns):
+        if self.gone(data):
             return f"network namespace {data.netns} is gone, and its rules with it"
         removed = 0
         for _ in range(100):  # bounded: each pass deletes at least one rule or stops
@@ -231,7 +302,9 @@ class _Rules(_NetFault[RulesData]):
         return f"removed {removed} rule(s)"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: RulesData) -> list[str]:
-        if _ns_gone(data.netns):
+        if left := self.unreachable(data):
+            return left
+        if self.gone(data):
             return []
         return [f"{_BINARIES[f]}: {line}" for f, line in _our_rules(data.netns, record.fault_id)]
 
@@ -250,24 +323,25 @@ class _Netem(_NetFault[NetemData]):
     data_type = NetemData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> NetemData:
-        netns = _existing_netns(ask)
+        netns, inode = _existing_netns(ask)
         ok, reason = netem_support()
         if not ok:
             raise Unsupported(reason, driver=NAME, target=ask.target or "host")
         iface = str(ask.full["interface"])
         if _run(netns, ["ip", "link", "show", "dev", iface]).returncode != 0:
             raise TargetNotFound(f"no interface {iface!r}", driver=NAME, target=ask.target or "host")
-        return NetemData(netns=netns, interface=iface, netem=tuple(_netem_args(self.operation, ask.full)))
+        netem = tuple(_netem_args(self.operation, ask.full))
+        return NetemData(netns=netns, netns_inode=inode, interface=iface, netem=netem)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> NetemData:
         handle = netem_handle(record.fault_id)
         argv = ["tc", "qdisc", "add", "dev", data.interface, "root", "handle", f"{handle}:", "netem"]
         argv += data.netem
-        _check(_run(data.netns, argv), argv)
+        _check(_run(data.netns, argv), argv, first=True)
         return data
 
     def undo(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> str:
-        if _ns_gone(data.netns):
+        if self.gone(data):
             return f"network namespace {data.netns} is gone, and its qdisc with it"
         if not _our_qdisc(data.netns, data.interface, record.fault_id):
             return f"no netem qdisc of this fault on {data.interface}"
@@ -276,7 +350,9 @@ class _Netem(_NetFault[NetemData]):
         return f"removed the netem qdisc on {data.interface}"
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: NetemData) -> list[str]:
-        if _ns_gone(data.netns) or not _our_qdisc(data.netns, data.interface, record.fault_id):
+        if left := self.unreachable(data):
+            return left
+        if self.gone(data) or not _our_qdisc(data.netns, data.interface, record.fault_id):
             return []
         return [f"netem qdisc {netem_handle(record.fault_id)}: on {data.interface}"]
 
@@ -322,14 +398,14 @@ class NetDriver(FaultDriver):
         return problems
 
 
-def _check(done: subprocess.CompletedProcess[str], argv: Sequence[str]) -> None:
+def _check(done: subprocess.CompletedProcess[str], argv: Sequence[str], *, first: bool = False) -> None:
+    """DriverError when the command failed; ``first``: it was the fault's first change,
+    so nothing of the fault reached the target (not applied)."""
     if done.returncode != 0:
-        raise DriverError(f"{shlex.join(argv)} failed: {done.stderr.strip()}", driver="net")
-
-
-def _ns_gone(netns: str | None) -> bool:
-    """A deleted namespace took its rules with it: nothing to revert or find."""
-    return netns is not None and not (NETNS_DIR / netns).exists()
+        message = f"{shlex.join(argv)} failed: {done.stderr.strip()}"
+        if first:
+            raise not_applied(message, driver=NAME)
+        raise DriverError(message, driver=NAME)
 
 
 def _lab_port(target: str, lab_dir: Path) -> int:

@@ -118,6 +118,7 @@ class KillData(HealingData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     lab_dir: str | None = None  # absolute: the heal check finds the restarted component
     signal: str
+    pidfile: str | None = None  # absolute: the heal check reads the same file from any cwd
     signalled: tuple[ProcId, ...] = ()
     killed_at: float | None = None
     before_count: int | None = None  # name/pattern targets: matches before the kill
@@ -138,6 +139,13 @@ def _picked(ctx: DriverContext, ask: Ask) -> tuple[tuple[Proc, ...], dict[str, A
     procs = tuple(p for p in map(Proc.describe, picked.items) if p is not None)
     lab = str(ctx.lab_dir.absolute()) if ask.target.startswith("lab:") else None
     return procs, picked.to_dict(), lab
+
+
+def _absolute_pidfile(target: str | None) -> str | None:
+    """A ``pidfile:`` target's file as an absolute path (relative to the run's directory),
+    so ``recover`` or a watchdog elsewhere reads the same file; None for other targets."""
+    sel = _proc.parse_selector(target)
+    return str(Path(sel.value).absolute()) if sel.kind == "pidfile" else None
 
 
 def _refuse_protected(record: RevertRecord, procs: tuple[Proc, ...]) -> None:
@@ -164,6 +172,7 @@ class Kill(HealingFault[KillData]):
             procs=procs,
             pick=picked,
             lab_dir=lab,
+            pidfile=_absolute_pidfile(ask.target),
             signal=parse_signal(ask.full["signal"]).name,
             timeout_s=parse_duration(ask.full["timeout"]),
         )
@@ -218,6 +227,8 @@ class Kill(HealingFault[KillData]):
                 detail="a killed pid target cannot be restarted",
             )
         if sel.kind in ("lab", "pidfile"):
+            if sel.kind == "pidfile" and data.pidfile is not None:
+                sel = _proc.Selector(kind="pidfile", value=data.pidfile)  # never the cwd's file
             try:
                 live = _proc.matches(sel, Path(data.lab_dir) if data.lab_dir else ctx.lab_dir)
             except TargetNotFound as exc:

@@ -166,6 +166,9 @@ class MemoryData(StressData, frozen=True, kw_only=True):
 class DiskData(StressData, frozen=True, kw_only=True):
     path: str  # absolute and resolved in prepare: the same directory from any cwd
     fill_bytes: int
+    # The directory itself (device:inode): one directory reached by two paths (a bind
+    # mount, another mount of the filesystem) is one lock key.
+    directory: str | None = None
 
 
 class _Stress[SD: StressData](LeasedFault[SD]):
@@ -240,6 +243,8 @@ class _Stress[SD: StressData](LeasedFault[SD]):
         plus the process whose cgroups the stressor joins."""
         host = local_host()
         keys = [f"host:{host}:disk:{data.path}" if isinstance(data, DiskData) else f"host:{host}:{data.kind}"]
+        if isinstance(data, DiskData) and data.directory is not None:
+            keys.append(f"host:{host}:dir:{data.directory}")
         if data.cgroup is not None:
             keys.append(f"proc:{host}:{data.cgroup.of.pid}:{data.cgroup.of.create_time:.2f}")
         return tuple(keys)
@@ -271,7 +276,14 @@ class Disk(_Stress[DiskData]):
         # Absolute and resolved now: revert, check_clean and the lock key must name the
         # same directory from any working directory (``recover`` runs elsewhere).
         path = str(Path(str(ask.full.get("path") or tempfile.gettempdir())).resolve())
-        return DiskData(path=path, fill_bytes=_fill_bytes(path, ask.full), **self.common(ctx, ask))
+        fill_bytes = _fill_bytes(path, ask.full)  # InvalidInput unless a directory
+        st = os.stat(path)
+        return DiskData(
+            path=path, fill_bytes=fill_bytes, directory=f"{st.st_dev}:{st.st_ino}", **self.common(ctx, ask)
+        )
+
+    def recorded_args(self, ask: Ask, data: DiskData) -> Mapping[str, Any]:
+        return {**ask.args, "path": data.path} if "path" in ask.args else dict(ask.args)
 
 
 class StressDriver(FaultDriver):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from chaoslab import paths
+from chaoslab.drivers import _proc
 from chaoslab.drivers.base import DriverContext, Operation, RevertRecord
 from chaoslab.drivers.net import NetDriver, netem_support
-from chaoslab.errors import InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
+from chaoslab.errors import DriverError, InvalidInput, TargetNotFound, UnsafeTarget, Unsupported
 from chaoslab.lab.state import write_state
 from tests.conftest import require
 from tests.contract.targets import NetnsServer, adopting_orphans, netns_available, netns_server
@@ -213,3 +215,56 @@ def test_netem_is_detected_and_a_missing_netem_is_a_clear_error(
         DRIVER.prepare(ctx, _op("latency"), {"interface": "lo", "delay": "100ms"}, f"netns:{server.netns}", 5)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert "chaoslab-probe" not in listed  # the throwaway probe namespace is gone
+
+
+def _ip(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_two_names_of_one_namespace_share_a_lock_key(ctx: DriverContext, server: NetnsServer) -> None:
+    alias = f"clt-alias-{secrets.token_hex(4)}"
+    (pid, *_) = _ip("netns", "pids", server.netns).stdout.split()
+    assert _ip("netns", "attach", alias, pid).returncode == 0
+    try:
+        first = DRIVER.prepare(ctx, _op("partition"), {"peer": "127.0.0.2"}, f"netns:{server.netns}", 10)
+        second = DRIVER.prepare(ctx, _op("partition"), {"peer": "127.0.0.2"}, f"netns:{alias}", 10)
+    finally:
+        _ip("netns", "delete", alias)
+    shared = set(DRIVER.identities(first)) & set(DRIVER.identities(second))
+    assert shared and all("netns-inode:" in key for key in shared)
+
+
+def test_a_namespace_that_lost_its_name_is_not_called_gone(ctx: DriverContext, server: NetnsServer) -> None:
+    """``ip netns delete`` while a process still lives in the namespace: the rules are
+    still in force there. The revert says it cannot reach them (lease kept) instead of
+    "gone, and its rules with it"; once the name is back, it reverts."""
+    record = _inject(ctx, "drop", {"port": server.port}, f"netns:{server.netns}")
+    (pid, *_) = _ip("netns", "pids", server.netns).stdout.split()
+    assert _ip("netns", "delete", server.netns).returncode == 0
+    try:
+        result = DRIVER.revert(ctx, record)
+        assert not result.reverted and "still holds the namespace" in result.detail, result
+        report = DRIVER.check_clean(ctx, record)
+        assert not report.clean and f"pid {pid}" in report.residue[0], report
+    finally:
+        assert _ip("netns", "attach", server.netns, pid).returncode == 0
+    assert not server.reachable(), "the rules were in force all along"
+    assert DRIVER.revert(ctx, record).reverted
+    assert DRIVER.check_clean(ctx, record).clean and server.reachable()
+
+
+def test_a_namespace_that_cannot_be_entered_is_not_applied(ctx: DriverContext, tmp_path: Path) -> None:
+    """A name left as a plain file (its namespace gone): nothing could be inserted, so
+    the fault is "not applied", and no lease is left armed."""
+    name = f"clt-stale-{secrets.token_hex(4)}"
+    stale = Path("/run/netns") / name
+    stale.parent.mkdir(exist_ok=True)
+    stale.touch()
+    try:
+        record = DRIVER.prepare(ctx, _op("drop"), {"port": 80}, f"netns:{name}", 10)
+        with pytest.raises(DriverError) as caught:
+            DRIVER.inject(ctx, record)
+        assert caught.value.not_applied, caught.value
+    finally:
+        stale.unlink()
+    assert not _proc.watchdog_processes(record.fault_id)

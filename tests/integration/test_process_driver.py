@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -330,3 +331,29 @@ def test_a_process_that_survives_the_signal_counts_as_healed_after_the_grace(ctx
         result = DRIVER.revert(ctx, record)
         assert result.reverted and result.time_to_recover_s == 0.0
         assert proc.poll() is None and DRIVER.check_clean(ctx, record).clean
+
+
+def test_kill_by_a_relative_pidfile_heals_by_that_file_from_any_directory(
+    ctx: DriverContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heal check of ``pidfile:pids/x.pid`` reads the run's file, not whatever the
+    same relative name means where ``recover`` runs (there: a pid that has exited)."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    for d in (here, elsewhere):
+        (d / "pids").mkdir(parents=True)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait(timeout=30)
+    (elsewhere / "pids" / "x.pid").write_text(f"{exited.pid}\n")
+    with sleepers(unique_marker()) as (first,), sleepers(unique_marker()) as (second,):
+        (here / "pids" / "x.pid").write_text(f"{first.pid}\n")
+        monkeypatch.chdir(here)
+        record = DRIVER.inject(
+            ctx, DRIVER.prepare(ctx, _op("kill"), {"timeout": "1s"}, "pidfile:pids/x.pid", None)
+        )
+        assert first.wait(timeout=5) == -signal.SIGKILL
+        (here / "pids" / "x.pid").write_text(f"{second.pid}\n")  # the service came back
+        monkeypatch.chdir(elsewhere)
+        result = DRIVER.revert(ctx, record)
+        assert result.reverted and result.time_to_recover_s is not None, result
+        assert DRIVER.check_clean(ctx, record).clean
+        assert record.data["pidfile"] == str(here / "pids" / "x.pid")

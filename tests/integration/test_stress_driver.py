@@ -284,3 +284,32 @@ def test_a_revert_that_fails_keeps_the_lease(ctx: DriverContext, tmp_path: Path)
     assert DRIVER.revert(ctx, record).reverted
     assert not _proc.watchdog_processes(record.fault_id)
     assert DRIVER.check_clean(ctx, record).clean
+
+
+@pytest.mark.root
+def test_disk_records_the_directory_it_resolved_and_locks_it_by_identity(
+    ctx: DriverContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative ``path`` is kept absolute in the record's args too (nothing is read
+    against another cwd later), and one directory reached through a bind mount shares a
+    lock key with its own path."""
+    disk, alias = tmp_path / "disk", tmp_path / "alias"
+    disk.mkdir()
+    alias.mkdir()
+    monkeypatch.chdir(tmp_path)
+    plain = DRIVER.prepare(ctx, _op("disk"), {"path": "disk", "mib": 1}, None, 10)
+    assert plain.args["path"] == plain.data["path"] == str(disk)
+    done = subprocess.run(
+        ["mount", "--bind", str(disk), str(alias)], capture_output=True, text=True, check=False
+    )
+    require(done.returncode == 0, f"mount --bind (root): {done.stderr.strip()}")
+    try:
+        bound = DRIVER.prepare(ctx, _op("disk"), {"path": str(alias), "mib": 1}, None, 10)
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)
+    assert bound.data["path"] == str(alias)
+    shared = set(DRIVER.identities(plain)) & set(DRIVER.identities(bound))
+    assert shared and all(":dir:" in key for key in shared), (
+        DRIVER.identities(plain),
+        DRIVER.identities(bound),
+    )
