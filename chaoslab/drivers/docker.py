@@ -14,7 +14,12 @@ Targets (an optional ``docker:`` prefix is accepted; ``KIND=VALUE`` works like `
     label:app=web,tier=db    several labels are ANDed
     image:busybox:1.36       containers created from that image (reference or image id)
 
-Faults act on *running, unpaused* matches; probes read every match. Among the matches
+Faults act on *running, unpaused* matches; probes read every match. When no match is
+fit for the fault (none runs unpaused; for ``disconnect``, none is on the network) or the
+daemon cannot be reached, the fault is planned on what was found and closed as *not
+applied* at inject, touching nothing: the run's identity locks still see those
+containers, so a container another run's fault holds paused or stopped is refused as
+"locked by" that run, not "not found". Among the matches
 the usual selection args pick ``count`` (default 1), ``percent`` or ``all``, at random
 with a recorded ``seed`` (``chaoslab.drivers.selection``).
 
@@ -363,17 +368,20 @@ def _preflight(docker: Any) -> None:
     try:
         base = str(docker.utils.kwargs_from_env().get("base_url") or DEFAULT_SOCKET)
     except docker.errors.DockerException as exc:
-        raise DriverError(f"bad Docker client settings: {exc}", driver=NAME) from exc
+        raise DriverError(f"bad Docker client settings: {exc}", driver=NAME, not_applied=True) from exc
     if not base.startswith(("unix://", "http+unix://")):
         return
-    path = base.split("://", 1)[1]
+    # As the SDK reads it: ``unix://d.sock`` is /d.sock, whatever the working directory.
+    path = "/" + base.split("://", 1)[1].lstrip("/")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         try:
             sock.connect(path)
         except OSError as exc:
             raise DriverError(
-                f"cannot reach the Docker daemon at {base}: {exc.strerror or exc}", driver=NAME
+                f"cannot reach the Docker daemon at {base}: {exc.strerror or exc}",
+                driver=NAME,
+                not_applied=True,
             ) from exc
 
 
@@ -386,7 +394,7 @@ def _api(action: str, target: str = "") -> Iterator[Any]:
     try:
         client = docker.from_env(timeout=API_TIMEOUT_S)
     except errors as exc:
-        raise DriverError(f"cannot reach the Docker daemon: {exc}", driver=NAME) from exc
+        raise DriverError(f"cannot reach the Docker daemon: {exc}", driver=NAME, not_applied=True) from exc
     try:
         yield client
     except docker.errors.NotFound as exc:
@@ -568,6 +576,7 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
 
 class KillData(HealingData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Watched, ...]
     signal: str
     via: str
@@ -578,6 +587,7 @@ class KillData(HealingData, frozen=True, kw_only=True):
 
 class RestartData(HealingData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Watched, ...]
     grace_s: float
     killed_at: float | None = None
@@ -585,17 +595,20 @@ class RestartData(HealingData, frozen=True, kw_only=True):
 
 class StopData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Container, ...]
     grace_s: float
 
 
 class PauseData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Container, ...]
 
 
 class ThrottleData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Limited, ...]
     cpus: float
     applied: tuple[dict[str, int], ...] = ()
@@ -603,6 +616,7 @@ class ThrottleData(LeasedData, frozen=True, kw_only=True):
 
 class StressData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Container, ...]
     kind: str
     workers: int
@@ -613,6 +627,7 @@ class StressData(LeasedData, frozen=True, kw_only=True):
 
 class DisconnectData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
+    unfit: str = ""  # why no fault can act on the containers (refused at inject)
     containers: tuple[Attached, ...]
     network: Network
 
@@ -625,21 +640,63 @@ def _picked(ctx: DriverContext, ask: Ask, client: Any, found: list[Any]) -> tupl
     return list(picked.items), picked.to_dict()
 
 
-def _running(ask: Ask, client: Any) -> list[Any]:
-    return _match(client, parse_target(ask.target), live_only=True)
+@dataclass(frozen=True, kw_only=True)
+class _Found:
+    """What a fault's plan resolved its target to. ``unfit``: why no fault can act on
+    the chosen containers (none of the matches runs unpaused, none is on the network,
+    the daemon cannot be reached); they are still recorded, so the run's locks and
+    open-ledger check see them (a container another run holds paused is refused as
+    "locked by" that run), and ``refuse`` closes the fault as not applied."""
+
+    chosen: list[Any]
+    picked: dict[str, Any]
+    unfit: str = ""
 
 
-def _plain(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Container, ...], dict[str, Any]]:
-    with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
-        chosen, picked = _picked(ctx, ask, client, _running(ask, client))
-    return tuple(Container(id=c.attrs["Id"], name=_describe(c)["name"]) for c in chosen), picked
+def _find(
+    ctx: DriverContext,
+    ask: Ask,
+    action: str,
+    client: Any,
+    fit: Callable[[Any], bool] = lambda _c: True,
+    unfit: str = "",
+) -> _Found:
+    """Pick among the live matches that ``fit``; when there are none, among every match
+    (``unfit`` says why, or "matches no running, unpaused container" with their states).
+    TargetNotFound when nothing matches at all."""
+    sel = parse_target(ask.target)
+    found = _match(client, sel, live_only=False)
+    fit_ones = [c for c in found if _live(c.attrs) and fit(c)]
+    if fit_ones:
+        chosen, picked = _picked(ctx, ask, client, fit_ones)
+        return _Found(chosen=chosen, picked=picked)
+    if not unfit:
+        states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
+        unfit = f"{sel} matches no running, unpaused container ({states})"
+    chosen, picked = _picked(ctx, ask, client, found)
+    return _Found(chosen=chosen, picked=picked, unfit=unfit)
 
 
-def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, ...], dict[str, Any]]:
-    with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
-        chosen, picked = _picked(ctx, ask, client, _running(ask, client))
+def _found(ctx: DriverContext, ask: Ask, action: str) -> _Found:
+    try:
+        with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
+            return _find(ctx, ask, action, client)
+    except DriverError as exc:
+        if not exc.not_applied:
+            raise
+        return _Found(chosen=[], picked={}, unfit=str(exc))
+
+
+def _plain(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Container, ...], dict[str, Any], str]:
+    found = _found(ctx, ask, action)
+    entries = tuple(Container(id=c.attrs["Id"], name=_describe(c)["name"]) for c in found.chosen)
+    return entries, found.picked, found.unfit
+
+
+def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, ...], dict[str, Any], str]:
+    found = _found(ctx, ask, action)
     out = []
-    for c in chosen:
+    for c in found.chosen:
         a = c.attrs
         out.append(
             Watched(
@@ -652,7 +709,7 @@ def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, 
                 restart_count=int(a.get("RestartCount") or 0),
             )
         )
-    return tuple(out), picked
+    return tuple(out), found.picked, found.unfit
 
 
 def _endpoint(attrs: Mapping[str, Any], net_id: str) -> tuple[str, Mapping[str, Any]] | None:
@@ -675,6 +732,13 @@ def _check_local(entries: Sequence[Watched], target: str) -> None:
             raise Unsupported(f"pid {e.pid} of {e.name} is protected", driver=NAME, target=target)
 
 
+def _refuse_unfit(record: RevertRecord, unfit: str) -> None:
+    """A plan that found nothing a fault can act on: not applied, nothing touched (after
+    the run's locks had their say on what it found)."""
+    if unfit:
+        raise not_applied(unfit, driver=NAME, target=record.target, error=TargetNotFound)
+
+
 # --- healing faults: kill, restart ---------------------------------------------------------------
 
 
@@ -683,6 +747,9 @@ class _Healing[HD: KillData | RestartData](HealingFault[HD]):
 
     def identities(self, record: RevertRecord, data: HD) -> tuple[str, ...]:
         return tuple(f"docker:{e.id}" for e in data.containers)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: HD) -> None:
+        _refuse_unfit(record, data.unfit)
 
     def since(self, record: RevertRecord, data: HD) -> float:
         return data.killed_at or record.created_at
@@ -702,11 +769,12 @@ class Kill(_Healing[KillData]):
     data_type = KillData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> KillData:
-        entries, picked = _watched(ctx, ask, "kill")
-        if ask.full["via"] == "process":
+        entries, picked, unfit = _watched(ctx, ask, "kill")
+        if ask.full["via"] == "process" and not unfit:
             _check_local(entries, str(parse_target(ask.target)))
         return KillData(
             pick=picked,
+            unfit=unfit,
             containers=entries,
             signal=parse_signal(ask.full["signal"]).name,
             via=str(ask.full["via"]),
@@ -754,9 +822,10 @@ class Restart(_Healing[RestartData]):
     data_type = RestartData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> RestartData:
-        entries, picked = _watched(ctx, ask, "restart")
+        entries, picked, unfit = _watched(ctx, ask, "restart")
         return RestartData(
             pick=picked,
+            unfit=unfit,
             containers=entries,
             grace_s=parse_duration(ask.full["grace"]),
             timeout_s=parse_duration(ask.full["timeout"]),
@@ -801,6 +870,9 @@ class _Leased[LD: StopData | PauseData | ThrottleData | StressData | DisconnectD
 
     def identities(self, record: RevertRecord, data: LD) -> tuple[str, ...]:
         return tuple(f"docker:{e.id}" for e in data.containers)
+
+    def refuse(self, ctx: DriverContext, record: RevertRecord, data: LD) -> None:
+        _refuse_unfit(record, data.unfit)
 
     @abstractmethod
     def undo_one(self, client: Any, record: RevertRecord, data: LD, e: Any, c: Any) -> tuple[bool, str]:
@@ -850,8 +922,10 @@ class Stop(_Leased[StopData]):
     data_type = StopData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> StopData:
-        entries, picked = _plain(ctx, ask, "stop")
-        return StopData(pick=picked, containers=entries, grace_s=parse_duration(ask.full["grace"]))
+        entries, picked, unfit = _plain(ctx, ask, "stop")
+        return StopData(
+            pick=picked, unfit=unfit, containers=entries, grace_s=parse_duration(ask.full["grace"])
+        )
 
     def lease_for(self, ask: Ask) -> float | None:
         # The stop itself (its grace period included) must fit inside the lease.
@@ -892,8 +966,8 @@ class Pause(_Leased[PauseData]):
     data_type = PauseData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> PauseData:
-        entries, picked = _plain(ctx, ask, "pause")
-        return PauseData(pick=picked, containers=entries)
+        entries, picked, unfit = _plain(ctx, ask, "pause")
+        return PauseData(pick=picked, unfit=unfit, containers=entries)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: PauseData) -> PauseData:
         with _api("inject pause", record.target) as client:
@@ -918,13 +992,14 @@ class Throttle(_Leased[ThrottleData]):
     data_type = ThrottleData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> ThrottleData:
-        with _api("prepare throttle", str(parse_target(ask.target))) as client:
-            chosen, picked = _picked(ctx, ask, client, _running(ask, client))
+        found = _found(ctx, ask, "throttle")
         entries = tuple(
             Limited(id=c.attrs["Id"], name=_describe(c)["name"], previous=_cpu_limits(c.attrs))
-            for c in chosen
+            for c in found.chosen
         )
-        return ThrottleData(pick=picked, containers=entries, cpus=float(ask.full["cpus"]))
+        return ThrottleData(
+            pick=found.picked, unfit=found.unfit, containers=entries, cpus=float(ask.full["cpus"])
+        )
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: ThrottleData) -> ThrottleData:
         applied = []
@@ -968,10 +1043,11 @@ class Stress(_Leased[StressData]):
     data_type = StressData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> StressData:
-        entries, picked = _plain(ctx, ask, "stress")
+        entries, picked, unfit = _plain(ctx, ask, "stress")
         kind = str(ask.full["kind"])
         return StressData(
             pick=picked,
+            unfit=unfit,
             containers=entries,
             kind=kind,
             workers=int(ask.full["workers"]) if kind == "cpu" else 1,
@@ -1019,8 +1095,11 @@ class Stress(_Leased[StressData]):
         self, client: Any, record: RevertRecord, data: StressData, e: Any, c: Any
     ) -> tuple[bool, str]:
         state = _state(c.attrs)
-        if not state.get("Running") or state.get("Paused"):
+        if not state.get("Running"):
             return True, f"{e.name} not running: no stressor can remain"
+        if state.get("Paused"):
+            # No exec reaches a paused container, and its stressors are frozen, not gone.
+            return False, f"{e.name} is paused: its stressors are frozen in it (unpause it, then revert)"
         out = c.exec_run(["sh", "-c", _KILL_TAGGED, "sh", record.fault_id])
         if out.exit_code != 0:
             return False, f"{e.name}: killing stressors failed: {out.output[-200:]!r}"
@@ -1046,26 +1125,33 @@ class Disconnect(_Leased[DisconnectData]):
 
     def plan(self, ctx: DriverContext, ask: Ask) -> DisconnectData:
         sel = parse_target(ask.target)
-        with _api("prepare disconnect", str(sel)) as client:
-            net = client.networks.get(ask.full["network"])
-            found = [c for c in _running(ask, client) if _endpoint(c.attrs, net.id) is not None]
-            if not found:
-                raise TargetNotFound(
-                    f"no running container of {sel} is connected to network {net.name}",
-                    driver=NAME,
-                    target=str(sel),
+        try:
+            with _api("prepare disconnect", str(sel)) as client:
+                net = client.networks.get(ask.full["network"])
+                found = _find(
+                    ctx,
+                    ask,
+                    "disconnect",
+                    client,
+                    fit=lambda c: _endpoint(c.attrs, net.id) is not None,
+                    unfit=f"no running container of {sel} is connected to network {net.name}",
                 )
-            chosen, picked = _picked(ctx, ask, client, found)
+                network = Network(id=net.id, name=net.name)
+        except DriverError as exc:
+            if not exc.not_applied:
+                raise
+            found = _Found(chosen=[], picked={}, unfit=str(exc))
+            network = Network(id="", name=str(ask.full["network"]))
         entries = []
-        for c in chosen:
-            ep = (_endpoint(c.attrs, net.id) or ("", {}))[1]
+        for c in found.chosen:
+            ep = (_endpoint(c.attrs, network.id) or ("", {}))[1]
             entries.append(
                 Attached(
                     id=c.attrs["Id"], name=_describe(c)["name"], endpoint={k: ep.get(k) for k in _ENDPOINT}
                 )
             )
         return DisconnectData(
-            pick=picked, containers=tuple(entries), network=Network(id=net.id, name=net.name)
+            pick=found.picked, unfit=found.unfit, containers=tuple(entries), network=network
         )
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: DisconnectData) -> DisconnectData:

@@ -92,8 +92,10 @@ def _sleeper(tmp_path: Path) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def _on_internal_network(tmp_path: Path) -> Iterator[Target]:
+    # A /30: the gateway and one address, the container's (the failure matrix's
+    # revert-fails cell takes it while the container is off the network).
     with _lab(tmp_path) as lab:
-        net = lab.internal_network()
+        net = lab.internal_network(prefix=30)
         yield _target(lab, lab.run(network=net.name), net.name)
 
 

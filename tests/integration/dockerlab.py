@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -267,14 +269,33 @@ class DockerLab:
         if poll(ready, timeout_s=timeout_s, interval_s=0.05) is None:
             raise TimeoutError(f"container {container.name} not ready: {container.attrs['State']}")
 
-    def internal_network(self) -> Any:
-        """A user-defined bridge network with ``--internal``: nothing leaves it."""
-        return self.client.networks.create(
-            f"chaoslab-test-{self.session}-{uuid.uuid4().hex[:6]}",
-            driver="bridge",
-            internal=True,
-            labels=self.labels(),
-        )
+    def internal_network(self, *, prefix: int | None = None) -> Any:
+        """A user-defined bridge network with ``--internal``: nothing leaves it. With
+        ``prefix`` (e.g. 30: one address for a container) its subnet is a random free
+        one of that size in 10.128.0.0/9, which no default address pool uses."""
+        name = f"chaoslab-test-{self.session}-{uuid.uuid4().hex[:6]}"
+        if prefix is None:
+            return self.client.networks.create(name, driver="bridge", internal=True, labels=self.labels())
+        import docker
+
+        rng = random.Random()
+        for _ in range(20):  # another test's network may already hold the subnet
+            block = ipaddress.ip_network("10.128.0.0/9")
+            offset = rng.randrange(block.num_addresses >> (32 - prefix)) << (32 - prefix)
+            subnet = ipaddress.ip_network(f"{block.network_address + offset}/{prefix}")
+            pool = docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))
+            try:
+                return self.client.networks.create(
+                    name,
+                    driver="bridge",
+                    internal=True,
+                    labels=self.labels(),
+                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                )
+            except docker.errors.APIError as exc:
+                if "overlap" not in str(exc):
+                    raise
+        raise RuntimeError(f"no free /{prefix} subnet in 10.128.0.0/9 after 20 tries")
 
     def containers(self) -> list[Any]:
         return list(self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.session}"}))

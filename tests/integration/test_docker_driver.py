@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,7 +149,8 @@ def test_nothing_matches_raises_before_anything(
 ) -> None:
     operation = driver.operation(op)
     assert operation is not None
-    args = {"cpus": 0.5} if op == "throttle" else {"network": "bridge"} if op == "disconnect" else {}
+    net = {"network": lab.internal_network().name} if op == "disconnect" else {}
+    args = {"cpus": 0.5} if op == "throttle" else net
     with pytest.raises(TargetNotFound):
         driver.prepare(ctx, operation, args, f"label:chaoslab.nothing={lab.session}", LEASE_S)
     # A match that is not running is no target for a fault either.
@@ -154,8 +158,12 @@ def test_nothing_matches_raises_before_anything(
     wait_until(
         lambda: state(c)["Status"] == "exited", timeout_s=10, interval_s=0.05, what="the container to exit"
     )
-    with pytest.raises(TargetNotFound):
-        driver.prepare(ctx, operation, args, f"name:{c.name}", LEASE_S)
+    # Planned on what was found (so the run's locks see it), refused at inject as not applied.
+    record = driver.prepare(ctx, operation, args, f"name:{c.name}", LEASE_S)
+    assert driver.identities(record) == (f"docker:{c.id}",)
+    with pytest.raises(TargetNotFound) as refused:
+        driver.inject(ctx, record)
+    assert refused.value.not_applied, refused.value
     assert state(c)["Status"] == "exited"
     assert not (ctx.state_dir / "watchdogs").exists()
 
@@ -741,3 +749,73 @@ def test_stress_follows_the_run_s_heartbeat(
         stop.set()
         beater.join(timeout=5)
         driver.revert(ctx, record)
+
+
+# --- edges found by the failure matrix's edge columns ----------------------------------------
+
+
+def test_stress_in_a_paused_container_is_not_reverted_until_unpaused(
+    lab: DockerLab, driver: Driver, ctx: DriverContext
+) -> None:
+    """Someone pauses the container under a stress fault: no exec reaches it and its
+    stressors are frozen, not gone. The revert says so and keeps the lease (it used to
+    say "not running: no stressor can remain"); once unpaused, a revert ends them."""
+    c = lab.run()
+    record = inject(driver, ctx, "stress", f"name:{c.name}", {"workers": 1})
+    tag = str(record.data["tag"])
+    try:
+        wait_until(lambda: _stressors(c, tag), timeout_s=5, interval_s=0.05, what="a stressor to start")
+        c.pause()
+        result = driver.revert(ctx, record)
+        assert not result.reverted and "paused" in result.detail and "lease kept" in result.detail, result
+        assert _stressors(c, tag), "the stressors are still there, frozen"
+        report = driver.check_clean(ctx, record)
+        assert not report.clean and any(tag in r for r in report.residue), report
+        c.unpause()
+        assert driver.revert(ctx, record).reverted
+        assert driver.check_clean(ctx, record).clean
+        assert not _stressors(c, tag)
+    finally:
+        if state(c)["Paused"]:
+            c.unpause()
+        driver.revert(ctx, record)
+
+
+def test_a_daemon_that_cannot_be_reached_is_not_applied(
+    lab: DockerLab, driver: Driver, ctx: DriverContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOCKER_HOST names the socket of a daemon that died (bound, nobody listening): the
+    fault is planned (no error before the run's ledger has its entry) and refused at
+    inject as not applied, with the reason; no watchdog is armed."""
+    c = lab.run()
+    short = Path(tempfile.mkdtemp(prefix="cl-dead-"))
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        dead.bind(str(short / "docker.sock"))
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{short}/docker.sock")
+        for op in ("kill", "pause"):
+            operation = driver.operation(op)
+            assert operation is not None
+            record = driver.prepare(ctx, operation, {}, f"name:{c.name}", LEASE_S)
+            with pytest.raises(DriverError, match="cannot reach the Docker daemon") as refused:
+                driver.inject(ctx, record)
+            assert refused.value.not_applied
+        assert not (ctx.state_dir / "watchdogs").exists()
+    finally:
+        dead.close()
+        shutil.rmtree(short, ignore_errors=True)
+    assert state(c)["Running"] and not state(c)["Paused"]
+
+
+def test_a_relative_docker_host_is_read_from_the_root_as_the_sdk_reads_it(
+    lab: DockerLab, driver: Driver, ctx: DriverContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``unix://var/run/docker.sock``: the SDK dials /var/run/docker.sock from any working
+    directory; the reachability check used to dial it relative to the working directory
+    and call the daemon unreachable."""
+    c = lab.run()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", "unix://var/run/docker.sock")
+    op = driver.operation("running")
+    assert op is not None
+    assert driver.probe(ctx, op, {}, f"name:{c.name}") is True
