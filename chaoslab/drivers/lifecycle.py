@@ -32,7 +32,8 @@ target's text to be resolved again. A record that does not decode is a ``DriverE
     inject:  refuse (``refuse``) → start the lease (``start_lease``) → arm it (the watchdog) → apply
     revert:  undo → residue? → lease kept, reverted=False
                              → none: retire the lease (stop the watchdog), reverted=True
-    check_clean: residue + an armed watchdog still waiting (``notes`` as its detail)
+    check_clean: residue + an armed watchdog still waiting (``notes`` as its detail;
+                 both from ``inspect``)
 
 A lease is retired only after a verified revert: a failed revert (``undo`` raising
 ``DriverError``, or residue left) keeps the lease, so the watchdog still ends the fault.
@@ -310,6 +311,12 @@ class LeasedFault[D: LeasedData](Fault[D]):
         changed...). Read-only. Default: nothing."""
         return []
 
+    def inspect(self, ctx: DriverContext, record: RevertRecord, data: D) -> tuple[list[str], list[str]]:
+        """(residue, notes) for a clean check. Default: ``residue`` then ``notes``; a
+        fault that learns both from one look at its target says so once (a control plane
+        that stops answering then costs one timeout per check, not two)."""
+        return self.residue(ctx, record, data), self.notes(ctx, record, data)
+
     def needs_watchdog(self, record: RevertRecord, data: D) -> bool:
         """Whether the watchdog holds this fault's lease. Default: always."""
         return True
@@ -363,10 +370,9 @@ class LeasedFault[D: LeasedData](Fault[D]):
         data = self.decode(record)
         if data.dry:
             return CleanReport(clean=True, detail="dry run: nothing was injected")
-        residue = self.residue(ctx, record, data) + self.lease_residue(record, data)
-        return CleanReport(
-            clean=not residue, residue=tuple(residue), detail="; ".join(self.notes(ctx, record, data))
-        )
+        left, notes = self.inspect(ctx, record, data)
+        residue = left + self.lease_residue(record, data)
+        return CleanReport(clean=not residue, residue=tuple(residue), detail="; ".join(notes))
 
     def start_lease(self, record: RevertRecord) -> RevertRecord:
         """The record with its lease counted from now, as inject begins. Default: the

@@ -180,6 +180,40 @@ def test_down_with_lease_is_reenabled_by_the_server(proxy: ProxyRef) -> None:
     assert median_rtt(proxy.port, n=2) < 0.05  # same port again
 
 
+def test_a_down_whose_port_was_taken_keeps_its_lease_and_comes_back_once_free(proxy: ProxyRef) -> None:
+    """While the proxy is down another socket takes its port: re-enabling fails (500) and
+    leaves the down *with its lease*; when the unrenewed lease ends it the server keeps
+    trying, and listens again as soon as the port is free."""
+    down = {"enabled": False, "lease_s": 60, "heartbeat_s": 1}
+    assert proxy.http("POST", f"/proxies/{proxy.name}", down).json()["heartbeat_s"] == 1
+    squatter = socket.socket()
+    try:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # despite TIME_WAIT
+        squatter.bind(("127.0.0.1", proxy.port))
+        squatter.listen(1)
+        failed = proxy.http("POST", f"/proxies/{proxy.name}", {"enabled": True})
+        assert failed.status_code == 500 and "cannot listen" in failed.json()["error"], failed.text
+        state = proxy.http("GET", f"/proxies/{proxy.name}").json()
+        assert state["enabled"] is False and state["heartbeat_s"] == 1, state  # the lease is kept
+        assert proxy.http("POST", f"/proxies/{proxy.name}/renew").status_code == 200
+        # Unrenewed, the lease ends while the port is still taken (read, never renewed).
+        wait_until(
+            lambda: "heartbeat_s" not in proxy.http("GET", f"/proxies/{proxy.name}").json(),
+            timeout_s=5,
+            what="the unrenewed lease to end",
+        )
+        assert proxy.http("POST", f"/proxies/{proxy.name}/renew").status_code == 410
+        assert proxy.http("GET", f"/proxies/{proxy.name}").json()["enabled"] is False
+    finally:
+        squatter.close()
+    wait_until(
+        lambda: proxy.http("GET", f"/proxies/{proxy.name}").json()["enabled"],
+        timeout_s=3,
+        what="the server to listen again once the port is free",
+    )
+    assert median_rtt(proxy.port, n=2) < 0.05
+
+
 def test_toxic_lease_ends_in_the_server(proxy: ProxyRef) -> None:
     # Lease inside attributes: the form clients that only pass attributes can send.
     toxic = proxy.add_toxic(type="latency", attributes={"latency": 200, "lease_s": 0.5})

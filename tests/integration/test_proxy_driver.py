@@ -249,12 +249,53 @@ def test_bad_input_is_refused_before_anything_changes(ctx: DriverContext, proxy:
     assert driver.validate(op, {"latency": "1s"}, "proxy:x@10.0.0.1:8474") != []
     with pytest.raises(TargetNotFound):
         driver.prepare(ctx, op, {"latency": "10ms"}, f"proxy:nope@{proxy.target.split('@')[1]}", 5)
+    assert proxy.toxics() == []
+
+
+@pytest.mark.parametrize("op", ["latency", "down"])
+def test_a_proxy_api_nobody_listens_on_is_not_applied(ctx: DriverContext, op: str) -> None:
+    """Planned (nothing about the proxy can be known yet); inject cannot connect, so
+    nothing reached the server: "not applied", never a fault to revert or recover."""
+    driver = ProxyDriver()
+    operation = driver.operation(op)
+    assert operation is not None
+    args = {"latency": "10ms"} if op == "latency" else {}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # bound, not listening: connection refused
-        with pytest.raises(DriverError):
-            driver.prepare(ctx, op, {"latency": "10ms"}, f"proxy:x@127.0.0.1:{dead}", 5)
-    assert proxy.toxics() == []
+        record = driver.prepare(ctx, operation, args, f"proxy:x@127.0.0.1:{dead}", 5)
+        with pytest.raises(DriverError, match="Connection refused") as refused:
+            driver.inject(ctx, record)
+    assert refused.value.not_applied
+
+
+@pytest.mark.parametrize("op", ["latency", "down"])
+def test_a_proxy_deleted_after_the_plan_is_not_applied(ctx: DriverContext, proxy: ProxyRef, op: str) -> None:
+    driver = ProxyDriver()
+    operation = driver.operation(op)
+    assert operation is not None
+    args = {"latency": "10ms"} if op == "latency" else {}
+    record = driver.prepare(ctx, operation, args, proxy.target, 5)
+    proxy.http("DELETE", f"/proxies/{proxy.name}")  # another client, between plan and inject
+    with pytest.raises(TargetNotFound) as gone:
+        driver.inject(ctx, record)
+    assert gone.value.not_applied and "nothing was changed" in str(gone.value)
+
+
+def test_localhost_and_127_0_0_1_name_one_proxy(ctx: DriverContext, proxy: ProxyRef) -> None:
+    """Two spellings of the API's host lock the same identity (two runs cannot fault one
+    proxy by naming it differently), and the record holds the address."""
+    driver = ProxyDriver()
+    op = driver.operation("latency")
+    assert op is not None
+    port = proxy.api.rsplit(":", 1)[1]
+    records = [
+        driver.prepare(ctx, op, {"latency": "10ms"}, f"proxy:{proxy.name}@{host}:{port}", 5)
+        for host in ("127.0.0.1", "localhost")
+    ]
+    keys = {driver.identities(r) for r in records}
+    assert keys == {(f"proxy:http://127.0.0.1:{port}/{proxy.name}",)}, keys
+    assert {r.data["api"] for r in records} == {f"http://127.0.0.1:{port}"}
 
 
 def test_registered_as_entry_point() -> None:

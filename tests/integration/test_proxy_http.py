@@ -26,7 +26,7 @@ import pytest
 
 from chaoslab.drivers.base import DriverContext, RevertRecord, check_args
 from chaoslab.drivers.proxy.http_driver import HttpDriver
-from chaoslab.errors import InvalidInput
+from chaoslab.errors import DriverError, InvalidInput
 from tests.conftest import require, wait_until
 from tests.integration.proxykit import ProxyRef
 from tests.statepaths import env_state
@@ -378,6 +378,21 @@ def test_driver_refuses_bad_input_and_tcp_proxies(ctx: DriverContext, api: str, 
     httpx.post(f"{api}/proxies", json={"name": "tcp", "upstream": upstream})
     with pytest.raises(InvalidInput, match="HTTP mode"):
         driver.prepare(ctx, op, {}, f"proxy:tcp@{api.removeprefix('http://')}", 5.0)
+
+
+def test_a_proxy_switched_to_tcp_after_the_plan_is_not_applied(ctx: DriverContext, web: ProxyRef) -> None:
+    """Planned on an HTTP-mode proxy that another client then replaced by a TCP one: the
+    server refuses the http_* toxic (400), so nothing changed: "not applied", no revert."""
+    driver = HttpDriver()
+    op = driver.operation("abort")
+    assert op is not None
+    record = driver.prepare(ctx, op, {}, web.target, 5.0)
+    upstream = web.http("GET", f"/proxies/{web.name}").json()["upstream"]
+    web.http("POST", "/populate", [{"name": web.name, "upstream": upstream, "listen": "127.0.0.1:0"}])
+    with pytest.raises(DriverError, match="HTTP mode") as refused:
+        driver.inject(ctx, record)
+    assert refused.value.not_applied
+    assert web.toxics() == []
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -43,7 +44,7 @@ from chaoslab.drivers.base import (
     parse_duration,
 )
 from chaoslab.drivers.lease import LAPSE_S
-from chaoslab.drivers.lifecycle import Ask, Fault, FaultDriver, LeasedData, LeasedFault
+from chaoslab.drivers.lifecycle import Ask, Fault, FaultDriver, LeasedData, LeasedFault, not_applied
 from chaoslab.drivers.targets import LabState
 from chaoslab.drivers.watchdog import report_lapse
 from chaoslab.errors import DriverError, Problem, TargetNotFound
@@ -124,8 +125,9 @@ class ProxyFault[PD: ToxicData | DownData](LeasedFault[PD]):
     # -- what each kind says ----------------------------------------------------------------
 
     @abstractmethod
-    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> PD:
-        """The record data for the proxy ``read_proxy`` found. No side effect."""
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any] | None) -> PD:
+        """The record data for the proxy ``read_proxy`` found (None: the API could not be
+        reached, so nothing about the proxy is known yet). No side effect."""
 
     @abstractmethod
     def send(self, record: RevertRecord, data: PD, lease: Mapping[str, float]) -> httpx.Response:
@@ -162,23 +164,42 @@ class ProxyFault[PD: ToxicData | DownData](LeasedFault[PD]):
         return []  # the server's lease ends with the change: no residue of its own
 
     def identities(self, record: RevertRecord, data: PD) -> tuple[str, ...]:
-        """The proxy itself: its API address and name."""
-        return (f"proxy:{data.api}/{data.proxy}",)
+        """The proxy itself: its API address (the host as an address: ``localhost`` and
+        ``127.0.0.1`` are one server) and name."""
+        return (f"proxy:{canonical_api(data.api)}/{data.proxy}",)
 
     def plan(self, ctx: DriverContext, ask: Ask) -> PD:
         api, name, proxy = self.proxy_driver.read_proxy(ctx, ask.target)
         return self.plan_on(ask, api, name, proxy)
 
+    def apply_refused(self, record: RevertRecord, data: PD, resp: httpx.Response) -> DriverError:
+        """The server answered the change with 4xx: it refused it, nothing changed."""
+        if resp.status_code == 404:
+            return not_applied(
+                f"no proxy named {data.proxy!r} (nothing was changed)",
+                driver=self.driver.name,
+                target=record.target,
+                error=TargetNotFound,
+            )
+        error = self.proxy_driver.failure(resp, f"injecting {record.operation}", record.target)
+        error.not_applied = True
+        return error
+
     def apply(self, ctx: DriverContext, record: RevertRecord, data: PD) -> PD:
         lease: dict[str, float] = {"lease_s": record.lease_s} if record.lease_s else {}
         if record.heartbeat:
             lease["heartbeat_s"] = LAPSE_S  # the run renews it (``renew``) while it lives
-        resp = self.send(record, data, lease)
-        if resp.status_code == 404:
-            raise TargetNotFound(
-                f"no proxy named {data.proxy!r}", driver=self.driver.name, target=record.target
-            )
+        try:
+            resp = self.send(record, data, lease)
+        except DriverError as exc:
+            if never_connected(exc):
+                # Not one byte of the change reached the server: not applied, never NOT CLEAN.
+                exc.not_applied = True
+            raise
+        if 400 <= resp.status_code < 500:
+            raise self.apply_refused(record, data, resp)
         if resp.status_code not in (200, 201):
+            # 5xx: the server may have made part of the change; reverted like any other.
             raise self.proxy_driver.failure(resp, f"injecting {record.operation}", record.target)
         answer = resp.json()
         if record.heartbeat and answer.get("heartbeat_s"):
@@ -217,9 +238,9 @@ class ProxyFault[PD: ToxicData | DownData](LeasedFault[PD]):
     def residue(self, ctx: DriverContext, record: RevertRecord, data: PD) -> list[str]:
         return self.look(record, data)[0]
 
-    def notes(self, ctx: DriverContext, record: RevertRecord, data: PD) -> list[str]:
-        detail = self.look(record, data)[1]
-        return [detail] if detail else []
+    def inspect(self, ctx: DriverContext, record: RevertRecord, data: PD) -> tuple[list[str], list[str]]:
+        left, detail = self.look(record, data)  # one GET: a hung server times out once
+        return left, [detail] if detail else []
 
     def lapsed_on_server(self, ctx: DriverContext, record: RevertRecord, data: PD) -> str | None:
         """Whether the server says a lease ended the fault; if so, report it to the run."""
@@ -255,7 +276,7 @@ class ToxicFault(ProxyFault[ToxicData]):
             attributes=self.attributes(ask.full),
         )
 
-    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> ToxicData:
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any] | None) -> ToxicData:
         return ToxicData(api=api, proxy=name, toxic=self.toxic(ask))
 
     def send(self, record: RevertRecord, data: ToxicData, lease: Mapping[str, float]) -> httpx.Response:
@@ -336,7 +357,7 @@ class Down(ProxyFault[DownData]):
     operation = "down"
     data_type = DownData
 
-    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> DownData:
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any] | None) -> DownData:
         return DownData(api=api, proxy=name)
 
     def send(self, record: RevertRecord, data: DownData, lease: Mapping[str, float]) -> httpx.Response:
@@ -536,7 +557,7 @@ class ProxyDriver(FaultDriver):
     def resolve(self, target: str | None, lab_dir: Path) -> tuple[str, str]:
         """``target`` → (API base URL, proxy name). Reads the lab state; touches nothing."""
         if target and (m := _TARGET.match(target)):
-            return f"http://{m['host']}:{int(m['port'])}", m["name"]
+            return canonical_api(f"http://{m['host']}:{int(m['port'])}"), m["name"]
         if target and target.startswith("lab:"):
             state = LabState.load(lab_dir)
             component = state.component(target.removeprefix("lab:"))
@@ -564,10 +585,19 @@ class ProxyDriver(FaultDriver):
                 f"proxy API {api} {method} {path} failed: {exc}", driver=self.name, target=target
             ) from exc
 
-    def read_proxy(self, ctx: DriverContext, target: str | None) -> tuple[str, str, dict[str, Any]]:
-        """``target`` → (API base URL, proxy name, the proxy as the API shows it)."""
+    def read_proxy(self, ctx: DriverContext, target: str | None) -> tuple[str, str, dict[str, Any] | None]:
+        """``target`` → (API base URL, proxy name, the proxy as the API shows it). The
+        proxy is None when nothing listens on the API: the fault is then planned all the
+        same, and its inject reports it "not applied" if the server is still not there
+        (the same verdict as any other target that cannot be reached). A proxy the server
+        says it does not have is TargetNotFound, as a selector matching nothing is."""
         api, name = self.resolve(target, ctx.lab_dir)
-        resp = self.request(api, "GET", f"/proxies/{name}", str(target))
+        try:
+            resp = self.request(api, "GET", f"/proxies/{name}", str(target))
+        except DriverError as exc:
+            if never_connected(exc):
+                return api, name, None
+            raise
         if resp.status_code == 404:
             raise TargetNotFound(f"no proxy named {name!r}", driver=self.name, target=str(target))
         if resp.status_code != 200:
@@ -607,6 +637,21 @@ class ProxyDriver(FaultDriver):
         except httpx.HTTPError:
             return None  # a missed beat: the next one, or the server's lease, takes over
         return _gone(resp)
+
+
+def canonical_api(api: str) -> str:
+    """An API base URL with its host as the address it names: the one spelling two runs
+    share, whichever name each wrote (``validate`` allows only 127.0.0.1 and localhost)."""
+    parts = urlsplit(api)
+    if parts.hostname == "localhost" and parts.port is not None:
+        return f"{parts.scheme}://127.0.0.1:{parts.port}"
+    return api
+
+
+def never_connected(exc: DriverError) -> bool:
+    """Whether a failed API request never got a connection (refused, or no answer to the
+    connect): certain that nothing of the request reached the server."""
+    return isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
 
 
 def _gone(resp: httpx.Response) -> str | None:

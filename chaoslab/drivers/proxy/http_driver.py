@@ -85,8 +85,10 @@ class HttpFault(ToxicFault):
             attributes=self.attributes(ask.full),
         )
 
-    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any]) -> ToxicData:
-        if proxy.get("mode") != "http":
+    def plan_on(self, ask: Ask, api: str, name: str, proxy: Mapping[str, Any] | None) -> ToxicData:
+        # Unknown while the API cannot be reached: the server refuses an http_* toxic on
+        # a TCP proxy itself (400), and the fault is then "not applied".
+        if proxy is not None and proxy.get("mode") != "http":
             raise InvalidInput(
                 [
                     Problem(

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:0"  # when a client sends no listen address (safer than Toxiproxy's all)
 MODES = ("tcp", "http")  # chaoslab's ``mode`` field of a proxy (absent means tcp, as Toxiproxy)
 _DOWN = ""  # the tombstone key of a proxy's "down" (a toxic's name is never empty)
+REENABLE_RETRY_S = 0.25  # a down's lease ended but its port is taken: try again this often
 
 
 def split_address(address: str, *, what: str) -> tuple[str, int]:
@@ -116,6 +117,7 @@ class Proxy:
         self._listener: asyncio.Server | None = None
         self._leases: dict[str, Lease] = {}  # by toxic name
         self._down_lease: Lease | None = None
+        self._downs = 0  # counts clients' enable/disable calls (a lease's re-enabling stops)
         self.ended = Tombstones()  # why leases ended, by toxic name (``_DOWN``: the down)
         self._rules: list[Rule] | None = None  # the http_* toxics compiled, rebuilt on change
         self._compiled: dict[int, Rule] = {}  # by toxic uid, so counters survive other changes
@@ -196,10 +198,15 @@ class Proxy:
     async def set_enabled(
         self, enabled: bool, lease_s: float | None, heartbeat_s: float | None = None
     ) -> None:
-        self._cancel_down_lease()
+        self._downs += 1  # a client's say: any re-enabling a lease began is over
         if enabled:
+            # A re-enable that cannot listen (the port was taken while the proxy was down)
+            # answers 500 and leaves the down *with its lease*: a failed revert never
+            # takes away what still ends the fault.
             await self.start()
+            self._cancel_down_lease()
             return
+        self._cancel_down_lease()
         self.stop()
         if lease_s is not None or heartbeat_s is not None:
             self.ended.forget(_DOWN)
@@ -216,7 +223,19 @@ class Proxy:
         self._down_lease = None
         self.ended.bury(_DOWN, reason)
         log.info("proxy %s: down lease ended (%s), re-enabling", self.name, reason)
-        self.server.spawn(self.start())
+        self.server.spawn(self._reenable(self._downs))
+
+    async def _reenable(self, downs: int) -> None:
+        """Listen again once a down's lease ended; while the port is taken, try again
+        every ``REENABLE_RETRY_S`` until it can, or until a client changes the proxy
+        (enables, downs it again, deletes it): the lease's end is kept, not dropped."""
+        while downs == self._downs and self.server.proxies.get(self.name) is self:
+            try:
+                await self.start()
+                return
+            except ApiError as exc:
+                log.warning("proxy %s: re-enabling failed (%s); retrying", self.name, exc.message)
+            await asyncio.sleep(REENABLE_RETRY_S)
 
     def renew_down(self) -> dict[str, Any]:
         """Renew the lease of this proxy's down; 410 if a lease already ended it."""
