@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from chaoslab.drivers.base import RevertRecord
-from tests.conftest import wait_until
+from tests.conftest import machine_lock, wait_until
 from tests.contract.cases import Target
 from tests.integration.matrix_edges import EdgeHooks, NotApplicable, Variant
 from tests.integration.sshfleet import keygen
@@ -110,23 +110,26 @@ def _restopping(target: Target, record: RevertRecord) -> Iterator[None]:
 
 
 def _iptables(*args: str) -> None:
-    subprocess.run(["iptables", "-w", "5", *args], check=True, capture_output=True, timeout=30)
+    subprocess.run(["iptables", "-w", "30", *args], check=True, capture_output=True, timeout=60)
 
 
 @contextlib.contextmanager
 def _partitioned(target: Target, record: RevertRecord) -> Iterator[None]:
     """The runner loses its route to the host: every TCP segment to this cell's sshd port
     is answered with a reset (the established connection dies at its next packet, a new
-    one is refused). One rule, on this cell's port only, removed on exit."""
+    one is refused). One rule in the host's own firewall, on this cell's port only, held
+    under ``host_iptables``'s lock (tests comparing that rule set run before or after),
+    removed on exit."""
     port = str(_host(target)["port"])
     rule = ["INPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", port]
     rule += ["-m", "comment", "--comment", f"chaoslab-test-partition:{record.fault_id}"]
     rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
-    _iptables("-I", *rule)
-    try:
-        yield
-    finally:
-        _iptables("-D", *rule)
+    with machine_lock("host-iptables"):
+        _iptables("-I", *rule)
+        try:
+            yield
+        finally:
+            _iptables("-D", *rule)
 
 
 # --- target unreachable --------------------------------------------------------------------------

@@ -476,14 +476,14 @@ class _LeasedOnHosts[D: SSHData](_OnHosts, LeasedFault[D]):
         if lapses and record.heartbeat and record.run_id == ctx.run_id:
             report_lapse(ctx.state_dir, record.fault_id, "the host ended it: " + "; ".join(lapses))
         kept = [
-            f"{o.host.name}:{what}"
+            f"{o.host.name}: {what.strip().rstrip(';')}"
             for o in outcomes
             if o.value is not None and o.value.ok
             for what in remote.parse_kv(o.value.stdout).get("kept", [])
         ]
         if kept:
             raise DriverError(
-                "the revert did not hold on " + "; ".join(kept) + " (the host's watchdog keeps the lease)",
+                "the revert did not hold on " + "; ".join(kept),
                 driver="ssh",
                 target=record.target,
             )

@@ -348,8 +348,8 @@ def _still_there(operation: str, data: Mapping[str, object]) -> list[str]:
     """Appends to ``$kept`` what of the change the undo could not remove (read-only)."""
     if operation == "suspend":
         return [
-            'for p in $(cat "$dir/pids" 2>/dev/null) $them; do [ "$(cl_field "$p" 1)" = T ] && '
-            'kept="$kept process $p is still stopped;"; done'
+            'for p in $(printf "%s\\n" $(cat "$dir/pids" 2>/dev/null) $them | sort -u); do '
+            '[ "$(cl_field "$p" 1)" = T ] && kept="$kept process $p is still stopped;"; done'
         ]
     if operation == "iptables_drop":
         return [
