@@ -319,6 +319,14 @@ class _OnHosts:
             data |= self.ssh._resolve(ctx, selector, most, hosts, data, str(ask.target))
         return msgspec.convert(data, type=data_type)
 
+    def recorded_args(self, ask: Ask, data: Any) -> Mapping[str, Any]:
+        """The inventory as the absolute path it was read from: a relative ``inventory``
+        argument means another file from another directory (a ``recover`` run
+        elsewhere), so no record holds one."""
+        if "inventory" in ask.args:
+            return {**ask.args, "inventory": str(data.inventory)}
+        return ask.args
+
     def _refuse(self, ctx: DriverContext, record: RevertRecord) -> None:
         names = [str(h.get("name")) for h in record.data.get("hosts") or []]
         if ctx.dry:
@@ -678,22 +686,6 @@ class SSHDriver(FaultDriver):
 
     def operations(self) -> Sequence[Operation]:
         return OPERATIONS
-
-    def prepare(
-        self,
-        ctx: DriverContext,
-        op: Operation,
-        args: Mapping[str, Any],
-        target: str | None,
-        lease_s: float | None,
-    ) -> RevertRecord:
-        """The record keeps the inventory as the absolute path it was read from: a
-        relative ``inventory`` argument means another file from another directory (a
-        ``recover`` run elsewhere), so no record holds one."""
-        raw = args.get("inventory")
-        if isinstance(raw, str) and raw:
-            args = {**args, "inventory": str(inventory_path(raw))}
-        return super().prepare(ctx, op, args, target, lease_s)
 
     # -- validation (pure) -------------------------------------------------------------
 
