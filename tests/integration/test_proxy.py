@@ -204,6 +204,8 @@ def test_a_down_whose_port_was_taken_keeps_its_lease_and_comes_back_once_free(pr
         )
         assert proxy.http("POST", f"/proxies/{proxy.name}/renew").status_code == 410
         assert proxy.http("GET", f"/proxies/{proxy.name}").json()["enabled"] is False
+        # A client's re-enable failing meanwhile does not stop the server's retrying.
+        assert proxy.http("POST", f"/proxies/{proxy.name}", {"enabled": True}).status_code == 500
     finally:
         squatter.close()
     wait_until(

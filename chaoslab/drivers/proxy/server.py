@@ -117,7 +117,7 @@ class Proxy:
         self._listener: asyncio.Server | None = None
         self._leases: dict[str, Lease] = {}  # by toxic name
         self._down_lease: Lease | None = None
-        self._downs = 0  # counts clients' enable/disable calls (a lease's re-enabling stops)
+        self._downs = 0  # counts downs (a new one stops the re-enabling of an ended one)
         self.ended = Tombstones()  # why leases ended, by toxic name (``_DOWN``: the down)
         self._rules: list[Rule] | None = None  # the http_* toxics compiled, rebuilt on change
         self._compiled: dict[int, Rule] = {}  # by toxic uid, so counters survive other changes
@@ -198,14 +198,14 @@ class Proxy:
     async def set_enabled(
         self, enabled: bool, lease_s: float | None, heartbeat_s: float | None = None
     ) -> None:
-        self._downs += 1  # a client's say: any re-enabling a lease began is over
         if enabled:
             # A re-enable that cannot listen (the port was taken while the proxy was down)
-            # answers 500 and leaves the down *with its lease*: a failed revert never
-            # takes away what still ends the fault.
+            # answers 500 and leaves the down *with its lease* (and a lease's re-enabling
+            # going on): a failed revert never takes away what still ends the fault.
             await self.start()
             self._cancel_down_lease()
             return
+        self._downs += 1  # a new down: the re-enabling of an ended one is over
         self._cancel_down_lease()
         self.stop()
         if lease_s is not None or heartbeat_s is not None:
@@ -227,9 +227,9 @@ class Proxy:
 
     async def _reenable(self, downs: int) -> None:
         """Listen again once a down's lease ended; while the port is taken, try again
-        every ``REENABLE_RETRY_S`` until it can, or until a client changes the proxy
-        (enables, downs it again, deletes it): the lease's end is kept, not dropped."""
-        while downs == self._downs and self.server.proxies.get(self.name) is self:
+        every ``REENABLE_RETRY_S`` until it can, or until a client has its say (enables
+        it, downs it again, deletes it): the lease's end is kept, not dropped."""
+        while downs == self._downs and not self.enabled and self.server.proxies.get(self.name) is self:
             try:
                 await self.start()
                 return
