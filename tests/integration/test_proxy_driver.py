@@ -266,6 +266,10 @@ def test_a_proxy_api_nobody_listens_on_is_not_applied(ctx: DriverContext, op: st
         record = driver.prepare(ctx, operation, args, f"proxy:x@127.0.0.1:{dead}", 5)
         with pytest.raises(DriverError, match="Connection refused") as refused:
             driver.inject(ctx, record)
+        # A dry plan injects nothing, so it tells at once (``chaoslab plan`` shows it).
+        dry = msgspec.structs.replace(ctx, dry=True)
+        with pytest.raises(DriverError, match="Connection refused"):
+            driver.prepare(dry, operation, args, f"proxy:x@127.0.0.1:{dead}", 5)
     assert refused.value.not_applied
 
 

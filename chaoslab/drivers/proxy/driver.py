@@ -589,13 +589,15 @@ class ProxyDriver(FaultDriver):
         """``target`` → (API base URL, proxy name, the proxy as the API shows it). The
         proxy is None when nothing listens on the API: the fault is then planned all the
         same, and its inject reports it "not applied" if the server is still not there
-        (the same verdict as any other target that cannot be reached). A proxy the server
-        says it does not have is TargetNotFound, as a selector matching nothing is."""
+        (the same verdict as any other target that cannot be reached). A dry plan
+        (``chaoslab plan``, ``run --dry-run``) injects nothing, so it says so at once. A
+        proxy the server says it does not have is TargetNotFound, as a selector matching
+        nothing is."""
         api, name = self.resolve(target, ctx.lab_dir)
         try:
             resp = self.request(api, "GET", f"/proxies/{name}", str(target))
         except DriverError as exc:
-            if never_connected(exc):
+            if never_connected(exc) and not ctx.dry:
                 return api, name, None
             raise
         if resp.status_code == 404:
