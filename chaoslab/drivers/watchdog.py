@@ -14,10 +14,13 @@ runner never has to reap it.
 The watchdog waits until the lease ends — ``record.lease_expires_at``, or as soon as the
 runner stops renewing ``record.heartbeat`` (``chaoslab.drivers.lease``) — then loads the record's driver
 through the entry-point registry and calls ``revert(record)`` — the same code path as any
-revert, using only the record. It then writes the outcome and a ``check_clean`` report to
-``<state dir>/watchdogs/<fault_id>.json``. SIGTERM (sent by a revert that got there
-first) ends it quietly. Invariant: the watchdog never signals itself; drivers find it
-by ``--fault-id`` in its argv and ``_proc.protected_pids`` shields it from faults.
+revert, using only the record. If the fault is not verified clean after
+that revert, it tries again (``RETRY_S``, backing off, for ``RETRY_FOR_S``): a lease is
+kept until its fault is gone, never dropped after one failed try. It then writes the
+outcome and a ``check_clean`` report to ``<state dir>/watchdogs/<fault_id>.json``.
+SIGTERM (sent by a revert that got there first) ends it quietly. Invariant: the
+watchdog never signals itself; drivers find it by ``--fault-id`` in its argv and
+``_proc.protected_pids`` shields it from faults.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ from chaoslab.errors import DriverError, InvalidInput, Problem
 
 SPAWN_TIMEOUT_S = 15.0
 DEFAULT_LEASE_S = 60.0  # used when the engine gives a leased fault no lease of its own
+# An end that did not hold (the revert failed or left residue) is tried again: after
+# RETRY_S, doubling up to RETRY_MAX_S, for RETRY_FOR_S in all. The lease is kept, not
+# dropped after one try: once whatever blocked the revert is gone, the fault ends.
+RETRY_S = 0.5
+RETRY_MAX_S = 15.0
+RETRY_FOR_S = 900.0
 
 
 def start_lease(record: RevertRecord) -> RevertRecord:
@@ -196,16 +205,26 @@ def _guard(record: RevertRecord, state_dir: Path, lab_dir: Path) -> None:
     outcome: dict[str, Any] = {"fault_id": record.fault_id, "lease_expired_at": time.time(), "reason": why}
     # Said at once, before the revert: a live runner reports a lease that ended its fault.
     _write_json(lapse_path(state_dir, record.fault_id), outcome)
-    try:
-        driver = driver or DriverRegistry().get(record.driver)
-        result = driver.revert(ctx, record)
-        outcome["reverted"] = result.reverted
-        outcome["detail"] = result.detail
-        clean = driver.check_clean(ctx, record)
-        outcome["clean"] = clean.clean
-        outcome["residue"] = list(clean.residue)
-    except Exception as exc:  # last line of defence: record the failure, never hide it
-        outcome["error"] = f"{type(exc).__name__}: {exc}"
+    give_up = time.monotonic() + RETRY_FOR_S
+    pause = RETRY_S
+    for attempt in range(1, 100_000):  # bounded in time by give_up
+        outcome["attempts"] = attempt
+        outcome.pop("error", None)
+        try:
+            driver = driver or DriverRegistry().get(record.driver)
+            result = driver.revert(ctx, record)
+            outcome["reverted"] = result.reverted
+            outcome["detail"] = result.detail
+            clean = driver.check_clean(ctx, record)
+            outcome["clean"] = clean.clean
+            outcome["residue"] = list(clean.residue)
+        except Exception as exc:  # last line of defence: record the failure, never hide it
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+            outcome["clean"] = False
+        if (outcome.get("reverted") and outcome.get("clean")) or time.monotonic() + pause > give_up:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, RETRY_MAX_S)
     outcome["finished_at"] = time.time()
     _write_outcome(state_dir, record.fault_id, outcome)
 

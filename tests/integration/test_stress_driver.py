@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +19,9 @@ import pytest
 
 from chaoslab.drivers import _proc
 from chaoslab.drivers.base import DriverContext, Operation, RevertRecord
+from chaoslab.drivers.lease import lapse_path
 from chaoslab.drivers.stress import StressDriver, fill_dir, stressors
+from chaoslab.drivers.watchdog import outcome_path
 from chaoslab.errors import InvalidInput, UnsafeTarget, Unsupported
 from tests.conftest import poll, require, wait_until
 from tests.contract.targets import adopting_orphans, stop
@@ -313,3 +316,39 @@ def test_disk_records_the_directory_it_resolved_and_locks_it_by_identity(
         DRIVER.identities(plain),
         DRIVER.identities(bound),
     )
+
+
+@pytest.mark.root
+def test_a_lease_whose_end_fails_keeps_trying_until_the_fault_is_gone(
+    ctx: DriverContext, tmp_path: Path
+) -> None:
+    """The watchdog's revert at the end of the lease cannot remove the fill (a mount
+    inside it): the watchdog stays and tries again, and once the mount is gone it ends
+    the fault and says so -- it does not give up after one try."""
+    record = DRIVER.inject(
+        ctx, DRIVER.prepare(ctx, _op("disk"), {"path": str(tmp_path), "mib": 1}, None, 2.0)
+    )
+    directory = fill_dir(str(tmp_path), record.fault_id)
+    outcome = outcome_path(ctx.state_dir, record.fault_id)
+    try:
+        with _tmpfs(directory, 1):
+            wait_until(
+                lambda: lapse_path(ctx.state_dir, record.fault_id).exists(),
+                timeout_s=10,
+                interval_s=0.05,
+                what="the lease to end",
+            )
+            # Its first try has failed by now (the fill's files are gone, the mount stays).
+            wait_until(lambda: not list(directory.glob("fill*")), timeout_s=10, interval_s=0.05, what="a try")
+            time.sleep(1.0)  # the time of a second try: the watchdog must still be there
+            assert _proc.watchdog_processes(record.fault_id), "the watchdog gave up with the fault still on"
+            assert directory.exists() and not outcome.exists()
+        wait_until(
+            lambda: outcome.exists(), timeout_s=30, interval_s=0.1, what="the watchdog to end the fault"
+        )
+        result = json.loads(outcome.read_text())
+        assert result["reverted"] and result["clean"] and result["attempts"] > 1, result
+        assert not directory.exists()
+        assert not _proc.watchdog_processes(record.fault_id)
+    finally:
+        DRIVER.revert(ctx, record)
