@@ -4,7 +4,12 @@ The SDK is imported lazily inside each call; without it every operation raises
 ``DriverError`` with the hint ``pip install 'chaoslab[docker]'``. Every SDK and transport
 error is translated at this module's boundary (``TargetNotFound`` for a missing
 container or network, ``DriverError`` for the rest). The daemon is the one
-``docker.from_env()`` finds (``DOCKER_HOST`` etc.).
+``docker.from_env()`` finds (``DOCKER_HOST`` etc.) when the fault is planned; the record
+keeps its address, absolute (a container id names a container of *that* daemon), and
+every later call on the record -- inject, revert, the watchdog, ``chaoslab recover``
+from another shell -- talks to that daemon, whatever its own environment says. (With
+the environment's TLS settings only if it names the same daemon: otherwise the call
+fails and the entry stays open, never "no longer exists" on the wrong daemon.)
 
 Targets (an optional ``docker:`` prefix is accepted; ``KIND=VALUE`` works like ``KIND:VALUE``)::
 
@@ -359,20 +364,44 @@ def _transport_errors(docker: Any) -> tuple[type[BaseException], ...]:
     return (docker.errors.DockerException, requests.RequestException, OSError)
 
 
-def _preflight(docker: Any) -> None:
+def _absolute(base: str) -> str:
+    """A daemon address as the SDK dials it: ``unix://d.sock`` is /d.sock, whatever the
+    working directory; ``http+unix://`` is ``unix://``."""
+    for scheme in ("unix://", "http+unix://"):
+        if base.startswith(scheme):
+            return "unix:///" + base[len(scheme) :].lstrip("/")
+    return base
+
+
+def _client_settings(docker: Any, daemon: str = "") -> dict[str, Any]:
+    """``DockerClient`` keyword arguments: the environment's, or for a record's
+    ``daemon`` that address (with the environment's TLS settings only if they are for
+    the same daemon)."""
+    try:
+        settings: dict[str, Any] = dict(docker.utils.kwargs_from_env())
+    except docker.errors.DockerException as exc:
+        raise DriverError(f"bad Docker client settings: {exc}", driver=NAME, not_applied=True) from exc
+    here = _absolute(str(settings.get("base_url") or DEFAULT_SOCKET))
+    if daemon and daemon != here:
+        settings = {}
+    settings["base_url"] = daemon or here
+    return settings
+
+
+def _env_daemon() -> str:
+    """The absolute address of the daemon the environment names (what a plan records)."""
+    return str(_client_settings(_sdk())["base_url"])
+
+
+def _preflight(base: str) -> None:
     """Fail early, and cleanly, when a local daemon's socket does not answer.
 
     docker-py leaks the socket of a failed unix connect (a ResourceWarning in every
     caller) and reports it as a bare "Error while fetching server API version".
     """
-    try:
-        base = str(docker.utils.kwargs_from_env().get("base_url") or DEFAULT_SOCKET)
-    except docker.errors.DockerException as exc:
-        raise DriverError(f"bad Docker client settings: {exc}", driver=NAME, not_applied=True) from exc
-    if not base.startswith(("unix://", "http+unix://")):
+    if not base.startswith("unix://"):
         return
-    # As the SDK reads it: ``unix://d.sock`` is /d.sock, whatever the working directory.
-    path = "/" + base.split("://", 1)[1].lstrip("/")
+    path = base[len("unix://") :]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         try:
@@ -386,13 +415,15 @@ def _preflight(docker: Any) -> None:
 
 
 @contextlib.contextmanager
-def _api(action: str, target: str = "") -> Iterator[Any]:
-    """A client for one call; every SDK error leaving the block is translated."""
+def _api(action: str, target: str = "", daemon: str = "") -> Iterator[Any]:
+    """A client for one call, to ``daemon`` (a record's) or the environment's; every SDK
+    error leaving the block is translated."""
     docker = _sdk()
     errors = _transport_errors(docker)
-    _preflight(docker)
+    settings = _client_settings(docker, daemon)
+    _preflight(str(settings["base_url"]))
     try:
-        client = docker.from_env(timeout=API_TIMEOUT_S)
+        client = docker.DockerClient(timeout=API_TIMEOUT_S, **settings)
     except errors as exc:
         raise DriverError(f"cannot reach the Docker daemon: {exc}", driver=NAME, not_applied=True) from exc
     try:
@@ -577,6 +608,7 @@ class Network(msgspec.Struct, frozen=True, kw_only=True):
 class KillData(HealingData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Watched, ...]
     signal: str
     via: str
@@ -588,6 +620,7 @@ class KillData(HealingData, frozen=True, kw_only=True):
 class RestartData(HealingData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Watched, ...]
     grace_s: float
     killed_at: float | None = None
@@ -596,6 +629,7 @@ class RestartData(HealingData, frozen=True, kw_only=True):
 class StopData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Container, ...]
     grace_s: float
 
@@ -603,12 +637,14 @@ class StopData(LeasedData, frozen=True, kw_only=True):
 class PauseData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Container, ...]
 
 
 class ThrottleData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Limited, ...]
     cpus: float
     applied: tuple[dict[str, int], ...] = ()
@@ -617,6 +653,7 @@ class ThrottleData(LeasedData, frozen=True, kw_only=True):
 class StressData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Container, ...]
     kind: str
     workers: int
@@ -628,6 +665,7 @@ class StressData(LeasedData, frozen=True, kw_only=True):
 class DisconnectData(LeasedData, frozen=True, kw_only=True):
     pick: dict[str, Any]
     unfit: str = ""  # why no fault can act on the containers (refused at inject)
+    daemon: str = ""  # the daemon, absolute ("": the environment's; older records)
     containers: tuple[Attached, ...]
     network: Network
 
@@ -651,6 +689,7 @@ class _Found:
     chosen: list[Any]
     picked: dict[str, Any]
     unfit: str = ""
+    daemon: str = ""
 
 
 def _find(
@@ -658,6 +697,7 @@ def _find(
     ask: Ask,
     action: str,
     client: Any,
+    daemon: str,
     fit: Callable[[Any], bool] = lambda _c: True,
     unfit: str = "",
 ) -> _Found:
@@ -669,31 +709,31 @@ def _find(
     fit_ones = [c for c in found if _live(c.attrs) and fit(c)]
     if fit_ones:
         chosen, picked = _picked(ctx, ask, client, fit_ones)
-        return _Found(chosen=chosen, picked=picked)
+        return _Found(chosen=chosen, picked=picked, daemon=daemon)
     if not unfit:
         states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
         unfit = f"{sel} matches no running, unpaused container ({states})"
     chosen, picked = _picked(ctx, ask, client, found)
-    return _Found(chosen=chosen, picked=picked, unfit=unfit)
+    return _Found(chosen=chosen, picked=picked, unfit=unfit, daemon=daemon)
 
 
 def _found(ctx: DriverContext, ask: Ask, action: str) -> _Found:
     try:
-        with _api(f"prepare {action}", str(parse_target(ask.target))) as client:
-            return _find(ctx, ask, action, client)
+        daemon = _env_daemon()
+        with _api(f"prepare {action}", str(parse_target(ask.target)), daemon) as client:
+            return _find(ctx, ask, action, client, daemon)
     except DriverError as exc:
         if not exc.not_applied:
             raise
         return _Found(chosen=[], picked={}, unfit=str(exc))
 
 
-def _plain(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Container, ...], dict[str, Any], str]:
+def _plain(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Container, ...], _Found]:
     found = _found(ctx, ask, action)
-    entries = tuple(Container(id=c.attrs["Id"], name=_describe(c)["name"]) for c in found.chosen)
-    return entries, found.picked, found.unfit
+    return tuple(Container(id=c.attrs["Id"], name=_describe(c)["name"]) for c in found.chosen), found
 
 
-def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, ...], dict[str, Any], str]:
+def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, ...], _Found]:
     found = _found(ctx, ask, action)
     out = []
     for c in found.chosen:
@@ -709,7 +749,7 @@ def _watched(ctx: DriverContext, ask: Ask, action: str) -> tuple[tuple[Watched, 
                 restart_count=int(a.get("RestartCount") or 0),
             )
         )
-    return tuple(out), found.picked, found.unfit
+    return tuple(out), found
 
 
 def _endpoint(attrs: Mapping[str, Any], net_id: str) -> tuple[str, Mapping[str, Any]] | None:
@@ -756,7 +796,7 @@ class _Healing[HD: KillData | RestartData](HealingFault[HD]):
 
     def heal(self, ctx: DriverContext, record: RevertRecord, data: HD) -> Heal:
         since = self.since(record, data)
-        with _api(f"heal {record.operation}", record.target) as client:
+        with _api(f"heal {record.operation}", record.target, data.daemon) as client:
             heals = []
             for e in data.containers:
                 c = _container(client, e.id)
@@ -769,12 +809,13 @@ class Kill(_Healing[KillData]):
     data_type = KillData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> KillData:
-        entries, picked, unfit = _watched(ctx, ask, "kill")
-        if ask.full["via"] == "process" and not unfit:
+        entries, found = _watched(ctx, ask, "kill")
+        if ask.full["via"] == "process" and not found.unfit:
             _check_local(entries, str(parse_target(ask.target)))
         return KillData(
-            pick=picked,
-            unfit=unfit,
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
             containers=entries,
             signal=parse_signal(ask.full["signal"]).name,
             via=str(ask.full["via"]),
@@ -785,7 +826,7 @@ class Kill(_Healing[KillData]):
         sig = signal.Signals[data.signal]
         killed_at = time.time()
         done = []
-        with _api("inject kill", record.target) as client:
+        with _api("inject kill", record.target, data.daemon) as client:
             for e in data.containers:
                 if data.via == "api":
                     client.containers.get(e.id).kill(signal=sig.name)
@@ -822,10 +863,11 @@ class Restart(_Healing[RestartData]):
     data_type = RestartData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> RestartData:
-        entries, picked, unfit = _watched(ctx, ask, "restart")
+        entries, found = _watched(ctx, ask, "restart")
         return RestartData(
-            pick=picked,
-            unfit=unfit,
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
             containers=entries,
             grace_s=parse_duration(ask.full["grace"]),
             timeout_s=parse_duration(ask.full["timeout"]),
@@ -833,7 +875,7 @@ class Restart(_Healing[RestartData]):
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: RestartData) -> RestartData:
         restarted_at = time.time()
-        with _api("inject restart", record.target) as client:
+        with _api("inject restart", record.target, data.daemon) as client:
             for e in data.containers:
                 client.containers.get(e.id).restart(timeout=math.ceil(data.grace_s))
         return msgspec.structs.replace(data, killed_at=restarted_at)
@@ -888,7 +930,7 @@ class _Leased[LD: StopData | PauseData | ThrottleData | StressData | DisconnectD
 
     def undo(self, ctx: DriverContext, record: RevertRecord, data: LD) -> str:
         details, failed = [], False
-        with _api(f"revert {record.operation}", record.target) as client:
+        with _api(f"revert {record.operation}", record.target, data.daemon) as client:
             for e in data.containers:
                 c = _container(client, e.id)
                 if c is None:
@@ -903,7 +945,7 @@ class _Leased[LD: StopData | PauseData | ThrottleData | StressData | DisconnectD
 
     def residue(self, ctx: DriverContext, record: RevertRecord, data: LD) -> list[str]:
         residue: list[str] = []
-        with _api(f"check {record.operation}", record.target) as client:
+        with _api(f"check {record.operation}", record.target, data.daemon) as client:
             for e in data.containers:
                 c = _container(client, e.id)
                 residue += self.gone(e) if c is None else self.residue_one(client, record, data, e, c)
@@ -922,9 +964,13 @@ class Stop(_Leased[StopData]):
     data_type = StopData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> StopData:
-        entries, picked, unfit = _plain(ctx, ask, "stop")
+        entries, found = _plain(ctx, ask, "stop")
         return StopData(
-            pick=picked, unfit=unfit, containers=entries, grace_s=parse_duration(ask.full["grace"])
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
+            containers=entries,
+            grace_s=parse_duration(ask.full["grace"]),
         )
 
     def lease_for(self, ask: Ask) -> float | None:
@@ -932,7 +978,7 @@ class Stop(_Leased[StopData]):
         return max(check_lease(ask.lease_s), parse_duration(ask.full["grace"]) + STOP_SETTLE_S + 5.0)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: StopData) -> StopData:
-        with _api("inject stop", record.target) as client:
+        with _api("inject stop", record.target, data.daemon) as client:
             for e in data.containers:
                 client.containers.get(e.id).stop(timeout=math.ceil(data.grace_s))
         return data
@@ -966,11 +1012,11 @@ class Pause(_Leased[PauseData]):
     data_type = PauseData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> PauseData:
-        entries, picked, unfit = _plain(ctx, ask, "pause")
-        return PauseData(pick=picked, unfit=unfit, containers=entries)
+        entries, found = _plain(ctx, ask, "pause")
+        return PauseData(pick=found.picked, unfit=found.unfit, daemon=found.daemon, containers=entries)
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: PauseData) -> PauseData:
-        with _api("inject pause", record.target) as client:
+        with _api("inject pause", record.target, data.daemon) as client:
             for e in data.containers:
                 client.containers.get(e.id).pause()
         return data
@@ -998,12 +1044,16 @@ class Throttle(_Leased[ThrottleData]):
             for c in found.chosen
         )
         return ThrottleData(
-            pick=found.picked, unfit=found.unfit, containers=entries, cpus=float(ask.full["cpus"])
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
+            containers=entries,
+            cpus=float(ask.full["cpus"]),
         )
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: ThrottleData) -> ThrottleData:
         applied = []
-        with _api("inject throttle", record.target) as client:
+        with _api("inject throttle", record.target, data.daemon) as client:
             for e in data.containers:
                 prev = e.previous
                 if prev["NanoCpus"] > 0:
@@ -1043,11 +1093,12 @@ class Stress(_Leased[StressData]):
     data_type = StressData
 
     def plan(self, ctx: DriverContext, ask: Ask) -> StressData:
-        entries, picked, unfit = _plain(ctx, ask, "stress")
+        entries, found = _plain(ctx, ask, "stress")
         kind = str(ask.full["kind"])
         return StressData(
-            pick=picked,
-            unfit=unfit,
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
             containers=entries,
             kind=kind,
             workers=int(ask.full["workers"]) if kind == "cpu" else 1,
@@ -1066,7 +1117,7 @@ class Stress(_Leased[StressData]):
             script, count = _MEM_HOG.format(mib=max(1, math.ceil(data.memory_bytes / (1 << 20)))), 1
         cmd = ["timeout", "-s", "KILL", str(secs), "sh", "-c", script, data.tag]
         started = []
-        with _api("inject stress", record.target) as client:
+        with _api("inject stress", record.target, data.daemon) as client:
             for e in data.containers:
                 for _ in range(count):
                     exec_id = client.api.exec_create(e.id, cmd)["Id"]
@@ -1126,13 +1177,15 @@ class Disconnect(_Leased[DisconnectData]):
     def plan(self, ctx: DriverContext, ask: Ask) -> DisconnectData:
         sel = parse_target(ask.target)
         try:
-            with _api("prepare disconnect", str(sel)) as client:
+            daemon = _env_daemon()
+            with _api("prepare disconnect", str(sel), daemon) as client:
                 net = client.networks.get(ask.full["network"])
                 found = _find(
                     ctx,
                     ask,
                     "disconnect",
                     client,
+                    daemon,
                     fit=lambda c: _endpoint(c.attrs, net.id) is not None,
                     unfit=f"no running container of {sel} is connected to network {net.name}",
                 )
@@ -1151,11 +1204,15 @@ class Disconnect(_Leased[DisconnectData]):
                 )
             )
         return DisconnectData(
-            pick=found.picked, unfit=found.unfit, containers=tuple(entries), network=network
+            pick=found.picked,
+            unfit=found.unfit,
+            daemon=found.daemon,
+            containers=tuple(entries),
+            network=network,
         )
 
     def apply(self, ctx: DriverContext, record: RevertRecord, data: DisconnectData) -> DisconnectData:
-        with _api("inject disconnect", record.target) as client:
+        with _api("inject disconnect", record.target, data.daemon) as client:
             for e in data.containers:
                 client.networks.get(data.network.id).disconnect(e.id)
         return data
@@ -1189,7 +1246,7 @@ class Disconnect(_Leased[DisconnectData]):
     def notes(self, ctx: DriverContext, record: RevertRecord, data: DisconnectData) -> list[str]:
         """An address IPAM chose anew on reconnect is reported, not residue."""
         out = []
-        with _api("check disconnect", record.target) as client:
+        with _api("check disconnect", record.target, data.daemon) as client:
             for e in data.containers:
                 c = _container(client, e.id)
                 found = None if c is None else _endpoint(c.attrs, data.network.id)

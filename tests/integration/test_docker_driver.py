@@ -819,3 +819,34 @@ def test_a_relative_docker_host_is_read_from_the_root_as_the_sdk_reads_it(
     op = driver.operation("running")
     assert op is not None
     assert driver.probe(ctx, op, {}, f"name:{c.name}") is True
+
+
+def test_revert_talks_to_the_daemon_the_record_names_not_the_environment_s(
+    lab: DockerLab, driver: Driver, ctx: DriverContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container id names a container of one daemon. The run reached it through
+    DOCKER_HOST; `recover` runs in a shell whose DOCKER_HOST names a daemon that is not
+    there (or another one): the revert, and the clean check, still act on the record's
+    daemon. (They used to follow the environment: unreachable, or, against another
+    daemon, "no longer exists" and clean while the container stayed paused.)"""
+    c = lab.run()
+    short = Path(tempfile.mkdtemp(prefix="cl-dh-"))
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        (short / "docker.sock").symlink_to("/var/run/docker.sock")  # the daemon by another address
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{short}/docker.sock")
+        record = inject(driver, ctx, "pause", f"name:{c.name}")
+        assert record.data["daemon"] == f"unix://{short}/docker.sock"
+        assert state(c)["Paused"]
+        dead.bind(str(short / "dead.sock"))
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{short}/dead.sock")
+        result = driver.revert(ctx, record)
+        assert result.reverted, result
+        assert driver.check_clean(ctx, record).clean
+        assert not state(c)["Paused"]
+    finally:
+        dead.close()
+        monkeypatch.delenv("DOCKER_HOST")
+        if state(c)["Paused"]:
+            c.unpause()
+        shutil.rmtree(short, ignore_errors=True)
