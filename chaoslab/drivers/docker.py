@@ -22,8 +22,8 @@ Targets (an optional ``docker:`` prefix is accepted; ``KIND=VALUE`` works like `
 Faults act on *running, unpaused* matches; probes read every match. When no match is
 fit for the fault (none runs unpaused; for ``disconnect``, none is on the network) or the
 daemon cannot be reached, the fault is planned on what was found and closed as *not
-applied* at inject, touching nothing: the run's identity locks still see those
-containers, so a container another run's fault holds paused or stopped is refused as
+applied* at inject, touching nothing (a dry plan says so at once): the run's identity
+locks still see those containers, so a container another run's fault holds paused or stopped is refused as
 "locked by" that run, not "not found". Among the matches
 the usual selection args pick ``count`` (default 1), ``percent`` or ``all``, at random
 with a recorded ``seed`` (``chaoslab.drivers.selection``).
@@ -713,6 +713,8 @@ def _find(
     if not unfit:
         states = ", ".join(f"{_describe(c)['name']} {_state(c.attrs).get('Status')}" for c in found)
         unfit = f"{sel} matches no running, unpaused container ({states})"
+    if ctx.dry:  # a dry plan injects nothing, so nothing else would say it
+        raise TargetNotFound(unfit, driver=NAME, target=str(sel))
     chosen, picked = _picked(ctx, ask, client, found)
     return _Found(chosen=chosen, picked=picked, unfit=unfit, daemon=daemon)
 
@@ -723,7 +725,7 @@ def _found(ctx: DriverContext, ask: Ask, action: str) -> _Found:
         with _api(f"prepare {action}", str(parse_target(ask.target)), daemon) as client:
             return _find(ctx, ask, action, client, daemon)
     except DriverError as exc:
-        if not exc.not_applied:
+        if not exc.not_applied or ctx.dry:
             raise
         return _Found(chosen=[], picked={}, unfit=str(exc))
 
@@ -1191,7 +1193,7 @@ class Disconnect(_Leased[DisconnectData]):
                 )
                 network = Network(id=net.id, name=net.name)
         except DriverError as exc:
-            if not exc.not_applied:
+            if not exc.not_applied or ctx.dry:
                 raise
             found = _Found(chosen=[], picked={}, unfit=str(exc))
             network = Network(id="", name=str(ask.full["network"]))

@@ -158,6 +158,9 @@ def test_nothing_matches_raises_before_anything(
     wait_until(
         lambda: state(c)["Status"] == "exited", timeout_s=10, interval_s=0.05, what="the container to exit"
     )
+    # A dry plan injects nothing, so it says so at once.
+    with pytest.raises(TargetNotFound):
+        driver.prepare(msgspec.structs.replace(ctx, dry=True), operation, args, f"name:{c.name}", LEASE_S)
     # Planned on what was found (so the run's locks see it), refused at inject as not applied.
     record = driver.prepare(ctx, operation, args, f"name:{c.name}", LEASE_S)
     assert driver.identities(record) == (f"docker:{c.id}",)
@@ -800,6 +803,10 @@ def test_a_daemon_that_cannot_be_reached_is_not_applied(
             with pytest.raises(DriverError, match="cannot reach the Docker daemon") as refused:
                 driver.inject(ctx, record)
             assert refused.value.not_applied
+            with pytest.raises(DriverError, match="cannot reach the Docker daemon"):
+                driver.prepare(
+                    msgspec.structs.replace(ctx, dry=True), operation, {}, f"name:{c.name}", LEASE_S
+                )
         assert not (ctx.state_dir / "watchdogs").exists()
     finally:
         dead.close()
