@@ -1188,25 +1188,72 @@ def test_failed_authentication_is_not_retried(
     assert time.monotonic() - started < 3
 
 
+@contextlib.contextmanager
+def _with_lone_host(fleet: SSHFleet, inv: Path, root: Path) -> Iterator[SSHFleet]:
+    """``inv`` (the fleet's hosts) plus ``lone``: a one-host fleet of its own, which the
+    test may stop and start without touching the module's fleet."""
+    lone = SSHFleet(root=root, size=1)
+    lone.start()
+    try:
+        fleet.inventory(inv, connect_attempts=1, connect_timeout="2s")
+        doc = yaml.safe_load(inv.read_text())
+        (host,) = lone.hosts
+        with open(doc["known_hosts"], "a") as known:
+            known.write(host.known_hosts_line())
+        doc["hosts"]["lone"] = {
+            **doc["hosts"]["h0"],
+            "port": host.port,
+            "key_file": str(lone.user_key),
+        }
+        inv.write_text(yaml.safe_dump(doc))
+        yield lone
+    finally:
+        lone.stop()
+
+
 def test_a_fault_is_all_or_nothing(
     driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path
 ) -> None:
     inv = tmp_path / "inv.yaml"
-    fleet.inventory(inv, connect_attempts=1, connect_timeout="2s")
-    doc = yaml.safe_load(inv.read_text())
-    doc["hosts"]["dead"] = {**doc["hosts"]["h0"], "port": free_port()}
-    inv.write_text(yaml.safe_dump(doc))
-    record = driver.prepare(
-        ctx,
-        driver.operation("stress_cpu"),
-        {"inventory": str(inv), "workers": 1, "backend": "shell", "pick": "all"},
-        "ssh:h0,h1,dead",
-        20,  # type: ignore[arg-type]
-    )
-    with pytest.raises(DriverError, match="dead") as err:
-        driver.inject(ctx, record)
+    with _with_lone_host(fleet, inv, tmp_path / "lone") as lone:
+        record = driver.prepare(
+            ctx,
+            driver.operation("stress_cpu"),
+            {"inventory": str(inv), "workers": 1, "backend": "shell", "pick": "all"},
+            "ssh:h0,h1,lone",
+            20,  # type: ignore[arg-type]
+        )
+        lone.stop()  # resolved and locked, then gone before the fault reaches it
+        with pytest.raises(DriverError, match="lone") as err:
+            driver.inject(ctx, record)
     assert "reverted" in str(err.value)
     assert not fault_processes(record)  # h0 and h1 were reverted
+
+
+def test_a_host_unreachable_when_prepared_is_not_faulted_later(
+    driver: SSHDriver, ctx: DriverContext, fleet: SSHFleet, tmp_path: Path
+) -> None:
+    """A host ``prepare`` could not reach is locked by its address only (its own name
+    was never read), which another name for the same machine does not meet: coming back
+    before inject must not let the fault through. Not applied, nothing on any host."""
+    inv = tmp_path / "inv.yaml"
+    with _with_lone_host(fleet, inv, tmp_path / "lone") as lone:
+        (host,) = lone.hosts
+        lone._stop_one(host)
+        record = driver.prepare(
+            ctx,
+            driver.operation("stress_cpu"),
+            {"inventory": str(inv), "workers": 1, "backend": "shell", "pick": "all"},
+            "ssh:h0,lone",
+            20,  # type: ignore[arg-type]
+        )
+        assert "lone" in record.data["unresolved"]
+        lone._launch(host)
+        lone._wait_ready(host)
+        with pytest.raises(DriverError, match="lone") as err:
+            driver.inject(ctx, record)
+    assert err.value.not_applied, err.value
+    assert not fault_processes(record)
 
 
 def test_missing_paramiko_gives_the_install_hint(inventory: Path) -> None:

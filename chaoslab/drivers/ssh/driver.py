@@ -331,8 +331,8 @@ class _OnHosts:
         names = [str(h.get("name")) for h in record.data.get("hosts") or []]
         if ctx.dry:
             ctx.log(f"ssh: dry run, would {record.operation} on {', '.join(names)}")
-        elif self.process_fault:
-            _check_resolved(record, names)
+        else:
+            _check_resolved(record, names, processes=self.process_fault)
 
     # -- apply ---------------------------------------------------------------------------
 
@@ -997,16 +997,19 @@ def _netns(record: RevertRecord) -> str:
     return str(record.data.get("netns") or "-")
 
 
-def _check_resolved(record: RevertRecord, hosts: Sequence[str]) -> None:
-    """A process fault hits only processes ``prepare`` resolved (and locked): a host it
-    could not reach then is not touched now, and the fault is "not applied"."""
+def _check_resolved(record: RevertRecord, hosts: Sequence[str], *, processes: bool) -> None:
+    """A fault hits only what ``prepare`` resolved (and locked): the processes of a process
+    fault, the host itself (its own name) of the others. A host it could not reach then
+    is not touched now -- its lock key was only its address, which another name for the
+    same machine does not meet -- and the fault is "not applied"."""
     unresolved: Mapping[str, Any] = record.data.get("unresolved") or {}
     resolved: Mapping[str, Any] = record.data.get("resolved") or {}
     missing = [name for name in hosts if name not in resolved]
     if not missing:
         return
     why = "; ".join(f"{n}: {(unresolved.get(n) or {}).get('error', 'not resolved')}" for n in missing)
-    message = f"{record.operation}: the processes on {', '.join(missing)} could not be resolved ({why})"
+    what = "the processes on " if processes else "the host(s) "
+    message = f"{record.operation}: {what}{', '.join(missing)} could not be resolved ({why})"
     refused = all((unresolved.get(n) or {}).get("key_refused") for n in missing)
     cls: Callable[..., DriverError] = HostKeyRefused if refused else DriverError
     raise cls(message + " (nothing was changed)", driver="ssh", target=record.target, not_applied=True)
