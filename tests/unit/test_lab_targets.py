@@ -47,6 +47,10 @@ def test_lab_targets_resolve_under_the_contexts_lab_dir(
     ctx = DriverContext(run_id="r1", state_dir=tmp_path / "state", lab_dir=lab_dir)
     operation = driver.operation(op)
     assert operation is not None
-    # resolved through the run's lab: the driver goes on to call that lab's proxy API
-    with pytest.raises(DriverError, match=f"127.0.0.1:{port}"):
-        driver.prepare(ctx, operation, args, "lab:replica-1", 10)
+    # resolved through the run's lab: the record names that lab's proxy API, and the
+    # driver goes on to call it (nobody listens there: not applied)
+    record = driver.prepare(ctx, operation, args, "lab:replica-1", 10)
+    assert (record.data["api"], record.data["proxy"]) == (f"http://127.0.0.1:{port}", "replica-1")
+    with pytest.raises(DriverError, match=f"127.0.0.1:{port}") as refused:
+        driver.inject(ctx, record)
+    assert refused.value.not_applied
