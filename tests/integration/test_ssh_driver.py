@@ -706,6 +706,25 @@ def test_a_revert_that_does_not_hold_keeps_the_hosts_lease(
     assert_clean(driver, ctx, rec)
 
 
+def test_the_hosts_watchdog_tries_again_until_its_end_holds(
+    driver: SSHDriver, ctx: DriverContext, inventory: Path, netns: Netns
+) -> None:
+    """The lease ends the fault on the host, but its first try does not hold (more copies
+    of the rule than one pass deletes): the watchdog tries again, backing off, instead of
+    leaving the rest for good (the local watchdog's rule)."""
+    args = {"inventory": str(inventory), "port": netns.port, "netns": netns.name}
+    rec = fault(driver, ctx, "iptables_drop", args, "ssh:h3", lease=4)  # no heartbeat: a fixed lease
+    (rule,) = rec.data["rules"]
+    ns = ["ip", "netns", "exec", netns.name, "iptables", "-w"]
+    for _ in range(25):  # more than one pass of the end deletes
+        subprocess.run([*ns, "-I", *rule], check=True)
+    tag = f'"chaoslab:{rec.fault_id}"'
+    assert tag in netns.rules()
+    wait_until(lambda: tag not in netns.rules(), timeout_s=20.0, interval_s=0.2, what="every copy gone")
+    assert netns.connects()
+    wait_until(lambda: driver.check_clean(ctx, rec).clean, timeout_s=10.0, interval_s=0.2, what="clean")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("op", ["suspend", "stress_cpu", "iptables_drop"])
 def test_sigkilled_runner_the_host_watchdog_ends_the_fault(

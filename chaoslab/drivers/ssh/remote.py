@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chaoslab.drivers.lease import LAPSE_S, POLL_S
+from chaoslab.drivers.watchdog import RETRY_FOR_S, RETRY_MAX_S, RETRY_S
 
 EXIT_NOT_FOUND = 3
 EXIT_FAILED = 4
@@ -352,8 +353,11 @@ def _still_there(operation: str, data: Mapping[str, object]) -> list[str]:
             '[ "$(cl_field "$p" 1)" = T ] && kept="$kept process $p is still stopped;"; done'
         ]
     if operation == "iptables_drop":
+        tag = str(data.get("tag") or _comment(_rules_of(data)))
+        if not tag:
+            return []
         return [
-            f"tag={q(str(data.get('tag', '')))}",
+            f"tag={q(tag)}",
             'inns iptables -w -S 2>/dev/null | grep -qF -- "$tag" && kept="$kept an iptables rule $tag;"',
         ]
     if operation == "netem":
@@ -362,6 +366,27 @@ def _still_there(operation: str, data: Mapping[str, object]) -> list[str]:
             'kept="$kept the netem qdisc $handle: on $dev;"'
         ]
     return []
+
+
+def _comment(rules: Sequence[Sequence[str]]) -> str:
+    """The comment tag the rules carry (``--comment chaoslab:<fault id>``), or ''."""
+    for rule in rules:
+        for flag, value in zip(rule, rule[1:], strict=False):
+            if flag == "--comment":
+                return str(value)
+    return ""
+
+
+def _pauses() -> str:
+    """The watchdog's waits between tries of an end that did not hold: ``RETRY_S``
+    doubling up to ``RETRY_MAX_S``, for ``RETRY_FOR_S`` in all (the local watchdog's)."""
+    pauses: list[str] = []
+    total, pause = 0.0, RETRY_S
+    while total + pause <= RETRY_FOR_S:
+        pauses.append(f"{pause:g}")
+        total += pause
+        pause = min(pause * 2, RETRY_MAX_S)
+    return " ".join(pauses)
 
 
 def revert_body(
@@ -381,13 +406,24 @@ def revert_body(
     goes unreported and none is left behind. The runner's revert also checks that the
     undo held before it ends the watchdog: if the change is still there (a co-tenant
     stopped the process again, a rule came back), it prints ``kept=...`` and leaves the
-    watchdog and the state directory in place -- a failed revert keeps its lease.
+    watchdog and the state directory in place -- a failed revert keeps its lease. The
+    watchdog's own end tries again while the change is still there (as the local
+    watchdog does: ``watchdog.RETRY_S`` backing off, for ``RETRY_FOR_S``), until the
+    change is gone or someone else (the runner, ``recover``) took the fault over.
     ``targets``: the (pid, start ticks) the record says a process fault hit."""
-    keep = (
-        ['kept=""', *_still_there(operation, data), 'if [ -n "$kept" ]; then echo "kept=$kept"; exit 0; fi']
-        if report_lapse
-        else []
-    )
+    undo = _undo(operation, data, targets)
+    check = ['kept=""', *_still_there(operation, data)]
+    if report_lapse:
+        keep = [*check, 'if [ -n "$kept" ]; then echo "kept=$kept"; exit 0; fi']
+    else:
+        keep = [
+            *check,
+            f"for cl_w in {_pauses()}; do",
+            '  [ -n "$kept" ] && [ -d "$dir" ] || break',
+            '  sleep "$cl_w"',
+            *(f"  {line}" for line in "\n".join([*undo, *check]).splitlines()),
+            "done",
+        ]
     report = (
         [
             'if [ -f "$base/$fid.lapsed" ]; then r=; read -r r < "$base/$fid.lapsed"; '
@@ -399,7 +435,7 @@ def revert_body(
     return "\n".join(
         [
             *_prelude(fault_id, state_dir),
-            *_undo(operation, data, targets),
+            *undo,
             *keep,
             _end_fault_processes(sessions),
             # A renewal racing the removal may write one more beat into the directory.
@@ -486,7 +522,7 @@ def suspend_script(
     heartbeat: bool = False,
 ) -> str:
     """SIGSTOP the (pid, start ticks) resolved before the fault, under a watchdog."""
-    body = revert_body("suspend", fault_id, state_dir, {}, report_lapse=False)
+    body = revert_body("suspend", fault_id, state_dir, {}, report_lapse=False, targets=targets)
     wait = _lease_wait(fault_id, state_dir, lease_s, heartbeat)
     return "\n".join(
         [
