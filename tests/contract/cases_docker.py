@@ -132,6 +132,17 @@ def _out_of_service(target: Target, record: RevertRecord) -> bool:
     return not state["Running"] or bool(state.get("Restarting")) or health != "healthy"
 
 
+def started_anew(target: Target, record: RevertRecord) -> bool:
+    """A kill or restart hit: the start the record saw is over (the container is down,
+    restarting, or runs a later start), however far it has healed since."""
+    before = {str(c["id"]): c.get("started_at") for c in record.data.get("containers", [])}
+    seen = before.get(target.handle.container.id)
+    if seen is None:
+        return False
+    state = target.handle.state()
+    return not state["Running"] or bool(state.get("Restarting")) or state.get("StartedAt") != seen
+
+
 def _stopped(target: Target, record: RevertRecord) -> bool:
     return not target.handle.state()["Running"]
 
