@@ -6,8 +6,8 @@ may break that sshd, its host key or the route to it without touching another te
 
 - revert fails: the kill's healer (the per-cell lab supervisor) is stopped; a co-tenant
   re-stops what the suspend's revert continues (as process.suspend's row); for the CPU
-  stress and the iptables drop the runner loses its route to the host's sshd (a REJECT
-  with TCP reset on that sshd's port only: a network partition between runner and host);
+  stress and the iptables drop the host locks the runner out (its sshd denies the user
+  and drops the connections it serves);
 - target unreachable: the same host at a port nobody listens on, or with a host key
   nobody trusts (an empty known_hosts);
 - named two ways: a tag, a host-name glob, or a second inventory entry for one machine;
@@ -23,16 +23,16 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from chaoslab.drivers.base import RevertRecord
-from tests.conftest import machine_lock, wait_until
+from tests.conftest import wait_until
 from tests.contract.cases import Target
 from tests.integration.matrix_edges import EdgeHooks, NotApplicable, Variant
 from tests.integration.sshfleet import keygen
@@ -109,27 +109,47 @@ def _restopping(target: Target, record: RevertRecord) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def _iptables(*args: str) -> None:
-    subprocess.run(["iptables", "-w", "30", *args], check=True, capture_output=True, timeout=60)
+def _sshd(target: Target) -> tuple[int, Path]:
+    """This cell's sshd: its pid and its config (``sshfleet``'s layout, found from the
+    inventory: the user key sits at the fleet's root, each host has a directory there)."""
+    host = _host(target)
+    root = Path(host["key_file"]).parent
+    (name,) = _inventory(target)["hosts"]
+    return int((root / name / "sshd.pid").read_text().split()[0]), root / name / "sshd_config"
+
+
+def _banner(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as s:
+        s.settimeout(2.0)
+        return s.recv(8).startswith(b"SSH-")
+    return False
+
+
+def _reload(pid: int, port: int) -> None:
+    """SIGHUP: sshd re-executes itself (same pid) with its config read again."""
+    os.kill(pid, signal.SIGHUP)
+    wait_until(lambda: _banner(port), timeout_s=15.0, interval_s=0.05, what="sshd to answer again")
 
 
 @contextlib.contextmanager
-def _partitioned(target: Target, record: RevertRecord) -> Iterator[None]:
-    """The runner loses its route to the host: every TCP segment to this cell's sshd port
-    is answered with a reset (the established connection dies at its next packet, a new
-    one is refused). One rule in the host's own firewall, on this cell's port only, held
-    under ``host_iptables``'s lock (tests comparing that rule set run before or after),
-    removed on exit."""
-    port = str(_host(target)["port"])
-    rule = ["INPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", port]
-    rule += ["-m", "comment", "--comment", f"chaoslab-test-partition:{record.fault_id}"]
-    rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
-    with machine_lock("host-iptables"):
-        _iptables("-I", *rule)
-        try:
-            yield
-        finally:
-            _iptables("-D", *rule)
+def _locked_out(target: Target, record: RevertRecord) -> Iterator[None]:
+    """The host locks the runner out: this cell's sshd is reconfigured to deny the user
+    (``DenyUsers``, as an admin's lockout would) and the connections it already serves
+    are closed, so the runner's revert and clean check fail at login, at once. Lifted:
+    the config is restored and sshd reloaded."""
+    pid, config = _sshd(target)
+    port = int(_host(target)["port"])
+    original = config.read_text()
+    config.write_text(original + f"DenyUsers {_host(target)['user']}\n")
+    try:
+        _reload(pid, port)
+        for child in psutil.Process(pid).children(recursive=True):  # per-connection sshd
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        yield
+    finally:
+        config.write_text(original)
+        _reload(pid, port)
 
 
 # --- target unreachable --------------------------------------------------------------------------
@@ -264,13 +284,13 @@ HOOKS: dict[str, EdgeHooks] = {
         relative=_relative_inventory,
     ),
     "ssh.stress_cpu": EdgeHooks(
-        break_revert=_partitioned,
+        break_revert=_locked_out,
         unreachable=_dead_port,
         alias=_second_entry,
         relative=_relative_inventory,
     ),
     "ssh.iptables_drop": EdgeHooks(
-        break_revert=_partitioned,
+        break_revert=_locked_out,
         unreachable=_unknown_key,
         alias=_selector("ssh:h*"),
         relative=_relative_inventory,
