@@ -19,7 +19,8 @@ import httpx
 
 from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
-from tests.contract.cases_proxy import LEASE_S, PROXY_NAME, ProxyTarget, _proxy_server
+from tests.contract.cases_proxy import LEASE_S, PROXY_NAME, ProxyTarget
+from tests.integration.proxykit import proxy_server
 
 BODY = b"catalogue and checkout\n"
 
@@ -55,7 +56,7 @@ def _http_service() -> Iterator[int]:
 
 @contextlib.contextmanager
 def _proxied_http(tmp_path: Path) -> Iterator[Target]:
-    with _http_service() as upstream, _proxy_server() as api:
+    with _http_service() as upstream, proxy_server() as (api, _):
         with httpx.Client(base_url=f"http://{api}", timeout=10) as client:
             resp = client.post(
                 "/proxies", json={"name": PROXY_NAME, "upstream": f"127.0.0.1:{upstream}", "mode": "http"}

@@ -6,19 +6,14 @@ with one proxy in front of the threaded echo service of
 measures on its own socket (a round-trip time, a reset, an early EOF, a refused
 connect), never what the proxy's API says about its toxics.
 
-``proxykit`` offers the server and the echo service as pytest fixtures, which
-cannot be entered from a ``make_target``; the two context managers below are the thin
-wrappers around its echo classes and the server's documented start line.
+``proxykit``'s ``echo_service`` and ``proxy_server`` are the context managers a
+``make_target`` enters (its fixtures cannot be).
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,49 +23,10 @@ import httpx
 
 from chaoslab.drivers.base import RevertRecord
 from tests.contract.cases import FaultCase, Target
-from tests.contract.targets import stop
-from tests.integration.proxykit import _Echo, _EchoServer, connect, recv_exactly
+from tests.integration.proxykit import connect, echo_service, proxy_server, recv_exactly
 
 LEASE_S = 2.0
 PROXY_NAME = "contract"
-
-
-@contextlib.contextmanager
-def _echo_service() -> Iterator[int]:
-    """The helpers' echo service on 127.0.0.1; yields its port."""
-    server = _EchoServer(("127.0.0.1", 0), _Echo)
-    # A short poll interval: shutdown() waits for the loop's next poll (0.5 s by default).
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="contract-echo", daemon=True
-    )
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def _proxy_server() -> Iterator[str]:
-    """A proxy server process; yields its API address (``127.0.0.1:PORT``)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("chaoslab-proxy api="):
-            raise RuntimeError(f"the proxy server did not start: {line!r}")
-        yield line.split("api=")[1].split()[0]
-    finally:
-        # SIGKILL: its proxies and toxics live in its memory only, and a graceful stop
-        # costs half a second per case (the API server's shutdown poll).
-        stop(proc, sig=signal.SIGKILL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +38,7 @@ class ProxyTarget:
 
 @contextlib.contextmanager
 def _proxied_echo(tmp_path: Path) -> Iterator[Target]:
-    with _echo_service() as upstream, _proxy_server() as api:
+    with echo_service() as upstream, proxy_server() as (api, _):
         with httpx.Client(base_url=f"http://{api}", timeout=10) as client:
             resp = client.post("/proxies", json={"name": PROXY_NAME, "upstream": f"127.0.0.1:{upstream}"})
         if resp.status_code != 201:

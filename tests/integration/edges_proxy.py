@@ -1,9 +1,8 @@
 """Edge-column hooks of the proxy driver (every toxic and ``down``): see matrix_edges.py.
 
-The target is the matrix's ``proxy`` fixture (tests/integration/proxykit.py): a proxy
-named ``echoN`` in front of an echo service, on a proxy server process this test
-module's worker started (module scope: no other test uses it while a cell runs, and
-every cell deletes its own proxy).
+The target is the matrix's proxy case target (``proxykit.own_proxy``): a proxy named
+``echo`` in front of an echo service, on a proxy server process of the cell's own, so
+freezing it touches no other test.
 
 - revert fails: for a toxic, the control plane stops answering (the proxy server is
   frozen with SIGSTOP, so the revert's DELETE and the clean check's GET time out); for
@@ -49,25 +48,16 @@ def _api_port(ref: ProxyRef) -> int:
 
 
 def _server_process(ref: ProxyRef) -> psutil.Process:
-    """The proxy server process listening on ``ref``'s API port: one this test process
-    started (its child), never anybody else's."""
-    port = _api_port(ref)
-    me = os.getpid()
-    for child in psutil.Process(me).children():
-        with contextlib.suppress(psutil.Error):
-            if "chaoslab.drivers.proxy" not in " ".join(child.cmdline()):
-                continue
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-                for c in child.net_connections(kind="tcp")
-            ):
-                return child
-    raise AssertionError(f"no proxy server of ours listens on {ref.api}")
+    """The cell's own proxy server process (``proxykit.own_proxy``), never a shared one."""
+    assert ref.pid is not None, f"{ref.api} is not a proxy server of the cell's own"
+    server = psutil.Process(ref.pid)
+    assert server.ppid() == os.getpid() and "chaoslab.drivers.proxy" in " ".join(server.cmdline())
+    return server
 
 
 @contextlib.contextmanager
 def _frozen_control_plane(target: Target, record: RevertRecord) -> Iterator[None]:
-    """The proxy server stops answering (SIGSTOP), its toxics still in place: the
+    """The cell's proxy server stops answering (SIGSTOP), its toxics still in place: the
     revert's DELETE and the clean check's GET time out. Continued on exit."""
     server = _server_process(_ref(target))
     server.suspend()

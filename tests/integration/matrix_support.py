@@ -9,9 +9,9 @@ Three kinds of things live here:
   the fault is certainly held, then decide when the run goes on;
 - **targets**: one ``OpCase`` per fault operation of the local drivers. The process,
   stress and net cases are the contract suite's own ``FaultCase`` targets and
-  observers (imported, not copied); proxy cases observe the proxy server directly (its
-  API is the target's state, not the driver's code) and, for latency/timeout/down, the
-  bytes that flow through it;
+  observers (imported, not copied); proxy cases (each cell on a proxy server of its
+  own) observe the proxy server directly (its API is the target's state, not the
+  driver's code) and, for latency/timeout/down, the bytes that flow through it;
 - **run plumbing**: the experiment each (operation, scenario) cell runs, a subprocess
   handle on ``chaoslab run``, its event log, and the ledger seen from the test.
 
@@ -54,6 +54,7 @@ from tests.contract import (
     cases_stress,
 )
 from tests.contract.cases import FaultCase, Target
+from tests.integration.proxykit import own_proxy
 from tests.statepaths import env_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,8 +180,9 @@ def flip_server() -> Iterator[FlipServer]:
 class OpCase:
     """One fault operation in the matrix.
 
-    - ``make_target``: the contract suite's target factory; ``None`` for proxy cases,
-      whose target is the ``proxy`` fixture of tests/integration/proxykit.py;
+    - ``make_target``: the contract suite's target factory; for proxy cases a proxy on a
+      proxy server of the cell's own (tests/integration/proxykit.py ``own_proxy``);
+      ``None``: the ``proxy`` fixture of proxykit (a module-scoped server);
     - ``observe(target, record)``: True while any sign of the fault shows on the target;
     - ``took_effect(target, record)``: True once the fault is seen to have happened (for
       a kill the process is dead even after the supervisor restarted it); defaults to
@@ -292,6 +294,14 @@ def _proxy_observer(
     return observe
 
 
+@contextlib.contextmanager
+def _own_proxy(workdir: Path) -> Iterator[Target]:
+    """A proxy on a proxy server process of the cell's own (``proxykit.own_proxy``, about
+    0.15 s to start): a cell may freeze or break that server and nothing else sees it."""
+    with own_proxy() as ref:
+        yield Target(selector=ref.target, handle=ref)
+
+
 def _proxy(
     op: str, args: Mapping[str, Any], behaviour: Callable[[Target, RevertRecord], bool] | None = None
 ) -> OpCase:
@@ -300,7 +310,7 @@ def _proxy(
         driver="proxy",
         op=op,
         args=args,
-        make_target=None,
+        make_target=_own_proxy,
         observe=_proxy_observer(behaviour),
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import signal
 import socket
 import socketserver
 import statistics
@@ -55,6 +56,64 @@ def echo_port() -> Iterator[int]:
 
 
 @contextlib.contextmanager
+def echo_service() -> Iterator[int]:
+    """The echo service on 127.0.0.1 for one caller; yields its port."""
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
+    # A short poll interval: shutdown() waits for the loop's next poll (0.5 s by default).
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="echo", daemon=True
+    )
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def proxy_server() -> Iterator[tuple[str, int]]:
+    """A proxy server process for one caller; yields its API address (``127.0.0.1:PORT``)
+    and pid. Stopped with SIGKILL (continued first, in case it was frozen): its proxies
+    and toxics live in its memory only, and a graceful stop costs half a second (the API
+    server's shutdown poll)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaoslab.drivers.proxy", "--api", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("chaoslab-proxy api="):
+            raise RuntimeError(f"the proxy server did not start: {line!r}")
+        yield line.split("api=")[1].split()[0], proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def own_proxy(name: str = "echo") -> Iterator[ProxyRef]:
+    """A proxy named ``name`` in front of an echo service, on a proxy server process of
+    the caller's own (``ProxyRef.pid``): a test may freeze or stop that server without
+    touching anybody else's. Everything is stopped on exit."""
+    with echo_service() as upstream, proxy_server() as (api, pid):
+        with httpx.Client(base_url=f"http://{api}", timeout=10) as client:
+            resp = client.post("/proxies", json={"name": name, "upstream": f"127.0.0.1:{upstream}"})
+        if resp.status_code != 201:
+            raise RuntimeError(f"creating the proxy failed: HTTP {resp.status_code} {resp.text}")
+        port = int(resp.json()["listen"].rsplit(":", 1)[1])
+        yield ProxyRef(api=f"http://{api}", name=name, port=port, pid=pid)
+
+
+@contextlib.contextmanager
 def proxy_process(loop: str = "auto") -> Iterator[str]:
     """Base URL of a proxy server running in its own process on ``loop``."""
     proc = subprocess.Popen(
@@ -86,9 +145,13 @@ def proxy_api() -> Iterator[str]:
 
 @dataclass(frozen=True)
 class ProxyRef:
+    """One proxy: its server's API base URL, its name, its listen port, and the server's
+    pid when the server is the caller's own (``own_proxy``: free to freeze or kill)."""
+
     api: str
     name: str
     port: int
+    pid: int | None = None
 
     @property
     def target(self) -> str:

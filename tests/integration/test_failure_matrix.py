@@ -19,8 +19,9 @@ Every cell asserts:
 5. outside SIGKILL cells, the runner's own revert verified the target clean *before*
    the fault's lease would have ended it, and closed the ledger entry.
 
-Targets are the contract suite's (tests/contract/cases_*.py) and, for proxy faults,
-the proxy server + echo fixtures of tests/integration/proxykit.py.
+Targets are the contract suite's (tests/contract/cases_*.py) and, for proxy faults, a
+proxy server process + echo service of the cell's own (tests/integration/proxykit.py
+``own_proxy``).
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ from chaoslab.drivers.registry import DriverRegistry
 from tests.conftest import poll, require, wait_until
 from tests.contract.cases import Target
 from tests.contract.targets import adopting_orphans
-
-# The proxy cells' target: a proxy server subprocess and an echo upstream (module-scoped
-# fixtures), with a fresh proxy per cell.
 from tests.integration.matrix_support import (
     EXPECTED_EXIT,
     SCENARIOS,
