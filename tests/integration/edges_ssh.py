@@ -2,7 +2,8 @@
 
 Every ssh case runs against a one-host fleet of its own (tests/contract/cases_ssh.py:
 a per-cell sshd on 127.0.0.1, its inventory in ``target.args["inventory"]``), so a hook
-may break that sshd, its host key or the route to it without touching another test:
+may reconfigure that sshd, distrust its host key or point at a dead port without
+touching another test:
 
 - revert fails: the kill's healer (the per-cell lab supervisor) is stopped; a co-tenant
   re-stops what the suspend's revert continues (as process.suspend's row); for the CPU
