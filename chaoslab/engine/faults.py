@@ -90,6 +90,7 @@ class FaultManager:
         self._lock = threading.Lock()
         self._beater: threading.Thread | None = None
         self._stop_beats = threading.Event()
+        self._lapse_lock = threading.Lock()  # one lease-lapsed event per fault
 
     # --- inject --------------------------------------------------------------------------
 
@@ -392,15 +393,20 @@ class FaultManager:
         expires = fault.record.lease_expires_at
         try:
             raw = json.loads(path.read_text("utf-8"))
-            fault.lapsed = str(raw.get("reason") or "its lease ended")
+            reason = str(raw.get("reason") or "its lease ended")
         except (OSError, ValueError):
             if not (reverting and expires is not None and time.time() >= expires):
                 return
-            fault.lapsed = f"its lease expired {time.time() - expires:.1f}s before the run reverted it"
-        self._lapsed(fault, fault.lapsed)
+            reason = f"its lease expired {time.time() - expires:.1f}s before the run reverted it"
+        self._lapsed(fault, reason)
 
     def _lapsed(self, fault: ActiveFault, reason: str) -> None:
-        fault.lapsed = reason
+        """Record the lapse and emit its event, once: the heartbeat thread and a remote
+        renewal's thread may both notice it at the same moment."""
+        with self._lapse_lock:
+            if fault.lapsed is not None:
+                return
+            fault.lapsed = reason
         self.bus.emit(
             ev.LeaseLapsed(
                 run_id=self.ctx.run_id,

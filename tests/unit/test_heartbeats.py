@@ -23,6 +23,7 @@ from chaoslab.drivers.base import (
     Driver,
     DriverContext,
     Kind,
+    LeaseKind,
     Operation,
     RevertRecord,
     RevertResult,
@@ -128,3 +129,42 @@ def test_a_hung_target_never_delays_the_other_faults_heartbeats(tmp_path: Path) 
     # of `local` waited for it: ages up to HANG_S + HEARTBEAT_S).
     assert max(ages) < lease.HEARTBEAT_S + 0.9, max(ages)
     assert driver.most_at_once == 1, "renewals of one fault piled up on its hung target"
+
+
+def test_a_lapse_noticed_by_two_threads_at_once_is_one_event(tmp_path: Path) -> None:
+    """The heartbeat loop (the watchdog's lapse file) and a remote renewal's thread (the
+    target said the fault is gone) may notice one lapse together: one event, one reason."""
+    from chaoslab.engine import events as ev
+    from chaoslab.engine.faults import ActiveFault, FaultManager
+    from chaoslab.model.experiment import Activity, ActivityKind
+
+    bus = ev.EventBus()
+    seen: list[ev.Event] = []
+    bus.subscribe(seen.append)
+    ctx = DriverContext(run_id="r", state_dir=tmp_path, lab_dir=tmp_path / "lab")
+    manager = FaultManager(
+        registry=DriverRegistry(load_installed=False), ctx=ctx, bus=bus, ledger=None, default_lease_s=60
+    )
+    activity = Activity(name="f", type="action", kind=ActivityKind.DRIVER, ctk={}, path="method[0]")
+    for _ in range(50):  # the window is a few instructions wide: try it many times
+        fault = ActiveFault(
+            record=RevertRecord(driver="d", operation="o", target="t"),
+            activity=activity,
+            lease=LeaseKind.TARGET,
+            injected_at=time.time(),
+            revert_at=None,
+        )
+        start = threading.Barrier(8)
+
+        def notice(fault: ActiveFault = fault, start: threading.Barrier = start) -> None:
+            start.wait()
+            manager._lapsed(fault, f"seen by {threading.current_thread().name}")
+
+        threads = [threading.Thread(target=notice) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        events = [e for e in seen if isinstance(e, ev.LeaseLapsed) and e.fault_id == fault.record.fault_id]
+        assert len(events) == 1, events
+        assert fault.lapsed == events[0].reason
