@@ -39,9 +39,10 @@ STRESS_LOCAL = NotApplicable(
 
 
 @contextlib.contextmanager
-def _restopping(target: Target, record: RevertRecord) -> Iterator[None]:
+def restopping(target: Target, record: RevertRecord) -> Iterator[None]:
     """A co-tenant (a debugger, another tool) that stops the processes again as soon as
-    anything continues them: the revert's SIGCONT cannot hold."""
+    anything continues them: the revert's SIGCONT cannot hold. ``target.handle`` is the
+    processes (Popen-like, ``.pid``): process.suspend's and ssh.suspend's targets."""
     pids = [proc.pid for proc in target.handle]
     done = threading.Event()
 
@@ -302,7 +303,7 @@ HOOKS: dict[str, EdgeHooks] = {
         revert_fails_args={"timeout": "3s"},
     ),
     "process.suspend": EdgeHooks(
-        break_revert=_restopping,
+        break_revert=restopping,
         unreachable=LOCAL,
         alias=_by_pid,
         relative=_pidfile,

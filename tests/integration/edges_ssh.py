@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import yaml
 from chaoslab.drivers.base import RevertRecord
 from tests.conftest import wait_until
 from tests.contract.cases import Target
+from tests.integration.edges_local import restopping
 from tests.integration.matrix_edges import EdgeHooks, NotApplicable, Variant
 from tests.integration.sshfleet import keygen
 
@@ -86,28 +86,6 @@ def _healer_stopped(target: Target, record: RevertRecord) -> Iterator[None]:
     finally:
         os.kill(sup, signal.SIGCONT)
     wait_until(replica.live, timeout_s=15.0, interval_s=0.05, what="the supervisor to restart the replica")
-
-
-@contextlib.contextmanager
-def _restopping(target: Target, record: RevertRecord) -> Iterator[None]:
-    """A co-tenant (a debugger, another tool) that stops the processes again as soon as
-    anything continues them: the revert's SIGCONT cannot hold (process.suspend's break)."""
-    pids = [proc.pid for proc in target.handle]
-    done = threading.Event()
-
-    def restop() -> None:
-        while not done.wait(0.005):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-
-    thread = threading.Thread(target=restop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join(timeout=5)
 
 
 def _sshd(target: Target) -> tuple[int, Path]:
@@ -279,7 +257,7 @@ HOOKS: dict[str, EdgeHooks] = {
         relative=_relative_inventory,
     ),
     "ssh.suspend": EdgeHooks(
-        break_revert=_restopping,
+        break_revert=restopping,  # the same co-tenant as process.suspend's
         unreachable=_unknown_key,
         alias=_selector("ssh:tag=fleet"),
         relative=_relative_inventory,

@@ -12,9 +12,9 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -124,6 +124,19 @@ def _reason(run: Run) -> str:
     return str(finished[0]["reason"]) if finished else ""
 
 
+class Cell(NamedTuple):
+    """What a column body works with: the fault, its family's hooks, the live target, a
+    scratch directory, a context for the test's own checks, and the records a failed
+    cell must still revert."""
+
+    case: OpCase
+    hooks: EdgeHooks | None
+    target: Target
+    tmp: Path
+    ctx: DriverContext
+    cleanup: list[RevertRecord]
+
+
 @pytest.mark.parametrize(("case", "column"), _cells())
 def test_edge(case: OpCase, column: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     ok, reason = case.available()
@@ -135,7 +148,7 @@ def test_edge(case: OpCase, column: str, tmp_path: Path, request: pytest.Fixture
     with _target(case, tmp_path, request) as target:
         cleanup: list[RevertRecord] = []
         try:
-            _COLUMN[column](case, hooks, target, tmp_path, ctx, cleanup)
+            _COLUMN[column](Cell(case, hooks, target, tmp_path, ctx, cleanup))
         finally:
             for record in cleanup:
                 driver.revert(ctx, record)  # a failed cell must not leave its fault behind
@@ -166,14 +179,8 @@ def _held(
     return run, record
 
 
-def _lease_lapses(
-    case: OpCase,
-    hooks: EdgeHooks | None,
-    target: Target,
-    tmp: Path,
-    ctx: DriverContext,
-    cleanup: list[RevertRecord],
-) -> None:
+def _lease_lapses(cell: Cell) -> None:
+    case, hooks, target, tmp, ctx, cleanup = cell
     run, record = _held(case, target, tmp / "run", cleanup)
     try:
         slack = hooks.lapse_slack_s if hooks is not None else 3.0
@@ -206,14 +213,8 @@ def _lease_lapses(
     assert ledger_state(record.fault_id) == "closed"
 
 
-def _revert_fails(
-    case: OpCase,
-    hooks: EdgeHooks | None,
-    target: Target,
-    tmp: Path,
-    ctx: DriverContext,
-    cleanup: list[RevertRecord],
-) -> None:
+def _revert_fails(cell: Cell) -> None:
+    case, hooks, target, tmp, ctx, cleanup = cell
     assert hooks is not None and not isinstance(hooks.break_revert, NotApplicable)
     if hooks.revert_fails_args:
         case = _with_args(case, hooks.revert_fails_args)
@@ -248,14 +249,8 @@ def _revert_fails(
     assert ledger_state(record.fault_id) == "closed"
 
 
-def _target_unreachable(
-    case: OpCase,
-    hooks: EdgeHooks | None,
-    target: Target,
-    tmp: Path,
-    ctx: DriverContext,
-    cleanup: list[RevertRecord],
-) -> None:
+def _target_unreachable(cell: Cell) -> None:
+    case, hooks, target, tmp, ctx, cleanup = cell
     assert hooks is not None and not isinstance(hooks.unreachable, NotApplicable)
     workdir = tmp / "run"
     workdir.mkdir()
@@ -274,14 +269,8 @@ def _target_unreachable(
     assert Ledger(env_state().ledger).open_entries() == [], "nothing for recover to chase"
 
 
-def _named_two_ways(
-    case: OpCase,
-    hooks: EdgeHooks | None,
-    target: Target,
-    tmp: Path,
-    ctx: DriverContext,
-    cleanup: list[RevertRecord],
-) -> None:
+def _named_two_ways(cell: Cell) -> None:
+    case, hooks, target, tmp, ctx, cleanup = cell
     assert hooks is not None and not isinstance(hooks.alias, NotApplicable)
     first, record = _held(case, target, tmp / "first", cleanup)
     try:
@@ -314,14 +303,8 @@ def _named_two_ways(
     assert ledger_state(record.fault_id) == "closed"
 
 
-def _relpath_recover_elsewhere(
-    case: OpCase,
-    hooks: EdgeHooks | None,
-    target: Target,
-    tmp: Path,
-    ctx: DriverContext,
-    cleanup: list[RevertRecord],
-) -> None:
+def _relpath_recover_elsewhere(cell: Cell) -> None:
+    case, hooks, target, tmp, ctx, cleanup = cell
     assert hooks is not None and not isinstance(hooks.relative, NotApplicable)
     here, elsewhere = tmp / "here", tmp / "elsewhere"
     here.mkdir()
@@ -368,7 +351,7 @@ def _with_args(case: OpCase, args: Mapping[str, Any]) -> OpCase:
     return dataclasses.replace(case, args={**case.args, **args})
 
 
-_COLUMN: dict[str, Any] = {
+_COLUMN: dict[str, Callable[[Cell], None]] = {
     "lease-lapses": _lease_lapses,
     "revert-fails": _revert_fails,
     "target-unreachable": _target_unreachable,
